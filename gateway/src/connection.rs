@@ -1,0 +1,274 @@
+//! The connection task: owns one client's WebSocket and drives its
+//! [`Session`]. It reads requests, writes replies and queued deliveries
+//! (several per socket write), pings, and ends the connection with a
+//! `disconnect` frame and a close code when a limit or the server says so.
+
+use std::{
+    pin::pin,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use switchboard_node::Broker;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::mpsc,
+    time::{Instant, MissedTickBehavior, sleep_until},
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        Error as WsError, Message, Utf8Bytes,
+        error::{CapacityError, ProtocolError},
+        protocol::{CloseFrame, frame::coding::CloseCode},
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::{AuthError, Identity},
+    error::Disconnect,
+    hub::{ConnHandle, Outgoing},
+    protocol,
+    server::Gateway,
+    session::{Session, Step},
+    telemetry,
+};
+
+/// Most queued deliveries written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// How long a closing connection waits for the client's close reply.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// A time far enough away to stand for "never".
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+/// Runs one connection to its end.
+pub async fn serve<B, S>(
+    gateway: Arc<Gateway<B>>,
+    mut ws: WebSocketStream<S>,
+    token: Option<Result<Identity, AuthError>>,
+    shutdown: CancellationToken,
+) where
+    B: Broker,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = gateway.settings.gateway.limits.clone();
+    let conn = gateway.next_conn_id();
+    let (tx, mut rx) = mpsc::channel::<Arc<Outgoing>>(limits.outbound_queue.max(1));
+    let overflow = CancellationToken::new();
+    let handle = ConnHandle {
+        tx,
+        overflow: overflow.clone(),
+    };
+    let mut session = Session::new(gateway.clone(), conn, client_id(conn), handle);
+
+    let mut last_seen = Instant::now();
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let auth_deadline = Instant::now() + limits.auth_timeout;
+    let mut auth_timer = pin!(sleep_until(auth_deadline));
+    let mut expiry = pin!(sleep_until(far_future()));
+
+    let step = session.start(token).await;
+    let mut ended = write_step(&mut ws, step, limits.write_timeout).await;
+    let mut expires_at = None;
+
+    while ended.is_none() {
+        if session.expires_at() != expires_at {
+            expires_at = session.expires_at();
+            expiry
+                .as_mut()
+                .reset(expires_at.map_or_else(far_future, instant_of));
+        }
+        ended = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Some(Some(Disconnect::Shutdown)),
+            _ = overflow.cancelled() => Some(Some(Disconnect::SlowConsumer)),
+            _ = &mut expiry => Some(Some(Disconnect::TokenExpired)),
+            _ = &mut auth_timer, if session.awaiting_auth() => Some(Some(Disconnect::AuthTimeout)),
+            msg = ws.next() => {
+                last_seen = Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        let step = session.handle_text(&text).await;
+                        let ended = write_step(&mut ws, step, limits.write_timeout).await;
+                        // What the request caused (a join, the publication
+                        // itself) goes out right behind its reply.
+                        match rx.try_recv() {
+                            Ok(first) if ended.is_none() => {
+                                write_deliveries(&mut ws, &mut session, first, &mut rx, limits.write_timeout).await
+                            }
+                            _ => ended,
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => Some(Some(Disconnect::BinaryFrame)),
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite has queued the close reply; reading on
+                        // sends it and completes the closing handshake.
+                        let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+                        let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+                        Some(None)
+                    }
+                    None => Some(None),
+                    Some(Ok(_)) => None, // ping, pong, raw frames: liveness only
+                    Some(Err(e)) => Some(read_error(&e)),
+                }
+            }
+            Some(first) = rx.recv() => {
+                write_deliveries(&mut ws, &mut session, first, &mut rx, limits.write_timeout).await
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= limits.idle_timeout {
+                    Some(Some(Disconnect::IdleTimeout))
+                } else {
+                    match tokio::time::timeout(limits.write_timeout, ws.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(_)) => Some(None),
+                        Err(_) => Some(Some(Disconnect::WriteTimeout)),
+                    }
+                }
+            }
+        };
+    }
+
+    if let Some(Some(reason)) = ended {
+        close(&mut ws, reason).await;
+    }
+    session.close().await;
+}
+
+/// The client id: unique per gateway process and unguessable enough that a
+/// client cannot name another's.
+fn client_id(conn: u64) -> String {
+    format!("{:08x}{:08x}", rand::random::<u32>(), conn as u32)
+}
+
+fn instant_of(at: SystemTime) -> Instant {
+    let now_sys = SystemTime::now();
+    let now = Instant::now();
+    match at.duration_since(now_sys) {
+        Ok(ahead) => now + ahead,
+        Err(_) => now,
+    }
+}
+
+/// `Some(reason)` ends the connection; `Some(None)` ends it without a
+/// close frame (the peer is gone); `None` carries on.
+type Ended = Option<Option<Disconnect>>;
+
+fn read_error(e: &WsError) -> Option<Disconnect> {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(Disconnect::MessageTooBig),
+        WsError::Utf8(_) => Some(Disconnect::InvalidUtf8),
+        WsError::Protocol(
+            ProtocolError::InvalidCloseSequence | ProtocolError::ResetWithoutClosingHandshake,
+        ) => None,
+        WsError::Protocol(_) => {
+            tracing::debug!(error = %e, "protocol error from client");
+            None
+        }
+        _ => None,
+    }
+}
+
+async fn write_step<S>(ws: &mut WebSocketStream<S>, step: Step, timeout: Duration) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !step.frames.is_empty() {
+        let n = step.frames.len() as u64;
+        let write = async {
+            for frame in step.frames {
+                ws.feed(Message::Text(frame)).await?;
+            }
+            ws.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => telemetry::sent(n),
+            Ok(Err(_)) => return Some(None),
+            Err(_) => return Some(Some(Disconnect::WriteTimeout)),
+        }
+    }
+    step.close.map(Some)
+}
+
+async fn write_deliveries<B, S>(
+    ws: &mut WebSocketStream<S>,
+    session: &mut Session<B>,
+    first: Arc<Outgoing>,
+    rx: &mut mpsc::Receiver<Arc<Outgoing>>,
+    timeout: Duration,
+) -> Ended
+where
+    B: Broker,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let write = async {
+        let mut sent = 0u64;
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            if session.accept(&out) {
+                ws.feed(Message::Text(out.text.clone())).await?;
+                sent += 1;
+                record_latency(&out);
+            }
+            if sent < WRITE_BATCH as u64 {
+                next = rx.try_recv().ok();
+            }
+        }
+        ws.flush().await?;
+        Ok::<u64, WsError>(sent)
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(sent)) => {
+            telemetry::sent(sent);
+            None
+        }
+        Ok(Err(_)) => Some(None),
+        Err(_) => Some(Some(Disconnect::WriteTimeout)),
+    }
+}
+
+fn record_latency(out: &Outgoing) {
+    if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
+        let micros = (now.as_micros() as u64).saturating_sub(out.published_at_micros);
+        telemetry::delivery_latency(micros as f64 / 1e6);
+    }
+}
+
+/// Sends `disconnect`, then a close frame, then waits briefly for the
+/// client's close so the frames are not lost to a reset.
+async fn close<S>(ws: &mut WebSocketStream<S>, reason: Disconnect)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    telemetry::disconnect(reason.label());
+    tracing::debug!(
+        code = reason.code(),
+        reason = reason.reason(),
+        "closing connection"
+    );
+    let frame = CloseFrame {
+        code: CloseCode::from(reason.code()),
+        reason: Utf8Bytes::from_static(reason.reason()),
+    };
+    let goodbye = async {
+        // A socket that took nothing for `write_timeout` gets no goodbye
+        // text; the close frame is still tried within the linger time.
+        if reason != Disconnect::WriteTimeout {
+            ws.feed(Message::Text(protocol::disconnect(reason))).await?;
+        }
+        ws.send(Message::Close(Some(frame))).await?;
+        while let Some(msg) = ws.next().await {
+            msg?;
+        }
+        Ok::<(), WsError>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, goodbye).await;
+}

@@ -1,0 +1,186 @@
+//! Client-facing errors, and the one place that maps them, and broker
+//! errors, to wire codes (docs/protocol.md lists them).
+
+use switchboard_node::BrokerError;
+use thiserror::Error;
+
+/// An error answered with an `error` frame; the connection stays open.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("internal error")]
+    Internal,
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("unknown channel namespace")]
+    UnknownNamespace,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    #[error("too many channels: at most {0} per connection")]
+    TooManyChannels(usize),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("{0} is not enabled for this channel")]
+    NotAvailable(&'static str),
+    #[error("token expired")]
+    TokenExpired,
+    #[error("Rate limit exceeded")]
+    RateLimited,
+    #[error("not subscribed")]
+    NotSubscribed,
+    #[error("already authenticated")]
+    AlreadyAuthenticated,
+    #[error("invalid channel name: {0}")]
+    InvalidChannel(&'static str),
+}
+
+impl RequestError {
+    /// The stable number clients switch on.
+    pub fn code(&self) -> u16 {
+        match self {
+            RequestError::Internal => 100,
+            RequestError::Unauthorized(_) => 101,
+            RequestError::UnknownNamespace => 102,
+            RequestError::PermissionDenied => 103,
+            RequestError::UnknownType(_) => 104,
+            RequestError::AlreadySubscribed => 105,
+            RequestError::TooManyChannels(_) => 106,
+            RequestError::BadRequest(_) => 107,
+            RequestError::NotAvailable(_) => 108,
+            RequestError::TokenExpired => 109,
+            RequestError::RateLimited => 110,
+            RequestError::NotSubscribed => 111,
+            RequestError::AlreadyAuthenticated => 112,
+            RequestError::InvalidChannel(_) => 113,
+        }
+    }
+
+    /// Label for the errors metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RequestError::Internal => "internal",
+            RequestError::Unauthorized(_) => "unauthorized",
+            RequestError::UnknownNamespace => "unknown_namespace",
+            RequestError::PermissionDenied => "permission_denied",
+            RequestError::UnknownType(_) => "unknown_type",
+            RequestError::AlreadySubscribed => "already_subscribed",
+            RequestError::TooManyChannels(_) => "too_many_channels",
+            RequestError::BadRequest(_) => "bad_request",
+            RequestError::NotAvailable(_) => "not_available",
+            RequestError::TokenExpired => "token_expired",
+            RequestError::RateLimited => "rate_limited",
+            RequestError::NotSubscribed => "not_subscribed",
+            RequestError::AlreadyAuthenticated => "already_authenticated",
+            RequestError::InvalidChannel(_) => "invalid_channel",
+        }
+    }
+}
+
+impl From<BrokerError> for RequestError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::InvalidChannel(why) => RequestError::InvalidChannel(why),
+            BrokerError::UnknownNamespace => RequestError::UnknownNamespace,
+            BrokerError::NotAvailable(what) => RequestError::NotAvailable(what),
+            BrokerError::InvalidData => RequestError::BadRequest("data is not valid JSON".into()),
+            BrokerError::ShuttingDown | BrokerError::NotAttached => {
+                tracing::warn!(error = %e, "broker unavailable");
+                RequestError::Internal
+            }
+        }
+    }
+}
+
+/// Why the server ends a connection: a `disconnect` frame, then a close
+/// frame with the same code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The server is shutting down or draining; connect again (elsewhere).
+    Shutdown,
+    /// Binary frames are not part of the protocol.
+    BinaryFrame,
+    /// A text frame was not valid UTF-8.
+    InvalidUtf8,
+    /// A message exceeded `limits.max_message_bytes`.
+    MessageTooBig,
+    /// Authentication failed: bad, expired, or missing token.
+    Unauthorized,
+    /// No `auth` message arrived within `limits.auth_timeout`.
+    AuthTimeout,
+    /// The token expired on a live connection; reconnect with a fresh one.
+    TokenExpired,
+    /// The client did not read fast enough; its queue overflowed.
+    SlowConsumer,
+    /// The client exceeded its rate limit and config closes such connections.
+    RateLimited,
+    /// Nothing was received within `limits.idle_timeout`.
+    IdleTimeout,
+    /// The socket accepted no bytes within `limits.write_timeout`.
+    WriteTimeout,
+}
+
+impl Disconnect {
+    pub fn code(self) -> u16 {
+        match self {
+            Disconnect::Shutdown => 1001,
+            Disconnect::BinaryFrame => 1003,
+            Disconnect::InvalidUtf8 => 1007,
+            Disconnect::MessageTooBig => 1009,
+            Disconnect::Unauthorized => 4001,
+            Disconnect::AuthTimeout => 4002,
+            Disconnect::TokenExpired => 4003,
+            Disconnect::SlowConsumer => 4005,
+            Disconnect::RateLimited => 4008,
+            Disconnect::IdleTimeout => 4009,
+            Disconnect::WriteTimeout => 4010,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Disconnect::Shutdown => "server shutting down",
+            Disconnect::BinaryFrame => "binary frames are not supported",
+            Disconnect::InvalidUtf8 => "invalid UTF-8",
+            Disconnect::MessageTooBig => "message too big",
+            Disconnect::Unauthorized => "unauthorized",
+            Disconnect::AuthTimeout => "auth timeout",
+            Disconnect::TokenExpired => "token expired",
+            Disconnect::SlowConsumer => "slow consumer",
+            Disconnect::RateLimited => "rate limit exceeded",
+            Disconnect::IdleTimeout => "idle timeout",
+            Disconnect::WriteTimeout => "write timeout",
+        }
+    }
+
+    /// Whether a client should connect again.
+    pub fn reconnect(self) -> bool {
+        matches!(
+            self,
+            Disconnect::Shutdown
+                | Disconnect::TokenExpired
+                | Disconnect::SlowConsumer
+                | Disconnect::RateLimited
+                | Disconnect::IdleTimeout
+                | Disconnect::WriteTimeout
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::BinaryFrame => "binary_frame",
+            Disconnect::InvalidUtf8 => "invalid_utf8",
+            Disconnect::MessageTooBig => "message_too_big",
+            Disconnect::Unauthorized => "unauthorized",
+            Disconnect::AuthTimeout => "auth_timeout",
+            Disconnect::TokenExpired => "token_expired",
+            Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::RateLimited => "rate_limited",
+            Disconnect::IdleTimeout => "idle_timeout",
+            Disconnect::WriteTimeout => "write_timeout",
+        }
+    }
+}

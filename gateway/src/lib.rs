@@ -1,0 +1,32 @@
+//! # Layout
+//!
+//! The gateway side of Switchboard: terminates client WebSockets,
+//! authenticates, enforces limits, and routes each channel's traffic to the
+//! broker that owns it, fanning deliveries out to local subscribers.
+//!
+//! - [`server`]: the listener, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/readyz`) and drain.
+//! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
+//! - [`connection`]: one connection's IO loop: reads, batched writes, pings, close codes.
+//! - [`session`]: one connection's protocol state and how each request is carried out.
+//! - [`protocol`]: client frames parsed and server frames encoded (docs/protocol.md).
+//! - [`auth`]: JWT verification into an identity; token issuing.
+//! - [`hub`]: local fan-out from one owner subscription to many connections.
+//! - [`rate_limit`]: the per-connection token bucket.
+//! - [`error`]: request errors and disconnect reasons, with their wire codes.
+//! - [`telemetry`]: metric names and the Prometheus recorder.
+//! - [`config`]: gateway settings.
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod handshake;
+pub mod hub;
+pub mod protocol;
+pub mod rate_limit;
+pub mod server;
+pub mod session;
+pub mod telemetry;
+
+pub use config::{AuthConfig, GatewayConfig, Limits, Settings};
+pub use server::{Gateway, GatewayError, run};

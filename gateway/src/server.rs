@@ -1,0 +1,256 @@
+//! The gateway server: accepts TCP connections, serves HTTP (`/ws`,
+//! `/metrics`, `/healthz`, `/readyz`) on them, upgrades `/ws` to WebSocket
+//! connections, and drains them all on shutdown.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http::{StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_node::{Broker, BrokerError};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::protocol::{Role, WebSocketConfig},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::{AuthSetupError, Authenticator},
+    config::Settings,
+    connection, handshake,
+    hub::Hub,
+    telemetry,
+};
+
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error("auth configuration: {0}")]
+    Auth(#[from] AuthSetupError),
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by every connection of one gateway.
+pub struct Gateway<B: Broker> {
+    pub settings: Settings,
+    pub broker: B,
+    pub hub: Arc<Hub>,
+    pub auth: Authenticator,
+    next_conn: AtomicU64,
+    connections: AtomicUsize,
+    ready: AtomicBool,
+    metrics: PrometheusHandle,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl<B: Broker> Gateway<B> {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    fn ws_config(&self) -> WebSocketConfig {
+        let max = self.settings.gateway.limits.max_message_bytes;
+        // Small buffers: the read buffer is allocated per connection up
+        // front (tungstenite's default is 128 KiB), and the write buffer
+        // only needs to gather one batch of frames before a flush.
+        WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(16 * 1024)
+            .max_write_buffer_size(16 * 1024 + 2 * max.max(64 * 1024))
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max))
+    }
+}
+
+/// Counts a connection for as long as it lives.
+struct ConnectionSlot<B: Broker>(Arc<Gateway<B>>);
+
+impl<B: Broker> Drop for ConnectionSlot<B> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        telemetry::connection_closed();
+    }
+}
+
+/// Serves clients on `listener` until `shutdown`, then drains.
+pub async fn run<B: Broker>(
+    listener: TcpListener,
+    settings: Settings,
+    broker: B,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    let auth = Authenticator::new(&settings.gateway.auth)?;
+    let hub = Arc::new(Hub::new(settings.gateway.name.as_str().into()));
+    broker.attach(hub.gateway().clone(), hub.clone()).await?;
+    let metrics = telemetry::recorder();
+    let tracker = TaskTracker::new();
+    tracker.spawn(telemetry::upkeep(metrics.clone(), shutdown.clone()));
+    let drain_timeout = settings.gateway.drain_timeout;
+    let handshake_timeout = settings.gateway.limits.handshake_timeout;
+    let gateway = Arc::new(Gateway {
+        settings,
+        broker,
+        hub,
+        auth,
+        next_conn: AtomicU64::new(1),
+        connections: AtomicUsize::new(0),
+        ready: AtomicBool::new(true),
+        metrics,
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let app = router(gateway.clone());
+    tracing::info!(addr = %listener.local_addr()?, gateway = %gateway.hub.gateway(), "gateway listening");
+
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather
+                    // than spin, and keep serving the connections we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(handshake_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+
+    gateway.ready.store(false, Ordering::Relaxed);
+    drop(listener);
+    tracing::info!(connections = gateway.connections(), "gateway draining");
+    tracker.close();
+    if tokio::time::timeout(drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = gateway.connections(),
+            "drain deadline passed; closing the rest"
+        );
+    }
+    if let Err(e) = gateway.broker.detach(gateway.hub.gateway()).await {
+        tracing::warn!(error = %e, "detach from broker failed");
+    }
+    Ok(())
+}
+
+/// The HTTP routes of a gateway.
+pub fn router<B: Broker>(gateway: Arc<Gateway<B>>) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade::<B>))
+        .route("/metrics", get(metrics::<B>))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz::<B>))
+        .with_state(gateway)
+}
+
+async fn metrics<B: Broker>(State(gw): State<Arc<Gateway<B>>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gw.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz<B: Broker>(State(gw): State<Arc<Gateway<B>>>) -> Response {
+    if gw.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    }
+}
+
+async fn upgrade<B: Broker>(State(gw): State<Arc<Gateway<B>>>, mut req: Request) -> Response {
+    let accepted = match handshake::check(req.method(), req.uri(), req.headers()) {
+        Ok(accepted) => accepted,
+        Err(refused) => return (refused.status, format!("{}\n", refused.message)).into_response(),
+    };
+    if gw.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
+    }
+    let max = gw.settings.gateway.limits.max_connections;
+    if gw.connections.fetch_add(1, Ordering::Relaxed) >= max {
+        gw.connections.fetch_sub(1, Ordering::Relaxed);
+        telemetry::error("too_many_connections");
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+    }
+    telemetry::connection_opened();
+    let slot = ConnectionSlot(gw.clone());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    // Verify a token brought in the handshake now; the verdict is sent
+    // over the socket, where browsers can read it.
+    let token = accepted.token.as_deref().map(|t| gw.auth.verify(t));
+    let config = gw.ws_config();
+    let shutdown = gw.shutdown.clone();
+    gw.tracker.spawn(async move {
+        let _slot = slot;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                connection::serve(slot_gateway(&_slot), ws, token, shutdown).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut res = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accepted.accept_key);
+    if let Some(protocol) = accepted.protocol {
+        res = res.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    res.body(axum::body::Body::empty())
+        .expect("static response parts are valid")
+}
+
+fn slot_gateway<B: Broker>(slot: &ConnectionSlot<B>) -> Arc<Gateway<B>> {
+    slot.0.clone()
+}

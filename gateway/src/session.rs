@@ -1,0 +1,509 @@
+//! One client's protocol state: who it is, what it subscribed to, its rate
+//! budget, and how each request is carried out against the broker. The
+//! connection task ([`crate::connection`]) owns the socket and drives this.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use switchboard_node::{
+    Broker, ChannelName, ClientInfo, DeliveryKind, HistoryRequest, NamespaceOptions, Position,
+    PublishRequest, SubscribeRequest,
+};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::{
+    auth::{AuthError, Identity},
+    error::{Disconnect, RequestError},
+    hub::{ConnHandle, ConnId, Outgoing},
+    protocol::{self, Publications, Request},
+    rate_limit::TokenBucket,
+    server::Gateway,
+    telemetry,
+};
+
+/// What the connection must do after a frame was handled.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Frames to send, in order.
+    pub frames: Vec<Utf8Bytes>,
+    /// End the connection after sending `frames`.
+    pub close: Option<Disconnect>,
+}
+
+impl Step {
+    fn frame(frame: Utf8Bytes) -> Self {
+        Self {
+            frames: vec![frame],
+            close: None,
+        }
+    }
+
+    fn error(id: Option<&RawValue>, e: &RequestError) -> Self {
+        telemetry::error(e.label());
+        Self::frame(protocol::error(id, e))
+    }
+
+    fn fatal(id: Option<&RawValue>, e: &RequestError, close: Disconnect) -> Self {
+        telemetry::error(e.label());
+        Self {
+            frames: vec![protocol::error(id, e)],
+            close: Some(close),
+        }
+    }
+}
+
+/// Where a connection stands with authentication.
+#[derive(Debug)]
+pub enum AuthState {
+    /// No token yet: the first frame decides (an `auth`, or anonymous use).
+    Pending,
+    Authenticated(Identity),
+}
+
+struct Subscription {
+    /// The last offset delivered (or covered by the subscribe reply); later
+    /// deliveries at or below it are duplicates and dropped.
+    last_offset: u64,
+    in_presence: bool,
+}
+
+pub struct Session<B: Broker> {
+    gateway: Arc<Gateway<B>>,
+    conn: ConnId,
+    client_id: String,
+    handle: ConnHandle,
+    pub auth: AuthState,
+    subs: HashMap<ChannelName, Subscription>,
+    bucket: TokenBucket,
+}
+
+#[derive(Serialize)]
+struct SubscribeData<'a> {
+    channel: &'a str,
+    offset: u64,
+    epoch: &'a str,
+    recoverable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publications: Option<Publications<'a>>,
+}
+
+#[derive(Serialize)]
+struct PublishData<'a> {
+    offset: u64,
+    epoch: &'a str,
+}
+
+#[derive(Serialize)]
+struct HistoryData<'a> {
+    channel: &'a str,
+    offset: u64,
+    epoch: &'a str,
+    publications: Publications<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    complete: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct PresenceData<'a> {
+    channel: &'a str,
+    clients: &'a [ClientInfo],
+}
+
+#[derive(Serialize)]
+struct StatsData<'a> {
+    channel: &'a str,
+    num_clients: usize,
+    num_users: usize,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+impl<B: Broker> Session<B> {
+    pub fn new(
+        gateway: Arc<Gateway<B>>,
+        conn: ConnId,
+        client_id: String,
+        handle: ConnHandle,
+    ) -> Self {
+        let limits = &gateway.settings.gateway.limits;
+        let bucket = TokenBucket::new(limits.rate_per_second, limits.rate_burst, Instant::now());
+        Self {
+            gateway,
+            conn,
+            client_id,
+            handle,
+            auth: AuthState::Pending,
+            subs: HashMap::new(),
+            bucket,
+        }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// When the current token expires, if it does.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        match &self.auth {
+            AuthState::Authenticated(id) => id.expires_at,
+            AuthState::Pending => None,
+        }
+    }
+
+    /// Whether the connection still waits for an `auth` it must send.
+    pub fn awaiting_auth(&self) -> bool {
+        matches!(self.auth, AuthState::Pending) && !self.gateway.auth.allow_anonymous
+    }
+
+    /// Applies a token checked during the handshake.
+    pub async fn start(&mut self, token: Option<Result<Identity, AuthError>>) -> Step {
+        match token {
+            None => Step::default(),
+            Some(Ok(identity)) => self.authenticate(None, identity).await,
+            Some(Err(e)) => Step::fatal(
+                None,
+                &RequestError::Unauthorized(e.to_string()),
+                Disconnect::Unauthorized,
+            ),
+        }
+    }
+
+    /// Handles one text frame from the client.
+    pub async fn handle_text(&mut self, text: &str) -> Step {
+        telemetry::received();
+        let incoming = match protocol::parse(text) {
+            Ok(incoming) => incoming,
+            Err(rejected) => {
+                if !self.bucket.try_take(Instant::now()) {
+                    return self.rate_limited(rejected.id);
+                }
+                return Step::error(rejected.id, &rejected.error);
+            }
+        };
+        let id = incoming.id;
+        if !self.bucket.try_take(Instant::now()) {
+            return self.rate_limited(id);
+        }
+        if let AuthState::Pending = self.auth {
+            match incoming.request {
+                Request::Auth { token } => {
+                    return match self.gateway.auth.verify(&token) {
+                        Ok(identity) => self.authenticate(id, identity).await,
+                        Err(e) => Step::fatal(
+                            id,
+                            &RequestError::Unauthorized(e.to_string()),
+                            Disconnect::Unauthorized,
+                        ),
+                    };
+                }
+                _ if self.gateway.auth.allow_anonymous => {
+                    self.auth = AuthState::Authenticated(Identity::anonymous());
+                }
+                _ => {
+                    return Step::fatal(
+                        id,
+                        &RequestError::Unauthorized(AuthError::Required.to_string()),
+                        Disconnect::Unauthorized,
+                    );
+                }
+            }
+        }
+        match self.request(id, incoming.request).await {
+            Ok(Some(frame)) => Step::frame(frame),
+            Ok(None) => Step::default(),
+            Err(e) => Step::error(id, &e),
+        }
+    }
+
+    fn rate_limited(&self, id: Option<&RawValue>) -> Step {
+        if self.gateway.settings.gateway.limits.close_on_rate_limit {
+            Step::fatal(id, &RequestError::RateLimited, Disconnect::RateLimited)
+        } else {
+            Step::error(id, &RequestError::RateLimited)
+        }
+    }
+
+    async fn authenticate(&mut self, id: Option<&RawValue>, identity: Identity) -> Step {
+        let user = identity.user_id.clone();
+        let info = identity.info.clone();
+        self.auth = AuthState::Authenticated(identity);
+        let mut step = Step::frame(protocol::authenticated(id, &user, &self.client_id));
+        let personal = &self.gateway.settings.namespaces.personal;
+        if personal.enabled {
+            // User ids that cannot form a channel name simply get no
+            // personal channel; they are still valid users.
+            if let Ok(channel) = ChannelName::personal(&user) {
+                let client = ClientInfo {
+                    client_id: self.client_id.clone(),
+                    user_id: user,
+                    info,
+                };
+                if let Err(e) = self.join(None, channel, None, Some(client)).await {
+                    tracing::warn!(client = %self.client_id, error = %e, "personal channel unavailable");
+                    step.frames.push(protocol::error(None, &e));
+                }
+            }
+        }
+        step
+    }
+
+    fn identity(&self) -> &Identity {
+        match &self.auth {
+            AuthState::Authenticated(id) => id,
+            // Requests are only carried out once authentication settled.
+            AuthState::Pending => unreachable!("request before authentication"),
+        }
+    }
+
+    /// Checks that this connection may use `channel`; returns its options.
+    fn access(
+        &self,
+        channel: &ChannelName,
+        publish: bool,
+    ) -> Result<NamespaceOptions, RequestError> {
+        let options = self.gateway.settings.namespaces.options(channel)?;
+        let identity = self.identity();
+        if !identity.claim_allows(channel, options.require_claim) {
+            return Err(RequestError::PermissionDenied);
+        }
+        if publish && (!options.allow_publish || (channel.is_personal() && identity.is_anonymous()))
+        {
+            return Err(RequestError::PermissionDenied);
+        }
+        Ok(options)
+    }
+
+    async fn request(
+        &mut self,
+        id: Option<&RawValue>,
+        request: Request<'_>,
+    ) -> Result<Option<Utf8Bytes>, RequestError> {
+        let broker = &self.gateway.broker;
+        let limits = &self.gateway.settings.gateway.limits;
+        match request {
+            Request::Ping => Ok(Some(protocol::pong(id))),
+            Request::Auth { .. } => Err(RequestError::AlreadyAuthenticated),
+            Request::Refresh { token } => {
+                let identity = self
+                    .gateway
+                    .auth
+                    .verify(&token)
+                    .map_err(|e| RequestError::Unauthorized(e.to_string()))?;
+                if self.identity().is_anonymous() || identity.user_id != self.identity().user_id {
+                    return Err(RequestError::Unauthorized(AuthError::OtherUser.to_string()));
+                }
+                self.auth = AuthState::Authenticated(identity);
+                Ok(Some(protocol::response(id, Empty {})))
+            }
+            Request::Subscribe { channel, since } => {
+                if channel.is_personal() {
+                    return Err(RequestError::PermissionDenied);
+                }
+                if self.subs.contains_key(&channel) {
+                    return Err(RequestError::AlreadySubscribed);
+                }
+                let max = limits.max_channels_per_connection;
+                if self.subs.keys().filter(|c| !c.is_personal()).count() >= max {
+                    return Err(RequestError::TooManyChannels(max));
+                }
+                let options = self.access(&channel, false)?;
+                let client = options.presence.then(|| ClientInfo {
+                    client_id: self.client_id.clone(),
+                    user_id: self.identity().user_id.clone(),
+                    info: self.identity().info.clone(),
+                });
+                Ok(Some(self.join(id, channel, since, client).await?))
+            }
+            Request::Unsubscribe { channel } => {
+                if channel.is_personal() {
+                    return Err(RequestError::PermissionDenied);
+                }
+                if !self.subs.contains_key(&channel) {
+                    return Err(RequestError::NotSubscribed);
+                }
+                self.leave(&channel).await;
+                Ok(Some(protocol::response(id, Empty {})))
+            }
+            Request::Publish { channel, data } => {
+                self.access(&channel, true)?;
+                let position = broker
+                    .publish(PublishRequest {
+                        channel,
+                        from: self.identity().user_id.clone(),
+                        data: data.to_owned(),
+                    })
+                    .await?;
+                Ok(id.map(|id| {
+                    protocol::response(
+                        Some(id),
+                        PublishData {
+                            offset: position.offset,
+                            epoch: &position.epoch,
+                        },
+                    )
+                }))
+            }
+            Request::Presence { channel } => {
+                self.presence_access(&channel)?;
+                let clients = broker.presence(&channel).await?;
+                Ok(Some(protocol::response(
+                    id,
+                    PresenceData {
+                        channel: channel.as_str(),
+                        clients: &clients,
+                    },
+                )))
+            }
+            Request::PresenceStats { channel } => {
+                self.presence_access(&channel)?;
+                let stats = broker.presence_stats(&channel).await?;
+                Ok(Some(protocol::response(
+                    id,
+                    StatsData {
+                        channel: channel.as_str(),
+                        num_clients: stats.num_clients,
+                        num_users: stats.num_users,
+                    },
+                )))
+            }
+            Request::History {
+                channel,
+                since,
+                limit,
+                reverse,
+            } => {
+                let options = self.access(&channel, false)?;
+                if !options.history_enabled() {
+                    return Err(RequestError::NotAvailable("history"));
+                }
+                let max = limits.max_history_reply;
+                let limit = limit.unwrap_or(max).min(max);
+                let reply = broker
+                    .history(HistoryRequest {
+                        channel: channel.clone(),
+                        since,
+                        limit,
+                        reverse,
+                    })
+                    .await?;
+                Ok(Some(protocol::response(
+                    id,
+                    HistoryData {
+                        channel: channel.as_str(),
+                        offset: reply.position.offset,
+                        epoch: &reply.position.epoch,
+                        publications: Publications(&reply.publications),
+                        complete: reply.complete,
+                    },
+                )))
+            }
+        }
+    }
+
+    fn presence_access(&self, channel: &ChannelName) -> Result<(), RequestError> {
+        let options = self.access(channel, false)?;
+        let personal = &self.gateway.settings.namespaces.personal;
+        if !options.presence || (channel.is_personal() && !personal.presence) {
+            return Err(RequestError::NotAvailable("presence"));
+        }
+        Ok(())
+    }
+
+    /// Subscribes this connection and returns the subscribe reply frame.
+    async fn join(
+        &mut self,
+        id: Option<&RawValue>,
+        channel: ChannelName,
+        since: Option<Position>,
+        client: Option<ClientInfo>,
+    ) -> Result<Utf8Bytes, RequestError> {
+        let in_presence = client.is_some();
+        let req = SubscribeRequest {
+            gateway: self.gateway.hub.gateway().clone(),
+            channel: channel.clone(),
+            since,
+            client,
+        };
+        let mut reply = self
+            .gateway
+            .hub
+            .subscribe(&self.gateway.broker, self.conn, self.handle.clone(), req)
+            .await?;
+        let max = self.gateway.settings.gateway.limits.max_history_reply;
+        if reply.publications.len() > max {
+            // Keep the newest, which meet the live stream without a gap, and
+            // say that the answer is not complete.
+            reply.publications.drain(..reply.publications.len() - max);
+            reply.recovered = Some(false);
+        }
+        self.subs.insert(
+            channel.clone(),
+            Subscription {
+                last_offset: reply.position.offset,
+                in_presence,
+            },
+        );
+        telemetry::subscriptions(1.0);
+        Ok(protocol::response(
+            id,
+            SubscribeData {
+                channel: channel.as_str(),
+                offset: reply.position.offset,
+                epoch: &reply.position.epoch,
+                recoverable: reply.recoverable,
+                recovered: reply.recovered,
+                publications: reply.recovered.map(|_| Publications(&reply.publications)),
+            },
+        ))
+    }
+
+    async fn leave(&mut self, channel: &ChannelName) {
+        let Some(sub) = self.subs.remove(channel) else {
+            return;
+        };
+        telemetry::subscriptions(-1.0);
+        let gateway = &self.gateway;
+        if sub.in_presence
+            && let Err(e) = gateway.broker.leave(channel, &self.client_id).await
+        {
+            tracing::warn!(channel = %channel, error = %e, "presence leave failed");
+        }
+        gateway
+            .hub
+            .unsubscribe(&gateway.broker, self.conn, channel)
+            .await;
+    }
+
+    /// Whether a queued delivery should be written: it must be for a
+    /// channel this connection is subscribed to and, for publications,
+    /// newer than what the connection already has.
+    pub fn accept(&mut self, out: &Outgoing) -> bool {
+        let Some(sub) = self.subs.get_mut(&out.channel) else {
+            return false;
+        };
+        match out.kind {
+            DeliveryKind::Event => true,
+            DeliveryKind::Publication { offset } if offset > sub.last_offset => {
+                sub.last_offset = offset;
+                true
+            }
+            DeliveryKind::Publication { .. } => false,
+        }
+    }
+
+    /// Ends every subscription; called once when the connection closes.
+    pub async fn close(&mut self) {
+        let channels: Vec<ChannelName> = self.subs.keys().cloned().collect();
+        for channel in channels {
+            self.leave(&channel).await;
+        }
+    }
+}

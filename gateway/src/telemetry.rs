@@ -1,0 +1,125 @@
+//! Metrics: names, the Prometheus recorder, and the few helpers the hot
+//! path calls. Names follow Prometheus conventions (`_total` counters,
+//! base units).
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS: &str = "switchboard_connections";
+pub const CONNECTIONS_ACCEPTED: &str = "switchboard_connections_accepted_total";
+pub const SUBSCRIPTIONS: &str = "switchboard_subscriptions";
+pub const MESSAGES_IN: &str = "switchboard_messages_received_total";
+pub const MESSAGES_OUT: &str = "switchboard_messages_sent_total";
+pub const ERRORS: &str = "switchboard_errors_total";
+pub const DISCONNECTS: &str = "switchboard_disconnects_total";
+pub const QUEUE_DROPS: &str = "switchboard_queue_drops_total";
+pub const DELIVERY_LATENCY: &str = "switchboard_publish_delivery_latency_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle. The
+/// caller must drive [`upkeep`] so histograms do not grow between scrapes.
+pub fn recorder() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                0.5, 1.0, 2.5,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), &buckets)
+                .expect("bucket list is not empty");
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    describe();
+                    handle
+                }
+                // Another recorder (a test harness, an embedding app) is
+                // already global: render our own, unconnected registry
+                // rather than fail.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// Drains histogram samples into buckets until `shutdown`.
+pub async fn upkeep(handle: PrometheusHandle, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CONNECTIONS, "Open client WebSocket connections.");
+    describe_counter!(
+        CONNECTIONS_ACCEPTED,
+        "Client WebSocket connections accepted."
+    );
+    describe_gauge!(SUBSCRIPTIONS, "Client channel subscriptions.");
+    describe_counter!(MESSAGES_IN, "Frames received from clients.");
+    describe_counter!(MESSAGES_OUT, "Frames sent to clients.");
+    describe_counter!(ERRORS, "Error frames sent to clients, by error.");
+    describe_counter!(DISCONNECTS, "Connections ended by the server, by reason.");
+    describe_counter!(
+        QUEUE_DROPS,
+        "Connections dropped because their outbound queue overflowed."
+    );
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "Time from the owner accepting a publication to its frame being written to a subscriber's socket."
+    );
+    describe_gauge!(
+        "switchboard_broker_channels",
+        "Channels with state at this broker."
+    );
+    describe_counter!(
+        "switchboard_broker_publications_total",
+        "Publications accepted by this broker."
+    );
+}
+
+pub fn queue_drop() {
+    counter!(QUEUE_DROPS).increment(1);
+}
+
+pub fn error(label: &'static str) {
+    counter!(ERRORS, "error" => label).increment(1);
+}
+
+pub fn disconnect(label: &'static str) {
+    counter!(DISCONNECTS, "reason" => label).increment(1);
+}
+
+pub fn connection_opened() {
+    counter!(CONNECTIONS_ACCEPTED).increment(1);
+    gauge!(CONNECTIONS).increment(1.0);
+}
+
+pub fn connection_closed() {
+    gauge!(CONNECTIONS).decrement(1.0);
+}
+
+pub fn subscriptions(delta: f64) {
+    gauge!(SUBSCRIPTIONS).increment(delta);
+}
+
+pub fn received() {
+    counter!(MESSAGES_IN).increment(1);
+}
+
+pub fn sent(n: u64) {
+    counter!(MESSAGES_OUT).increment(n);
+}
+
+pub fn delivery_latency(seconds: f64) {
+    histogram!(DELIVERY_LATENCY).record(seconds);
+}

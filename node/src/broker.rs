@@ -1,0 +1,175 @@
+//! The interface between gateways and channel owners.
+//!
+//! A gateway attaches once with a [`DeliverySink`], then holds at most one
+//! subscription per channel on behalf of all its local clients; the owner
+//! sends each publication once per attached gateway, and the gateway fans
+//! it out locally. In one process ([`crate::LocalBroker`]) calls are direct;
+//! in a cluster the same trait is served over gRPC.
+
+use std::{fmt, future::Future, sync::Arc};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::{BrokerError, ChannelName, ClientInfo, Position, PresenceStats};
+
+/// The stable name of a gateway.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GatewayId(Arc<str>);
+
+impl From<&str> for GatewayId {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl GatewayId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GatewayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for GatewayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryKind {
+    /// A publication; subscribers track its offset.
+    Publication { offset: u64 },
+    /// A `join` or `leave` event; not part of the offset sequence.
+    Event,
+}
+
+/// One frame for every local subscriber of `channel` at a gateway.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub channel: ChannelName,
+    pub kind: DeliveryKind,
+    /// The client frame, encoded once by the owner.
+    pub frame: Bytes,
+    /// Wall-clock microseconds when the owner accepted the publication, for
+    /// the publish-to-deliver latency histogram.
+    pub published_at_micros: u64,
+}
+
+/// Where an owner pushes deliveries for one gateway.
+pub trait DeliverySink: Send + Sync + 'static {
+    /// Must not block or fail: the owner calls it while it holds the
+    /// channel's order. A sink that cannot keep up drops and recovers on
+    /// its own side.
+    fn deliver(&self, delivery: Delivery);
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    pub gateway: GatewayId,
+    pub channel: ChannelName,
+    /// The last position the client saw; asks for the missed publications.
+    pub since: Option<Position>,
+    /// Adds the client to the channel's presence (where enabled).
+    pub client: Option<ClientInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscribeReply {
+    /// The channel's position when the subscription took effect: live
+    /// deliveries continue after it.
+    pub position: Position,
+    /// Whether history can serve recovery in this channel.
+    pub recoverable: bool,
+    /// With `since`: whether `publications` are all that was missed.
+    pub recovered: Option<bool>,
+    /// Missed publications, oldest first, encoded as client frames.
+    pub publications: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub channel: ChannelName,
+    /// The publisher's user id (`""` for anonymous clients and backends).
+    pub from: String,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryRequest {
+    pub channel: ChannelName,
+    /// Only publications after this position.
+    pub since: Option<Position>,
+    pub limit: usize,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryReply {
+    pub position: Position,
+    pub publications: Vec<Bytes>,
+    /// With `since`: whether every publication after it is in `publications`
+    /// (or would be, but for `limit`).
+    pub complete: Option<bool>,
+}
+
+/// What a gateway can ask of the owner of a channel.
+pub trait Broker: Send + Sync + 'static {
+    /// Registers the gateway's sink. Re-attaching replaces the sink.
+    fn attach(
+        &self,
+        gateway: GatewayId,
+        sink: Arc<dyn DeliverySink>,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Forgets the gateway: its subscriptions and presence entries.
+    fn detach(&self, gateway: &GatewayId) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Subscribes the gateway to the channel (idempotent), adds the client
+    /// to presence, and recovers what the client missed — atomically, so
+    /// that recovered and live publications meet without a gap.
+    fn subscribe(
+        &self,
+        req: SubscribeRequest,
+    ) -> impl Future<Output = Result<SubscribeReply, BrokerError>> + Send;
+
+    /// Ends the gateway's subscription to the channel.
+    fn unsubscribe(
+        &self,
+        gateway: &GatewayId,
+        channel: &ChannelName,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Removes a client from the channel's presence (sending `leave`).
+    fn leave(
+        &self,
+        channel: &ChannelName,
+        client_id: &str,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    fn publish(
+        &self,
+        req: PublishRequest,
+    ) -> impl Future<Output = Result<Position, BrokerError>> + Send;
+
+    fn presence(
+        &self,
+        channel: &ChannelName,
+    ) -> impl Future<Output = Result<Vec<ClientInfo>, BrokerError>> + Send;
+
+    fn presence_stats(
+        &self,
+        channel: &ChannelName,
+    ) -> impl Future<Output = Result<PresenceStats, BrokerError>> + Send;
+
+    fn history(
+        &self,
+        req: HistoryRequest,
+    ) -> impl Future<Output = Result<HistoryReply, BrokerError>> + Send;
+}

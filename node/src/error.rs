@@ -1,0 +1,20 @@
+//! Errors a broker reports to its callers. Gateways map them to client error
+//! frames; the cluster maps them to gRPC statuses.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BrokerError {
+    #[error("invalid channel name: {0}")]
+    InvalidChannel(&'static str),
+    #[error("unknown channel namespace")]
+    UnknownNamespace,
+    #[error("{0} is not enabled for this namespace")]
+    NotAvailable(&'static str),
+    #[error("data is not valid JSON")]
+    InvalidData,
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    #[error("gateway is not attached")]
+    NotAttached,
+}

@@ -1,0 +1,38 @@
+//! # Layout
+//!
+//! The broker side of Switchboard: whoever owns a channel keeps its order,
+//! history and presence, and fans each publication out once per interested
+//! gateway.
+//!
+//! - [`channel`]: channel names, namespaces and personal (per-user) channels.
+//! - [`namespace`]: per-namespace options (presence, join/leave, history, publish rights).
+//! - [`position`]: `(offset, epoch)` stream positions and the recovery decision.
+//! - [`history`]: the bounded, TTL-limited publication log of one channel.
+//! - [`presence`]: who is subscribed to a channel, and the counts.
+//! - [`frame`]: publications and events encoded once into the client wire format.
+//! - [`broker`]: the [`Broker`] trait gateways call, and the [`DeliverySink`] they receive on.
+//! - [`ring`]: the consistent hash ring that picks each channel's owner and failover order.
+//! - [`local_broker`]: [`LocalBroker`], the in-process owner of channels.
+//! - [`error`]: the errors brokers report ([`BrokerError`]).
+
+pub mod broker;
+pub mod channel;
+pub mod error;
+pub mod frame;
+pub mod history;
+pub mod local_broker;
+pub mod namespace;
+pub mod position;
+pub mod presence;
+pub mod ring;
+
+pub use broker::{
+    Broker, Delivery, DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest,
+    PublishRequest, SubscribeReply, SubscribeRequest,
+};
+pub use channel::ChannelName;
+pub use error::BrokerError;
+pub use local_broker::{BrokerConfig, LocalBroker};
+pub use namespace::{NamespaceOptions, Namespaces, PersonalOptions};
+pub use position::Position;
+pub use presence::{ClientInfo, PresenceStats};

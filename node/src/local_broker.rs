@@ -1,0 +1,574 @@
+//! [`LocalBroker`]: owns channels in this process.
+//!
+//! Each channel is a small state machine behind its own lock: the next
+//! offset, the epoch, history, presence and the attached gateways that want
+//! it. Publishing assigns the offset, encodes the frame and hands it to every
+//! interested gateway while holding that lock, which is what gives each
+//! channel one total order.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use rand::{Rng, distr::Alphanumeric};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Broker, BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
+    HistoryReply, HistoryRequest, NamespaceOptions, Namespaces, Position, PresenceStats,
+    PublishRequest, SubscribeReply, SubscribeRequest,
+    frame::{self, PresenceEvent},
+    history::History,
+    position::Recovery,
+    presence::Presence,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// How often idle channels and expired history are swept.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            sweep_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The in-process channel owner. Cheap to clone.
+#[derive(Clone)]
+pub struct LocalBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BrokerConfig,
+    namespaces: Namespaces,
+    channels: DashMap<ChannelName, Arc<Mutex<ChannelState>>>,
+    gateways: DashMap<GatewayId, Arc<dyn DeliverySink>>,
+}
+
+struct Subscriber {
+    gateway: GatewayId,
+    sink: Arc<dyn DeliverySink>,
+}
+
+struct ChannelState {
+    name: ChannelName,
+    options: NamespaceOptions,
+    epoch: String,
+    offset: u64,
+    history: History,
+    presence: Presence,
+    subscribers: Vec<Subscriber>,
+    /// Set by the sweeper when it drops the channel, so that a caller that
+    /// looked the channel up just before retries on a fresh one.
+    removed: bool,
+}
+
+impl ChannelState {
+    fn new(name: ChannelName, options: NamespaceOptions) -> Self {
+        let history = History::new(options.history_size, options.history_ttl);
+        Self {
+            name,
+            options,
+            epoch: new_epoch(),
+            offset: 0,
+            history,
+            presence: Presence::default(),
+            subscribers: Vec::new(),
+            removed: false,
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            offset: self.offset,
+            epoch: self.epoch.clone(),
+        }
+    }
+
+    fn is_idle(&mut self, now: Instant) -> bool {
+        self.subscribers.is_empty() && self.presence.is_empty() && !self.history.trim(now)
+    }
+
+    fn deliver(&self, kind: DeliveryKind, frame: bytes::Bytes, published_at_micros: u64) {
+        for sub in &self.subscribers {
+            sub.sink.deliver(Delivery {
+                channel: self.name.clone(),
+                kind,
+                frame: frame.clone(),
+                published_at_micros,
+            });
+        }
+    }
+
+    fn send_event(&self, event: PresenceEvent, info: &ClientInfo) {
+        if self.options.join_leave && !self.subscribers.is_empty() {
+            let frame = frame::presence_event(event, &self.name, info);
+            self.deliver(DeliveryKind::Event, frame, now_micros());
+        }
+    }
+}
+
+fn new_epoch() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(8)
+        .map(char::from)
+        .collect()
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl LocalBroker {
+    pub fn new(config: BrokerConfig, namespaces: Namespaces) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                namespaces,
+                channels: DashMap::new(),
+                gateways: DashMap::new(),
+            }),
+        }
+    }
+
+    /// Sweeps idle channels until `shutdown`. Without it, channels that had
+    /// history are kept until touched again.
+    pub async fn maintain(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.inner.config.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.sweep(Instant::now()),
+            }
+        }
+    }
+
+    /// Drops channels with no subscribers, no presence and no live history.
+    pub fn sweep(&self, now: Instant) {
+        self.inner.channels.retain(|_, state| {
+            let mut s = state.lock();
+            if s.is_idle(now) {
+                s.removed = true;
+                false
+            } else {
+                true
+            }
+        });
+        metrics::gauge!("switchboard_broker_channels").set(self.inner.channels.len() as f64);
+    }
+
+    /// Number of channels with state at this broker.
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.len()
+    }
+
+    /// Runs `f` on the channel's state, creating it if needed.
+    fn with_channel<T>(
+        &self,
+        channel: &ChannelName,
+        f: impl FnOnce(&mut ChannelState) -> T,
+    ) -> Result<T, BrokerError> {
+        let options = self.inner.namespaces.options(channel)?;
+        let mut f = Some(f);
+        loop {
+            let state = self
+                .inner
+                .channels
+                .entry(channel.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(ChannelState::new(
+                        channel.clone(),
+                        options.clone(),
+                    )))
+                })
+                .clone();
+            let mut s = state.lock();
+            if s.removed {
+                continue;
+            }
+            let f = f.take().expect("called once");
+            return Ok(f(&mut s));
+        }
+    }
+
+    /// Runs `f` on the channel's state if it exists.
+    fn with_existing<T>(
+        &self,
+        channel: &ChannelName,
+        f: impl FnOnce(&mut ChannelState) -> T,
+    ) -> Option<T> {
+        let state = self.inner.channels.get(channel)?.clone();
+        let mut s = state.lock();
+        if s.removed { None } else { Some(f(&mut s)) }
+    }
+
+    fn remove_if_idle(&self, channel: &ChannelName) {
+        let now = Instant::now();
+        self.inner.channels.remove_if(channel, |_, state| {
+            let mut s = state.lock();
+            if s.is_idle(now) {
+                s.removed = true;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+impl Broker for LocalBroker {
+    async fn attach(
+        &self,
+        gateway: GatewayId,
+        sink: Arc<dyn DeliverySink>,
+    ) -> Result<(), BrokerError> {
+        self.inner.gateways.insert(gateway, sink);
+        Ok(())
+    }
+
+    async fn detach(&self, gateway: &GatewayId) -> Result<(), BrokerError> {
+        self.inner.gateways.remove(gateway);
+        let channels: Vec<ChannelName> = self
+            .inner
+            .channels
+            .iter()
+            .map(|e| e.key().clone())
+            .collect();
+        for channel in channels {
+            self.with_existing(&channel, |s| {
+                s.subscribers.retain(|sub| &sub.gateway != gateway);
+                for info in s.presence.remove_gateway(gateway) {
+                    s.send_event(PresenceEvent::Leave, &info);
+                }
+            });
+            self.remove_if_idle(&channel);
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, req: SubscribeRequest) -> Result<SubscribeReply, BrokerError> {
+        let sink = self
+            .inner
+            .gateways
+            .get(&req.gateway)
+            .map(|s| s.value().clone())
+            .ok_or(BrokerError::NotAttached)?;
+        self.with_channel(&req.channel, |s| {
+            if !s.subscribers.iter().any(|sub| sub.gateway == req.gateway) {
+                s.subscribers.push(Subscriber {
+                    gateway: req.gateway.clone(),
+                    sink,
+                });
+            }
+            if let Some(client) = req.client
+                && s.options.presence
+                && s.presence.add(req.gateway.clone(), client.clone())
+            {
+                s.send_event(PresenceEvent::Join, &client);
+            }
+            let now = Instant::now();
+            s.history.trim(now);
+            let position = s.position();
+            let (recovered, publications) = match &req.since {
+                None => (None, Vec::new()),
+                Some(since) => match Recovery::decide(since, &position, s.history.oldest()) {
+                    Recovery::Complete { from_offset } => {
+                        (Some(true), s.history.since(from_offset, usize::MAX))
+                    }
+                    Recovery::Partial { from_offset } => {
+                        (Some(false), s.history.since(from_offset, usize::MAX))
+                    }
+                    Recovery::Impossible => (Some(false), Vec::new()),
+                },
+            };
+            SubscribeReply {
+                position,
+                recoverable: s.history.is_enabled(),
+                recovered,
+                publications,
+            }
+        })
+    }
+
+    async fn unsubscribe(
+        &self,
+        gateway: &GatewayId,
+        channel: &ChannelName,
+    ) -> Result<(), BrokerError> {
+        self.with_existing(channel, |s| {
+            s.subscribers.retain(|sub| &sub.gateway != gateway)
+        });
+        self.remove_if_idle(channel);
+        Ok(())
+    }
+
+    async fn leave(&self, channel: &ChannelName, client_id: &str) -> Result<(), BrokerError> {
+        self.with_existing(channel, |s| {
+            if let Some(info) = s.presence.remove(client_id) {
+                s.send_event(PresenceEvent::Leave, &info);
+            }
+        });
+        self.remove_if_idle(channel);
+        Ok(())
+    }
+
+    async fn publish(&self, req: PublishRequest) -> Result<Position, BrokerError> {
+        let published_at_micros = now_micros();
+        let timestamp_ms = published_at_micros / 1000;
+        let position = self.with_channel(&req.channel, |s| {
+            s.offset += 1;
+            let frame = frame::publication(
+                &s.name,
+                &req.from,
+                &req.data,
+                s.offset,
+                &s.epoch,
+                timestamp_ms,
+            );
+            s.history.push(s.offset, Instant::now(), frame.clone());
+            s.deliver(
+                DeliveryKind::Publication { offset: s.offset },
+                frame,
+                published_at_micros,
+            );
+            s.position()
+        })?;
+        metrics::counter!("switchboard_broker_publications_total").increment(1);
+        Ok(position)
+    }
+
+    async fn presence(&self, channel: &ChannelName) -> Result<Vec<ClientInfo>, BrokerError> {
+        let options = self.inner.namespaces.options(channel)?;
+        if !options.presence {
+            return Err(BrokerError::NotAvailable("presence"));
+        }
+        Ok(self
+            .with_existing(channel, |s| s.presence.clients())
+            .unwrap_or_default())
+    }
+
+    async fn presence_stats(&self, channel: &ChannelName) -> Result<PresenceStats, BrokerError> {
+        let options = self.inner.namespaces.options(channel)?;
+        if !options.presence {
+            return Err(BrokerError::NotAvailable("presence"));
+        }
+        Ok(self
+            .with_existing(channel, |s| s.presence.stats())
+            .unwrap_or(PresenceStats {
+                num_clients: 0,
+                num_users: 0,
+            }))
+    }
+
+    async fn history(&self, req: HistoryRequest) -> Result<HistoryReply, BrokerError> {
+        let options = self.inner.namespaces.options(&req.channel)?;
+        if !options.history_enabled() {
+            return Err(BrokerError::NotAvailable("history"));
+        }
+        let reply = self.with_channel(&req.channel, |s| {
+            s.history.trim(Instant::now());
+            let position = s.position();
+            match &req.since {
+                None if req.reverse => HistoryReply {
+                    publications: s.history.latest(req.limit),
+                    position,
+                    complete: None,
+                },
+                None => HistoryReply {
+                    publications: s.history.since(0, req.limit),
+                    position,
+                    complete: None,
+                },
+                Some(since) => {
+                    let (complete, from) =
+                        match Recovery::decide(since, &position, s.history.oldest()) {
+                            Recovery::Complete { from_offset } => (true, Some(from_offset)),
+                            Recovery::Partial { from_offset } => (false, Some(from_offset)),
+                            Recovery::Impossible => (false, None),
+                        };
+                    let mut publications = from
+                        .map(|f| s.history.since(f, req.limit))
+                        .unwrap_or_default();
+                    if req.reverse {
+                        publications.reverse();
+                    }
+                    HistoryReply {
+                        publications,
+                        position,
+                        complete: Some(complete),
+                    }
+                }
+            }
+        })?;
+        self.remove_if_idle(&req.channel);
+        Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(StdMutex<Vec<Delivery>>);
+
+    impl DeliverySink for Recorder {
+        fn deliver(&self, delivery: Delivery) {
+            self.0.lock().unwrap().push(delivery);
+        }
+    }
+
+    fn data(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    fn ch(s: &str) -> ChannelName {
+        ChannelName::new(s).unwrap()
+    }
+
+    async fn publish(b: &LocalBroker, channel: &str, n: u64) -> Position {
+        b.publish(PublishRequest {
+            channel: ch(channel),
+            from: "u".into(),
+            data: data(&n.to_string()),
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn offsets_order_and_recovery() {
+        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let g = GatewayId::from("g");
+        let rec = Arc::new(Recorder::default());
+        b.attach(g.clone(), rec.clone()).await.unwrap();
+        let sub = b
+            .subscribe(SubscribeRequest {
+                gateway: g.clone(),
+                channel: ch("a:b"),
+                since: None,
+                client: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(sub.position.offset, 0);
+        for i in 1..=5 {
+            assert_eq!(publish(&b, "a:b", i).await.offset, i);
+        }
+        let offsets: Vec<_> = rec.0.lock().unwrap().iter().map(|d| d.kind).collect();
+        assert_eq!(
+            offsets,
+            (1..=5)
+                .map(|offset| DeliveryKind::Publication { offset })
+                .collect::<Vec<_>>()
+        );
+
+        let since = Position {
+            offset: 2,
+            epoch: sub.position.epoch.clone(),
+        };
+        let again = b
+            .subscribe(SubscribeRequest {
+                gateway: g.clone(),
+                channel: ch("a:b"),
+                since: Some(since),
+                client: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.recovered, Some(true));
+        assert_eq!(again.publications.len(), 3);
+
+        let wrong = Position {
+            offset: 2,
+            epoch: "other".into(),
+        };
+        let lost = b
+            .subscribe(SubscribeRequest {
+                gateway: g,
+                channel: ch("a:b"),
+                since: Some(wrong),
+                client: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(lost.recovered, Some(false));
+        assert!(lost.publications.is_empty());
+    }
+
+    #[tokio::test]
+    async fn idle_channel_is_swept_and_gets_new_epoch() {
+        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let p1 = publish(&b, "a:b", 1).await;
+        assert_eq!(b.channel_count(), 1);
+        b.sweep(Instant::now() + Duration::from_secs(301));
+        assert_eq!(b.channel_count(), 0);
+        let p2 = publish(&b, "a:b", 2).await;
+        assert_ne!(p1.epoch, p2.epoch);
+        assert_eq!(p2.offset, 1);
+    }
+
+    #[tokio::test]
+    async fn presence_events_and_detach() {
+        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let (g1, g2) = (GatewayId::from("g1"), GatewayId::from("g2"));
+        let watcher = Arc::new(Recorder::default());
+        b.attach(g1.clone(), Arc::new(Recorder::default()))
+            .await
+            .unwrap();
+        b.attach(g2.clone(), watcher.clone()).await.unwrap();
+        b.subscribe(SubscribeRequest {
+            gateway: g2,
+            channel: ch("a:b"),
+            since: None,
+            client: None,
+        })
+        .await
+        .unwrap();
+        let client = ClientInfo {
+            client_id: "c1".into(),
+            user_id: "alice".into(),
+            info: None,
+        };
+        b.subscribe(SubscribeRequest {
+            gateway: g1.clone(),
+            channel: ch("a:b"),
+            since: None,
+            client: Some(client),
+        })
+        .await
+        .unwrap();
+        assert_eq!(b.presence_stats(&ch("a:b")).await.unwrap().num_clients, 1);
+        b.detach(&g1).await.unwrap();
+        assert_eq!(b.presence_stats(&ch("a:b")).await.unwrap().num_clients, 0);
+        let frames: Vec<String> = watcher
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| String::from_utf8(d.frame.to_vec()).unwrap())
+            .collect();
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(frames[0].starts_with(r#"{"type":"join""#), "{frames:?}");
+        assert!(frames[1].starts_with(r#"{"type":"leave""#), "{frames:?}");
+    }
+}

@@ -1,0 +1,75 @@
+//! The configuration file: one TOML document for every role. `dev` embeds
+//! `config/dev.toml` so that it needs no file.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path};
+
+use anyhow::Context;
+use serde::Deserialize;
+use switchboard_gateway::{GatewayConfig, Settings};
+use switchboard_node::{BrokerConfig, NamespaceOptions, Namespaces, PersonalOptions};
+
+/// The embedded default of `switchboard dev`.
+pub const DEV_CONFIG: &str = include_str!("../config/dev.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub broker: BrokerConfig,
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, NamespaceOptions>,
+    #[serde(default)]
+    pub personal: PersonalOptions,
+}
+
+impl Config {
+    /// Reads `path`, or the embedded dev default without one; then applies
+    /// environment overrides (`SWITCHBOARD_HMAC_SECRET`).
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?,
+            None => DEV_CONFIG.to_owned(),
+        };
+        let mut config: Config = toml::from_str(&text).with_context(|| match path {
+            Some(path) => format!("parsing config {}", path.display()),
+            None => "parsing the embedded dev config".to_owned(),
+        })?;
+        if let Ok(secret) = std::env::var("SWITCHBOARD_HMAC_SECRET")
+            && !secret.is_empty()
+        {
+            config.gateway.auth.hmac_secret = Some(secret);
+        }
+        Ok(config)
+    }
+
+    pub fn namespaces(&self) -> Namespaces {
+        Namespaces {
+            namespaces: self.namespaces.clone(),
+            personal: self.personal.clone(),
+        }
+    }
+
+    pub fn gateway_settings(&self) -> Settings {
+        Settings {
+            gateway: self.gateway.clone(),
+            namespaces: self.namespaces(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_dev_config_parses_and_is_permissive() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.listen, Some("127.0.0.1:8000".parse().unwrap()));
+        assert!(c.gateway.auth.allow_anonymous);
+        assert_eq!(c.namespaces(), Namespaces::permissive());
+    }
+}

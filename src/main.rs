@@ -1,0 +1,168 @@
+//! `switchboard`: one binary, one subcommand per role.
+
+mod config;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use jsonwebtoken::Algorithm;
+use switchboard_gateway::auth::TokenIssuer;
+use switchboard_node::LocalBroker;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Real-time messaging over WebSockets"
+)]
+struct Cli {
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway and broker in one process, on the embedded default config.
+    Dev {
+        /// Address to listen on [default: the config's `listen`, 127.0.0.1:8000].
+        #[arg(long, env = "SWITCHBOARD_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// A TOML config file instead of the embedded default.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a token that the config accepts.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        user: String,
+        /// How long the token is valid, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Glob patterns of channels the user may use (repeat or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        channels: Option<Vec<String>>,
+        /// The config whose HS256 secret signs the token [default: embedded dev config].
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Sign with this private key (PEM) instead of the HS256 secret.
+        #[arg(long, requires = "alg")]
+        key: Option<PathBuf>,
+        /// The algorithm of `--key`.
+        #[arg(long, value_enum)]
+        alg: Option<KeyAlg>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeyAlg {
+    Rs256,
+    Es256,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_json);
+    match cli.command {
+        Command::Dev { listen, config } => {
+            let config = Config::load(config.as_deref())?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(dev(config, listen))
+        }
+        Command::Token {
+            user,
+            ttl,
+            channels,
+            config,
+            key,
+            alg,
+        } => {
+            let issuer = match (key, alg) {
+                (Some(key), Some(alg)) => {
+                    let alg = match alg {
+                        KeyAlg::Rs256 => Algorithm::RS256,
+                        KeyAlg::Es256 => Algorithm::ES256,
+                    };
+                    TokenIssuer::private_key(alg, &key.to_string_lossy())?
+                }
+                _ => {
+                    let config = Config::load(config.as_deref())?;
+                    let secret = config.gateway.auth.hmac_secret.context(
+                        "the config has no gateway.auth.hmac_secret; pass --key and --alg",
+                    )?;
+                    TokenIssuer::hmac(&secret)
+                }
+            };
+            println!("{}", issuer.issue(&user, ttl, channels));
+            Ok(())
+        }
+    }
+}
+
+async fn dev(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let addr = listen
+        .or(config.listen)
+        .unwrap_or_else(|| ([127, 0, 0, 1], 8000).into());
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let shutdown = shutdown_on_signal();
+    let tracker = TaskTracker::new();
+    let broker = LocalBroker::new(config.broker.clone(), config.namespaces());
+    tracker.spawn({
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        async move { broker.maintain(shutdown).await }
+    });
+    tracing::info!("switchboard dev: ws://{local}/ws (metrics at http://{local}/metrics)");
+    switchboard_gateway::run(listener, config.gateway_settings(), broker, shutdown).await?;
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// The one shutdown path: SIGTERM or SIGINT cancels the token.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler installs");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested");
+        cancel.cancel();
+    });
+    token
+}
+
+fn init_tracing(filter: &str, json: bool) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    if json {
+        fmt().with_env_filter(filter).json().init();
+    } else {
+        fmt().with_env_filter(filter).init();
+    }
+}
