@@ -158,11 +158,16 @@ fn shutdown_on_signal() -> CancellationToken {
 }
 
 fn init_tracing(filter: &str, json: bool) {
+    use std::io::IsTerminal;
+
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     if json {
         fmt().with_env_filter(filter).json().init();
     } else {
-        fmt().with_env_filter(filter).init();
+        fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stdout().is_terminal())
+            .init();
     }
 }

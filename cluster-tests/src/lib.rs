@@ -1,1 +1,17 @@
+//! # Layout
+//!
+//! Test harness for scenarios against real Switchboard servers: real
+//! sockets, real processes, no mocks of our own network layers.
+//!
+//! - [`client`]: a WebSocket client that speaks the client protocol, with
+//!   every wait bounded.
+//! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
+//! - [`process`]: starting `switchboard` processes, finding their
+//!   addresses, and stopping them (SIGTERM) or killing them (SIGKILL).
 
+pub mod client;
+pub mod http;
+pub mod process;
+
+/// How long any single wait in a scenario may take before it fails.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -138,7 +138,7 @@ pub async fn serve<B, S>(
     }
 
     if let Some(Some(reason)) = ended {
-        close(&mut ws, reason).await;
+        close(&mut ws, reason, limits.write_timeout).await;
     }
     session.close().await;
 }
@@ -243,8 +243,9 @@ fn record_latency(out: &Outgoing) {
 }
 
 /// Sends `disconnect`, then a close frame, then waits briefly for the
-/// client's close so the frames are not lost to a reset.
-async fn close<S>(ws: &mut WebSocketStream<S>, reason: Disconnect)
+/// client's close so the frames are not lost to a reset. A client that is
+/// behind (a slow consumer) gets up to `write_timeout` to read up to them.
+async fn close<S>(ws: &mut WebSocketStream<S>, reason: Disconnect, write_timeout: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -259,16 +260,17 @@ where
         reason: Utf8Bytes::from_static(reason.reason()),
     };
     let goodbye = async {
-        // A socket that took nothing for `write_timeout` gets no goodbye
-        // text; the close frame is still tried within the linger time.
-        if reason != Disconnect::WriteTimeout {
-            ws.feed(Message::Text(protocol::disconnect(reason))).await?;
-        }
-        ws.send(Message::Close(Some(frame))).await?;
-        while let Some(msg) = ws.next().await {
-            msg?;
-        }
-        Ok::<(), WsError>(())
+        ws.feed(Message::Text(protocol::disconnect(reason))).await?;
+        ws.send(Message::Close(Some(frame))).await
     };
-    let _ = tokio::time::timeout(CLOSE_LINGER, goodbye).await;
+    if reason == Disconnect::WriteTimeout
+        || !matches!(
+            tokio::time::timeout(write_timeout, goodbye).await,
+            Ok(Ok(()))
+        )
+    {
+        return;
+    }
+    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }

@@ -85,6 +85,19 @@ fn describe() {
         "switchboard_broker_publications_total",
         "Publications accepted by this broker."
     );
+    // Registered at zero so that dashboards and alerts see every series
+    // from the first scrape, not only after the first event.
+    gauge!(CONNECTIONS).set(0.0);
+    gauge!(SUBSCRIPTIONS).set(0.0);
+    for name in [
+        CONNECTIONS_ACCEPTED,
+        MESSAGES_IN,
+        MESSAGES_OUT,
+        QUEUE_DROPS,
+        "switchboard_broker_publications_total",
+    ] {
+        counter!(name).absolute(0);
+    }
 }
 
 pub fn queue_drop() {

@@ -1,0 +1,134 @@
+//! Real `switchboard` processes.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+};
+
+use crate::WAIT;
+
+/// A running `switchboard` process. Killed when dropped.
+pub struct Process {
+    child: Child,
+    /// The address from its "listening" log line.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts `bin` with `args` and waits for the log line that carries
+    /// `ws://ADDR/ws`; pass `--listen 127.0.0.1:0` to let it pick a port.
+    pub async fn start(bin: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("SWITCHBOARD_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = oneshot::channel::<SocketAddr>();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(addr) = listening_addr(&line)
+                        && let Some(tx) = tx.lock().unwrap().take()
+                    {
+                        let _ = tx.send(addr);
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match tokio::time::timeout(WAIT, rx).await {
+            Ok(Ok(addr)) => addr,
+            _ => {
+                let _ = child.start_kill();
+                bail!(
+                    "{} did not report a listening address; log:\n{}",
+                    bin.display(),
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Ok(Self { child, addr, log })
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            kill(Pid::from_raw(pid as i32), Signal::SIGTERM)?;
+        }
+        Ok(tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .context("no exit after SIGTERM")??)
+    }
+
+    /// SIGKILL.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let start = line.find("ws://")? + "ws://".len();
+    let rest = &line[start..];
+    let end = rest.find("/ws")?;
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_address() {
+        let line = "2026-01-01T00:00:00Z INFO switchboard: switchboard dev: ws://127.0.0.1:4567/ws (metrics at …)";
+        assert_eq!(
+            super::listening_addr(line),
+            Some("127.0.0.1:4567".parse().unwrap())
+        );
+    }
+}
