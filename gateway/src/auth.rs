@@ -58,12 +58,20 @@ pub enum AuthError {
     Required,
     #[error("token belongs to another user")]
     OtherUser,
+    #[error("token audience (aud) is not accepted")]
+    Audience,
+    #[error("token issuer (iss) is not accepted")]
+    Issuer,
 }
 
 /// The claims Switchboard reads.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
+    // Defaults let the validator, not deserialization, report a missing
+    // `sub` or `exp` by name.
+    #[serde(default)]
     pub sub: String,
+    #[serde(default)]
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
@@ -112,6 +120,8 @@ impl Identity {
 pub struct Authenticator {
     keys: Vec<(Algorithm, DecodingKey)>,
     leeway: Duration,
+    audience: Option<String>,
+    issuer: Option<String>,
     pub allow_anonymous: bool,
 }
 
@@ -145,6 +155,8 @@ impl Authenticator {
         Ok(Self {
             keys,
             leeway: config.leeway,
+            audience: config.audience.clone(),
+            issuer: config.issuer.clone(),
             allow_anonymous: config.allow_anonymous,
         })
     }
@@ -167,6 +179,15 @@ impl Authenticator {
         validation.leeway = self.leeway.as_secs();
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // `aud` and `iss` are checked when configured; otherwise a token
+        // that carries them (most identity providers add them) is fine.
+        validation.validate_aud = self.audience.is_some();
+        if let Some(aud) = &self.audience {
+            validation.set_audience(&[aud]);
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
             .kind()
         {
@@ -175,6 +196,8 @@ impl Authenticator {
             ErrorKind::InvalidSignature => AuthError::BadSignature,
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
             ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
+            ErrorKind::InvalidAudience => AuthError::Audience,
+            ErrorKind::InvalidIssuer => AuthError::Issuer,
             _ => AuthError::Malformed,
         })?;
         let claims = data.claims;
@@ -183,7 +206,9 @@ impl Authenticator {
         }
         Ok(Identity {
             user_id: claims.sub,
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+            // The same leeway that admitted the token keeps it alive, or a
+            // token accepted within the leeway would be cut off at once.
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway),
             channels: claims
                 .channels
                 .map(|c| c.iter().map(|p| WildMatch::new(p)).collect()),
@@ -300,5 +325,40 @@ mod tests {
         // {"alg":"none","typ":"JWT"}.{"sub":"a","exp":9999999999}.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
         assert_eq!(a.verify(none).unwrap_err(), AuthError::Algorithm);
+        let no_exp = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "a"}),
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.verify(&no_exp).unwrap_err(),
+            AuthError::MissingClaim("exp".into())
+        );
+    }
+
+    #[test]
+    fn audience_and_issuer_only_when_configured() {
+        let with_aud = |aud: &str| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &serde_json::json!({"sub": "a", "exp": 9_999_999_999u64, "aud": aud, "iss": "idp"}),
+                &EncodingKey::from_secret(b"s3cret"),
+            )
+            .unwrap()
+        };
+        assert!(auth().verify(&with_aud("anything")).is_ok());
+        let strict = Authenticator::new(&AuthConfig {
+            hmac_secret: Some("s3cret".into()),
+            audience: Some("switchboard".into()),
+            issuer: Some("idp".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(strict.verify(&with_aud("switchboard")).is_ok());
+        assert_eq!(
+            strict.verify(&with_aud("other")).unwrap_err(),
+            AuthError::Audience
+        );
     }
 }

@@ -43,6 +43,10 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// If set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// If set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -53,6 +57,8 @@ impl Default for AuthConfig {
             rsa_public_key: None,
             ec_public_key: None,
             leeway: Duration::from_secs(5),
+            audience: None,
+            issuer: None,
         }
     }
 }

@@ -79,6 +79,15 @@ impl RequestError {
     }
 }
 
+impl From<crate::auth::AuthError> for RequestError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        match e {
+            crate::auth::AuthError::Expired => RequestError::TokenExpired,
+            other => RequestError::Unauthorized(other.to_string()),
+        }
+    }
+}
+
 impl From<BrokerError> for RequestError {
     fn from(e: BrokerError) -> Self {
         match e {

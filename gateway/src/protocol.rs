@@ -69,12 +69,17 @@ struct Envelope<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow)]
     channel: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    // `null` is data too: only an absent field is "missing".
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     token: Option<String>,
     since: Option<Position>,
     limit: Option<usize>,
     reverse: Option<bool>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Fallback for frames that do not parse: recovers only the `id`.

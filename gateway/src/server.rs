@@ -73,11 +73,13 @@ impl<B: Broker> Gateway<B> {
         let max = self.settings.gateway.limits.max_message_bytes;
         // Small buffers: the read buffer is allocated per connection up
         // front (tungstenite's default is 128 KiB), and the write buffer
-        // only needs to gather one batch of frames before a flush.
+        // only needs to gather one batch of frames before a flush. Its cap
+        // stays unlimited: what is written is already bounded by the
+        // outbound queue and the write batch, and a cap would refuse any
+        // single reply (a long history page) larger than itself.
         WebSocketConfig::default()
             .read_buffer_size(4 * 1024)
             .write_buffer_size(16 * 1024)
-            .max_write_buffer_size(16 * 1024 + 2 * max.max(64 * 1024))
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
     }

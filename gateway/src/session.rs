@@ -168,11 +168,7 @@ impl<B: Broker> Session<B> {
         match token {
             None => Step::default(),
             Some(Ok(identity)) => self.authenticate(None, identity).await,
-            Some(Err(e)) => Step::fatal(
-                None,
-                &RequestError::Unauthorized(e.to_string()),
-                Disconnect::Unauthorized,
-            ),
+            Some(Err(e)) => Step::fatal(None, &RequestError::from(e), Disconnect::Unauthorized),
         }
     }
 
@@ -197,11 +193,7 @@ impl<B: Broker> Session<B> {
                 Request::Auth { token } => {
                     return match self.gateway.auth.verify(&token) {
                         Ok(identity) => self.authenticate(id, identity).await,
-                        Err(e) => Step::fatal(
-                            id,
-                            &RequestError::Unauthorized(e.to_string()),
-                            Disconnect::Unauthorized,
-                        ),
+                        Err(e) => Step::fatal(id, &RequestError::from(e), Disconnect::Unauthorized),
                     };
                 }
                 _ if self.gateway.auth.allow_anonymous => {
@@ -210,7 +202,7 @@ impl<B: Broker> Session<B> {
                 _ => {
                     return Step::fatal(
                         id,
-                        &RequestError::Unauthorized(AuthError::Required.to_string()),
+                        &RequestError::from(AuthError::Required),
                         Disconnect::Unauthorized,
                     );
                 }
@@ -281,6 +273,15 @@ impl<B: Broker> Session<B> {
         Ok(options)
     }
 
+    /// Reading a personal channel (its history, its client list) is for
+    /// its user only; others may publish to it and ask whether it is online.
+    fn own_personal(&self, channel: &ChannelName) -> Result<(), RequestError> {
+        match channel.personal_user() {
+            Some(user) if user != self.identity().user_id => Err(RequestError::PermissionDenied),
+            _ => Ok(()),
+        }
+    }
+
     async fn request(
         &mut self,
         id: Option<&RawValue>,
@@ -296,9 +297,9 @@ impl<B: Broker> Session<B> {
                     .gateway
                     .auth
                     .verify(&token)
-                    .map_err(|e| RequestError::Unauthorized(e.to_string()))?;
+                    .map_err(RequestError::from)?;
                 if self.identity().is_anonymous() || identity.user_id != self.identity().user_id {
-                    return Err(RequestError::Unauthorized(AuthError::OtherUser.to_string()));
+                    return Err(AuthError::OtherUser.into());
                 }
                 self.auth = AuthState::Authenticated(identity);
                 Ok(Some(protocol::response(id, Empty {})))
@@ -353,6 +354,7 @@ impl<B: Broker> Session<B> {
             }
             Request::Presence { channel } => {
                 self.presence_access(&channel)?;
+                self.own_personal(&channel)?;
                 let clients = broker.presence(&channel).await?;
                 Ok(Some(protocol::response(
                     id,
@@ -381,6 +383,7 @@ impl<B: Broker> Session<B> {
                 reverse,
             } => {
                 let options = self.access(&channel, false)?;
+                self.own_personal(&channel)?;
                 if !options.history_enabled() {
                     return Err(RequestError::NotAvailable("history"));
                 }

@@ -91,6 +91,10 @@ async fn token_in_first_message_with_each_algorithm() {
 }
 
 async fn assert_refused(url: &str, first: Option<serde_json::Value>, expect: &str) {
+    assert_refused_with(url, first, expect, 101).await;
+}
+
+async fn assert_refused_with(url: &str, first: Option<serde_json::Value>, expect: &str, code: u64) {
     let mut c = Client::connect(url).await.unwrap();
     if let Some(frame) = first {
         c.send(frame).await.unwrap();
@@ -98,7 +102,7 @@ async fn assert_refused(url: &str, first: Option<serde_json::Value>, expect: &st
     let closed = c.closed().await.unwrap();
     assert_eq!(closed.code, Some(4001), "{expect}: {closed:?}");
     let err = closed.frames.iter().find(|f| f["type"] == "error").unwrap();
-    assert_eq!(err["code"], 101);
+    assert_eq!(err["code"], code, "{expect}: {err}");
     assert!(
         err["error"].as_str().unwrap().contains(expect),
         "{err} lacks {expect}"
@@ -126,7 +130,13 @@ async fn bad_tokens_are_refused_with_4001() {
         channels: None,
         info: None,
     });
-    assert_refused(&format!("{url}?token={expired}"), None, "expired").await;
+    assert_refused_with(
+        &format!("{url}?token={expired}"),
+        None,
+        "token expired",
+        109,
+    )
+    .await;
     let future = issuer().sign(&Claims {
         sub: "eve".into(),
         exp: now() + 7200,

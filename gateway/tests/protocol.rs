@@ -391,6 +391,22 @@ async fn personal_channels_reach_every_connection_of_a_user() {
             (Some("bob"), Some("hi"))
         );
     }
+    // Only alice reads her channel's history and client list.
+    let e = bob
+        .request(json!({"type": "history", "channel": "#alice"}))
+        .await
+        .unwrap();
+    assert_eq!(e["code"], 103);
+    let e = bob
+        .request(json!({"type": "presence", "channel": "#alice"}))
+        .await
+        .unwrap();
+    assert_eq!(e["code"], 103);
+    let own = alice1
+        .ok(json!({"type": "history", "channel": "#alice"}))
+        .await
+        .unwrap();
+    assert_eq!(own["publications"][0]["data"]["dm"], "hi");
     // Personal channels are managed by the server, not subscribed by hand.
     let err = bob
         .request(json!({"type": "subscribe", "channel": "#alice"}))
@@ -476,4 +492,26 @@ async fn namespace_options_are_enforced() {
         .await
         .unwrap();
     assert_eq!(e["code"], 103);
+}
+
+#[tokio::test]
+async fn replies_larger_than_the_write_buffer_are_delivered() {
+    let server = Server::dev().await;
+    let mut c = server.client().await;
+    let chunk = "x".repeat(30 * 1024);
+    for i in 0..12 {
+        c.publish("big:h", json!({"i": i, "pad": chunk}))
+            .await
+            .unwrap();
+    }
+    // About 370 KiB in one reply frame.
+    let h = c
+        .ok(json!({"type": "history", "channel": "big:h"}))
+        .await
+        .unwrap();
+    assert_eq!(h["publications"].as_array().unwrap().len(), 12);
+    assert_eq!(
+        c.request(json!({"type": "ping"})).await.unwrap()["type"],
+        "pong"
+    );
 }
