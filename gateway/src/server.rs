@@ -215,7 +215,7 @@ async fn upgrade<B: Broker>(State(gw): State<Arc<Gateway<B>>>, mut req: Request)
     let max = gw.settings.gateway.limits.max_connections;
     if gw.connections.fetch_add(1, Ordering::Relaxed) >= max {
         gw.connections.fetch_sub(1, Ordering::Relaxed);
-        telemetry::error("too_many_connections");
+        telemetry::error("too_many_connections", 503);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     }
     telemetry::connection_opened();
@@ -226,7 +226,9 @@ async fn upgrade<B: Broker>(State(gw): State<Arc<Gateway<B>>>, mut req: Request)
     let token = accepted.token.as_deref().map(|t| gw.auth.verify(t));
     let config = gw.ws_config();
     let shutdown = gw.shutdown.clone();
+    let gateway = gw.clone();
     gw.tracker.spawn(async move {
+        // Held until the connection ends: frees its place in the count.
         let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -236,7 +238,7 @@ async fn upgrade<B: Broker>(State(gw): State<Arc<Gateway<B>>>, mut req: Request)
                     Some(config),
                 )
                 .await;
-                connection::serve(slot_gateway(&_slot), ws, token, shutdown).await;
+                connection::serve(gateway, ws, token, shutdown).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
@@ -251,8 +253,4 @@ async fn upgrade<B: Broker>(State(gw): State<Arc<Gateway<B>>>, mut req: Request)
     }
     res.body(axum::body::Body::empty())
         .expect("static response parts are valid")
-}
-
-fn slot_gateway<B: Broker>(slot: &ConnectionSlot<B>) -> Arc<Gateway<B>> {
-    slot.0.clone()
 }

@@ -44,12 +44,12 @@ impl Step {
     }
 
     fn error(id: Option<&RawValue>, e: &RequestError) -> Self {
-        telemetry::error(e.label());
+        telemetry::error(e.label(), e.code());
         Self::frame(protocol::error(id, e))
     }
 
     fn fatal(id: Option<&RawValue>, e: &RequestError, close: Disconnect) -> Self {
-        telemetry::error(e.label());
+        telemetry::error(e.label(), e.code());
         Self {
             frames: vec![protocol::error(id, e)],
             close: Some(close),

@@ -104,8 +104,8 @@ pub fn queue_drop() {
     counter!(QUEUE_DROPS).increment(1);
 }
 
-pub fn error(label: &'static str) {
-    counter!(ERRORS, "error" => label).increment(1);
+pub fn error(label: &'static str, code: u16) {
+    counter!(ERRORS, "error" => label, "code" => code.to_string()).increment(1);
 }
 
 pub fn disconnect(label: &'static str) {

@@ -34,7 +34,7 @@ async fn health_readiness_and_metrics() {
         "switchboard_subscriptions ",
         "switchboard_messages_received_total ",
         "switchboard_messages_sent_total ",
-        "switchboard_errors_total{error=\"bad_request\"} ",
+        "switchboard_errors_total{error=\"bad_request\",code=\"107\"} ",
         "switchboard_queue_drops_total ",
         "switchboard_publish_delivery_latency_seconds_bucket{le=\"0.001\"} ",
         "switchboard_publish_delivery_latency_seconds_count ",

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Server, settings};
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test]
 async fn subscribe_publish_and_receive_in_order() {
@@ -205,24 +205,14 @@ async fn history_pages_newest_first_and_after_a_position() {
         .ok(json!({"type": "history", "channel": "log:a"}))
         .await
         .unwrap();
-    let data: Vec<Value> = all["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["data"].clone())
-        .collect();
+    let data = common::field(&all, "data");
     assert_eq!(data, [1, 2, 3, 4, 5].map(|i| json!(i)));
     assert_eq!(all["offset"], 5);
     let newest = c
         .ok(json!({"type": "history", "channel": "log:a", "limit": 2, "reverse": true}))
         .await
         .unwrap();
-    let data: Vec<Value> = newest["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["data"].clone())
-        .collect();
+    let data = common::field(&newest, "data");
     assert_eq!(data, [json!(5), json!(4)]);
     let since = json!({"offset": 3, "epoch": all["epoch"]});
     let after = c
@@ -230,12 +220,7 @@ async fn history_pages_newest_first_and_after_a_position() {
         .await
         .unwrap();
     assert_eq!(after["complete"], true);
-    let offsets: Vec<u64> = after["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let offsets: Vec<u64> = common::offsets(&after);
     assert_eq!(offsets, [4, 5]);
 }
 
@@ -264,12 +249,7 @@ async fn recovery_after_reconnect_is_complete_or_says_it_is_not() {
         .await
         .unwrap();
     assert_eq!(sub["recovered"], true);
-    let offsets: Vec<u64> = sub["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let offsets: Vec<u64> = common::offsets(&sub);
     assert_eq!(offsets, [2, 3, 4]);
     assert_eq!(sub["offset"], 4);
     publisher.publish("feed:x", json!(5)).await.unwrap();
@@ -303,12 +283,7 @@ async fn recovery_after_reconnect_is_complete_or_says_it_is_not() {
         .await
         .unwrap();
     assert_eq!(sub["recovered"], false);
-    let offsets: Vec<u64> = sub["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let offsets: Vec<u64> = common::offsets(&sub);
     assert_eq!(offsets, [8, 9, 10, 11, 12]);
 
     // Another epoch: continuity is lost, nothing is offered as recovered.
@@ -347,12 +322,7 @@ async fn recovery_races_live_publications_without_gaps_or_duplicates() {
         .await
         .unwrap();
     assert_eq!(reply["recovered"], true);
-    let mut offsets: Vec<u64> = reply["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let mut offsets: Vec<u64> = common::offsets(&reply);
     while offsets.last().copied().unwrap_or(0) < 200 {
         offsets.push(
             late.message("race:1").await.unwrap()["offset"]

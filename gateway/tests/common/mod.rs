@@ -16,6 +16,24 @@ pub use switchboard_cluster_tests::{
     http,
 };
 
+/// The offsets of a reply's `publications`.
+pub fn offsets(reply: &serde_json::Value) -> Vec<u64> {
+    field(reply, "offset")
+        .iter()
+        .map(|o| o.as_u64().expect("offset is a number"))
+        .collect()
+}
+
+/// One field of each of a reply's `publications`.
+pub fn field(reply: &serde_json::Value, name: &str) -> Vec<serde_json::Value> {
+    reply["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p[name].clone())
+        .collect()
+}
+
 pub const SECRET: &str = "test-secret";
 
 /// Like the dev default, with timers short enough for tests.
