@@ -1,5 +1,6 @@
 //! `switchboard`: one binary, one subcommand per role.
 
+mod cluster;
 mod config;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -8,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use jsonwebtoken::Algorithm;
 use switchboard_gateway::auth::TokenIssuer;
-use switchboard_node::LocalBroker;
+use switchboard_node::{BrokerAddr, LocalBroker};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -38,6 +39,36 @@ enum Command {
         /// Address to listen on [default: the config's `listen`, 127.0.0.1:8000].
         #[arg(long, env = "SWITCHBOARD_LISTEN")]
         listen: Option<SocketAddr>,
+        /// A TOML config file instead of the embedded default.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// A broker: owns channels (history, presence, fan-out) for gateways.
+    Node {
+        /// This broker's stable name: the ring places channels by it.
+        #[arg(long, env = "SWITCHBOARD_NAME")]
+        name: String,
+        /// gRPC address gateways reach this broker on.
+        #[arg(long, env = "SWITCHBOARD_GRPC", default_value = "127.0.0.1:7000")]
+        grpc: SocketAddr,
+        /// HTTP address for /metrics, /healthz and /readyz.
+        #[arg(long, env = "SWITCHBOARD_HTTP", default_value = "127.0.0.1:9000")]
+        http: SocketAddr,
+        /// A TOML config file instead of the embedded default.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// A gateway: client WebSockets, routed to the brokers that own each channel.
+    Gateway {
+        /// This gateway's stable name.
+        #[arg(long, env = "SWITCHBOARD_NAME")]
+        name: String,
+        /// Address clients connect to (WebSocket at /ws, plus /metrics, /healthz, /readyz).
+        #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+        /// A broker, as NAME=HOST:PORT (repeat, or separate with commas).
+        #[arg(long = "broker", env = "SWITCHBOARD_BROKERS", value_delimiter = ',', value_parser = cluster::parse_broker)]
+        brokers: Vec<BrokerAddr>,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -79,6 +110,30 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(config.as_deref())?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(dev(config, listen))
+        }
+        Command::Node {
+            name,
+            grpc,
+            http,
+            config,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                cluster::run_node(config, name, grpc, http, shutdown_on_signal()).await
+            })
+        }
+        Command::Gateway {
+            name,
+            listen,
+            brokers,
+            config,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                cluster::run_gateway(config, name, listen, brokers, shutdown_on_signal()).await
+            })
         }
         Command::Token {
             user,

@@ -32,6 +32,16 @@ impl Process {
     /// Starts `bin` with `args` and waits for the log line that carries
     /// `ws://ADDR/ws`; pass `--listen 127.0.0.1:0` to let it pick a port.
     pub async fn start(bin: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_announcing(bin, args, "ws://").await
+    }
+
+    /// Like [`Process::start`], for a process that announces its address
+    /// as `SCHEME://ADDR` (a broker announces `grpc://`).
+    pub async fn start_announcing(
+        bin: &Path,
+        args: &[&str],
+        scheme: &'static str,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
             .args(args)
             .env("SWITCHBOARD_LOG", "info")
@@ -61,7 +71,7 @@ impl Process {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(addr) = listening_addr(&line)
+                    if let Some(addr) = listening_addr(&line, scheme)
                         && let Some(tx) = tx.lock().unwrap().take()
                     {
                         let _ = tx.send(addr);
@@ -114,11 +124,21 @@ impl Process {
     }
 }
 
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let start = line.find("ws://")? + "ws://".len();
+fn listening_addr(line: &str, scheme: &str) -> Option<SocketAddr> {
+    let start = line.find(scheme)? + scheme.len();
     let rest = &line[start..];
-    let end = rest.find("/ws")?;
+    let end = rest
+        .find(|c: char| c == '/' || c.is_whitespace())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// A loopback port that was free a moment ago, for a process that must
+/// come back on the same address after a restart.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 #[cfg(test)]
@@ -127,8 +147,13 @@ mod tests {
     fn finds_the_address() {
         let line = "2026-01-01T00:00:00Z INFO switchboard: switchboard dev: ws://127.0.0.1:4567/ws (metrics at …)";
         assert_eq!(
-            super::listening_addr(line),
+            super::listening_addr(line, "ws://"),
             Some("127.0.0.1:4567".parse().unwrap())
+        );
+        let line = "INFO switchboard node b1: grpc://127.0.0.1:7001 http://127.0.0.1:9001";
+        assert_eq!(
+            super::listening_addr(line, "grpc://"),
+            Some("127.0.0.1:7001".parse().unwrap())
         );
     }
 }

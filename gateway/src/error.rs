@@ -95,7 +95,7 @@ impl From<BrokerError> for RequestError {
             BrokerError::UnknownNamespace => RequestError::UnknownNamespace,
             BrokerError::NotAvailable(what) => RequestError::NotAvailable(what),
             BrokerError::InvalidData => RequestError::BadRequest("data is not valid JSON".into()),
-            BrokerError::ShuttingDown | BrokerError::NotAttached => {
+            BrokerError::ShuttingDown | BrokerError::NotAttached | BrokerError::Unavailable(_) => {
                 tracing::warn!(error = %e, "broker unavailable");
                 RequestError::Internal
             }

@@ -499,6 +499,10 @@ impl<B: Broker> Session<B> {
                 true
             }
             DeliveryKind::Publication { .. } => false,
+            DeliveryKind::Reset { offset } => {
+                sub.last_offset = offset;
+                true
+            }
         }
     }
 

@@ -47,6 +47,10 @@ pub enum DeliveryKind {
     Publication { offset: u64 },
     /// A `join` or `leave` event; not part of the offset sequence.
     Event,
+    /// Continuity was lost (the owner lost the channel's state): the
+    /// channel goes on from `offset` in a new epoch. The frame tells
+    /// clients so; they must not expect the publications in between.
+    Reset { offset: u64 },
 }
 
 /// One frame for every local subscriber of `channel` at a gateway.

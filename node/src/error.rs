@@ -17,4 +17,7 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("gateway is not attached")]
     NotAttached,
+    /// The channel's owner could not be reached (network, timeout, restart).
+    #[error("owner unavailable: {0}")]
+    Unavailable(String),
 }

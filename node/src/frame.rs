@@ -49,6 +49,29 @@ pub fn publication(
     encode(&frame)
 }
 
+#[derive(Serialize)]
+struct ResubscribedFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel: &'a str,
+    offset: u64,
+    epoch: &'a str,
+    recovered: bool,
+}
+
+/// `{"type":"resubscribed",…,"recovered":false}`: the server moved the
+/// subscription to a channel whose state was lost; publications between the
+/// client's last position and `offset` cannot be given.
+pub fn resubscribed(channel: &ChannelName, offset: u64, epoch: &str) -> Bytes {
+    encode(&ResubscribedFrame {
+        kind: "resubscribed",
+        channel: channel.as_str(),
+        offset,
+        epoch,
+        recovered: false,
+    })
+}
+
 /// `{"type":"join",…}` or `{"type":"leave",…}`.
 pub fn presence_event(kind: PresenceEvent, channel: &ChannelName, info: &ClientInfo) -> Bytes {
     let kind = match kind {

@@ -13,9 +13,16 @@
 //! - [`broker`]: the [`Broker`] trait gateways call, and the [`DeliverySink`] they receive on.
 //! - [`ring`]: the consistent hash ring that picks each channel's owner and failover order.
 //! - [`local_broker`]: [`LocalBroker`], the in-process owner of channels.
+//! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
+//! - [`remote_broker`]: [`RemoteBroker`], one broker reached over gRPC.
+//! - [`router`]: [`Router`], a gateway's view of the cluster: each call to
+//!   the channel's owner, streams re-attached, subscriptions recovered.
+//! - [`server`]: the broker process's gRPC server.
+//! - [`wire`]: conversions to and from protobuf and gRPC status.
 //! - [`error`]: the errors brokers report ([`BrokerError`]).
 
 pub mod broker;
+pub mod broker_service;
 pub mod channel;
 pub mod error;
 pub mod frame;
@@ -24,7 +31,11 @@ pub mod local_broker;
 pub mod namespace;
 pub mod position;
 pub mod presence;
+pub mod remote_broker;
 pub mod ring;
+pub mod router;
+pub mod server;
+pub mod wire;
 
 pub use broker::{
     Broker, Delivery, DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest,
@@ -36,3 +47,5 @@ pub use local_broker::{BrokerConfig, LocalBroker};
 pub use namespace::{NamespaceOptions, Namespaces, PersonalOptions};
 pub use position::Position;
 pub use presence::{ClientInfo, PresenceStats};
+pub use remote_broker::RemoteBroker;
+pub use router::{BrokerAddr, Router};

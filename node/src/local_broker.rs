@@ -217,6 +217,40 @@ impl LocalBroker {
         if s.removed { None } else { Some(f(&mut s)) }
     }
 
+    /// Detaches `gateway` only if `sink` is still its current sink: a stream
+    /// that ends after the gateway re-attached must not undo the new one.
+    pub fn detach_sink(&self, gateway: &GatewayId, sink: &Arc<dyn DeliverySink>) {
+        let current =
+            |s: &Arc<dyn DeliverySink>| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(sink));
+        if self
+            .inner
+            .gateways
+            .remove_if(gateway, |_, s| current(s))
+            .is_some()
+        {
+            self.forget_gateway(gateway);
+        }
+    }
+
+    /// Drops the gateway's subscriptions and presence entries everywhere.
+    fn forget_gateway(&self, gateway: &GatewayId) {
+        let channels: Vec<ChannelName> = self
+            .inner
+            .channels
+            .iter()
+            .map(|e| e.key().clone())
+            .collect();
+        for channel in channels {
+            self.with_existing(&channel, |s| {
+                s.subscribers.retain(|sub| &sub.gateway != gateway);
+                for info in s.presence.remove_gateway(gateway) {
+                    s.send_event(PresenceEvent::Leave, &info);
+                }
+            });
+            self.remove_if_idle(&channel);
+        }
+    }
+
     fn remove_if_idle(&self, channel: &ChannelName) {
         let now = Instant::now();
         self.inner.channels.remove_if(channel, |_, state| {
@@ -243,21 +277,7 @@ impl Broker for LocalBroker {
 
     async fn detach(&self, gateway: &GatewayId) -> Result<(), BrokerError> {
         self.inner.gateways.remove(gateway);
-        let channels: Vec<ChannelName> = self
-            .inner
-            .channels
-            .iter()
-            .map(|e| e.key().clone())
-            .collect();
-        for channel in channels {
-            self.with_existing(&channel, |s| {
-                s.subscribers.retain(|sub| &sub.gateway != gateway);
-                for info in s.presence.remove_gateway(gateway) {
-                    s.send_event(PresenceEvent::Leave, &info);
-                }
-            });
-            self.remove_if_idle(&channel);
-        }
+        self.forget_gateway(gateway);
         Ok(())
     }
 
@@ -269,11 +289,18 @@ impl Broker for LocalBroker {
             .map(|s| s.value().clone())
             .ok_or(BrokerError::NotAttached)?;
         self.with_channel(&req.channel, |s| {
-            if !s.subscribers.iter().any(|sub| sub.gateway == req.gateway) {
-                s.subscribers.push(Subscriber {
+            // A gateway that re-attached (a new stream) resubscribes: its
+            // entry must point at the new sink.
+            match s
+                .subscribers
+                .iter_mut()
+                .find(|sub| sub.gateway == req.gateway)
+            {
+                Some(sub) => sub.sink = sink,
+                None => s.subscribers.push(Subscriber {
                     gateway: req.gateway.clone(),
                     sink,
-                });
+                }),
             }
             if let Some(client) = req.client
                 && s.options.presence
@@ -512,7 +539,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(lost.recovered, Some(false));
-        assert!(lost.publications.is_empty());
+        // Not recovered, but the current epoch's retained publications.
+        assert_eq!(lost.publications.len(), 5);
     }
 
     #[tokio::test]

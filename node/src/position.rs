@@ -23,8 +23,7 @@ pub enum Recovery {
     /// The epoch matches but history no longer reaches back to `since`:
     /// the retained publications from this offset on are all that is left.
     Partial { from_offset: u64 },
-    /// `since` belongs to another epoch, or lies in the future: nothing
-    /// after it can be given.
+    /// `since` lies in the future of this epoch: nothing after it exists.
     Impossible,
 }
 
@@ -33,7 +32,14 @@ impl Recovery {
     /// offsets `oldest..=current.offset` (`oldest` is `None` when history is
     /// empty).
     pub fn decide(since: &Position, current: &Position, oldest: Option<u64>) -> Self {
-        if since.epoch != current.epoch || since.offset > current.offset {
+        if since.epoch != current.epoch {
+            // Another epoch: what was missed in the old one is gone, but
+            // what the current epoch retains from its start can be given.
+            return Recovery::Partial {
+                from_offset: oldest.unwrap_or(current.offset + 1),
+            };
+        }
+        if since.offset > current.offset {
             return Recovery::Impossible;
         }
         let from_offset = since.offset + 1;
@@ -88,7 +94,11 @@ mod tests {
         );
         assert_eq!(
             Recovery::decide(&pos(3, "x"), &cur, Some(1)),
-            Recovery::Impossible
+            Recovery::Partial { from_offset: 1 }
+        );
+        assert_eq!(
+            Recovery::decide(&pos(3, "x"), &cur, None),
+            Recovery::Partial { from_offset: 11 }
         );
         assert_eq!(
             Recovery::decide(&pos(11, "e"), &cur, Some(1)),

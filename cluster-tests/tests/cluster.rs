@@ -1,0 +1,219 @@
+//! Scenarios against a real cluster on loopback: three `switchboard node`
+//! brokers and two `switchboard gateway` processes.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use switchboard_cluster_tests::{
+    WAIT,
+    client::Client,
+    http,
+    process::{Process, free_port},
+};
+
+fn bin() -> PathBuf {
+    // The workspace builds the binary before integration tests run.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    dir.join("switchboard")
+}
+
+struct Cluster {
+    brokers: Vec<(String, u16, Process)>,
+    gateways: Vec<Process>,
+}
+
+impl Cluster {
+    async fn start(n_brokers: usize, n_gateways: usize) -> Cluster {
+        let bin = bin();
+        assert!(
+            bin.exists(),
+            "build the binary first: cargo build ({} missing)",
+            bin.display()
+        );
+        let mut brokers = Vec::new();
+        for i in 1..=n_brokers {
+            let name = format!("b{i}");
+            let port = free_port().unwrap();
+            let p = start_broker(&bin, &name, port).await;
+            brokers.push((name, port, p));
+        }
+        let list = brokers
+            .iter()
+            .map(|(n, port, _)| format!("{n}=127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        // The dev config, with client rate limits out of the way of
+        // scenarios that publish in bursts.
+        let config = include_str!("../../config/dev.toml")
+            .replace("rate_per_second = 50.0", "rate_per_second = 100000.0")
+            .replace("rate_burst = 100", "rate_burst = 100000");
+        assert!(
+            config.contains("100000.0"),
+            "dev.toml changed; update this test"
+        );
+        let path = std::env::temp_dir().join(format!(
+            "switchboard-cluster-{}-{}.toml",
+            std::process::id(),
+            free_port().unwrap()
+        ));
+        std::fs::write(&path, config).unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        let mut gateways = Vec::new();
+        for i in 1..=n_gateways {
+            let name = format!("g{i}");
+            let args = [
+                "gateway",
+                "--name",
+                &name,
+                "--listen",
+                "127.0.0.1:0",
+                "--broker",
+                &list,
+                "--config",
+                &path,
+            ];
+            gateways.push(Process::start(&bin, &args).await.unwrap());
+        }
+        Cluster { brokers, gateways }
+    }
+
+    async fn client(&self, gateway: usize) -> Client {
+        Client::connect(&self.gateways[gateway].ws_url())
+            .await
+            .unwrap()
+    }
+}
+
+async fn start_broker(bin: &Path, name: &str, port: u16) -> Process {
+    let grpc = format!("127.0.0.1:{port}");
+    let args = [
+        "node",
+        "--name",
+        name,
+        "--grpc",
+        &grpc,
+        "--http",
+        "127.0.0.1:0",
+    ];
+    Process::start_announcing(bin, &args, "grpc://")
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_cross_gateways_in_order_and_presence_is_cluster_wide() {
+    let cluster = Cluster::start(3, 2).await;
+    let mut a = cluster.client(0).await;
+    let mut b = cluster.client(1).await;
+    // Enough channels that every broker owns some.
+    let channels: Vec<String> = (0..12).map(|i| format!("chat:{i}")).collect();
+    for ch in &channels {
+        a.subscribe(ch).await.unwrap();
+        b.subscribe(ch).await.unwrap();
+    }
+    for i in 1..=30 {
+        for ch in &channels {
+            b.send(json!({"type": "publish", "channel": ch, "data": i}))
+                .await
+                .unwrap();
+        }
+    }
+    for ch in &channels {
+        for i in 1..=30u64 {
+            let m = a.message(ch).await.unwrap();
+            assert_eq!(
+                (m["offset"].as_u64(), m["data"].as_u64()),
+                (Some(i), Some(i)),
+                "{ch}"
+            );
+        }
+    }
+    let stats = a
+        .ok(json!({"type": "presence_stats", "channel": "chat:0"}))
+        .await
+        .unwrap();
+    assert_eq!(stats["num_clients"], 2);
+    let who = b
+        .ok(json!({"type": "presence", "channel": "chat:3"}))
+        .await
+        .unwrap();
+    assert_eq!(who["clients"].as_array().unwrap().len(), 2);
+    // Every broker serves health and metrics.
+    for gw in &cluster.gateways {
+        assert_eq!(http::get(gw.addr, "/readyz").await.unwrap().0, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_that_returns_resumes_delivery_and_reports_the_epoch_change() {
+    let mut cluster = Cluster::start(3, 2).await;
+    let mut a = cluster.client(0).await;
+    let mut b = cluster.client(1).await;
+    let channels: Vec<String> = (0..9).map(|i| format!("feed:{i}")).collect();
+    let mut epochs = std::collections::HashMap::new();
+    for ch in &channels {
+        let sub = a.subscribe(ch).await.unwrap();
+        epochs.insert(ch.clone(), sub["epoch"].as_str().unwrap().to_owned());
+        b.publish(ch, json!("before")).await.unwrap();
+        assert_eq!(a.message(ch).await.unwrap()["data"], "before");
+    }
+
+    // kill -9 one broker and bring it back under the same name and address.
+    let (name, port, mut victim) = cluster.brokers.remove(1);
+    victim.kill().await.unwrap();
+    let bin = bin();
+    let _back = start_broker(&bin, &name, port).await;
+
+    // Every channel delivers again. Those the victim owned come back in a
+    // new epoch, announced to the subscriber with recovered: false.
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    for ch in &channels {
+        loop {
+            match b
+                .request(json!({"type": "publish", "channel": ch, "data": "after"}))
+                .await
+                .unwrap()
+            {
+                r if r["type"] == "response" => break,
+                r => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{ch} never accepted publishes again: {r}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    let mut reset = 0;
+    for ch in &channels {
+        let m = a
+            .wait_for(|f| {
+                f["channel"] == ch.as_str()
+                    && (f["type"] == "message" || f["type"] == "resubscribed")
+            })
+            .await
+            .unwrap();
+        if m["type"] == "resubscribed" {
+            reset += 1;
+            assert_eq!(m["recovered"], false);
+            assert_ne!(
+                m["epoch"].as_str().unwrap(),
+                epochs[ch],
+                "{ch}: a reset comes with a new epoch"
+            );
+            let next = a.message(ch).await.unwrap();
+            assert_eq!(next["data"], "after");
+            assert_eq!(next["epoch"], m["epoch"]);
+        } else {
+            assert_eq!(m["data"], "after", "{ch}");
+            assert_eq!(
+                m["epoch"].as_str().unwrap(),
+                epochs[ch],
+                "{ch} kept its epoch"
+            );
+        }
+    }
+    assert!(reset > 0, "the killed broker owned none of {channels:?}");
+}

@@ -1,0 +1,187 @@
+//! The broker's gRPC face: `switchboard.broker.v1.Broker` served over a
+//! [`LocalBroker`]. Each attached gateway gets one bounded stream; a gateway
+//! that cannot keep up loses its stream (and recovers by re-attaching and
+//! resubscribing with its last positions) rather than growing our memory.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use switchboard_proto::broker::v1::{self as pb, broker_server};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{Broker, Delivery, DeliverySink, GatewayId, LocalBroker, wire};
+
+/// Deliveries queued per attached gateway before its stream is cut.
+pub const STREAM_CAPACITY: usize = 65_536;
+
+type Item = Result<pb::Delivery, Status>;
+
+pub struct BrokerService {
+    broker: LocalBroker,
+}
+
+impl BrokerService {
+    pub fn new(broker: LocalBroker) -> Self {
+        Self { broker }
+    }
+
+    pub fn into_server(self) -> broker_server::BrokerServer<Self> {
+        broker_server::BrokerServer::new(self)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+/// Pushes deliveries into one gateway's stream.
+struct StreamSink {
+    gateway: GatewayId,
+    tx: Mutex<Option<mpsc::Sender<Item>>>,
+}
+
+impl DeliverySink for StreamSink {
+    fn deliver(&self, delivery: Delivery) {
+        let mut tx = self.tx.lock();
+        let Some(sender) = tx.as_ref() else { return };
+        match sender.try_send(Ok(wire::delivery_to_pb(&delivery))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Ending the stream is the signal: the gateway re-attaches
+                // and recovers from its last positions.
+                tracing::warn!(gateway = %self.gateway, "gateway stream full; cutting it");
+                metrics::counter!("switchboard_broker_stream_overflows_total").increment(1);
+                *tx = None;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => *tx = None,
+        }
+    }
+}
+
+fn gateway_of(name: &str) -> Result<GatewayId, Status> {
+    if name.is_empty() {
+        return Err(Status::invalid_argument("gateway name is empty"));
+    }
+    Ok(GatewayId::from(name))
+}
+
+#[tonic::async_trait]
+impl broker_server::Broker for BrokerService {
+    type AttachStream = ReceiverStream<Item>;
+
+    async fn attach(
+        &self,
+        request: Request<pb::AttachRequest>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let gateway = gateway_of(&request.into_inner().gateway)?;
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        let closed = tx.clone();
+        let sink: Arc<dyn DeliverySink> = Arc::new(StreamSink {
+            gateway: gateway.clone(),
+            tx: Mutex::new(Some(tx)),
+        });
+        self.broker
+            .attach(gateway.clone(), sink.clone())
+            .await
+            .map_err(wire::status)?;
+        tracing::info!(gateway = %gateway, "gateway attached");
+        // The stream's end is the gateway's lease ending: its presence
+        // entries go (with leave events) unless it has attached anew.
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            closed.closed().await;
+            tracing::info!(gateway = %gateway, "gateway stream ended");
+            broker.detach_sink(&gateway, &sink);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn detach(
+        &self,
+        request: Request<pb::DetachRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let gateway = gateway_of(&request.into_inner().gateway)?;
+        self.broker.detach(&gateway).await.map_err(wire::status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::SubscribeReply>, Status> {
+        let req = wire::subscribe_from_pb(request.into_inner())?;
+        let reply = self.broker.subscribe(req).await.map_err(wire::status)?;
+        Ok(Response::new(wire::subscribe_reply_to_pb(reply)))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let gateway = gateway_of(&req.gateway)?;
+        let channel = wire::channel(&req.channel)?;
+        self.broker
+            .unsubscribe(&gateway, &channel)
+            .await
+            .map_err(wire::status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let channel = wire::channel(&req.channel)?;
+        self.broker
+            .leave(&channel, &req.client_id)
+            .await
+            .map_err(wire::status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishReply>, Status> {
+        let req = wire::publish_from_pb(request.into_inner())?;
+        let position = self.broker.publish(req).await.map_err(wire::status)?;
+        Ok(Response::new(pb::PublishReply {
+            position: Some(wire::position_to_pb(&position)),
+        }))
+    }
+
+    async fn presence(
+        &self,
+        request: Request<pb::ChannelRequest>,
+    ) -> Result<Response<pb::PresenceReply>, Status> {
+        let channel = wire::channel(&request.into_inner().channel)?;
+        let clients = self.broker.presence(&channel).await.map_err(wire::status)?;
+        Ok(Response::new(pb::PresenceReply {
+            clients: clients.iter().map(wire::client_to_pb).collect(),
+        }))
+    }
+
+    async fn presence_stats(
+        &self,
+        request: Request<pb::ChannelRequest>,
+    ) -> Result<Response<pb::PresenceStatsReply>, Status> {
+        let channel = wire::channel(&request.into_inner().channel)?;
+        let stats = self
+            .broker
+            .presence_stats(&channel)
+            .await
+            .map_err(wire::status)?;
+        Ok(Response::new(wire::stats_to_pb(stats)))
+    }
+
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryReply>, Status> {
+        let req = wire::history_from_pb(request.into_inner())?;
+        let reply = self.broker.history(req).await.map_err(wire::status)?;
+        Ok(Response::new(wire::history_reply_to_pb(reply)))
+    }
+}

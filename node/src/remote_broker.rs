@@ -1,0 +1,160 @@
+//! [`RemoteBroker`]: one broker reached over gRPC, behind the same
+//! [`Broker`] trait gateways use in one process.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use switchboard_proto::broker::v1::{self as pb, broker_client::BrokerClient};
+use tonic::{Streaming, transport::Channel};
+
+use crate::{
+    Broker, BrokerError, ChannelName, ClientInfo, DeliverySink, GatewayId, HistoryReply,
+    HistoryRequest, Position, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
+    wire,
+};
+
+/// How long one unary call may take before the owner counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone)]
+pub struct RemoteBroker {
+    client: BrokerClient<Channel>,
+}
+
+impl RemoteBroker {
+    /// A lazily connected client for the broker at `addr` (`host:port`).
+    pub fn new(addr: &str) -> Result<Self, BrokerError> {
+        let endpoint = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| BrokerError::Unavailable(format!("bad broker address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            // Keepalives turn a silently dead peer into an ended stream
+            // within seconds, in both directions.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        let client = BrokerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(16 << 20);
+        Ok(Self { client })
+    }
+
+    fn request<T>(msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        // Tells the server; `call` enforces it here too, since a request
+        // to a peer that is gone may otherwise wait on the transport.
+        req.set_timeout(CALL_TIMEOUT);
+        req
+    }
+
+    /// Opens this gateway's delivery stream.
+    pub async fn open_stream(
+        &self,
+        gateway: &GatewayId,
+    ) -> Result<Streaming<pb::Delivery>, BrokerError> {
+        let req = pb::AttachRequest {
+            gateway: gateway.as_str().to_owned(),
+        };
+        let resp = call(self.client.clone().attach(req)).await?;
+        Ok(resp)
+    }
+}
+
+/// Bounds one unary call and maps its failure.
+async fn call<T>(
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+        Ok(Err(status)) => Err(wire::broker_error(&status)),
+        Err(_) => Err(BrokerError::Unavailable("call timed out".into())),
+    }
+}
+
+impl Broker for RemoteBroker {
+    /// Forwards the stream into `sink` until it ends. Gateways in a cluster
+    /// use [`crate::Router`], which also re-attaches and resubscribes.
+    async fn attach(
+        &self,
+        gateway: GatewayId,
+        sink: Arc<dyn DeliverySink>,
+    ) -> Result<(), BrokerError> {
+        let mut stream = self.open_stream(&gateway).await?;
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = stream.next().await {
+                if let Ok(d) = wire::delivery_from_pb(d) {
+                    sink.deliver(d);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn detach(&self, gateway: &GatewayId) -> Result<(), BrokerError> {
+        let req = Self::request(pb::DetachRequest {
+            gateway: gateway.as_str().to_owned(),
+        });
+        call(self.client.clone().detach(req)).await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, req: SubscribeRequest) -> Result<SubscribeReply, BrokerError> {
+        let req = Self::request(wire::subscribe_to_pb(&req));
+        let reply = call(self.client.clone().subscribe(req)).await?;
+        Ok(wire::subscribe_reply_from_pb(reply))
+    }
+
+    async fn unsubscribe(
+        &self,
+        gateway: &GatewayId,
+        channel: &ChannelName,
+    ) -> Result<(), BrokerError> {
+        let req = Self::request(pb::UnsubscribeRequest {
+            gateway: gateway.as_str().to_owned(),
+            channel: channel.as_str().to_owned(),
+        });
+        call(self.client.clone().unsubscribe(req)).await?;
+        Ok(())
+    }
+
+    async fn leave(&self, channel: &ChannelName, client_id: &str) -> Result<(), BrokerError> {
+        let req = Self::request(pb::LeaveRequest {
+            channel: channel.as_str().to_owned(),
+            client_id: client_id.to_owned(),
+        });
+        call(self.client.clone().leave(req)).await?;
+        Ok(())
+    }
+
+    async fn publish(&self, req: PublishRequest) -> Result<Position, BrokerError> {
+        let req = Self::request(wire::publish_to_pb(&req));
+        let reply = call(self.client.clone().publish(req)).await?;
+        Ok(wire::position_from_pb(reply.position))
+    }
+
+    async fn presence(&self, channel: &ChannelName) -> Result<Vec<ClientInfo>, BrokerError> {
+        let req = Self::request(pb::ChannelRequest {
+            channel: channel.as_str().to_owned(),
+        });
+        let reply = call(self.client.clone().presence(req)).await?;
+        reply
+            .clients
+            .into_iter()
+            .map(wire::client_from_pb)
+            .collect()
+    }
+
+    async fn presence_stats(&self, channel: &ChannelName) -> Result<PresenceStats, BrokerError> {
+        let req = Self::request(pb::ChannelRequest {
+            channel: channel.as_str().to_owned(),
+        });
+        let reply = call(self.client.clone().presence_stats(req)).await?;
+        Ok(wire::stats_from_pb(reply))
+    }
+
+    async fn history(&self, req: HistoryRequest) -> Result<HistoryReply, BrokerError> {
+        let req = Self::request(wire::history_to_pb(&req));
+        let reply = call(self.client.clone().history(req)).await?;
+        Ok(wire::history_reply_from_pb(reply))
+    }
+}

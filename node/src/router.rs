@@ -1,0 +1,480 @@
+//! [`Router`]: a gateway's view of the brokers. It implements [`Broker`] by
+//! sending each call to the owner of the channel on the ring, keeps one
+//! delivery stream per broker, and when a stream is lost and re-opened it
+//! resubscribes every channel that broker owns from the last delivered
+//! position: the owner gives back what was missed (`recovered`), or the
+//! gateway tells its clients that continuity was lost (a `resubscribed`
+//! frame in the new epoch). Presence is replayed from what this gateway's
+//! clients joined, so a broker that lost it rebuilds it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Broker, BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
+    HistoryReply, HistoryRequest, Position, PresenceStats, PublishRequest, SubscribeReply,
+    SubscribeRequest, frame, remote_broker::RemoteBroker, ring::Ring, wire,
+};
+
+/// How long a call waits for the owner's stream to be attached.
+const ATTACH_WAIT: Duration = Duration::from_secs(2);
+
+/// Reconnect backoff bounds for a lost stream.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A broker as the router knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    /// Stable name: what the ring hashes.
+    pub name: String,
+    /// gRPC address, `host:port`.
+    pub addr: String,
+}
+
+struct Link {
+    remote: RemoteBroker,
+    attached: watch::Receiver<bool>,
+}
+
+/// This gateway's subscription to one channel.
+struct Sub {
+    owner: String,
+    /// Last position delivered to local clients.
+    last: Option<Position>,
+    /// Clients of this gateway in the channel's presence.
+    clients: HashMap<String, ClientInfo>,
+    /// While (re)subscribing, live deliveries wait here so that recovered
+    /// and live publications reach clients in offset order.
+    pending: Option<Vec<Delivery>>,
+}
+
+struct Inner {
+    gateway: OnceLock<GatewayId>,
+    sink: OnceLock<Arc<dyn DeliverySink>>,
+    ring: Ring,
+    links: RwLock<HashMap<String, Link>>,
+    subs: DashMap<ChannelName, Sub>,
+    shutdown: CancellationToken,
+}
+
+/// Routes a gateway's broker calls across the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl Router {
+    /// A router over a fixed set of brokers.
+    pub fn new(brokers: &[BrokerAddr], shutdown: CancellationToken) -> Result<Self, BrokerError> {
+        let ring = Ring::new(brokers.iter().map(|b| b.name.clone()));
+        let mut links = HashMap::new();
+        for b in brokers {
+            let (_, attached) = watch::channel(false);
+            links.insert(
+                b.name.clone(),
+                Link {
+                    remote: RemoteBroker::new(&b.addr)?,
+                    attached,
+                },
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                gateway: OnceLock::new(),
+                sink: OnceLock::new(),
+                ring,
+                links: RwLock::new(links),
+                subs: DashMap::new(),
+                shutdown,
+            }),
+        })
+    }
+
+    /// The owner of `channel` and a client for it, once its stream is up.
+    async fn owner(&self, channel: &ChannelName) -> Result<(String, RemoteBroker), BrokerError> {
+        let owner = self
+            .inner
+            .ring
+            .owner(channel.as_str())
+            .ok_or_else(|| BrokerError::Unavailable("no brokers".into()))?
+            .to_owned();
+        let (remote, mut attached) = {
+            let links = self.inner.links.read();
+            let link = links
+                .get(&owner)
+                .ok_or_else(|| BrokerError::Unavailable(owner.clone()))?;
+            (link.remote.clone(), link.attached.clone())
+        };
+        match tokio::time::timeout(ATTACH_WAIT, attached.wait_for(|up| *up)).await {
+            Ok(Ok(_)) => Ok((owner, remote)),
+            _ => Err(BrokerError::Unavailable(format!(
+                "broker {owner} is not reachable"
+            ))),
+        }
+    }
+
+    fn sink(&self) -> Option<&Arc<dyn DeliverySink>> {
+        self.inner.sink.get()
+    }
+
+    /// Takes one delivery from a broker's stream.
+    fn on_delivery(&self, d: Delivery) {
+        let Some(sink) = self.sink() else { return };
+        let Some(mut sub) = self.inner.subs.get_mut(&d.channel) else {
+            return;
+        };
+        if let Some(pending) = sub.pending.as_mut() {
+            pending.push(d);
+            return;
+        }
+        if let DeliveryKind::Publication { offset } = d.kind {
+            match sub.last.as_mut() {
+                Some(last) if offset <= last.offset => return,
+                Some(last) => last.offset = offset,
+                None => {}
+            }
+        }
+        // The hub's deliver never blocks, so holding this entry is short.
+        sink.deliver(d);
+    }
+
+    /// Ends a pending (re)subscription at `position`: recovered
+    /// publications first, then what arrived live meanwhile, duplicates
+    /// dropped.
+    fn settle(
+        &self,
+        channel: &ChannelName,
+        position: Position,
+        recovered: Vec<Delivery>,
+        reset: Option<Delivery>,
+    ) {
+        let Some(sink) = self.sink() else { return };
+        let Some(mut sub) = self.inner.subs.get_mut(channel) else {
+            return;
+        };
+        let pending = sub.pending.take().unwrap_or_default();
+        // Where local clients stand: their last position if it is still in
+        // this epoch, else (first subscription, or a reset) the reply's.
+        let mut last = match (&reset, &sub.last) {
+            (None, Some(last)) if last.epoch == position.epoch => last.offset,
+            _ => position.offset,
+        };
+        if let Some(reset) = reset {
+            sink.deliver(reset);
+        }
+        for d in recovered.into_iter().chain(pending) {
+            match d.kind {
+                DeliveryKind::Publication { offset } if offset <= last => continue,
+                DeliveryKind::Publication { offset } => last = offset,
+                _ => {}
+            }
+            sink.deliver(d);
+        }
+        sub.last = Some(Position {
+            offset: last.max(position.offset),
+            epoch: position.epoch,
+        });
+    }
+
+    /// Keeps the stream to one broker open, resubscribing after each loss.
+    async fn run_link(self, name: String, remote: RemoteBroker, attached: watch::Sender<bool>) {
+        let gateway = self
+            .inner
+            .gateway
+            .get()
+            .expect("attached before links run")
+            .clone();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match remote.open_stream(&gateway).await {
+                Ok(mut stream) => {
+                    backoff = BACKOFF_MIN;
+                    attached.send_replace(true);
+                    // After a loss, the broker may have forgotten us (or be
+                    // a restarted process): resubscribe what it owns.
+                    tokio::spawn(self.clone().resubscribe_all(name.clone(), remote.clone()));
+                    loop {
+                        tokio::select! {
+                            _ = self.inner.shutdown.cancelled() => return,
+                            item = stream.next() => match item {
+                                Some(Ok(d)) => match wire::delivery_from_pb(d) {
+                                    Ok(d) => self.on_delivery(d),
+                                    Err(e) => tracing::warn!(broker = %name, error = %e, "bad delivery"),
+                                },
+                                Some(Err(e)) => {
+                                    tracing::warn!(broker = %name, error = %e, "stream failed");
+                                    break;
+                                }
+                                None => {
+                                    tracing::warn!(broker = %name, "stream ended");
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                    attached.send_replace(false);
+                }
+                Err(e) => tracing::debug!(broker = %name, error = %e, "cannot open stream"),
+            }
+            // Full jitter, so that many gateways do not retry in step.
+            let wait = backoff.mul_f64(rand::random::<f64>());
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Resubscribes every channel `broker` owns from its last position.
+    async fn resubscribe_all(self, broker: String, remote: RemoteBroker) {
+        let channels: Vec<ChannelName> = self
+            .inner
+            .subs
+            .iter()
+            // Subscriptions still settling their first reply are left alone.
+            .filter(|s| s.owner == broker && s.last.is_some())
+            .map(|s| s.key().clone())
+            .collect();
+        for channel in channels {
+            if let Err(e) = self.resubscribe(&channel, &remote).await {
+                tracing::warn!(channel = %channel, broker = %broker, error = %e, "resubscribe failed");
+            }
+        }
+    }
+
+    async fn resubscribe(
+        &self,
+        channel: &ChannelName,
+        remote: &RemoteBroker,
+    ) -> Result<(), BrokerError> {
+        let gateway = self.inner.gateway.get().expect("attached").clone();
+        let (since, clients) = {
+            let Some(mut sub) = self.inner.subs.get_mut(channel) else {
+                return Ok(());
+            };
+            sub.pending.get_or_insert_with(Vec::new);
+            (
+                sub.last.clone(),
+                sub.clients.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        let req = SubscribeRequest {
+            gateway: gateway.clone(),
+            channel: channel.clone(),
+            since: since.clone(),
+            client: None,
+        };
+        let reply = match remote.subscribe(req).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                if let Some(mut sub) = self.inner.subs.get_mut(channel) {
+                    // Release what waited; the next re-attach tries again.
+                    let pending = sub.pending.take().unwrap_or_default();
+                    drop(sub);
+                    for d in pending {
+                        self.on_delivery(d);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        for client in clients {
+            let req = SubscribeRequest {
+                gateway: gateway.clone(),
+                channel: channel.clone(),
+                since: None,
+                client: Some(client),
+            };
+            remote.subscribe(req).await?;
+        }
+        self.settle_reply(channel, since.is_some(), reply);
+        Ok(())
+    }
+
+    /// Turns a subscribe reply into what local clients must receive.
+    fn settle_reply(&self, channel: &ChannelName, had_position: bool, reply: SubscribeReply) {
+        let recovered = reply.recovered == Some(true);
+        let publications = if recovered {
+            recovered_deliveries(channel, &reply.publications)
+        } else {
+            Vec::new()
+        };
+        // Without recovery, clients restart from what the owner still has:
+        // the reset names the position just before it.
+        let retained = if recovered {
+            Vec::new()
+        } else {
+            recovered_deliveries(channel, &reply.publications)
+        };
+        let restart = match retained.first().map(|d| d.kind) {
+            Some(DeliveryKind::Publication { offset }) => offset - 1,
+            _ => reply.position.offset,
+        };
+        let reset = (had_position && !recovered).then(|| Delivery {
+            channel: channel.clone(),
+            kind: DeliveryKind::Reset { offset: restart },
+            frame: frame::resubscribed(channel, restart, &reply.position.epoch),
+            published_at_micros: 0,
+        });
+        let mut position = reply.position;
+        let mut publications = publications;
+        if reset.is_some() {
+            position.offset = restart;
+            publications = retained;
+        }
+        self.settle(channel, position, publications, reset);
+    }
+}
+
+/// Recovered publications as deliveries; their offsets are read back from
+/// the encoded frames.
+fn recovered_deliveries(channel: &ChannelName, frames: &[bytes::Bytes]) -> Vec<Delivery> {
+    #[derive(serde::Deserialize)]
+    struct Offset {
+        offset: u64,
+    }
+    frames
+        .iter()
+        .filter_map(|f| {
+            let offset = serde_json::from_slice::<Offset>(f).ok()?.offset;
+            Some(Delivery {
+                channel: channel.clone(),
+                kind: DeliveryKind::Publication { offset },
+                frame: f.clone(),
+                published_at_micros: 0,
+            })
+        })
+        .collect()
+}
+
+impl Broker for Router {
+    async fn attach(
+        &self,
+        gateway: GatewayId,
+        sink: Arc<dyn DeliverySink>,
+    ) -> Result<(), BrokerError> {
+        if self.inner.gateway.set(gateway).is_err() || self.inner.sink.set(sink).is_err() {
+            return Err(BrokerError::Unavailable(
+                "router is already attached".into(),
+            ));
+        }
+        let mut links = self.inner.links.write();
+        for (name, link) in links.iter_mut() {
+            let (tx, rx) = watch::channel(false);
+            link.attached = rx;
+            tokio::spawn(self.clone().run_link(name.clone(), link.remote.clone(), tx));
+        }
+        Ok(())
+    }
+
+    async fn detach(&self, gateway: &GatewayId) -> Result<(), BrokerError> {
+        let remotes: Vec<RemoteBroker> = self
+            .inner
+            .links
+            .read()
+            .values()
+            .map(|l| l.remote.clone())
+            .collect();
+        for remote in remotes {
+            if let Err(e) = remote.detach(gateway).await {
+                tracing::debug!(error = %e, "detach failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, req: SubscribeRequest) -> Result<SubscribeReply, BrokerError> {
+        let (owner, remote) = self.owner(&req.channel).await?;
+        let channel = req.channel.clone();
+        let client = req.client.clone();
+        {
+            let mut sub = self
+                .inner
+                .subs
+                .entry(channel.clone())
+                .or_insert_with(|| Sub {
+                    owner: owner.clone(),
+                    last: None,
+                    clients: HashMap::new(),
+                    pending: None,
+                });
+            if sub.last.is_none() {
+                // First subscription here: hold live deliveries until the
+                // reply fixes where this gateway's stream begins.
+                sub.pending.get_or_insert_with(Vec::new);
+            }
+        }
+        let reply = match remote.subscribe(req).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.inner
+                    .subs
+                    .remove_if(&channel, |_, s| s.last.is_none() && s.clients.is_empty());
+                return Err(e);
+            }
+        };
+        let first = self
+            .inner
+            .subs
+            .get(&channel)
+            .is_some_and(|s| s.pending.is_some());
+        if first {
+            self.settle(&channel, reply.position.clone(), Vec::new(), None);
+        }
+        if let Some(client) = client
+            && let Some(mut sub) = self.inner.subs.get_mut(&channel)
+        {
+            sub.clients.insert(client.client_id.clone(), client);
+        }
+        Ok(reply)
+    }
+
+    async fn unsubscribe(
+        &self,
+        gateway: &GatewayId,
+        channel: &ChannelName,
+    ) -> Result<(), BrokerError> {
+        self.inner.subs.remove(channel);
+        let (_, remote) = self.owner(channel).await?;
+        remote.unsubscribe(gateway, channel).await
+    }
+
+    async fn leave(&self, channel: &ChannelName, client_id: &str) -> Result<(), BrokerError> {
+        if let Some(mut sub) = self.inner.subs.get_mut(channel) {
+            sub.clients.remove(client_id);
+        }
+        let (_, remote) = self.owner(channel).await?;
+        remote.leave(channel, client_id).await
+    }
+
+    async fn publish(&self, req: PublishRequest) -> Result<Position, BrokerError> {
+        let (_, remote) = self.owner(&req.channel).await?;
+        remote.publish(req).await
+    }
+
+    async fn presence(&self, channel: &ChannelName) -> Result<Vec<ClientInfo>, BrokerError> {
+        let (_, remote) = self.owner(channel).await?;
+        remote.presence(channel).await
+    }
+
+    async fn presence_stats(&self, channel: &ChannelName) -> Result<PresenceStats, BrokerError> {
+        let (_, remote) = self.owner(channel).await?;
+        remote.presence_stats(channel).await
+    }
+
+    async fn history(&self, req: HistoryRequest) -> Result<HistoryReply, BrokerError> {
+        let (_, remote) = self.owner(&req.channel).await?;
+        remote.history(req).await
+    }
+}

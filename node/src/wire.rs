@@ -1,0 +1,252 @@
+//! Conversions between broker types and their protobuf form
+//! (`switchboard.broker.v1`), and between [`BrokerError`] and gRPC
+//! [`Status`]: the one place either crosses the wire.
+
+use serde_json::value::RawValue;
+use switchboard_proto::broker::v1 as pb;
+use tonic::{Code, Status};
+
+use crate::{
+    BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, GatewayId, HistoryReply,
+    HistoryRequest, Position, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
+};
+
+/// Error details travel as `Status` messages prefixed with a stable tag, so
+/// the receiving side can rebuild the same [`BrokerError`].
+pub fn status(e: BrokerError) -> Status {
+    match e {
+        BrokerError::InvalidChannel(why) => {
+            Status::invalid_argument(format!("invalid_channel: {why}"))
+        }
+        BrokerError::UnknownNamespace => Status::not_found("unknown_namespace"),
+        BrokerError::NotAvailable(what) => {
+            Status::failed_precondition(format!("not_available: {what}"))
+        }
+        BrokerError::InvalidData => Status::invalid_argument("invalid_data"),
+        BrokerError::ShuttingDown => Status::unavailable("shutting_down"),
+        BrokerError::NotAttached => Status::failed_precondition("not_attached"),
+        BrokerError::Unavailable(why) => Status::unavailable(format!("unavailable: {why}")),
+    }
+}
+
+/// The reverse of [`status`]; anything unrecognised (a transport failure,
+/// a timeout) means the owner could not be reached.
+pub fn broker_error(s: &Status) -> BrokerError {
+    let msg = s.message();
+    match (s.code(), msg) {
+        (Code::NotFound, "unknown_namespace") => BrokerError::UnknownNamespace,
+        (Code::InvalidArgument, "invalid_data") => BrokerError::InvalidData,
+        (Code::InvalidArgument, m) if m.starts_with("invalid_channel") => {
+            BrokerError::InvalidChannel("rejected by the channel's owner")
+        }
+        (Code::FailedPrecondition, "not_attached") => BrokerError::NotAttached,
+        (Code::FailedPrecondition, "not_available: presence") => {
+            BrokerError::NotAvailable("presence")
+        }
+        (Code::FailedPrecondition, "not_available: history") => {
+            BrokerError::NotAvailable("history")
+        }
+        (Code::Unavailable, "shutting_down") => BrokerError::ShuttingDown,
+        _ => BrokerError::Unavailable(format!("{:?}: {msg}", s.code())),
+    }
+}
+
+pub fn channel(name: &str) -> Result<ChannelName, Status> {
+    ChannelName::new(name).map_err(status)
+}
+
+pub fn position_to_pb(p: &Position) -> pb::Position {
+    pb::Position {
+        offset: p.offset,
+        epoch: p.epoch.clone(),
+    }
+}
+
+pub fn position_from_pb(p: Option<pb::Position>) -> Position {
+    p.map_or_else(
+        || Position {
+            offset: 0,
+            epoch: String::new(),
+        },
+        |p| Position {
+            offset: p.offset,
+            epoch: p.epoch,
+        },
+    )
+}
+
+fn raw(json: String) -> Result<Box<RawValue>, BrokerError> {
+    RawValue::from_string(json).map_err(|_| BrokerError::InvalidData)
+}
+
+pub fn client_to_pb(c: &ClientInfo) -> pb::ClientInfo {
+    pb::ClientInfo {
+        client_id: c.client_id.clone(),
+        user_id: c.user_id.clone(),
+        info_json: c.info.as_ref().map(|i| i.get().to_owned()),
+    }
+}
+
+pub fn client_from_pb(c: pb::ClientInfo) -> Result<ClientInfo, BrokerError> {
+    Ok(ClientInfo {
+        client_id: c.client_id,
+        user_id: c.user_id,
+        info: c.info_json.map(raw).transpose()?,
+    })
+}
+
+pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
+    pb::Delivery {
+        channel: d.channel.as_str().to_owned(),
+        offset: match d.kind {
+            DeliveryKind::Publication { offset } => Some(offset),
+            // Resets are made by a gateway for its own clients; they never
+            // cross the wire.
+            DeliveryKind::Event | DeliveryKind::Reset { .. } => None,
+        },
+        frame: d.frame.clone(),
+        published_at_micros: d.published_at_micros,
+    }
+}
+
+pub fn delivery_from_pb(d: pb::Delivery) -> Result<Delivery, BrokerError> {
+    Ok(Delivery {
+        channel: ChannelName::new(&d.channel)?,
+        kind: d
+            .offset
+            .map_or(DeliveryKind::Event, |offset| DeliveryKind::Publication {
+                offset,
+            }),
+        frame: d.frame,
+        published_at_micros: d.published_at_micros,
+    })
+}
+
+pub fn subscribe_to_pb(r: &SubscribeRequest) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        gateway: r.gateway.as_str().to_owned(),
+        channel: r.channel.as_str().to_owned(),
+        since: r.since.as_ref().map(position_to_pb),
+        client: r.client.as_ref().map(client_to_pb),
+    }
+}
+
+pub fn subscribe_from_pb(r: pb::SubscribeRequest) -> Result<SubscribeRequest, Status> {
+    Ok(SubscribeRequest {
+        gateway: GatewayId::from(r.gateway.as_str()),
+        channel: channel(&r.channel)?,
+        since: r.since.map(|p| Position {
+            offset: p.offset,
+            epoch: p.epoch,
+        }),
+        client: r.client.map(client_from_pb).transpose().map_err(status)?,
+    })
+}
+
+pub fn subscribe_reply_to_pb(r: SubscribeReply) -> pb::SubscribeReply {
+    pb::SubscribeReply {
+        position: Some(position_to_pb(&r.position)),
+        recoverable: r.recoverable,
+        recovered: r.recovered,
+        publications: r.publications,
+    }
+}
+
+pub fn subscribe_reply_from_pb(r: pb::SubscribeReply) -> SubscribeReply {
+    SubscribeReply {
+        position: position_from_pb(r.position),
+        recoverable: r.recoverable,
+        recovered: r.recovered,
+        publications: r.publications,
+    }
+}
+
+pub fn publish_to_pb(r: &PublishRequest) -> pb::PublishRequest {
+    pb::PublishRequest {
+        channel: r.channel.as_str().to_owned(),
+        from: r.from.clone(),
+        data_json: r.data.get().to_owned(),
+    }
+}
+
+pub fn publish_from_pb(r: pb::PublishRequest) -> Result<PublishRequest, Status> {
+    Ok(PublishRequest {
+        channel: channel(&r.channel)?,
+        from: r.from,
+        data: raw(r.data_json).map_err(status)?,
+    })
+}
+
+pub fn history_to_pb(r: &HistoryRequest) -> pb::HistoryRequest {
+    pb::HistoryRequest {
+        channel: r.channel.as_str().to_owned(),
+        since: r.since.as_ref().map(position_to_pb),
+        limit: r.limit as u64,
+        reverse: r.reverse,
+    }
+}
+
+pub fn history_from_pb(r: pb::HistoryRequest) -> Result<HistoryRequest, Status> {
+    Ok(HistoryRequest {
+        channel: channel(&r.channel)?,
+        since: r.since.map(|p| Position {
+            offset: p.offset,
+            epoch: p.epoch,
+        }),
+        limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
+        reverse: r.reverse,
+    })
+}
+
+pub fn history_reply_to_pb(r: HistoryReply) -> pb::HistoryReply {
+    pb::HistoryReply {
+        position: Some(position_to_pb(&r.position)),
+        publications: r.publications,
+        complete: r.complete,
+    }
+}
+
+pub fn history_reply_from_pb(r: pb::HistoryReply) -> HistoryReply {
+    HistoryReply {
+        position: position_from_pb(r.position),
+        publications: r.publications,
+        complete: r.complete,
+    }
+}
+
+pub fn stats_to_pb(s: PresenceStats) -> pb::PresenceStatsReply {
+    pb::PresenceStatsReply {
+        num_clients: s.num_clients as u64,
+        num_users: s.num_users as u64,
+    }
+}
+
+pub fn stats_from_pb(s: pb::PresenceStatsReply) -> PresenceStats {
+    PresenceStats {
+        num_clients: s.num_clients as usize,
+        num_users: s.num_users as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_survive_the_round_trip() {
+        for e in [
+            BrokerError::UnknownNamespace,
+            BrokerError::InvalidData,
+            BrokerError::NotAvailable("presence"),
+            BrokerError::NotAvailable("history"),
+            BrokerError::ShuttingDown,
+            BrokerError::NotAttached,
+        ] {
+            assert_eq!(broker_error(&status(e.clone())), e);
+        }
+        assert!(matches!(
+            broker_error(&Status::deadline_exceeded("slow")),
+            BrokerError::Unavailable(_)
+        ));
+    }
+}
