@@ -18,6 +18,9 @@
 //! - [`router`]: [`Router`], a gateway's view of the cluster: each call to
 //!   the channel's owner, streams re-attached, subscriptions recovered.
 //! - [`server`]: the broker process's gRPC server.
+//! - [`membership`]: node identities (role, address, state, boot id) and the
+//!   cluster view the ring of active brokers is derived from (sans-IO).
+//! - [`gossip`]: the foca (SWIM) agent over UDP that keeps the view current.
 //! - [`wire`]: conversions to and from protobuf and gRPC status.
 //! - [`error`]: the errors brokers report ([`BrokerError`]).
 
@@ -26,8 +29,10 @@ pub mod broker_service;
 pub mod channel;
 pub mod error;
 pub mod frame;
+pub mod gossip;
 pub mod history;
 pub mod local_broker;
+pub mod membership;
 pub mod namespace;
 pub mod position;
 pub mod presence;
