@@ -4,9 +4,9 @@
 //! Needs Chromium: `chromium` on PATH (Debian: `apt-get install chromium`),
 //! or its path in `SWITCHBOARD_CHROMIUM`. `.ci/run` installs it.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
-use switchboard_cluster_tests::process::Process;
+use switchboard_cluster_tests::{browser::Browser, process::Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -28,7 +28,6 @@ ws.onerror = () => { out.textContent = "ERROR"; };
 
 #[tokio::test]
 async fn browser_page_subscribes_publishes_and_receives() {
-    let chromium = std::env::var("SWITCHBOARD_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let server = Process::start(Path::new(BIN), &["dev", "--listen", "127.0.0.1:0"])
         .await
         .unwrap();
@@ -37,30 +36,16 @@ async fn browser_page_subscribes_publishes_and_receives() {
     let page = dir.join("page.html");
     std::fs::write(&page, PAGE.replace("WS_URL", &server.ws_url())).unwrap();
 
-    let run = tokio::process::Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            &format!("--user-data-dir={}", dir.join("profile").display()),
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-        ])
-        .arg(format!("file://{}", page.display()))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), run)
+    let mut browser = Browser::open(&format!("file://{}", page.display()))
         .await
-        .expect("chromium finished")
-        .unwrap_or_else(|e| {
-            panic!("cannot run {chromium:?} ({e}); install Chromium or set SWITCHBOARD_CHROMIUM")
-        });
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        dom.contains("DONE response,join,response,message:from-chromium"),
-        "page did not complete; DOM:\n{dom}\nstderr:\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
+        .unwrap();
+    let out = browser
+        .wait_for(
+            "(document.getElementById('out') || {}).textContent || 'pending'",
+            |v| v.as_str().is_some_and(|s| s != "pending"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}; server log:\n{}", server.log()));
+    assert_eq!(out, "DONE response,join,response,message:from-chromium");
+    browser.close().await;
 }

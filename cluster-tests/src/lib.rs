@@ -3,12 +3,14 @@
 //! Test harness for scenarios against real Switchboard servers: real
 //! sockets, real processes, no mocks of our own network layers.
 //!
+//! - [`browser`]: headless Chromium driven over the DevTools protocol.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
 //! - [`process`]: starting `switchboard` processes, finding their
 //!   addresses, and stopping them (SIGTERM) or killing them (SIGKILL).
 
+pub mod browser;
 pub mod client;
 pub mod http;
 pub mod process;
