@@ -5,7 +5,13 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::{Router as Http, http::StatusCode, response::IntoResponse, routing::get};
-use switchboard_node::{BrokerAddr, LocalBroker, Router};
+use std::time::Duration;
+
+use switchboard_node::{
+    BrokerAddr, LocalBroker, Router,
+    gossip::Membership,
+    membership::{NodeId, NodeState, Role},
+};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -43,13 +49,40 @@ fn ops_routes(ready: CancellationToken) -> Http {
         )
 }
 
+/// How a process finds the others.
+pub struct Gossip {
+    /// UDP address to gossip on.
+    pub bind: SocketAddr,
+    /// `host:port` of other members (DNS names allowed).
+    pub seeds: Vec<String>,
+}
+
+fn node_id(name: &str, role: Role, grpc: String, state: NodeState) -> NodeId {
+    NodeId {
+        name: name.to_owned(),
+        role,
+        gossip: "0.0.0.0:0".parse().expect("valid"),
+        grpc,
+        state,
+        boot: rand_boot(),
+        bump: 0,
+    }
+}
+
+fn rand_boot() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
 /// A broker: owns channels and serves gateways over gRPC.
 pub async fn run_node(
     config: Config,
     name: String,
     grpc: SocketAddr,
+    advertise: Option<String>,
     http: SocketAddr,
-    shutdown: CancellationToken,
+    gossip: Gossip,
+    signal: CancellationToken,
 ) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(grpc)
         .await
@@ -60,6 +93,33 @@ pub async fn run_node(
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let broker = LocalBroker::new(config.broker.clone(), config.namespaces());
     let tracker = TaskTracker::new();
+    // Two phases: the signal starts the drain; `shutdown` ends the process.
+    let shutdown = CancellationToken::new();
+    let advertised = advertise.unwrap_or_else(|| grpc_addr.to_string());
+    let membership = Membership::start(
+        node_id(&name, Role::Broker, advertised, NodeState::Active),
+        gossip.bind,
+        gossip.seeds,
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding gossip {}", gossip.bind))?;
+    let drain_timeout = config.gateway.drain_timeout;
+    tracker.spawn({
+        let (broker, shutdown, membership) = (broker.clone(), shutdown.clone(), membership.clone());
+        async move {
+            signal.cancelled().await;
+            // Leave the ring first; gateways move their subscriptions away
+            // and close their streams, then the process can go.
+            membership.set_state(NodeState::Draining).await;
+            tracing::info!(gateways = broker.gateway_count(), "draining");
+            let deadline = tokio::time::Instant::now() + drain_timeout;
+            while broker.gateway_count() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            shutdown.cancel();
+        }
+    });
     tracker.spawn({
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
         async move { broker.maintain(shutdown).await }
@@ -78,33 +138,55 @@ pub async fn run_node(
             }
         }
     });
-    tracing::info!(node = %name, "switchboard node {name}: grpc://{grpc_addr} http://{http_addr}");
+    tracing::info!(
+        node = %name,
+        "switchboard node {name}: grpc://{grpc_addr} http://{http_addr} gossip://{}",
+        membership.addr()
+    );
     switchboard_node::server::run(grpc, broker, shutdown).await?;
     tracker.close();
     tracker.wait().await;
     Ok(())
 }
 
-/// A gateway: terminates client WebSockets and routes each channel to its owner.
+/// A gateway: terminates client WebSockets and routes each channel to its
+/// owner, with brokers either given (`--broker`) or found by gossip.
 pub async fn run_gateway(
     config: Config,
     name: String,
     listen: SocketAddr,
     brokers: Vec<BrokerAddr>,
+    gossip: Gossip,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !brokers.is_empty(),
-        "a gateway needs at least one --broker NAME=HOST:PORT"
+        !brokers.is_empty() || !gossip.seeds.is_empty(),
+        "a gateway needs --seed HOST:PORT (gossip) or --broker NAME=HOST:PORT (static)"
     );
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
-    let router = Router::new(&brokers, shutdown.clone())?;
+    let router = if brokers.is_empty() {
+        let me = node_id(&name, Role::Gateway, String::new(), NodeState::Active);
+        let membership = Membership::start(me, gossip.bind, gossip.seeds, shutdown.clone())
+            .await
+            .with_context(|| format!("binding gossip {}", gossip.bind))?;
+        let mut view = membership.view();
+        // Route once some broker is known (bounded: a gateway that finds
+        // none still starts, and answers with errors until one joins).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            view.wait_for(|v| !v.active_brokers().is_empty()),
+        )
+        .await;
+        Router::following(membership.view(), shutdown.clone())?
+    } else {
+        Router::new(&brokers, shutdown.clone())?
+    };
     let mut settings = config.gateway_settings();
     settings.gateway.name = name.clone();
-    tracing::info!(gateway = %name, brokers = brokers.len(), "switchboard gateway {name}: ws://{local}/ws");
+    tracing::info!(gateway = %name, "switchboard gateway {name}: ws://{local}/ws");
     switchboard_gateway::run(listener, settings, router, shutdown).await?;
     Ok(())
 }

@@ -51,9 +51,14 @@ enum Command {
         /// gRPC address gateways reach this broker on.
         #[arg(long, env = "SWITCHBOARD_GRPC", default_value = "127.0.0.1:7000")]
         grpc: SocketAddr,
+        /// The gRPC address to tell others, if not the bound one (e.g. the pod IP).
+        #[arg(long, env = "SWITCHBOARD_ADVERTISE")]
+        advertise: Option<String>,
         /// HTTP address for /metrics, /healthz and /readyz.
         #[arg(long, env = "SWITCHBOARD_HTTP", default_value = "127.0.0.1:9000")]
         http: SocketAddr,
+        #[command(flatten)]
+        gossip: GossipArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -66,9 +71,12 @@ enum Command {
         /// Address clients connect to (WebSocket at /ws, plus /metrics, /healthz, /readyz).
         #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
-        /// A broker, as NAME=HOST:PORT (repeat, or separate with commas).
+        /// A broker, as NAME=HOST:PORT (repeat, or separate with commas):
+        /// a static cluster, instead of gossip.
         #[arg(long = "broker", env = "SWITCHBOARD_BROKERS", value_delimiter = ',', value_parser = cluster::parse_broker)]
         brokers: Vec<BrokerAddr>,
+        #[command(flatten)]
+        gossip: GossipArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -96,6 +104,32 @@ enum Command {
     },
 }
 
+/// Gossip membership flags, shared by nodes and gateways.
+#[derive(clap::Args)]
+struct GossipArgs {
+    /// UDP address to gossip on.
+    #[arg(
+        long = "gossip",
+        env = "SWITCHBOARD_GOSSIP",
+        default_value = "127.0.0.1:7946"
+    )]
+    bind: SocketAddr,
+    /// Another member's gossip address, HOST:PORT; DNS names resolving to
+    /// several addresses (a headless service) are fine. Repeat or separate
+    /// with commas.
+    #[arg(long = "seed", env = "SWITCHBOARD_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+}
+
+impl From<GossipArgs> for cluster::Gossip {
+    fn from(a: GossipArgs) -> Self {
+        Self {
+            bind: a.bind,
+            seeds: a.seeds,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum KeyAlg {
     Rs256,
@@ -114,25 +148,30 @@ fn main() -> anyhow::Result<()> {
         Command::Node {
             name,
             grpc,
+            advertise,
             http,
+            gossip,
             config,
         } => {
             let config = Config::load(config.as_deref())?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
-                cluster::run_node(config, name, grpc, http, shutdown_on_signal()).await
+                let signal = shutdown_on_signal();
+                cluster::run_node(config, name, grpc, advertise, http, gossip.into(), signal).await
             })
         }
         Command::Gateway {
             name,
             listen,
             brokers,
+            gossip,
             config,
         } => {
             let config = Config::load(config.as_deref())?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
-                cluster::run_gateway(config, name, listen, brokers, shutdown_on_signal()).await
+                let signal = shutdown_on_signal();
+                cluster::run_gateway(config, name, listen, brokers, gossip.into(), signal).await
             })
         }
         Command::Token {

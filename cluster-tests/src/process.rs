@@ -80,7 +80,8 @@ impl Process {
                 }
             });
         }
-        let addr = match tokio::time::timeout(WAIT, rx).await {
+        // Generous: a loaded CI machine starts processes slowly.
+        let addr = match tokio::time::timeout(WAIT * 3, rx).await {
             Ok(Ok(addr)) => addr,
             _ => {
                 let _ = child.start_kill();
@@ -100,6 +101,16 @@ impl Process {
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Another address the process announced as `SCHEME://ADDR` in its log
+    /// (a broker also announces `gossip://`).
+    pub fn announced(&self, scheme: &str) -> Option<SocketAddr> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| listening_addr(l, scheme))
     }
 
     /// Everything the process logged so far.

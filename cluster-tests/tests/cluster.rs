@@ -95,6 +95,8 @@ async fn start_broker(bin: &Path, name: &str, port: u16) -> Process {
         &grpc,
         "--http",
         "127.0.0.1:0",
+        "--gossip",
+        "127.0.0.1:0",
     ];
     Process::start_announcing(bin, &args, "grpc://")
         .await

@@ -173,6 +173,11 @@ impl LocalBroker {
     }
 
     /// Number of channels with state at this broker.
+    /// Number of gateways with an open delivery stream here.
+    pub fn gateway_count(&self) -> usize {
+        self.inner.gateways.len()
+    }
+
     pub fn channel_count(&self) -> usize {
         self.inner.channels.len()
     }

@@ -42,8 +42,14 @@ pub struct BrokerAddr {
 }
 
 struct Link {
+    addr: String,
     remote: RemoteBroker,
     attached: watch::Receiver<bool>,
+    /// Ends this link's stream task when the broker leaves the ring.
+    stop: CancellationToken,
+    /// Held until the stream task starts (at attach, or when the broker
+    /// joins later).
+    starter: Option<watch::Sender<bool>>,
 }
 
 /// This gateway's subscription to one channel.
@@ -61,7 +67,7 @@ struct Sub {
 struct Inner {
     gateway: OnceLock<GatewayId>,
     sink: OnceLock<Arc<dyn DeliverySink>>,
-    ring: Ring,
+    ring: RwLock<Arc<Ring>>,
     links: RwLock<HashMap<String, Link>>,
     subs: DashMap<ChannelName, Sub>,
     shutdown: CancellationToken,
@@ -76,28 +82,168 @@ pub struct Router {
 impl Router {
     /// A router over a fixed set of brokers.
     pub fn new(brokers: &[BrokerAddr], shutdown: CancellationToken) -> Result<Self, BrokerError> {
-        let ring = Ring::new(brokers.iter().map(|b| b.name.clone()));
-        let mut links = HashMap::new();
-        for b in brokers {
-            let (_, attached) = watch::channel(false);
-            links.insert(
-                b.name.clone(),
-                Link {
-                    remote: RemoteBroker::new(&b.addr)?,
-                    attached,
-                },
-            );
-        }
-        Ok(Self {
+        let router = Self {
             inner: Arc::new(Inner {
                 gateway: OnceLock::new(),
                 sink: OnceLock::new(),
-                ring,
-                links: RwLock::new(links),
+                ring: RwLock::new(Arc::new(Ring::new(Vec::<String>::new()))),
+                links: RwLock::new(HashMap::new()),
                 subs: DashMap::new(),
                 shutdown,
             }),
-        })
+        };
+        router.set_brokers(brokers)?;
+        Ok(router)
+    }
+
+    /// A router that follows the active brokers of a gossip view.
+    pub fn following(
+        mut view: watch::Receiver<Arc<crate::membership::ClusterView>>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let brokers = view.borrow_and_update().active_brokers();
+        let router = Self::new(&brokers, shutdown.clone())?;
+        let follower = router.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = view.changed() => if changed.is_err() { return },
+                }
+                let brokers = view.borrow_and_update().active_brokers();
+                if let Err(e) = follower.set_brokers(&brokers) {
+                    tracing::warn!(error = %e, "cannot apply membership change");
+                }
+            }
+        });
+        Ok(router)
+    }
+
+    /// Brokers currently in this router's ring.
+    pub fn brokers(&self) -> Vec<String> {
+        self.inner
+            .ring
+            .read()
+            .brokers()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Applies a new set of active brokers: links opened and closed, the
+    /// ring rebuilt, and every subscription whose owner changed moved to
+    /// its new owner from the last delivered position.
+    pub fn set_brokers(&self, brokers: &[BrokerAddr]) -> Result<(), BrokerError> {
+        let ring = Arc::new(Ring::new(brokers.iter().map(|b| b.name.clone())));
+        if *ring == **self.inner.ring.read()
+            && brokers.iter().all(|b| {
+                self.inner
+                    .links
+                    .read()
+                    .get(&b.name)
+                    .is_some_and(|l| l.addr == b.addr)
+            })
+        {
+            return Ok(());
+        }
+        let attached = self.inner.gateway.get().is_some();
+        {
+            let mut links = self.inner.links.write();
+            links.retain(|name, link| {
+                let keep = brokers
+                    .iter()
+                    .any(|b| &b.name == name && b.addr == link.addr);
+                if !keep {
+                    link.stop.cancel();
+                }
+                keep
+            });
+            for b in brokers {
+                if links.contains_key(&b.name) {
+                    continue;
+                }
+                let (tx, rx) = watch::channel(false);
+                let mut link = Link {
+                    addr: b.addr.clone(),
+                    remote: RemoteBroker::new(&b.addr)?,
+                    attached: rx,
+                    stop: self.inner.shutdown.child_token(),
+                    starter: Some(tx),
+                };
+                if attached {
+                    self.start_link(&b.name, &mut link);
+                }
+                links.insert(b.name.clone(), link);
+            }
+        }
+        tracing::info!(brokers = ?ring.brokers().collect::<Vec<_>>(), "ring changed");
+        *self.inner.ring.write() = ring.clone();
+        if attached {
+            tokio::spawn(self.clone().move_owners(ring));
+        }
+        Ok(())
+    }
+
+    fn start_link(&self, name: &str, link: &mut Link) {
+        if let Some(tx) = link.starter.take() {
+            tokio::spawn(self.clone().run_link(
+                name.to_owned(),
+                link.remote.clone(),
+                tx,
+                link.stop.clone(),
+            ));
+        }
+    }
+
+    /// Moves subscriptions whose owner is no longer the one on `ring`:
+    /// subscribe at the new owner (recovering from the last position), then
+    /// let go of the old one.
+    async fn move_owners(self, ring: Arc<Ring>) {
+        let moves: Vec<(ChannelName, String, String)> = self
+            .inner
+            .subs
+            .iter()
+            .filter(|s| s.last.is_some())
+            .filter_map(|s| {
+                let new = ring.owner(s.key().as_str())?;
+                (new != s.owner).then(|| (s.key().clone(), s.owner.clone(), new.to_owned()))
+            })
+            .collect();
+        if !moves.is_empty() {
+            tracing::info!(channels = moves.len(), "moving subscriptions to new owners");
+        }
+        let gateway = self.inner.gateway.get().expect("attached").clone();
+        for (channel, old, new) in moves {
+            let Some(remote) = self.wait_attached(&new).await else {
+                tracing::warn!(channel = %channel, broker = %new, "new owner unreachable; will retry on its attach");
+                continue;
+            };
+            if let Some(mut sub) = self.inner.subs.get_mut(&channel) {
+                sub.owner = new.clone();
+            }
+            if let Err(e) = self.resubscribe(&channel, &remote).await {
+                tracing::warn!(channel = %channel, broker = %new, error = %e, "move failed");
+                continue;
+            }
+            let old_remote = self.inner.links.read().get(&old).map(|l| l.remote.clone());
+            if let Some(old_remote) = old_remote
+                && let Err(e) = old_remote.unsubscribe(&gateway, &channel).await
+            {
+                tracing::debug!(channel = %channel, broker = %old, error = %e, "old owner unsubscribe failed");
+            }
+        }
+    }
+
+    /// The client of `broker` once its stream is up, within [`ATTACH_WAIT`].
+    async fn wait_attached(&self, broker: &str) -> Option<RemoteBroker> {
+        let (remote, mut attached) = {
+            let links = self.inner.links.read();
+            let link = links.get(broker)?;
+            (link.remote.clone(), link.attached.clone())
+        };
+        match tokio::time::timeout(ATTACH_WAIT, attached.wait_for(|up| *up)).await {
+            Ok(Ok(_)) => Some(remote),
+            _ => None,
+        }
     }
 
     /// The owner of `channel` and a client for it, once its stream is up.
@@ -105,19 +251,13 @@ impl Router {
         let owner = self
             .inner
             .ring
+            .read()
             .owner(channel.as_str())
             .ok_or_else(|| BrokerError::Unavailable("no brokers".into()))?
             .to_owned();
-        let (remote, mut attached) = {
-            let links = self.inner.links.read();
-            let link = links
-                .get(&owner)
-                .ok_or_else(|| BrokerError::Unavailable(owner.clone()))?;
-            (link.remote.clone(), link.attached.clone())
-        };
-        match tokio::time::timeout(ATTACH_WAIT, attached.wait_for(|up| *up)).await {
-            Ok(Ok(_)) => Ok((owner, remote)),
-            _ => Err(BrokerError::Unavailable(format!(
+        match self.wait_attached(&owner).await {
+            Some(remote) => Ok((owner, remote)),
+            None => Err(BrokerError::Unavailable(format!(
                 "broker {owner} is not reachable"
             ))),
         }
@@ -187,7 +327,13 @@ impl Router {
     }
 
     /// Keeps the stream to one broker open, resubscribing after each loss.
-    async fn run_link(self, name: String, remote: RemoteBroker, attached: watch::Sender<bool>) {
+    async fn run_link(
+        self,
+        name: String,
+        remote: RemoteBroker,
+        attached: watch::Sender<bool>,
+        stop: CancellationToken,
+    ) {
         let gateway = self
             .inner
             .gateway
@@ -205,7 +351,7 @@ impl Router {
                     tokio::spawn(self.clone().resubscribe_all(name.clone(), remote.clone()));
                     loop {
                         tokio::select! {
-                            _ = self.inner.shutdown.cancelled() => return,
+                            _ = stop.cancelled() => return,
                             item = stream.next() => match item {
                                 Some(Ok(d)) => match wire::delivery_from_pb(d) {
                                     Ok(d) => self.on_delivery(d),
@@ -230,7 +376,7 @@ impl Router {
             let wait = backoff.mul_f64(rand::random::<f64>());
             backoff = (backoff * 2).min(BACKOFF_MAX);
             tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -371,9 +517,7 @@ impl Broker for Router {
         }
         let mut links = self.inner.links.write();
         for (name, link) in links.iter_mut() {
-            let (tx, rx) = watch::channel(false);
-            link.attached = rx;
-            tokio::spawn(self.clone().run_link(name.clone(), link.remote.clone(), tx));
+            self.start_link(name, link);
         }
         Ok(())
     }

@@ -1,0 +1,157 @@
+//! A cluster that assembles itself by gossip: three brokers and two
+//! gateways seeded with one broker's gossip address. Then the owner of some
+//! channels is killed with SIGKILL and the ring moves them to the next
+//! broker.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use switchboard_cluster_tests::{WAIT, client::Client, process::Process};
+
+fn bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("switchboard")
+}
+
+fn test_config() -> String {
+    let config = include_str!("../../config/dev.toml")
+        .replace("rate_per_second = 50.0", "rate_per_second = 100000.0")
+        .replace("rate_burst = 100", "rate_burst = 100000");
+    let path = std::env::temp_dir().join(format!("switchboard-gossip-{}.toml", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+async fn broker(name: &str, seed: Option<&str>) -> Process {
+    let mut args = vec![
+        "node",
+        "--name",
+        name,
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--gossip",
+        "127.0.0.1:0",
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--seed", seed]);
+    }
+    Process::start_announcing(&bin(), &args, "grpc://")
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_owner_fails_over_to_the_next_broker() {
+    let b1 = broker("b1", None).await;
+    let seed = b1
+        .announced("gossip://")
+        .expect("gossip address")
+        .to_string();
+    let mut others = vec![
+        broker("b2", Some(&seed)).await,
+        broker("b3", Some(&seed)).await,
+    ];
+    let config = test_config();
+    let mut gateways = Vec::new();
+    for name in ["g1", "g2"] {
+        let args = [
+            "gateway",
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+            "--seed",
+            &seed,
+            "--config",
+            &config,
+        ];
+        gateways.push(Process::start(&bin(), &args).await.unwrap());
+    }
+
+    // Wait (bounded) until both gateways route to all three brokers: a
+    // publish on every channel succeeds through each.
+    let channels: Vec<String> = (0..12).map(|i| format!("live:{i}")).collect();
+    let mut a = Client::connect(&gateways[0].ws_url()).await.unwrap();
+    let mut b = Client::connect(&gateways[1].ws_url()).await.unwrap();
+    let deadline = Instant::now() + WAIT * 2;
+    let mut epochs = std::collections::HashMap::new();
+    for ch in &channels {
+        loop {
+            let r = a
+                .request(json!({"type": "subscribe", "channel": ch}))
+                .await
+                .unwrap();
+            if r["type"] == "response" {
+                epochs.insert(ch.clone(), r["data"]["epoch"].as_str().unwrap().to_owned());
+                break;
+            }
+            assert!(Instant::now() < deadline, "cluster never formed: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for ch in &channels {
+        b.publish(ch, json!("before")).await.unwrap();
+        assert_eq!(a.message(ch).await.unwrap()["data"], "before");
+    }
+
+    // kill -9 b2. Its channels fail over to their next broker on the ring.
+    let killed_at = Instant::now();
+    others[0].kill().await.unwrap();
+    let mut resumed = Vec::new();
+    for ch in &channels {
+        loop {
+            let r = b
+                .request(json!({"type": "publish", "channel": ch, "data": "after"}))
+                .await
+                .unwrap();
+            if r["type"] == "response" {
+                break;
+            }
+            assert!(
+                killed_at.elapsed() < WAIT * 3,
+                "{ch} never failed over: {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        resumed.push(killed_at.elapsed());
+    }
+    let mut moved = 0;
+    for ch in &channels {
+        let f = a
+            .wait_for(|f| {
+                f["channel"] == ch.as_str()
+                    && (f["type"] == "message" || f["type"] == "resubscribed")
+            })
+            .await
+            .unwrap();
+        if f["type"] == "resubscribed" {
+            moved += 1;
+            assert_eq!(f["recovered"], false);
+            assert_ne!(f["epoch"].as_str().unwrap(), epochs[ch]);
+            let next = a.message(ch).await.unwrap();
+            assert_eq!(
+                (next["data"].as_str(), next["epoch"].as_str()),
+                (Some("after"), f["epoch"].as_str())
+            );
+        } else {
+            assert_eq!(
+                (f["data"].as_str(), f["epoch"].as_str()),
+                (Some("after"), Some(epochs[ch].as_str()))
+            );
+        }
+    }
+    let worst = resumed.iter().max().unwrap();
+    println!(
+        "failover: {moved} of {} channels moved; publishing resumed on all within {worst:?} of kill -9",
+        channels.len()
+    );
+    assert!(moved > 0, "b2 owned none of the channels");
+    drop(others);
+}
