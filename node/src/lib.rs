@@ -11,15 +11,19 @@
 //! - [`presence`]: who is subscribed to a channel, and the counts.
 //! - [`frame`]: publications and events encoded once into the client wire format.
 //! - [`broker`]: the [`Broker`] trait gateways call, and the [`DeliverySink`] they receive on.
+//! - [`control`]: commands for a user's connections (disconnect, unsubscribe), sent on `#user`.
+//! - [`idempotency`]: the window in which a retried publish is answered, not repeated.
 //! - [`ring`]: the consistent hash ring that picks each channel's owner and failover order.
 //! - [`local_broker`]: [`LocalBroker`], the in-process owner of channels.
 //! - [`error`]: the errors brokers report ([`BrokerError`]).
 
 pub mod broker;
 pub mod channel;
+pub mod control;
 pub mod error;
 pub mod frame;
 pub mod history;
+pub mod idempotency;
 pub mod local_broker;
 pub mod namespace;
 pub mod position;
@@ -27,10 +31,11 @@ pub mod presence;
 pub mod ring;
 
 pub use broker::{
-    Broker, Delivery, DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest,
-    PublishRequest, SubscribeReply, SubscribeRequest,
+    Broker, ChannelSummary, ChannelsRequest, Delivery, DeliveryKind, DeliverySink, GatewayId,
+    HistoryReply, HistoryRequest, NodeInfo, PublishRequest, SubscribeReply, SubscribeRequest,
 };
 pub use channel::ChannelName;
+pub use control::Control;
 pub use error::BrokerError;
 pub use local_broker::{BrokerConfig, LocalBroker};
 pub use namespace::{NamespaceOptions, Namespaces, PersonalOptions};
