@@ -184,9 +184,23 @@ pub async fn run_gateway(
     } else {
         Router::new(&brokers, shutdown.clone())?
     };
+    // The server API rides on the client port unless the config gives it
+    // an address of its own.
+    let api = match config.api.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the API address {addr}"))?,
+        ),
+        None => None,
+    };
     let mut settings = config.gateway_settings();
     settings.gateway.name = name.clone();
     tracing::info!(gateway = %name, "switchboard gateway {name}: ws://{local}/ws");
-    switchboard_gateway::run(listener, settings, router, shutdown).await?;
+    let listeners = switchboard_gateway::Listeners {
+        client: listener,
+        api,
+    };
+    switchboard_gateway::run_with(listeners, settings, router, shutdown).await?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 use anyhow::Context;
 use serde::Deserialize;
-use switchboard_gateway::{GatewayConfig, Settings};
+use switchboard_gateway::{ApiConfig, GatewayConfig, Settings};
 use switchboard_node::{BrokerConfig, NamespaceOptions, Namespaces, PersonalOptions};
 
 /// The embedded default of `switchboard dev`.
@@ -23,11 +23,13 @@ pub struct Config {
     pub namespaces: BTreeMap<String, NamespaceOptions>,
     #[serde(default)]
     pub personal: PersonalOptions,
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 impl Config {
     /// Reads `path`, or the embedded dev default without one; then applies
-    /// environment overrides (`SWITCHBOARD_HMAC_SECRET`).
+    /// environment overrides (`SWITCHBOARD_HMAC_SECRET`, `SWITCHBOARD_API_KEYS`).
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let text = match path {
             Some(path) => std::fs::read_to_string(path)
@@ -43,6 +45,16 @@ impl Config {
         {
             config.gateway.auth.hmac_secret = Some(secret);
         }
+        // Keys are secrets: deployments keep them out of config files.
+        if let Ok(keys) = std::env::var("SWITCHBOARD_API_KEYS")
+            && !keys.trim().is_empty()
+        {
+            config.api.keys = keys
+                .split(',')
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .collect();
+        }
         Ok(config)
     }
 
@@ -57,6 +69,7 @@ impl Config {
         Settings {
             gateway: self.gateway.clone(),
             namespaces: self.namespaces(),
+            api: self.api.clone(),
         }
     }
 }
@@ -71,5 +84,7 @@ mod tests {
         assert_eq!(c.listen, Some("127.0.0.1:8000".parse().unwrap()));
         assert!(c.gateway.auth.allow_anonymous);
         assert_eq!(c.namespaces(), Namespaces::permissive());
+        assert_eq!(c.api.keys, ["switchboard-dev-api-key"]);
+        assert_eq!(c.api.listen, None);
     }
 }

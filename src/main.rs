@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use jsonwebtoken::Algorithm;
-use switchboard_gateway::auth::TokenIssuer;
+use switchboard_gateway::{Listeners, auth::TokenIssuer};
 use switchboard_node::{BrokerAddr, LocalBroker};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -42,6 +42,10 @@ enum Command {
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve the server API on this address instead of the client port
+        /// [default: the config's `api.listen`].
+        #[arg(long, env = "SWITCHBOARD_API_LISTEN")]
+        api_listen: Option<SocketAddr>,
     },
     /// A broker: owns channels (history, presence, fan-out) for gateways.
     Node {
@@ -140,10 +144,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_json);
     match cli.command {
-        Command::Dev { listen, config } => {
+        Command::Dev {
+            listen,
+            config,
+            api_listen,
+        } => {
             let config = Config::load(config.as_deref())?;
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(dev(config, listen))
+            runtime.block_on(dev(config, listen, api_listen))
         }
         Command::Node {
             name,
@@ -204,7 +212,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn dev(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn dev(
+    config: Config,
+    listen: Option<SocketAddr>,
+    api_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let addr = listen
         .or(config.listen)
         .unwrap_or_else(|| ([127, 0, 0, 1], 8000).into());
@@ -212,6 +224,18 @@ async fn dev(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
+    let api_listener = match api_listen.or(config.api.listen) {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the API address {addr}"))?,
+        ),
+        None => None,
+    };
+    let api_local = match &api_listener {
+        Some(l) => l.local_addr()?,
+        None => local,
+    };
     let shutdown = shutdown_on_signal();
     let tracker = TaskTracker::new();
     let broker = LocalBroker::new(config.broker.clone(), config.namespaces());
@@ -221,7 +245,14 @@ async fn dev(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         async move { broker.maintain(shutdown).await }
     });
     tracing::info!("switchboard dev: ws://{local}/ws (metrics at http://{local}/metrics)");
-    switchboard_gateway::run(listener, config.gateway_settings(), broker, shutdown).await?;
+    tracing::info!(
+        "server API: http://{api_local}/api/ (HTTP JSON and gRPC switchboard.api.v1.Api; docs/api.md)"
+    );
+    let listeners = Listeners {
+        client: listener,
+        api: api_listener,
+    };
+    switchboard_gateway::run_with(listeners, config.gateway_settings(), broker, shutdown).await?;
     tracker.close();
     tracker.wait().await;
     Ok(())

@@ -7,9 +7,11 @@
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
+//! - [`api`]: server API clients: JSON over HTTP, and gRPC.
 //! - [`process`]: starting `switchboard` processes, finding their
 //!   addresses, and stopping them (SIGTERM) or killing them (SIGKILL).
 
+pub mod api;
 pub mod browser;
 pub mod client;
 pub mod http;

@@ -71,12 +71,15 @@ impl Process {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(addr) = listening_addr(&line, scheme)
+                    let addr = listening_addr(&line, scheme);
+                    // Logged before the start is signalled, so that the
+                    // caller can read every address on the line at once.
+                    log.lock().unwrap().push(line);
+                    if let Some(addr) = addr
                         && let Some(tx) = tx.lock().unwrap().take()
                     {
                         let _ = tx.send(addr);
                     }
-                    log.lock().unwrap().push(line);
                 }
             });
         }

@@ -21,6 +21,7 @@ fn bin() -> PathBuf {
 struct Cluster {
     brokers: Vec<(String, u16, Process)>,
     gateways: Vec<Process>,
+    config: String,
 }
 
 impl Cluster {
@@ -75,7 +76,11 @@ impl Cluster {
             ];
             gateways.push(Process::start(&bin, &args).await.unwrap());
         }
-        Cluster { brokers, gateways }
+        Cluster {
+            brokers,
+            gateways,
+            config: path,
+        }
     }
 
     async fn client(&self, gateway: usize) -> Client {
@@ -218,4 +223,75 @@ async fn a_killed_broker_that_returns_resumes_delivery_and_reports_the_epoch_cha
         }
     }
     assert!(reset > 0, "the killed broker owned none of {channels:?}");
+}
+
+async fn token(user: &str, config: &str) -> String {
+    let out = tokio::process::Command::new(bin())
+        .args(["token", "--user", user, "--config", config])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_api_reaches_users_and_channels_across_gateways() {
+    use switchboard_cluster_tests::api::Http;
+    let cluster = Cluster::start(3, 2).await;
+    let config = cluster.config.clone();
+    let t = token("alice", &config).await;
+    let mut alice1 = Client::connect(&format!("{}?token={t}", cluster.gateways[0].ws_url()))
+        .await
+        .unwrap();
+    let mut alice2 = Client::connect(&format!("{}?token={t}", cluster.gateways[1].ws_url()))
+        .await
+        .unwrap();
+    for a in [&mut alice1, &mut alice2] {
+        assert_eq!(a.next().await.unwrap()["type"], "authenticated");
+    }
+    let mut bob = cluster.client(1).await;
+    bob.subscribe("news:1").await.unwrap();
+
+    // The API on gateway 1 reaches a subscriber on gateway 2 ...
+    let api = Http::new(cluster.gateways[0].addr, Some("switchboard-dev-api-key"));
+    let ack = api
+        .ok(
+            "publish",
+            json!({"channel": "news:1", "data": {"headline": "x"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack["offset"], 1);
+    assert_eq!(
+        bob.message("news:1").await.unwrap()["data"]["headline"],
+        "x"
+    );
+    // ... and every connection of a user, wherever it is.
+    api.ok("send_to_user", json!({"user": "alice", "data": "hi"}))
+        .await
+        .unwrap();
+    for a in [&mut alice1, &mut alice2] {
+        assert_eq!(a.message("#alice").await.unwrap()["data"], "hi");
+    }
+    let online = api
+        .ok("user_online", json!({"user": "alice"}))
+        .await
+        .unwrap();
+    assert_eq!(online["online"], true, "{online}");
+    let info = api.ok("info", json!({})).await.unwrap();
+    assert_eq!(info["nodes"].as_array().unwrap().len(), 3, "{info}");
+    api.ok(
+        "disconnect_user",
+        json!({"user": "alice", "code": 4403, "reason": "banned"}),
+    )
+    .await
+    .unwrap();
+    for a in [alice1, alice2] {
+        let closed = a.closed().await.unwrap();
+        assert_eq!(
+            (closed.code, closed.reason.as_str()),
+            (Some(4403), "banned")
+        );
+    }
 }

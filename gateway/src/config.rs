@@ -1,6 +1,6 @@
 //! Gateway configuration: authentication, limits and channel options.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use switchboard_node::Namespaces;
@@ -121,9 +121,51 @@ impl Default for Limits {
     }
 }
 
-/// Everything a gateway needs: its own settings and the channel options.
+/// The server API for application backends (`[api]`, docs/api.md).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Keys accepted in `Authorization: apikey <key>`. Several, so that a
+    /// new one can be rolled out before the old one is removed. None: every
+    /// call is refused.
+    pub keys: Vec<String>,
+    /// Serve the API (HTTP and gRPC) on this address instead of the client
+    /// port, so that it need not be exposed with it.
+    pub listen: Option<SocketAddr>,
+    /// Largest request body (HTTP) or message (gRPC), in bytes.
+    pub max_body_bytes: usize,
+    /// Largest `data` of one publication, in bytes of JSON text.
+    pub max_data_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            listen: None,
+            max_body_bytes: 1024 * 1024,
+            max_data_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    // Keys are secrets: never in logs or panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("keys", &format_args!("[{} redacted]", self.keys.len()))
+            .field("listen", &self.listen)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_data_bytes", &self.max_data_bytes)
+            .finish()
+    }
+}
+
+/// Everything a gateway needs: its own settings, the server API's and the
+/// channel options.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub gateway: GatewayConfig,
     pub namespaces: Namespaces,
+    pub api: ApiConfig,
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use switchboard_node::Broker;
+use switchboard_node::{Broker, Control, DeliveryKind};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::mpsc,
@@ -198,6 +198,8 @@ where
     step.close.map(Some)
 }
 
+/// Writes queued deliveries, starting with `first`, and applies control
+/// commands in their place in the queue.
 async fn write_deliveries<B, S>(
     ws: &mut WebSocketStream<S>,
     session: &mut Session<B>,
@@ -209,10 +211,83 @@ where
     B: Broker,
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut next = Some(first);
+    while let Some(out) = next.take() {
+        if out.kind == DeliveryKind::Control {
+            let ended = apply_control(ws, session, &out, timeout).await;
+            if ended.is_some() {
+                return ended;
+            }
+            next = rx.try_recv().ok();
+            continue;
+        }
+        let (ended, control) = write_batch(ws, session, out, rx, timeout).await;
+        if ended.is_some() {
+            return ended;
+        }
+        next = control;
+    }
+    None
+}
+
+/// Applies a command a backend sent to this connection's user (server API).
+async fn apply_control<B, S>(
+    ws: &mut WebSocketStream<S>,
+    session: &mut Session<B>,
+    out: &Outgoing,
+    timeout: Duration,
+) -> Ended
+where
+    B: Broker,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match Control::decode(out.text.as_str().as_bytes()) {
+        Ok(Control::Disconnect {
+            code,
+            reason,
+            reconnect,
+        }) => Some(Some(Disconnect::requested(code, &reason, reconnect))),
+        Ok(Control::Unsubscribe { channel }) => match session.server_unsubscribe(&channel).await {
+            Some(notice) => {
+                let step = Step {
+                    frames: vec![notice],
+                    close: None,
+                };
+                write_step(ws, step, timeout).await
+            }
+            None => None,
+        },
+        Err(e) => {
+            // A newer owner may send commands this gateway does not know:
+            // ignoring them is safer than dropping the connection.
+            tracing::warn!(channel = %out.channel, error = %e, "unknown control command ignored");
+            None
+        }
+    }
+}
+
+/// Writes `first` and what follows it in the queue, up to [`WRITE_BATCH`]
+/// frames, then flushes. Stops before a control command and returns it.
+async fn write_batch<B, S>(
+    ws: &mut WebSocketStream<S>,
+    session: &mut Session<B>,
+    first: Arc<Outgoing>,
+    rx: &mut mpsc::Receiver<Arc<Outgoing>>,
+    timeout: Duration,
+) -> (Ended, Option<Arc<Outgoing>>)
+where
+    B: Broker,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut control = None;
     let write = async {
         let mut sent = 0u64;
         let mut next = Some(first);
         while let Some(out) = next.take() {
+            if out.kind == DeliveryKind::Control {
+                control = Some(out);
+                break;
+            }
             if session.accept(&out) {
                 ws.feed(Message::Text(out.text.clone())).await?;
                 sent += 1;
@@ -225,14 +300,15 @@ where
         ws.flush().await?;
         Ok::<u64, WsError>(sent)
     };
-    match tokio::time::timeout(timeout, write).await {
+    let ended = match tokio::time::timeout(timeout, write).await {
         Ok(Ok(sent)) => {
             telemetry::sent(sent);
             None
         }
         Ok(Err(_)) => Some(None),
         Err(_) => Some(Some(Disconnect::WriteTimeout)),
-    }
+    };
+    (ended, control)
 }
 
 fn record_latency(out: &Outgoing) {
@@ -257,10 +333,11 @@ where
     );
     let frame = CloseFrame {
         code: CloseCode::from(reason.code()),
-        reason: Utf8Bytes::from_static(reason.reason()),
+        reason: Utf8Bytes::from(reason.reason().to_owned()),
     };
     let goodbye = async {
-        ws.feed(Message::Text(protocol::disconnect(reason))).await?;
+        ws.feed(Message::Text(protocol::disconnect(&reason)))
+            .await?;
         ws.send(Message::Close(Some(frame))).await
     };
     if reason == Disconnect::WriteTimeout

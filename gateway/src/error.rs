@@ -95,6 +95,7 @@ impl From<BrokerError> for RequestError {
             BrokerError::UnknownNamespace => RequestError::UnknownNamespace,
             BrokerError::NotAvailable(what) => RequestError::NotAvailable(what),
             BrokerError::InvalidData => RequestError::BadRequest("data is not valid JSON".into()),
+            BrokerError::InvalidIdempotencyKey => RequestError::BadRequest(e.to_string()),
             BrokerError::ShuttingDown | BrokerError::NotAttached | BrokerError::Unavailable(_) => {
                 tracing::warn!(error = %e, "broker unavailable");
                 RequestError::Internal
@@ -105,7 +106,7 @@ impl From<BrokerError> for RequestError {
 
 /// Why the server ends a connection: a `disconnect` frame, then a close
 /// frame with the same code and reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disconnect {
     /// The server is shutting down or draining; connect again (elsewhere).
     Shutdown,
@@ -129,10 +130,33 @@ pub enum Disconnect {
     IdleTimeout,
     /// The socket accepted no bytes within `limits.write_timeout`.
     WriteTimeout,
+    /// An application backend asked, through the server API.
+    Requested {
+        code: u16,
+        reason: String,
+        reconnect: bool,
+    },
 }
 
+/// Longest close reason a WebSocket close frame can carry, in bytes.
+pub const MAX_CLOSE_REASON: usize = 123;
+
 impl Disconnect {
-    pub fn code(self) -> u16 {
+    /// A disconnect asked for by a backend; the reason is cut to what a
+    /// close frame can carry.
+    pub fn requested(code: u16, reason: &str, reconnect: bool) -> Self {
+        let mut end = reason.len().min(MAX_CLOSE_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Disconnect::Requested {
+            code,
+            reason: reason[..end].to_owned(),
+            reconnect,
+        }
+    }
+
+    pub fn code(&self) -> u16 {
         match self {
             Disconnect::Shutdown => 1001,
             Disconnect::BinaryFrame => 1003,
@@ -145,10 +169,11 @@ impl Disconnect {
             Disconnect::RateLimited => 4008,
             Disconnect::IdleTimeout => 4009,
             Disconnect::WriteTimeout => 4010,
+            Disconnect::Requested { code, .. } => *code,
         }
     }
 
-    pub fn reason(self) -> &'static str {
+    pub fn reason(&self) -> &str {
         match self {
             Disconnect::Shutdown => "server shutting down",
             Disconnect::BinaryFrame => "binary frames are not supported",
@@ -161,23 +186,27 @@ impl Disconnect {
             Disconnect::RateLimited => "rate limit exceeded",
             Disconnect::IdleTimeout => "idle timeout",
             Disconnect::WriteTimeout => "write timeout",
+            Disconnect::Requested { reason, .. } => reason,
         }
     }
 
     /// Whether a client should connect again.
-    pub fn reconnect(self) -> bool {
-        matches!(
-            self,
-            Disconnect::Shutdown
-                | Disconnect::TokenExpired
-                | Disconnect::SlowConsumer
-                | Disconnect::RateLimited
-                | Disconnect::IdleTimeout
-                | Disconnect::WriteTimeout
-        )
+    pub fn reconnect(&self) -> bool {
+        match self {
+            Disconnect::Requested { reconnect, .. } => *reconnect,
+            _ => matches!(
+                self,
+                Disconnect::Shutdown
+                    | Disconnect::TokenExpired
+                    | Disconnect::SlowConsumer
+                    | Disconnect::RateLimited
+                    | Disconnect::IdleTimeout
+                    | Disconnect::WriteTimeout
+            ),
+        }
     }
 
-    pub fn label(self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             Disconnect::Shutdown => "shutdown",
             Disconnect::BinaryFrame => "binary_frame",
@@ -190,6 +219,7 @@ impl Disconnect {
             Disconnect::RateLimited => "rate_limited",
             Disconnect::IdleTimeout => "idle_timeout",
             Disconnect::WriteTimeout => "write_timeout",
+            Disconnect::Requested { .. } => "requested",
         }
     }
 }

@@ -4,7 +4,9 @@
 //! authenticates, enforces limits, and routes each channel's traffic to the
 //! broker that owns it, fanning deliveries out to local subscribers.
 //!
-//! - [`server`]: the listener, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/readyz`) and drain.
+//! - [`server`]: the listeners, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/readyz`) and drain.
+//! - [`first_bytes`]: a deadline on a connection's first bytes, while HTTP/1 and HTTP/2 are told apart.
+//! - [`api`]: the server API for application backends, HTTP JSON under `/api/` and gRPC.
 //! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
 //! - [`connection`]: one connection's IO loop: reads, batched writes, pings, close codes.
 //! - [`session`]: one connection's protocol state and how each request is carried out.
@@ -16,10 +18,12 @@
 //! - [`telemetry`]: metric names and the Prometheus recorder.
 //! - [`config`]: gateway settings.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod first_bytes;
 pub mod handshake;
 pub mod hub;
 pub mod protocol;
@@ -28,5 +32,5 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 
-pub use config::{AuthConfig, GatewayConfig, Limits, Settings};
-pub use server::{Gateway, GatewayError, run};
+pub use config::{ApiConfig, AuthConfig, GatewayConfig, Limits, Settings};
+pub use server::{Gateway, GatewayError, Listeners, run, run_with};

@@ -265,12 +265,19 @@ struct AuthenticatedFrame<'a> {
 }
 
 #[derive(Serialize)]
-struct DisconnectFrame {
+struct DisconnectFrame<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     code: u16,
-    reason: &'static str,
+    reason: &'a str,
     reconnect: bool,
+}
+
+#[derive(Serialize)]
+struct UnsubscribedFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel: &'a str,
 }
 
 fn encode<T: Serialize>(frame: &T) -> Utf8Bytes {
@@ -309,12 +316,20 @@ pub fn authenticated(id: Option<&RawValue>, user_id: &str, client_id: &str) -> U
     })
 }
 
-pub fn disconnect(d: Disconnect) -> Utf8Bytes {
+pub fn disconnect(d: &Disconnect) -> Utf8Bytes {
     encode(&DisconnectFrame {
         kind: "disconnect",
         code: d.code(),
         reason: d.reason(),
         reconnect: d.reconnect(),
+    })
+}
+
+/// The server ended a subscription (a backend asked, through the server API).
+pub fn unsubscribed(channel: &ChannelName) -> Utf8Bytes {
+    encode(&UnsubscribedFrame {
+        kind: "unsubscribed",
+        channel: channel.as_str(),
     })
 }
 

@@ -1,13 +1,14 @@
 //! The gateway server: accepts TCP connections, serves HTTP (`/ws`,
-//! `/metrics`, `/healthz`, `/readyz`) on them, upgrades `/ws` to WebSocket
-//! connections, and drains them all on shutdown.
+//! `/metrics`, `/healthz`, `/readyz`, the server API under `/api/` and its
+//! gRPC twin) on them, upgrades `/ws` to WebSocket connections, and drains
+//! them all on shutdown.
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -17,7 +18,10 @@ use axum::{
     routing::get,
 };
 use http::{StatusCode, header};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_node::{Broker, BrokerError};
 use thiserror::Error;
@@ -29,9 +33,12 @@ use tokio_tungstenite::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    api::{self, ApiKeyError},
     auth::{AuthSetupError, Authenticator},
     config::Settings,
-    connection, handshake,
+    connection,
+    first_bytes::FirstBytesDeadline,
+    handshake,
     hub::Hub,
     telemetry,
 };
@@ -40,6 +47,8 @@ use crate::{
 pub enum GatewayError {
     #[error("auth configuration: {0}")]
     Auth(#[from] AuthSetupError),
+    #[error("api configuration: {0}")]
+    Api(#[from] ApiKeyError),
     #[error("broker: {0}")]
     Broker(#[from] BrokerError),
     #[error("listener: {0}")]
@@ -52,6 +61,8 @@ pub struct Gateway<B: Broker> {
     pub broker: B,
     pub hub: Arc<Hub>,
     pub auth: Authenticator,
+    /// When this gateway started serving, for the API's `info`.
+    pub started: Instant,
     next_conn: AtomicU64,
     connections: AtomicUsize,
     ready: AtomicBool,
@@ -95,9 +106,39 @@ impl<B: Broker> Drop for ConnectionSlot<B> {
     }
 }
 
-/// Serves clients on `listener` until `shutdown`, then drains.
+/// Where a gateway serves.
+pub struct Listeners {
+    /// Clients: `/ws`, health and metrics; also the server API unless `api`
+    /// is given.
+    pub client: TcpListener,
+    /// The server API (HTTP `/api/` and gRPC) alone, so that it need not be
+    /// exposed with the client port.
+    pub api: Option<TcpListener>,
+}
+
+/// The first bytes of an HTTP/2 connection (its preface): enough to tell
+/// HTTP/2 from HTTP/1.
+const H2_PREFACE_LEN: usize = 24;
+
+/// Serves clients on `listener` until `shutdown`, then drains. The server
+/// API is served on the same listener.
 pub async fn run<B: Broker>(
     listener: TcpListener,
+    settings: Settings,
+    broker: B,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    let listeners = Listeners {
+        client: listener,
+        api: None,
+    };
+    run_with(listeners, settings, broker, shutdown).await
+}
+
+/// Serves clients, and the server API where `listeners` say, until
+/// `shutdown`, then drains.
+pub async fn run_with<B: Broker>(
+    listeners: Listeners,
     settings: Settings,
     broker: B,
     shutdown: CancellationToken,
@@ -115,6 +156,7 @@ pub async fn run<B: Broker>(
         broker,
         hub,
         auth,
+        started: Instant::now(),
         next_conn: AtomicU64::new(1),
         connections: AtomicUsize::new(0),
         ready: AtomicBool::new(true),
@@ -122,9 +164,69 @@ pub async fn run<B: Broker>(
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     });
-    let app = router(gateway.clone());
-    tracing::info!(addr = %listener.local_addr()?, gateway = %gateway.hub.gateway(), "gateway listening");
+    let api_routes = api::router(gateway.clone())?;
+    let client = listeners.client;
+    tracing::info!(addr = %client.local_addr()?, gateway = %gateway.hub.gateway(), "gateway listening");
+    match listeners.api {
+        None => {
+            let app = router(gateway.clone()).merge(api_routes);
+            accept(client, app, &tracker, &shutdown, handshake_timeout).await;
+        }
+        Some(api_listener) => {
+            tracing::info!(addr = %api_listener.local_addr()?, "server API listening");
+            tokio::join!(
+                accept(
+                    client,
+                    router(gateway.clone()),
+                    &tracker,
+                    &shutdown,
+                    handshake_timeout
+                ),
+                accept(
+                    api_listener,
+                    api_routes,
+                    &tracker,
+                    &shutdown,
+                    handshake_timeout
+                ),
+            );
+        }
+    }
 
+    gateway.ready.store(false, Ordering::Relaxed);
+    tracing::info!(connections = gateway.connections(), "gateway draining");
+    tracker.close();
+    if tokio::time::timeout(drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = gateway.connections(),
+            "drain deadline passed; closing the rest"
+        );
+    }
+    if let Err(e) = gateway.broker.detach(gateway.hub.gateway()).await {
+        tracing::warn!(error = %e, "detach from broker failed");
+    }
+    Ok(())
+}
+
+/// Accepts connections and serves `app` on each (HTTP/1.1 with upgrades, or
+/// HTTP/2 for gRPC) until `shutdown`; then closes the listener and shuts
+/// the connections down gracefully.
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    handshake_timeout: Duration,
+) {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout);
+    http.http2().timer(TokioTimer::new());
+    let http = Arc::new(http);
     loop {
         let (stream, _peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -142,12 +244,10 @@ pub async fn run<B: Broker>(
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let shutdown = shutdown.clone();
+        let http = http.clone();
         tracker.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(handshake_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
+            let io = FirstBytesDeadline::new(stream, H2_PREFACE_LEN, handshake_timeout);
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -158,24 +258,7 @@ pub async fn run<B: Broker>(
             }
         });
     }
-
-    gateway.ready.store(false, Ordering::Relaxed);
     drop(listener);
-    tracing::info!(connections = gateway.connections(), "gateway draining");
-    tracker.close();
-    if tokio::time::timeout(drain_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            connections = gateway.connections(),
-            "drain deadline passed; closing the rest"
-        );
-    }
-    if let Err(e) = gateway.broker.detach(gateway.hub.gateway()).await {
-        tracing::warn!(error = %e, "detach from broker failed");
-    }
-    Ok(())
 }
 
 /// The HTTP routes of a gateway.

@@ -340,6 +340,7 @@ impl<B: Broker> Session<B> {
                         channel,
                         from: self.identity().user_id.clone(),
                         data: data.to_owned(),
+                        idempotency_key: None,
                     })
                     .await?;
                 Ok(id.map(|id| {
@@ -494,6 +495,8 @@ impl<B: Broker> Session<B> {
         };
         match out.kind {
             DeliveryKind::Event => true,
+            // Commands for the connection itself, applied by it.
+            DeliveryKind::Control => false,
             DeliveryKind::Publication { offset } if offset > sub.last_offset => {
                 sub.last_offset = offset;
                 true
@@ -504,6 +507,17 @@ impl<B: Broker> Session<B> {
                 true
             }
         }
+    }
+
+    /// Ends a subscription because a backend asked (server API); returns
+    /// the `unsubscribed` notice for the client, if it was subscribed.
+    /// Personal channels are never ended this way: they carry the commands.
+    pub async fn server_unsubscribe(&mut self, channel: &ChannelName) -> Option<Utf8Bytes> {
+        if channel.is_personal() || !self.subs.contains_key(channel) {
+            return None;
+        }
+        self.leave(channel).await;
+        Some(protocol::unsubscribed(channel))
     }
 
     /// Ends every subscription; called once when the connection closes.

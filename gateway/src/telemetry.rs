@@ -16,6 +16,7 @@ pub const ERRORS: &str = "switchboard_errors_total";
 pub const DISCONNECTS: &str = "switchboard_disconnects_total";
 pub const QUEUE_DROPS: &str = "switchboard_queue_drops_total";
 pub const DELIVERY_LATENCY: &str = "switchboard_publish_delivery_latency_seconds";
+pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -77,6 +78,14 @@ fn describe() {
         Unit::Seconds,
         "Time from the owner accepting a publication to its frame being written to a subscriber's socket."
     );
+    describe_counter!(
+        API_REQUESTS,
+        "Server API calls (HTTP and gRPC), by call and outcome (`ok` or the error code)."
+    );
+    describe_counter!(
+        "switchboard_broker_idempotent_retries_total",
+        "Publishes answered from the idempotency window instead of being published again."
+    );
     describe_gauge!(
         "switchboard_broker_channels",
         "Channels with state at this broker."
@@ -98,6 +107,10 @@ fn describe() {
     ] {
         counter!(name).absolute(0);
     }
+}
+
+pub fn api_call(call: &'static str, outcome: &'static str) {
+    counter!(API_REQUESTS, "call" => call, "outcome" => outcome).increment(1);
 }
 
 pub fn queue_drop() {

@@ -6,12 +6,13 @@
 //! it out locally. In one process ([`crate::LocalBroker`]) calls are direct;
 //! in a cluster the same trait is served over gRPC.
 
-use std::{fmt, future::Future, sync::Arc};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::{BrokerError, ChannelName, ClientInfo, Position, PresenceStats};
+use crate::{BrokerError, ChannelName, ClientInfo, Control, Position, PresenceStats};
 
 /// The stable name of a gateway.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,6 +52,9 @@ pub enum DeliveryKind {
     /// channel goes on from `offset` in a new epoch. The frame tells
     /// clients so; they must not expect the publications in between.
     Reset { offset: u64 },
+    /// A [`Control`] command for the connections subscribed to a personal
+    /// channel; never forwarded to clients.
+    Control,
 }
 
 /// One frame for every local subscriber of `channel` at a gateway.
@@ -102,6 +106,9 @@ pub struct PublishRequest {
     /// The publisher's user id (`""` for anonymous clients and backends).
     pub from: String,
     pub data: Box<RawValue>,
+    /// A retry with the same key within the owner's idempotency window is
+    /// not published again: the owner answers with the original position.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +128,39 @@ pub struct HistoryReply {
     /// With `since`: whether every publication after it is in `publications`
     /// (or would be, but for `limit`).
     pub complete: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelsRequest {
+    /// Only channels whose name starts with this (`""`: all).
+    pub prefix: String,
+    /// At most this many, the first by name.
+    pub limit: usize,
+}
+
+/// A channel with at least one subscribed gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelSummary {
+    pub channel: ChannelName,
+    /// Counts of subscribed clients, where the channel keeps presence.
+    pub presence: Option<PresenceStats>,
+}
+
+/// What one broker says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub version: String,
+    pub uptime: Duration,
+    /// Channels with state (subscribers, presence or history).
+    pub num_channels: usize,
+    /// Channels with at least one subscribed gateway.
+    pub num_active_channels: usize,
+    pub num_gateways: usize,
+    /// Presence entries across channels, personal channels included.
+    pub num_clients: usize,
+    /// Publications accepted since start (idempotent retries not counted).
+    pub num_publications: u64,
 }
 
 /// What a gateway can ask of the owner of a channel.
@@ -176,4 +216,24 @@ pub trait Broker: Send + Sync + 'static {
         &self,
         req: HistoryRequest,
     ) -> impl Future<Output = Result<HistoryReply, BrokerError>> + Send;
+
+    /// Delivers `command` to every gateway subscribed to `channel` (a
+    /// personal channel `#user`), which applies it to its local
+    /// subscribers. No offset, no history; nobody subscribed, no effect.
+    fn control(
+        &self,
+        channel: &ChannelName,
+        command: Control,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Active channels (at least one subscribed gateway) known here,
+    /// sorted by name; a cluster merges the lists of its brokers.
+    fn channels(
+        &self,
+        req: ChannelsRequest,
+    ) -> impl Future<Output = Result<Vec<ChannelSummary>, BrokerError>> + Send;
+
+    /// The brokers behind this handle: one for a [`crate::LocalBroker`],
+    /// each reachable one in a cluster.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, BrokerError>> + Send;
 }

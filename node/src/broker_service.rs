@@ -184,4 +184,37 @@ impl broker_server::Broker for BrokerService {
         let reply = self.broker.history(req).await.map_err(wire::status)?;
         Ok(Response::new(wire::history_reply_to_pb(reply)))
     }
+
+    async fn control(
+        &self,
+        request: Request<pb::ControlRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let (channel, command) = wire::control_from_pb(request.into_inner())?;
+        self.broker
+            .control(&channel, command)
+            .await
+            .map_err(wire::status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn channels(
+        &self,
+        request: Request<pb::ChannelsRequest>,
+    ) -> Result<Response<pb::ChannelsReply>, Status> {
+        let req = wire::channels_from_pb(request.into_inner());
+        let channels = self.broker.channels(req).await.map_err(wire::status)?;
+        Ok(Response::new(pb::ChannelsReply {
+            channels: channels.iter().map(wire::summary_to_pb).collect(),
+        }))
+    }
+
+    async fn nodes(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::NodesReply>, Status> {
+        let nodes = self.broker.nodes().await.map_err(wire::status)?;
+        Ok(Response::new(pb::NodesReply {
+            nodes: nodes.iter().map(wire::node_to_pb).collect(),
+        }))
+    }
 }

@@ -13,6 +13,8 @@ pub enum BrokerError {
     NotAvailable(&'static str),
     #[error("data is not valid JSON")]
     InvalidData,
+    #[error("idempotency key must be 1 to 256 bytes")]
+    InvalidIdempotencyKey,
     #[error("broker is shutting down")]
     ShuttingDown,
     #[error("gateway is not attached")]

@@ -11,6 +11,8 @@
 //! - [`presence`]: who is subscribed to a channel, and the counts.
 //! - [`frame`]: publications and events encoded once into the client wire format.
 //! - [`broker`]: the [`Broker`] trait gateways call, and the [`DeliverySink`] they receive on.
+//! - [`control`]: commands for a user's connections (disconnect, unsubscribe), sent on `#user`.
+//! - [`idempotency`]: the window in which a retried publish is answered, not repeated.
 //! - [`ring`]: the consistent hash ring that picks each channel's owner and failover order.
 //! - [`local_broker`]: [`LocalBroker`], the in-process owner of channels.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
@@ -27,10 +29,12 @@
 pub mod broker;
 pub mod broker_service;
 pub mod channel;
+pub mod control;
 pub mod error;
 pub mod frame;
 pub mod gossip;
 pub mod history;
+pub mod idempotency;
 pub mod local_broker;
 pub mod membership;
 pub mod namespace;
@@ -43,10 +47,11 @@ pub mod server;
 pub mod wire;
 
 pub use broker::{
-    Broker, Delivery, DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest,
-    PublishRequest, SubscribeReply, SubscribeRequest,
+    Broker, ChannelSummary, ChannelsRequest, Delivery, DeliveryKind, DeliverySink, GatewayId,
+    HistoryReply, HistoryRequest, NodeInfo, PublishRequest, SubscribeReply, SubscribeRequest,
 };
 pub use channel::ChannelName;
+pub use control::Control;
 pub use error::BrokerError;
 pub use local_broker::{BrokerConfig, LocalBroker};
 pub use namespace::{NamespaceOptions, Namespaces, PersonalOptions};

@@ -7,7 +7,10 @@
 //! channel one total order.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -18,11 +21,13 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Broker, BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
-    HistoryReply, HistoryRequest, NamespaceOptions, Namespaces, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest,
+    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
+    Delivery, DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest,
+    NamespaceOptions, Namespaces, NodeInfo, Position, PresenceStats, PublishRequest,
+    SubscribeReply, SubscribeRequest,
     frame::{self, PresenceEvent},
     history::History,
+    idempotency::{self, IdempotencyCache},
     position::Recovery,
     presence::Presence,
 };
@@ -30,15 +35,27 @@ use crate::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
+    /// This broker's name, shown by the server API's `info`.
+    pub name: String,
     /// How often idle channels and expired history are swept.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// How long a publish's idempotency key is remembered; `0s` disables
+    /// deduplication.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered at once; beyond it the oldest are
+    /// forgotten before their window ends.
+    pub idempotency_max_keys: usize,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
+            name: "broker-1".into(),
             sweep_interval: Duration::from_secs(1),
+            idempotency_window: Duration::from_secs(300),
+            idempotency_max_keys: 100_000,
         }
     }
 }
@@ -54,6 +71,10 @@ struct Inner {
     namespaces: Namespaces,
     channels: DashMap<ChannelName, Arc<Mutex<ChannelState>>>,
     gateways: DashMap<GatewayId, Arc<dyn DeliverySink>>,
+    /// Keyed by channel too: a key names one publish to one channel.
+    idempotency: Mutex<IdempotencyCache<(ChannelName, String), Position>>,
+    started: Instant,
+    publications: AtomicU64,
 }
 
 struct Subscriber {
@@ -135,12 +156,17 @@ fn now_micros() -> u64 {
 
 impl LocalBroker {
     pub fn new(config: BrokerConfig, namespaces: Namespaces) -> Self {
+        let idempotency =
+            IdempotencyCache::new(config.idempotency_window, config.idempotency_max_keys);
         Self {
             inner: Arc::new(Inner {
                 config,
                 namespaces,
                 channels: DashMap::new(),
                 gateways: DashMap::new(),
+                idempotency: Mutex::new(idempotency),
+                started: Instant::now(),
+                publications: AtomicU64::new(0),
             }),
         }
     }
@@ -360,9 +386,25 @@ impl Broker for LocalBroker {
     }
 
     async fn publish(&self, req: PublishRequest) -> Result<Position, BrokerError> {
+        if let Some(key) = &req.idempotency_key
+            && !idempotency::valid_key(key)
+        {
+            return Err(BrokerError::InvalidIdempotencyKey);
+        }
         let published_at_micros = now_micros();
         let timestamp_ms = published_at_micros / 1000;
-        let position = self.with_channel(&req.channel, |s| {
+        let published = self.with_channel(&req.channel, |s| {
+            // Looked up and remembered under the channel's lock, so two
+            // concurrent retries of one key cannot both publish.
+            let key = req
+                .idempotency_key
+                .as_ref()
+                .map(|k| (req.channel.clone(), k.clone()));
+            if let Some(key) = &key
+                && let Some(original) = self.inner.idempotency.lock().get(key, Instant::now())
+            {
+                return (original.clone(), false);
+            }
             s.offset += 1;
             let frame = frame::publication(
                 &s.name,
@@ -378,9 +420,23 @@ impl Broker for LocalBroker {
                 frame,
                 published_at_micros,
             );
-            s.position()
+            let position = s.position();
+            if let Some(key) = key {
+                self.inner
+                    .idempotency
+                    .lock()
+                    .insert(key, position.clone(), Instant::now());
+            }
+            (position, true)
         })?;
-        metrics::counter!("switchboard_broker_publications_total").increment(1);
+        let (position, fresh) = published;
+        if fresh {
+            self.inner.publications.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("switchboard_broker_publications_total").increment(1);
+        } else {
+            tracing::debug!(channel = %req.channel, "idempotent retry answered with the original position");
+            metrics::counter!("switchboard_broker_idempotent_retries_total").increment(1);
+        }
         Ok(position)
     }
 
@@ -450,6 +506,59 @@ impl Broker for LocalBroker {
         self.remove_if_idle(&req.channel);
         Ok(reply)
     }
+
+    async fn control(&self, channel: &ChannelName, command: Control) -> Result<(), BrokerError> {
+        self.inner.namespaces.options(channel)?;
+        let frame = command.encode();
+        self.with_existing(channel, |s| {
+            s.deliver(DeliveryKind::Control, frame, now_micros())
+        });
+        Ok(())
+    }
+
+    async fn channels(&self, req: ChannelsRequest) -> Result<Vec<ChannelSummary>, BrokerError> {
+        let mut names: Vec<ChannelName> = self
+            .inner
+            .channels
+            .iter()
+            .filter(|e| e.key().as_str().starts_with(&req.prefix))
+            .map(|e| e.key().clone())
+            .collect();
+        names.sort();
+        let mut active = Vec::new();
+        for name in names {
+            if active.len() >= req.limit {
+                break;
+            }
+            let summary = self.with_existing(&name, |s| {
+                (!s.subscribers.is_empty()).then(|| ChannelSummary {
+                    channel: s.name.clone(),
+                    presence: s.options.presence.then(|| s.presence.stats()),
+                })
+            });
+            active.extend(summary.flatten());
+        }
+        Ok(active)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        let (mut active, mut clients) = (0, 0);
+        for entry in self.inner.channels.iter() {
+            let s = entry.value().lock();
+            active += usize::from(!s.subscribers.is_empty());
+            clients += s.presence.stats().num_clients;
+        }
+        Ok(vec![NodeInfo {
+            name: self.inner.config.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime: self.inner.started.elapsed(),
+            num_channels: self.inner.channels.len(),
+            num_active_channels: active,
+            num_gateways: self.inner.gateways.len(),
+            num_clients: clients,
+            num_publications: self.inner.publications.load(Ordering::Relaxed),
+        }])
+    }
 }
 
 #[cfg(test)]
@@ -482,6 +591,7 @@ mod tests {
             channel: ch(channel),
             from: "u".into(),
             data: data(&n.to_string()),
+            idempotency_key: None,
         })
         .await
         .unwrap()
@@ -603,5 +713,136 @@ mod tests {
         assert_eq!(frames.len(), 2, "{frames:?}");
         assert!(frames[0].starts_with(r#"{"type":"join""#), "{frames:?}");
         assert!(frames[1].starts_with(r#"{"type":"leave""#), "{frames:?}");
+    }
+
+    #[tokio::test]
+    async fn idempotent_retry_returns_the_original_and_delivers_once() {
+        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let g = GatewayId::from("g");
+        let rec = Arc::new(Recorder::default());
+        b.attach(g.clone(), rec.clone()).await.unwrap();
+        b.subscribe(SubscribeRequest {
+            gateway: g,
+            channel: ch("a:b"),
+            since: None,
+            client: None,
+        })
+        .await
+        .unwrap();
+        let req = |key: &str| PublishRequest {
+            channel: ch("a:b"),
+            from: String::new(),
+            data: data("1"),
+            idempotency_key: Some(key.into()),
+        };
+        let first = b.publish(req("k1")).await.unwrap();
+        assert_eq!(b.publish(req("k1")).await.unwrap(), first);
+        let other = b.publish(req("k2")).await.unwrap();
+        assert_eq!(other.offset, first.offset + 1);
+        let again = b
+            .publish(PublishRequest {
+                channel: ch("a:c"),
+                ..req("k1")
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.offset, 1, "keys are per channel");
+        assert_eq!(rec.0.lock().unwrap().len(), 2);
+        assert_eq!(b.nodes().await.unwrap()[0].num_publications, 3);
+        assert_eq!(
+            b.publish(req("")).await,
+            Err(BrokerError::InvalidIdempotencyKey)
+        );
+    }
+
+    #[tokio::test]
+    async fn control_reaches_subscribed_gateways_without_offset_or_history() {
+        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let g = GatewayId::from("g");
+        let rec = Arc::new(Recorder::default());
+        b.attach(g.clone(), rec.clone()).await.unwrap();
+        let cmd = Control::Disconnect {
+            code: 4000,
+            reason: "bye".into(),
+            reconnect: false,
+        };
+        b.control(&ch("#alice"), cmd.clone()).await.unwrap();
+        assert!(rec.0.lock().unwrap().is_empty(), "nobody subscribed");
+        b.subscribe(SubscribeRequest {
+            gateway: g,
+            channel: ch("#alice"),
+            since: None,
+            client: None,
+        })
+        .await
+        .unwrap();
+        b.control(&ch("#alice"), cmd.clone()).await.unwrap();
+        let got = rec.0.lock().unwrap().clone();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].kind, DeliveryKind::Control);
+        assert_eq!(Control::decode(&got[0].frame).unwrap(), cmd);
+        let history = b
+            .history(HistoryRequest {
+                channel: ch("#alice"),
+                since: None,
+                limit: 10,
+                reverse: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(history.position.offset, 0);
+        assert!(history.publications.is_empty());
+    }
+
+    #[tokio::test]
+    async fn channels_lists_active_ones_with_counts() {
+        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let g = GatewayId::from("g");
+        b.attach(g.clone(), Arc::new(Recorder::default()))
+            .await
+            .unwrap();
+        for (i, name) in ["chat:b", "chat:a", "news:x"].into_iter().enumerate() {
+            b.subscribe(SubscribeRequest {
+                gateway: g.clone(),
+                channel: ch(name),
+                since: None,
+                client: Some(ClientInfo {
+                    client_id: format!("c{i}"),
+                    user_id: "u".into(),
+                    info: None,
+                }),
+            })
+            .await
+            .unwrap();
+        }
+        publish(&b, "chat:history-only", 1).await;
+        let all = b
+            .channels(ChannelsRequest {
+                prefix: "chat:".into(),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        let names: Vec<&str> = all.iter().map(|c| c.channel.as_str()).collect();
+        assert_eq!(names, ["chat:a", "chat:b"]);
+        assert_eq!(all[0].presence.unwrap().num_clients, 1);
+        let one = b
+            .channels(ChannelsRequest {
+                prefix: String::new(),
+                limit: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        let node = &b.nodes().await.unwrap()[0];
+        assert_eq!(
+            (
+                node.num_channels,
+                node.num_active_channels,
+                node.num_gateways,
+                node.num_clients
+            ),
+            (4, 3, 1, 3)
+        );
     }
 }

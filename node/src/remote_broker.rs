@@ -8,9 +8,9 @@ use switchboard_proto::broker::v1::{self as pb, broker_client::BrokerClient};
 use tonic::{Streaming, transport::Channel};
 
 use crate::{
-    Broker, BrokerError, ChannelName, ClientInfo, DeliverySink, GatewayId, HistoryReply,
-    HistoryRequest, Position, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
-    wire,
+    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
+    DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
+    PublishRequest, SubscribeReply, SubscribeRequest, wire,
 };
 
 /// How long one unary call may take before the owner counts as unreachable.
@@ -156,5 +156,26 @@ impl Broker for RemoteBroker {
         let req = Self::request(wire::history_to_pb(&req));
         let reply = call(self.client.clone().history(req)).await?;
         Ok(wire::history_reply_from_pb(reply))
+    }
+
+    async fn control(&self, channel: &ChannelName, command: Control) -> Result<(), BrokerError> {
+        let req = Self::request(wire::control_to_pb(channel, &command));
+        call(self.client.clone().control(req)).await?;
+        Ok(())
+    }
+
+    async fn channels(&self, req: ChannelsRequest) -> Result<Vec<ChannelSummary>, BrokerError> {
+        let req = Self::request(wire::channels_to_pb(&req));
+        let reply = call(self.client.clone().channels(req)).await?;
+        reply
+            .channels
+            .into_iter()
+            .map(wire::summary_from_pb)
+            .collect()
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        let reply = call(self.client.clone().nodes(Self::request(pb::Empty {}))).await?;
+        Ok(reply.nodes.into_iter().map(wire::node_from_pb).collect())
     }
 }

@@ -20,9 +20,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Broker, BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
-    HistoryReply, HistoryRequest, Position, PresenceStats, PublishRequest, SubscribeReply,
-    SubscribeRequest, frame, remote_broker::RemoteBroker, ring::Ring, wire,
+    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
+    Delivery, DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo,
+    Position, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest, frame,
+    remote_broker::RemoteBroker, ring::Ring, wire,
 };
 
 /// How long a call waits for the owner's stream to be attached.
@@ -231,6 +232,18 @@ impl Router {
                 tracing::debug!(channel = %channel, broker = %old, error = %e, "old owner unsubscribe failed");
             }
         }
+    }
+
+    /// Clients of every broker in the ring whose stream is up.
+    async fn reachable(&self) -> Vec<RemoteBroker> {
+        let names = self.brokers();
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(remote) = self.wait_attached(&name).await {
+                out.push(remote);
+            }
+        }
+        out
     }
 
     /// The client of `broker` once its stream is up, within [`ATTACH_WAIT`].
@@ -620,5 +633,32 @@ impl Broker for Router {
     async fn history(&self, req: HistoryRequest) -> Result<HistoryReply, BrokerError> {
         let (_, remote) = self.owner(&req.channel).await?;
         remote.history(req).await
+    }
+
+    async fn control(&self, channel: &ChannelName, command: Control) -> Result<(), BrokerError> {
+        let (_, remote) = self.owner(channel).await?;
+        remote.control(channel, command).await
+    }
+
+    /// Every broker's channels, merged in name order.
+    async fn channels(&self, req: ChannelsRequest) -> Result<Vec<ChannelSummary>, BrokerError> {
+        let mut all = Vec::new();
+        for remote in self.reachable().await {
+            all.extend(remote.channels(req.clone()).await?);
+        }
+        all.sort_by(|a, b| a.channel.cmp(&b.channel));
+        all.dedup_by(|a, b| a.channel == b.channel);
+        all.truncate(req.limit);
+        Ok(all)
+    }
+
+    /// Every broker's account of itself.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        let mut all = Vec::new();
+        for remote in self.reachable().await {
+            all.extend(remote.nodes().await?);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 }

@@ -7,8 +7,9 @@ use switchboard_proto::broker::v1 as pb;
 use tonic::{Code, Status};
 
 use crate::{
-    BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, GatewayId, HistoryReply,
-    HistoryRequest, Position, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
+    BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control, Delivery,
+    DeliveryKind, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
+    PublishRequest, SubscribeReply, SubscribeRequest,
 };
 
 /// Error details travel as `Status` messages prefixed with a stable tag, so
@@ -23,6 +24,7 @@ pub fn status(e: BrokerError) -> Status {
             Status::failed_precondition(format!("not_available: {what}"))
         }
         BrokerError::InvalidData => Status::invalid_argument("invalid_data"),
+        BrokerError::InvalidIdempotencyKey => Status::invalid_argument("invalid_idempotency_key"),
         BrokerError::ShuttingDown => Status::unavailable("shutting_down"),
         BrokerError::NotAttached => Status::failed_precondition("not_attached"),
         BrokerError::Unavailable(why) => Status::unavailable(format!("unavailable: {why}")),
@@ -36,6 +38,7 @@ pub fn broker_error(s: &Status) -> BrokerError {
     match (s.code(), msg) {
         (Code::NotFound, "unknown_namespace") => BrokerError::UnknownNamespace,
         (Code::InvalidArgument, "invalid_data") => BrokerError::InvalidData,
+        (Code::InvalidArgument, "invalid_idempotency_key") => BrokerError::InvalidIdempotencyKey,
         (Code::InvalidArgument, m) if m.starts_with("invalid_channel") => {
             BrokerError::InvalidChannel("rejected by the channel's owner")
         }
@@ -102,8 +105,9 @@ pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
             DeliveryKind::Publication { offset } => Some(offset),
             // Resets are made by a gateway for its own clients; they never
             // cross the wire.
-            DeliveryKind::Event | DeliveryKind::Reset { .. } => None,
+            DeliveryKind::Event | DeliveryKind::Control | DeliveryKind::Reset { .. } => None,
         },
+        control: d.kind == DeliveryKind::Control,
         frame: d.frame.clone(),
         published_at_micros: d.published_at_micros,
     }
@@ -112,11 +116,11 @@ pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
 pub fn delivery_from_pb(d: pb::Delivery) -> Result<Delivery, BrokerError> {
     Ok(Delivery {
         channel: ChannelName::new(&d.channel)?,
-        kind: d
-            .offset
-            .map_or(DeliveryKind::Event, |offset| DeliveryKind::Publication {
-                offset,
-            }),
+        kind: match (d.offset, d.control) {
+            (Some(offset), _) => DeliveryKind::Publication { offset },
+            (None, true) => DeliveryKind::Control,
+            (None, false) => DeliveryKind::Event,
+        },
         frame: d.frame,
         published_at_micros: d.published_at_micros,
     })
@@ -166,6 +170,7 @@ pub fn publish_to_pb(r: &PublishRequest) -> pb::PublishRequest {
         channel: r.channel.as_str().to_owned(),
         from: r.from.clone(),
         data_json: r.data.get().to_owned(),
+        idempotency_key: r.idempotency_key.clone(),
     }
 }
 
@@ -174,6 +179,7 @@ pub fn publish_from_pb(r: pb::PublishRequest) -> Result<PublishRequest, Status> 
         channel: channel(&r.channel)?,
         from: r.from,
         data: raw(r.data_json).map_err(status)?,
+        idempotency_key: r.idempotency_key,
     })
 }
 
@@ -228,9 +234,99 @@ pub fn stats_from_pb(s: pb::PresenceStatsReply) -> PresenceStats {
     }
 }
 
+pub fn control_to_pb(channel: &ChannelName, command: &Control) -> pb::ControlRequest {
+    pb::ControlRequest {
+        channel: channel.as_str().to_owned(),
+        command: command.encode(),
+    }
+}
+
+pub fn control_from_pb(r: pb::ControlRequest) -> Result<(ChannelName, Control), Status> {
+    let command =
+        Control::decode(&r.command).map_err(|_| Status::invalid_argument("invalid_control"))?;
+    Ok((channel(&r.channel)?, command))
+}
+
+pub fn channels_to_pb(r: &ChannelsRequest) -> pb::ChannelsRequest {
+    pb::ChannelsRequest {
+        prefix: r.prefix.clone(),
+        limit: r.limit as u64,
+    }
+}
+
+pub fn channels_from_pb(r: pb::ChannelsRequest) -> ChannelsRequest {
+    ChannelsRequest {
+        prefix: r.prefix,
+        limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
+    }
+}
+
+pub fn summary_to_pb(s: &ChannelSummary) -> pb::ChannelSummary {
+    pb::ChannelSummary {
+        channel: s.channel.as_str().to_owned(),
+        presence: s.presence.map(|p| pb::PresenceCounts {
+            num_clients: p.num_clients as u64,
+            num_users: p.num_users as u64,
+        }),
+    }
+}
+
+pub fn summary_from_pb(s: pb::ChannelSummary) -> Result<ChannelSummary, BrokerError> {
+    Ok(ChannelSummary {
+        channel: ChannelName::new(&s.channel)?,
+        presence: s.presence.map(|p| PresenceStats {
+            num_clients: p.num_clients as usize,
+            num_users: p.num_users as usize,
+        }),
+    })
+}
+
+pub fn node_to_pb(n: &NodeInfo) -> pb::NodeInfo {
+    pb::NodeInfo {
+        name: n.name.clone(),
+        version: n.version.clone(),
+        uptime_millis: n.uptime.as_millis() as u64,
+        num_channels: n.num_channels as u64,
+        num_active_channels: n.num_active_channels as u64,
+        num_gateways: n.num_gateways as u64,
+        num_clients: n.num_clients as u64,
+        num_publications: n.num_publications,
+    }
+}
+
+pub fn node_from_pb(n: pb::NodeInfo) -> NodeInfo {
+    NodeInfo {
+        name: n.name,
+        version: n.version,
+        uptime: std::time::Duration::from_millis(n.uptime_millis),
+        num_channels: n.num_channels as usize,
+        num_active_channels: n.num_active_channels as usize,
+        num_gateways: n.num_gateways as usize,
+        num_clients: n.num_clients as usize,
+        num_publications: n.num_publications,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_kinds_survive_the_round_trip() {
+        for kind in [
+            DeliveryKind::Publication { offset: 7 },
+            DeliveryKind::Event,
+            DeliveryKind::Control,
+        ] {
+            let d = Delivery {
+                channel: ChannelName::new("#alice").unwrap(),
+                kind,
+                frame: bytes::Bytes::from_static(b"{}"),
+                published_at_micros: 1,
+            };
+            assert_eq!(delivery_from_pb(delivery_to_pb(&d)).unwrap().kind, kind);
+        }
+    }
 
     #[test]
     fn errors_survive_the_round_trip() {

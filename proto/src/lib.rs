@@ -6,9 +6,18 @@
 //! - [`broker::v1`]: gateways ↔ brokers: attach (the delivery stream),
 //!   subscribe, publish, presence, history. Mirrors the
 //!   `switchboard_node::Broker` trait, which gateways call in one process.
+//! - [`api::v1`]: application backends → gateways: the server API (publish,
+//!   send to a user, disconnect, presence, history, channels, info), the
+//!   gRPC twin of the HTTP JSON API under `/api/` (docs/api.md).
 
 pub mod broker {
     pub mod v1 {
         tonic::include_proto!("switchboard.broker.v1");
+    }
+}
+
+pub mod api {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.api.v1");
     }
 }

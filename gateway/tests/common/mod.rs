@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use switchboard_gateway::{GatewayConfig, Settings, auth::TokenIssuer};
+use switchboard_gateway::{ApiConfig, GatewayConfig, Listeners, Settings, auth::TokenIssuer};
 use switchboard_node::{BrokerConfig, LocalBroker, Namespaces};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,10 @@ pub fn field(reply: &serde_json::Value, name: &str) -> Vec<serde_json::Value> {
 
 pub const SECRET: &str = "test-secret";
 
+/// Two API keys, as during a rotation: both must work.
+pub const API_KEY: &str = "test-api-key-new";
+pub const OLD_API_KEY: &str = "test-api-key-old";
+
 /// Like the dev default, with timers short enough for tests.
 pub fn settings() -> Settings {
     let mut gateway = GatewayConfig {
@@ -51,6 +55,10 @@ pub fn settings() -> Settings {
     Settings {
         gateway,
         namespaces: Namespaces::permissive(),
+        api: ApiConfig {
+            keys: vec![API_KEY.into(), OLD_API_KEY.into()],
+            ..Default::default()
+        },
     }
 }
 
@@ -64,24 +72,41 @@ pub fn token(user: &str) -> String {
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where the server API is served: `addr` unless started with its own listener.
+    pub api_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<Result<(), switchboard_gateway::GatewayError>>,
 }
 
 impl Server {
     pub async fn start(settings: Settings) -> Self {
+        Self::start_with(settings, BrokerConfig::default(), false).await
+    }
+
+    /// With the server API on a listener of its own when `separate_api`.
+    pub async fn start_with(settings: Settings, broker: BrokerConfig, separate_api: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let api = match separate_api {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+            false => None,
+        };
+        let api_addr = api.as_ref().map_or(addr, |l| l.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let broker = LocalBroker::new(BrokerConfig::default(), settings.namespaces.clone());
-        let handle = tokio::spawn(switchboard_gateway::run(
-            listener,
+        let broker = LocalBroker::new(broker, settings.namespaces.clone());
+        let listeners = Listeners {
+            client: listener,
+            api,
+        };
+        let handle = tokio::spawn(switchboard_gateway::run_with(
+            listeners,
             settings,
             broker,
             shutdown.clone(),
         ));
         Self {
             addr,
+            api_addr,
             shutdown,
             handle,
         }

@@ -1,0 +1,43 @@
+//! The server API for application backends (docs/api.md): publish, send to
+//! a user, disconnect, unsubscribe, presence, history, channels and info,
+//! over HTTP JSON (`POST /api/<call>`) and gRPC (`switchboard.api.v1.Api`)
+//! on one router, behind API keys.
+//!
+//! - [`ops`]: the operations, independent of transport; all go through the `Broker` trait.
+//! - [`http`]: axum routes, the JSON body extractor, HTTP refusals as API errors.
+//! - [`grpc`]: the tonic service and its API key interceptor.
+//! - [`key`]: API keys and the `Authorization: apikey <key>` check.
+//! - [`error`]: API errors, their stable codes, and their JSON and gRPC forms.
+
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod key;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::Router;
+use switchboard_node::Broker;
+
+pub use error::ApiError;
+pub use key::{ApiKeyError, ApiKeys};
+pub use ops::Operations;
+
+use crate::server::Gateway;
+
+/// Both faces of the API on one router: `/api/...` and the gRPC service.
+pub fn router<B: Broker>(gateway: Arc<Gateway<B>>) -> Result<Router, ApiKeyError> {
+    let config = &gateway.settings.api;
+    let keys = ApiKeys::new(&config.keys)?;
+    if keys.is_empty() {
+        tracing::warn!("the server API has no keys (`[api] keys`): every call is refused");
+    }
+    let max_body_bytes = config.max_body_bytes;
+    let ops = Operations::new(gateway.clone());
+    let state = http::ApiState {
+        ops: ops.clone(),
+        max_body_bytes,
+    };
+    Ok(http::routes(state, keys.clone()).merge(grpc::routes(ops, keys, max_body_bytes)))
+}
