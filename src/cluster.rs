@@ -91,7 +91,10 @@ pub async fn run_node(
         .await
         .with_context(|| format!("binding HTTP {http}"))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-    let broker = LocalBroker::new(config.broker.clone(), config.namespaces());
+    // The node's name is what the cluster knows it by, whatever the file says.
+    let mut broker_config = config.broker.clone();
+    broker_config.name = name.clone();
+    let broker = LocalBroker::new(broker_config, config.namespaces());
     let tracker = TaskTracker::new();
     // Two phases: the signal starts the drain; `shutdown` ends the process.
     let shutdown = CancellationToken::new();
