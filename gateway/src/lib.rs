@@ -5,6 +5,7 @@
 //! broker that owns it, fanning deliveries out to local subscribers.
 //!
 //! - [`server`]: the listener, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/readyz`) and drain.
+//! - [`demo`]: the demo chat at `/`, the embedded JavaScript client, and guest tokens.
 //! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
 //! - [`connection`]: one connection's IO loop: reads, batched writes, pings, close codes.
 //! - [`session`]: one connection's protocol state and how each request is carried out.
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod demo;
 pub mod error;
 pub mod handshake;
 pub mod hub;

@@ -1,5 +1,5 @@
 //! The gateway server: accepts TCP connections, serves HTTP (`/ws`,
-//! `/metrics`, `/healthz`, `/readyz`) on them, upgrades `/ws` to WebSocket
+//! `/metrics`, `/healthz`, `/readyz`, the demo) on them, upgrades `/ws` to WebSocket
 //! connections, and drains them all on shutdown.
 
 use std::{
@@ -31,7 +31,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     auth::{AuthSetupError, Authenticator},
     config::Settings,
-    connection, handshake,
+    connection, demo, handshake,
     hub::Hub,
     telemetry,
 };
@@ -185,7 +185,8 @@ pub fn router<B: Broker>(gateway: Arc<Gateway<B>>) -> Router {
         .route("/metrics", get(metrics::<B>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz::<B>))
-        .with_state(gateway)
+        .with_state(gateway.clone())
+        .merge(demo::router(&gateway.settings.gateway.auth))
 }
 
 async fn metrics<B: Broker>(State(gw): State<Arc<Gateway<B>>>) -> Response {
