@@ -165,10 +165,58 @@ fn issue_guest(secret: &str, name: &str) -> (String, String) {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
     use switchboard_node::ChannelName;
+    use tower::ServiceExt;
 
     use super::*;
     use crate::auth::Authenticator;
+
+    async fn get(router: &Router, path: &str) -> (u16, String, String) {
+        let req = axum::http::Request::get(path).body(Body::empty()).unwrap();
+        let res = router.clone().oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let kind = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, kind, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn serves_the_page_and_client_and_gates_guest_tokens() {
+        let open = AuthConfig {
+            allow_anonymous: true,
+            hmac_secret: Some("s".into()),
+            ..Default::default()
+        };
+        let routes = router(&open);
+        let (status, kind, body) = get(&routes, "/").await;
+        assert_eq!((status, kind.as_str()), (200, HTML));
+        assert!(body.contains("/demo/chat.js"));
+        let (status, kind, body) = get(&routes, "/client/switchboard.js").await;
+        assert_eq!((status, kind.as_str()), (200, JS));
+        assert!(body.contains("./src/client.js"));
+        let (status, _, body) = get(&routes, "/demo/token?name=Ann").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("\"user_id\":\"guest-"));
+
+        // A guest token would be more than an anonymous client may have.
+        let closed = AuthConfig {
+            allow_anonymous: false,
+            hmac_secret: Some("s".into()),
+            ..Default::default()
+        };
+        assert_eq!(get(&router(&closed), "/demo/token").await.0, 404);
+        assert_eq!(get(&router(&closed), "/").await.0, 200);
+        assert_eq!(
+            get(&router(&AuthConfig::default()), "/demo/token").await.0,
+            404
+        );
+    }
 
     #[test]
     fn guest_tokens_are_random_users_limited_to_demo_channels() {
