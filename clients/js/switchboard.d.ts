@@ -176,7 +176,8 @@ export interface SubscriptionEvents {
   error: { error: SwitchboardError };
 }
 
-export declare class Emitter<Events extends Record<string, any>> {
+/** Not exported: the listener methods of Client and Subscription. */
+declare class Emitter<Events extends Record<string, any>> {
   on<K extends keyof Events>(event: K, listener: (arg: Events[K]) => void): () => void;
   off<K extends keyof Events>(event: K, listener: (arg: Events[K]) => void): void;
   once<K extends keyof Events>(event: K, listener: (arg: Events[K]) => void): () => void;

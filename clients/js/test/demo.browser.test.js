@@ -12,7 +12,7 @@ import { Server, waitFor } from "../test-support/server.js";
 
 /** What a demo page shows: its connection state, presence list and messages. */
 const VIEW = `({
-  state: document.body.dataset.state,
+  state: document.body?.dataset.state,
   presence: [...document.querySelectorAll("#presence li")].map((li) => li.textContent),
   messages: [...document.querySelectorAll("#messages li:not(.note)")].map(
     (li) => li.querySelector(".name").textContent + ": " + li.querySelector(".text").textContent),
