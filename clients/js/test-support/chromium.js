@@ -63,7 +63,15 @@ export class Browser {
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
-    const exited = new Promise((res) => child.once("exit", res));
+    // A test that dies half-way must not leave a browser behind.
+    const reap = () => child.kill("SIGKILL");
+    process.once("exit", reap);
+    const exited = new Promise((res) =>
+      child.once("exit", (code) => {
+        process.off("exit", reap);
+        res(code);
+      }),
+    );
     let stderr = "";
     const endpoint = await withDeadline(
       new Promise((res, rej) => {

@@ -56,9 +56,17 @@ export class Server {
       env: { ...process.env, SWITCHBOARD_LOG: "info", ...options.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
+    // A test that dies half-way must not leave servers behind.
+    const reap = () => child.kill("SIGKILL");
+    process.once("exit", reap);
     /** @type {string[]} */
     const log = [];
-    const exited = new Promise((res) => child.once("exit", (code) => res(code)));
+    const exited = new Promise((res) =>
+      child.once("exit", (code) => {
+        process.off("exit", reap);
+        res(code);
+      }),
+    );
     const addr = await new Promise((res, rej) => {
       const timer = setTimeout(() => rej(new Error(`no listening address within ${WAIT} ms; log:\n${log.join("\n")}`)), WAIT);
       const onLine = (/** @type {string} */ line) => {
