@@ -7,6 +7,7 @@
 //! - [`server`]: the listeners, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/readyz`) and drain.
 //! - [`first_bytes`]: a deadline on a connection's first bytes, while HTTP/1 and HTTP/2 are told apart.
 //! - [`api`]: the server API for application backends, HTTP JSON under `/api/` and gRPC.
+//! - [`demo`]: the demo chat at `/`, the embedded JavaScript client, and guest tokens.
 //! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
 //! - [`connection`]: one connection's IO loop: reads, batched writes, pings, close codes.
 //! - [`session`]: one connection's protocol state and how each request is carried out.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod demo;
 pub mod error;
 pub mod first_bytes;
 pub mod handshake;

@@ -1,7 +1,7 @@
 //! The gateway server: accepts TCP connections, serves HTTP (`/ws`,
-//! `/metrics`, `/healthz`, `/readyz`, the server API under `/api/` and its
-//! gRPC twin) on them, upgrades `/ws` to WebSocket connections, and drains
-//! them all on shutdown.
+//! `/metrics`, `/healthz`, `/readyz`, the demo at `/`, the server API under
+//! `/api/` and its gRPC twin) on them, upgrades `/ws` to WebSocket
+//! connections, and drains them all on shutdown.
 
 use std::{
     sync::{
@@ -36,7 +36,7 @@ use crate::{
     api::{self, ApiKeyError},
     auth::{AuthSetupError, Authenticator},
     config::Settings,
-    connection,
+    connection, demo,
     first_bytes::FirstBytesDeadline,
     handshake,
     hub::Hub,
@@ -268,7 +268,8 @@ pub fn router<B: Broker>(gateway: Arc<Gateway<B>>) -> Router {
         .route("/metrics", get(metrics::<B>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz::<B>))
-        .with_state(gateway)
+        .with_state(gateway.clone())
+        .merge(demo::router(&gateway.settings.gateway.auth))
 }
 
 async fn metrics<B: Broker>(State(gw): State<Arc<Gateway<B>>>) -> Response {

@@ -1,0 +1,310 @@
+//! One channel subscription: the handle the application reads events
+//! from, and the state the connection keeps for it. A subscription
+//! outlives connections: it resumes from the last position it delivered
+//! and drops anything it delivered already.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::{
+    client::Client,
+    error::ClientError,
+    frame::{
+        ClientInfo, History, HistoryOptions, Position, PresenceStats, Publication, SubscribeReply,
+    },
+};
+
+/// What a subscription reports, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscriptionEvent {
+    /// The subscription is live (again). Retained publications follow as
+    /// `Message`s.
+    Subscribed(Subscribed),
+    /// The connection is gone; the subscription waits for the next one.
+    Subscribing {
+        code: u16,
+        reason: String,
+    },
+    /// The server refused the subscription; it is over.
+    Unsubscribed {
+        error: ClientError,
+    },
+    Message(Publication),
+    Join(ClientInfo),
+    Leave(ClientInfo),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribed {
+    pub channel: String,
+    pub offset: u64,
+    pub epoch: String,
+    /// Whether the channel keeps history, so that recovery can work.
+    pub recoverable: bool,
+    /// Whether the subscription resumed from a known position.
+    pub was_recovering: bool,
+    /// Whether every publication since that position was delivered
+    /// (false when not recovering). If false, reload state from elsewhere.
+    pub recovered: bool,
+    /// How many retained publications follow.
+    pub publications: usize,
+}
+
+/// Options of [`Client::subscribe_with`].
+#[derive(Debug, Clone)]
+pub struct SubscribeOptions {
+    /// Resume after a position the application stored earlier.
+    pub since: Option<Position>,
+    /// Events buffered for the application. A subscription whose buffer is
+    /// full stops taking publications and, once the application has read
+    /// half of it, resubscribes from the last one it took (history
+    /// permitting, nothing is lost; `join`/`leave` in between are).
+    pub capacity: usize,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            since: None,
+            capacity: 1024,
+        }
+    }
+}
+
+/// The application's end of a subscription. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    channel: String,
+    id: u64,
+    events: mpsc::Receiver<SubscriptionEvent>,
+    client: Client,
+    active: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        channel: String,
+        id: u64,
+        events: mpsc::Receiver<SubscriptionEvent>,
+        client: Client,
+    ) -> Self {
+        Self {
+            channel,
+            id,
+            events,
+            client,
+            active: true,
+        }
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The next event; `None` once the subscription is over.
+    pub async fn next(&mut self) -> Option<SubscriptionEvent> {
+        self.events.recv().await
+    }
+
+    /// The next event, or `None` if none comes within `timeout`.
+    pub async fn next_within(&mut self, timeout: Duration) -> Option<SubscriptionEvent> {
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Stops the subscription and waits until the client has let go of it.
+    pub async fn unsubscribe(mut self) {
+        self.active = false;
+        self.client.unsubscribe(&self.channel, self.id).await;
+    }
+
+    pub async fn publish(&self, data: impl Serialize) -> Result<Position, ClientError> {
+        self.client.publish(&self.channel, data).await
+    }
+
+    pub async fn presence(&self) -> Result<Vec<ClientInfo>, ClientError> {
+        self.client.presence(&self.channel).await
+    }
+
+    pub async fn presence_stats(&self) -> Result<PresenceStats, ClientError> {
+        self.client.presence_stats(&self.channel).await
+    }
+
+    pub async fn history(&self, options: HistoryOptions) -> Result<History, ClientError> {
+        self.client.history(&self.channel, options).await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.active {
+            // Best effort without blocking; if the command queue is full, the
+            // connection notices the closed receiver and unsubscribes then.
+            self.client.unsubscribe_soon(&self.channel, self.id);
+        }
+    }
+}
+
+/// Whether an event reached the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Delivered,
+    /// The buffer is full: the subscription lags.
+    Full,
+    /// The application dropped its handle.
+    Gone,
+}
+
+/// What the connection keeps per subscription.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// Tells this subscription from a later one to the same channel.
+    pub id: u64,
+    tx: mpsc::Sender<SubscriptionEvent>,
+    capacity: usize,
+    /// The last publication delivered (or the channel's position when the
+    /// subscription took effect): where a resubscription resumes.
+    pub position: Option<Position>,
+    pub subscribed: bool,
+    /// The connection a subscribe request is in flight on.
+    pub pending_on: Option<u64>,
+    /// The buffer overflowed; publications are dropped until a resubscription.
+    pub lagged: bool,
+    /// Failed temporary attempts, and when to try again.
+    pub retry: crate::backoff::Backoff,
+    pub retry_at: Option<tokio::time::Instant>,
+}
+
+impl Entry {
+    pub fn new(
+        id: u64,
+        tx: mpsc::Sender<SubscriptionEvent>,
+        options: &SubscribeOptions,
+        retry: crate::backoff::Backoff,
+    ) -> Self {
+        Self {
+            id,
+            tx,
+            capacity: options.capacity.max(1),
+            position: options.since.clone(),
+            subscribed: false,
+            pending_on: None,
+            lagged: false,
+            retry,
+            retry_at: None,
+        }
+    }
+
+    fn send(&mut self, event: SubscriptionEvent) -> Delivery {
+        match self.tx.try_send(event) {
+            Ok(()) => Delivery::Delivered,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagged = true;
+                Delivery::Full
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+        }
+    }
+
+    /// Whether the application has read enough of a full buffer to resume.
+    pub fn caught_up(&self) -> bool {
+        self.tx.capacity() * 2 >= self.capacity
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// The connection ended or is not there yet.
+    pub fn subscribing(&mut self, code: u16, reason: &str) -> Delivery {
+        self.pending_on = None;
+        self.retry_at = None;
+        if !self.subscribed {
+            return Delivery::Delivered;
+        }
+        self.subscribed = false;
+        if self.lagged {
+            return Delivery::Full;
+        }
+        self.send(SubscriptionEvent::Subscribing {
+            code,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Applies the server's subscribe reply.
+    pub fn subscribed(
+        &mut self,
+        channel: &str,
+        reply: SubscribeReply,
+        was_recovering: bool,
+    ) -> Delivery {
+        self.pending_on = None;
+        self.subscribed = true;
+        self.lagged = false;
+        self.retry.reset();
+        let recovered = was_recovering && reply.recovered == Some(true);
+        let told = self.send(SubscriptionEvent::Subscribed(Subscribed {
+            channel: channel.to_owned(),
+            offset: reply.offset,
+            epoch: reply.epoch.clone(),
+            recoverable: reply.recoverable,
+            was_recovering,
+            recovered,
+            publications: reply.publications.len(),
+        }));
+        if told != Delivery::Delivered {
+            return told;
+        }
+        for p in reply.publications {
+            let d = self.message(p);
+            if d != Delivery::Delivered {
+                return d;
+            }
+        }
+        self.position = Some(Position {
+            offset: reply.offset,
+            epoch: reply.epoch,
+        });
+        Delivery::Delivered
+    }
+
+    /// A publication, live or recovered.
+    pub fn message(&mut self, p: Publication) -> Delivery {
+        if !self.subscribed || self.lagged {
+            return Delivery::Delivered;
+        }
+        // The server promises no repeats on one subscription; this also
+        // covers the seam between recovered and live publications.
+        if let Some(last) = &self.position
+            && last.epoch == p.epoch
+            && p.offset <= last.offset
+        {
+            return Delivery::Delivered;
+        }
+        let position = p.position();
+        let d = self.send(SubscriptionEvent::Message(p));
+        if d == Delivery::Delivered {
+            self.position = Some(position);
+        }
+        d
+    }
+
+    /// A join or leave event; not recoverable, so dropped while lagging.
+    pub fn presence(&mut self, event: SubscriptionEvent) -> Delivery {
+        if !self.subscribed || self.lagged {
+            return Delivery::Delivered;
+        }
+        self.send(event)
+    }
+
+    /// The server refused the subscription for good.
+    pub fn refused(&mut self, error: ClientError) {
+        // The application may be gone or behind; this is the last event either way.
+        let _ = self.tx.try_send(SubscriptionEvent::Unsubscribed { error });
+    }
+}
