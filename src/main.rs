@@ -150,8 +150,7 @@ fn main() -> anyhow::Result<()> {
             api_listen,
         } => {
             let config = Config::load(config.as_deref())?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(dev(config, listen, api_listen))
+            block_on(dev(config, listen, api_listen))
         }
         Command::Node {
             name,
@@ -162,8 +161,7 @@ fn main() -> anyhow::Result<()> {
             config,
         } => {
             let config = Config::load(config.as_deref())?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
+            block_on(async {
                 let signal = shutdown_on_signal();
                 cluster::run_node(config, name, grpc, advertise, http, gossip.into(), signal).await
             })
@@ -176,8 +174,7 @@ fn main() -> anyhow::Result<()> {
             config,
         } => {
             let config = Config::load(config.as_deref())?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
+            block_on(async {
                 let signal = shutdown_on_signal();
                 cluster::run_gateway(config, name, listen, brokers, gossip.into(), signal).await
             })
@@ -256,6 +253,11 @@ async fn dev(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Runs a role to completion on a multi-threaded runtime.
+fn block_on(role: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(role)
 }
 
 /// The one shutdown path: SIGTERM or SIGINT cancels the token.

@@ -146,10 +146,6 @@ impl<B: Broker> Session<B> {
         }
     }
 
-    pub fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
     /// When the current token expires, if it does.
     pub fn expires_at(&self) -> Option<SystemTime> {
         match &self.auth {
