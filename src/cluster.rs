@@ -10,6 +10,7 @@ use std::time::Duration;
 use switchboard_node::{
     BrokerAddr, LocalBroker, Router,
     gossip::Membership,
+    handoff::Handoff,
     membership::{NodeId, NodeState, Role},
 };
 use tokio::net::TcpListener;
@@ -107,18 +108,34 @@ pub async fn run_node(
     )
     .await
     .with_context(|| format!("binding gossip {}", gossip.bind))?;
+    let handoff = Handoff::start(broker.clone(), &name, membership.view(), shutdown.clone());
+    tracker.spawn(handoff.clone().run(shutdown.clone()));
     let drain_timeout = config.gateway.drain_timeout;
     tracker.spawn({
         let (broker, shutdown, membership) = (broker.clone(), shutdown.clone(), membership.clone());
+        let handoff = handoff.clone();
         async move {
             signal.cancelled().await;
-            // Leave the ring first; gateways move their subscriptions away
-            // and close their streams, then the process can go.
+            // Leave the ring first: the new owners take this broker's
+            // channels (history and position) and gateways move their
+            // subscriptions to them; then the process can go.
             membership.set_state(NodeState::Draining).await;
-            tracing::info!(gateways = broker.gateway_count(), "draining");
+            tracing::info!(
+                gateways = broker.gateway_count(),
+                channels = broker.held().len(),
+                "draining"
+            );
             let deadline = tokio::time::Instant::now() + drain_timeout;
-            while broker.gateway_count() > 0 && tokio::time::Instant::now() < deadline {
+            while (broker.gateway_count() > 0 || !handoff.settled())
+                && tokio::time::Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if !handoff.settled() {
+                tracing::warn!(
+                    channels = broker.held().len(),
+                    "drain deadline passed with channels not handed over"
+                );
             }
             shutdown.cancel();
         }
@@ -146,7 +163,7 @@ pub async fn run_node(
         "switchboard node {name}: grpc://{grpc_addr} http://{http_addr} gossip://{}",
         membership.addr()
     );
-    switchboard_node::server::run(grpc, broker, shutdown).await?;
+    switchboard_node::server::run(grpc, broker, Some(handoff), shutdown).await?;
     tracker.close();
     tracker.wait().await;
     Ok(())

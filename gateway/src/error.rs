@@ -96,7 +96,10 @@ impl From<BrokerError> for RequestError {
             BrokerError::NotAvailable(what) => RequestError::NotAvailable(what),
             BrokerError::InvalidData => RequestError::BadRequest("data is not valid JSON".into()),
             BrokerError::InvalidIdempotencyKey => RequestError::BadRequest(e.to_string()),
-            BrokerError::ShuttingDown | BrokerError::NotAttached | BrokerError::Unavailable(_) => {
+            BrokerError::ShuttingDown
+            | BrokerError::NotAttached
+            | BrokerError::NotOwner(_)
+            | BrokerError::Unavailable(_) => {
                 tracing::warn!(error = %e, "broker unavailable");
                 RequestError::Internal
             }

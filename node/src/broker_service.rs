@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::{Broker, Delivery, DeliverySink, GatewayId, LocalBroker, wire};
+use crate::{
+    Broker, ChannelName, Delivery, DeliverySink, GatewayId, LocalBroker, handoff::Handoff, wire,
+};
 
 /// Deliveries queued per attached gateway before its stream is cut.
 pub const STREAM_CAPACITY: usize = 65_536;
@@ -20,11 +22,23 @@ type Item = Result<pb::Delivery, Status>;
 
 pub struct BrokerService {
     broker: LocalBroker,
+    /// In a cluster: which channels this broker serves, and their moves.
+    /// Without it (one broker on its own) every channel is served here.
+    handoff: Option<Arc<Handoff>>,
 }
 
 impl BrokerService {
-    pub fn new(broker: LocalBroker) -> Self {
-        Self { broker }
+    pub fn new(broker: LocalBroker, handoff: Option<Arc<Handoff>>) -> Self {
+        Self { broker, handoff }
+    }
+
+    /// Refuses a channel this broker does not own; takes over one it owns
+    /// but does not hold yet.
+    async fn admit(&self, channel: &ChannelName) -> Result<(), Status> {
+        match &self.handoff {
+            Some(handoff) => handoff.admit(channel).await.map_err(wire::status),
+            None => Ok(()),
+        }
     }
 
     pub fn into_server(self) -> broker_server::BrokerServer<Self> {
@@ -110,6 +124,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<pb::SubscribeReply>, Status> {
         let req = wire::subscribe_from_pb(request.into_inner())?;
+        self.admit(&req.channel).await?;
         let reply = self.broker.subscribe(req).await.map_err(wire::status)?;
         Ok(Response::new(wire::subscribe_reply_to_pb(reply)))
     }
@@ -134,6 +149,7 @@ impl broker_server::Broker for BrokerService {
     ) -> Result<Response<pb::Empty>, Status> {
         let req = request.into_inner();
         let channel = wire::channel(&req.channel)?;
+        self.admit(&channel).await?;
         self.broker
             .leave(&channel, &req.client_id)
             .await
@@ -146,6 +162,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReply>, Status> {
         let req = wire::publish_from_pb(request.into_inner())?;
+        self.admit(&req.channel).await?;
         let position = self.broker.publish(req).await.map_err(wire::status)?;
         Ok(Response::new(pb::PublishReply {
             position: Some(wire::position_to_pb(&position)),
@@ -157,6 +174,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<pb::ChannelRequest>,
     ) -> Result<Response<pb::PresenceReply>, Status> {
         let channel = wire::channel(&request.into_inner().channel)?;
+        self.admit(&channel).await?;
         let clients = self.broker.presence(&channel).await.map_err(wire::status)?;
         Ok(Response::new(pb::PresenceReply {
             clients: clients.iter().map(wire::client_to_pb).collect(),
@@ -168,6 +186,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<pb::ChannelRequest>,
     ) -> Result<Response<pb::PresenceStatsReply>, Status> {
         let channel = wire::channel(&request.into_inner().channel)?;
+        self.admit(&channel).await?;
         let stats = self
             .broker
             .presence_stats(&channel)
@@ -181,6 +200,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryReply>, Status> {
         let req = wire::history_from_pb(request.into_inner())?;
+        self.admit(&req.channel).await?;
         let reply = self.broker.history(req).await.map_err(wire::status)?;
         Ok(Response::new(wire::history_reply_to_pb(reply)))
     }
@@ -190,6 +210,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let (channel, command) = wire::control_from_pb(request.into_inner())?;
+        self.admit(&channel).await?;
         self.broker
             .control(&channel, command)
             .await
@@ -216,5 +237,40 @@ impl broker_server::Broker for BrokerService {
         Ok(Response::new(pb::NodesReply {
             nodes: nodes.iter().map(wire::node_to_pb).collect(),
         }))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseReply>, Status> {
+        let req = request.into_inner();
+        let channel = wire::channel(&req.channel)?;
+        if req.to.is_empty() {
+            return Err(Status::invalid_argument("release names no broker"));
+        }
+        let released = self
+            .broker
+            .release(&channel, &req.to)
+            .map_err(wire::status)?;
+        Ok(Response::new(wire::release_to_pb(&released)))
+    }
+
+    async fn claim(
+        &self,
+        request: Request<pb::ClaimRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let Some(handoff) = &self.handoff else {
+            return Err(Status::failed_precondition(
+                "this broker is not in a cluster",
+            ));
+        };
+        let channels = req
+            .channels
+            .iter()
+            .map(|c| wire::channel(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        handoff.claim(&req.from, channels).await;
+        Ok(Response::new(pb::Empty {}))
     }
 }

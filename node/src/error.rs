@@ -19,6 +19,11 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("gateway is not attached")]
     NotAttached,
+    /// This broker does not serve the channel (another broker owns it, or
+    /// it was handed over); the caller asks again once rings agree. Carries
+    /// the owner this broker knows of, if any.
+    #[error("not the channel's owner (owner: {0})")]
+    NotOwner(String),
     /// The channel's owner could not be reached (network, timeout, restart).
     #[error("owner unavailable: {0}")]
     Unavailable(String),

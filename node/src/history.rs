@@ -59,6 +59,11 @@ impl History {
         !self.entries.is_empty()
     }
 
+    /// Every retained entry, oldest first: offset, when it was added, frame.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, Instant, &Bytes)> {
+        self.entries.iter().map(|e| (e.offset, e.at, &e.frame))
+    }
+
     /// The oldest retained offset.
     pub fn oldest(&self) -> Option<u64> {
         self.entries.front().map(|e| e.offset)

@@ -15,6 +15,10 @@
 //! - [`idempotency`]: the window in which a retried publish is answered, not repeated.
 //! - [`ring`]: the consistent hash ring that picks each channel's owner and failover order.
 //! - [`local_broker`]: [`LocalBroker`], the in-process owner of channels.
+//! - [`ownership`]: who serves a channel and who held it before; snapshots
+//!   and fences (sans-IO).
+//! - [`handoff`]: [`handoff::Handoff`], which moves channel state between
+//!   brokers as the ring changes.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
 //! - [`remote_broker`]: [`RemoteBroker`], one broker reached over gRPC.
 //! - [`router`]: [`Router`], a gateway's view of the cluster: each call to
@@ -33,11 +37,13 @@ pub mod control;
 pub mod error;
 pub mod frame;
 pub mod gossip;
+pub mod handoff;
 pub mod history;
 pub mod idempotency;
 pub mod local_broker;
 pub mod membership;
 pub mod namespace;
+pub mod ownership;
 pub mod position;
 pub mod presence;
 pub mod remote_broker;

@@ -28,6 +28,7 @@ use crate::{
     frame::{self, PresenceEvent},
     history::History,
     idempotency::{self, IdempotencyCache},
+    ownership::{Release, Snapshot, SnapshotEntry},
     position::Recovery,
     presence::Presence,
 };
@@ -93,6 +94,30 @@ struct ChannelState {
     /// Set by the sweeper when it drops the channel, so that a caller that
     /// looked the channel up just before retries on a fresh one.
     removed: bool,
+    /// Handed over to this broker: the channel is refused here (fenced)
+    /// until its state comes back or the fence expires.
+    moved: Option<Fence>,
+}
+
+struct Fence {
+    to: Arc<str>,
+    since: Instant,
+}
+
+/// How long a fence outlives its hand-over. Rings agree again within a
+/// second or two of a change; until then the fence is what stops a broker
+/// with a stale ring from serving a channel it gave away.
+pub const FENCE_TTL: Duration = Duration::from_secs(60);
+
+/// What this broker holds of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// Its state: this broker serves it (if it owns it).
+    State,
+    /// Nothing: a new owner asks the previous one first.
+    Nothing,
+    /// Handed over to this broker.
+    Fenced(String),
 }
 
 impl ChannelState {
@@ -107,7 +132,25 @@ impl ChannelState {
             presence: Presence::default(),
             subscribers: Vec::new(),
             removed: false,
+            moved: None,
         }
+    }
+
+    fn from_snapshot(snapshot: Snapshot, options: NamespaceOptions, now: Instant) -> Self {
+        let mut state = Self::new(snapshot.channel, options);
+        state.epoch = snapshot.epoch;
+        state.offset = snapshot.offset;
+        for entry in snapshot.history {
+            let at = now.checked_sub(entry.age).unwrap_or(now);
+            state.history.push(entry.offset, at, entry.frame);
+        }
+        state
+    }
+
+    fn fence_error(&self) -> Option<BrokerError> {
+        self.moved
+            .as_ref()
+            .map(|f| BrokerError::NotOwner(f.to.to_string()))
     }
 
     fn position(&self) -> Position {
@@ -118,6 +161,9 @@ impl ChannelState {
     }
 
     fn is_idle(&mut self, now: Instant) -> bool {
+        if let Some(fence) = &self.moved {
+            return now.saturating_duration_since(fence.since) >= FENCE_TTL;
+        }
         self.subscribers.is_empty() && self.presence.is_empty() && !self.history.trim(now)
     }
 
@@ -232,6 +278,9 @@ impl LocalBroker {
             if s.removed {
                 continue;
             }
+            if let Some(e) = s.fence_error() {
+                return Err(e);
+            }
             let f = f.take().expect("called once");
             return Ok(f(&mut s));
         }
@@ -280,6 +329,152 @@ impl LocalBroker {
             });
             self.remove_if_idle(&channel);
         }
+    }
+
+    fn refuse_fenced(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        match self.with_existing(channel, |s| s.fence_error()).flatten() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// What this broker holds of `channel`.
+    pub fn holding(&self, channel: &ChannelName) -> Holding {
+        self.with_existing(channel, |s| match &s.moved {
+            Some(fence) => Holding::Fenced(fence.to.to_string()),
+            None => Holding::State,
+        })
+        .unwrap_or(Holding::Nothing)
+    }
+
+    /// Channels whose state is here (not handed over).
+    pub fn held(&self) -> Vec<ChannelName> {
+        self.inner
+            .channels
+            .iter()
+            .filter(|e| e.value().lock().moved.is_none())
+            .map(|e| e.key().clone())
+            .collect()
+    }
+
+    /// Hands `channel` over to broker `to`: its state if held here, and in
+    /// any case a fence, so that this broker refuses the channel from now
+    /// on. Under the channel's lock, so a publication is either in the
+    /// snapshot or refused, never both and never neither.
+    pub fn release(&self, channel: &ChannelName, to: &str) -> Result<Release, BrokerError> {
+        let options = self.inner.namespaces.options(channel)?;
+        let now = Instant::now();
+        let fence = || Fence {
+            to: to.into(),
+            since: now,
+        };
+        loop {
+            let state = match self.inner.channels.entry(channel.clone()) {
+                dashmap::Entry::Occupied(e) => e.get().clone(),
+                dashmap::Entry::Vacant(e) => {
+                    let mut s = ChannelState::new(channel.clone(), options);
+                    s.moved = Some(fence());
+                    e.insert(Arc::new(Mutex::new(s)));
+                    return Ok(Release::NotHeld);
+                }
+            };
+            let mut s = state.lock();
+            if s.removed {
+                continue;
+            }
+            if let Some(existing) = &s.moved {
+                if &*existing.to != to {
+                    return Ok(Release::MovedTo(existing.to.to_string()));
+                }
+                s.moved = Some(fence());
+                return Ok(Release::NotHeld);
+            }
+            s.history.trim(now);
+            let snapshot = Snapshot {
+                channel: channel.clone(),
+                epoch: s.epoch.clone(),
+                offset: s.offset,
+                history: s
+                    .history
+                    .entries()
+                    .map(|(offset, at, frame)| SnapshotEntry {
+                        offset,
+                        age: now.saturating_duration_since(at),
+                        frame: frame.clone(),
+                    })
+                    .collect(),
+            };
+            // Gateways move their subscriptions and presence themselves;
+            // nobody left or joined, so no events.
+            s.history = History::new(0, Duration::ZERO);
+            s.subscribers.clear();
+            s.presence = Presence::default();
+            s.moved = Some(fence());
+            metrics::counter!("switchboard_broker_handoffs_total", "direction" => "out")
+                .increment(1);
+            return Ok(Release::State(snapshot));
+        }
+    }
+
+    /// Takes over a channel's state from its previous owner. Replaces a
+    /// fence or nothing; state already here wins (it is the owner's).
+    pub fn adopt(&self, snapshot: Snapshot) -> Result<bool, BrokerError> {
+        let options = self.inner.namespaces.options(&snapshot.channel)?;
+        let channel = snapshot.channel.clone();
+        let mut snapshot = Some(snapshot);
+        loop {
+            let state = self
+                .inner
+                .channels
+                .entry(channel.clone())
+                .or_insert_with(|| {
+                    let s = snapshot.take().expect("taken once");
+                    Arc::new(Mutex::new(ChannelState::from_snapshot(
+                        s,
+                        options.clone(),
+                        Instant::now(),
+                    )))
+                })
+                .clone();
+            let mut s = state.lock();
+            if s.removed {
+                continue;
+            }
+            let adopted = match snapshot.take() {
+                // Inserted above from the snapshot.
+                None => true,
+                Some(snap) if s.moved.is_some() => {
+                    let subscribers = std::mem::take(&mut s.subscribers);
+                    *s = ChannelState::from_snapshot(snap, options.clone(), Instant::now());
+                    s.subscribers = subscribers;
+                    true
+                }
+                Some(_) => false,
+            };
+            if adopted {
+                metrics::counter!("switchboard_broker_handoffs_total", "direction" => "in")
+                    .increment(1);
+            }
+            return Ok(adopted);
+        }
+    }
+
+    /// Creates the channel's state here if there is none.
+    pub fn touch(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        self.with_channel(channel, |_| ())
+    }
+
+    /// Lifts a fence whose broker is gone: the channel starts anew here.
+    pub fn unfence(&self, channel: &ChannelName) {
+        self.inner.channels.remove_if(channel, |_, state| {
+            let mut s = state.lock();
+            if s.moved.is_some() {
+                s.removed = true;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     fn remove_if_idle(&self, channel: &ChannelName) {
@@ -445,6 +640,7 @@ impl Broker for LocalBroker {
         if !options.presence {
             return Err(BrokerError::NotAvailable("presence"));
         }
+        self.refuse_fenced(channel)?;
         Ok(self
             .with_existing(channel, |s| s.presence.clients())
             .unwrap_or_default())
@@ -455,6 +651,7 @@ impl Broker for LocalBroker {
         if !options.presence {
             return Err(BrokerError::NotAvailable("presence"));
         }
+        self.refuse_fenced(channel)?;
         Ok(self
             .with_existing(channel, |s| s.presence.stats())
             .unwrap_or(PresenceStats {
@@ -509,6 +706,7 @@ impl Broker for LocalBroker {
 
     async fn control(&self, channel: &ChannelName, command: Control) -> Result<(), BrokerError> {
         self.inner.namespaces.options(channel)?;
+        self.refuse_fenced(channel)?;
         let frame = command.encode();
         self.with_existing(channel, |s| {
             s.deliver(DeliveryKind::Control, frame, now_micros())

@@ -10,11 +10,14 @@ use tonic::{Streaming, transport::Channel};
 use crate::{
     Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest, wire,
+    PublishRequest, SubscribeReply, SubscribeRequest, ownership::Release, wire,
 };
 
 /// How long one unary call may take before the owner counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a claim of a batch of channels may take.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct RemoteBroker {
@@ -45,6 +48,31 @@ impl RemoteBroker {
         // to a peer that is gone may otherwise wait on the transport.
         req.set_timeout(CALL_TIMEOUT);
         req
+    }
+
+    /// Asks the broker that held `channel` to hand it over to broker `to`.
+    pub async fn release(&self, channel: &ChannelName, to: &str) -> Result<Release, BrokerError> {
+        let req = Self::request(pb::ReleaseRequest {
+            channel: channel.as_str().to_owned(),
+            to: to.to_owned(),
+        });
+        wire::release_from_pb(call(self.client.clone().release(req)).await?)
+    }
+
+    /// Asks the owner of `channels` to take them from broker `from`.
+    pub async fn claim(&self, from: &str, channels: &[ChannelName]) -> Result<(), BrokerError> {
+        let req = Self::request(pb::ClaimRequest {
+            from: from.to_owned(),
+            channels: channels.iter().map(|c| c.as_str().to_owned()).collect(),
+        });
+        // Claiming pulls each channel in turn; give it the time that takes.
+        let mut req = req;
+        req.set_timeout(CLAIM_TIMEOUT);
+        match tokio::time::timeout(CLAIM_TIMEOUT, self.client.clone().claim(req)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(wire::broker_error(&status)),
+            Err(_) => Err(BrokerError::Unavailable("claim timed out".into())),
+        }
     }
 
     /// Opens this gateway's delivery stream.

@@ -29,6 +29,17 @@ use crate::{
 /// How long a call waits for the owner's stream to be attached.
 const ATTACH_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a call keeps asking while brokers disagree on who owns its
+/// channel ([`BrokerError::NotOwner`]); rings agree again well within it.
+const OWNER_WAIT: Duration = Duration::from_secs(3);
+
+/// How soon subscriptions that could not be placed are tried again.
+const RECONCILE_RETRY: Duration = Duration::from_millis(100);
+/// How often subscriptions are checked against the ring regardless.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Subscriptions moved at once.
+const RECONCILE_PARALLEL: usize = 32;
+
 /// Reconnect backoff bounds for a lost stream.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -56,6 +67,10 @@ struct Link {
 /// This gateway's subscription to one channel.
 struct Sub {
     owner: String,
+    /// Whether `owner` is known to hold this gateway's subscription (and its
+    /// presence entries). Cleared when its stream was lost; the reconciler
+    /// places the subscription again.
+    placed: bool,
     /// Last position delivered to local clients.
     last: Option<Position>,
     /// Clients of this gateway in the channel's presence.
@@ -71,6 +86,8 @@ struct Inner {
     ring: RwLock<Arc<Ring>>,
     links: RwLock<HashMap<String, Link>>,
     subs: DashMap<ChannelName, Sub>,
+    /// Wakes the reconciler: the ring changed or a stream came back.
+    reconcile: tokio::sync::Notify,
     shutdown: CancellationToken,
 }
 
@@ -90,6 +107,7 @@ impl Router {
                 ring: RwLock::new(Arc::new(Ring::new(Vec::<String>::new()))),
                 links: RwLock::new(HashMap::new()),
                 subs: DashMap::new(),
+                reconcile: tokio::sync::Notify::new(),
                 shutdown,
             }),
         };
@@ -177,10 +195,8 @@ impl Router {
             }
         }
         tracing::info!(brokers = ?ring.brokers().collect::<Vec<_>>(), "ring changed");
-        *self.inner.ring.write() = ring.clone();
-        if attached {
-            tokio::spawn(self.clone().move_owners(ring));
-        }
+        *self.inner.ring.write() = ring;
+        self.inner.reconcile.notify_one();
         Ok(())
     }
 
@@ -195,43 +211,91 @@ impl Router {
         }
     }
 
-    /// Moves subscriptions whose owner is no longer the one on `ring`:
-    /// subscribe at the new owner (recovering from the last position), then
-    /// let go of the old one.
-    async fn move_owners(self, ring: Arc<Ring>) {
-        let moves: Vec<(ChannelName, String, String)> = self
+    /// Keeps every subscription at its channel's owner on the ring: moved
+    /// make-before-break when the owner changes (subscribe at the new owner
+    /// from the last delivered position, then let go of the old one), and
+    /// placed again after a stream was lost. Failures are retried soon.
+    async fn reconciler(self) {
+        let mut wait = RECONCILE_EVERY;
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = self.inner.reconcile.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = if self.reconcile().await {
+                RECONCILE_EVERY
+            } else {
+                RECONCILE_RETRY
+            };
+        }
+    }
+
+    /// One pass of [`Self::reconciler`]; whether everything is in place.
+    async fn reconcile(&self) -> bool {
+        let ring = self.inner.ring.read().clone();
+        let work: Vec<(ChannelName, String, String)> = self
             .inner
             .subs
             .iter()
-            .filter(|s| s.last.is_some())
+            // Subscriptions still settling their first reply are left alone.
+            .filter(|s| s.last.is_some() && s.pending.is_none())
             .filter_map(|s| {
                 let new = ring.owner(s.key().as_str())?;
-                (new != s.owner).then(|| (s.key().clone(), s.owner.clone(), new.to_owned()))
+                (new != s.owner || !s.placed)
+                    .then(|| (s.key().clone(), s.owner.clone(), new.to_owned()))
             })
             .collect();
-        if !moves.is_empty() {
-            tracing::info!(channels = moves.len(), "moving subscriptions to new owners");
+        if work.is_empty() {
+            return true;
         }
-        let gateway = self.inner.gateway.get().expect("attached").clone();
-        for (channel, old, new) in moves {
-            let Some(remote) = self.wait_attached(&new).await else {
-                tracing::warn!(channel = %channel, broker = %new, "new owner unreachable; will retry on its attach");
-                continue;
-            };
-            if let Some(mut sub) = self.inner.subs.get_mut(&channel) {
-                sub.owner = new.clone();
-            }
-            if let Err(e) = self.resubscribe(&channel, &remote).await {
-                tracing::warn!(channel = %channel, broker = %new, error = %e, "move failed");
-                continue;
-            }
-            let old_remote = self.inner.links.read().get(&old).map(|l| l.remote.clone());
-            if let Some(old_remote) = old_remote
-                && let Err(e) = old_remote.unsubscribe(&gateway, &channel).await
-            {
-                tracing::debug!(channel = %channel, broker = %old, error = %e, "old owner unsubscribe failed");
+        tracing::info!(
+            channels = work.len(),
+            "placing subscriptions at their owners"
+        );
+        let failed = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(work)
+            .for_each_concurrent(RECONCILE_PARALLEL, |(channel, old, new)| {
+                let failed = &failed;
+                async move {
+                    if let Err(e) = self.place(&channel, &old, &new).await {
+                        tracing::debug!(channel = %channel, broker = %new, error = %e, "cannot place subscription yet");
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+        failed.into_inner() == 0
+    }
+
+    /// Subscribes at `new` from the last delivered position, then lets go of
+    /// `old` if the owner changed.
+    async fn place(&self, channel: &ChannelName, old: &str, new: &str) -> Result<(), BrokerError> {
+        let remote = self
+            .attached_now(new)
+            .ok_or_else(|| BrokerError::Unavailable(format!("broker {new} is not attached")))?;
+        self.resubscribe(channel, &remote).await?;
+        if let Some(mut sub) = self.inner.subs.get_mut(channel) {
+            sub.owner = new.to_owned();
+            sub.placed = true;
+        }
+        if old != new {
+            let old_remote = self.inner.links.read().get(old).map(|l| l.remote.clone());
+            if let Some(old_remote) = old_remote {
+                let gateway = self.inner.gateway.get().expect("attached").clone();
+                if let Err(e) = old_remote.unsubscribe(&gateway, channel).await {
+                    tracing::debug!(channel = %channel, broker = %old, error = %e, "old owner unsubscribe failed");
+                }
             }
         }
+        Ok(())
+    }
+
+    /// The client of `broker` if its stream is up now.
+    fn attached_now(&self, broker: &str) -> Option<RemoteBroker> {
+        let links = self.inner.links.read();
+        let link = links.get(broker)?;
+        (*link.attached.borrow()).then(|| link.remote.clone())
     }
 
     /// Clients of every broker in the ring whose stream is up.
@@ -273,6 +337,28 @@ impl Router {
             None => Err(BrokerError::Unavailable(format!(
                 "broker {owner} is not reachable"
             ))),
+        }
+    }
+
+    /// Runs `call` at the owner of `channel`, asking again while brokers
+    /// disagree on who that is (within [`OWNER_WAIT`]).
+    async fn at_owner<T, F, Fut>(&self, channel: &ChannelName, call: F) -> Result<T, BrokerError>
+    where
+        F: Fn(String, RemoteBroker) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BrokerError>>,
+    {
+        let deadline = tokio::time::Instant::now() + OWNER_WAIT;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let (owner, remote) = self.owner(channel).await?;
+            match call(owner, remote).await {
+                Err(BrokerError::NotOwner(hint)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(channel = %channel, owner = %hint, "not the owner yet; asking again");
+                    tokio::time::sleep(backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -360,8 +446,13 @@ impl Router {
                     backoff = BACKOFF_MIN;
                     attached.send_replace(true);
                     // After a loss, the broker may have forgotten us (or be
-                    // a restarted process): resubscribe what it owns.
-                    tokio::spawn(self.clone().resubscribe_all(name.clone(), remote.clone()));
+                    // a restarted process): place again what it holds.
+                    for mut sub in self.inner.subs.iter_mut() {
+                        if sub.owner == name {
+                            sub.placed = false;
+                        }
+                    }
+                    self.inner.reconcile.notify_one();
                     loop {
                         tokio::select! {
                             _ = stop.cancelled() => return,
@@ -391,23 +482,6 @@ impl Router {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
-
-    /// Resubscribes every channel `broker` owns from its last position.
-    async fn resubscribe_all(self, broker: String, remote: RemoteBroker) {
-        let channels: Vec<ChannelName> = self
-            .inner
-            .subs
-            .iter()
-            // Subscriptions still settling their first reply are left alone.
-            .filter(|s| s.owner == broker && s.last.is_some())
-            .map(|s| s.key().clone())
-            .collect();
-        for channel in channels {
-            if let Err(e) = self.resubscribe(&channel, &remote).await {
-                tracing::warn!(channel = %channel, broker = %broker, error = %e, "resubscribe failed");
             }
         }
     }
@@ -532,6 +606,7 @@ impl Broker for Router {
         for (name, link) in links.iter_mut() {
             self.start_link(name, link);
         }
+        tokio::spawn(self.clone().reconciler());
         Ok(())
     }
 
@@ -552,27 +627,37 @@ impl Broker for Router {
     }
 
     async fn subscribe(&self, req: SubscribeRequest) -> Result<SubscribeReply, BrokerError> {
-        let (owner, remote) = self.owner(&req.channel).await?;
         let channel = req.channel.clone();
         let client = req.client.clone();
-        {
-            let mut sub = self
-                .inner
-                .subs
-                .entry(channel.clone())
-                .or_insert_with(|| Sub {
-                    owner: owner.clone(),
-                    last: None,
-                    clients: HashMap::new(),
-                    pending: None,
-                });
-            if sub.last.is_none() {
-                // First subscription here: hold live deliveries until the
-                // reply fixes where this gateway's stream begins.
-                sub.pending.get_or_insert_with(Vec::new);
-            }
-        }
-        let reply = match remote.subscribe(req).await {
+        let reply = self
+            .at_owner(&channel, |owner, remote| {
+                let req = req.clone();
+                async move {
+                    {
+                        let mut sub =
+                            self.inner
+                                .subs
+                                .entry(req.channel.clone())
+                                .or_insert_with(|| Sub {
+                                    owner: owner.clone(),
+                                    placed: false,
+                                    last: None,
+                                    clients: HashMap::new(),
+                                    pending: None,
+                                });
+                        if sub.last.is_none() {
+                            // First subscription here: hold live deliveries
+                            // until the reply fixes where this gateway's
+                            // stream begins.
+                            sub.owner = owner.clone();
+                            sub.pending.get_or_insert_with(Vec::new);
+                        }
+                    }
+                    remote.subscribe(req).await
+                }
+            })
+            .await;
+        let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
                 self.inner
@@ -585,8 +670,11 @@ impl Broker for Router {
             .inner
             .subs
             .get(&channel)
-            .is_some_and(|s| s.pending.is_some());
+            .is_some_and(|s| s.pending.is_some() && s.last.is_none());
         if first {
+            if let Some(mut sub) = self.inner.subs.get_mut(&channel) {
+                sub.placed = true;
+            }
             self.settle(&channel, reply.position.clone(), Vec::new(), None);
         }
         if let Some(client) = client
@@ -602,8 +690,12 @@ impl Broker for Router {
         gateway: &GatewayId,
         channel: &ChannelName,
     ) -> Result<(), BrokerError> {
-        self.inner.subs.remove(channel);
-        let (_, remote) = self.owner(channel).await?;
+        let owner = self.inner.subs.remove(channel).map(|(_, s)| s.owner);
+        // Let go where the subscription is, whoever the ring names now.
+        let remote = match owner.and_then(|o| self.attached_now(&o)) {
+            Some(remote) => remote,
+            None => self.owner(channel).await?.1,
+        };
         remote.unsubscribe(gateway, channel).await
     }
 
@@ -611,33 +703,48 @@ impl Broker for Router {
         if let Some(mut sub) = self.inner.subs.get_mut(channel) {
             sub.clients.remove(client_id);
         }
-        let (_, remote) = self.owner(channel).await?;
-        remote.leave(channel, client_id).await
+        self.at_owner(channel, |_, remote| async move {
+            remote.leave(channel, client_id).await
+        })
+        .await
     }
 
     async fn publish(&self, req: PublishRequest) -> Result<Position, BrokerError> {
-        let (_, remote) = self.owner(&req.channel).await?;
-        remote.publish(req).await
+        self.at_owner(&req.channel, |_, remote| {
+            let req = req.clone();
+            async move { remote.publish(req).await }
+        })
+        .await
     }
 
     async fn presence(&self, channel: &ChannelName) -> Result<Vec<ClientInfo>, BrokerError> {
-        let (_, remote) = self.owner(channel).await?;
-        remote.presence(channel).await
+        self.at_owner(channel, |_, remote| async move {
+            remote.presence(channel).await
+        })
+        .await
     }
 
     async fn presence_stats(&self, channel: &ChannelName) -> Result<PresenceStats, BrokerError> {
-        let (_, remote) = self.owner(channel).await?;
-        remote.presence_stats(channel).await
+        self.at_owner(channel, |_, remote| async move {
+            remote.presence_stats(channel).await
+        })
+        .await
     }
 
     async fn history(&self, req: HistoryRequest) -> Result<HistoryReply, BrokerError> {
-        let (_, remote) = self.owner(&req.channel).await?;
-        remote.history(req).await
+        self.at_owner(&req.channel, |_, remote| {
+            let req = req.clone();
+            async move { remote.history(req).await }
+        })
+        .await
     }
 
     async fn control(&self, channel: &ChannelName, command: Control) -> Result<(), BrokerError> {
-        let (_, remote) = self.owner(channel).await?;
-        remote.control(channel, command).await
+        self.at_owner(channel, |_, remote| {
+            let command = command.clone();
+            async move { remote.control(channel, command).await }
+        })
+        .await
     }
 
     /// Every broker's channels, merged in name order.

@@ -7,12 +7,16 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::{LocalBroker, broker_service::BrokerService};
+use std::sync::Arc;
 
-/// Serves `broker` on `listener` until `shutdown`.
+use crate::{LocalBroker, broker_service::BrokerService, handoff::Handoff};
+
+/// Serves `broker` on `listener` until `shutdown`; in a cluster, only the
+/// channels `handoff` says it owns.
 pub async fn run(
     listener: TcpListener,
     broker: LocalBroker,
+    handoff: Option<Arc<Handoff>>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
@@ -21,7 +25,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(Duration::from_secs(2)))
         .tcp_nodelay(true)
-        .add_service(BrokerService::new(broker).into_server())
+        .add_service(BrokerService::new(broker, handoff).into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await
 }

@@ -2,6 +2,8 @@
 //! (`switchboard.broker.v1`), and between [`BrokerError`] and gRPC
 //! [`Status`]: the one place either crosses the wire.
 
+use std::time::Duration;
+
 use serde_json::value::RawValue;
 use switchboard_proto::broker::v1 as pb;
 use tonic::{Code, Status};
@@ -10,6 +12,7 @@ use crate::{
     BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control, Delivery,
     DeliveryKind, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
     PublishRequest, SubscribeReply, SubscribeRequest,
+    ownership::{Release, Snapshot, SnapshotEntry},
 };
 
 /// Error details travel as `Status` messages prefixed with a stable tag, so
@@ -27,6 +30,7 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::InvalidIdempotencyKey => Status::invalid_argument("invalid_idempotency_key"),
         BrokerError::ShuttingDown => Status::unavailable("shutting_down"),
         BrokerError::NotAttached => Status::failed_precondition("not_attached"),
+        BrokerError::NotOwner(owner) => Status::failed_precondition(format!("not_owner: {owner}")),
         BrokerError::Unavailable(why) => Status::unavailable(format!("unavailable: {why}")),
     }
 }
@@ -50,8 +54,65 @@ pub fn broker_error(s: &Status) -> BrokerError {
             BrokerError::NotAvailable("history")
         }
         (Code::Unavailable, "shutting_down") => BrokerError::ShuttingDown,
+        (Code::FailedPrecondition, m) if m.starts_with("not_owner: ") => {
+            BrokerError::NotOwner(m["not_owner: ".len()..].to_owned())
+        }
         _ => BrokerError::Unavailable(format!("{:?}: {msg}", s.code())),
     }
+}
+
+pub fn snapshot_to_pb(s: &Snapshot) -> pb::ChannelSnapshot {
+    pb::ChannelSnapshot {
+        channel: s.channel.as_str().to_owned(),
+        epoch: s.epoch.clone(),
+        offset: s.offset,
+        history: s
+            .history
+            .iter()
+            .map(|e| pb::HistoryEntry {
+                offset: e.offset,
+                age_millis: e.age.as_millis() as u64,
+                frame: e.frame.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn snapshot_from_pb(s: pb::ChannelSnapshot) -> Result<Snapshot, BrokerError> {
+    Ok(Snapshot {
+        channel: ChannelName::new(&s.channel)?,
+        epoch: s.epoch,
+        offset: s.offset,
+        history: s
+            .history
+            .into_iter()
+            .map(|e| SnapshotEntry {
+                offset: e.offset,
+                age: Duration::from_millis(e.age_millis),
+                frame: e.frame,
+            })
+            .collect(),
+    })
+}
+
+pub fn release_to_pb(r: &Release) -> pb::ReleaseReply {
+    use pb::release_reply::Outcome;
+    pb::ReleaseReply {
+        outcome: Some(match r {
+            Release::State(s) => Outcome::State(snapshot_to_pb(s)),
+            Release::NotHeld => Outcome::NotHeld(pb::Empty {}),
+            Release::MovedTo(to) => Outcome::MovedTo(to.clone()),
+        }),
+    }
+}
+
+pub fn release_from_pb(r: pb::ReleaseReply) -> Result<Release, BrokerError> {
+    use pb::release_reply::Outcome;
+    Ok(match r.outcome {
+        Some(Outcome::State(s)) => Release::State(snapshot_from_pb(s)?),
+        Some(Outcome::MovedTo(to)) => Release::MovedTo(to),
+        Some(Outcome::NotHeld(_)) | None => Release::NotHeld,
+    })
 }
 
 pub fn channel(name: &str) -> Result<ChannelName, Status> {
@@ -337,6 +398,8 @@ mod tests {
             BrokerError::NotAvailable("history"),
             BrokerError::ShuttingDown,
             BrokerError::NotAttached,
+            BrokerError::NotOwner("b2".into()),
+            BrokerError::NotOwner(String::new()),
         ] {
             assert_eq!(broker_error(&status(e.clone())), e);
         }

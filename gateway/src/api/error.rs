@@ -130,7 +130,10 @@ impl From<BrokerError> for ApiError {
             BrokerError::InvalidData | BrokerError::InvalidIdempotencyKey => {
                 ApiError::BadRequest(e.to_string())
             }
-            BrokerError::ShuttingDown | BrokerError::NotAttached | BrokerError::Unavailable(_) => {
+            BrokerError::ShuttingDown
+            | BrokerError::NotAttached
+            | BrokerError::NotOwner(_)
+            | BrokerError::Unavailable(_) => {
                 tracing::warn!(error = %e, "broker unavailable to the server API");
                 ApiError::Unavailable
             }

@@ -1,0 +1,225 @@
+//! [`Handoff`]: moves channel state between brokers as the ring changes,
+//! driving the decisions of [`crate::ownership`] over gRPC.
+//!
+//! Two paths lead to the same pull. A broker asked to serve a channel it
+//! owns but does not hold pulls the channel from whoever held it before
+//! ([`Handoff::admit`]); a broker that holds channels it no longer owns (it
+//! is draining, or a broker joined) asks their owners to pull them
+//! ([`Handoff::run`], with `Claim`). Pulls of one channel are serialised at
+//! the new owner, and the old owner fences the channel as it hands it over,
+//! so state moves once and is never served by two brokers at a time.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
+    sync::Arc,
+    time::Duration,
+};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    BrokerError, ChannelName, LocalBroker, RemoteBroker,
+    local_broker::Holding,
+    membership::ClusterView,
+    ownership::{Placement, Release},
+    router::BrokerAddr,
+};
+
+/// How many brokers a pull follows (`MovedTo`) before starting afresh.
+const MAX_HOPS: usize = 3;
+
+/// Channels per `Claim` call.
+const CLAIM_BATCH: usize = 500;
+
+/// How often held channels are checked against the ring even without a
+/// change (a claim that failed is retried).
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Pulls in flight are serialised per channel over this many locks.
+const STRIPES: usize = 64;
+
+pub struct Handoff {
+    broker: LocalBroker,
+    placement: watch::Receiver<Arc<Placement>>,
+    peers: Mutex<HashMap<String, (String, RemoteBroker)>>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Handoff {
+    /// Follows `view` as broker `me` until `shutdown`.
+    pub fn start(
+        broker: LocalBroker,
+        me: &str,
+        mut view: watch::Receiver<Arc<ClusterView>>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let first = Placement::new(&view.borrow_and_update(), me);
+        let (tx, rx) = watch::channel(Arc::new(first));
+        let me = me.to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = view.changed() => if changed.is_err() { return },
+                }
+                let placement = Placement::new(&view.borrow_and_update(), &me);
+                tx.send_replace(Arc::new(placement));
+            }
+        });
+        Arc::new(Self {
+            broker,
+            placement: rx,
+            peers: Mutex::new(HashMap::new()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        })
+    }
+
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement.borrow().clone()
+    }
+
+    /// Whether every channel held here is owned here: a draining broker
+    /// may exit once it is.
+    pub fn settled(&self) -> bool {
+        self.placement().misplaced(&self.broker.held()).is_empty()
+    }
+
+    /// Lets a request for `channel` through if this broker owns it, first
+    /// taking its state from the broker that held it before.
+    pub async fn admit(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        let placement = self.placement();
+        if !placement.owns(channel.as_str()) {
+            return Err(BrokerError::NotOwner(
+                placement.owner(channel.as_str()).unwrap_or("").to_owned(),
+            ));
+        }
+        if self.broker.holding(channel) == Holding::State {
+            return Ok(());
+        }
+        let _pull = self.stripe(channel).lock().await;
+        let source = match self.broker.holding(channel) {
+            Holding::State => return Ok(()),
+            // Handed away earlier and now back: the fence names who has it.
+            Holding::Fenced(to) => placement
+                .addr(&to)
+                .or_else(|| placement.source(channel.as_str())),
+            Holding::Nothing => placement.source(channel.as_str()),
+        };
+        if !self.pull(&placement, channel, source).await {
+            // Nobody alive held it: it starts here, in a new epoch.
+            self.broker.unfence(channel);
+            self.broker.touch(channel)?;
+        }
+        Ok(())
+    }
+
+    /// Takes `channels` from broker `from`, which holds them but no longer
+    /// owns them. State already here wins; `from` is fenced either way.
+    pub async fn claim(&self, from: &str, channels: Vec<ChannelName>) {
+        let placement = self.placement();
+        let Some(source) = placement.addr(from) else {
+            tracing::debug!(broker = %from, "claim from a broker not in the view");
+            return;
+        };
+        for channel in channels {
+            let _pull = self.stripe(&channel).lock().await;
+            self.pull(&placement, &channel, Some(source.clone())).await;
+        }
+    }
+
+    /// Pulls `channel` starting at `source`, following hand-overs. Returns
+    /// whether the channel's state is here now.
+    async fn pull(
+        &self,
+        placement: &Placement,
+        channel: &ChannelName,
+        mut source: Option<BrokerAddr>,
+    ) -> bool {
+        let me = placement.me();
+        for _ in 0..MAX_HOPS {
+            let Some(from) = source.take() else { break };
+            if from.name == me {
+                break;
+            }
+            let released = match self.peer(&from) {
+                Ok(peer) => peer.release(channel, me).await,
+                Err(e) => Err(e),
+            };
+            match released {
+                Ok(Release::State(snapshot)) => {
+                    let offset = snapshot.offset;
+                    return match self.broker.adopt(snapshot) {
+                        Ok(adopted) => {
+                            tracing::info!(channel = %channel, from = %from.name, offset, adopted, "channel handed over");
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(channel = %channel, error = %e, "cannot adopt channel");
+                            false
+                        }
+                    };
+                }
+                Ok(Release::NotHeld) => break,
+                Ok(Release::MovedTo(next)) => source = placement.addr(&next),
+                Err(e) => {
+                    tracing::warn!(channel = %channel, from = %from.name, error = %e, "hand-over failed; the channel starts anew");
+                    metrics::counter!("switchboard_broker_handoff_failures_total").increment(1);
+                    break;
+                }
+            }
+        }
+        self.broker.holding(channel) == Holding::State
+    }
+
+    /// Asks owners to take the channels held here that are theirs, on every
+    /// ring change and every [`RECHECK`], until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut placement = self.placement.clone();
+        let mut tick = tokio::time::interval(RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                changed = placement.changed() => if changed.is_err() { return },
+            }
+            let current = placement.borrow_and_update().clone();
+            for (owner, channels) in current.misplaced(&self.broker.held()) {
+                let Some(addr) = current.addr(&owner) else {
+                    continue;
+                };
+                tracing::info!(owner = %owner, channels = channels.len(), "asking the owner to claim channels");
+                for batch in channels.chunks(CLAIM_BATCH) {
+                    let claimed = match self.peer(&addr) {
+                        Ok(peer) => peer.claim(current.me(), batch).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = claimed {
+                        tracing::warn!(owner = %owner, error = %e, "claim failed; retrying");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn stripe(&self, channel: &ChannelName) -> &tokio::sync::Mutex<()> {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel.as_str());
+        &self.stripes[hash as usize % STRIPES]
+    }
+
+    fn peer(&self, broker: &BrokerAddr) -> Result<RemoteBroker, BrokerError> {
+        let mut peers = self.peers.lock();
+        if let Some((addr, remote)) = peers.get(&broker.name)
+            && addr == &broker.addr
+        {
+            return Ok(remote.clone());
+        }
+        let remote = RemoteBroker::new(&broker.addr)?;
+        peers.insert(broker.name.clone(), (broker.addr.clone(), remote.clone()));
+        Ok(remote)
+    }
+}

@@ -1,0 +1,260 @@
+//! Channel ownership between brokers, as data and plain decisions (sans-IO).
+//!
+//! A broker serves a channel only while its own ring names it the owner.
+//! When ownership moves (a broker joins, drains or dies), the new owner
+//! asks the broker that held the channel before for its state: that broker
+//! hands over a [`Snapshot`] and *fences* the channel, refusing it from then
+//! on, so that during the moments when nodes disagree on the ring no two
+//! brokers accept publications to the same channel. Gateways that asked the
+//! wrong broker are told [`crate::BrokerError::NotOwner`] and ask again once
+//! their ring agrees.
+//!
+//! Who held a channel before is derived from the view alone: the owner on
+//! the ring of *live* brokers (active or draining) without the asking
+//! broker. That is the previous owner when a broker joined (the ring
+//! without it) and when one drains (it is still live, and owned the
+//! channel); after a crash the dead owner is not live, nobody holds the
+//! state, and the channel goes on in a new epoch that clients are told of.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+
+use crate::{
+    ChannelName,
+    membership::{ClusterView, NodeState, Role},
+    ring::Ring,
+    router::BrokerAddr,
+};
+
+/// One retained publication in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    pub offset: u64,
+    /// Age at hand-over: the entry expires at the new owner when it would
+    /// have at the old one.
+    pub age: Duration,
+    pub frame: Bytes,
+}
+
+/// What a channel's order needs to go on at another broker. Presence is
+/// soft state and is rebuilt by gateways when they resubscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub channel: ChannelName,
+    pub epoch: String,
+    pub offset: u64,
+    /// Oldest first.
+    pub history: Vec<SnapshotEntry>,
+}
+
+/// A previous holder's answer to "release this channel to me".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// The state; the holder is now fenced for the channel.
+    State(Snapshot),
+    /// Nothing was held (the holder is now fenced all the same).
+    NotHeld,
+    /// Handed to this broker earlier: ask it.
+    MovedTo(String),
+}
+
+/// The rings one broker derives from its view, rebuilt when the view
+/// changes rather than per request.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    me: String,
+    /// Active brokers: who owns what.
+    active: Arc<Ring>,
+    /// Live brokers (active or draining) other than `me`: who held a
+    /// channel before `me`.
+    others: Arc<Ring>,
+    addrs: BTreeMap<String, String>,
+}
+
+impl Placement {
+    pub fn new(view: &ClusterView, me: &str) -> Self {
+        let live: Vec<&crate::membership::NodeId> = view
+            .members()
+            .filter(|m| {
+                m.role == Role::Broker && matches!(m.state, NodeState::Active | NodeState::Draining)
+            })
+            .collect();
+        Self {
+            me: me.to_owned(),
+            active: Arc::new(view.ring()),
+            others: Arc::new(Ring::new(
+                live.iter().filter(|m| m.name != me).map(|m| m.name.clone()),
+            )),
+            addrs: live
+                .iter()
+                .map(|m| (m.name.clone(), m.grpc.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The owner of `channel` on the ring of active brokers.
+    pub fn owner(&self, channel: &str) -> Option<&str> {
+        self.active.owner(channel)
+    }
+
+    /// Whether this broker may serve `channel` now.
+    pub fn owns(&self, channel: &str) -> bool {
+        self.owner(channel) == Some(self.me.as_str())
+    }
+
+    /// Where this broker, as `channel`'s new owner, finds its state.
+    pub fn source(&self, channel: &str) -> Option<BrokerAddr> {
+        self.others.owner(channel).and_then(|name| self.addr(name))
+    }
+
+    /// A live broker's gRPC address.
+    pub fn addr(&self, name: &str) -> Option<BrokerAddr> {
+        self.addrs.get(name).map(|addr| BrokerAddr {
+            name: name.to_owned(),
+            addr: addr.clone(),
+        })
+    }
+
+    pub fn is_live(&self, name: &str) -> bool {
+        self.addrs.contains_key(name)
+    }
+
+    /// Channels held here that belong to another live broker, by owner:
+    /// what this broker should ask them to claim.
+    pub fn misplaced<'a>(
+        &self,
+        held: impl IntoIterator<Item = &'a ChannelName>,
+    ) -> BTreeMap<String, Vec<ChannelName>> {
+        let mut out: BTreeMap<String, Vec<ChannelName>> = BTreeMap::new();
+        for channel in held {
+            if let Some(owner) = self.owner(channel.as_str())
+                && owner != self.me
+                && self.is_live(owner)
+            {
+                out.entry(owner.to_owned())
+                    .or_default()
+                    .push(channel.clone());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::NodeId;
+
+    fn broker(name: &str, state: NodeState) -> NodeId {
+        NodeId {
+            name: name.into(),
+            role: Role::Broker,
+            gossip: "127.0.0.1:1".parse().unwrap(),
+            grpc: format!("{name}:7000"),
+            state,
+            boot: 1,
+            bump: 0,
+        }
+    }
+
+    fn view(members: &[(&str, NodeState)]) -> ClusterView {
+        let mut v = ClusterView::default();
+        for (name, state) in members {
+            v.up(broker(name, *state));
+        }
+        v
+    }
+
+    fn channels(n: usize) -> Vec<ChannelName> {
+        (0..n)
+            .map(|i| ChannelName::new(&format!("chat:{i}")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_joining_owner_takes_state_from_the_previous_owner() {
+        use NodeState::Active;
+        let before = view(&[("b1", Active), ("b2", Active), ("b3", Active)]);
+        let after = view(&[
+            ("b1", Active),
+            ("b2", Active),
+            ("b3", Active),
+            ("b4", Active),
+        ]);
+        let old = Placement::new(&before, "b1");
+        let b4 = Placement::new(&after, "b4");
+        let mut moved = 0;
+        for c in channels(1000) {
+            if b4.owns(c.as_str()) {
+                moved += 1;
+                let source = b4.source(c.as_str()).unwrap();
+                assert_eq!(Some(source.name.as_str()), old.owner(c.as_str()));
+                assert_eq!(source.addr, format!("{}:7000", source.name));
+            }
+        }
+        assert!((200..300).contains(&moved), "{moved} of 1000 moved");
+    }
+
+    #[test]
+    fn a_draining_owner_is_the_source_and_no_longer_the_owner() {
+        use NodeState::{Active, Draining};
+        let before = view(&[("b1", Active), ("b2", Active), ("b3", Active)]);
+        let during = view(&[("b1", Active), ("b2", Draining), ("b3", Active)]);
+        let old = Placement::new(&before, "b2");
+        let b2 = Placement::new(&during, "b2");
+        for c in channels(300) {
+            let new_owner = b2.owner(c.as_str()).unwrap();
+            assert_ne!(new_owner, "b2");
+            if !old.owns(c.as_str()) {
+                // Not b2's: its owner stays and has it already.
+                assert_eq!(Some(new_owner), old.owner(c.as_str()));
+                continue;
+            }
+            let taker = Placement::new(&during, new_owner);
+            let source = taker.source(c.as_str()).unwrap().name;
+            assert_eq!(Some(source.as_str()), old.owner(c.as_str()));
+        }
+        // b2 holds what it owned before and must hand all of it over.
+        let held: Vec<ChannelName> = channels(300)
+            .into_iter()
+            .filter(|c| old.owns(c.as_str()))
+            .collect();
+        let misplaced = b2.misplaced(&held);
+        assert_eq!(misplaced.values().map(Vec::len).sum::<usize>(), held.len());
+        assert!(!misplaced.contains_key("b2"));
+    }
+
+    #[test]
+    fn after_a_crash_nobody_alive_held_the_channel() {
+        use NodeState::Active;
+        let before = view(&[("b1", Active), ("b2", Active), ("b3", Active)]);
+        let after = view(&[("b1", Active), ("b3", Active)]);
+        for c in channels(300) {
+            if Placement::new(&before, "b1").owner(c.as_str()) != Some("b2") {
+                continue;
+            }
+            let survivor = Placement::new(&after, "b1");
+            let owner = survivor.owner(c.as_str()).unwrap();
+            let taker = Placement::new(&after, owner);
+            // The source is the other survivor, which never held it: the
+            // channel starts a new epoch there.
+            let source = taker.source(c.as_str()).unwrap().name;
+            assert_ne!(source, "b2");
+            assert_ne!(source, owner);
+        }
+    }
+
+    #[test]
+    fn alone_there_is_no_source() {
+        let v = view(&[("b1", NodeState::Active)]);
+        let p = Placement::new(&v, "b1");
+        assert!(p.owns("chat:x"));
+        assert_eq!(p.source("chat:x"), None);
+        assert!(p.misplaced(&channels(10)).is_empty());
+    }
+}
