@@ -119,6 +119,7 @@ pub async fn run_node(
             // Leave the ring first: the new owners take this broker's
             // channels (history and position) and gateways move their
             // subscriptions to them; then the process can go.
+            broker.start_draining();
             membership.set_state(NodeState::Draining).await;
             tracing::info!(
                 gateways = broker.gateway_count(),

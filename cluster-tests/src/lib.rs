@@ -4,6 +4,7 @@
 //! sockets, real processes, no mocks of our own network layers.
 //!
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
+//! - [`cluster`]: clusters of real processes that form by gossip.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod browser;
 pub mod client;
+pub mod cluster;
 pub mod http;
 pub mod process;
 

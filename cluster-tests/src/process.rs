@@ -131,6 +131,23 @@ impl Process {
             .context("no exit after SIGTERM")??)
     }
 
+    /// SIGSTOP: the process hangs with its sockets open, as a node cut off
+    /// by the network looks to its peers.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`Process::freeze`].
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the process has exited")?;
+        kill(Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
     /// SIGKILL.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill().await?;

@@ -3,77 +3,28 @@
 //! channels is killed with SIGKILL and the ring moves them to the next
 //! broker.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
-use switchboard_cluster_tests::{WAIT, client::Client, process::Process};
-
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("switchboard")
-}
-
-fn test_config() -> String {
-    let config = include_str!("../../config/dev.toml")
-        .replace("rate_per_second = 50.0", "rate_per_second = 100000.0")
-        .replace("rate_burst = 100", "rate_burst = 100000");
-    let path = std::env::temp_dir().join(format!("switchboard-gossip-{}.toml", std::process::id()));
-    std::fs::write(&path, config).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
-async fn broker(name: &str, seed: Option<&str>) -> Process {
-    let mut args = vec![
-        "node",
-        "--name",
-        name,
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--gossip",
-        "127.0.0.1:0",
-    ];
-    if let Some(seed) = seed {
-        args.extend(["--seed", seed]);
-    }
-    Process::start_announcing(&bin(), &args, "grpc://")
-        .await
-        .unwrap()
-}
+use switchboard_cluster_tests::{
+    WAIT,
+    client::Client,
+    cluster::{broker, gateway, scenario_config, seed_of},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_owner_fails_over_to_the_next_broker() {
-    let b1 = broker("b1", None).await;
-    let seed = b1
-        .announced("gossip://")
-        .expect("gossip address")
-        .to_string();
+    let b1 = broker("b1", None).await.unwrap();
+    let seed = seed_of(&b1).unwrap();
     let mut others = vec![
-        broker("b2", Some(&seed)).await,
-        broker("b3", Some(&seed)).await,
+        broker("b2", Some(&seed)).await.unwrap(),
+        broker("b3", Some(&seed)).await.unwrap(),
     ];
-    let config = test_config();
-    let mut gateways = Vec::new();
-    for name in ["g1", "g2"] {
-        let args = [
-            "gateway",
-            "--name",
-            name,
-            "--listen",
-            "127.0.0.1:0",
-            "--gossip",
-            "127.0.0.1:0",
-            "--seed",
-            &seed,
-            "--config",
-            &config,
-        ];
-        gateways.push(Process::start(&bin(), &args).await.unwrap());
-    }
+    let config = scenario_config("gossip").unwrap();
+    let gateways = [
+        gateway("g1", &seed, &config).await.unwrap(),
+        gateway("g2", &seed, &config).await.unwrap(),
+    ];
 
     // Wait (bounded) until both gateways route to all three brokers: a
     // publish on every channel succeeds through each.

@@ -9,7 +9,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -76,6 +76,9 @@ struct Inner {
     idempotency: Mutex<IdempotencyCache<(ChannelName, String), Position>>,
     started: Instant,
     publications: AtomicU64,
+    /// Set while this broker drains: gateways leaving it are moving their
+    /// clients to the channels' new owners, not losing them.
+    draining: AtomicBool,
 }
 
 struct Subscriber {
@@ -213,6 +216,7 @@ impl LocalBroker {
                 idempotency: Mutex::new(idempotency),
                 started: Instant::now(),
                 publications: AtomicU64::new(0),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -312,8 +316,15 @@ impl LocalBroker {
         }
     }
 
+    /// From now on, gateways that go away are moving elsewhere: their
+    /// clients' presence entries are dropped without `leave` events.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
     /// Drops the gateway's subscriptions and presence entries everywhere.
     fn forget_gateway(&self, gateway: &GatewayId) {
+        let quiet = self.inner.draining.load(Ordering::Relaxed);
         let channels: Vec<ChannelName> = self
             .inner
             .channels
@@ -324,7 +335,9 @@ impl LocalBroker {
             self.with_existing(&channel, |s| {
                 s.subscribers.retain(|sub| &sub.gateway != gateway);
                 for info in s.presence.remove_gateway(gateway) {
-                    s.send_event(PresenceEvent::Leave, &info);
+                    if !quiet {
+                        s.send_event(PresenceEvent::Leave, &info);
+                    }
                 }
             });
             self.remove_if_idle(&channel);

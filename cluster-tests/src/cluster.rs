@@ -1,0 +1,92 @@
+//! Clusters of real processes that find each other by gossip: brokers
+//! seeded with the first broker's gossip address, gateways with the same
+//! seed, all on loopback with ports they pick themselves.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::process::Process;
+
+/// The `switchboard` binary the workspace built for these tests.
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory")
+        .join("switchboard")
+}
+
+/// The dev config with client rate limits lifted out of the way of
+/// scenarios that publish in bursts, written to a file of its own; returns
+/// its path.
+pub fn scenario_config(tag: &str) -> anyhow::Result<String> {
+    let config = include_str!("../../config/dev.toml")
+        .replace("rate_per_second = 50.0", "rate_per_second = 100000.0")
+        .replace("rate_burst = 100", "rate_burst = 100000");
+    anyhow::ensure!(
+        config.contains("100000.0"),
+        "config/dev.toml changed; update scenario_config"
+    );
+    let path = std::env::temp_dir().join(format!(
+        "switchboard-{tag}-{}-{}.toml",
+        std::process::id(),
+        crate::process::free_port()?
+    ));
+    std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_str().context("temp path is UTF-8")?.to_owned())
+}
+
+/// Starts broker `name`, joining the cluster through `seed` (a gossip
+/// address) if given.
+pub async fn broker(name: &str, seed: Option<&str>) -> anyhow::Result<Process> {
+    let mut args = vec![
+        "node",
+        "--name",
+        name,
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--gossip",
+        "127.0.0.1:0",
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--seed", seed]);
+    }
+    Process::start_announcing(&bin(), &args, "grpc://").await
+}
+
+/// Starts gateway `name`, finding brokers through `seed`.
+pub async fn gateway(name: &str, seed: &str, config: &str) -> anyhow::Result<Process> {
+    let args = [
+        "gateway",
+        "--name",
+        name,
+        "--listen",
+        "127.0.0.1:0",
+        "--gossip",
+        "127.0.0.1:0",
+        "--seed",
+        seed,
+        "--config",
+        config,
+    ];
+    Process::start(&bin(), &args).await
+}
+
+/// The gossip address broker `b` announced, as a seed for others.
+pub fn seed_of(b: &Process) -> anyhow::Result<String> {
+    Ok(b.announced("gossip://")
+        .context("the broker announced no gossip address")?
+        .to_string())
+}
+
+/// A counter's value in a Prometheus text exposition (`0` if absent).
+/// `series` is the metric name with its labels, as exported.
+pub fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
