@@ -870,6 +870,79 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn release_hands_over_history_and_fences_the_channel() {
+        let old = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let new = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        for i in 1..=3 {
+            publish(&old, "a:b", i).await;
+        }
+        let Release::State(snapshot) = old.release(&ch("a:b"), "b2").unwrap() else {
+            panic!("state expected");
+        };
+        assert_eq!((snapshot.offset, snapshot.history.len()), (3, 3));
+        // Fenced: refused from now on, and a second ask says where it went.
+        let refused = old
+            .publish(PublishRequest {
+                channel: ch("a:b"),
+                from: String::new(),
+                data: data("4"),
+                idempotency_key: None,
+            })
+            .await;
+        assert_eq!(refused, Err(BrokerError::NotOwner("b2".into())));
+        assert_eq!(old.holding(&ch("a:b")), Holding::Fenced("b2".into()));
+        assert_eq!(
+            old.release(&ch("a:b"), "b3").unwrap(),
+            Release::MovedTo("b2".into())
+        );
+        assert!(old.held().is_empty());
+
+        let epoch = snapshot.epoch.clone();
+        assert!(new.adopt(snapshot).unwrap());
+        let next = publish(&new, "a:b", 4).await;
+        assert_eq!((next.offset, next.epoch.as_str()), (4, epoch.as_str()));
+        let g = GatewayId::from("g");
+        new.attach(g.clone(), Arc::new(Recorder::default()))
+            .await
+            .unwrap();
+        let recovered = new
+            .subscribe(SubscribeRequest {
+                gateway: g,
+                channel: ch("a:b"),
+                since: Some(Position { offset: 1, epoch }),
+                client: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(recovered.recovered, Some(true));
+        assert_eq!(recovered.publications.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn release_of_nothing_still_fences_and_state_here_wins_over_adoption() {
+        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        assert_eq!(b.release(&ch("a:x"), "b2").unwrap(), Release::NotHeld);
+        assert_eq!(b.holding(&ch("a:x")), Holding::Fenced("b2".into()));
+        // The fence expires with FENCE_TTL or is lifted when its broker
+        // is gone; the channel then starts anew here.
+        b.unfence(&ch("a:x"));
+        assert_eq!(b.holding(&ch("a:x")), Holding::Nothing);
+        let mine = publish(&b, "a:x", 1).await;
+        let other = Snapshot {
+            channel: ch("a:x"),
+            epoch: "other".into(),
+            offset: 9,
+            history: Vec::new(),
+        };
+        assert!(!b.adopt(other).unwrap());
+        assert_eq!(publish(&b, "a:x", 2).await.epoch, mine.epoch);
+
+        b.release(&ch("a:y"), "b2").unwrap();
+        b.sweep(Instant::now() + FENCE_TTL);
+        assert_eq!(b.holding(&ch("a:y")), Holding::Nothing, "fence expired");
+    }
+
+    #[tokio::test]
     async fn idle_channel_is_swept_and_gets_new_epoch() {
         let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
         let p1 = publish(&b, "a:b", 1).await;
