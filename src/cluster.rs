@@ -51,10 +51,32 @@ fn ops_routes(ready: CancellationToken) -> Http {
 
 /// How a process finds the others.
 pub struct Gossip {
-    /// UDP address to gossip on.
-    pub bind: SocketAddr,
+    /// UDP address to gossip on, `host:port` (a DNS name allowed).
+    pub bind: String,
     /// `host:port` of other members (DNS names allowed).
     pub seeds: Vec<String>,
+}
+
+impl Gossip {
+    /// The address to bind. Members announce the address they bind, so it
+    /// must be one the others can reach: a wildcard is refused. A name is
+    /// resolved here, once, which lets a container bind its own hostname
+    /// without knowing its IP in advance.
+    async fn bind_addr(&self) -> anyhow::Result<SocketAddr> {
+        let addr = tokio::net::lookup_host(self.bind.as_str())
+            .await
+            .with_context(|| format!("resolving the gossip address {}", self.bind))?
+            .next()
+            .with_context(|| format!("the gossip address {} resolves to nothing", self.bind))?;
+        anyhow::ensure!(
+            !addr.ip().is_unspecified(),
+            "the gossip address {} is a wildcard, but it is also the address announced to \
+             the others: give this host's reachable address or name (e.g. $(POD_IP):7946, \
+             or the container's hostname)",
+            self.bind
+        );
+        Ok(addr)
+    }
 }
 
 fn node_id(name: &str, role: Role, grpc: String, state: NodeState) -> NodeId {
@@ -99,14 +121,15 @@ pub async fn run_node(
     // Two phases: the signal starts the drain; `shutdown` ends the process.
     let shutdown = CancellationToken::new();
     let advertised = advertise.unwrap_or_else(|| grpc_addr.to_string());
+    let gossip_addr = gossip.bind_addr().await?;
     let membership = Membership::start(
         node_id(&name, Role::Broker, advertised, NodeState::Active),
-        gossip.bind,
+        gossip_addr,
         gossip.seeds,
         shutdown.clone(),
     )
     .await
-    .with_context(|| format!("binding gossip {}", gossip.bind))?;
+    .with_context(|| format!("binding gossip {gossip_addr}"))?;
     let drain_timeout = config.gateway.drain_timeout;
     tracker.spawn({
         let (broker, shutdown, membership) = (broker.clone(), shutdown.clone(), membership.clone());
@@ -172,9 +195,10 @@ pub async fn run_gateway(
     let local = listener.local_addr()?;
     let router = if brokers.is_empty() {
         let me = node_id(&name, Role::Gateway, String::new(), NodeState::Active);
-        let membership = Membership::start(me, gossip.bind, gossip.seeds, shutdown.clone())
+        let gossip_addr = gossip.bind_addr().await?;
+        let membership = Membership::start(me, gossip_addr, gossip.seeds, shutdown.clone())
             .await
-            .with_context(|| format!("binding gossip {}", gossip.bind))?;
+            .with_context(|| format!("binding gossip {gossip_addr}"))?;
         let mut view = membership.view();
         // Route once some broker is known (bounded: a gateway that finds
         // none still starts, and answers with errors until one joins).
