@@ -86,14 +86,20 @@ fn node_id(name: &str, role: Role, grpc: String, state: NodeState) -> NodeId {
         gossip: "0.0.0.0:0".parse().expect("valid"),
         grpc,
         state,
-        boot: rand_boot(),
+        boot: boot_id(),
         bump: 0,
     }
 }
 
-fn rand_boot() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
+/// This process' boot id: its start time in nanoseconds. foca settles two
+/// identities on one gossip address by `(boot, bump)`, so a node restarted
+/// on the address it had (a container or pod keeping its IP) must carry a
+/// larger boot id than its old, down self; a random one lost half the time,
+/// and the restarted node stayed out until the old identity expired (30 s).
+fn boot_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// A broker: owns channels and serves gateways over gRPC.

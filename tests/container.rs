@@ -168,3 +168,76 @@ async fn drain_timeout_comes_from_the_environment() {
         drop(silent);
     }
 }
+
+/// The brokers the gateway at `addr` routes to, by its server API.
+async fn routed(addr: std::net::SocketAddr) -> anyhow::Result<Vec<String>> {
+    let reply = switchboard_cluster_tests::api::Http::new(addr, Some("switchboard-dev-api-key"))
+        .call("info", serde_json::json!({}))
+        .await?;
+    anyhow::ensure!(reply.status == 200, "{}", reply.body);
+    Ok(reply.body["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
+async fn wait_routed(gateway: std::net::SocketAddr, want: &[&str], within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let now = routed(gateway).await;
+        if now.as_ref().is_ok_and(|n| n == want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway routes to {now:?}, not {want:?}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn broker_restarted_on_its_old_address_is_routed_again_at_once() {
+    // A container or pod that restarts keeps its address. The new process
+    // must win over its old, dead identity on that address at once, every
+    // time, not once the old one expires (30 s).
+    let gossip = format!("127.0.0.1:{}", free_port().unwrap());
+    let broker_args = [
+        "node",
+        "--name",
+        "b1",
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--gossip",
+        &gossip,
+    ];
+    let start_broker = || Process::start_announcing(Path::new(BIN), &broker_args, "grpc://");
+    let mut broker = start_broker().await.unwrap();
+    let gateway = Process::start(
+        Path::new(BIN),
+        &[
+            "gateway",
+            "--name",
+            "g1",
+            "--listen",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+            "--seed",
+            &gossip,
+        ],
+    )
+    .await
+    .unwrap();
+    wait_routed(gateway.addr, &["b1"], WAIT).await;
+    for _ in 0..3 {
+        broker.kill().await.unwrap();
+        wait_routed(gateway.addr, &[], WAIT).await;
+        broker = start_broker().await.unwrap();
+        wait_routed(gateway.addr, &["b1"], WAIT).await;
+    }
+}
