@@ -95,13 +95,22 @@ GROUP
 }
 
 # Imports the root filesystem $1 as image $2, with Dockerfile-like changes.
+# The archive is reproducible and its digest is kept as a label: an
+# unchanged root filesystem is not imported again (which would leave the
+# previous image behind, nameless).
 import_rootfs() {
   local rootfs=$1 image=$2; shift 2
-  local changes=()
+  local archive="$work/$(basename "$rootfs").tar"
+  tar --sort=name --mtime=@0 --numeric-owner --owner=0 --group=0 -C "$rootfs" -cf "$archive" .
+  local digest
+  digest=$(sha256sum "$archive" | cut -d' ' -f1)
+  if [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.rootfs"}}' "$image" 2>/dev/null)" = "$digest" ]; then
+    return
+  fi
+  local changes=(--change "LABEL switchboard.rootfs=$digest")
   local c
   for c in "$@"; do changes+=(--change "$c"); done
-  tar --numeric-owner --owner=0 --group=0 -C "$rootfs" -c . \
-    | docker import "${changes[@]}" - "$image" >/dev/null
+  docker import "${changes[@]}" "$archive" "$image" >/dev/null
 }
 
 # Downloads Debian packages into target/deploy/debs and unpacks them into
