@@ -102,6 +102,10 @@ fn boot_id() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// How long a stopping broker waits, after its drain, for gateways to close
+/// their streams.
+const STREAMS_CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
 /// A broker: owns channels and serves gateways over gRPC.
 pub async fn run_node(
     config: Config,
@@ -175,7 +179,18 @@ pub async fn run_node(
         "switchboard node {name}: grpc://{grpc_addr} http://{http_addr} gossip://{}",
         membership.addr()
     );
-    switchboard_node::server::run(grpc, broker, shutdown).await?;
+    // The gRPC server's graceful stop waits for every open stream, and a
+    // gateway that does not follow the drain (a static `--broker` list, or
+    // one cut off) never closes its own: once the drain is over, give the
+    // streams a moment, then stop regardless.
+    let serve = switchboard_node::server::run(grpc, broker, shutdown.clone());
+    tokio::select! {
+        served = serve => served?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(STREAMS_CLOSE_WITHIN).await;
+        } => tracing::warn!("gateway streams still open after the drain; closing them"),
+    }
     tracker.close();
     tracker.wait().await;
     Ok(())

@@ -167,6 +167,56 @@ async fn drain_timeout_comes_from_the_environment() {
         );
         drop(silent);
     }
+
+    // A draining broker waits for its gateways to leave, up to the drain
+    // timeout, then stops. A gateway given the broker statically (no
+    // gossip) never leaves, so the broker's exit shows the timeout: 1 s
+    // from the environment (plus 1 s for streams to close), not the
+    // embedded config's 5 s, and not never.
+    let mut broker = Process::start_with_env(
+        Path::new(BIN),
+        &[
+            "node",
+            "--name",
+            "b1",
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+        ],
+        &[("SWITCHBOARD_DRAIN_TIMEOUT", "1s")],
+        "grpc://",
+    )
+    .await
+    .unwrap();
+    let grpc = broker.announced("grpc://").expect("gRPC address");
+    let gateway = Process::start(
+        Path::new(BIN),
+        &[
+            "gateway",
+            "--name",
+            "g1",
+            "--listen",
+            "127.0.0.1:0",
+            "--broker",
+            &format!("b1={grpc}"),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut c = Client::connect(&gateway.ws_url()).await.unwrap();
+    c.subscribe("chat:a").await.unwrap();
+    let started = std::time::Instant::now();
+    let status = broker.terminate().await.unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "the broker stopped after {took:?}; log:\n{}",
+        broker.log()
+    );
 }
 
 /// The brokers the gateway at `addr` routes to, by its server API.
