@@ -1,6 +1,7 @@
 # The Switchboard image, for anyone who can pull public images: cargo
 # builds the binary in the official Rust image, and it runs on distroless
-# (glibc and libgcc, no shell, non-root). About 30 MB.
+# (glibc and libgcc, no shell, non-root). The stripped binary is about
+# 13 MB; built on the local base instead, the whole image is 16.6 MB.
 #
 #   docker build -t switchboard .
 #   docker run --rm -p 127.0.0.1:8000:8000 switchboard      # switchboard dev
