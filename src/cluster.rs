@@ -52,10 +52,32 @@ fn ops_routes(ready: CancellationToken) -> Http {
 
 /// How a process finds the others.
 pub struct Gossip {
-    /// UDP address to gossip on.
-    pub bind: SocketAddr,
+    /// UDP address to gossip on, `host:port` (a DNS name allowed).
+    pub bind: String,
     /// `host:port` of other members (DNS names allowed).
     pub seeds: Vec<String>,
+}
+
+impl Gossip {
+    /// The address to bind. Members announce the address they bind, so it
+    /// must be one the others can reach: a wildcard is refused. A name is
+    /// resolved here, once, which lets a container bind its own hostname
+    /// without knowing its IP in advance.
+    async fn bind_addr(&self) -> anyhow::Result<SocketAddr> {
+        let addr = tokio::net::lookup_host(self.bind.as_str())
+            .await
+            .with_context(|| format!("resolving the gossip address {}", self.bind))?
+            .next()
+            .with_context(|| format!("the gossip address {} resolves to nothing", self.bind))?;
+        anyhow::ensure!(
+            !addr.ip().is_unspecified(),
+            "the gossip address {} is a wildcard, but it is also the address announced to \
+             the others: give this host's reachable address or name (e.g. $(POD_IP):7946, \
+             or the container's hostname)",
+            self.bind
+        );
+        Ok(addr)
+    }
 }
 
 fn node_id(name: &str, role: Role, grpc: String, state: NodeState) -> NodeId {
@@ -65,15 +87,25 @@ fn node_id(name: &str, role: Role, grpc: String, state: NodeState) -> NodeId {
         gossip: "0.0.0.0:0".parse().expect("valid"),
         grpc,
         state,
-        boot: rand_boot(),
+        boot: boot_id(),
         bump: 0,
     }
 }
 
-fn rand_boot() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
+/// This process' boot id: its start time in nanoseconds. foca settles two
+/// identities on one gossip address by `(boot, bump)`, so a node restarted
+/// on the address it had (a container or pod keeping its IP) must carry a
+/// larger boot id than its old, down self; a random one lost half the time,
+/// and the restarted node stayed out until the old identity expired (30 s).
+fn boot_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
+
+/// How long a stopping broker waits, after its drain, for gateways to close
+/// their streams.
+const STREAMS_CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
 /// A broker: owns channels and serves gateways over gRPC.
 pub async fn run_node(
@@ -100,14 +132,15 @@ pub async fn run_node(
     // Two phases: the signal starts the drain; `shutdown` ends the process.
     let shutdown = CancellationToken::new();
     let advertised = advertise.unwrap_or_else(|| grpc_addr.to_string());
+    let gossip_addr = gossip.bind_addr().await?;
     let membership = Membership::start(
         node_id(&name, Role::Broker, advertised, NodeState::Active),
-        gossip.bind,
+        gossip_addr,
         gossip.seeds,
         shutdown.clone(),
     )
     .await
-    .with_context(|| format!("binding gossip {}", gossip.bind))?;
+    .with_context(|| format!("binding gossip {gossip_addr}"))?;
     let handoff = Handoff::start(broker.clone(), &name, membership.view(), shutdown.clone());
     tracker.spawn(handoff.clone().run(shutdown.clone()));
     let drain_timeout = config.gateway.drain_timeout;
@@ -164,7 +197,18 @@ pub async fn run_node(
         "switchboard node {name}: grpc://{grpc_addr} http://{http_addr} gossip://{}",
         membership.addr()
     );
-    switchboard_node::server::run(grpc, broker, Some(handoff), shutdown).await?;
+    // The gRPC server's graceful stop waits for every open stream, and a
+    // gateway that does not follow the drain (a static `--broker` list, or
+    // one cut off) never closes its own: once the drain is over, give the
+    // streams a moment, then stop regardless.
+    let serve = switchboard_node::server::run(grpc, broker, Some(handoff), shutdown.clone());
+    tokio::select! {
+        served = serve => served?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(STREAMS_CLOSE_WITHIN).await;
+        } => tracing::warn!("gateway streams still open after the drain; closing them"),
+    }
     tracker.close();
     tracker.wait().await;
     Ok(())
@@ -190,9 +234,10 @@ pub async fn run_gateway(
     let local = listener.local_addr()?;
     let router = if brokers.is_empty() {
         let me = node_id(&name, Role::Gateway, String::new(), NodeState::Active);
-        let membership = Membership::start(me, gossip.bind, gossip.seeds, shutdown.clone())
+        let gossip_addr = gossip.bind_addr().await?;
+        let membership = Membership::start(me, gossip_addr, gossip.seeds, shutdown.clone())
             .await
-            .with_context(|| format!("binding gossip {}", gossip.bind))?;
+            .with_context(|| format!("binding gossip {gossip_addr}"))?;
         let mut view = membership.view();
         // Route once some broker is known (bounded: a gateway that finds
         // none still starts, and answers with errors until one joins).

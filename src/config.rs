@@ -29,7 +29,8 @@ pub struct Config {
 
 impl Config {
     /// Reads `path`, or the embedded dev default without one; then applies
-    /// environment overrides (`SWITCHBOARD_HMAC_SECRET`, `SWITCHBOARD_API_KEYS`).
+    /// environment overrides (`SWITCHBOARD_HMAC_SECRET`, `SWITCHBOARD_API_KEYS`,
+    /// `SWITCHBOARD_DRAIN_TIMEOUT`).
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let text = match path {
             Some(path) => std::fs::read_to_string(path)
@@ -54,6 +55,14 @@ impl Config {
                 .map(|k| k.trim().to_owned())
                 .filter(|k| !k.is_empty())
                 .collect();
+        }
+        // An orchestrator sizes its grace period from the drain (Kubernetes'
+        // terminationGracePeriodSeconds), so it sets both in one place.
+        if let Ok(timeout) = std::env::var("SWITCHBOARD_DRAIN_TIMEOUT")
+            && !timeout.trim().is_empty()
+        {
+            config.gateway.drain_timeout = humantime::parse_duration(timeout.trim())
+                .with_context(|| format!("SWITCHBOARD_DRAIN_TIMEOUT={timeout:?}"))?;
         }
         Ok(config)
     }

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod config;
+mod health;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -106,18 +107,33 @@ enum Command {
         #[arg(long, value_enum)]
         alg: Option<KeyAlg>,
     },
+    /// Probe a running role's HTTP port (the container healthcheck): exit
+    /// status 0 for a 2xx answer, 1 otherwise.
+    Health {
+        /// The URL to GET [default: http://127.0.0.1:PORT/healthz, PORT from
+        /// SWITCHBOARD_HTTP (node), else SWITCHBOARD_LISTEN (gateway, dev),
+        /// else 8000].
+        #[arg(long, env = "SWITCHBOARD_HEALTH_URL")]
+        url: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// Gossip membership flags, shared by nodes and gateways.
 #[derive(clap::Args)]
 struct GossipArgs {
-    /// UDP address to gossip on.
+    /// UDP address to gossip on, HOST:PORT. It is also the address this
+    /// member announces, so it must be one the others reach: not 0.0.0.0.
+    /// A host name is resolved once at start (a container's own hostname,
+    /// or `$(POD_IP):7946` in Kubernetes).
     #[arg(
         long = "gossip",
         env = "SWITCHBOARD_GOSSIP",
         default_value = "127.0.0.1:7946"
     )]
-    bind: SocketAddr,
+    bind: String,
     /// Another member's gossip address, HOST:PORT; DNS names resolving to
     /// several addresses (a headless service) are fine. Repeat or separate
     /// with commas.
@@ -206,6 +222,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", issuer.issue(&user, ttl, channels));
             Ok(())
         }
+        Command::Health { url, timeout } => health::run(url, timeout),
     }
 }
 

@@ -35,6 +35,16 @@ impl Process {
         Self::start_announcing(bin, args, "ws://").await
     }
 
+    /// Like [`Process::start_announcing`], with extra environment variables.
+    pub async fn start_with_env(
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        scheme: &'static str,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(bin, args, env, scheme).await
+    }
+
     /// Like [`Process::start`], for a process that announces its address
     /// as `SCHEME://ADDR` (a broker announces `grpc://`).
     pub async fn start_announcing(
@@ -42,9 +52,19 @@ impl Process {
         args: &[&str],
         scheme: &'static str,
     ) -> anyhow::Result<Self> {
+        Self::spawn(bin, args, &[], scheme).await
+    }
+
+    async fn spawn(
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        scheme: &'static str,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
             .args(args)
             .env("SWITCHBOARD_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

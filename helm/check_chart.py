@@ -1,0 +1,376 @@
+"""Checks of the Helm chart that need no cluster, with Helm's own Go SDK
+(helm-python-sdk: lint, render, values.schema.json) and the Kubernetes
+OpenAPI schemas (kubernetes-validate).
+
+    python helm/check_chart.py helm/switchboard [--dump-config DIR]
+
+For each value set below, given as `--set` strings exactly as a user would
+type them: render, validate every manifest against the schemas of the
+oldest Kubernetes the chart supports and of the newest known, and assert
+what the chart promises (replicas follow --set, the headless seed service,
+PDBs, the drain wiring, probes, Prometheus annotations, the Secret).
+Then check that values.schema.json refuses bad values. Exits 1 on the
+first failure, naming it. tests/helm_chart.rs runs this under cargo test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+RELEASE, NAMESPACE = "sb", "chat"
+FULLNAME = f"{RELEASE}-switchboard"
+# Chart.yaml's kubeVersion floor, and the newest schemas kubernetes-validate has.
+KUBE_VERSIONS = ["1.30.0", "1.37.0"]
+# Kinds Kubernetes itself does not define; checked by the assertions only.
+CRD_KINDS = {"ServiceMonitor"}
+
+VALUE_SETS: dict[str, list[str]] = {
+    "defaults": [],
+    "scaled, no HPA": [
+        "gateway.replicas=5,broker.replicas=5,gateway.autoscaling.enabled=false"
+    ],
+    "HPA floor from replicas": ["gateway.replicas=4,gateway.autoscaling.maxReplicas=12"],
+    "HPA with its own floor": [
+        "gateway.autoscaling.minReplicas=3,gateway.autoscaling.maxReplicas=6,broker.replicas=7"
+    ],
+    "ServiceMonitor": ["metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.labels.release=kps"],
+    "existing Secret": ["existingSecret=switchboard-prod"],
+    "given secrets": [
+        "auth.hmacSecret=s3cret,auth.apiKeys={k1,k2}",
+        "auth.rsaPublicKey=-----BEGIN PUBLIC KEY-----",
+    ],
+    "long drain, LoadBalancer, no PDBs or annotations": [
+        "drain.timeoutSeconds=120,drain.preStopSeconds=15",
+        "gateway.service.type=LoadBalancer,gateway.service.port=443",
+        "gateway.pdb.enabled=false,broker.pdb.enabled=false,metrics.podAnnotations=false",
+    ],
+    "image and placement": [
+        "image.repository=registry.example.com/switchboard,image.tag=1.2.3",
+        "image.pullPolicy=Always,imagePullSecrets[0].name=regcred",
+        "broker.nodeSelector.disktype=ssd,gateway.podAnnotations.team=chat",
+    ],
+}
+
+# Values the schema must refuse: the --set, and where the refusal must point.
+BAD_VALUES: dict[str, tuple[str, str]] = {
+    "zero gateways": ("gateway.replicas=0", "/gateway/replicas"),
+    "brokers as a word": ("broker.replicas=three", "/broker/replicas"),
+    "a misspelt section": ("gatway.replicas=3", "'gatway' not allowed"),
+    "an unknown key in a section": ("broker.replica=3", "'replica' not allowed"),
+    "a negative drain": ("drain.timeoutSeconds=-1", "/drain/timeoutSeconds"),
+    "a service type that does not exist": ("gateway.service.type=Ingress", "/gateway/service/type"),
+    "a pull policy that does not exist": ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+    "an HPA bound of zero": ("gateway.autoscaling.maxReplicas=0", "/gateway/autoscaling/maxReplicas"),
+    "an API key with a space": ("auth.apiKeys={bad key}", "/auth/apiKeys/0"),
+    "a PDB bound that is neither a count nor a percentage": (
+        "broker.pdb.maxUnavailable=half",
+        "/broker/pdb/maxUnavailable",
+    ),
+}
+
+
+class Failed(Exception):
+    pass
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise Failed(what)
+
+
+def merge(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            merge(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+def values_of(sets: list[str]) -> dict[str, Any]:
+    """What `--set A --set B` gives, parsed by Helm's own strvals."""
+    out: dict[str, Any] = {}
+    for s in sets:
+        merge(out, helm.parse_set_string(s))
+    return out
+
+
+def render(chart: helm.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = []
+    for path, text in sorted(manifests.items()):
+        if not path.endswith(".yaml"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc["__file"] = path
+                docs.append(doc)
+    return docs
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    check(len(found) == 1, f"one {kind} {name}, found {len(found)}")
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def validate(docs: list[dict[str, Any]]) -> int:
+    n = 0
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        clean = {k: v for k, v in doc.items() if k != "__file"}
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(clean, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                raise Failed(
+                    f"{doc['kind']} {doc['metadata']['name']} ({doc['__file']}) is invalid "
+                    f"for Kubernetes {version} at {path}: {e.message}"
+                ) from e
+            n += 1
+    return n
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def port_number(container: dict[str, Any], port: Any) -> int:
+    if isinstance(port, int):
+        return port
+    for p in container["ports"]:
+        if p["name"] == port:
+            return p["containerPort"]
+    raise Failed(f"container {container['name']} has no port named {port}")
+
+
+def check_workload(w: dict[str, Any], values: dict[str, Any], http_port: int, secret: str) -> None:
+    name = f"{w['kind']} {w['metadata']['name']}"
+    pod = w["spec"]["template"]
+    spec = pod["spec"]
+    (container,) = spec["containers"]
+    env = env_of(container)
+    drain = values["drain"]
+
+    # Probes: ready on /readyz, alive on /healthz, on the role's HTTP port.
+    for probe, path in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")]:
+        get = container[probe]["httpGet"]
+        check(get["path"] == path, f"{name}: {probe} GETs {get['path']}, not {path}")
+        check(
+            port_number(container, get["port"]) == http_port,
+            f"{name}: {probe} is not on port {http_port}",
+        )
+
+    # The drain: preStop sleep, then SIGTERM and the process' drain timeout,
+    # all inside the grace period.
+    sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = spec["terminationGracePeriodSeconds"]
+    check(sleep == drain["preStopSeconds"], f"{name}: preStop sleeps {sleep}s")
+    check(
+        env["SWITCHBOARD_DRAIN_TIMEOUT"] == f"{drain['timeoutSeconds']}s",
+        f"{name}: SWITCHBOARD_DRAIN_TIMEOUT is {env['SWITCHBOARD_DRAIN_TIMEOUT']}",
+    )
+    check(
+        grace > sleep + drain["timeoutSeconds"],
+        f"{name}: terminationGracePeriodSeconds {grace} does not cover preStop {sleep}s "
+        f"+ drain {drain['timeoutSeconds']}s",
+    )
+
+    # Gossip: bind and announce the pod IP; seed with the brokers' headless service.
+    check(env["SWITCHBOARD_GOSSIP"] == "$(POD_IP):7946", f"{name}: gossip address")
+    check(
+        env["SWITCHBOARD_SEEDS"] == f"{FULLNAME}-broker.{NAMESPACE}.svc:7946",
+        f"{name}: seeds are {env['SWITCHBOARD_SEEDS']}",
+    )
+    names = [e["name"] for e in container["env"]]
+    check(names.index("POD_IP") < names.index("SWITCHBOARD_GOSSIP"), f"{name}: POD_IP comes first")
+
+    # Config and secrets from the Secret.
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
+    check(volume["secret"]["secretName"] == secret, f"{name}: mounts {volume['secret']}")
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "config"]
+    check(
+        env["SWITCHBOARD_CONFIG"] == mount["mountPath"] + "/switchboard.toml",
+        f"{name}: config path",
+    )
+    for var, key in [("SWITCHBOARD_HMAC_SECRET", "hmac-secret"), ("SWITCHBOARD_API_KEYS", "api-keys")]:
+        ref = env[var]["secretKeyRef"]
+        check(ref["name"] == secret and ref["key"] == key, f"{name}: {var} from {ref}")
+
+    # Resources (the HPA scales on CPU requests) and no root.
+    check("cpu" in container["resources"]["requests"], f"{name}: no CPU request")
+    check(spec["securityContext"]["runAsNonRoot"] is True, f"{name}: may run as root")
+    check(container["securityContext"]["readOnlyRootFilesystem"] is True, f"{name}: writable root")
+
+    annotations = pod["metadata"].get("annotations") or {}
+    if values["metrics"]["podAnnotations"]:
+        check(annotations.get("prometheus.io/scrape") == "true", f"{name}: not scraped")
+        check(
+            annotations.get("prometheus.io/port") == str(http_port),
+            f"{name}: scraped on {annotations.get('prometheus.io/port')}",
+        )
+    else:
+        check("prometheus.io/scrape" not in annotations, f"{name}: scrape annotations left on")
+    for k, v in (values["gateway" if w["kind"] == "Deployment" else "broker"]["podAnnotations"]).items():
+        check(annotations.get(k) == v, f"{name}: pod annotation {k} missing")
+
+
+def check_render(chart: helm.Chart, label: str, sets: list[str]) -> tuple[int, dict[str, Any]]:
+    given = values_of(sets)
+    chart.validate_schema(given)
+    values = chart.merge_values(given)
+    docs = render(chart, given)
+    validated = validate(docs)
+
+    gw = one(docs, "Deployment", f"{FULLNAME}-gateway")
+    br = one(docs, "StatefulSet", f"{FULLNAME}-broker")
+    headless = one(docs, "Service", f"{FULLNAME}-broker")
+    client = one(docs, "Service", FULLNAME)
+    secret = values["existingSecret"] or f"{FULLNAME}-config"
+
+    # Replicas follow --set, each role on its own.
+    check(br["spec"]["replicas"] == values["broker"]["replicas"], f"brokers: {br['spec'].get('replicas')}")
+    auto = values["gateway"]["autoscaling"]
+    hpas = kinds(docs, "HorizontalPodAutoscaler")
+    if auto["enabled"]:
+        check("replicas" not in gw["spec"], "the Deployment fixes replicas under an HPA")
+        (hpa,) = hpas
+        floor = auto.get("minReplicas") or values["gateway"]["replicas"]
+        check(hpa["spec"]["minReplicas"] == floor, f"HPA floor {hpa['spec']['minReplicas']} != {floor}")
+        check(hpa["spec"]["maxReplicas"] == auto["maxReplicas"], "HPA ceiling")
+        check(hpa["spec"]["scaleTargetRef"]["name"] == gw["metadata"]["name"], "HPA target")
+    else:
+        check(not hpas, "an HPA without autoscaling")
+        check(gw["spec"]["replicas"] == values["gateway"]["replicas"], f"gateways: {gw['spec'].get('replicas')}")
+
+    # The headless service is the gossip seed, from the first pod on.
+    check(headless["spec"]["clusterIP"] == "None", "broker service is not headless")
+    check(headless["spec"]["publishNotReadyAddresses"] is True, "not-ready brokers unpublished")
+    check(
+        {"port": 7946, "protocol": "UDP"}.items()
+        <= next(p for p in headless["spec"]["ports"] if p["name"] == "gossip").items(),
+        "no UDP gossip port on the headless service",
+    )
+    check(br["spec"]["serviceName"] == headless["metadata"]["name"], "StatefulSet serviceName")
+    check(
+        headless["spec"]["selector"].items() <= br["spec"]["template"]["metadata"]["labels"].items(),
+        "the headless service selects no broker",
+    )
+    check(
+        client["spec"]["selector"].items() <= gw["spec"]["template"]["metadata"]["labels"].items(),
+        "the client service selects no gateway",
+    )
+    check(client["spec"]["type"] == values["gateway"]["service"]["type"], "client service type")
+    check(client["spec"]["ports"][0]["port"] == values["gateway"]["service"]["port"], "client port")
+
+    check_workload(gw, values, 8000, secret)
+    check_workload(br, values, 9000, secret)
+
+    pdbs = {d["metadata"]["name"]: d for d in kinds(docs, "PodDisruptionBudget")}
+    for role, workload in [("gateway", gw), ("broker", br)]:
+        name = f"{FULLNAME}-{role}"
+        if values[role]["pdb"]["enabled"]:
+            check(name in pdbs, f"no PDB for {role}s")
+            sel = pdbs[name]["spec"]["selector"]["matchLabels"]
+            check(sel == workload["spec"]["selector"]["matchLabels"], f"{role} PDB selects other pods")
+        else:
+            check(name not in pdbs, f"a {role} PDB although disabled")
+
+    secrets = kinds(docs, "Secret")
+    if values["existingSecret"]:
+        check(not secrets, "a Secret rendered although existingSecret is set")
+    else:
+        (s,) = secrets
+        data = {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
+        check(data["switchboard.toml"] == values["config"], "config in the Secret")
+        check(data["hmac-secret"] != "" and data["api-keys"] != "", "empty generated secrets")
+        if values["auth"]["hmacSecret"]:
+            check(data["hmac-secret"] == values["auth"]["hmacSecret"], "given HMAC secret")
+        if values["auth"]["apiKeys"]:
+            check(data["api-keys"] == ",".join(values["auth"]["apiKeys"]), "given API keys")
+        if values["auth"]["rsaPublicKey"]:
+            check(data["rsa-public-key.pem"] == values["auth"]["rsaPublicKey"], "RSA key file")
+
+    monitors = kinds(docs, "ServiceMonitor")
+    if values["metrics"]["serviceMonitor"]["enabled"]:
+        (sm,) = monitors
+        check(sm["apiVersion"] == "monitoring.coreos.com/v1", "ServiceMonitor apiVersion")
+        sel = sm["spec"]["selector"]["matchLabels"]
+        for svc in (headless, client):
+            check(sel.items() <= svc["metadata"]["labels"].items(), f"ServiceMonitor misses {svc['metadata']['name']}")
+            check(any(p["name"] == "http" for p in svc["spec"]["ports"]), "no http port to scrape")
+        for k, v in values["metrics"]["serviceMonitor"]["labels"].items():
+            check(sm["metadata"]["labels"].get(k) == v, f"ServiceMonitor label {k}")
+    else:
+        check(not monitors, "a ServiceMonitor although disabled")
+
+    tag = values["image"]["tag"] or chart.metadata["appVersion"]
+    for w in (gw, br):
+        c = w["spec"]["template"]["spec"]["containers"][0]
+        check(c["image"] == f"{values['image']['repository']}:{tag}", f"image {c['image']}")
+    return validated, values
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("chart")
+    parser.add_argument("--dump-config", help="write the default switchboard.toml here")
+    args = parser.parse_args()
+    print(f"helm SDK {helm.helm_sdk_version()} (helm-c {helm.helm_c_version()}), "
+          f"kubernetes-validate {kubernetes_validate.__version__}")
+    ok = 0
+    try:
+        for version in KUBE_VERSIONS:
+            report = helm.lint(args.chart, strict=True, kube_version=f"v{version}")
+            problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+            check(not problems, f"helm lint (Kubernetes {version}): {problems}")
+            print(f"ok - helm lint --strict, Kubernetes {version}")
+            ok += 1
+        with helm.Chart.load(args.chart) as chart:
+            for label, sets in VALUE_SETS.items():
+                n, values = check_render(chart, label, sets)
+                shown = " ".join(f"--set {s}" for s in sets) or "(defaults)"
+                print(f"ok - {label}: {shown}: {n} manifest validations, assertions hold")
+                ok += 1
+                if label == "defaults" and args.dump_config:
+                    Path(args.dump_config).write_text(values["config"])
+            for label, (bad, where) in BAD_VALUES.items():
+                given = values_of([bad])
+                try:
+                    chart.validate_schema(given)
+                except helm.HelmValuesError as e:
+                    check(where in str(e), f"schema refuses {bad} but not at {where}: {e}")
+                else:
+                    raise Failed(f"values.schema.json accepts {label}: --set {bad}")
+                # An install validates against the schema too; so must render.
+                try:
+                    chart.render(given, name=RELEASE, namespace=NAMESPACE, is_install=True)
+                except helm.HelmError:
+                    pass
+                else:
+                    raise Failed(f"the chart renders with {label}: --set {bad}")
+                print(f"ok - schema refuses {label}: --set {bad} ({where})")
+                ok += 1
+    except Failed as e:
+        print(f"FAILED - {e}")
+        return 1
+    print(f"helm chart: all {ok} checks ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

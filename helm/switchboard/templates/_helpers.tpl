@@ -1,0 +1,126 @@
+{{/* Names and labels. */}}
+{{- define "switchboard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "switchboard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "switchboard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of one component: pass (list $ "gateway"). */}}
+{{- define "switchboard.selectorLabels" -}}
+{{- $root := index . 0 }}
+app.kubernetes.io/name: {{ include "switchboard.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "switchboard.secretName" -}}
+{{- default (printf "%s-config" (include "switchboard.fullname" .)) .Values.existingSecret }}
+{{- end }}
+
+{{- define "switchboard.brokerHeadless" -}}
+{{- printf "%s-broker" (include "switchboard.fullname" .) }}
+{{- end }}
+
+{{- define "switchboard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The drain, end to end: preStop sleep, then the process' own drain. */}}
+{{- define "switchboard.terminationGracePeriodSeconds" -}}
+{{- add .Values.drain.preStopSeconds .Values.drain.timeoutSeconds .Values.drain.graceMarginSeconds }}
+{{- end }}
+
+{{/*
+Environment shared by both roles: the pod's address (gossip binds and
+announces it), the brokers' headless service as the gossip seed, config,
+secrets and the drain timeout.
+*/}}
+{{- define "switchboard.commonEnv" -}}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: SWITCHBOARD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: SWITCHBOARD_GOSSIP
+  value: "$(POD_IP):7946"
+- name: SWITCHBOARD_SEEDS
+  value: {{ printf "%s.%s.svc:7946" (include "switchboard.brokerHeadless" .) .Release.Namespace | quote }}
+- name: SWITCHBOARD_CONFIG
+  value: /etc/switchboard/switchboard.toml
+- name: SWITCHBOARD_DRAIN_TIMEOUT
+  value: {{ printf "%ds" (int .Values.drain.timeoutSeconds) | quote }}
+- name: SWITCHBOARD_LOG
+  value: {{ .Values.log.level | quote }}
+- name: SWITCHBOARD_LOG_JSON
+  value: {{ .Values.log.json | quote }}
+- name: SWITCHBOARD_HMAC_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" . }}
+      key: hmac-secret
+      optional: true
+- name: SWITCHBOARD_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" . }}
+      key: api-keys
+      optional: true
+{{- end }}
+
+{{/* Pod-level parts shared by both roles. */}}
+{{- define "switchboard.podCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+terminationGracePeriodSeconds: {{ include "switchboard.terminationGracePeriodSeconds" . }}
+volumes:
+  - name: config
+    secret:
+      secretName: {{ include "switchboard.secretName" . }}
+{{- end }}
+
+{{/* Pod annotations of one component: pass (list $ "broker" "9000"). */}}
+{{- define "switchboard.podAnnotations" -}}
+{{- $root := index . 0 }}
+{{- $annotations := dict }}
+{{- if $root.Values.metrics.podAnnotations }}
+{{- $_ := set $annotations "prometheus.io/scrape" "true" }}
+{{- $_ := set $annotations "prometheus.io/port" (index . 2) }}
+{{- $_ := set $annotations "prometheus.io/path" "/metrics" }}
+{{- end }}
+{{- if not $root.Values.existingSecret }}
+{{- /* Roll the pods when the config or the given secrets change. */}}
+{{- $_ := set $annotations "checksum/config" (toJson (list $root.Values.config $root.Values.auth) | sha256sum) }}
+{{- end }}
+{{- $annotations = merge (deepCopy (index $root.Values (index . 1)).podAnnotations) $annotations }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,168 @@
+//! The Helm chart (helm/switchboard), checked without a cluster by
+//! helm/check_chart.py: Helm's own Go SDK (through PyPI's helm-python-sdk)
+//! lints it and renders it for the defaults and several `--set`
+//! combinations, every manifest is validated against the Kubernetes
+//! schemas (kubernetes-validate), the chart's promises are asserted, and
+//! values.schema.json must refuse bad values. Then the chart's default
+//! configuration runs in the real binary and behaves as the chart says.
+//!
+//! Needs python3 with venv and pip; the pinned packages
+//! (helm/requirements.txt) go into target/helm-venv once.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use switchboard_cluster_tests::{client::Client, process::Process};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const REQUIREMENTS: &str = include_str!("../helm/requirements.txt");
+
+/// target/, found from this build's binary (target/<profile>/switchboard).
+fn target_dir() -> PathBuf {
+    Path::new(BIN)
+        .parent()
+        .and_then(Path::parent)
+        .expect("the binary is in target/<profile>/")
+        .to_owned()
+}
+
+async fn run(program: &Path, args: &[&str], within: Duration) -> Output {
+    let out = tokio::time::timeout(
+        within,
+        tokio::process::Command::new(program)
+            .args(args)
+            .current_dir(ROOT)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{} {args:?} did not finish within {within:?}",
+            program.display()
+        )
+    })
+    .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed ({}):\n{}{}",
+        program.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The virtualenv with helm/requirements.txt, made (again) when the pins
+/// changed since it was made.
+async fn venv() -> PathBuf {
+    let venv = target_dir().join("helm-venv");
+    let stamp = venv.join("requirements.txt");
+    let python = venv.join("bin/python");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) && python.exists() {
+        return python;
+    }
+    let python3 = std::env::var("SWITCHBOARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let venv_arg = venv.to_str().unwrap();
+    run(
+        Path::new(&python3),
+        &["-m", "venv", "--clear", venv_arg],
+        Duration::from_secs(120),
+    )
+    .await;
+    run(
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+            "-r",
+            "helm/requirements.txt",
+        ],
+        Duration::from_secs(600),
+    )
+    .await;
+    std::fs::write(&stamp, REQUIREMENTS).unwrap();
+    python
+}
+
+#[tokio::test]
+async fn chart_lints_renders_validates_and_refuses_bad_values() {
+    let started = Instant::now();
+    let python = venv().await;
+    let setup = started.elapsed();
+    let dir = target_dir().join("helm-check");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("switchboard.toml");
+    let out = run(
+        &python,
+        &[
+            "helm/check_chart.py",
+            "helm/switchboard",
+            "--dump-config",
+            config.to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    )
+    .await;
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    let checks = report.lines().filter(|l| l.starts_with("ok - ")).count();
+    assert!(
+        report.contains(&format!("helm chart: all {checks} checks ok")) && checks >= 20,
+        "{report}"
+    );
+    println!(
+        "helm checks: venv {setup:.1?}, checks {:.1?}",
+        started.elapsed() - setup
+    );
+
+    // The chart's default configuration, in the binary the image carries:
+    // it loads, refuses anonymous clients, and accepts the release's tokens.
+    let secret = "chart-test-secret";
+    let server = Process::start_with_env(
+        Path::new(BIN),
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[("SWITCHBOARD_HMAC_SECRET", secret)],
+        "ws://",
+    )
+    .await
+    .unwrap();
+    let mut anonymous = Client::connect(&server.ws_url()).await.unwrap();
+    anonymous
+        .send(json!({"type": "subscribe", "channel": "chat:a"}))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.closed().await.unwrap().code, Some(4001));
+    let token = tokio::process::Command::new(BIN)
+        .args(["token", "--user", "alice", "--config"])
+        .arg(&config)
+        .env("SWITCHBOARD_HMAC_SECRET", secret)
+        .output()
+        .await
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap();
+    let mut alice = Client::connect(&format!("{}?token={}", server.ws_url(), token.trim()))
+        .await
+        .unwrap();
+    assert_eq!(alice.next().await.unwrap()["type"], "authenticated");
+    alice.subscribe("chat:a").await.unwrap();
+    alice.publish("chat:a", json!("hi")).await.unwrap();
+    assert_eq!(alice.message("chat:a").await.unwrap()["data"], "hi");
+}
