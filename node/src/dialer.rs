@@ -8,7 +8,7 @@
 //! a simulated connection behaves like a real one (connect timeout,
 //! keepalives that notice a silent peer); only how bytes move differs.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tonic::transport::{Channel, Endpoint};
 
@@ -37,12 +37,6 @@ impl Dialer for TcpDialer {
 impl TcpDialer {
     pub fn shared() -> SharedDialer {
         Arc::new(Self)
-    }
-}
-
-impl fmt::Debug for dyn Dialer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Dialer")
     }
 }
 

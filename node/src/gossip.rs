@@ -41,11 +41,8 @@ pub fn foca_config(cluster_size: u32) -> Config {
 
 /// What gossip needs of a UDP socket.
 pub trait Datagram: Send + Sync + 'static {
-    fn send_to(
-        &self,
-        buf: &[u8],
-        to: SocketAddr,
-    ) -> impl Future<Output = io::Result<usize>> + Send;
+    fn send_to(&self, buf: &[u8], to: SocketAddr)
+    -> impl Future<Output = io::Result<usize>> + Send;
 
     fn recv_from(
         &self,
@@ -244,12 +241,7 @@ async fn agent<S: Datagram>(
 ) {
     let socket = Arc::new(socket);
     let (timers, mut timer_rx) = mpsc::unbounded_channel();
-    let mut foca = Foca::new(
-        me.clone(),
-        foca_config(16),
-        rng,
-        PostcardCodec,
-    );
+    let mut foca = Foca::new(me.clone(), foca_config(16), rng, PostcardCodec);
     let mut agent = Agent {
         socket: socket.clone(),
         runtime: AccumulatingRuntime::new(),

@@ -12,7 +12,8 @@ use crate::{
     DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
     PublishRequest, SubscribeReply, SubscribeRequest,
     dialer::{Dialer, TcpDialer},
-    ownership::Release, wire,
+    ownership::Release,
+    wire,
 };
 
 /// How long one unary call may take before the owner counts as unreachable.

@@ -40,8 +40,7 @@ fn seeds() -> Vec<u64> {
 fn logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
         )
         .with_test_writer()
         .try_init();
@@ -76,15 +75,24 @@ fn membership_partition_and_heal() {
         member(&mut sim, &shared, "g1", Role::Gateway);
         member(&mut sim, &shared, "g2", Role::Gateway);
 
-        let formed = step_until(&mut sim, Duration::from_secs(10), "the cluster forms", |_| {
-            shared.agree(&EVERYONE, &BROKERS)
-                && EVERYONE
-                    .iter()
-                    .all(|n| shared.view(n).is_some_and(|v| v.members().count() == 5))
-        });
+        let formed = step_until(
+            &mut sim,
+            Duration::from_secs(10),
+            "the cluster forms",
+            |_| {
+                shared.agree(&EVERYONE, &BROKERS)
+                    && EVERYONE
+                        .iter()
+                        .all(|n| shared.view(n).is_some_and(|v| v.members().count() == 5))
+            },
+        );
         let version = shared.rings(&["g1"])[0].as_ref().unwrap().version();
         let rings = shared.rings(&EVERYONE);
-        assert!(rings.iter().all(|r| r.as_ref().unwrap().version() == version));
+        assert!(
+            rings
+                .iter()
+                .all(|r| r.as_ref().unwrap().version() == version)
+        );
 
         // b2 is cut off from everyone.
         let others = ["b1", "b3", "g1", "g2"];

@@ -264,7 +264,14 @@ mod tests {
 
     #[test]
     fn a_reset_back_to_an_ended_epoch_is_counted() {
-        let back = [p(4, "a"), r(0, "b"), p(1, "b"), r(3, "a"), p(4, "a"), p(5, "a")];
+        let back = [
+            p(4, "a"),
+            r(0, "b"),
+            p(1, "b"),
+            r(3, "a"),
+            p(4, "a"),
+            p(5, "a"),
+        ];
         let report = check_channel("c", &start(), &back, &[], Strictness::Announced).unwrap();
         assert_eq!((report.resurrected, report.redelivered), (1, 1));
     }
