@@ -6,8 +6,12 @@
 //! Seeds may be `host:port` or DNS names (a Kubernetes headless service
 //! resolves to every broker pod); they are resolved again on every
 //! announce round, so pods that come later are found.
+//!
+//! Packets go through a [`Datagram`] socket: a tokio [`UdpSocket`] in
+//! production, turmoil's simulated one in the simulation tests, so the
+//! same agent runs in both.
 
-use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{future::Future, io, net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, PostcardCodec, Timer};
 use foca_rand::{SeedableRng, rngs::StdRng};
@@ -35,6 +39,42 @@ pub fn foca_config(cluster_size: u32) -> Config {
     config
 }
 
+/// What gossip needs of a UDP socket.
+pub trait Datagram: Send + Sync + 'static {
+    fn send_to(&self, buf: &[u8], to: SocketAddr)
+    -> impl Future<Output = io::Result<usize>> + Send;
+
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+
+    /// The address peers reach this socket on: announced as this node's
+    /// gossip address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+impl Datagram for UdpSocket {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        UdpSocket::send_to(self, buf, to)
+    }
+
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        UdpSocket::recv_from(self, buf)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        UdpSocket::local_addr(self)
+    }
+}
+
 enum Command {
     SetState(NodeState),
 }
@@ -58,11 +98,36 @@ impl Membership {
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(bind).await?;
+        Self::start_on(me, socket, seeds, shutdown)
+    }
+
+    /// Gossips on `socket` (already bound; its address is the one announced),
+    /// joining through `seeds`, until `shutdown`.
+    pub fn start_on<S: Datagram>(
+        me: NodeId,
+        socket: S,
+        seeds: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        Self::start_seeded(me, socket, seeds, rand::random(), shutdown)
+    }
+
+    /// [`Self::start_on`] with foca's random choices (whom to probe, whom to
+    /// gossip to) drawn from `rng_seed`: a simulation seed fixes them.
+    pub fn start_seeded<S: Datagram>(
+        me: NodeId,
+        socket: S,
+        seeds: Vec<String>,
+        rng_seed: u64,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
         let addr = socket.local_addr()?;
         let me = NodeId { gossip: addr, ..me };
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::new(me.clone())));
         let (commands, rx) = mpsc::channel(16);
-        let task = tokio::spawn(agent(me, socket, seeds, view_tx, rx, shutdown)).abort_handle();
+        let rng = StdRng::seed_from_u64(rng_seed);
+        let task =
+            tokio::spawn(agent(me, socket, seeds, rng, view_tx, rx, shutdown)).abort_handle();
         Ok(Self {
             view,
             commands,
@@ -93,15 +158,15 @@ impl Membership {
     }
 }
 
-struct Agent {
-    socket: Arc<UdpSocket>,
+struct Agent<S> {
+    socket: Arc<S>,
     runtime: AccumulatingRuntime<NodeId>,
     view: ClusterView,
     view_tx: watch::Sender<Arc<ClusterView>>,
     timers: mpsc::UnboundedSender<Timer<NodeId>>,
 }
 
-impl Agent {
+impl<S: Datagram> Agent<S> {
     /// Carries out what foca asked for after each interaction.
     async fn drain(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
@@ -165,22 +230,18 @@ async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
     out
 }
 
-async fn agent(
+async fn agent<S: Datagram>(
     me: NodeId,
-    socket: UdpSocket,
+    socket: S,
     seeds: Vec<String>,
+    rng: StdRng,
     view_tx: watch::Sender<Arc<ClusterView>>,
     mut commands: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
 ) {
     let socket = Arc::new(socket);
     let (timers, mut timer_rx) = mpsc::unbounded_channel();
-    let mut foca = Foca::new(
-        me.clone(),
-        foca_config(16),
-        StdRng::seed_from_u64(rand::random()),
-        PostcardCodec,
-    );
+    let mut foca = Foca::new(me.clone(), foca_config(16), rng, PostcardCodec);
     let mut agent = Agent {
         socket: socket.clone(),
         runtime: AccumulatingRuntime::new(),

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     BrokerError, ChannelName, LocalBroker, RemoteBroker,
+    dialer::{SharedDialer, TcpDialer},
     local_broker::Holding,
     membership::ClusterView,
     ownership::{Placement, Release},
@@ -45,6 +46,8 @@ pub struct Handoff {
     broker: LocalBroker,
     placement: watch::Receiver<Arc<Placement>>,
     peers: Mutex<HashMap<String, (String, RemoteBroker)>>,
+    /// How peers are reached (TCP in production).
+    dialer: SharedDialer,
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -53,8 +56,19 @@ impl Handoff {
     pub fn start(
         broker: LocalBroker,
         me: &str,
+        view: watch::Receiver<Arc<ClusterView>>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Self::start_with(broker, me, view, shutdown, TcpDialer::shared())
+    }
+
+    /// Like [`Self::start`], reaching peers through `dialer`.
+    pub fn start_with(
+        broker: LocalBroker,
+        me: &str,
         mut view: watch::Receiver<Arc<ClusterView>>,
         shutdown: CancellationToken,
+        dialer: SharedDialer,
     ) -> Arc<Self> {
         let first = Placement::new(&view.borrow_and_update(), me);
         let (tx, rx) = watch::channel(Arc::new(first));
@@ -73,6 +87,7 @@ impl Handoff {
             broker,
             placement: rx,
             peers: Mutex::new(HashMap::new()),
+            dialer,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
     }
@@ -218,7 +233,7 @@ impl Handoff {
         {
             return Ok(remote.clone());
         }
-        let remote = RemoteBroker::new(&broker.addr)?;
+        let remote = RemoteBroker::dial(&*self.dialer, &broker.addr)?;
         peers.insert(broker.name.clone(), (broker.addr.clone(), remote.clone()));
         Ok(remote)
     }

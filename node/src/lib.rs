@@ -21,12 +21,16 @@
 //!   brokers as the ring changes.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
 //! - [`remote_broker`]: [`RemoteBroker`], one broker reached over gRPC.
+//! - [`dialer`]: [`dialer::Dialer`], how routers and hand-overs reach a
+//!   broker's gRPC address (TCP in production, turmoil in simulations).
 //! - [`router`]: [`Router`], a gateway's view of the cluster: each call to
 //!   the channel's owner, streams re-attached, subscriptions recovered.
-//! - [`server`]: the broker process's gRPC server.
+//! - [`server`]: the broker process's gRPC server, on a TCP listener or any
+//!   stream of connections.
 //! - [`membership`]: node identities (role, address, state, boot id) and the
 //!   cluster view the ring of active brokers is derived from (sans-IO).
-//! - [`gossip`]: the foca (SWIM) agent over UDP that keeps the view current.
+//! - [`gossip`]: the foca (SWIM) agent that keeps the view current, over
+//!   any [`gossip::Datagram`] socket (UDP in production).
 //! - [`wire`]: conversions to and from protobuf and gRPC status.
 //! - [`error`]: the errors brokers report ([`BrokerError`]).
 
@@ -34,6 +38,7 @@ pub mod broker;
 pub mod broker_service;
 pub mod channel;
 pub mod control;
+pub mod dialer;
 pub mod error;
 pub mod frame;
 pub mod gossip;

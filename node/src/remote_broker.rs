@@ -10,7 +10,10 @@ use tonic::{Streaming, transport::Channel};
 use crate::{
     Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest, ownership::Release, wire,
+    PublishRequest, SubscribeReply, SubscribeRequest,
+    dialer::{Dialer, TcpDialer},
+    ownership::Release,
+    wire,
 };
 
 /// How long one unary call may take before the owner counts as unreachable.
@@ -25,21 +28,24 @@ pub struct RemoteBroker {
 }
 
 impl RemoteBroker {
-    /// A lazily connected client for the broker at `addr` (`host:port`).
+    /// A lazily connected client for the broker at `addr` (`host:port`),
+    /// over TCP.
     pub fn new(addr: &str) -> Result<Self, BrokerError> {
-        let endpoint = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| BrokerError::Unavailable(format!("bad broker address {addr}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            // Keepalives turn a silently dead peer into an ended stream
-            // within seconds, in both directions.
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(2))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
-        let client = BrokerClient::new(endpoint.connect_lazy())
+        Self::dial(&TcpDialer, addr)
+    }
+
+    /// A lazily connected client for the broker at `addr`, reached the way
+    /// `dialer` reaches brokers.
+    pub fn dial(dialer: &dyn Dialer, addr: &str) -> Result<Self, BrokerError> {
+        Ok(Self::from_channel(dialer.dial(addr)?))
+    }
+
+    /// A client over an existing gRPC channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        let client = BrokerClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(16 << 20);
-        Ok(Self { client })
+        Self { client }
     }
 
     fn request<T>(msg: T) -> tonic::Request<T> {

@@ -22,8 +22,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     Delivery, DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo,
-    Position, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest, frame,
-    remote_broker::RemoteBroker, ring::Ring, wire,
+    Position, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
+    dialer::{SharedDialer, TcpDialer},
+    frame,
+    remote_broker::RemoteBroker,
+    ring::Ring,
+    wire,
 };
 
 /// How long a call waits for the owner's stream to be attached.
@@ -84,6 +88,8 @@ struct Inner {
     gateway: OnceLock<GatewayId>,
     sink: OnceLock<Arc<dyn DeliverySink>>,
     ring: RwLock<Arc<Ring>>,
+    /// How links reach brokers (TCP in production).
+    dialer: SharedDialer,
     links: RwLock<HashMap<String, Link>>,
     subs: DashMap<ChannelName, Sub>,
     /// Wakes the reconciler: the ring changed or a stream came back.
@@ -100,11 +106,21 @@ pub struct Router {
 impl Router {
     /// A router over a fixed set of brokers.
     pub fn new(brokers: &[BrokerAddr], shutdown: CancellationToken) -> Result<Self, BrokerError> {
+        Self::with_dialer(brokers, TcpDialer::shared(), shutdown)
+    }
+
+    /// A router over a fixed set of brokers, reached through `dialer`.
+    pub fn with_dialer(
+        brokers: &[BrokerAddr],
+        dialer: SharedDialer,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
         let router = Self {
             inner: Arc::new(Inner {
                 gateway: OnceLock::new(),
                 sink: OnceLock::new(),
                 ring: RwLock::new(Arc::new(Ring::new(Vec::<String>::new()))),
+                dialer,
                 links: RwLock::new(HashMap::new()),
                 subs: DashMap::new(),
                 reconcile: tokio::sync::Notify::new(),
@@ -117,11 +133,21 @@ impl Router {
 
     /// A router that follows the active brokers of a gossip view.
     pub fn following(
+        view: watch::Receiver<Arc<crate::membership::ClusterView>>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        Self::following_with(view, TcpDialer::shared(), shutdown)
+    }
+
+    /// A router that follows the active brokers of a gossip view, reached
+    /// through `dialer`.
+    pub fn following_with(
         mut view: watch::Receiver<Arc<crate::membership::ClusterView>>,
+        dialer: SharedDialer,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
         let brokers = view.borrow_and_update().active_brokers();
-        let router = Self::new(&brokers, shutdown.clone())?;
+        let router = Self::with_dialer(&brokers, dialer, shutdown.clone())?;
         let follower = router.clone();
         tokio::spawn(async move {
             loop {
@@ -183,7 +209,7 @@ impl Router {
                 let (tx, rx) = watch::channel(false);
                 let mut link = Link {
                     addr: b.addr.clone(),
-                    remote: RemoteBroker::new(&b.addr)?,
+                    remote: RemoteBroker::dial(&*self.inner.dialer, &b.addr)?,
                     attached: rx,
                     stop: self.inner.shutdown.child_token(),
                     starter: Some(tx),

@@ -1,13 +1,16 @@
 //! The broker process's gRPC server: a [`LocalBroker`] served on a listener
 //! until shutdown.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use futures_util::Stream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-
-use std::sync::Arc;
+use tonic::transport::server::Connected;
 
 use crate::{LocalBroker, broker_service::BrokerService, handoff::Handoff};
 
@@ -19,6 +22,22 @@ pub async fn run(
     handoff: Option<Arc<Handoff>>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    serve(TcpListenerStream::new(listener), broker, handoff, shutdown).await
+}
+
+/// [`run`] over any stream of accepted connections: the simulation tests
+/// accept them from turmoil's network. Same server settings either way.
+pub async fn serve<I, IO, IE>(
+    incoming: I,
+    broker: LocalBroker,
+    handoff: Option<Arc<Handoff>>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     tonic::transport::Server::builder()
         // A gateway that died without closing its stream is noticed within
         // a few seconds; its presence entries go with it.
@@ -26,6 +45,6 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(2)))
         .tcp_nodelay(true)
         .add_service(BrokerService::new(broker, handoff).into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await
 }
