@@ -257,6 +257,8 @@ where
             }
             None => None,
         },
+        // The router acts on it; it never reaches a connection.
+        Ok(Control::Resubscribe) => None,
         Err(e) => {
             // A newer owner may send commands this gateway does not know:
             // ignoring them is safer than dropping the connection.

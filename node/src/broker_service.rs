@@ -123,8 +123,17 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<pb::SubscribeReply>, Status> {
+        let ring = request
+            .metadata()
+            .get(crate::remote_broker::RING_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let req = wire::subscribe_from_pb(request.into_inner())?;
-        self.admit(&req.channel).await?;
+        if let Some(handoff) = &self.handoff {
+            handoff
+                .admit_resuming(&req.channel, req.since.as_ref(), ring)
+                .await
+                .map_err(wire::status)?;
+        }
         let reply = self.broker.subscribe(req).await.map_err(wire::status)?;
         Ok(Response::new(wire::subscribe_reply_to_pb(reply)))
     }

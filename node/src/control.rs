@@ -25,6 +25,11 @@ pub enum Control {
     },
     /// End the user's subscriptions to `channel`.
     Unsubscribe { channel: ChannelName },
+    /// For the gateway itself, on any channel: the owner replaced the
+    /// channel's state (a newer copy won after a partition); subscribe
+    /// again from the last position, so that clients are told of the
+    /// change of epoch.
+    Resubscribe,
 }
 
 impl Control {

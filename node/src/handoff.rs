@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    BrokerError, ChannelName, LocalBroker, RemoteBroker,
+    BrokerError, ChannelName, LocalBroker, Position, RemoteBroker,
     dialer::{SharedDialer, TcpDialer},
     local_broker::Holding,
     membership::ClusterView,
@@ -73,6 +73,7 @@ impl Handoff {
         let first = Placement::new(&view.borrow_and_update(), me);
         let (tx, rx) = watch::channel(Arc::new(first));
         let me = me.to_owned();
+        let held = broker.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -80,6 +81,13 @@ impl Handoff {
                     changed = view.changed() => if changed.is_err() { return },
                 }
                 let placement = Placement::new(&view.borrow_and_update(), &me);
+                // A broker that (re)appears may have taken over channels
+                // held here while each side counted the other out: check
+                // with it before serving them again.
+                let appeared = placement.appeared(&tx.borrow());
+                if !appeared.is_empty() {
+                    held.mark_unverified(|c| placement.to_verify(c.as_str(), &appeared));
+                }
                 tx.send_replace(Arc::new(placement));
             }
         });
@@ -114,9 +122,16 @@ impl Handoff {
         if self.broker.holding(channel) == Holding::State {
             return Ok(());
         }
+        // One pull per channel at a time; whoever waited finds it done.
         let _pull = self.stripe(channel).lock().await;
         let source = match self.broker.holding(channel) {
             Holding::State => return Ok(()),
+            // Held here, but a broker that came back may have a newer copy.
+            Holding::Unverified(other) => {
+                self.pull(&placement, channel, placement.addr(&other)).await;
+                self.broker.verified(channel);
+                return Ok(());
+            }
             // Handed away earlier and now back: the fence names who has it.
             Holding::Fenced(to) => placement
                 .addr(&to)
@@ -127,6 +142,29 @@ impl Handoff {
             // Nobody alive held it: it starts here, in a new epoch.
             self.broker.unfence(channel);
             self.broker.touch(channel)?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::admit`] for a subscription that resumes from `since`, routed
+    /// by a gateway whose ring has version `ring`. A client that saw an
+    /// epoch this broker does not have may come from a newer copy of the
+    /// channel (kept elsewhere while this broker was cut off); while the
+    /// gateway's ring and this broker's differ, this broker may not know
+    /// yet whom to check with, so the gateway is asked to come back once
+    /// the rings agree.
+    pub async fn admit_resuming(
+        &self,
+        channel: &ChannelName,
+        since: Option<&Position>,
+        ring: Option<u64>,
+    ) -> Result<(), BrokerError> {
+        self.admit(channel).await?;
+        if let (Some(since), Some(ring)) = (since, ring)
+            && ring != self.placement().ring_version()
+            && self.broker.epoch(channel).as_deref() != Some(since.epoch.as_str())
+        {
+            return Err(BrokerError::NotOwner(String::new()));
         }
         Ok(())
     }
@@ -142,6 +180,9 @@ impl Handoff {
         for channel in channels {
             let _pull = self.stripe(&channel).lock().await;
             self.pull(&placement, &channel, Some(source.clone())).await;
+            if self.broker.holding(&channel) == Holding::Unverified(from.to_owned()) {
+                self.broker.verified(&channel);
+            }
         }
     }
 
@@ -186,7 +227,10 @@ impl Handoff {
                 }
             }
         }
-        self.broker.holding(channel) == Holding::State
+        matches!(
+            self.broker.holding(channel),
+            Holding::State | Holding::Unverified(_)
+        )
     }
 
     /// Asks owners to take the channels held here that are theirs, on every

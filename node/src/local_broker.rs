@@ -100,6 +100,11 @@ struct ChannelState {
     /// Handed over to this broker: the channel is refused here (fenced)
     /// until its state comes back or the fence expires.
     moved: Option<Fence>,
+    /// When the epoch began (wall clock µs): of two copies, the newer wins.
+    created_micros: u64,
+    /// A broker that came back may hold a newer copy of this channel: ask
+    /// it before serving.
+    verify_with: Option<Arc<str>>,
 }
 
 struct Fence {
@@ -121,6 +126,8 @@ pub enum Holding {
     Nothing,
     /// Handed over to this broker.
     Fenced(String),
+    /// Its state, but this broker may hold a newer copy: ask it first.
+    Unverified(String),
 }
 
 impl ChannelState {
@@ -136,12 +143,15 @@ impl ChannelState {
             subscribers: Vec::new(),
             removed: false,
             moved: None,
+            created_micros: now_micros(),
+            verify_with: None,
         }
     }
 
     fn from_snapshot(snapshot: Snapshot, options: NamespaceOptions, now: Instant) -> Self {
         let mut state = Self::new(snapshot.channel, options);
         state.epoch = snapshot.epoch;
+        state.created_micros = snapshot.created_micros;
         state.offset = snapshot.offset;
         for entry in snapshot.history {
             let at = now.checked_sub(entry.age).unwrap_or(now);
@@ -353,9 +363,10 @@ impl LocalBroker {
 
     /// What this broker holds of `channel`.
     pub fn holding(&self, channel: &ChannelName) -> Holding {
-        self.with_existing(channel, |s| match &s.moved {
-            Some(fence) => Holding::Fenced(fence.to.to_string()),
-            None => Holding::State,
+        self.with_existing(channel, |s| match (&s.moved, &s.verify_with) {
+            (Some(fence), _) => Holding::Fenced(fence.to.to_string()),
+            (None, Some(other)) => Holding::Unverified(other.to_string()),
+            (None, None) => Holding::State,
         })
         .unwrap_or(Holding::Nothing)
     }
@@ -406,6 +417,7 @@ impl LocalBroker {
             let snapshot = Snapshot {
                 channel: channel.clone(),
                 epoch: s.epoch.clone(),
+                created_micros: s.created_micros,
                 offset: s.offset,
                 history: s
                     .history
@@ -429,8 +441,35 @@ impl LocalBroker {
         }
     }
 
+    /// Marks held channels that `verify_with` names a broker for: that
+    /// broker may hold a newer copy, to be asked before they are served.
+    pub fn mark_unverified(&self, verify_with: impl Fn(&ChannelName) -> Option<String>) {
+        for entry in self.inner.channels.iter() {
+            let mut s = entry.value().lock();
+            if s.moved.is_none()
+                && let Some(other) = verify_with(entry.key())
+            {
+                s.verify_with = Some(other.into());
+            }
+        }
+    }
+
+    /// The channel's current epoch here, if it has state.
+    pub fn epoch(&self, channel: &ChannelName) -> Option<String> {
+        self.with_existing(channel, |s| s.moved.is_none().then(|| s.epoch.clone()))
+            .flatten()
+    }
+
+    /// The copy here is the one to serve (it was checked, or replaced).
+    pub fn verified(&self, channel: &ChannelName) {
+        self.with_existing(channel, |s| s.verify_with = None);
+    }
+
     /// Takes over a channel's state from its previous owner. Replaces a
-    /// fence or nothing; state already here wins (it is the owner's).
+    /// fence or nothing, or an older epoch of the channel held here (two
+    /// copies exist after a partition: the newer wins); otherwise the state
+    /// here wins. Gateways subscribed to a replaced copy are told to
+    /// subscribe again, so their clients learn of the new epoch.
     pub fn adopt(&self, snapshot: Snapshot) -> Result<bool, BrokerError> {
         let options = self.inner.namespaces.options(&snapshot.channel)?;
         let channel = snapshot.channel.clone();
@@ -457,9 +496,20 @@ impl LocalBroker {
                 // Inserted above from the snapshot.
                 None => true,
                 Some(snap) if s.moved.is_some() => {
-                    let subscribers = std::mem::take(&mut s.subscribers);
                     *s = ChannelState::from_snapshot(snap, options.clone(), Instant::now());
-                    s.subscribers = subscribers;
+                    true
+                }
+                Some(snap) if snap.created_micros > s.created_micros && snap.epoch != s.epoch => {
+                    tracing::warn!(channel = %channel, stale = %s.epoch, newer = %snap.epoch, "a newer copy of the channel replaces the one here");
+                    let stale = std::mem::replace(
+                        &mut *s,
+                        ChannelState::from_snapshot(snap, options.clone(), Instant::now()),
+                    );
+                    stale.deliver(
+                        DeliveryKind::Control,
+                        Control::Resubscribe.encode(),
+                        now_micros(),
+                    );
                     true
                 }
                 Some(_) => false,
@@ -928,14 +978,41 @@ mod tests {
         b.unfence(&ch("a:x"));
         assert_eq!(b.holding(&ch("a:x")), Holding::Nothing);
         let mine = publish(&b, "a:x", 1).await;
-        let other = Snapshot {
+        let older = Snapshot {
             channel: ch("a:x"),
-            epoch: "other".into(),
+            epoch: "older".into(),
+            created_micros: 0,
             offset: 9,
             history: Vec::new(),
         };
-        assert!(!b.adopt(other).unwrap());
+        assert!(!b.adopt(older).unwrap());
         assert_eq!(publish(&b, "a:x", 2).await.epoch, mine.epoch);
+
+        // After a partition: a newer copy replaces the one here, and the
+        // gateways subscribed to it are told to subscribe again.
+        let g = GatewayId::from("g");
+        let rec = Arc::new(Recorder::default());
+        b.attach(g.clone(), rec.clone()).await.unwrap();
+        b.subscribe(SubscribeRequest {
+            gateway: g,
+            channel: ch("a:x"),
+            since: None,
+            client: None,
+        })
+        .await
+        .unwrap();
+        let newer = Snapshot {
+            channel: ch("a:x"),
+            epoch: "newer".into(),
+            created_micros: now_micros() + 1_000_000,
+            offset: 40,
+            history: Vec::new(),
+        };
+        assert!(b.adopt(newer).unwrap());
+        let told = rec.0.lock().unwrap().pop().unwrap();
+        assert_eq!(Control::decode(&told.frame).unwrap(), Control::Resubscribe);
+        let next = publish(&b, "a:x", 3).await;
+        assert_eq!((next.offset, next.epoch.as_str()), (41, "newer"));
 
         b.release(&ch("a:y"), "b2").unwrap();
         b.sweep(Instant::now() + FENCE_TTL);

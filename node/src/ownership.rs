@@ -43,6 +43,9 @@ pub struct SnapshotEntry {
 pub struct Snapshot {
     pub channel: ChannelName,
     pub epoch: String,
+    /// When the epoch began (wall clock, µs since the Unix epoch): of two
+    /// copies of a channel (after a partition), the newer epoch wins.
+    pub created_micros: u64,
     pub offset: u64,
     /// Oldest first.
     pub history: Vec<SnapshotEntry>,
@@ -97,6 +100,12 @@ impl Placement {
         &self.me
     }
 
+    /// The version of the ring of active brokers (equal on nodes that see
+    /// the same brokers).
+    pub fn ring_version(&self) -> u64 {
+        self.active.version()
+    }
+
     /// The owner of `channel` on the ring of active brokers.
     pub fn owner(&self, channel: &str) -> Option<&str> {
         self.active.owner(channel)
@@ -122,6 +131,28 @@ impl Placement {
 
     pub fn is_live(&self, name: &str) -> bool {
         self.addrs.contains_key(name)
+    }
+
+    /// Live brokers here that were not live in `before`: brokers that
+    /// joined, or came back after this broker had counted them out (and
+    /// they, perhaps, it).
+    pub fn appeared(&self, before: &Placement) -> Vec<String> {
+        self.addrs
+            .keys()
+            .filter(|name| !before.is_live(name) && *name != &self.me)
+            .cloned()
+            .collect()
+    }
+
+    /// For a channel held here: the broker that may hold a newer copy of
+    /// it, if that is one of `appeared`. A broker that came back from the
+    /// other side of a partition took over this broker's channels there.
+    pub fn to_verify(&self, channel: &str, appeared: &[String]) -> Option<String> {
+        let source = self.others.owner(channel)?;
+        appeared
+            .iter()
+            .any(|a| a == source)
+            .then(|| source.to_owned())
     }
 
     /// Channels held here that belong to another live broker, by owner:

@@ -1,7 +1,13 @@
 //! [`RemoteBroker`]: one broker reached over gRPC, behind the same
 //! [`Broker`] trait gateways use in one process.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use switchboard_proto::broker::v1::{self as pb, broker_client::BrokerClient};
@@ -22,9 +28,16 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a claim of a batch of channels may take.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The gRPC metadata key under which a gateway tells a broker which ring
+/// (its version) it routed by.
+pub const RING_HEADER: &str = "x-switchboard-ring";
+
 #[derive(Clone)]
 pub struct RemoteBroker {
     client: BrokerClient<Channel>,
+    /// The caller's current ring version, sent with each call (a gateway
+    /// that follows gossip); 0 or absent: not sent.
+    ring: Option<Arc<AtomicU64>>,
 }
 
 impl RemoteBroker {
@@ -45,11 +58,29 @@ impl RemoteBroker {
         let client = BrokerClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(16 << 20);
-        Self { client }
+        Self { client, ring: None }
     }
 
-    fn request<T>(msg: T) -> tonic::Request<T> {
+    /// Sends the ring version in `ring` with every call.
+    pub fn vouching(mut self, ring: Arc<AtomicU64>) -> Self {
+        self.ring = Some(ring);
+        self
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
+        if let Some(ring) = &self.ring {
+            let version = ring.load(Ordering::Relaxed);
+            if version != 0 {
+                req.metadata_mut().insert(
+                    RING_HEADER,
+                    version
+                        .to_string()
+                        .parse()
+                        .expect("digits are valid metadata"),
+                );
+            }
+        }
         // Tells the server; `call` enforces it here too, since a request
         // to a peer that is gone may otherwise wait on the transport.
         req.set_timeout(CALL_TIMEOUT);
@@ -58,7 +89,7 @@ impl RemoteBroker {
 
     /// Asks the broker that held `channel` to hand it over to broker `to`.
     pub async fn release(&self, channel: &ChannelName, to: &str) -> Result<Release, BrokerError> {
-        let req = Self::request(pb::ReleaseRequest {
+        let req = self.request(pb::ReleaseRequest {
             channel: channel.as_str().to_owned(),
             to: to.to_owned(),
         });
@@ -67,7 +98,7 @@ impl RemoteBroker {
 
     /// Asks the owner of `channels` to take them from broker `from`.
     pub async fn claim(&self, from: &str, channels: &[ChannelName]) -> Result<(), BrokerError> {
-        let req = Self::request(pb::ClaimRequest {
+        let req = self.request(pb::ClaimRequest {
             from: from.to_owned(),
             channels: channels.iter().map(|c| c.as_str().to_owned()).collect(),
         });
@@ -125,7 +156,7 @@ impl Broker for RemoteBroker {
     }
 
     async fn detach(&self, gateway: &GatewayId) -> Result<(), BrokerError> {
-        let req = Self::request(pb::DetachRequest {
+        let req = self.request(pb::DetachRequest {
             gateway: gateway.as_str().to_owned(),
         });
         call(self.client.clone().detach(req)).await?;
@@ -133,7 +164,7 @@ impl Broker for RemoteBroker {
     }
 
     async fn subscribe(&self, req: SubscribeRequest) -> Result<SubscribeReply, BrokerError> {
-        let req = Self::request(wire::subscribe_to_pb(&req));
+        let req = self.request(wire::subscribe_to_pb(&req));
         let reply = call(self.client.clone().subscribe(req)).await?;
         Ok(wire::subscribe_reply_from_pb(reply))
     }
@@ -143,7 +174,7 @@ impl Broker for RemoteBroker {
         gateway: &GatewayId,
         channel: &ChannelName,
     ) -> Result<(), BrokerError> {
-        let req = Self::request(pb::UnsubscribeRequest {
+        let req = self.request(pb::UnsubscribeRequest {
             gateway: gateway.as_str().to_owned(),
             channel: channel.as_str().to_owned(),
         });
@@ -152,7 +183,7 @@ impl Broker for RemoteBroker {
     }
 
     async fn leave(&self, channel: &ChannelName, client_id: &str) -> Result<(), BrokerError> {
-        let req = Self::request(pb::LeaveRequest {
+        let req = self.request(pb::LeaveRequest {
             channel: channel.as_str().to_owned(),
             client_id: client_id.to_owned(),
         });
@@ -161,13 +192,13 @@ impl Broker for RemoteBroker {
     }
 
     async fn publish(&self, req: PublishRequest) -> Result<Position, BrokerError> {
-        let req = Self::request(wire::publish_to_pb(&req));
+        let req = self.request(wire::publish_to_pb(&req));
         let reply = call(self.client.clone().publish(req)).await?;
         Ok(wire::position_from_pb(reply.position))
     }
 
     async fn presence(&self, channel: &ChannelName) -> Result<Vec<ClientInfo>, BrokerError> {
-        let req = Self::request(pb::ChannelRequest {
+        let req = self.request(pb::ChannelRequest {
             channel: channel.as_str().to_owned(),
         });
         let reply = call(self.client.clone().presence(req)).await?;
@@ -179,7 +210,7 @@ impl Broker for RemoteBroker {
     }
 
     async fn presence_stats(&self, channel: &ChannelName) -> Result<PresenceStats, BrokerError> {
-        let req = Self::request(pb::ChannelRequest {
+        let req = self.request(pb::ChannelRequest {
             channel: channel.as_str().to_owned(),
         });
         let reply = call(self.client.clone().presence_stats(req)).await?;
@@ -187,19 +218,19 @@ impl Broker for RemoteBroker {
     }
 
     async fn history(&self, req: HistoryRequest) -> Result<HistoryReply, BrokerError> {
-        let req = Self::request(wire::history_to_pb(&req));
+        let req = self.request(wire::history_to_pb(&req));
         let reply = call(self.client.clone().history(req)).await?;
         Ok(wire::history_reply_from_pb(reply))
     }
 
     async fn control(&self, channel: &ChannelName, command: Control) -> Result<(), BrokerError> {
-        let req = Self::request(wire::control_to_pb(channel, &command));
+        let req = self.request(wire::control_to_pb(channel, &command));
         call(self.client.clone().control(req)).await?;
         Ok(())
     }
 
     async fn channels(&self, req: ChannelsRequest) -> Result<Vec<ChannelSummary>, BrokerError> {
-        let req = Self::request(wire::channels_to_pb(&req));
+        let req = self.request(wire::channels_to_pb(&req));
         let reply = call(self.client.clone().channels(req)).await?;
         reply
             .channels
@@ -209,7 +240,7 @@ impl Broker for RemoteBroker {
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
-        let reply = call(self.client.clone().nodes(Self::request(pb::Empty {}))).await?;
+        let reply = call(self.client.clone().nodes(self.request(pb::Empty {}))).await?;
         Ok(reply.nodes.into_iter().map(wire::node_from_pb).collect())
     }
 }

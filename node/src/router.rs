@@ -9,7 +9,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, OnceLock},
+    sync::{Arc, OnceLock, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -88,6 +88,11 @@ struct Inner {
     gateway: OnceLock<GatewayId>,
     sink: OnceLock<Arc<dyn DeliverySink>>,
     ring: RwLock<Arc<Ring>>,
+    /// A router that follows gossip tells brokers its ring's version with
+    /// each call, so that a broker whose own ring differs (it has not yet
+    /// seen the same change) does not hand out a copy of a channel it has
+    /// not checked. Static routers do not: their brokers know no ring.
+    ring_version: Option<Arc<AtomicU64>>,
     /// How links reach brokers (TCP in production).
     dialer: SharedDialer,
     links: RwLock<HashMap<String, Link>>,
@@ -115,11 +120,21 @@ impl Router {
         dialer: SharedDialer,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
+        Self::build(brokers, dialer, None, shutdown)
+    }
+
+    fn build(
+        brokers: &[BrokerAddr],
+        dialer: SharedDialer,
+        ring_version: Option<Arc<AtomicU64>>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
         let router = Self {
             inner: Arc::new(Inner {
                 gateway: OnceLock::new(),
                 sink: OnceLock::new(),
                 ring: RwLock::new(Arc::new(Ring::new(Vec::<String>::new()))),
+                ring_version,
                 dialer,
                 links: RwLock::new(HashMap::new()),
                 subs: DashMap::new(),
@@ -147,7 +162,8 @@ impl Router {
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
         let brokers = view.borrow_and_update().active_brokers();
-        let router = Self::with_dialer(&brokers, dialer, shutdown.clone())?;
+        let version = Some(Arc::new(AtomicU64::new(0)));
+        let router = Self::build(&brokers, dialer, version, shutdown.clone())?;
         let follower = router.clone();
         tokio::spawn(async move {
             loop {
@@ -209,7 +225,11 @@ impl Router {
                 let (tx, rx) = watch::channel(false);
                 let mut link = Link {
                     addr: b.addr.clone(),
-                    remote: RemoteBroker::dial(&*self.inner.dialer, &b.addr)?,
+                    remote: match &self.inner.ring_version {
+                        Some(version) => RemoteBroker::dial(&*self.inner.dialer, &b.addr)?
+                            .vouching(version.clone()),
+                        None => RemoteBroker::dial(&*self.inner.dialer, &b.addr)?,
+                    },
                     attached: rx,
                     stop: self.inner.shutdown.child_token(),
                     starter: Some(tx),
@@ -221,6 +241,9 @@ impl Router {
             }
         }
         tracing::info!(brokers = ?ring.brokers().collect::<Vec<_>>(), "ring changed");
+        if let Some(version) = &self.inner.ring_version {
+            version.store(ring.version(), std::sync::atomic::Ordering::Relaxed);
+        }
         *self.inner.ring.write() = ring;
         self.inner.reconcile.notify_one();
         Ok(())
@@ -398,6 +421,16 @@ impl Router {
         let Some(mut sub) = self.inner.subs.get_mut(&d.channel) else {
             return;
         };
+        if d.kind == DeliveryKind::Control
+            && matches!(Control::decode(&d.frame), Ok(Control::Resubscribe))
+        {
+            // The owner replaced the channel's state: subscribe again from
+            // where clients are, so they hear of the new epoch.
+            sub.placed = false;
+            drop(sub);
+            self.inner.reconcile.notify_one();
+            return;
+        }
         if let Some(pending) = sub.pending.as_mut() {
             pending.push(d);
             return;

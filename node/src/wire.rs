@@ -65,6 +65,7 @@ pub fn snapshot_to_pb(s: &Snapshot) -> pb::ChannelSnapshot {
     pb::ChannelSnapshot {
         channel: s.channel.as_str().to_owned(),
         epoch: s.epoch.clone(),
+        created_micros: s.created_micros,
         offset: s.offset,
         history: s
             .history
@@ -82,6 +83,7 @@ pub fn snapshot_from_pb(s: pb::ChannelSnapshot) -> Result<Snapshot, BrokerError>
     Ok(Snapshot {
         channel: ChannelName::new(&s.channel)?,
         epoch: s.epoch,
+        created_micros: s.created_micros,
         offset: s.offset,
         history: s
             .history

@@ -287,15 +287,11 @@ fn an_owner_is_partitioned_away_mid_traffic() {
     for_seeds("partition", |seed| partition_owner(seed).1);
 }
 
-/// Known bug, kept visible: once the partition heals, b3 still holds the
-/// state of its channels from before it was cut off, and `Handoff::admit`
-/// serves state held here as is (`adopt` also lets it win over a claimed
-/// snapshot). So the channels go back to their old epochs: the subscriber
-/// is reset to an epoch it was told had ended, gets its retained
-/// publications again, and what was acknowledged in the newer epoch (at
-/// b1/b2 during the partition) is dropped. Run with `--ignored`.
+/// Once the partition heals, b3 still holds its channels' state from before
+/// it was cut off, while b1/b2 went on with them in newer epochs. b3 must
+/// not bring the old epochs back: it checks with the broker that came back
+/// before serving, and the newer copy wins.
 #[test]
-#[ignore = "known bug: a healed partition brings a stale owner's epoch back"]
 fn a_healed_partition_keeps_the_newer_epoch() {
     for_seeds("healed partition", |seed| {
         let (report, summary) = partition_owner(seed);

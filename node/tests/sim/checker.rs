@@ -9,9 +9,8 @@
 //!   arrives, unless a `Reset` ended its epoch (the owner crashed or was
 //!   cut off, and its state was lost with it).
 //!
-//! Counted, not failed (a known bug, see `resurrected`): a `Reset` back
-//! to an epoch an earlier `Reset` had ended, which re-delivers that
-//! epoch's retained publications.
+//! - An epoch a `Reset` ended never comes back (a stale copy of the
+//!   channel, from an owner that was cut off, is not served again).
 //!
 //! [`Strictness::Strict`] adds: no `Reset` at all, one epoch throughout.
 //! Planned membership changes (a join, a drain) must keep continuity.
@@ -96,9 +95,8 @@ pub fn check_channel(
                         "{channel}: #{i} offset {o} after {offset} in epoch {e}: {what}"
                     ));
                 }
-                if again && report.resurrected > 0 {
+                if again {
                     report.redelivered += 1;
-                } else if again {
                     errors.push(format!("{channel}: ({e}, {o}) delivered twice"));
                 }
                 delivered.insert((e.clone(), *o));
@@ -119,6 +117,7 @@ pub fn check_channel(
                 ended.insert(epoch.clone());
                 if ended.contains(e) {
                     report.resurrected += 1;
+                    errors.push(format!("{channel}: #{i} reset back to the ended epoch {e}"));
                 }
                 epoch = e.clone();
                 offset = *o;
@@ -263,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_back_to_an_ended_epoch_is_counted() {
+    fn a_reset_back_to_an_ended_epoch_fails() {
         let back = [
             p(4, "a"),
             r(0, "b"),
@@ -272,8 +271,11 @@ mod tests {
             p(4, "a"),
             p(5, "a"),
         ];
-        let report = check_channel("c", &start(), &back, &[], Strictness::Announced).unwrap();
-        assert_eq!((report.resurrected, report.redelivered), (1, 1));
+        let errors = check_channel("c", &start(), &back, &[], Strictness::Announced).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains("ended epoch")),
+            "{errors:?}"
+        );
     }
 
     #[test]
