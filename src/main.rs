@@ -1,7 +1,9 @@
 //! `switchboard`: one binary, one subcommand per role.
 
+mod bench;
 mod cluster;
 mod config;
+mod open_files;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -106,6 +108,12 @@ enum Command {
         #[arg(long, value_enum)]
         alg: Option<KeyAlg>,
     },
+    /// Load a running server: connections, fan-out, latency, memory
+    /// (docs/benchmarks.md). Progress on stderr, a JSON summary on stdout.
+    Bench {
+        #[command(flatten)]
+        plan: bench::Plan,
+    },
 }
 
 /// Gossip membership flags, shared by nodes and gateways.
@@ -142,7 +150,27 @@ enum KeyAlg {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.log, cli.log_json);
+    // The bench prints its summary on stdout: logs go elsewhere.
+    let to_stderr = matches!(cli.command, Command::Bench { .. });
+    init_tracing(&cli.log, cli.log_json, to_stderr);
+    if matches!(
+        cli.command,
+        Command::Dev { .. }
+            | Command::Node { .. }
+            | Command::Gateway { .. }
+            | Command::Bench { .. }
+    ) {
+        // Each connection is a file descriptor; the default soft limit
+        // would stop these roles at about a thousand.
+        match open_files::raise() {
+            Some(limits) => tracing::info!(
+                soft = limits.soft,
+                hard = limits.hard,
+                "open-file limit (caps connections)"
+            ),
+            None => tracing::warn!("could not read the open-file limit"),
+        }
+    }
     match cli.command {
         Command::Dev {
             listen,
@@ -206,6 +234,11 @@ fn main() -> anyhow::Result<()> {
             println!("{}", issuer.issue(&user, ttl, channels));
             Ok(())
         }
+        Command::Bench { plan } => {
+            let summary = block_on(bench::run(plan))?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
     }
 }
 
@@ -256,7 +289,7 @@ async fn dev(
 }
 
 /// Runs a role to completion on a multi-threaded runtime.
-fn block_on(role: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+fn block_on<T>(role: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Runtime::new()?.block_on(role)
 }
 
@@ -284,17 +317,33 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-fn init_tracing(filter: &str, json: bool) {
+fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
     use std::io::IsTerminal;
 
-    use tracing_subscriber::{EnvFilter, fmt};
+    use tracing_subscriber::{EnvFilter, fmt, fmt::writer::BoxMakeWriter};
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, terminal) = if to_stderr {
+        (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        )
+    } else {
+        (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        )
+    };
     if json {
-        fmt().with_env_filter(filter).json().init();
+        fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .json()
+            .init();
     } else {
         fmt()
             .with_env_filter(filter)
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(writer)
+            .with_ansi(terminal)
             .init();
     }
 }
