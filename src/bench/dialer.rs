@@ -8,6 +8,8 @@ use std::{
 };
 
 use anyhow::Context;
+#[cfg(target_os = "linux")]
+use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
 use switchboard_gateway::auth::TokenIssuer;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::{
@@ -49,6 +51,11 @@ impl Dialer {
     /// Opens connection `n` (user `bench-n` when tokens are signed).
     pub async fn dial(&self, n: usize) -> anyhow::Result<Ws> {
         let socket = TcpSocket::new_v4()?;
+        // Choose the port at connect time, from the whole 4-tuple: a bind
+        // to port 0 would search for a port free for every destination,
+        // which gets slow (in the kernel) with thousands bound already.
+        #[cfg(target_os = "linux")]
+        setsockopt(&socket, IpBindAddressNoPort, &true)?;
         let source = self.source(n);
         socket
             .bind(SocketAddr::new(IpAddr::V4(source), 0))
