@@ -280,6 +280,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut control = None;
+    // One clock reading for the batch: its frames go out in the same write.
+    let now = now_micros();
     let write = async {
         let mut sent = 0u64;
         let mut next = Some(first);
@@ -291,7 +293,7 @@ where
             if session.accept(&out) {
                 ws.feed(Message::Text(out.text.clone())).await?;
                 sent += 1;
-                record_latency(&out);
+                record_latency(&out, now);
             }
             if sent < WRITE_BATCH as u64 {
                 next = rx.try_recv().ok();
@@ -311,11 +313,15 @@ where
     (ended, control)
 }
 
-fn record_latency(out: &Outgoing) {
-    if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
-        let micros = (now.as_micros() as u64).saturating_sub(out.published_at_micros);
-        telemetry::delivery_latency(micros as f64 / 1e6);
-    }
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn record_latency(out: &Outgoing, now_micros: u64) {
+    let micros = now_micros.saturating_sub(out.published_at_micros);
+    telemetry::delivery_latency(micros as f64 / 1e6);
 }
 
 /// Sends `disconnect`, then a close frame, then waits briefly for the
