@@ -60,10 +60,14 @@ pub async fn serve<B, S>(
     let limits = gateway.settings.gateway.limits.clone();
     let conn = gateway.next_conn_id();
     let (tx, mut rx) = mpsc::channel::<Arc<Outgoing>>(limits.outbound_queue.max(1));
-    let overflow = CancellationToken::new();
+    // One token per connection, cancelled by the server's shutdown or by
+    // the hub when the queue overflows. Waiting on the server's own token
+    // would make every connection take that token's one lock each time
+    // it wakes up; a child token's lock is this connection's alone.
+    let stop = shutdown.child_token();
     let handle = ConnHandle {
         tx,
-        overflow: overflow.clone(),
+        overflow: stop.clone(),
     };
     let mut session = Session::new(gateway.clone(), conn, client_id(conn), handle);
 
@@ -74,6 +78,10 @@ pub async fn serve<B, S>(
     let auth_deadline = Instant::now() + limits.auth_timeout;
     let mut auth_timer = pin!(sleep_until(auth_deadline));
     let mut expiry = pin!(sleep_until(far_future()));
+
+    // Created once: a fresh one per wake-up would register and deregister
+    // a waiter (two lock round trips) every time.
+    let mut stopped = pin!(stop.cancelled());
 
     let step = session.start(token).await;
     let mut ended = write_step(&mut ws, step, limits.write_timeout).await;
@@ -88,8 +96,11 @@ pub async fn serve<B, S>(
         }
         ended = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => Some(Some(Disconnect::Shutdown)),
-            _ = overflow.cancelled() => Some(Some(Disconnect::SlowConsumer)),
+            _ = &mut stopped => Some(Some(if shutdown.is_cancelled() {
+                Disconnect::Shutdown
+            } else {
+                Disconnect::SlowConsumer
+            })),
             _ = &mut expiry => Some(Some(Disconnect::TokenExpired)),
             _ = &mut auth_timer, if session.awaiting_auth() => Some(Some(Disconnect::AuthTimeout)),
             msg = ws.next() => {
