@@ -83,7 +83,12 @@ pub async fn serve<B, S>(
     // a waiter (two lock round trips) every time.
     let mut stopped = pin!(stop.cancelled());
 
-    let step = session.start(token).await;
+    // The connection task lives as long as the connection, and its size
+    // is that of its largest state: requests go to the broker (in a
+    // cluster, gRPC calls with large futures), so their futures are boxed
+    // for as long as they run instead of being part of every idle
+    // connection.
+    let step = Box::pin(session.start(token)).await;
     let mut ended = write_step(&mut ws, step, limits.write_timeout).await;
     let mut expires_at = None;
 
@@ -107,7 +112,7 @@ pub async fn serve<B, S>(
                 last_seen = Instant::now();
                 match msg {
                     Some(Ok(Message::Text(text))) => {
-                        let step = session.handle_text(&text).await;
+                        let step = Box::pin(session.handle_text(&text)).await;
                         let ended = write_step(&mut ws, step, limits.write_timeout).await;
                         // What the request caused (a join, the publication
                         // itself) goes out right behind its reply.
@@ -149,9 +154,9 @@ pub async fn serve<B, S>(
     }
 
     if let Some(Some(reason)) = ended {
-        close(&mut ws, reason, limits.write_timeout).await;
+        Box::pin(close(&mut ws, reason, limits.write_timeout)).await;
     }
-    session.close().await;
+    Box::pin(session.close()).await;
 }
 
 /// The client id: unique per gateway process and unguessable enough that a
@@ -225,7 +230,7 @@ where
     let mut next = Some(first);
     while let Some(out) = next.take() {
         if out.kind == DeliveryKind::Control {
-            let ended = apply_control(ws, session, &out, timeout).await;
+            let ended = Box::pin(apply_control(ws, session, &out, timeout)).await;
             if ended.is_some() {
                 return ended;
             }
