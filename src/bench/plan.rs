@@ -42,7 +42,7 @@ pub struct Plan {
     /// whether or not deliveries keep up (open loop).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Size of each publication's `data` in bytes (at least 40: the
+    /// Size of each publication's `data` in bytes (at least 48: the
     /// timestamp and sequence number need room).
     #[arg(long, default_value_t = 100)]
     pub payload: usize,
