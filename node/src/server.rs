@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::{LocalBroker, broker_service::BrokerService};
 
@@ -20,8 +20,14 @@ pub async fn run(
         // a few seconds; its presence entries go with it.
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(Duration::from_secs(2)))
-        .tcp_nodelay(true)
         .add_service(BrokerService::new(broker).into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        // The builder's `tcp_nodelay` does not reach connections from our
+        // own listener: set it on them. Without it, Nagle's algorithm held
+        // delivery frames on the stream to each gateway until the previous
+        // one was acknowledged (a delayed ACK: tens of milliseconds).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled(),
+        )
         .await
 }

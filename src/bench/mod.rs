@@ -198,6 +198,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
                 },
                 cpu_seconds,
                 cpu_percent,
+                cpu_system_seconds: report::system_seconds(servers_start[i], servers_end[i]),
             }
         })
         .collect();
@@ -249,6 +250,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         tool: report::Tool {
             cpu_seconds: tool_cpu_seconds,
             cpu_percent: tool_cpu_percent,
+            cpu_system_seconds: report::system_seconds(tool_start, tool_end),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             rss_bytes: Process::me().usage().map_or(0, |u| u.rss_bytes),
         },

@@ -21,7 +21,10 @@ pub struct Process {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
     pub rss_bytes: u64,
+    /// User and system time together.
     pub cpu_seconds: f64,
+    /// Time in the kernel (system calls, network stack) alone.
+    pub system_seconds: f64,
 }
 
 impl Process {
@@ -42,9 +45,11 @@ impl Process {
         let dir = self.dir();
         let status = fs::read_to_string(format!("{dir}/status")).ok()?;
         let stat = fs::read_to_string(format!("{dir}/stat")).ok()?;
+        let (user, system) = cpu_seconds(&stat)?;
         Some(Usage {
             rss_bytes: rss_bytes(&status)?,
-            cpu_seconds: cpu_seconds(&stat)?,
+            cpu_seconds: user + system,
+            system_seconds: system,
         })
     }
 
@@ -86,7 +91,8 @@ fn rss_bytes(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn cpu_seconds(stat: &str) -> Option<f64> {
+/// User and system seconds.
+fn cpu_seconds(stat: &str) -> Option<(f64, f64)> {
     // The command name (field 2) is in parentheses and may hold spaces:
     // count fields from after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -94,7 +100,10 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
     // utime and stime are fields 14 and 15, i.e. 12 and 13 after field 2.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / TICKS_PER_SECOND)
+    Some((
+        utime as f64 / TICKS_PER_SECOND,
+        stime as f64 / TICKS_PER_SECOND,
+    ))
 }
 
 /// Inodes of sockets in LISTEN state (0A) on `port` in a `/proc/net/tcp` table.
@@ -126,7 +135,7 @@ mod tests {
     #[test]
     fn parses_stat_with_spaces_in_the_name() {
         let stat = "123 (a b) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0";
-        assert_eq!(cpu_seconds(stat), Some(3.0));
+        assert_eq!(cpu_seconds(stat), Some((2.5, 0.5)));
     }
 
     #[test]

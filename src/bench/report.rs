@@ -51,6 +51,8 @@ pub struct Server {
     pub cpu_seconds: f64,
     /// That CPU time over the same wall time: 100 is one core.
     pub cpu_percent: f64,
+    /// The part of `cpu_seconds` spent in the kernel.
+    pub cpu_system_seconds: f64,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -95,10 +97,20 @@ pub struct Tool {
     /// The tool's own CPU over the publish and drain window.
     pub cpu_seconds: f64,
     pub cpu_percent: f64,
+    /// The part of `cpu_seconds` spent in the kernel.
+    pub cpu_system_seconds: f64,
     /// Cores the tool may run on (its affinity).
     pub cores: usize,
     /// The tool's resident memory at the end.
     pub rss_bytes: u64,
+}
+
+/// Kernel CPU seconds between two readings.
+pub fn system_seconds(before: Option<Usage>, after: Option<Usage>) -> f64 {
+    match (before, after) {
+        (Some(b), Some(a)) => round(a.system_seconds - b.system_seconds, 2),
+        _ => 0.0,
+    }
 }
 
 /// CPU percent of one core used between two readings over `wall` seconds.
