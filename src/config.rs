@@ -86,6 +86,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_node::ChannelName;
 
     #[test]
     fn embedded_dev_config_parses_and_is_permissive() {
@@ -95,5 +96,17 @@ mod tests {
         assert_eq!(c.namespaces(), Namespaces::permissive());
         assert_eq!(c.api.keys, ["switchboard-dev-api-key"]);
         assert_eq!(c.api.listen, None);
+    }
+
+    #[test]
+    fn bench_config_is_dev_without_presence_for_the_bench_namespace() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/bench.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        let ns = c.namespaces();
+        let bench = ns.options(&ChannelName::new("bench:1").unwrap()).unwrap();
+        assert!(!bench.presence && !bench.join_leave && bench.allow_publish);
+        let other = ns.options(&ChannelName::new("chat:1").unwrap()).unwrap();
+        assert!(other.presence && other.join_leave);
+        assert!(c.gateway.auth.allow_anonymous);
     }
 }

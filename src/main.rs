@@ -1,8 +1,10 @@
 //! `switchboard`: one binary, one subcommand per role.
 
+mod bench;
 mod cluster;
 mod config;
 mod health;
+mod open_files;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -119,6 +121,12 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Load a running server: connections, fan-out, latency, memory
+    /// (docs/benchmarks.md). Progress on stderr, a JSON summary on stdout.
+    Bench {
+        #[command(flatten)]
+        plan: bench::Plan,
+    },
 }
 
 /// Gossip membership flags, shared by nodes and gateways.
@@ -158,7 +166,27 @@ enum KeyAlg {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.log, cli.log_json);
+    // The bench prints its summary on stdout: logs go elsewhere.
+    let to_stderr = matches!(cli.command, Command::Bench { .. });
+    init_tracing(&cli.log, cli.log_json, to_stderr);
+    if matches!(
+        cli.command,
+        Command::Dev { .. }
+            | Command::Node { .. }
+            | Command::Gateway { .. }
+            | Command::Bench { .. }
+    ) {
+        // Each connection is a file descriptor; the default soft limit
+        // would stop these roles at about a thousand.
+        match open_files::raise() {
+            Some(limits) => tracing::info!(
+                soft = limits.soft,
+                hard = limits.hard,
+                "open-file limit (caps connections)"
+            ),
+            None => tracing::warn!("could not read the open-file limit"),
+        }
+    }
     match cli.command {
         Command::Dev {
             listen,
@@ -223,6 +251,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Health { url, timeout } => health::run(url, timeout),
+        Command::Bench { plan } => {
+            let summary = block_on(bench::run(plan))?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
     }
 }
 
@@ -273,7 +306,7 @@ async fn dev(
 }
 
 /// Runs a role to completion on a multi-threaded runtime.
-fn block_on(role: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+fn block_on<T>(role: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Runtime::new()?.block_on(role)
 }
 
@@ -301,17 +334,33 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-fn init_tracing(filter: &str, json: bool) {
+fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
     use std::io::IsTerminal;
 
-    use tracing_subscriber::{EnvFilter, fmt};
+    use tracing_subscriber::{EnvFilter, fmt, fmt::writer::BoxMakeWriter};
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, terminal) = if to_stderr {
+        (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        )
+    } else {
+        (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        )
+    };
     if json {
-        fmt().with_env_filter(filter).json().init();
+        fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .json()
+            .init();
     } else {
         fmt()
             .with_env_filter(filter)
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(writer)
+            .with_ansi(terminal)
             .init();
     }
 }

@@ -60,10 +60,14 @@ pub async fn serve<B, S>(
     let limits = gateway.settings.gateway.limits.clone();
     let conn = gateway.next_conn_id();
     let (tx, mut rx) = mpsc::channel::<Arc<Outgoing>>(limits.outbound_queue.max(1));
-    let overflow = CancellationToken::new();
+    // One token per connection, cancelled by the server's shutdown or by
+    // the hub when the queue overflows. Waiting on the server's own token
+    // would make every connection take that token's one lock each time
+    // it wakes up; a child token's lock is this connection's alone.
+    let stop = shutdown.child_token();
     let handle = ConnHandle {
         tx,
-        overflow: overflow.clone(),
+        overflow: stop.clone(),
     };
     let mut session = Session::new(gateway.clone(), conn, client_id(conn), handle);
 
@@ -75,7 +79,16 @@ pub async fn serve<B, S>(
     let mut auth_timer = pin!(sleep_until(auth_deadline));
     let mut expiry = pin!(sleep_until(far_future()));
 
-    let step = session.start(token).await;
+    // Created once: a fresh one per wake-up would register and deregister
+    // a waiter (two lock round trips) every time.
+    let mut stopped = pin!(stop.cancelled());
+
+    // The connection task lives as long as the connection, and its size
+    // is that of its largest state: requests go to the broker (in a
+    // cluster, gRPC calls with large futures), so their futures are boxed
+    // for as long as they run instead of being part of every idle
+    // connection.
+    let step = Box::pin(session.start(token)).await;
     let mut ended = write_step(&mut ws, step, limits.write_timeout).await;
     let mut expires_at = None;
 
@@ -88,15 +101,18 @@ pub async fn serve<B, S>(
         }
         ended = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => Some(Some(Disconnect::Shutdown)),
-            _ = overflow.cancelled() => Some(Some(Disconnect::SlowConsumer)),
+            _ = &mut stopped => Some(Some(if shutdown.is_cancelled() {
+                Disconnect::Shutdown
+            } else {
+                Disconnect::SlowConsumer
+            })),
             _ = &mut expiry => Some(Some(Disconnect::TokenExpired)),
             _ = &mut auth_timer, if session.awaiting_auth() => Some(Some(Disconnect::AuthTimeout)),
             msg = ws.next() => {
                 last_seen = Instant::now();
                 match msg {
                     Some(Ok(Message::Text(text))) => {
-                        let step = session.handle_text(&text).await;
+                        let step = Box::pin(session.handle_text(&text)).await;
                         let ended = write_step(&mut ws, step, limits.write_timeout).await;
                         // What the request caused (a join, the publication
                         // itself) goes out right behind its reply.
@@ -138,9 +154,9 @@ pub async fn serve<B, S>(
     }
 
     if let Some(Some(reason)) = ended {
-        close(&mut ws, reason, limits.write_timeout).await;
+        Box::pin(close(&mut ws, reason, limits.write_timeout)).await;
     }
-    session.close().await;
+    Box::pin(session.close()).await;
 }
 
 /// The client id: unique per gateway process and unguessable enough that a
@@ -214,7 +230,7 @@ where
     let mut next = Some(first);
     while let Some(out) = next.take() {
         if out.kind == DeliveryKind::Control {
-            let ended = apply_control(ws, session, &out, timeout).await;
+            let ended = Box::pin(apply_control(ws, session, &out, timeout)).await;
             if ended.is_some() {
                 return ended;
             }
@@ -282,6 +298,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut control = None;
+    // One clock reading for the batch: its frames go out in the same write.
+    let now = now_micros();
     let write = async {
         let mut sent = 0u64;
         let mut next = Some(first);
@@ -293,7 +311,7 @@ where
             if session.accept(&out) {
                 ws.feed(Message::Text(out.text.clone())).await?;
                 sent += 1;
-                record_latency(&out);
+                record_latency(&out, now);
             }
             if sent < WRITE_BATCH as u64 {
                 next = rx.try_recv().ok();
@@ -313,11 +331,15 @@ where
     (ended, control)
 }
 
-fn record_latency(out: &Outgoing) {
-    if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
-        let micros = (now.as_micros() as u64).saturating_sub(out.published_at_micros);
-        telemetry::delivery_latency(micros as f64 / 1e6);
-    }
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn record_latency(out: &Outgoing, now_micros: u64) {
+    let micros = now_micros.saturating_sub(out.published_at_micros);
+    telemetry::delivery_latency(micros as f64 / 1e6);
 }
 
 /// Sends `disconnect`, then a close frame, then waits briefly for the

@@ -36,6 +36,8 @@ pub struct Outgoing {
 pub struct ConnHandle {
     pub tx: mpsc::Sender<Arc<Outgoing>>,
     /// Cancelled when the connection's queue overflows: it is too slow.
+    /// (The connection's own stop token: the server's shutdown cancels it
+    /// too, and the connection tells the two apart.)
     pub overflow: CancellationToken,
 }
 

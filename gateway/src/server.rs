@@ -83,18 +83,25 @@ impl<B: Broker> Gateway<B> {
     fn ws_config(&self) -> WebSocketConfig {
         let max = self.settings.gateway.limits.max_message_bytes;
         // Small buffers: the read buffer is allocated per connection up
-        // front (tungstenite's default is 128 KiB), and the write buffer
-        // only needs to gather one batch of frames before a flush. Its cap
-        // stays unlimited: what is written is already bounded by the
-        // outbound queue and the write batch, and a cap would refuse any
-        // single reply (a long history page) larger than itself.
+        // front (tungstenite's default is 128 KiB), and tungstenite
+        // zero-fills it before every read attempt, which is each time the
+        // connection wakes up, deliveries included. 1 KiB holds a typical
+        // client frame; a longer one grows the buffer to its size. The
+        // write buffer only needs to gather one batch of frames before a
+        // flush. Its cap stays unlimited: what is written is already
+        // bounded by the outbound queue and the write batch, and a cap
+        // would refuse any single reply (a long history page) larger than
+        // itself.
         WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
+            .read_buffer_size(READ_BUFFER)
             .write_buffer_size(16 * 1024)
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
     }
 }
+
+/// Bytes of each connection's WebSocket read buffer (see `ws_config`).
+const READ_BUFFER: usize = 1024;
 
 /// Counts a connection for as long as it lives.
 struct ConnectionSlot<B: Broker>(Arc<Gateway<B>>);

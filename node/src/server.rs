@@ -8,9 +8,8 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpListener,
 };
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Connected;
+use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::{LocalBroker, broker_service::BrokerService, handoff::Handoff};
 
@@ -22,7 +21,12 @@ pub async fn run(
     handoff: Option<Arc<Handoff>>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    serve(TcpListenerStream::new(listener), broker, handoff, shutdown).await
+    // The builder's `tcp_nodelay` does not reach connections from our own
+    // listener: set it on them. Without it, Nagle's algorithm held delivery
+    // frames on the stream to each gateway until the previous one was
+    // acknowledged (a delayed ACK: tens of milliseconds).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve(incoming, broker, handoff, shutdown).await
 }
 
 /// [`run`] over any stream of accepted connections: the simulation tests
@@ -43,7 +47,6 @@ where
         // a few seconds; its presence entries go with it.
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(Duration::from_secs(2)))
-        .tcp_nodelay(true)
         .add_service(BrokerService::new(broker, handoff).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await

@@ -1,0 +1,89 @@
+//! Opening the tool's WebSockets: each from its own 127.0.0.x source
+//! address (one address pair has only about 28k ephemeral ports), with a
+//! token of its own when the plan has a secret.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use anyhow::Context;
+#[cfg(target_os = "linux")]
+use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+use switchboard_gateway::auth::TokenIssuer;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::{
+    WebSocketStream, client_async_with_config, tungstenite::protocol::WebSocketConfig,
+};
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// How long the tool's tokens live: longer than any run.
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+pub struct Dialer {
+    server: SocketAddr,
+    url: String,
+    sources: Vec<Ipv4Addr>,
+    issuer: Option<TokenIssuer>,
+}
+
+impl Dialer {
+    pub fn new(
+        server: SocketAddr,
+        url: String,
+        sources: Vec<Ipv4Addr>,
+        secret: Option<&str>,
+    ) -> Self {
+        Self {
+            server,
+            url,
+            sources,
+            issuer: secret.map(TokenIssuer::hmac),
+        }
+    }
+
+    /// The source address of connection `n`: round robin over the sources.
+    pub fn source(&self, n: usize) -> Ipv4Addr {
+        self.sources[n % self.sources.len()]
+    }
+
+    /// Opens connection `n` (user `bench-n` when tokens are signed).
+    pub async fn dial(&self, n: usize) -> anyhow::Result<Ws> {
+        let socket = TcpSocket::new_v4()?;
+        // Choose the port at connect time, from the whole 4-tuple: a bind
+        // to port 0 would search for a port free for every destination,
+        // which gets slow (in the kernel) with thousands bound already.
+        #[cfg(target_os = "linux")]
+        setsockopt(&socket, IpBindAddressNoPort, &true)?;
+        let source = self.source(n);
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .with_context(|| format!("binding source address {source}"))?;
+        let stream = socket
+            .connect(self.server)
+            .await
+            .with_context(|| format!("connecting from {source} to {}", self.server))?;
+        stream.set_nodelay(true)?;
+        let url = match &self.issuer {
+            Some(issuer) => {
+                let token = issuer.issue(&format!("bench-{n}"), TOKEN_TTL, None);
+                let sep = if self.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}token={token}", self.url)
+            }
+            None => self.url.clone(),
+        };
+        let (ws, _) = client_async_with_config(url, stream, Some(config()))
+            .await
+            .context("WebSocket handshake")?;
+        Ok(ws)
+    }
+}
+
+/// Small buffers: the tool holds tens of thousands of connections, and
+/// tungstenite's defaults (128 KiB to read) would cost gigabytes.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+}

@@ -1,0 +1,90 @@
+//! `switchboard bench` against a real `switchboard dev`: a short run with
+//! small numbers whose counts must add up exactly. No timing thresholds:
+//! CI machines are slow and shared.
+
+use std::path::Path;
+
+use serde_json::Value;
+use switchboard_cluster_tests::process::Process;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+#[tokio::test]
+async fn bench_delivers_every_publication_to_every_subscriber_in_order() {
+    let server = Process::start(Path::new(BIN), &["dev", "--listen", "127.0.0.1:0"])
+        .await
+        .expect("switchboard dev starts");
+    let url = server.ws_url();
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--connections",
+            "30",
+            "--sources",
+            "3",
+            "--channels",
+            "6",
+            "--subscribers",
+            "5",
+            "--rate",
+            "120",
+            "--payload",
+            "64",
+            "--duration",
+            "3s",
+            "--settle",
+            "200ms",
+            "--drain",
+            "20s",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "summary is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+
+    let c = &summary["connections"];
+    assert_eq!(c["established"], 30, "{summary:#}");
+    assert_eq!(c["failed"], 0);
+    assert_eq!(c["closed_by_server"], 0);
+    assert_eq!(c["publishers"], 6);
+    assert_eq!(c["sources"].as_array().unwrap().len(), 3);
+    let s = &summary["subscriptions"];
+    assert_eq!(
+        (s["requested"].as_u64(), s["established"].as_u64()),
+        (Some(30), Some(30))
+    );
+
+    let d = &summary["delivery"];
+    let expected = d["expected"].as_u64().unwrap();
+    // 120/s for 3 s, each to 5 subscribers.
+    assert_eq!(summary["publish"]["published"], 360, "{summary:#}");
+    assert_eq!(expected, 360 * 5);
+    assert_eq!(
+        d["delivered"].as_u64(),
+        Some(expected),
+        "{summary:#}\n{stderr}"
+    );
+    assert_eq!(d["lost"], 0);
+    assert_eq!(d["order_violations"], 0);
+    assert_eq!(d["errors"], 0);
+    assert_eq!(summary["latency_us"]["count"].as_u64(), Some(expected));
+
+    // The server was found by its port and measured.
+    let servers = summary["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0]["pid"].as_u64(), server.pid().map(u64::from));
+    assert!(servers[0]["rss_connected_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        stderr.contains("publish"),
+        "progress lines on stderr:\n{stderr}"
+    );
+}
