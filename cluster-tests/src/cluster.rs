@@ -90,3 +90,26 @@ pub fn counter(metrics: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Subscribes `client` to `channel`, asking again while the cluster is
+/// still forming (no owner yet), for up to two [`crate::WAIT`]s; returns
+/// the subscribe reply's `data`.
+pub async fn subscribe_once_routed(
+    client: &mut crate::client::Client,
+    channel: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + crate::WAIT * 2;
+    loop {
+        let r = client
+            .request(serde_json::json!({"type": "subscribe", "channel": channel}))
+            .await?;
+        if r["type"] == "response" {
+            return Ok(r["data"].clone());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster never routed {channel}: {r}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use switchboard_cluster_tests::{
     WAIT,
     client::Client,
-    cluster::{broker, counter, gateway, scenario_config, seed_of},
+    cluster::{broker, counter, gateway, scenario_config, seed_of, subscribe_once_routed},
     http,
     process::Process,
 };
@@ -98,19 +98,8 @@ async fn subscriber(
 async fn subscribe_all(client: &mut Client) -> HashMap<String, String> {
     let mut epochs = HashMap::new();
     for ch in channels() {
-        let deadline = Instant::now() + WAIT * 2;
-        loop {
-            let r = client
-                .request(json!({"type": "subscribe", "channel": ch}))
-                .await
-                .unwrap();
-            if r["type"] == "response" {
-                epochs.insert(ch.clone(), r["data"]["epoch"].as_str().unwrap().to_owned());
-                break;
-            }
-            assert!(Instant::now() < deadline, "cluster never formed: {r}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let r = subscribe_once_routed(client, &ch).await.unwrap();
+        epochs.insert(ch, r["epoch"].as_str().unwrap().to_owned());
     }
     epochs
 }
@@ -375,19 +364,8 @@ async fn a_hung_gateways_presence_expires_with_leave_events() {
     let url = |g: &Process, user: &str| format!("{}?token={}", g.ws_url(), token(user));
     let mut alice = Client::connect(&url(&g1, "alice")).await.unwrap();
     let mut bob = Client::connect(&url(&g2, "bob")).await.unwrap();
-    let deadline = Instant::now() + WAIT * 2;
     for c in [&mut bob, &mut alice] {
-        loop {
-            let r = c
-                .request(json!({"type": "subscribe", "channel": "room:lease"}))
-                .await
-                .unwrap();
-            if r["type"] == "response" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "cluster never formed: {r}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        subscribe_once_routed(c, "room:lease").await.unwrap();
     }
     bob.wait_for(|f| f["type"] == "join" && f["info"]["user_id"] == "alice")
         .await
