@@ -167,7 +167,7 @@ async fn delivered(c: &mut Client, channel: &str, data: impl Into<Value>) -> boo
             .await
             .unwrap_or_else(|e| panic!("{data} on {channel}: {e:#}"));
         if f["type"] == "resubscribed" {
-            // Brokers hand over no state yet: a moved channel starts afresh.
+            // The owner was lost or cut off: the channel went on afresh.
             assert_eq!(f["recovered"], false, "{f}");
             moved = true;
         } else if f["data"] == data {

@@ -75,6 +75,9 @@ struct Sub {
     /// presence entries). Cleared when its stream was lost; the reconciler
     /// places the subscription again.
     placed: bool,
+    /// Bumped whenever the subscription must be placed again; a placement
+    /// that started before a bump does not count as done.
+    unplaced: u64,
     /// Last position delivered to local clients.
     last: Option<Position>,
     /// Clients of this gateway in the channel's presence.
@@ -323,10 +326,14 @@ impl Router {
         let remote = self
             .attached_now(new)
             .ok_or_else(|| BrokerError::Unavailable(format!("broker {new} is not attached")))?;
+        let started = self.inner.subs.get(channel).map(|s| s.unplaced);
         self.resubscribe(channel, &remote).await?;
         if let Some(mut sub) = self.inner.subs.get_mut(channel) {
             sub.owner = new.to_owned();
-            sub.placed = true;
+            // The owner may have replaced the channel's state (or the
+            // stream dropped) while this subscribe was in flight: then it
+            // subscribed to what is gone, and must go again.
+            sub.placed = Some(sub.unplaced) == started;
         }
         if old != new {
             let old_remote = self.inner.links.read().get(old).map(|l| l.remote.clone());
@@ -427,6 +434,7 @@ impl Router {
             // The owner replaced the channel's state: subscribe again from
             // where clients are, so they hear of the new epoch.
             sub.placed = false;
+            sub.unplaced += 1;
             drop(sub);
             self.inner.reconcile.notify_one();
             return;
@@ -509,6 +517,7 @@ impl Router {
                     for mut sub in self.inner.subs.iter_mut() {
                         if sub.owner == name {
                             sub.placed = false;
+                            sub.unplaced += 1;
                         }
                     }
                     self.inner.reconcile.notify_one();
@@ -700,6 +709,7 @@ impl Broker for Router {
                                 .or_insert_with(|| Sub {
                                     owner: owner.clone(),
                                     placed: false,
+                                    unplaced: 0,
                                     last: None,
                                     clients: HashMap::new(),
                                     pending: None,
