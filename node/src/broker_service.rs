@@ -34,9 +34,12 @@ impl BrokerService {
 
     /// Refuses a channel this broker does not own; takes over one it owns
     /// but does not hold yet.
-    async fn admit(&self, channel: &ChannelName) -> Result<(), Status> {
+    async fn admit(&self, channel: &ChannelName, ring: Option<u64>) -> Result<(), Status> {
         match &self.handoff {
-            Some(handoff) => handoff.admit(channel).await.map_err(wire::status),
+            Some(handoff) => handoff
+                .admit_routed(channel, ring)
+                .await
+                .map_err(wire::status),
             None => Ok(()),
         }
     }
@@ -70,6 +73,14 @@ impl DeliverySink for StreamSink {
             Err(mpsc::error::TrySendError::Closed(_)) => *tx = None,
         }
     }
+}
+
+/// The ring version a gateway routed the request by, if it sent one.
+fn ring_of<T>(request: &Request<T>) -> Option<u64> {
+    request
+        .metadata()
+        .get(crate::remote_broker::RING_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
 }
 
 fn gateway_of(name: &str) -> Result<GatewayId, Status> {
@@ -123,17 +134,9 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<pb::SubscribeReply>, Status> {
-        let ring = request
-            .metadata()
-            .get(crate::remote_broker::RING_HEADER)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let ring = ring_of(&request);
         let req = wire::subscribe_from_pb(request.into_inner())?;
-        if let Some(handoff) = &self.handoff {
-            handoff
-                .admit_resuming(&req.channel, req.since.as_ref(), ring)
-                .await
-                .map_err(wire::status)?;
-        }
+        self.admit(&req.channel, ring).await?;
         let reply = self.broker.subscribe(req).await.map_err(wire::status)?;
         Ok(Response::new(wire::subscribe_reply_to_pb(reply)))
     }
@@ -156,9 +159,10 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let ring = ring_of(&request);
         let req = request.into_inner();
         let channel = wire::channel(&req.channel)?;
-        self.admit(&channel).await?;
+        self.admit(&channel, ring).await?;
         self.broker
             .leave(&channel, &req.client_id)
             .await
@@ -170,8 +174,9 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReply>, Status> {
+        let ring = ring_of(&request);
         let req = wire::publish_from_pb(request.into_inner())?;
-        self.admit(&req.channel).await?;
+        self.admit(&req.channel, ring).await?;
         let position = self.broker.publish(req).await.map_err(wire::status)?;
         Ok(Response::new(pb::PublishReply {
             position: Some(wire::position_to_pb(&position)),
@@ -182,8 +187,9 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::ChannelRequest>,
     ) -> Result<Response<pb::PresenceReply>, Status> {
+        let ring = ring_of(&request);
         let channel = wire::channel(&request.into_inner().channel)?;
-        self.admit(&channel).await?;
+        self.admit(&channel, ring).await?;
         let clients = self.broker.presence(&channel).await.map_err(wire::status)?;
         Ok(Response::new(pb::PresenceReply {
             clients: clients.iter().map(wire::client_to_pb).collect(),
@@ -194,8 +200,9 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::ChannelRequest>,
     ) -> Result<Response<pb::PresenceStatsReply>, Status> {
+        let ring = ring_of(&request);
         let channel = wire::channel(&request.into_inner().channel)?;
-        self.admit(&channel).await?;
+        self.admit(&channel, ring).await?;
         let stats = self
             .broker
             .presence_stats(&channel)
@@ -208,8 +215,9 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryReply>, Status> {
+        let ring = ring_of(&request);
         let req = wire::history_from_pb(request.into_inner())?;
-        self.admit(&req.channel).await?;
+        self.admit(&req.channel, ring).await?;
         let reply = self.broker.history(req).await.map_err(wire::status)?;
         Ok(Response::new(wire::history_reply_to_pb(reply)))
     }
@@ -218,8 +226,9 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let ring = ring_of(&request);
         let (channel, command) = wire::control_from_pb(request.into_inner())?;
-        self.admit(&channel).await?;
+        self.admit(&channel, ring).await?;
         self.broker
             .control(&channel, command)
             .await

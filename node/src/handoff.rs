@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    BrokerError, ChannelName, LocalBroker, Position, RemoteBroker,
+    BrokerError, ChannelName, LocalBroker, RemoteBroker,
     dialer::{SharedDialer, TcpDialer},
     local_broker::Holding,
     membership::ClusterView,
@@ -146,27 +146,27 @@ impl Handoff {
         Ok(())
     }
 
-    /// [`Self::admit`] for a subscription that resumes from `since`, routed
-    /// by a gateway whose ring has version `ring`. A client that saw an
-    /// epoch this broker does not have may come from a newer copy of the
-    /// channel (kept elsewhere while this broker was cut off); while the
-    /// gateway's ring and this broker's differ, this broker may not know
-    /// yet whom to check with, so the gateway is asked to come back once
-    /// the rings agree.
-    pub async fn admit_resuming(
+    /// [`Self::admit`] for a request a gateway routed by its ring with
+    /// version `ring`. While that ring and this broker's differ, one of them
+    /// has not yet seen a change, and this broker may be about to hand the
+    /// channel over or to take a newer copy of it (after a partition): the
+    /// gateway is asked to come back once the rings agree, rather than
+    /// having a publication accepted into a copy that is about to be
+    /// replaced, or a client resumed from one.
+    pub async fn admit_routed(
         &self,
         channel: &ChannelName,
-        since: Option<&Position>,
         ring: Option<u64>,
     ) -> Result<(), BrokerError> {
-        self.admit(channel).await?;
-        if let (Some(since), Some(ring)) = (since, ring)
-            && ring != self.placement().ring_version()
-            && self.broker.epoch(channel).as_deref() != Some(since.epoch.as_str())
+        let placement = self.placement();
+        if let Some(ring) = ring
+            && ring != placement.ring_version()
         {
-            return Err(BrokerError::NotOwner(String::new()));
+            return Err(BrokerError::NotOwner(
+                placement.owner(channel.as_str()).unwrap_or("").to_owned(),
+            ));
         }
-        Ok(())
+        self.admit(channel).await
     }
 
     /// Takes `channels` from broker `from`, which holds them but no longer

@@ -454,12 +454,6 @@ impl LocalBroker {
         }
     }
 
-    /// The channel's current epoch here, if it has state.
-    pub fn epoch(&self, channel: &ChannelName) -> Option<String> {
-        self.with_existing(channel, |s| s.moved.is_none().then(|| s.epoch.clone()))
-            .flatten()
-    }
-
     /// The copy here is the one to serve (it was checked, or replaced).
     pub fn verified(&self, channel: &ChannelName) {
         self.with_existing(channel, |s| s.verify_with = None);
