@@ -36,10 +36,7 @@ impl BrokerService {
     /// but does not hold yet.
     async fn admit(&self, channel: &ChannelName, ring: Option<u64>) -> Result<(), Status> {
         match &self.handoff {
-            Some(handoff) => handoff
-                .admit_routed(channel, ring)
-                .await
-                .map_err(wire::status),
+            Some(handoff) => handoff.admit(channel, ring).await.map_err(wire::status),
             None => Ok(()),
         }
     }

@@ -111,10 +111,19 @@ impl Handoff {
     }
 
     /// Lets a request for `channel` through if this broker owns it, first
-    /// taking its state from the broker that held it before.
-    pub async fn admit(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+    /// taking its state from the broker that held it before. `ring` is the
+    /// version of the ring a gateway routed the request by, if it sent one.
+    /// While that ring and this broker's differ, one of them has not yet
+    /// seen a change, and this broker may be about to hand the channel over
+    /// or to take a newer copy of it (after a partition): the gateway is
+    /// asked to come back once the rings agree, rather than having a
+    /// publication accepted into a copy that is about to be replaced, or a
+    /// client resumed from one.
+    pub async fn admit(&self, channel: &ChannelName, ring: Option<u64>) -> Result<(), BrokerError> {
+        // One view of the ring for both checks and the pull.
         let placement = self.placement();
-        if !placement.owns(channel.as_str()) {
+        let agrees = ring.is_none_or(|ring| ring == placement.ring_version());
+        if !agrees || !placement.owns(channel.as_str()) {
             return Err(BrokerError::NotOwner(
                 placement.owner(channel.as_str()).unwrap_or("").to_owned(),
             ));
@@ -144,29 +153,6 @@ impl Handoff {
             self.broker.touch(channel)?;
         }
         Ok(())
-    }
-
-    /// [`Self::admit`] for a request a gateway routed by its ring with
-    /// version `ring`. While that ring and this broker's differ, one of them
-    /// has not yet seen a change, and this broker may be about to hand the
-    /// channel over or to take a newer copy of it (after a partition): the
-    /// gateway is asked to come back once the rings agree, rather than
-    /// having a publication accepted into a copy that is about to be
-    /// replaced, or a client resumed from one.
-    pub async fn admit_routed(
-        &self,
-        channel: &ChannelName,
-        ring: Option<u64>,
-    ) -> Result<(), BrokerError> {
-        let placement = self.placement();
-        if let Some(ring) = ring
-            && ring != placement.ring_version()
-        {
-            return Err(BrokerError::NotOwner(
-                placement.owner(channel.as_str()).unwrap_or("").to_owned(),
-            ));
-        }
-        self.admit(channel).await
     }
 
     /// Takes `channels` from broker `from`, which holds them but no longer
