@@ -8,10 +8,12 @@ use axum::{Router as Http, http::StatusCode, response::IntoResponse, routing::ge
 use std::time::Duration;
 
 use switchboard_node::{
-    BrokerAddr, LocalBroker, Router,
+    BrokerAddr, Router,
+    dialer::TcpDialer,
     gossip::Membership,
-    handoff::Handoff,
+    host::Host,
     membership::{NodeId, NodeState, Role},
+    process::{BrokerListeners, BrokerProcess, BrokerSettings},
 };
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -103,11 +105,9 @@ fn boot_id() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// How long a stopping broker waits, after its drain, for gateways to close
-/// their streams.
-const STREAMS_CLOSE_WITHIN: Duration = Duration::from_secs(1);
-
-/// A broker: owns channels and serves gateways over gRPC.
+/// A broker: owns channels and serves gateways over gRPC. The process
+/// shape and its drain are [`BrokerProcess`]'s; this binds the sockets and
+/// adds the HTTP port (metrics, health).
 pub async fn run_node(
     config: Config,
     name: String,
@@ -124,69 +124,38 @@ pub async fn run_node(
         .await
         .with_context(|| format!("binding HTTP {http}"))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-    // The node's name is what the cluster knows it by, whatever the file says.
-    let mut broker_config = config.broker.clone();
-    broker_config.name = name.clone();
-    let broker = LocalBroker::new(broker_config, config.namespaces());
-    let tracker = TaskTracker::new();
-    // Two phases: the signal starts the drain; `shutdown` ends the process.
-    let shutdown = CancellationToken::new();
-    let advertised = advertise.unwrap_or_else(|| grpc_addr.to_string());
     let gossip_addr = gossip.bind_addr().await?;
-    let membership = Membership::start(
-        node_id(&name, Role::Broker, advertised, NodeState::Active),
-        gossip_addr,
-        gossip.seeds,
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("binding gossip {gossip_addr}"))?;
-    let handoff = Handoff::start(broker.clone(), &name, membership.view(), shutdown.clone());
-    tracker.spawn(handoff.clone().run(shutdown.clone()));
-    let drain_timeout = config.gateway.drain_timeout;
-    tracker.spawn({
-        let (broker, shutdown, membership) = (broker.clone(), shutdown.clone(), membership.clone());
-        let handoff = handoff.clone();
-        async move {
-            signal.cancelled().await;
-            // Leave the ring first: the new owners take this broker's
-            // channels (history and position) and gateways move their
-            // subscriptions to them; then the process can go.
-            broker.start_draining();
-            membership.set_state(NodeState::Draining).await;
-            tracing::info!(
-                gateways = broker.gateway_count(),
-                channels = broker.held().len(),
-                "draining"
-            );
-            let deadline = tokio::time::Instant::now() + drain_timeout;
-            while (broker.gateway_count() > 0 || !handoff.settled())
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if !handoff.settled() {
-                tracing::warn!(
-                    channels = broker.held().len(),
-                    "drain deadline passed with channels not handed over"
-                );
-            }
-            shutdown.cancel();
-        }
-    });
-    tracker.spawn({
-        let (broker, shutdown) = (broker.clone(), shutdown.clone());
-        async move { broker.maintain(shutdown).await }
-    });
+    let gossip_socket = tokio::net::UdpSocket::bind(gossip_addr)
+        .await
+        .with_context(|| format!("binding gossip {gossip_addr}"))?;
+    // The node's name is what the cluster knows it by, whatever the file says.
+    let mut broker = config.broker.clone();
+    broker.name = name.clone();
+    let settings = BrokerSettings {
+        broker,
+        namespaces: config.namespaces(),
+        advertise: advertise.unwrap_or_else(|| grpc_addr.to_string()),
+        seeds: gossip.seeds,
+        boot: boot_id(),
+        drain_timeout: config.gateway.drain_timeout,
+        host: Host::system(),
+        dialer: TcpDialer::shared(),
+    };
+    let listeners = BrokerListeners {
+        grpc: switchboard_node::server::incoming(grpc),
+        gossip: gossip_socket,
+    };
+    let process = BrokerProcess::start(listeners, settings, signal)?;
+    let tracker = TaskTracker::new();
     tracker.spawn(switchboard_gateway::telemetry::upkeep(
         switchboard_gateway::telemetry::recorder(),
-        shutdown.clone(),
+        process.stopping(),
     ));
     tracker.spawn({
-        let shutdown = shutdown.clone();
-        let app = ops_routes(shutdown.clone());
+        let app = ops_routes(process.stopping());
+        let stopping = process.stopping();
         async move {
-            let serve = axum::serve(http, app).with_graceful_shutdown(shutdown.cancelled_owned());
+            let serve = axum::serve(http, app).with_graceful_shutdown(stopping.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
@@ -195,20 +164,9 @@ pub async fn run_node(
     tracing::info!(
         node = %name,
         "switchboard node {name}: grpc://{grpc_addr} http://{http_addr} gossip://{}",
-        membership.addr()
+        process.gossip_addr()
     );
-    // The gRPC server's graceful stop waits for every open stream, and a
-    // gateway that does not follow the drain (a static `--broker` list, or
-    // one cut off) never closes its own: once the drain is over, give the
-    // streams a moment, then stop regardless.
-    let serve = switchboard_node::server::run(grpc, broker, Some(handoff), shutdown.clone());
-    tokio::select! {
-        served = serve => served?,
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(STREAMS_CLOSE_WITHIN).await;
-        } => tracing::warn!("gateway streams still open after the drain; closing them"),
-    }
+    process.run().await;
     tracker.close();
     tracker.wait().await;
     Ok(())

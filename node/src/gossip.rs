@@ -164,6 +164,10 @@ struct Agent<S> {
     view: ClusterView,
     view_tx: watch::Sender<Arc<ClusterView>>,
     timers: mpsc::UnboundedSender<Timer<NodeId>>,
+    /// This node's identity and incarnation as its last message carried
+    /// them.
+    me: NodeId,
+    incarnation: u16,
 }
 
 impl<S: Datagram> Agent<S> {
@@ -196,7 +200,34 @@ impl<S: Datagram> Agent<S> {
                     tracing::info!(from = ?old, to = ?new, "member changed");
                     self.view.up(new)
                 }
-                OwnedNotification::Rejoin(me) => self.view.up(me),
+                // Every message carries the sender's incarnation, which
+                // foca raises only to refute a suspicion of this node (and
+                // resets when the identity changes): some members counted
+                // it out for a while.
+                OwnedNotification::DataSent(header) => {
+                    let refuted =
+                        header.src_incarnation > self.incarnation && header.src == self.me;
+                    if header.src != self.me {
+                        self.me = header.src.clone();
+                    }
+                    self.incarnation = header.src_incarnation;
+                    if refuted {
+                        tracing::info!(
+                            incarnation = self.incarnation,
+                            "refuted a suspicion of this node"
+                        );
+                        self.view.doubted();
+                    }
+                    refuted
+                }
+                OwnedNotification::Rejoin(me) => {
+                    // Declared down by others, who may have taken over
+                    // what this node holds.
+                    tracing::warn!(me = ?me, "declared down by the cluster; rejoining");
+                    self.view.doubted();
+                    self.view.up(me);
+                    true
+                }
                 _ => false,
             };
         }
@@ -248,25 +279,20 @@ async fn agent<S: Datagram>(
         view: ClusterView::new(me.clone()),
         view_tx,
         timers,
+        me: me.clone(),
+        incarnation: 0,
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut lonely = tokio::time::interval(LONELY_ANNOUNCE);
     let mut seed_round = tokio::time::interval(SEED_ANNOUNCE);
     loop {
         tokio::select! {
+                biased;
             _ = shutdown.cancelled() => {
                 let _ = foca.leave_cluster(&mut agent.runtime);
                 agent.drain().await;
                 return;
             }
-            recv = socket.recv_from(&mut buf) => match recv {
-                Ok((n, _from)) => {
-                    if let Err(e) = foca.handle_data(&buf[..n], &mut agent.runtime) {
-                        tracing::debug!(error = %e, "bad gossip packet");
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "gossip receive failed"),
-            },
             Some(timer) = timer_rx.recv() => {
                 if let Err(e) = foca.handle_timer(timer, &mut agent.runtime) {
                     tracing::debug!(error = %e, "gossip timer failed");
@@ -281,6 +307,14 @@ async fn agent<S: Datagram>(
                         tracing::warn!(error = %e, "cannot announce state change");
                     }
                 }
+            },
+            recv = socket.recv_from(&mut buf) => match recv {
+                Ok((n, _from)) => {
+                    if let Err(e) = foca.handle_data(&buf[..n], &mut agent.runtime) {
+                        tracing::debug!(error = %e, "bad gossip packet");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "gossip receive failed"),
             },
             _ = lonely.tick(), if foca.num_members() == 0 => {
                 for addr in resolve(&seeds).await {

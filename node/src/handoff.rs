@@ -77,16 +77,17 @@ impl Handoff {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
+                biased;
                     _ = shutdown.cancelled() => return,
                     changed = view.changed() => if changed.is_err() { return },
                 }
                 let placement = Placement::new(&view.borrow_and_update(), &me);
-                // A broker that (re)appears may have taken over channels
-                // held here while each side counted the other out: check
-                // with it before serving them again.
-                let appeared = placement.appeared(&tx.borrow());
-                if !appeared.is_empty() {
-                    held.mark_unverified(|c| placement.to_verify(c.as_str(), &appeared));
+                // A broker that (re)appears, or one that went on without
+                // this one while it was counted out, may have taken over
+                // channels held here: check with it before serving them.
+                let before = tx.borrow().clone();
+                if placement.doubts() > before.doubts() || !placement.appeared(&before).is_empty() {
+                    held.mark_unverified(|c| placement.verify_with(c.as_str(), &before));
                 }
                 tx.send_replace(Arc::new(placement));
             }
@@ -98,6 +99,11 @@ impl Handoff {
             dialer,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
+    }
+
+    /// Every new placement (a ring change as this broker sees it).
+    pub fn placement_changes(&self) -> watch::Receiver<Arc<Placement>> {
+        self.placement.clone()
     }
 
     pub fn placement(&self) -> Arc<Placement> {
@@ -227,6 +233,7 @@ impl Handoff {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
                 changed = placement.changed() => if changed.is_err() { return },

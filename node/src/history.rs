@@ -2,10 +2,9 @@
 //! than `ttl`. Entries hold the publication already encoded for clients, so
 //! recovery replays bytes and never re-encodes.
 
-use std::{
-    collections::VecDeque,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, time::Duration};
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 

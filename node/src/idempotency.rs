@@ -10,8 +10,10 @@
 use std::{
     collections::{HashMap, VecDeque},
     hash::Hash,
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use tokio::time::Instant;
 
 /// Longest idempotency key accepted, in bytes: keys are held in memory at
 /// the owner for the whole window.

@@ -13,6 +13,8 @@
 //! - [`broker`]: the [`Broker`] trait gateways call, and the [`DeliverySink`] they receive on.
 //! - [`control`]: commands for a user's connections (disconnect, unsubscribe), sent on `#user`.
 //! - [`idempotency`]: the window in which a retried publish is answered, not repeated.
+//! - [`host`]: [`host::Host`], the wall clock and randomness a node draws
+//!   on (the machine's, or a simulation's seeded ones).
 //! - [`ring`]: the consistent hash ring that picks each channel's owner and failover order.
 //! - [`local_broker`]: [`LocalBroker`], the in-process owner of channels.
 //! - [`ownership`]: who serves a channel and who held it before; snapshots
@@ -25,6 +27,9 @@
 //!   broker's gRPC address (TCP in production, turmoil in simulations).
 //! - [`router`]: [`Router`], a gateway's view of the cluster: each call to
 //!   the channel's owner, streams re-attached, subscriptions recovered.
+//! - [`process`]: [`process::BrokerProcess`], a broker as a process: its
+//!   listeners, gossip, hand-over and drain, as `switchboard node` and the
+//!   simulation run it.
 //! - [`server`]: the broker process's gRPC server, on a TCP listener or any
 //!   stream of connections.
 //! - [`membership`]: node identities (role, address, state, boot id) and the
@@ -44,6 +49,7 @@ pub mod frame;
 pub mod gossip;
 pub mod handoff;
 pub mod history;
+pub mod host;
 pub mod idempotency;
 pub mod local_broker;
 pub mod membership;
@@ -51,6 +57,7 @@ pub mod namespace;
 pub mod ownership;
 pub mod position;
 pub mod presence;
+pub mod process;
 pub mod remote_broker;
 pub mod ring;
 pub mod router;

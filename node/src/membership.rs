@@ -96,6 +96,10 @@ impl foca::Identity for NodeId {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterView {
     members: BTreeMap<String, NodeId>,
+    /// How often this node learned that others suspected it or declared it
+    /// down (it refuted the suspicion, or rejoined). Each time, others may
+    /// have taken over what it held meanwhile.
+    doubts: u64,
 }
 
 impl ClusterView {
@@ -126,6 +130,16 @@ impl ClusterView {
             }
             _ => false,
         }
+    }
+
+    /// Others suspected this node or declared it down, and it found out.
+    pub fn doubted(&mut self) {
+        self.doubts += 1;
+    }
+
+    /// How many times [`Self::doubted`] was called.
+    pub fn doubts(&self) -> u64 {
+        self.doubts
     }
 
     pub fn members(&self) -> impl Iterator<Item = &NodeId> {

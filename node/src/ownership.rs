@@ -73,6 +73,8 @@ pub struct Placement {
     /// channel before `me`.
     others: Arc<Ring>,
     addrs: BTreeMap<String, String>,
+    /// The view's count of times others doubted this broker.
+    doubts: u64,
 }
 
 impl Placement {
@@ -93,6 +95,7 @@ impl Placement {
                 .iter()
                 .map(|m| (m.name.clone(), m.grpc.clone()))
                 .collect(),
+            doubts: view.doubts(),
         }
     }
 
@@ -129,6 +132,11 @@ impl Placement {
         })
     }
 
+    /// See [`ClusterView::doubts`].
+    pub fn doubts(&self) -> u64 {
+        self.doubts
+    }
+
     pub fn is_live(&self, name: &str) -> bool {
         self.addrs.contains_key(name)
     }
@@ -153,6 +161,21 @@ impl Placement {
             .iter()
             .any(|a| a == source)
             .then(|| source.to_owned())
+    }
+
+    /// For a channel held here, after the view moved on from `before`: the
+    /// broker to check with before serving it again, if any. That is the
+    /// broker that would have taken the channel over while this one was
+    /// counted out: when a broker appears that could have done so, or,
+    /// for every channel, when others doubted this broker (it had to
+    /// refute a suspicion, or was declared down): its own view may never
+    /// have shown the others leaving, yet they may have gone on without it.
+    pub fn verify_with(&self, channel: &str, before: &Placement) -> Option<String> {
+        if self.doubts > before.doubts {
+            return self.others.owner(channel).map(str::to_owned);
+        }
+        let appeared = self.appeared(before);
+        self.to_verify(channel, &appeared)
     }
 
     /// Channels held here that belong to another live broker, by owner:

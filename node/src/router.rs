@@ -8,7 +8,7 @@
 //! clients joined, so a broker that lost it rebuilds it.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, OnceLock, atomic::AtomicU64},
     time::Duration,
 };
@@ -16,6 +16,7 @@ use std::{
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use parking_lot::RwLock;
+use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,7 @@ use crate::{
     Position, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
     dialer::{SharedDialer, TcpDialer},
     frame,
+    host::Host,
     remote_broker::RemoteBroker,
     ring::Ring,
     wire,
@@ -98,8 +100,10 @@ struct Inner {
     ring_version: Option<Arc<AtomicU64>>,
     /// How links reach brokers (TCP in production).
     dialer: SharedDialer,
-    links: RwLock<HashMap<String, Link>>,
-    subs: DashMap<ChannelName, Sub>,
+    links: RwLock<BTreeMap<String, Link>>,
+    subs: DashMap<ChannelName, Sub, foldhash::fast::FixedState>,
+    /// Retry jitter, drawn from the host (repeatable in a simulation).
+    jitter: parking_lot::Mutex<rand::rngs::StdRng>,
     /// Wakes the reconciler: the ring changed or a stream came back.
     reconcile: tokio::sync::Notify,
     shutdown: CancellationToken,
@@ -123,13 +127,14 @@ impl Router {
         dialer: SharedDialer,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
-        Self::build(brokers, dialer, None, shutdown)
+        Self::build(brokers, dialer, None, Host::system(), shutdown)
     }
 
     fn build(
         brokers: &[BrokerAddr],
         dialer: SharedDialer,
         ring_version: Option<Arc<AtomicU64>>,
+        host: Host,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
         let router = Self {
@@ -139,8 +144,9 @@ impl Router {
                 ring: RwLock::new(Arc::new(Ring::new(Vec::<String>::new()))),
                 ring_version,
                 dialer,
-                links: RwLock::new(HashMap::new()),
-                subs: DashMap::new(),
+                links: RwLock::new(BTreeMap::new()),
+                subs: DashMap::with_hasher(host.hasher("subscriptions")),
+                jitter: parking_lot::Mutex::new(host.rng("jitter")),
                 reconcile: tokio::sync::Notify::new(),
                 shutdown,
             }),
@@ -154,23 +160,25 @@ impl Router {
         view: watch::Receiver<Arc<crate::membership::ClusterView>>,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
-        Self::following_with(view, TcpDialer::shared(), shutdown)
+        Self::following_with(view, TcpDialer::shared(), Host::system(), shutdown)
     }
 
     /// A router that follows the active brokers of a gossip view, reached
-    /// through `dialer`.
+    /// through `dialer`, drawing its jitter from `host`.
     pub fn following_with(
         mut view: watch::Receiver<Arc<crate::membership::ClusterView>>,
         dialer: SharedDialer,
+        host: Host,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
         let brokers = view.borrow_and_update().active_brokers();
         let version = Some(Arc::new(AtomicU64::new(0)));
-        let router = Self::build(&brokers, dialer, version, shutdown.clone())?;
+        let router = Self::build(&brokers, dialer, version, host, shutdown.clone())?;
         let follower = router.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
+                biased;
                     _ = shutdown.cancelled() => return,
                     changed = view.changed() => if changed.is_err() { return },
                 }
@@ -271,6 +279,7 @@ impl Router {
         let mut wait = RECONCILE_EVERY;
         loop {
             tokio::select! {
+                biased;
                 _ = self.inner.shutdown.cancelled() => return,
                 _ = self.inner.reconcile.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -410,7 +419,8 @@ impl Router {
             match call(owner, remote).await {
                 Err(BrokerError::NotOwner(hint)) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(channel = %channel, owner = %hint, "not the owner yet; asking again");
-                    tokio::time::sleep(backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0)).await;
+                    let jitter = self.inner.jitter.lock().random::<f64>();
+                    tokio::time::sleep(backoff.mul_f64(0.5 + jitter / 2.0)).await;
                     backoff = (backoff * 2).min(Duration::from_millis(250));
                 }
                 other => return other,
@@ -523,31 +533,33 @@ impl Router {
                     self.inner.reconcile.notify_one();
                     loop {
                         tokio::select! {
-                            _ = stop.cancelled() => return,
-                            item = stream.next() => match item {
-                                Some(Ok(d)) => match wire::delivery_from_pb(d) {
-                                    Ok(d) => self.on_delivery(d),
-                                    Err(e) => tracing::warn!(broker = %name, error = %e, "bad delivery"),
-                                },
-                                Some(Err(e)) => {
-                                    tracing::warn!(broker = %name, error = %e, "stream failed");
-                                    break;
+                        biased;
+                                    _ = stop.cancelled() => return,
+                                    item = stream.next() => match item {
+                                        Some(Ok(d)) => match wire::delivery_from_pb(d) {
+                                            Ok(d) => self.on_delivery(d),
+                                            Err(e) => tracing::warn!(broker = %name, error = %e, "bad delivery"),
+                                        },
+                                        Some(Err(e)) => {
+                                            tracing::warn!(broker = %name, error = %e, "stream failed");
+                                            break;
+                                        }
+                                        None => {
+                                            tracing::warn!(broker = %name, "stream ended");
+                                            break;
+                                        }
+                                    },
                                 }
-                                None => {
-                                    tracing::warn!(broker = %name, "stream ended");
-                                    break;
-                                }
-                            },
-                        }
                     }
                     attached.send_replace(false);
                 }
                 Err(e) => tracing::debug!(broker = %name, error = %e, "cannot open stream"),
             }
             // Full jitter, so that many gateways do not retry in step.
-            let wait = backoff.mul_f64(rand::random::<f64>());
+            let wait = backoff.mul_f64(self.inner.jitter.lock().random::<f64>());
             backoff = (backoff * 2).min(BACKOFF_MAX);
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }

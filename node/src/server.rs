@@ -21,12 +21,16 @@ pub async fn run(
     handoff: Option<Arc<Handoff>>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    serve(incoming(listener), broker, handoff, shutdown).await
+}
+
+/// Connections accepted on `listener`, as the broker's server takes them.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
     // The builder's `tcp_nodelay` does not reach connections from our own
     // listener: set it on them. Without it, Nagle's algorithm held delivery
     // frames on the stream to each gateway until the previous one was
     // acknowledged (a delayed ACK: tens of milliseconds).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    serve(incoming, broker, handoff, shutdown).await
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// [`run`] over any stream of accepted connections: the simulation tests

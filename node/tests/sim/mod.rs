@@ -1,9 +1,9 @@
 //! Harness for the simulation tests: our real broker and gateway code on
 //! turmoil's simulated network and clock, one thread, seeded.
 //!
-//! - Brokers (`b1`, `b2`, ...) run a [`LocalBroker`], its gRPC server on
-//!   turmoil TCP, gossip on turmoil UDP and a [`Handoff`], wired as
-//!   `switchboard node` wires them (src/cluster.rs), drain included.
+//! - Brokers (`b1`, `b2`, ...) run the [`BrokerProcess`] that `switchboard
+//!   node` runs (gRPC server, gossip, hand-over, sweeper and drain), its
+//!   gRPC on turmoil TCP and gossip on turmoil UDP.
 //! - Gateways run gossip and a [`Router`] that dials brokers over turmoil
 //!   TCP. The subscribing gateway (`g1`) records every delivery; the
 //!   publishing one (`g2`) publishes in an open loop and records the
@@ -28,11 +28,12 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, value::RawValue};
 use switchboard_node::{
     Broker, BrokerConfig, BrokerError, ChannelName, Delivery, DeliveryKind, DeliverySink,
-    GatewayId, LocalBroker, Namespaces, PublishRequest, Router, SubscribeRequest,
+    GatewayId, Namespaces, PublishRequest, Router, SubscribeRequest,
     dialer::{self, Dialer, SharedDialer},
     gossip::{Datagram, Membership},
-    handoff::Handoff,
+    host::Host,
     membership::{ClusterView, NodeId, NodeState, Role},
+    process::{BrokerListeners, BrokerProcess, BrokerSettings},
     ring::Ring,
 };
 use tokio::{
@@ -56,6 +57,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn sim<'a>(seed: u64) -> Sim<'a> {
     turmoil::Builder::new()
         .rng_seed(seed)
+        // Wall-clock reads in simulated code count from a fixed date.
+        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
         .simulation_duration(Duration::from_secs(300))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(20))
@@ -72,6 +75,17 @@ pub fn mix(seed: u64, name: &str, incarnation: u64) -> u64 {
         h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// Simulated wall clock: turmoil's, from the fixed date [`sim`] sets.
+fn sim_wall() -> Duration {
+    turmoil::since_epoch().expect("called inside the simulation")
+}
+
+/// What node `name` draws on in its `boot`-th run: simulated time and a
+/// seed of its own.
+pub fn host(shared: &Shared, name: &str, boot: u64) -> Host {
+    Host::simulated(mix(shared.seed, name, boot), sim_wall)
 }
 
 // ---- turmoil's network behind our seams --------------------------------
@@ -286,67 +300,48 @@ pub fn broker(sim: &mut Sim<'_>, shared: &Arc<Shared>, name: &'static str) {
     sim.host(name, move || run_broker(shared.clone(), name));
 }
 
-/// One broker process, as `switchboard node` runs it.
+/// One broker process: the same [`BrokerProcess`] as `switchboard node`
+/// runs, on turmoil's network.
 async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result {
-    let shutdown = CancellationToken::new();
     let signal = CancellationToken::new();
     shared
         .signals
         .lock()
         .unwrap()
         .insert(name.to_owned(), signal.clone());
-    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", GRPC_PORT)).await?;
-    let broker = LocalBroker::new(
-        BrokerConfig {
+    let boot = shared.boot(name);
+    let ip = turmoil::lookup(name);
+    let grpc = turmoil::net::TcpListener::bind(("0.0.0.0", GRPC_PORT)).await?;
+    let gossip = turmoil::net::UdpSocket::bind(("0.0.0.0", GOSSIP_PORT)).await?;
+    let listeners = BrokerListeners {
+        grpc: incoming(grpc),
+        gossip: SimUdp(gossip, SocketAddr::new(ip, GOSSIP_PORT)),
+    };
+    let settings = BrokerSettings {
+        broker: BrokerConfig {
             name: name.to_owned(),
             ..BrokerConfig::default()
         },
-        Namespaces::permissive(),
-    );
-    let membership = gossip(
-        &shared,
-        name,
-        Role::Broker,
-        format!("{name}:{GRPC_PORT}"),
-        shutdown.clone(),
-    )
-    .await?;
-    let handoff = Handoff::start_with(
-        broker.clone(),
-        name,
-        membership.view(),
-        shutdown.clone(),
-        dialer(),
-    );
-    tokio::spawn(handoff.clone().run(shutdown.clone()));
-    tokio::spawn({
-        let (broker, shutdown) = (broker.clone(), shutdown.clone());
-        async move { broker.maintain(shutdown).await }
-    });
-    // The drain, as in src/cluster.rs: leave the ring, wait until the new
-    // owners took every channel and the gateways moved away, then go.
-    tokio::spawn({
-        let (broker, shutdown, membership) = (broker.clone(), shutdown.clone(), membership.clone());
-        let (handoff, shared) = (handoff.clone(), shared.clone());
-        async move {
-            signal.cancelled().await;
-            broker.start_draining();
-            membership.set_state(NodeState::Draining).await;
-            let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-            while (broker.gateway_count() > 0 || !handoff.settled())
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            shared
-                .drained
-                .lock()
-                .unwrap()
-                .insert(name.to_owned(), handoff.settled());
-            shutdown.cancel();
-        }
-    });
-    switchboard_node::server::serve(incoming(listener), broker, Some(handoff), shutdown).await?;
+        namespaces: Namespaces::permissive(),
+        advertise: format!("{name}:{GRPC_PORT}"),
+        seeds: shared.seeds.clone(),
+        boot,
+        drain_timeout: DRAIN_TIMEOUT,
+        host: host(&shared, name, boot),
+        dialer: dialer(),
+    };
+    let process = BrokerProcess::start(listeners, settings, signal)?;
+    shared
+        .views
+        .lock()
+        .unwrap()
+        .insert(name.to_owned(), process.view());
+    let stopped = process.run().await;
+    shared
+        .drained
+        .lock()
+        .unwrap()
+        .insert(name.to_owned(), stopped.handed_over);
     // Gossip announces the departure on shutdown; give it a moment to go
     // out before the host stops running.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -492,7 +487,12 @@ async fn gateway(
     )
     .await
     .map_err(|_| format!("{name}: the cluster never formed"))??;
-    let router = Router::following_with(membership.view(), dialer(), shutdown)?;
+    let router = Router::following_with(
+        membership.view(),
+        dialer(),
+        host(shared, name, shared.boots.lock().unwrap()[name]),
+        shutdown,
+    )?;
     router.attach(GatewayId::from(name), sink).await?;
     Ok(router)
 }

@@ -5,61 +5,45 @@
 //! it. Publishing assigns the offset, encodes the frame and hands it to every
 //! interested gateway while holding that lock, which is what gives each
 //! channel one total order.
+//!
+//! - [`config`]: the broker's settings ([`BrokerConfig`]).
+//! - `channel_state`: one channel and its lifecycle (serving, unverified,
+//!   fenced, removed).
+//! - `registry`: the channels, their locks, and the sweeper's removals.
+//! - `handover`: releasing and adopting channels between brokers.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+mod channel_state;
+pub mod config;
+mod handover;
+mod registry;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use rand::{Rng, distr::Alphanumeric};
-use serde::{Deserialize, Serialize};
+use rand::{Rng, distr::Alphanumeric, rngs::StdRng};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+pub use channel_state::FENCE_TTL;
+use channel_state::{ChannelState, Subscriber};
+pub use config::BrokerConfig;
+pub use handover::Holding;
+use registry::Registry;
 
 use crate::{
     Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
-    Delivery, DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest,
-    NamespaceOptions, Namespaces, NodeInfo, Position, PresenceStats, PublishRequest,
-    SubscribeReply, SubscribeRequest,
+    DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NamespaceOptions,
+    Namespaces, NodeInfo, Position, PresenceStats, PublishRequest, SubscribeReply,
+    SubscribeRequest,
     frame::{self, PresenceEvent},
-    history::History,
+    host::Host,
     idempotency::{self, IdempotencyCache},
-    ownership::{Release, Snapshot, SnapshotEntry},
     position::Recovery,
-    presence::Presence,
 };
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BrokerConfig {
-    /// This broker's name, shown by the server API's `info`.
-    pub name: String,
-    /// How often idle channels and expired history are swept.
-    #[serde(with = "humantime_serde")]
-    pub sweep_interval: Duration,
-    /// How long a publish's idempotency key is remembered; `0s` disables
-    /// deduplication.
-    #[serde(with = "humantime_serde")]
-    pub idempotency_window: Duration,
-    /// Most idempotency keys remembered at once; beyond it the oldest are
-    /// forgotten before their window ends.
-    pub idempotency_max_keys: usize,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        Self {
-            name: "broker-1".into(),
-            sweep_interval: Duration::from_secs(1),
-            idempotency_window: Duration::from_secs(300),
-            idempotency_max_keys: 100_000,
-        }
-    }
-}
 
 /// The in-process channel owner. Cheap to clone.
 #[derive(Clone)]
@@ -70,8 +54,11 @@ pub struct LocalBroker {
 struct Inner {
     config: BrokerConfig,
     namespaces: Namespaces,
-    channels: DashMap<ChannelName, Arc<Mutex<ChannelState>>>,
-    gateways: DashMap<GatewayId, Arc<dyn DeliverySink>>,
+    host: Host,
+    registry: Registry,
+    /// New epochs' ids: drawn from the host, so a simulation repeats them.
+    epochs: Mutex<StdRng>,
+    gateways: DashMap<GatewayId, Arc<dyn DeliverySink>, foldhash::fast::FixedState>,
     /// Keyed by channel too: a key names one publish to one channel.
     idempotency: Mutex<IdempotencyCache<(ChannelName, String), Position>>,
     started: Instant,
@@ -79,156 +66,48 @@ struct Inner {
     /// Set while this broker drains: gateways leaving it are moving their
     /// clients to the channels' new owners, not losing them.
     draining: AtomicBool,
-}
-
-struct Subscriber {
-    gateway: GatewayId,
-    sink: Arc<dyn DeliverySink>,
-}
-
-struct ChannelState {
-    name: ChannelName,
-    options: NamespaceOptions,
-    epoch: String,
-    offset: u64,
-    history: History,
-    presence: Presence,
-    subscribers: Vec<Subscriber>,
-    /// Set by the sweeper when it drops the channel, so that a caller that
-    /// looked the channel up just before retries on a fresh one.
-    removed: bool,
-    /// Handed over to this broker: the channel is refused here (fenced)
-    /// until its state comes back or the fence expires.
-    moved: Option<Fence>,
-    /// When the epoch began (wall clock µs): of two copies, the newer wins.
-    created_micros: u64,
-    /// A broker that came back may hold a newer copy of this channel: ask
-    /// it before serving.
-    verify_with: Option<Arc<str>>,
-}
-
-struct Fence {
-    to: Arc<str>,
-    since: Instant,
-}
-
-/// How long a fence outlives its hand-over. Rings agree again within a
-/// second or two of a change; until then the fence is what stops a broker
-/// with a stale ring from serving a channel it gave away.
-pub const FENCE_TTL: Duration = Duration::from_secs(60);
-
-/// What this broker holds of a channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Holding {
-    /// Its state: this broker serves it (if it owns it).
-    State,
-    /// Nothing: a new owner asks the previous one first.
-    Nothing,
-    /// Handed over to this broker.
-    Fenced(String),
-    /// Its state, but this broker may hold a newer copy: ask it first.
-    Unverified(String),
-}
-
-impl ChannelState {
-    fn new(name: ChannelName, options: NamespaceOptions) -> Self {
-        let history = History::new(options.history_size, options.history_ttl);
-        Self {
-            name,
-            options,
-            epoch: new_epoch(),
-            offset: 0,
-            history,
-            presence: Presence::default(),
-            subscribers: Vec::new(),
-            removed: false,
-            moved: None,
-            created_micros: now_micros(),
-            verify_with: None,
-        }
-    }
-
-    fn from_snapshot(snapshot: Snapshot, options: NamespaceOptions, now: Instant) -> Self {
-        let mut state = Self::new(snapshot.channel, options);
-        state.epoch = snapshot.epoch;
-        state.created_micros = snapshot.created_micros;
-        state.offset = snapshot.offset;
-        for entry in snapshot.history {
-            let at = now.checked_sub(entry.age).unwrap_or(now);
-            state.history.push(entry.offset, at, entry.frame);
-        }
-        state
-    }
-
-    fn fence_error(&self) -> Option<BrokerError> {
-        self.moved
-            .as_ref()
-            .map(|f| BrokerError::NotOwner(f.to.to_string()))
-    }
-
-    fn position(&self) -> Position {
-        Position {
-            offset: self.offset,
-            epoch: self.epoch.clone(),
-        }
-    }
-
-    fn is_idle(&mut self, now: Instant) -> bool {
-        if let Some(fence) = &self.moved {
-            return now.saturating_duration_since(fence.since) >= FENCE_TTL;
-        }
-        self.subscribers.is_empty() && self.presence.is_empty() && !self.history.trim(now)
-    }
-
-    fn deliver(&self, kind: DeliveryKind, frame: bytes::Bytes, published_at_micros: u64) {
-        for sub in &self.subscribers {
-            sub.sink.deliver(Delivery {
-                channel: self.name.clone(),
-                kind,
-                frame: frame.clone(),
-                published_at_micros,
-            });
-        }
-    }
-
-    fn send_event(&self, event: PresenceEvent, info: &ClientInfo) {
-        if self.options.join_leave && !self.subscribers.is_empty() {
-            let frame = frame::presence_event(event, &self.name, info);
-            self.deliver(DeliveryKind::Event, frame, now_micros());
-        }
-    }
-}
-
-fn new_epoch() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(8)
-        .map(char::from)
-        .collect()
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    /// Woken when a gateway goes or channels leave: what a drain waits on.
+    changes: tokio::sync::Notify,
 }
 
 impl LocalBroker {
     pub fn new(config: BrokerConfig, namespaces: Namespaces) -> Self {
+        Self::on_host(config, namespaces, Host::system())
+    }
+
+    /// A broker whose clock and randomness come from `host` (a simulation
+    /// passes its own).
+    pub fn on_host(config: BrokerConfig, namespaces: Namespaces, host: Host) -> Self {
         let idempotency =
             IdempotencyCache::new(config.idempotency_window, config.idempotency_max_keys);
         Self {
             inner: Arc::new(Inner {
                 config,
                 namespaces,
-                channels: DashMap::new(),
-                gateways: DashMap::new(),
+                registry: Registry::new(&host),
+                epochs: Mutex::new(host.rng("epochs")),
+                gateways: DashMap::with_hasher(host.hasher("gateways")),
+                host,
                 idempotency: Mutex::new(idempotency),
                 started: Instant::now(),
                 publications: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
+                changes: tokio::sync::Notify::new(),
             }),
         }
+    }
+
+    /// A channel starting here, in a new epoch.
+    fn new_channel(&self, name: &ChannelName, options: NamespaceOptions) -> ChannelState {
+        let epoch = self
+            .inner
+            .epochs
+            .lock()
+            .sample_iter(&Alphanumeric)
+            .take(8)
+            .map(char::from)
+            .collect();
+        ChannelState::new(name.clone(), options, epoch, self.inner.host.wall_micros())
     }
 
     /// Sweeps idle channels until `shutdown`. Without it, channels that had
@@ -238,65 +117,55 @@ impl LocalBroker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => self.sweep(Instant::now()),
             }
         }
     }
 
-    /// Drops channels with no subscribers, no presence and no live history.
-    pub fn sweep(&self, now: Instant) {
-        self.inner.channels.retain(|_, state| {
-            let mut s = state.lock();
-            if s.is_idle(now) {
-                s.removed = true;
-                false
-            } else {
-                true
-            }
-        });
-        metrics::gauge!("switchboard_broker_channels").set(self.inner.channels.len() as f64);
+    /// Resolves at the next departure of a gateway or of channels (a
+    /// hand-over, a sweep).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.changes.notified()
     }
 
-    /// Number of channels with state at this broker.
+    fn notify_changed(&self) {
+        self.inner.changes.notify_waiters();
+    }
+
+    /// Drops channels with no subscribers, no presence and no live history.
+    pub fn sweep(&self, now: Instant) {
+        self.inner.registry.sweep(now);
+        self.notify_changed();
+        metrics::gauge!("switchboard_broker_channels").set(self.inner.registry.len() as f64);
+    }
+
     /// Number of gateways with an open delivery stream here.
     pub fn gateway_count(&self) -> usize {
         self.inner.gateways.len()
     }
 
+    /// Number of channels with state at this broker.
     pub fn channel_count(&self) -> usize {
-        self.inner.channels.len()
+        self.inner.registry.len()
     }
 
-    /// Runs `f` on the channel's state, creating it if needed.
+    /// Runs `f` on the channel's state, creating it if needed; refused if
+    /// the channel was handed over.
     fn with_channel<T>(
         &self,
         channel: &ChannelName,
         f: impl FnOnce(&mut ChannelState) -> T,
     ) -> Result<T, BrokerError> {
         let options = self.inner.namespaces.options(channel)?;
-        let mut f = Some(f);
-        loop {
-            let state = self
-                .inner
-                .channels
-                .entry(channel.clone())
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(ChannelState::new(
-                        channel.clone(),
-                        options.clone(),
-                    )))
-                })
-                .clone();
-            let mut s = state.lock();
-            if s.removed {
-                continue;
-            }
-            if let Some(e) = s.fence_error() {
-                return Err(e);
-            }
-            let f = f.take().expect("called once");
-            return Ok(f(&mut s));
+        let (mut s, _) = self
+            .inner
+            .registry
+            .lock_or_insert(channel, || self.new_channel(channel, options));
+        match s.fence_error() {
+            Some(e) => Err(e),
+            None => Ok(f(&mut s)),
         }
     }
 
@@ -306,9 +175,8 @@ impl LocalBroker {
         channel: &ChannelName,
         f: impl FnOnce(&mut ChannelState) -> T,
     ) -> Option<T> {
-        let state = self.inner.channels.get(channel)?.clone();
-        let mut s = state.lock();
-        if s.removed { None } else { Some(f(&mut s)) }
+        let mut s = self.inner.registry.lock_existing(channel)?;
+        Some(f(&mut s))
     }
 
     /// Detaches `gateway` only if `sink` is still its current sink: a stream
@@ -335,23 +203,19 @@ impl LocalBroker {
     /// Drops the gateway's subscriptions and presence entries everywhere.
     fn forget_gateway(&self, gateway: &GatewayId) {
         let quiet = self.inner.draining.load(Ordering::Relaxed);
-        let channels: Vec<ChannelName> = self
-            .inner
-            .channels
-            .iter()
-            .map(|e| e.key().clone())
-            .collect();
-        for channel in channels {
+        let now = self.inner.host.wall_micros();
+        for channel in self.inner.registry.names(|_, _| true) {
             self.with_existing(&channel, |s| {
                 s.subscribers.retain(|sub| &sub.gateway != gateway);
                 for info in s.presence.remove_gateway(gateway) {
                     if !quiet {
-                        s.send_event(PresenceEvent::Leave, &info);
+                        s.send_event(PresenceEvent::Leave, &info, now);
                     }
                 }
             });
             self.remove_if_idle(&channel);
         }
+        self.notify_changed();
     }
 
     fn refuse_fenced(&self, channel: &ChannelName) -> Result<(), BrokerError> {
@@ -361,190 +225,9 @@ impl LocalBroker {
         }
     }
 
-    /// What this broker holds of `channel`.
-    pub fn holding(&self, channel: &ChannelName) -> Holding {
-        self.with_existing(channel, |s| match (&s.moved, &s.verify_with) {
-            (Some(fence), _) => Holding::Fenced(fence.to.to_string()),
-            (None, Some(other)) => Holding::Unverified(other.to_string()),
-            (None, None) => Holding::State,
-        })
-        .unwrap_or(Holding::Nothing)
-    }
-
-    /// Channels whose state is here (not handed over).
-    pub fn held(&self) -> Vec<ChannelName> {
-        self.inner
-            .channels
-            .iter()
-            .filter(|e| e.value().lock().moved.is_none())
-            .map(|e| e.key().clone())
-            .collect()
-    }
-
-    /// Hands `channel` over to broker `to`: its state if held here, and in
-    /// any case a fence, so that this broker refuses the channel from now
-    /// on. Under the channel's lock, so a publication is either in the
-    /// snapshot or refused, never both and never neither.
-    pub fn release(&self, channel: &ChannelName, to: &str) -> Result<Release, BrokerError> {
-        let options = self.inner.namespaces.options(channel)?;
-        let now = Instant::now();
-        let fence = || Fence {
-            to: to.into(),
-            since: now,
-        };
-        loop {
-            let state = match self.inner.channels.entry(channel.clone()) {
-                dashmap::Entry::Occupied(e) => e.get().clone(),
-                dashmap::Entry::Vacant(e) => {
-                    let mut s = ChannelState::new(channel.clone(), options);
-                    s.moved = Some(fence());
-                    e.insert(Arc::new(Mutex::new(s)));
-                    return Ok(Release::NotHeld);
-                }
-            };
-            let mut s = state.lock();
-            if s.removed {
-                continue;
-            }
-            if let Some(existing) = &s.moved {
-                if &*existing.to != to {
-                    return Ok(Release::MovedTo(existing.to.to_string()));
-                }
-                s.moved = Some(fence());
-                return Ok(Release::NotHeld);
-            }
-            s.history.trim(now);
-            let snapshot = Snapshot {
-                channel: channel.clone(),
-                epoch: s.epoch.clone(),
-                created_micros: s.created_micros,
-                offset: s.offset,
-                history: s
-                    .history
-                    .entries()
-                    .map(|(offset, at, frame)| SnapshotEntry {
-                        offset,
-                        age: now.saturating_duration_since(at),
-                        frame: frame.clone(),
-                    })
-                    .collect(),
-            };
-            // Gateways move their subscriptions and presence themselves;
-            // nobody left or joined, so no events.
-            s.history = History::new(0, Duration::ZERO);
-            s.subscribers.clear();
-            s.presence = Presence::default();
-            s.moved = Some(fence());
-            metrics::counter!("switchboard_broker_handoffs_total", "direction" => "out")
-                .increment(1);
-            return Ok(Release::State(snapshot));
-        }
-    }
-
-    /// Marks held channels that `verify_with` names a broker for: that
-    /// broker may hold a newer copy, to be asked before they are served.
-    pub fn mark_unverified(&self, verify_with: impl Fn(&ChannelName) -> Option<String>) {
-        for entry in self.inner.channels.iter() {
-            let mut s = entry.value().lock();
-            if s.moved.is_none()
-                && let Some(other) = verify_with(entry.key())
-            {
-                s.verify_with = Some(other.into());
-            }
-        }
-    }
-
-    /// The copy here is the one to serve (it was checked, or replaced).
-    pub fn verified(&self, channel: &ChannelName) {
-        self.with_existing(channel, |s| s.verify_with = None);
-    }
-
-    /// Takes over a channel's state from its previous owner. Replaces a
-    /// fence or nothing, or an older epoch of the channel held here (two
-    /// copies exist after a partition: the newer wins); otherwise the state
-    /// here wins. Gateways subscribed to a replaced copy are told to
-    /// subscribe again, so their clients learn of the new epoch.
-    pub fn adopt(&self, snapshot: Snapshot) -> Result<bool, BrokerError> {
-        let options = self.inner.namespaces.options(&snapshot.channel)?;
-        let channel = snapshot.channel.clone();
-        let mut snapshot = Some(snapshot);
-        loop {
-            let state = self
-                .inner
-                .channels
-                .entry(channel.clone())
-                .or_insert_with(|| {
-                    let s = snapshot.take().expect("taken once");
-                    Arc::new(Mutex::new(ChannelState::from_snapshot(
-                        s,
-                        options.clone(),
-                        Instant::now(),
-                    )))
-                })
-                .clone();
-            let mut s = state.lock();
-            if s.removed {
-                continue;
-            }
-            let adopted = match snapshot.take() {
-                // Inserted above from the snapshot.
-                None => true,
-                Some(snap) if s.moved.is_some() => {
-                    *s = ChannelState::from_snapshot(snap, options.clone(), Instant::now());
-                    true
-                }
-                Some(snap) if snap.created_micros > s.created_micros && snap.epoch != s.epoch => {
-                    tracing::warn!(channel = %channel, stale = %s.epoch, newer = %snap.epoch, "a newer copy of the channel replaces the one here");
-                    let stale = std::mem::replace(
-                        &mut *s,
-                        ChannelState::from_snapshot(snap, options.clone(), Instant::now()),
-                    );
-                    stale.deliver(
-                        DeliveryKind::Control,
-                        Control::Resubscribe.encode(),
-                        now_micros(),
-                    );
-                    true
-                }
-                Some(_) => false,
-            };
-            if adopted {
-                metrics::counter!("switchboard_broker_handoffs_total", "direction" => "in")
-                    .increment(1);
-            }
-            return Ok(adopted);
-        }
-    }
-
-    /// Creates the channel's state here if there is none.
-    pub fn touch(&self, channel: &ChannelName) -> Result<(), BrokerError> {
-        self.with_channel(channel, |_| ())
-    }
-
-    /// Lifts a fence whose broker is gone: the channel starts anew here.
-    pub fn unfence(&self, channel: &ChannelName) {
-        self.inner.channels.remove_if(channel, |_, state| {
-            let mut s = state.lock();
-            if s.moved.is_some() {
-                s.removed = true;
-                true
-            } else {
-                false
-            }
-        });
-    }
-
     fn remove_if_idle(&self, channel: &ChannelName) {
         let now = Instant::now();
-        self.inner.channels.remove_if(channel, |_, state| {
-            let mut s = state.lock();
-            if s.is_idle(now) {
-                s.removed = true;
-                true
-            } else {
-                false
-            }
-        });
+        self.inner.registry.remove_if(channel, |s| s.is_idle(now));
     }
 }
 
@@ -589,7 +272,7 @@ impl Broker for LocalBroker {
                 && s.options.presence
                 && s.presence.add(req.gateway.clone(), client.clone())
             {
-                s.send_event(PresenceEvent::Join, &client);
+                s.send_event(PresenceEvent::Join, &client, self.inner.host.wall_micros());
             }
             let now = Instant::now();
             s.history.trim(now);
@@ -630,7 +313,7 @@ impl Broker for LocalBroker {
     async fn leave(&self, channel: &ChannelName, client_id: &str) -> Result<(), BrokerError> {
         self.with_existing(channel, |s| {
             if let Some(info) = s.presence.remove(client_id) {
-                s.send_event(PresenceEvent::Leave, &info);
+                s.send_event(PresenceEvent::Leave, &info, self.inner.host.wall_micros());
             }
         });
         self.remove_if_idle(channel);
@@ -643,7 +326,7 @@ impl Broker for LocalBroker {
         {
             return Err(BrokerError::InvalidIdempotencyKey);
         }
-        let published_at_micros = now_micros();
+        let published_at_micros = self.inner.host.wall_micros();
         let timestamp_ms = published_at_micros / 1000;
         let published = self.with_channel(&req.channel, |s| {
             // Looked up and remembered under the channel's lock, so two
@@ -766,19 +449,16 @@ impl Broker for LocalBroker {
         self.refuse_fenced(channel)?;
         let frame = command.encode();
         self.with_existing(channel, |s| {
-            s.deliver(DeliveryKind::Control, frame, now_micros())
+            s.deliver(DeliveryKind::Control, frame, self.inner.host.wall_micros())
         });
         Ok(())
     }
 
     async fn channels(&self, req: ChannelsRequest) -> Result<Vec<ChannelSummary>, BrokerError> {
-        let mut names: Vec<ChannelName> = self
+        let mut names = self
             .inner
-            .channels
-            .iter()
-            .filter(|e| e.key().as_str().starts_with(&req.prefix))
-            .map(|e| e.key().clone())
-            .collect();
+            .registry
+            .names(|name, _| name.as_str().starts_with(&req.prefix));
         names.sort();
         let mut active = Vec::new();
         for name in names {
@@ -798,16 +478,15 @@ impl Broker for LocalBroker {
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
         let (mut active, mut clients) = (0, 0);
-        for entry in self.inner.channels.iter() {
-            let s = entry.value().lock();
+        self.inner.registry.for_each(|_, s| {
             active += usize::from(!s.subscribers.is_empty());
             clients += s.presence.stats().num_clients;
-        }
+        });
         Ok(vec![NodeInfo {
             name: self.inner.config.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime: self.inner.started.elapsed(),
-            num_channels: self.inner.channels.len(),
+            num_channels: self.inner.registry.len(),
             num_active_channels: active,
             num_gateways: self.inner.gateways.len(),
             num_clients: clients,
@@ -818,11 +497,15 @@ impl Broker for LocalBroker {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex as StdMutex;
+    use std::{sync::Mutex as StdMutex, time::Duration};
 
     use serde_json::value::RawValue;
 
     use super::*;
+    use crate::{
+        Delivery,
+        ownership::{Release, Snapshot},
+    };
 
     #[derive(Default)]
     struct Recorder(StdMutex<Vec<Delivery>>);
@@ -998,7 +681,7 @@ mod tests {
         let newer = Snapshot {
             channel: ch("a:x"),
             epoch: "newer".into(),
-            created_micros: now_micros() + 1_000_000,
+            created_micros: Host::system().wall_micros() + 1_000_000,
             offset: 40,
             history: Vec::new(),
         };

@@ -1,0 +1,154 @@
+//! One channel at this broker: its order (epoch and offset), history,
+//! presence, the gateways that want it, and where it stands in its
+//! lifecycle between brokers.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::{
+    BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
+    NamespaceOptions, Position,
+    frame::{self, PresenceEvent},
+    history::History,
+    ownership::Snapshot,
+    presence::Presence,
+};
+
+/// How long a fence outlives its hand-over. Rings agree again within a
+/// second or two of a change; until then the fence is what stops a broker
+/// with a stale ring from serving a channel it gave away.
+pub const FENCE_TTL: Duration = Duration::from_secs(60);
+
+pub(super) struct Subscriber {
+    pub(super) gateway: GatewayId,
+    pub(super) sink: Arc<dyn DeliverySink>,
+}
+
+/// Where a channel's state stands here. One enum, so that no combination
+/// of flags can say two of these at once.
+pub(super) enum Lifecycle {
+    /// The state is here and is served (while this broker owns it).
+    Serving,
+    /// The state is here, but the named broker may hold a newer copy (it
+    /// came back from the other side of a partition, or this broker was
+    /// counted out for a while): ask it before serving.
+    Unverified(Arc<str>),
+    /// Handed over: refused here until the state comes back or the fence
+    /// expires.
+    Fenced { to: Arc<str>, since: Instant },
+    /// Dropped by the sweeper: a caller that looked the channel up just
+    /// before tries again on a fresh one.
+    Removed,
+}
+
+pub(super) struct ChannelState {
+    pub(super) name: ChannelName,
+    pub(super) options: NamespaceOptions,
+    pub(super) epoch: String,
+    /// When the epoch began (wall clock µs): of two copies, the newer wins.
+    pub(super) created_micros: u64,
+    pub(super) offset: u64,
+    pub(super) history: History,
+    pub(super) presence: Presence,
+    pub(super) subscribers: Vec<Subscriber>,
+    pub(super) lifecycle: Lifecycle,
+}
+
+impl ChannelState {
+    /// A channel starting here, in a new epoch.
+    pub(super) fn new(
+        name: ChannelName,
+        options: NamespaceOptions,
+        epoch: String,
+        created_micros: u64,
+    ) -> Self {
+        let history = History::new(options.history_size, options.history_ttl);
+        Self {
+            name,
+            options,
+            epoch,
+            created_micros,
+            offset: 0,
+            history,
+            presence: Presence::default(),
+            subscribers: Vec::new(),
+            lifecycle: Lifecycle::Serving,
+        }
+    }
+
+    /// A channel handed over from another broker: its order goes on here.
+    pub(super) fn from_snapshot(
+        snapshot: Snapshot,
+        options: NamespaceOptions,
+        now: Instant,
+    ) -> Self {
+        let mut state = Self::new(
+            snapshot.channel,
+            options,
+            snapshot.epoch,
+            snapshot.created_micros,
+        );
+        state.offset = snapshot.offset;
+        for entry in snapshot.history {
+            let at = now.checked_sub(entry.age).unwrap_or(now);
+            state.history.push(entry.offset, at, entry.frame);
+        }
+        state
+    }
+
+    pub(super) fn is_removed(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Removed)
+    }
+
+    pub(super) fn is_fenced(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Fenced { .. })
+    }
+
+    pub(super) fn fence_error(&self) -> Option<BrokerError> {
+        match &self.lifecycle {
+            Lifecycle::Fenced { to, .. } => Some(BrokerError::NotOwner(to.to_string())),
+            _ => None,
+        }
+    }
+
+    pub(super) fn position(&self) -> Position {
+        Position {
+            offset: self.offset,
+            epoch: self.epoch.clone(),
+        }
+    }
+
+    pub(super) fn is_idle(&mut self, now: Instant) -> bool {
+        match &self.lifecycle {
+            Lifecycle::Fenced { since, .. } => now.saturating_duration_since(*since) >= FENCE_TTL,
+            Lifecycle::Removed => true,
+            Lifecycle::Serving | Lifecycle::Unverified(_) => {
+                self.subscribers.is_empty() && self.presence.is_empty() && !self.history.trim(now)
+            }
+        }
+    }
+
+    pub(super) fn deliver(
+        &self,
+        kind: DeliveryKind,
+        frame: bytes::Bytes,
+        published_at_micros: u64,
+    ) {
+        for sub in &self.subscribers {
+            sub.sink.deliver(Delivery {
+                channel: self.name.clone(),
+                kind,
+                frame: frame.clone(),
+                published_at_micros,
+            });
+        }
+    }
+
+    pub(super) fn send_event(&self, event: PresenceEvent, info: &ClientInfo, now_micros: u64) {
+        if self.options.join_leave && !self.subscribers.is_empty() {
+            let frame = frame::presence_event(event, &self.name, info);
+            self.deliver(DeliveryKind::Event, frame, now_micros);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! [`BrokerConfig`]: a broker's own settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's name, shown by the server API's `info`.
+    pub name: String,
+    /// How often idle channels and expired history are swept.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How long a publish's idempotency key is remembered; `0s` disables
+    /// deduplication.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered at once; beyond it the oldest are
+    /// forgotten before their window ends.
+    pub idempotency_max_keys: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            name: "broker-1".into(),
+            sweep_interval: Duration::from_secs(1),
+            idempotency_window: Duration::from_secs(300),
+            idempotency_max_keys: 100_000,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Moving channels between brokers, as seen from one broker: what it holds
+//! of a channel, handing a channel over (with a fence), adopting one, and
+//! the checks after a partition.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{
+    LocalBroker,
+    channel_state::{ChannelState, Lifecycle},
+};
+use crate::{
+    BrokerError, ChannelName, Control, DeliveryKind,
+    history::History,
+    ownership::{Release, Snapshot, SnapshotEntry},
+    presence::Presence,
+};
+
+/// What this broker holds of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// Its state: this broker serves it (if it owns it).
+    State,
+    /// Nothing: a new owner asks the previous one first.
+    Nothing,
+    /// Handed over to this broker.
+    Fenced(String),
+    /// Its state, but this broker may hold a newer copy: ask it first.
+    Unverified(String),
+}
+
+impl LocalBroker {
+    /// What this broker holds of `channel`.
+    pub fn holding(&self, channel: &ChannelName) -> Holding {
+        match self.inner.registry.lock_existing(channel) {
+            None => Holding::Nothing,
+            Some(s) => match &s.lifecycle {
+                Lifecycle::Serving => Holding::State,
+                Lifecycle::Unverified(other) => Holding::Unverified(other.to_string()),
+                Lifecycle::Fenced { to, .. } => Holding::Fenced(to.to_string()),
+                Lifecycle::Removed => Holding::Nothing,
+            },
+        }
+    }
+
+    /// Channels whose state is here (not handed over).
+    pub fn held(&self) -> Vec<ChannelName> {
+        self.inner.registry.names(|_, s| !s.is_fenced())
+    }
+
+    /// Hands `channel` over to broker `to`: its state if held here, and in
+    /// any case a fence, so that this broker refuses the channel from now
+    /// on. Under the channel's lock, so a publication is either in the
+    /// snapshot or refused, never both and never neither.
+    pub fn release(&self, channel: &ChannelName, to: &str) -> Result<Release, BrokerError> {
+        let options = self.inner.namespaces.options(channel)?;
+        let now = Instant::now();
+        let fence = || Lifecycle::Fenced {
+            to: to.into(),
+            since: now,
+        };
+        let (mut s, created) = self.inner.registry.lock_or_insert(channel, || {
+            let mut s = self.new_channel(channel, options);
+            s.lifecycle = fence();
+            s
+        });
+        if created {
+            return Ok(Release::NotHeld);
+        }
+        if let Lifecycle::Fenced { to: existing, .. } = &s.lifecycle {
+            if &**existing != to {
+                return Ok(Release::MovedTo(existing.to_string()));
+            }
+            s.lifecycle = fence();
+            return Ok(Release::NotHeld);
+        }
+        s.history.trim(now);
+        let snapshot = Snapshot {
+            channel: channel.clone(),
+            epoch: s.epoch.clone(),
+            created_micros: s.created_micros,
+            offset: s.offset,
+            history: s
+                .history
+                .entries()
+                .map(|(offset, at, frame)| SnapshotEntry {
+                    offset,
+                    age: now.saturating_duration_since(at),
+                    frame: frame.clone(),
+                })
+                .collect(),
+        };
+        // Gateways move their subscriptions and presence themselves;
+        // nobody left or joined, so no events.
+        s.history = History::new(0, Duration::ZERO);
+        s.subscribers.clear();
+        s.presence = Presence::default();
+        s.lifecycle = fence();
+        drop(s);
+        self.notify_changed();
+        metrics::counter!("switchboard_broker_handoffs_total", "direction" => "out").increment(1);
+        Ok(Release::State(snapshot))
+    }
+
+    /// Marks held channels that `verify_with` names a broker for: that
+    /// broker may hold a newer copy, to be asked before they are served.
+    pub fn mark_unverified(&self, verify_with: impl Fn(&ChannelName) -> Option<String>) {
+        self.inner.registry.for_each(|channel, s| {
+            if matches!(s.lifecycle, Lifecycle::Serving | Lifecycle::Unverified(_))
+                && let Some(other) = verify_with(channel)
+            {
+                s.lifecycle = Lifecycle::Unverified(other.into());
+            }
+        });
+    }
+
+    /// The copy here is the one to serve (it was checked, or replaced).
+    pub fn verified(&self, channel: &ChannelName) {
+        if let Some(mut s) = self.inner.registry.lock_existing(channel)
+            && matches!(s.lifecycle, Lifecycle::Unverified(_))
+        {
+            s.lifecycle = Lifecycle::Serving;
+        }
+    }
+
+    /// Takes over a channel's state from its previous owner. Replaces a
+    /// fence or nothing, or an older epoch of the channel held here (two
+    /// copies exist after a partition: the newer wins); otherwise the state
+    /// here wins. Gateways subscribed to a replaced copy are told to
+    /// subscribe again, so their clients learn of the new epoch.
+    pub fn adopt(&self, snapshot: Snapshot) -> Result<bool, BrokerError> {
+        let options = self.inner.namespaces.options(&snapshot.channel)?;
+        let channel = snapshot.channel.clone();
+        let mut snapshot = Some(snapshot);
+        let (mut s, created) = self.inner.registry.lock_or_insert(&channel, || {
+            let snap = snapshot.take().expect("taken once");
+            ChannelState::from_snapshot(snap, options.clone(), Instant::now())
+        });
+        let adopted = match snapshot {
+            _ if created => true,
+            Some(snap) if s.is_fenced() => {
+                *s = ChannelState::from_snapshot(snap, options, Instant::now());
+                true
+            }
+            Some(snap) if snap.created_micros > s.created_micros && snap.epoch != s.epoch => {
+                tracing::warn!(channel = %channel, stale = %s.epoch, newer = %snap.epoch, "a newer copy of the channel replaces the one here");
+                let stale = std::mem::replace(
+                    &mut *s,
+                    ChannelState::from_snapshot(snap, options, Instant::now()),
+                );
+                stale.deliver(
+                    DeliveryKind::Control,
+                    Control::Resubscribe.encode(),
+                    self.inner.host.wall_micros(),
+                );
+                true
+            }
+            _ => false,
+        };
+        if adopted {
+            metrics::counter!("switchboard_broker_handoffs_total", "direction" => "in")
+                .increment(1);
+        }
+        Ok(adopted)
+    }
+
+    /// Creates the channel's state here if there is none.
+    pub fn touch(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        self.with_channel(channel, |_| ())
+    }
+
+    /// Lifts a fence whose broker is gone: the channel starts anew here.
+    pub fn unfence(&self, channel: &ChannelName) {
+        self.inner.registry.remove_if(channel, |s| s.is_fenced());
+    }
+}

@@ -1,0 +1,234 @@
+//! [`BrokerProcess`]: one broker as a process. Its gRPC server, gossip
+//! membership, hand-over and sweeper start together and stop on one
+//! signal, after a drain. `switchboard node` and the simulation tests run
+//! this same code, on TCP and UDP or on turmoil's network.
+//!
+//! The drain: the signal marks the broker draining and announces it; the
+//! new owners then take its channels (history and position) and gateways
+//! move their subscriptions to them. Once nothing is left to hand over and
+//! no gateway is attached, or at the drain deadline, the process stops:
+//! the gRPC server is told to stop, and gateway streams that outlive it
+//! (a static gateway does not follow the drain) are cut a moment later.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::Stream;
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::Connected;
+
+use crate::{
+    BrokerConfig, LocalBroker, Namespaces,
+    dialer::SharedDialer,
+    gossip::{Datagram, Membership},
+    handoff::Handoff,
+    host::Host,
+    membership::{ClusterView, NodeId, NodeState, Role},
+};
+
+/// How long a stopping broker waits, after its drain, for gateways to close
+/// their streams.
+const STREAMS_CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
+/// What a broker process is, besides its listeners.
+pub struct BrokerSettings {
+    /// The broker's own settings; `name` is what the cluster knows it by.
+    pub broker: BrokerConfig,
+    pub namespaces: Namespaces,
+    /// The gRPC address (`host:port`) the others reach this broker on.
+    pub advertise: String,
+    /// Gossip addresses (`host:port`) of members to join through.
+    pub seeds: Vec<String>,
+    /// This process' boot id ([`NodeId::boot`]).
+    pub boot: u64,
+    /// How long a drain may take before the process stops anyway.
+    pub drain_timeout: Duration,
+    /// Clock and randomness (the machine's, or a simulation's).
+    pub host: Host,
+    /// How peers are reached (TCP in production).
+    pub dialer: SharedDialer,
+}
+
+/// The sockets a broker serves on, already bound.
+pub struct BrokerListeners<I, D> {
+    /// Accepted gRPC connections.
+    pub grpc: I,
+    /// The gossip socket; its address is the one announced.
+    pub gossip: D,
+}
+
+/// How a broker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Every channel held here had been handed to its owner.
+    pub handed_over: bool,
+}
+
+/// A started broker process.
+pub struct BrokerProcess {
+    broker: LocalBroker,
+    membership: Membership,
+    handoff: Arc<Handoff>,
+    tracker: TaskTracker,
+    drain: CancellationToken,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+}
+
+impl BrokerProcess {
+    /// Starts serving on `listeners`; cancelling `drain` starts the drain.
+    pub fn start<I, IO, IE, D>(
+        listeners: BrokerListeners<I, D>,
+        settings: BrokerSettings,
+        drain: CancellationToken,
+    ) -> std::io::Result<Self>
+    where
+        I: Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+        D: Datagram,
+    {
+        let BrokerSettings {
+            broker: config,
+            namespaces,
+            advertise,
+            seeds,
+            boot,
+            drain_timeout,
+            host,
+            dialer,
+        } = settings;
+        let name = config.name.clone();
+        let broker = LocalBroker::on_host(config, namespaces, host);
+        // Two phases: `drain` starts the drain; `shutdown` ends the process.
+        let shutdown = CancellationToken::new();
+        let me = NodeId {
+            name: name.clone(),
+            role: Role::Broker,
+            gossip: listeners.gossip.local_addr()?,
+            grpc: advertise,
+            state: NodeState::Active,
+            boot,
+            bump: 0,
+        };
+        let gossip_seed = host.rng("gossip").random();
+        let membership =
+            Membership::start_seeded(me, listeners.gossip, seeds, gossip_seed, shutdown.clone())?;
+        let handoff = Handoff::start_with(
+            broker.clone(),
+            &name,
+            membership.view(),
+            shutdown.clone(),
+            dialer,
+        );
+        let tracker = TaskTracker::new();
+        tracker.spawn(handoff.clone().run(shutdown.clone()));
+        tracker.spawn({
+            let (broker, shutdown) = (broker.clone(), shutdown.clone());
+            async move { broker.maintain(shutdown).await }
+        });
+        tracker.spawn({
+            let serve = crate::server::serve(
+                listeners.grpc,
+                broker.clone(),
+                Some(handoff.clone()),
+                shutdown.clone(),
+            );
+            async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "gRPC server failed");
+                }
+            }
+        });
+        Ok(Self {
+            broker,
+            membership,
+            handoff,
+            tracker,
+            drain,
+            shutdown,
+            drain_timeout,
+        })
+    }
+
+    pub fn broker(&self) -> &LocalBroker {
+        &self.broker
+    }
+
+    /// The cluster as this broker sees it.
+    pub fn view(&self) -> tokio::sync::watch::Receiver<Arc<ClusterView>> {
+        self.membership.view()
+    }
+
+    /// The gossip socket's address.
+    pub fn gossip_addr(&self) -> std::net::SocketAddr {
+        self.membership.addr()
+    }
+
+    /// Cancelled once the drain starts: the process is no longer ready.
+    pub fn draining(&self) -> CancellationToken {
+        self.drain.clone()
+    }
+
+    /// Cancelled once the process stops: tasks beside it (an HTTP server)
+    /// stop with it.
+    pub fn stopping(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the drain signal, drains, and stops.
+    pub async fn run(self) -> Stopped {
+        self.drain.cancelled().await;
+        self.broker.start_draining();
+        self.membership.set_state(NodeState::Draining).await;
+        tracing::info!(
+            gateways = self.broker.gateway_count(),
+            channels = self.broker.held().len(),
+            "draining"
+        );
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        let handed_over = self.until_drained(deadline).await;
+        if !handed_over {
+            tracing::warn!(
+                channels = self.broker.held().len(),
+                gateways = self.broker.gateway_count(),
+                "drain deadline passed with channels not handed over or gateways attached"
+            );
+        }
+        let handed_over = self.handoff.settled();
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(STREAMS_CLOSE_WITHIN, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            // The gRPC server's graceful stop waits for every open stream,
+            // and a gateway that does not follow the drain never closes its
+            // own: stop regardless.
+            tracing::warn!("gateway streams still open after the drain; closing them");
+        }
+        Stopped { handed_over }
+    }
+
+    /// Waits until every channel is handed over and no gateway remains, or
+    /// `deadline`; says whether that happened. Woken by the broker's and
+    /// the ring's changes, not by polling.
+    async fn until_drained(&self, deadline: tokio::time::Instant) -> bool {
+        let mut placement = self.handoff.placement_changes();
+        loop {
+            let changed = self.broker.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.broker.gateway_count() == 0 && self.handoff.settled() {
+                return true;
+            }
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(deadline) => return false,
+                () = &mut changed => {}
+                Ok(()) = placement.changed() => {}
+            }
+        }
+    }
+}
