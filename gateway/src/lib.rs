@@ -6,6 +6,7 @@
 //!
 //! - [`server`]: the listeners, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/readyz`) and drain.
 //! - [`gateway`]: the state one gateway shares with its connections and the server API.
+//! - [`dev`]: the dev process: the gateway and an in-process broker, with one drain.
 //! - [`first_bytes`]: a deadline on a connection's first bytes, while HTTP/1 and HTTP/2 are told apart.
 //! - [`api`]: the server API for application backends, HTTP JSON under `/api/` and gRPC.
 //! - [`demo`]: the demo chat at `/`, the embedded JavaScript client, and guest tokens.
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod dev;
 pub mod error;
 pub mod first_bytes;
 pub mod gateway;
