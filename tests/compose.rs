@@ -32,7 +32,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use switchboard_cluster_tests::{
+use switchboard_testkit::{
     WAIT,
     api::Http,
     client::Client,
