@@ -1,7 +1,7 @@
 //! The test kit's in-process server (restartable on the same address), a
 //! TCP proxy that can go silent, and bounded waits.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::{
     net::SocketAddr,
