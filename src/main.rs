@@ -12,9 +12,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use jsonwebtoken::Algorithm;
 use switchboard_gateway::{Listeners, auth::TokenIssuer};
-use switchboard_node::{BrokerAddr, LocalBroker};
+use switchboard_node::BrokerAddr;
 use tokio::net::TcpListener;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
@@ -284,13 +284,6 @@ async fn dev(
         None => local,
     };
     let shutdown = shutdown_on_signal();
-    let tracker = TaskTracker::new();
-    let broker = LocalBroker::new(config.broker.clone(), config.namespaces());
-    tracker.spawn({
-        let broker = broker.clone();
-        let shutdown = shutdown.clone();
-        async move { broker.maintain(shutdown).await }
-    });
     tracing::info!("switchboard dev: ws://{local}/ws (metrics at http://{local}/metrics)");
     tracing::info!(
         "server API: http://{api_local}/api/ (HTTP JSON and gRPC switchboard.api.v1.Api; docs/api.md)"
@@ -299,9 +292,8 @@ async fn dev(
         client: listener,
         api: api_listener,
     };
-    switchboard_gateway::run_with(listeners, config.gateway_settings(), broker, shutdown).await?;
-    tracker.close();
-    tracker.wait().await;
+    let settings = config.gateway_settings();
+    switchboard_gateway::dev::run(listeners, settings, config.broker, shutdown).await?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@
 use std::{collections::BTreeSet, net::SocketAddr, path::Path, time::Duration};
 
 use serde_json::{Value, json};
-use switchboard_cluster_tests::{WAIT, api::Http, process::Process};
 use switchboard_gateway::api::http::CALLS;
+use switchboard_testkit::{WAIT, api::Http, process::Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const API_MD: &str = include_str!("../docs/api.md");

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use switchboard_cluster_tests::process::Process;
+use switchboard_testkit::process::Process;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use switchboard_cluster_tests::{browser::Browser, process::Process};
+use switchboard_testkit::{browser::Browser, process::Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 

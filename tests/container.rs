@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Output, time::Duration};
 
-use switchboard_cluster_tests::{
+use switchboard_testkit::{
     WAIT,
     client::Client,
     process::{Process, free_port},
@@ -221,7 +221,7 @@ async fn drain_timeout_comes_from_the_environment() {
 
 /// The brokers the gateway at `addr` routes to, by its server API.
 async fn routed(addr: std::net::SocketAddr) -> anyhow::Result<Vec<String>> {
-    let reply = switchboard_cluster_tests::api::Http::new(addr, Some("switchboard-dev-api-key"))
+    let reply = switchboard_testkit::api::Http::new(addr, Some("switchboard-dev-api-key"))
         .call("info", serde_json::json!({}))
         .await?;
     anyhow::ensure!(reply.status == 200, "{}", reply.body);

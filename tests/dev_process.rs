@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde_json::json;
-use switchboard_cluster_tests::{client::Client, http, process::Process};
+use switchboard_testkit::{client::Client, http, process::Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 

@@ -16,7 +16,7 @@ use std::{
 };
 
 use serde_json::json;
-use switchboard_cluster_tests::{client::Client, process::Process};
+use switchboard_testkit::{client::Client, process::Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");

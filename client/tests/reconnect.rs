@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Proxy, Server, WAIT};
+use common::{Proxy, TestServer, WAIT};
 use switchboard_client::{
     BackoffConfig, Client, ClientEvent, SubscribeOptions, Subscribed, Subscription,
     SubscriptionEvent, close_code,
@@ -91,7 +91,7 @@ async fn connecting(events: &mut broadcast::Receiver<ClientEvent>) -> (u16, Stri
 
 #[tokio::test]
 async fn a_dropped_connection_resumes_without_loss_or_repeats() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     // A fixed, full-length delay so that each drop really misses publications.
     let reader = Client::builder(server.url())
         .backoff(backoff(150, 150))
@@ -158,7 +158,7 @@ async fn a_dropped_connection_resumes_without_loss_or_repeats() {
 
 #[tokio::test]
 async fn a_drained_and_restarted_server_is_reported_as_lost_continuity() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let reader = Client::builder(server.url())
         .backoff(backoff(50, 200))
         .connect();
@@ -230,7 +230,7 @@ async fn a_drained_and_restarted_server_is_reported_as_lost_continuity() {
 
 #[tokio::test]
 async fn a_half_open_connection_is_found_by_pings_and_recovered() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let proxy = Proxy::start(server.addr).await;
     let reader = Client::builder(proxy.url())
         .ping_interval(Duration::from_millis(300))
@@ -278,7 +278,7 @@ async fn a_half_open_connection_is_found_by_pings_and_recovered() {
 
 #[tokio::test]
 async fn a_request_without_a_reply_times_out() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let proxy = Proxy::start(server.addr).await;
     let c = Client::builder(proxy.url())
         .request_timeout(Duration::from_millis(200))
@@ -298,7 +298,7 @@ async fn a_request_without_a_reply_times_out() {
 
 #[tokio::test]
 async fn a_lagging_subscriber_loses_nothing() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let reader = Client::builder(server.url()).connect();
     let writer = Client::builder(server.url()).connect();
     let mut sub = reader

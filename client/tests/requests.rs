@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Server, WAIT, settings, token};
+use common::{ForTest, Settings, TestServer, WAIT, token};
 use serde_json::json;
 use switchboard_client::{
     Client, ClientError, ClientEvent, HistoryOptions, State, SubscriptionEvent,
@@ -54,7 +54,7 @@ async fn event<T>(
 
 #[tokio::test]
 async fn publish_subscribe_presence_history_ping() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let alice = Client::builder(server.url())
         .token(token("alice", Duration::from_secs(600)))
         .connect();
@@ -130,7 +130,7 @@ async fn publish_subscribe_presence_history_ping() {
 
 #[tokio::test]
 async fn joins_and_leaves_reach_subscribers() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let a = Client::builder(server.url()).connect();
     let mut sub = a.subscribe("chat:joins").await.unwrap();
     subscribed(&mut sub).await;
@@ -155,7 +155,7 @@ async fn joins_and_leaves_reach_subscribers() {
 
 #[tokio::test]
 async fn server_errors_carry_their_codes() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let c = Client::builder(server.url()).connect();
     let err = c.publish("bad channel", 1).await.unwrap_err();
     assert_eq!(err.code(), 113);
@@ -194,7 +194,7 @@ async fn server_errors_carry_their_codes() {
 
 #[tokio::test]
 async fn requests_made_while_connecting_wait_for_the_connection() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let c = Client::builder(server.url()).connect();
     assert_eq!(c.state(), State::Connecting);
     c.publish("chat:early", "x").await.unwrap();
@@ -202,7 +202,7 @@ async fn requests_made_while_connecting_wait_for_the_connection() {
 
 #[tokio::test]
 async fn the_token_provider_is_called_to_connect_and_before_expiry() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let calls = Arc::new(AtomicU32::new(0));
     let counted = calls.clone();
     // Two-second tokens, renewed at about 1.6 s; the server closes at expiry.
@@ -232,7 +232,7 @@ async fn the_token_provider_is_called_to_connect_and_before_expiry() {
 
 #[tokio::test]
 async fn a_failing_token_provider_is_retried() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let calls = Arc::new(AtomicU32::new(0));
     let counted = calls.clone();
     let c = Client::builder(server.url())
@@ -261,7 +261,7 @@ async fn a_failing_token_provider_is_retried() {
 
 #[tokio::test]
 async fn a_refused_token_ends_the_client() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let calls = Arc::new(AtomicU32::new(0));
     let counted = calls.clone();
     let c = Client::builder(server.url())
@@ -278,9 +278,9 @@ async fn a_refused_token_ends_the_client() {
 
 #[tokio::test]
 async fn a_close_with_reconnect_false_is_final() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.gateway.limits.max_message_bytes = 1024;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let c = Client::builder(server.url()).connect();
     let mut sub = c.subscribe("chat:big").await.unwrap();
     subscribed(&mut sub).await;

@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{AuthError, Identity},
     error::Disconnect,
+    gateway::Gateway,
     hub::{ConnHandle, Outgoing},
     protocol,
-    server::Gateway,
     session::{Session, Step},
     telemetry,
 };

@@ -5,6 +5,8 @@
 //! broker that owns it, fanning deliveries out to local subscribers.
 //!
 //! - [`server`]: the listeners, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/readyz`) and drain.
+//! - [`gateway`]: the state one gateway shares with its connections and the server API.
+//! - [`dev`]: the dev process: the gateway and an in-process broker, with one drain.
 //! - [`first_bytes`]: a deadline on a connection's first bytes, while HTTP/1 and HTTP/2 are told apart.
 //! - [`api`]: the server API for application backends, HTTP JSON under `/api/` and gRPC.
 //! - [`demo`]: the demo chat at `/`, the embedded JavaScript client, and guest tokens.
@@ -24,8 +26,10 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod dev;
 pub mod error;
 pub mod first_bytes;
+pub mod gateway;
 pub mod handshake;
 pub mod hub;
 pub mod protocol;
@@ -35,4 +39,5 @@ pub mod session;
 pub mod telemetry;
 
 pub use config::{ApiConfig, AuthConfig, GatewayConfig, Limits, Settings};
-pub use server::{Gateway, GatewayError, Listeners, run, run_with};
+pub use gateway::Gateway;
+pub use server::{GatewayError, Listeners, run, run_with};

@@ -3,13 +3,7 @@
 //! `/api/` and its gRPC twin) on them, upgrades `/ws` to WebSocket
 //! connections, and drains them all on shutdown.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -22,14 +16,10 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_node::{Broker, BrokerError};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::protocol::{Role, WebSocketConfig},
-};
+use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::Role};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -38,6 +28,7 @@ use crate::{
     config::Settings,
     connection, demo,
     first_bytes::FirstBytesDeadline,
+    gateway::{Gateway, Parts},
     handshake,
     hub::Hub,
     telemetry,
@@ -53,64 +44,6 @@ pub enum GatewayError {
     Broker(#[from] BrokerError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// State shared by every connection of one gateway.
-pub struct Gateway<B: Broker> {
-    pub settings: Settings,
-    pub broker: B,
-    pub hub: Arc<Hub>,
-    pub auth: Authenticator,
-    /// When this gateway started serving, for the API's `info`.
-    pub started: Instant,
-    next_conn: AtomicU64,
-    connections: AtomicUsize,
-    ready: AtomicBool,
-    metrics: PrometheusHandle,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-}
-
-impl<B: Broker> Gateway<B> {
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    fn ws_config(&self) -> WebSocketConfig {
-        let max = self.settings.gateway.limits.max_message_bytes;
-        // Small buffers: the read buffer is allocated per connection up
-        // front (tungstenite's default is 128 KiB), and tungstenite
-        // zero-fills it before every read attempt, which is each time the
-        // connection wakes up, deliveries included. 1 KiB holds a typical
-        // client frame; a longer one grows the buffer to its size. The
-        // write buffer only needs to gather one batch of frames before a
-        // flush. Its cap stays unlimited: what is written is already
-        // bounded by the outbound queue and the write batch, and a cap
-        // would refuse any single reply (a long history page) larger than
-        // itself.
-        WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(16 * 1024)
-            .max_message_size(Some(max))
-            .max_frame_size(Some(max))
-    }
-}
-
-/// Bytes of each connection's WebSocket read buffer (see `ws_config`).
-const READ_BUFFER: usize = 1024;
-
-/// Counts a connection for as long as it lives.
-struct ConnectionSlot<B: Broker>(Arc<Gateway<B>>);
-
-impl<B: Broker> Drop for ConnectionSlot<B> {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-        telemetry::connection_closed();
-    }
 }
 
 /// Where a gateway serves.
@@ -158,19 +91,14 @@ pub async fn run_with<B: Broker>(
     tracker.spawn(telemetry::upkeep(metrics.clone(), shutdown.clone()));
     let drain_timeout = settings.gateway.drain_timeout;
     let handshake_timeout = settings.gateway.limits.handshake_timeout;
-    let gateway = Arc::new(Gateway {
-        settings,
-        broker,
+    let parts = Parts {
         hub,
         auth,
-        started: Instant::now(),
-        next_conn: AtomicU64::new(1),
-        connections: AtomicUsize::new(0),
-        ready: AtomicBool::new(true),
         metrics,
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
-    });
+    };
+    let gateway = Arc::new(Gateway::new(settings, broker, parts));
     let api_routes = api::router(gateway.clone())?;
     let client = listeners.client;
     tracing::info!(addr = %client.local_addr()?, gateway = %gateway.hub.gateway(), "gateway listening");
@@ -200,7 +128,7 @@ pub async fn run_with<B: Broker>(
         }
     }
 
-    gateway.ready.store(false, Ordering::Relaxed);
+    gateway.start_draining();
     tracing::info!(connections = gateway.connections(), "gateway draining");
     tracker.close();
     if tokio::time::timeout(drain_timeout, tracker.wait())
@@ -282,13 +210,13 @@ pub fn router<B: Broker>(gateway: Arc<Gateway<B>>) -> Router {
 async fn metrics<B: Broker>(State(gw): State<Arc<Gateway<B>>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        gw.metrics.render(),
+        gw.render_metrics(),
     )
         .into_response()
 }
 
 async fn readyz<B: Broker>(State(gw): State<Arc<Gateway<B>>>) -> Response {
-    if gw.ready.load(Ordering::Relaxed) {
+    if gw.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
@@ -300,25 +228,21 @@ async fn upgrade<B: Broker>(State(gw): State<Arc<Gateway<B>>>, mut req: Request)
         Ok(accepted) => accepted,
         Err(refused) => return (refused.status, format!("{}\n", refused.message)).into_response(),
     };
-    if gw.shutdown.is_cancelled() {
+    if gw.shutdown().is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
     }
-    let max = gw.settings.gateway.limits.max_connections;
-    if gw.connections.fetch_add(1, Ordering::Relaxed) >= max {
-        gw.connections.fetch_sub(1, Ordering::Relaxed);
+    let Some(slot) = gw.admit() else {
         telemetry::error("too_many_connections", 503);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
-    }
-    telemetry::connection_opened();
-    let slot = ConnectionSlot(gw.clone());
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Verify a token brought in the handshake now; the verdict is sent
     // over the socket, where browsers can read it.
     let token = accepted.token.as_deref().map(|t| gw.auth.verify(t));
     let config = gw.ws_config();
-    let shutdown = gw.shutdown.clone();
+    let shutdown = gw.shutdown().clone();
     let gateway = gw.clone();
-    gw.tracker.spawn(async move {
+    gw.tracker().spawn(async move {
         // Held until the connection ends: frees its place in the count.
         let _slot = slot;
         match on_upgrade.await {

@@ -19,10 +19,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::{
     auth::{AuthError, Identity},
     error::{Disconnect, RequestError},
+    gateway::Gateway,
     hub::{ConnHandle, ConnId, Outgoing},
     protocol::{self, Publications, Request},
     rate_limit::TokenBucket,
-    server::Gateway,
     telemetry,
 };
 

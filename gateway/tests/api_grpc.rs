@@ -3,14 +3,14 @@
 
 mod common;
 
-use common::{API_KEY, OLD_API_KEY, Server};
+use common::{API_KEY, ForTest, OLD_API_KEY, Settings, TestServer};
 use serde_json::json;
-use switchboard_cluster_tests::api::{Grpc, grpc};
 use switchboard_gateway::api::error::GRPC_CODE_METADATA;
 use switchboard_proto::api::v1 as pb;
+use switchboard_testkit::api::{Grpc, grpc};
 use tonic::Code;
 
-async fn client(server: &Server) -> Grpc {
+async fn client(server: &TestServer) -> Grpc {
     grpc(server.api_addr, Some(API_KEY)).await.unwrap()
 }
 
@@ -36,7 +36,7 @@ fn publish(channel: &str, data: &str, key: Option<&str>) -> pb::PublishRequest {
 
 #[tokio::test]
 async fn keys_both_work_and_missing_or_wrong_ones_are_unauthenticated() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     for key in [API_KEY, OLD_API_KEY] {
         let mut c = grpc(server.addr, Some(key)).await.unwrap();
         c.info(pb::Empty {}).await.unwrap();
@@ -52,7 +52,7 @@ async fn keys_both_work_and_missing_or_wrong_ones_are_unauthenticated() {
 
 #[tokio::test]
 async fn every_call_works_over_grpc() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut api = client(&server).await;
     let mut alice = server.user("alice").await;
     alice.subscribe("chat:g").await.unwrap();
@@ -197,9 +197,9 @@ async fn every_call_works_over_grpc() {
 
 #[tokio::test]
 async fn bad_input_maps_to_grpc_statuses_with_the_same_codes() {
-    let mut s = common::settings();
+    let mut s = Settings::for_test();
     s.api.max_data_bytes = 100;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let mut api = client(&server).await;
     assert_eq!(
         refusal(api.publish(publish("chat:a", "{nope", None)).await),

@@ -5,12 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{API_KEY, Client, OLD_API_KEY, Server, settings};
+use common::{API_KEY, Client, ForTest, OLD_API_KEY, Settings, TestServer};
 use serde_json::{Value, json};
-use switchboard_cluster_tests::api::Http;
 use switchboard_node::{BrokerConfig, NamespaceOptions};
+use switchboard_testkit::api::Http;
 
-fn api(server: &Server) -> Http {
+fn api(server: &TestServer) -> Http {
     Http::new(server.api_addr, Some(API_KEY))
 }
 
@@ -29,7 +29,7 @@ async fn nothing_else_before_marker(c: &mut Client, api: &Http, channel: &str) {
 
 #[tokio::test]
 async fn both_keys_work_and_anything_else_gets_a_clear_401() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     for key in [API_KEY, OLD_API_KEY] {
         let reply = Http::new(server.addr, Some(key))
             .call("info", json!({}))
@@ -77,7 +77,7 @@ async fn both_keys_work_and_anything_else_gets_a_clear_401() {
 
 #[tokio::test]
 async fn publish_reaches_subscribers_and_history_pages_through_it() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let api = api(&server);
     let mut c = server.client().await;
     c.subscribe("chat:news").await.unwrap();
@@ -137,7 +137,7 @@ async fn publish_reaches_subscribers_and_history_pages_through_it() {
 async fn a_retried_publish_with_its_idempotency_key_is_delivered_once() {
     // Two gateways would not change the outcome: the owner dedupes. Here
     // the API has its own listener, as in production.
-    let server = Server::start_with(settings(), BrokerConfig::default(), true).await;
+    let server = TestServer::start_with(Settings::for_test(), BrokerConfig::default(), true).await;
     let api = api(&server);
     let mut c = server.client().await;
     c.subscribe("orders:42").await.unwrap();
@@ -171,7 +171,7 @@ async fn idempotency_keys_expire_after_the_window() {
         idempotency_window: Duration::from_millis(200),
         ..Default::default()
     };
-    let server = Server::start_with(settings(), broker, false).await;
+    let server = TestServer::start_with(Settings::for_test(), broker, false).await;
     let api = api(&server);
     let body = json!({"channel": "orders:1", "data": 1, "idempotency_key": "k"});
     let first = api.ok("publish", body.clone()).await.unwrap();
@@ -185,7 +185,7 @@ async fn idempotency_keys_expire_after_the_window() {
 
 #[tokio::test]
 async fn broadcast_publishes_to_every_channel_or_to_none() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let api = api(&server);
     let mut a = server.client().await;
     let mut b = server.client().await;
@@ -231,7 +231,7 @@ async fn broadcast_publishes_to_every_channel_or_to_none() {
 
 #[tokio::test]
 async fn send_to_user_reaches_every_connection_of_that_user_only() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let api = api(&server);
     let mut alice1 = server.user("alice").await;
     let mut alice2 = server.user("alice").await;
@@ -269,7 +269,7 @@ async fn send_to_user_reaches_every_connection_of_that_user_only() {
 
 #[tokio::test]
 async fn disconnect_user_closes_all_their_connections_with_the_given_code() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let api = api(&server);
     let alice1 = server.user("alice").await;
     let alice2 = server.user("alice").await;
@@ -318,7 +318,7 @@ async fn disconnect_user_closes_all_their_connections_with_the_given_code() {
 
 #[tokio::test]
 async fn unsubscribe_user_ends_their_subscription_with_a_notice() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let api = api(&server);
     let mut alice = server.user("alice").await;
     let mut bob = server.user("bob").await;
@@ -375,7 +375,7 @@ async fn unsubscribe_user_ends_their_subscription_with_a_notice() {
 
 #[tokio::test]
 async fn presence_channels_and_info() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let api = api(&server);
     let mut alice = server.user("alice").await;
     let mut anon = server.client().await;
@@ -431,7 +431,7 @@ async fn presence_channels_and_info() {
 
 #[tokio::test]
 async fn bad_input_gets_a_4xx_with_a_code_and_message_never_a_500() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     // A closed world: only `chat` (with presence and history) and `quiet`
     // (neither) exist.
     s.namespaces.namespaces.clear();
@@ -443,7 +443,7 @@ async fn bad_input_gets_a_4xx_with_a_code_and_message_never_a_500() {
         .insert("quiet".into(), NamespaceOptions::default());
     s.api.max_data_bytes = 1000;
     s.api.max_body_bytes = 4000;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let api = api(&server);
     let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
     let json_cases: Vec<(&str, String, u16, &str)> = vec![
@@ -700,9 +700,9 @@ async fn bad_input_gets_a_4xx_with_a_code_and_message_never_a_500() {
 
 #[tokio::test]
 async fn personal_channels_disabled_is_said_plainly() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.namespaces.personal.enabled = false;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let reply = api(&server)
         .call("send_to_user", json!({"user": "alice", "data": 1}))
         .await
@@ -715,14 +715,14 @@ async fn personal_channels_disabled_is_said_plainly() {
 
 #[tokio::test]
 async fn a_separate_api_listener_keeps_the_api_off_the_client_port() {
-    let server = Server::start_with(settings(), BrokerConfig::default(), true).await;
+    let server = TestServer::start_with(Settings::for_test(), BrokerConfig::default(), true).await;
     assert_ne!(server.api_addr, server.addr);
     let on_api = Http::new(server.api_addr, Some(API_KEY));
     assert_eq!(on_api.call("info", json!({})).await.unwrap().status, 200);
     let on_client = Http::new(server.addr, Some(API_KEY));
     let reply = on_client.call("info", json!({})).await.unwrap();
     assert_eq!(reply.status, 404, "{}", reply.body);
-    let mut grpc = switchboard_cluster_tests::api::grpc(server.addr, Some(API_KEY))
+    let mut grpc = switchboard_testkit::api::grpc(server.addr, Some(API_KEY))
         .await
         .unwrap();
     assert!(

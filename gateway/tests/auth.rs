@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Client, SECRET, Server, issuer, settings, token};
+use common::{Client, ForTest, SECRET, Settings, TestServer, issuer, token};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use switchboard_gateway::auth::{Claims, TokenIssuer};
@@ -15,13 +15,13 @@ const RS_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rs256.key.
 const ES_PUB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/es256.pub.pem");
 const ES_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/es256.key.pem");
 
-async fn closed_server() -> Server {
-    let mut s = settings();
+async fn closed_server() -> TestServer {
+    let mut s = Settings::for_test();
     s.gateway.auth.allow_anonymous = false;
     s.gateway.limits.auth_timeout = Duration::from_millis(300);
     s.gateway.auth.rsa_public_key = Some(RS_PUB.into());
     s.gateway.auth.ec_public_key = Some(std::fs::read_to_string(ES_PUB).unwrap());
-    Server::start(s).await
+    TestServer::start(s).await
 }
 
 fn now() -> u64 {
@@ -267,7 +267,7 @@ async fn expiring_token_ends_the_connection_unless_refreshed() {
 
 #[tokio::test]
 async fn anonymous_connections_when_allowed() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut c = server.client().await;
     c.subscribe("chat:anon").await.unwrap();
     c.publish("chat:anon", json!("hi")).await.unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, Server};
+use common::{Client, TestServer};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{
     Message,
@@ -21,7 +21,7 @@ struct Bystander {
 }
 
 impl Bystander {
-    async fn new(server: &Server) -> Self {
+    async fn new(server: &TestServer) -> Self {
         let mut client = server.client().await;
         client.subscribe("watch:all").await.unwrap();
         Self {
@@ -44,7 +44,7 @@ impl Bystander {
 
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_stays() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut bystander = Bystander::new(&server).await;
     let mut c = server.client().await;
     let deep_data = format!(
@@ -142,7 +142,7 @@ async fn bad_frames_get_error_frames_and_the_connection_stays() {
 
 #[tokio::test]
 async fn binary_frames_close_with_1003() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut bystander = Bystander::new(&server).await;
     let mut c = server.client().await;
     c.send_message(Message::binary(vec![1, 2, 3]))
@@ -159,7 +159,7 @@ async fn binary_frames_close_with_1003() {
 
 #[tokio::test]
 async fn invalid_utf8_closes_with_1007() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut bystander = Bystander::new(&server).await;
     let mut c = server.client().await;
     let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
@@ -174,7 +174,7 @@ async fn invalid_utf8_closes_with_1007() {
 
 #[tokio::test]
 async fn plain_http_on_the_websocket_path_gets_a_status_and_a_message() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let (status, body) = common::http::get(server.addr, "/ws").await.unwrap();
     assert_eq!(status, 426);
     assert!(body.contains("speaks WebSocket"), "{body}");

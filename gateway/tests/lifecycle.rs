@@ -4,12 +4,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Server, http, settings};
+use common::{Client, ForTest, Settings, TestServer, http};
 use serde_json::json;
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     assert_eq!(
         http::get(server.addr, "/healthz").await.unwrap(),
         (200, "ok\n".into())
@@ -47,9 +47,9 @@ async fn health_readiness_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_tells_clients_to_reconnect_and_drains() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.gateway.drain_timeout = Duration::from_secs(5);
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let mut a = server.client().await;
     a.subscribe("d:1").await.unwrap();
     let b = server.user("bob").await;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Server, WAIT, settings};
+use common::{Client, ForTest, Settings, TestServer, WAIT};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -13,10 +13,10 @@ use tokio::{
 
 #[tokio::test]
 async fn rate_limit_answers_with_errors_and_keeps_the_connection() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.gateway.limits.rate_per_second = 0.5;
     s.gateway.limits.rate_burst = 3;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let mut c = server.client().await;
     for i in 0..5 {
         c.send(json!({"type": "ping", "id": i})).await.unwrap();
@@ -43,11 +43,11 @@ async fn rate_limit_answers_with_errors_and_keeps_the_connection() {
 
 #[tokio::test]
 async fn rate_limit_can_close_with_4008() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.gateway.limits.rate_per_second = 0.5;
     s.gateway.limits.rate_burst = 2;
     s.gateway.limits.close_on_rate_limit = true;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let mut c = server.client().await;
     for i in 0..3 {
         c.send(json!({"type": "ping", "id": i})).await.unwrap();
@@ -65,9 +65,9 @@ async fn rate_limit_can_close_with_4008() {
 
 #[tokio::test]
 async fn oversized_message_closes_with_1009() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.gateway.limits.max_message_bytes = 1024;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let mut ok = server.client().await;
     ok.publish("big:a", json!("x".repeat(900))).await.unwrap();
     let mut c = server.client().await;
@@ -83,9 +83,9 @@ async fn oversized_message_closes_with_1009() {
 
 #[tokio::test]
 async fn channels_per_connection_are_capped() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.gateway.limits.max_channels_per_connection = 2;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let mut c = server.user("capped").await; // the personal channel does not count
     c.subscribe("a").await.unwrap();
     c.subscribe("b").await.unwrap();
@@ -108,9 +108,9 @@ async fn channels_per_connection_are_capped() {
 
 #[tokio::test]
 async fn connections_beyond_the_maximum_get_503() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.gateway.limits.max_connections = 2;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let first = server.client().await;
     let _second = server.client().await;
     let err = Client::connect(&server.url())
@@ -133,9 +133,9 @@ async fn connections_beyond_the_maximum_get_503() {
 
 #[tokio::test]
 async fn handshake_must_complete_in_time() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.gateway.limits.handshake_timeout = Duration::from_millis(300);
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let mut raw = TcpStream::connect(server.addr).await.unwrap();
     raw.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -153,10 +153,10 @@ async fn handshake_must_complete_in_time() {
 
 #[tokio::test]
 async fn silent_peers_are_dropped_after_the_idle_timeout() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.gateway.limits.ping_interval = Duration::from_millis(100);
     s.gateway.limits.idle_timeout = Duration::from_millis(300);
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let lively = server.client().await;
     let c = server.client().await;
     // This client does not read, so it never answers the server's pings:
@@ -175,14 +175,14 @@ async fn silent_peers_are_dropped_after_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_disconnected_without_costing_others_a_message() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     // Large enough for a reading client to absorb a scheduling burst; the
     // client that never reads overflows it once its socket buffers are full.
     s.gateway.limits.outbound_queue = 256;
     s.gateway.limits.write_timeout = Duration::from_secs(30);
     s.gateway.limits.rate_per_second = 100_000.0;
     s.gateway.limits.rate_burst = 100_000;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     const N: u64 = 1500;
     let payload = "p".repeat(16 * 1024);
 

@@ -2,12 +2,12 @@
 
 mod common;
 
-use common::{Server, settings};
+use common::{ForTest, Settings, TestServer};
 use serde_json::json;
 
 #[tokio::test]
 async fn subscribe_publish_and_receive_in_order() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut alice = server.client().await;
     let mut bob = server.client().await;
     let sub = alice.subscribe("chat:room").await.unwrap();
@@ -41,7 +41,7 @@ async fn subscribe_publish_and_receive_in_order() {
 
 #[tokio::test]
 async fn message_is_a_synonym_for_publish_and_publish_without_id_is_fire_and_forget() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut c = server.client().await;
     c.subscribe("news").await.unwrap();
     c.send(json!({"type": "message", "channel": "news", "data": "one"}))
@@ -75,7 +75,7 @@ async fn message_is_a_synonym_for_publish_and_publish_without_id_is_fire_and_for
 
 #[tokio::test]
 async fn replies_echo_the_id_with_its_json_type() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut c = server.client().await;
     c.send(json!({"type": "ping", "id": "abc-1"}))
         .await
@@ -117,7 +117,7 @@ async fn replies_echo_the_id_with_its_json_type() {
 
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut a = server.client().await;
     let mut b = server.client().await;
     a.subscribe("c:1").await.unwrap();
@@ -139,7 +139,7 @@ async fn unsubscribe_stops_delivery() {
 
 #[tokio::test]
 async fn presence_counts_and_join_leave_across_connections() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut watcher = server.user("watcher").await;
     watcher.subscribe("room:1").await.unwrap();
     let own_join = watcher.wait_for(|f| f["type"] == "join").await.unwrap();
@@ -196,7 +196,7 @@ async fn presence_counts_and_join_leave_across_connections() {
 
 #[tokio::test]
 async fn history_pages_newest_first_and_after_a_position() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut c = server.client().await;
     for i in 1..=5 {
         c.publish("log:a", json!(i)).await.unwrap();
@@ -226,9 +226,9 @@ async fn history_pages_newest_first_and_after_a_position() {
 
 #[tokio::test]
 async fn recovery_after_reconnect_is_complete_or_says_it_is_not() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     s.namespaces.namespaces.get_mut("*").unwrap().history_size = 5;
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let mut publisher = server.client().await;
     let mut reader = server.client().await;
     let sub = reader.subscribe("feed:x").await.unwrap();
@@ -300,7 +300,7 @@ async fn recovery_after_reconnect_is_complete_or_says_it_is_not() {
 
 #[tokio::test]
 async fn recovery_races_live_publications_without_gaps_or_duplicates() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut publisher = server.client().await;
     let mut keeper = server.client().await;
     let sub = keeper.subscribe("race:1").await.unwrap();
@@ -337,7 +337,7 @@ async fn recovery_races_live_publications_without_gaps_or_duplicates() {
 
 #[tokio::test]
 async fn personal_channels_reach_every_connection_of_a_user() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut alice1 = server.user("alice").await;
     let mut alice2 = server.user("alice").await;
     let mut bob = server.user("bob").await;
@@ -395,7 +395,7 @@ async fn personal_channels_reach_every_connection_of_a_user() {
 
 #[tokio::test]
 async fn namespace_options_are_enforced() {
-    let mut s = settings();
+    let mut s = Settings::for_test();
     let ns = &mut s.namespaces.namespaces;
     ns.insert(
         "quiet".into(),
@@ -414,7 +414,7 @@ async fn namespace_options_are_enforced() {
     );
     ns.remove("*");
     ns.insert("".into(), switchboard_node::NamespaceOptions::permissive());
-    let server = Server::start(s).await;
+    let server = TestServer::start(s).await;
     let mut c = server.client().await;
     let e = c
         .request(json!({"type": "subscribe", "channel": "nope:1"}))
@@ -467,7 +467,7 @@ async fn namespace_options_are_enforced() {
 
 #[tokio::test]
 async fn replies_larger_than_the_write_buffer_are_delivered() {
-    let server = Server::dev().await;
+    let server = TestServer::dev().await;
     let mut c = server.client().await;
     let chunk = "x".repeat(30 * 1024);
     for i in 0..12 {

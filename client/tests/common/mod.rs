@@ -1,7 +1,7 @@
-//! In-process servers on loopback ports (restartable on the same address),
-//! a TCP proxy that can go silent, and bounded waits.
+//! The test kit's in-process server (restartable on the same address), a
+//! TCP proxy that can go silent, and bounded waits.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::{
     net::SocketAddr,
@@ -12,111 +12,14 @@ use std::{
     time::Duration,
 };
 
-use switchboard_gateway::{GatewayConfig, Settings, auth::TokenIssuer};
-use switchboard_node::{BrokerConfig, LocalBroker, Namespaces};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
-use tokio_util::sync::CancellationToken;
 
-/// How long any single wait in a test may take.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-pub const SECRET: &str = "test-secret";
-
-pub fn settings() -> Settings {
-    let mut gateway = GatewayConfig {
-        name: "client-test".into(),
-        ..Default::default()
-    };
-    gateway.auth.allow_anonymous = true;
-    gateway.auth.hmac_secret = Some(SECRET.into());
-    gateway.auth.leeway = Duration::ZERO;
-    gateway.drain_timeout = Duration::from_secs(5);
-    gateway.limits.rate_per_second = 1000.0;
-    gateway.limits.rate_burst = 1000;
-    Settings {
-        gateway,
-        namespaces: Namespaces::permissive(),
-        api: Default::default(),
-    }
-}
-
-pub fn token(user: &str, ttl: Duration) -> String {
-    TokenIssuer::hmac(SECRET).issue(user, ttl, None)
-}
-
-/// A gateway and broker in this process. Each start is a fresh broker:
-/// restarting loses every channel's state, as a process restart does.
-pub struct Server {
-    pub addr: SocketAddr,
-    settings: Settings,
-    shutdown: CancellationToken,
-    handle: JoinHandle<Result<(), switchboard_gateway::GatewayError>>,
-}
-
-impl Server {
-    pub async fn start(settings: Settings) -> Self {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), settings).await
-    }
-
-    async fn start_on(addr: SocketAddr, settings: Settings) -> Self {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let listener = loop {
-            match TcpListener::bind(addr).await {
-                Ok(l) => break l,
-                // The old listener may linger for a moment.
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("cannot bind {addr}: {e}"),
-            }
-        };
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let broker = LocalBroker::new(BrokerConfig::default(), settings.namespaces.clone());
-        let handle = tokio::spawn(switchboard_gateway::run(
-            listener,
-            settings.clone(),
-            broker,
-            shutdown.clone(),
-        ));
-        Self {
-            addr,
-            settings,
-            shutdown,
-            handle,
-        }
-    }
-
-    pub async fn dev() -> Self {
-        Self::start(settings()).await
-    }
-
-    pub fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    /// Drains (clients get `disconnect` 1001) and waits for the end.
-    pub async fn stop(self) -> (SocketAddr, Settings) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("server stops in time")
-            .unwrap()
-            .unwrap();
-        (self.addr, self.settings)
-    }
-
-    /// Stops and starts a fresh server on the same address.
-    pub async fn restart(self) -> Self {
-        let (addr, settings) = self.stop().await;
-        Self::start_on(addr, settings).await
-    }
-}
+pub use switchboard_gateway::Settings;
+pub use switchboard_testkit::{ForTest, TestServer, WAIT, settings::token};
 
 /// A TCP proxy whose open connections can be frozen: bytes stop flowing
 /// both ways while the sockets stay open, as with a dead NAT or a phone

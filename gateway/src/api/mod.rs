@@ -24,7 +24,7 @@ pub use error::ApiError;
 pub use key::{ApiKeyError, ApiKeys};
 pub use ops::Operations;
 
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 /// Both faces of the API on one router: `/api/...` and the gRPC service.
 pub fn router<B: Broker>(gateway: Arc<Gateway<B>>) -> Result<Router, ApiKeyError> {

@@ -17,8 +17,8 @@ use switchboard_node::{
 use super::error::{ApiError, ErrorBody};
 use crate::{
     error::MAX_CLOSE_REASON,
+    gateway::Gateway,
     protocol::{MAX_DATA_DEPTH, nests_deeper_than},
-    server::Gateway,
     telemetry,
 };
 

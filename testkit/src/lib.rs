@@ -1,8 +1,14 @@
 //! # Layout
 //!
-//! Test harness for scenarios against real Switchboard servers: real
-//! sockets, real processes, no mocks of our own network layers.
+//! The test kit: what Switchboard's tests start and drive, with real
+//! sockets and real processes, no mocks of our own network layers.
+//! Processes run the binary a test names with
+//! `env!("CARGO_BIN_EXE_switchboard")`, so scenarios that start processes
+//! live in the root package's `tests/`.
 //!
+//! - [`server`]: the dev process (gateway and broker) in this process, on
+//!   loopback ports.
+//! - [`settings`]: `Settings::for_test()`, the test secret, API keys and tokens.
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
 //! - [`cluster`]: clusters of real processes that form by gossip.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
@@ -22,6 +28,11 @@ pub mod compose;
 pub mod http;
 pub mod process;
 pub mod prometheus;
+pub mod server;
+pub mod settings;
+
+pub use server::TestServer;
+pub use settings::ForTest;
 
 /// How long any single wait in a scenario may take before it fails.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -3,27 +3,33 @@
 //! channels is killed with SIGKILL and the ring moves them to the next
 //! broker.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use serde_json::json;
-use switchboard_cluster_tests::{
+use switchboard_testkit::{
     WAIT,
     client::Client,
     cluster::{broker, gateway, scenario_config, seed_of, subscribe_once_routed},
 };
 
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_owner_fails_over_to_the_next_broker() {
-    let b1 = broker("b1", None).await.unwrap();
+    let bin = Path::new(BIN);
+    let b1 = broker(bin, "b1", None).await.unwrap();
     let seed = seed_of(&b1).unwrap();
     let mut others = vec![
-        broker("b2", Some(&seed)).await.unwrap(),
-        broker("b3", Some(&seed)).await.unwrap(),
+        broker(bin, "b2", Some(&seed)).await.unwrap(),
+        broker(bin, "b3", Some(&seed)).await.unwrap(),
     ];
     let config = scenario_config("gossip").unwrap();
     let gateways = [
-        gateway("g1", &seed, &config).await.unwrap(),
-        gateway("g2", &seed, &config).await.unwrap(),
+        gateway(bin, "g1", &seed, &config).await.unwrap(),
+        gateway(bin, "g2", &seed, &config).await.unwrap(),
     ];
 
     // Wait (bounded) until both gateways route to all three brokers: a

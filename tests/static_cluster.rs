@@ -1,22 +1,21 @@
-//! Scenarios against a real cluster on loopback: three `switchboard node`
-//! brokers and two `switchboard gateway` processes.
+//! Scenarios against a real cluster on loopback whose gateways are given
+//! the brokers' addresses (`--broker`, no gossip to find them): three
+//! `switchboard node` brokers and two `switchboard gateway` processes.
+//! Cross-gateway delivery and presence, a killed broker coming back, and
+//! the server API across gateways.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
-use switchboard_cluster_tests::{
+use switchboard_testkit::{
     WAIT,
     client::Client,
+    cluster::scenario_config,
     http,
     process::{Process, free_port},
 };
 
-fn bin() -> PathBuf {
-    // The workspace builds the binary before integration tests run.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("switchboard")
-}
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 struct Cluster {
     brokers: Vec<(String, u16, Process)>,
@@ -26,17 +25,12 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n_brokers: usize, n_gateways: usize) -> Cluster {
-        let bin = bin();
-        assert!(
-            bin.exists(),
-            "build the binary first: cargo build ({} missing)",
-            bin.display()
-        );
+        let bin = Path::new(BIN);
         let mut brokers = Vec::new();
         for i in 1..=n_brokers {
             let name = format!("b{i}");
             let port = free_port().unwrap();
-            let p = start_broker(&bin, &name, port).await;
+            let p = start_broker(bin, &name, port).await;
             brokers.push((name, port, p));
         }
         let list = brokers
@@ -46,20 +40,7 @@ impl Cluster {
             .join(",");
         // The dev config, with client rate limits out of the way of
         // scenarios that publish in bursts.
-        let config = include_str!("../../config/dev.toml")
-            .replace("rate_per_second = 50.0", "rate_per_second = 100000.0")
-            .replace("rate_burst = 100", "rate_burst = 100000");
-        assert!(
-            config.contains("100000.0"),
-            "dev.toml changed; update this test"
-        );
-        let path = std::env::temp_dir().join(format!(
-            "switchboard-cluster-{}-{}.toml",
-            std::process::id(),
-            free_port().unwrap()
-        ));
-        std::fs::write(&path, config).unwrap();
-        let path = path.to_str().unwrap().to_owned();
+        let path = scenario_config("cluster").unwrap();
         let mut gateways = Vec::new();
         for i in 1..=n_gateways {
             let name = format!("g{i}");
@@ -74,7 +55,7 @@ impl Cluster {
                 "--config",
                 &path,
             ];
-            gateways.push(Process::start(&bin, &args).await.unwrap());
+            gateways.push(Process::start(bin, &args).await.unwrap());
         }
         Cluster {
             brokers,
@@ -169,8 +150,7 @@ async fn a_killed_broker_that_returns_resumes_delivery_and_reports_the_epoch_cha
     // kill -9 one broker and bring it back under the same name and address.
     let (name, port, mut victim) = cluster.brokers.remove(1);
     victim.kill().await.unwrap();
-    let bin = bin();
-    let _back = start_broker(&bin, &name, port).await;
+    let _back = start_broker(Path::new(BIN), &name, port).await;
 
     // Every channel delivers again. Those the victim owned come back in a
     // new epoch, announced to the subscriber with recovered: false.
@@ -226,7 +206,7 @@ async fn a_killed_broker_that_returns_resumes_delivery_and_reports_the_epoch_cha
 }
 
 async fn token(user: &str, config: &str) -> String {
-    let out = tokio::process::Command::new(bin())
+    let out = tokio::process::Command::new(BIN)
         .args(["token", "--user", user, "--config", config])
         .output()
         .await
@@ -237,7 +217,7 @@ async fn token(user: &str, config: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_api_reaches_users_and_channels_across_gateways() {
-    use switchboard_cluster_tests::api::Http;
+    use switchboard_testkit::api::Http;
     let cluster = Cluster::start(3, 2).await;
     let config = cluster.config.clone();
     let t = token("alice", &config).await;

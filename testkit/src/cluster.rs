@@ -1,21 +1,13 @@
 //! Clusters of real processes that find each other by gossip: brokers
 //! seeded with the first broker's gossip address, gateways with the same
-//! seed, all on loopback with ports they pick themselves.
+//! seed, all on loopback with ports they pick themselves. `bin` is the
+//! `switchboard` binary: the tests pass `env!("CARGO_BIN_EXE_switchboard")`.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::Context;
 
 use crate::process::Process;
-
-/// The `switchboard` binary the workspace built for these tests.
-pub fn bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory")
-        .join("switchboard")
-}
 
 /// The dev config with client rate limits lifted out of the way of
 /// scenarios that publish in bursts, written to a file of its own; returns
@@ -39,7 +31,7 @@ pub fn scenario_config(tag: &str) -> anyhow::Result<String> {
 
 /// Starts broker `name`, joining the cluster through `seed` (a gossip
 /// address) if given.
-pub async fn broker(name: &str, seed: Option<&str>) -> anyhow::Result<Process> {
+pub async fn broker(bin: &Path, name: &str, seed: Option<&str>) -> anyhow::Result<Process> {
     let mut args = vec![
         "node",
         "--name",
@@ -54,11 +46,11 @@ pub async fn broker(name: &str, seed: Option<&str>) -> anyhow::Result<Process> {
     if let Some(seed) = seed {
         args.extend(["--seed", seed]);
     }
-    Process::start_announcing(&bin(), &args, "grpc://").await
+    Process::start_announcing(bin, &args, "grpc://").await
 }
 
 /// Starts gateway `name`, finding brokers through `seed`.
-pub async fn gateway(name: &str, seed: &str, config: &str) -> anyhow::Result<Process> {
+pub async fn gateway(bin: &Path, name: &str, seed: &str, config: &str) -> anyhow::Result<Process> {
     let args = [
         "gateway",
         "--name",
@@ -72,7 +64,7 @@ pub async fn gateway(name: &str, seed: &str, config: &str) -> anyhow::Result<Pro
         "--config",
         config,
     ];
-    Process::start(&bin(), &args).await
+    Process::start(bin, &args).await
 }
 
 /// The gossip address broker `b` announced, as a seed for others.
