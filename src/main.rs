@@ -251,7 +251,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Health { url, timeout } => health::run(url, timeout),
         Command::Bench { plan } => {
-            let summary = block_on(switchboard_bench::run(plan))?;
+            let summary = block_on(async { Ok(switchboard_bench::run(plan).await?) })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }

@@ -50,10 +50,13 @@ pub mod tally;
 use std::sync::Arc;
 
 use self::{load::Run, monitor::Monitor, process::Process};
-pub use self::{plan::Plan, report::Summary};
+pub use self::{
+    plan::{Plan, PlanError},
+    report::Summary,
+};
 
 /// Runs the plan to its end and returns the summary.
-pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
+pub async fn run(plan: Plan) -> Result<Summary, PlanError> {
     let layout = plan.layout()?;
     let servers = watched_servers(&plan, &layout);
     let run = Arc::new(Run::new(plan, &layout));

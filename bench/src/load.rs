@@ -14,7 +14,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    dialer::{Dialer, Ws},
+    dialer::{DialError, Dialer, Ws},
     plan::{Layout, Plan},
     tally::Tally,
 };
@@ -78,7 +78,7 @@ impl Run {
             tokio::select! {
                 _ = self.stop.cancelled() => return None,
                 dialed = tokio::time::timeout(DIAL_TIMEOUT, self.dialer.dial(n)) => {
-                    dialed.unwrap_or_else(|_| Err(anyhow::anyhow!("no handshake within {DIAL_TIMEOUT:?}")))
+                    dialed.unwrap_or(Err(DialError::Timeout(DIAL_TIMEOUT)))
                 }
             }
         };
@@ -88,7 +88,7 @@ impl Run {
                 Tally::bump(&self.tally.connect_failed);
                 // The first few tell why; the count tells how many.
                 if Tally::count(&self.tally.connect_failed) <= 3 {
-                    eprintln!("connection {n} failed: {e:#}");
+                    eprintln!("connection {n} failed: {}", e.chain());
                 }
                 None
             }
