@@ -19,9 +19,9 @@
 //! # Layout
 //!
 //! - [`plan`]: the command line, and who subscribes and publishes where.
-//! - [`phases`]: the phases above, in order, and what each measured.
+//! - [`phases`]: the phases above, in order, each noting what it measured.
 //! - [`monitor`]: waiting for a phase, with the progress line.
-//! - [`load`]: the [`Run`](load::Run) every connection task shares, and the
+//! - [`load`]: the [`Run`] every connection task shares, and the
 //!   [`Phase`](load::Phase) they wait on.
 //! - [`subscriber`]: subscriber connections: subscribe, then check and time
 //!   every delivery.
@@ -32,7 +32,8 @@
 //! - [`tally`]: the shared counters.
 //! - [`latency`]: sharded HDR histograms.
 //! - [`process`]: the server's (and the tool's) memory and CPU from `/proc`.
-//! - [`report`]: the progress line and the JSON summary.
+//! - [`report`]: the progress line, and the JSON summary made from the
+//!   phases' readings and the final counts.
 
 pub mod dialer;
 pub mod latency;
