@@ -1,6 +1,5 @@
 //! `switchboard`: one binary, one subcommand per role.
 
-mod bench;
 mod cluster;
 mod config;
 mod health;
@@ -125,7 +124,7 @@ enum Command {
     /// (docs/benchmarks.md). Progress on stderr, a JSON summary on stdout.
     Bench {
         #[command(flatten)]
-        plan: bench::Plan,
+        plan: switchboard_bench::Plan,
     },
 }
 
@@ -252,7 +251,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Health { url, timeout } => health::run(url, timeout),
         Command::Bench { plan } => {
-            let summary = block_on(bench::run(plan))?;
+            let summary = block_on(async { Ok(switchboard_bench::run(plan).await?) })?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }

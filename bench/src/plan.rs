@@ -3,12 +3,13 @@
 //! where and how fast. Pure arithmetic, decided before any socket opens.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{AddrParseError, Ipv4Addr, SocketAddr},
     time::Duration,
 };
 
-use anyhow::{Context, bail, ensure};
 use serde::Serialize;
+
+use super::payload::MIN_PAYLOAD;
 
 /// Most subscriptions one connection may hold (the server's default
 /// `max_channels_per_connection`).
@@ -91,6 +92,39 @@ mod humantime_secs {
     }
 }
 
+/// Why a plan cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the URL must start with ws://")]
+    NotWebSocket,
+    #[error("the URL's host must be IP:PORT, got {authority:?}")]
+    Host {
+        authority: String,
+        #[source]
+        error: AddrParseError,
+    },
+    #[error("--connections must be at least 1")]
+    NoConnections,
+    #[error(
+        "--subscribers ({subscribers}) cannot exceed --connections ({connections}): each subscriber of a channel is its own connection"
+    )]
+    SubscribersOverConnections {
+        subscribers: usize,
+        connections: usize,
+    },
+    #[error(
+        "{per_connection} subscriptions per connection exceed the server's {max}: add connections",
+        max = MAX_CHANNELS_PER_CONNECTION
+    )]
+    ChannelsPerConnection { per_connection: usize },
+    #[error("--payload must be at least {min} bytes", min = MIN_PAYLOAD)]
+    PayloadTooSmall,
+    #[error("--rate must be a non-negative number")]
+    Rate,
+    #[error("--sources must be 1 to 254")]
+    Sources,
+}
+
 /// The plan checked and worked out.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -101,37 +135,21 @@ pub struct Layout {
 
 impl Plan {
     /// Checks the plan and works out addresses and the publisher count.
-    pub fn layout(&self) -> anyhow::Result<Layout> {
+    pub fn layout(&self) -> Result<Layout, PlanError> {
         let rest = self
             .url
             .strip_prefix("ws://")
-            .context("the URL must start with ws://")?;
+            .ok_or(PlanError::NotWebSocket)?;
         let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-        let server: SocketAddr = authority
-            .parse()
-            .with_context(|| format!("the URL's host must be IP:PORT, got {authority:?}"))?;
-        ensure!(self.connections > 0, "--connections must be at least 1");
+        let server: SocketAddr = authority.parse().map_err(|error| PlanError::Host {
+            authority: authority.to_owned(),
+            error,
+        })?;
+        if self.connections == 0 {
+            return Err(PlanError::NoConnections);
+        }
         if self.channels > 0 {
-            ensure!(
-                self.subscribers <= self.connections,
-                "--subscribers ({}) cannot exceed --connections ({}): each subscriber of a channel is its own connection",
-                self.subscribers,
-                self.connections
-            );
-            let per_conn = self.subscriptions().div_ceil(self.connections);
-            ensure!(
-                per_conn <= MAX_CHANNELS_PER_CONNECTION,
-                "{per_conn} subscriptions per connection exceed the server's {MAX_CHANNELS_PER_CONNECTION}: add connections"
-            );
-            ensure!(
-                self.payload >= super::payload::MIN_PAYLOAD,
-                "--payload must be at least {} bytes",
-                super::payload::MIN_PAYLOAD
-            );
-            ensure!(
-                self.rate >= 0.0 && self.rate.is_finite(),
-                "--rate must be a non-negative number"
-            );
+            self.check_publishing()?;
         }
         let wanted = self.sources.unwrap_or_else(|| {
             self.total_connections()
@@ -139,7 +157,7 @@ impl Plan {
                 .max(2)
         });
         if wanted == 0 || wanted > 254 {
-            bail!("--sources must be 1 to 254");
+            return Err(PlanError::Sources);
         }
         let sources = (1..=wanted as u8)
             .map(|i| Ipv4Addr::new(127, 0, 0, i))
@@ -154,6 +172,27 @@ impl Plan {
             sources,
             publishers,
         })
+    }
+
+    /// Checks what a run with channels needs on top.
+    fn check_publishing(&self) -> Result<(), PlanError> {
+        if self.subscribers > self.connections {
+            return Err(PlanError::SubscribersOverConnections {
+                subscribers: self.subscribers,
+                connections: self.connections,
+            });
+        }
+        let per_connection = self.subscriptions().div_ceil(self.connections);
+        if per_connection > MAX_CHANNELS_PER_CONNECTION {
+            return Err(PlanError::ChannelsPerConnection { per_connection });
+        }
+        if self.payload < MIN_PAYLOAD {
+            return Err(PlanError::PayloadTooSmall);
+        }
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return Err(PlanError::Rate);
+        }
+        Ok(())
     }
 
     /// Subscriptions in all: channels times subscribers per channel.

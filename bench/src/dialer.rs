@@ -3,23 +3,66 @@
 //! token of its own when the plan has a secret.
 
 use std::{
+    error::Error,
+    fmt::Write,
+    io,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     time::Duration,
 };
 
-use anyhow::Context;
 #[cfg(target_os = "linux")]
 use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
 use switchboard_gateway::auth::TokenIssuer;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::{
-    WebSocketStream, client_async_with_config, tungstenite::protocol::WebSocketConfig,
+    WebSocketStream, client_async_with_config,
+    tungstenite::{self, protocol::WebSocketConfig},
 };
 
 pub type Ws = WebSocketStream<TcpStream>;
 
 /// How long the tool's tokens live: longer than any run.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error(transparent)]
+    Socket(#[from] io::Error),
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    SocketOption(#[from] nix::errno::Errno),
+    #[error("binding source address {address}")]
+    Bind {
+        address: Ipv4Addr,
+        #[source]
+        error: io::Error,
+    },
+    #[error("connecting from {from} to {to}")]
+    Connect {
+        from: Ipv4Addr,
+        to: SocketAddr,
+        #[source]
+        error: io::Error,
+    },
+    #[error("WebSocket handshake")]
+    Handshake(#[source] tungstenite::Error),
+    #[error("no handshake within {0:?}")]
+    Timeout(Duration),
+}
+
+impl DialError {
+    /// The error and its causes on one line, each after a colon.
+    pub fn chain(&self) -> String {
+        let mut line = self.to_string();
+        let mut cause = self.source();
+        while let Some(c) = cause {
+            let _ = write!(line, ": {c}");
+            cause = c.source();
+        }
+        line
+    }
+}
 
 pub struct Dialer {
     server: SocketAddr,
@@ -49,7 +92,7 @@ impl Dialer {
     }
 
     /// Opens connection `n` (user `bench-n` when tokens are signed).
-    pub async fn dial(&self, n: usize) -> anyhow::Result<Ws> {
+    pub async fn dial(&self, n: usize) -> Result<Ws, DialError> {
         let socket = TcpSocket::new_v4()?;
         // Choose the port at connect time, from the whole 4-tuple: a bind
         // to port 0 would search for a port free for every destination,
@@ -59,11 +102,18 @@ impl Dialer {
         let source = self.source(n);
         socket
             .bind(SocketAddr::new(IpAddr::V4(source), 0))
-            .with_context(|| format!("binding source address {source}"))?;
+            .map_err(|error| DialError::Bind {
+                address: source,
+                error,
+            })?;
         let stream = socket
             .connect(self.server)
             .await
-            .with_context(|| format!("connecting from {source} to {}", self.server))?;
+            .map_err(|error| DialError::Connect {
+                from: source,
+                to: self.server,
+                error,
+            })?;
         stream.set_nodelay(true)?;
         let url = match &self.issuer {
             Some(issuer) => {
@@ -75,7 +125,7 @@ impl Dialer {
         };
         let (ws, _) = client_async_with_config(url, stream, Some(config()))
             .await
-            .context("WebSocket handshake")?;
+            .map_err(DialError::Handshake)?;
         Ok(ws)
     }
 }

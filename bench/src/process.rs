@@ -85,6 +85,11 @@ impl Process {
     }
 }
 
+/// Resident memory of a reading, 0 when there is none.
+pub fn rss(u: Option<Usage>) -> u64 {
+    u.map_or(0, |u| u.rss_bytes)
+}
+
 fn rss_bytes(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

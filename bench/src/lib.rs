@@ -1,0 +1,93 @@
+//! `switchboard bench`: a load generator that speaks the client protocol.
+//!
+//! A run goes through phases, each waited for with a progress line per
+//! second on stderr:
+//!
+//! 1. **connect**: the subscriber connections, from 127.0.0.x source
+//!    addresses; the server's resident memory before and after gives the
+//!    memory per connection;
+//! 2. **subscribe**: each channel's subscribers, on distinct connections;
+//! 3. **publish**: publisher connections write publications on a fixed
+//!    schedule for the planned duration, open loop;
+//! 4. **drain**: until every publication reached every subscriber, or
+//!    the drain time is up.
+//!
+//! An idle run (no channels) holds the connections for the duration
+//! instead of 2-4. [`run`] returns the summary for the caller (the
+//! `switchboard` binary) to print.
+//!
+//! # Layout
+//!
+//! - [`plan`]: the command line, and who subscribes and publishes where.
+//! - [`phases`]: the phases above, in order, each noting what it measured.
+//! - [`monitor`]: waiting for a phase, with the progress line.
+//! - [`load`]: the [`Run`] every connection task shares, and the
+//!   [`Phase`](load::Phase) they wait on.
+//! - [`subscriber`]: subscriber connections: subscribe, then check and time
+//!   every delivery.
+//! - [`publisher`]: publisher connections: publish on a fixed schedule.
+//! - [`dialer`]: connections from source addresses, with tokens.
+//! - [`payload`]: publish frames with sequence and timestamp; server frames
+//!   read back.
+//! - [`tally`]: the shared counters.
+//! - [`latency`]: sharded HDR histograms.
+//! - [`process`]: the server's (and the tool's) memory and CPU from `/proc`.
+//! - [`report`]: the progress line, and the JSON summary made from the
+//!   phases' readings and the final counts.
+
+pub mod dialer;
+pub mod latency;
+pub mod load;
+pub mod monitor;
+pub mod payload;
+pub mod phases;
+pub mod plan;
+pub mod process;
+pub mod publisher;
+pub mod report;
+pub mod subscriber;
+pub mod tally;
+
+use std::sync::Arc;
+
+use self::{load::Run, monitor::Monitor, process::Process};
+pub use self::{
+    plan::{Plan, PlanError},
+    report::Summary,
+};
+
+/// Runs the plan to its end and returns the summary.
+pub async fn run(plan: Plan) -> Result<Summary, PlanError> {
+    let layout = plan.layout()?;
+    let servers = watched_servers(&plan, &layout);
+    let run = Arc::new(Run::new(plan, &layout));
+    let mut monitor = Monitor::new(run.clone(), servers);
+    let readings = phases::drive(&run, layout.publishers, &mut monitor).await;
+    Ok(Summary::new(
+        &run.plan,
+        &run.tally,
+        &layout.sources,
+        monitor.servers(),
+        &readings,
+    ))
+}
+
+/// The server processes to measure: those given, else the one listening
+/// on the URL's port.
+fn watched_servers(plan: &Plan, layout: &plan::Layout) -> Vec<Process> {
+    let servers: Vec<Process> = if plan.server_pids.is_empty() {
+        Process::listening_on(layout.server).into_iter().collect()
+    } else {
+        plan.server_pids
+            .iter()
+            .map(|&pid| Process { pid })
+            .collect()
+    };
+    if servers.is_empty() {
+        eprintln!(
+            "note: no process found listening on {}; server memory and CPU are not reported (pass --server-pid)",
+            layout.server
+        );
+    }
+    servers
+}
