@@ -304,6 +304,58 @@ mod tests {
     }
 
     #[test]
+    fn a_doubted_broker_checks_every_channel_with_whoever_would_have_taken_it() {
+        use NodeState::Active;
+        let all = view(&[("b1", Active), ("b2", Active), ("b3", Active)]);
+        let before = Placement::new(&all, "b3");
+        // Nobody appeared and nothing changed in b3's own view: nothing to
+        // check.
+        let same = Placement::new(&all, "b3");
+        assert!(
+            channels(100)
+                .iter()
+                .all(|c| same.verify_with(c.as_str(), &before).is_none())
+        );
+        // b3 learns it was suspected or declared down: its view may never
+        // have shown the others leaving, yet each of its channels may have
+        // gone on at the broker that owns it on the ring without b3.
+        let mut doubted = all.clone();
+        doubted.doubted();
+        let after = Placement::new(&doubted, "b3");
+        let without_b3 = Placement::new(&view(&[("b1", Active), ("b2", Active)]), "b1");
+        for c in channels(100) {
+            let check = after.verify_with(c.as_str(), &before).unwrap();
+            assert_eq!(Some(check.as_str()), without_b3.owner(c.as_str()));
+        }
+        // Once handled, the same count asks for nothing more.
+        let later = Placement::new(&doubted, "b3");
+        assert!(
+            channels(100)
+                .iter()
+                .all(|c| later.verify_with(c.as_str(), &after).is_none())
+        );
+    }
+
+    #[test]
+    fn a_broker_that_reappears_is_asked_about_the_channels_it_could_have_taken() {
+        use NodeState::Active;
+        let alone = Placement::new(&view(&[("b1", Active), ("b3", Active)]), "b3");
+        let back = Placement::new(
+            &view(&[("b1", Active), ("b2", Active), ("b3", Active)]),
+            "b3",
+        );
+        for c in channels(100) {
+            let check = back.verify_with(c.as_str(), &alone);
+            let source = back.source(c.as_str()).map(|s| s.name);
+            if source.as_deref() == Some("b2") {
+                assert_eq!(check.as_deref(), Some("b2"));
+            } else {
+                assert_eq!(check, None);
+            }
+        }
+    }
+
+    #[test]
     fn alone_there_is_no_source() {
         let v = view(&[("b1", NodeState::Active)]);
         let p = Placement::new(&v, "b1");

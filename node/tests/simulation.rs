@@ -121,6 +121,12 @@ fn membership_partition_and_heal() {
         for r in shared.rings(&EVERYONE) {
             assert_eq!(r.unwrap().version(), version);
         }
+        // b2 learned that the others had counted it out (it rejoined or
+        // refuted a suspicion): what it holds must be checked again.
+        assert!(
+            shared.view("b2").unwrap().doubts() > 0,
+            "b2 never learned it was declared down"
+        );
         format!("formed in {formed:?}, b2 dropped after {dropped:?}, back after {healed:?}")
     });
 }
