@@ -137,7 +137,6 @@ pub async fn run_node(
         advertise: advertise.unwrap_or_else(|| grpc_addr.to_string()),
         seeds: gossip.seeds,
         boot: boot_id(),
-        drain_timeout: config.gateway.drain_timeout,
         host: Host::system(),
         dialer: TcpDialer::shared(),
     };

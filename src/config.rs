@@ -61,8 +61,10 @@ impl Config {
         if let Ok(timeout) = std::env::var("SWITCHBOARD_DRAIN_TIMEOUT")
             && !timeout.trim().is_empty()
         {
-            config.gateway.drain_timeout = humantime::parse_duration(timeout.trim())
+            let timeout = humantime::parse_duration(timeout.trim())
                 .with_context(|| format!("SWITCHBOARD_DRAIN_TIMEOUT={timeout:?}"))?;
+            config.gateway.drain_timeout = timeout;
+            config.broker.drain_timeout = timeout;
         }
         Ok(config)
     }

@@ -42,8 +42,6 @@ pub struct BrokerSettings {
     pub seeds: Vec<String>,
     /// This process' boot id ([`NodeId::boot`]).
     pub boot: u64,
-    /// How long a drain may take before the process stops anyway.
-    pub drain_timeout: Duration,
     /// Clock and randomness (the machine's, or a simulation's).
     pub host: Host,
     /// How peers are reached (TCP in production).
@@ -95,11 +93,11 @@ impl BrokerProcess {
             advertise,
             seeds,
             boot,
-            drain_timeout,
             host,
             dialer,
         } = settings;
         let name = config.name.clone();
+        let drain_timeout = config.drain_timeout;
         let broker = LocalBroker::on_host(config, namespaces, host);
         // Two phases: `drain` starts the drain; `shutdown` ends the process.
         let shutdown = CancellationToken::new();

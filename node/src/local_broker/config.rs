@@ -19,6 +19,10 @@ pub struct BrokerConfig {
     /// Most idempotency keys remembered at once; beyond it the oldest are
     /// forgotten before their window ends.
     pub idempotency_max_keys: usize,
+    /// How long a stopping broker (`switchboard node`) may take to hand its
+    /// channels over and see its gateways go before it stops anyway.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -28,6 +32,7 @@ impl Default for BrokerConfig {
             sweep_interval: Duration::from_secs(1),
             idempotency_window: Duration::from_secs(300),
             idempotency_max_keys: 100_000,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -320,13 +320,13 @@ async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result 
     let settings = BrokerSettings {
         broker: BrokerConfig {
             name: name.to_owned(),
+            drain_timeout: DRAIN_TIMEOUT,
             ..BrokerConfig::default()
         },
         namespaces: Namespaces::permissive(),
         advertise: format!("{name}:{GRPC_PORT}"),
         seeds: shared.seeds.clone(),
         boot,
-        drain_timeout: DRAIN_TIMEOUT,
         host: host(&shared, name, boot),
         dialer: dialer(),
     };
