@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::{BrokerError, ChannelName, ClientInfo, Control, Position, PresenceStats};
+use crate::{BrokerError, ChannelName, ClientInfo, Control, Position, PresenceStats, Publication};
 
 /// The stable name of a gateway.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,8 +96,8 @@ pub struct SubscribeReply {
     pub recoverable: bool,
     /// With `since`: whether `publications` are all that was missed.
     pub recovered: Option<bool>,
-    /// Missed publications, oldest first, encoded as client frames.
-    pub publications: Vec<Bytes>,
+    /// Missed publications, oldest first.
+    pub publications: Vec<Publication>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ pub struct HistoryRequest {
 #[derive(Debug, Clone)]
 pub struct HistoryReply {
     pub position: Position,
-    pub publications: Vec<Bytes>,
+    pub publications: Vec<Publication>,
     /// With `since`: whether every publication after it is in `publications`
     /// (or would be, but for `limit`).
     pub complete: Option<bool>,

@@ -7,6 +7,8 @@
 //! - [`channel`]: channel names, namespaces and personal (per-user) channels.
 //! - [`namespace`]: per-namespace options (presence, join/leave, history, publish rights).
 //! - [`position`]: `(offset, epoch)` stream positions and the recovery decision.
+//! - [`publication`]: [`Publication`], a stored publication: offset and
+//!   encoded frame, as recovery and history return it.
 //! - [`history`]: the bounded, TTL-limited publication log of one channel.
 //! - [`presence`]: who is subscribed to a channel, and the counts.
 //! - [`frame`]: publications and events encoded once into the client wire format.
@@ -51,6 +53,7 @@ pub mod namespace;
 pub mod ownership;
 pub mod position;
 pub mod presence;
+pub mod publication;
 pub mod remote_broker;
 pub mod ring;
 pub mod router;
@@ -68,5 +71,6 @@ pub use local_broker::{BrokerConfig, LocalBroker};
 pub use namespace::{NamespaceOptions, Namespaces, PersonalOptions};
 pub use position::Position;
 pub use presence::{ClientInfo, PresenceStats};
+pub use publication::Publication;
 pub use remote_broker::RemoteBroker;
 pub use router::{BrokerAddr, Router};

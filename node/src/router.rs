@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     Delivery, DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo,
-    Position, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
+    Position, PresenceStats, Publication, PublishRequest, SubscribeReply, SubscribeRequest,
     dialer::{SharedDialer, TcpDialer},
     frame,
     remote_broker::RemoteBroker,
@@ -638,23 +638,15 @@ impl Router {
     }
 }
 
-/// Recovered publications as deliveries; their offsets are read back from
-/// the encoded frames.
-fn recovered_deliveries(channel: &ChannelName, frames: &[bytes::Bytes]) -> Vec<Delivery> {
-    #[derive(serde::Deserialize)]
-    struct Offset {
-        offset: u64,
-    }
-    frames
+/// Recovered publications as deliveries, in the order the owner gave them.
+fn recovered_deliveries(channel: &ChannelName, publications: &[Publication]) -> Vec<Delivery> {
+    publications
         .iter()
-        .filter_map(|f| {
-            let offset = serde_json::from_slice::<Offset>(f).ok()?.offset;
-            Some(Delivery {
-                channel: channel.clone(),
-                kind: DeliveryKind::Publication { offset },
-                frame: f.clone(),
-                published_at_micros: 0,
-            })
+        .map(|p| Delivery {
+            channel: channel.clone(),
+            kind: DeliveryKind::Publication { offset: p.offset },
+            frame: p.frame.clone(),
+            published_at_micros: 0,
         })
         .collect()
 }

@@ -11,7 +11,7 @@ use tonic::{Code, Status};
 use crate::{
     BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control, Delivery,
     DeliveryKind, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest,
+    Publication, PublishRequest, SubscribeReply, SubscribeRequest,
     ownership::{Release, Snapshot, SnapshotEntry},
 };
 
@@ -189,6 +189,20 @@ pub fn delivery_from_pb(d: pb::Delivery) -> Result<Delivery, BrokerError> {
     })
 }
 
+pub fn publication_to_pb(p: Publication) -> pb::Publication {
+    pb::Publication {
+        offset: p.offset,
+        frame: p.frame,
+    }
+}
+
+pub fn publication_from_pb(p: pb::Publication) -> Publication {
+    Publication {
+        offset: p.offset,
+        frame: p.frame,
+    }
+}
+
 pub fn subscribe_to_pb(r: &SubscribeRequest) -> pb::SubscribeRequest {
     pb::SubscribeRequest {
         gateway: r.gateway.as_str().to_owned(),
@@ -215,7 +229,7 @@ pub fn subscribe_reply_to_pb(r: SubscribeReply) -> pb::SubscribeReply {
         position: Some(position_to_pb(&r.position)),
         recoverable: r.recoverable,
         recovered: r.recovered,
-        publications: r.publications,
+        publications: r.publications.into_iter().map(publication_to_pb).collect(),
     }
 }
 
@@ -224,7 +238,11 @@ pub fn subscribe_reply_from_pb(r: pb::SubscribeReply) -> SubscribeReply {
         position: position_from_pb(r.position),
         recoverable: r.recoverable,
         recovered: r.recovered,
-        publications: r.publications,
+        publications: r
+            .publications
+            .into_iter()
+            .map(publication_from_pb)
+            .collect(),
     }
 }
 
@@ -270,7 +288,7 @@ pub fn history_from_pb(r: pb::HistoryRequest) -> Result<HistoryRequest, Status> 
 pub fn history_reply_to_pb(r: HistoryReply) -> pb::HistoryReply {
     pb::HistoryReply {
         position: Some(position_to_pb(&r.position)),
-        publications: r.publications,
+        publications: r.publications.into_iter().map(publication_to_pb).collect(),
         complete: r.complete,
     }
 }
@@ -278,7 +296,11 @@ pub fn history_reply_to_pb(r: HistoryReply) -> pb::HistoryReply {
 pub fn history_reply_from_pb(r: pb::HistoryReply) -> HistoryReply {
     HistoryReply {
         position: position_from_pb(r.position),
-        publications: r.publications,
+        publications: r
+            .publications
+            .into_iter()
+            .map(publication_from_pb)
+            .collect(),
         complete: r.complete,
     }
 }
