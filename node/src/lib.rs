@@ -26,7 +26,9 @@
 //! - [`dialer`]: [`dialer::Dialer`], how routers and hand-overs reach a
 //!   broker's gRPC address (TCP in production, turmoil in simulations).
 //! - [`router`]: [`Router`], a gateway's view of the cluster: each call to
-//!   the channel's owner, streams re-attached, subscriptions recovered.
+//!   the channel's owner, one link (stream re-attached) per broker, a sans-IO
+//!   subscription table for order and de-duplication, and the reconciler
+//!   that places subscriptions make-before-break.
 //! - [`server`]: the broker process's gRPC server, on a TCP listener or any
 //!   stream of connections.
 //! - [`membership`]: node identities (role, address, state, boot id) and the
