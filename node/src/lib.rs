@@ -4,6 +4,8 @@
 //! history and presence, and fans each publication out once per interested
 //! gateway.
 //!
+//! - [`ids`]: what processes are called: [`GatewayId`], [`BrokerName`],
+//!   and a broker's name with its address, [`BrokerAddr`].
 //! - [`channel`]: channel names, namespaces and personal (per-user) channels.
 //! - [`namespace`]: per-namespace options (presence, join/leave, history, publish rights).
 //! - [`position`]: `(offset, epoch)` stream positions and the recovery decision.
@@ -49,6 +51,7 @@ pub mod gossip;
 pub mod handoff;
 pub mod history;
 pub mod idempotency;
+pub mod ids;
 pub mod local_broker;
 pub mod membership;
 pub mod namespace;
@@ -63,16 +66,17 @@ pub mod server;
 pub mod wire;
 
 pub use broker::{
-    Broker, ChannelSummary, ChannelsRequest, Delivery, DeliveryKind, DeliverySink, GatewayId,
-    HistoryReply, HistoryRequest, NodeInfo, PublishRequest, SubscribeReply, SubscribeRequest,
+    Broker, ChannelSummary, ChannelsRequest, Delivery, DeliveryKind, DeliverySink, HistoryReply,
+    HistoryRequest, NodeInfo, PublishRequest, SubscribeReply, SubscribeRequest,
 };
 pub use channel::ChannelName;
 pub use control::Control;
 pub use error::BrokerError;
+pub use ids::{BrokerAddr, BrokerName, GatewayId};
 pub use local_broker::{BrokerConfig, LocalBroker};
 pub use namespace::{NamespaceOptions, Namespaces, PersonalOptions};
 pub use position::Position;
 pub use presence::{ClientInfo, PresenceStats};
 pub use publication::Publication;
 pub use remote_broker::RemoteBroker;
-pub use router::{BrokerAddr, Router};
+pub use router::Router;

@@ -161,9 +161,9 @@ impl ChannelState {
     }
 
     fn fence_error(&self) -> Option<BrokerError> {
-        self.moved
-            .as_ref()
-            .map(|f| BrokerError::NotOwner(f.to.to_string()))
+        self.moved.as_ref().map(|f| BrokerError::NotOwner {
+            owner: Some(crate::BrokerName::from(&*f.to)),
+        })
     }
 
     fn position(&self) -> Position {
@@ -933,7 +933,12 @@ mod tests {
                 idempotency_key: None,
             })
             .await;
-        assert_eq!(refused, Err(BrokerError::NotOwner("b2".into())));
+        assert_eq!(
+            refused,
+            Err(BrokerError::NotOwner {
+                owner: Some("b2".into())
+            })
+        );
         assert_eq!(old.holding(&ch("a:b")), Holding::Fenced("b2".into()));
         assert_eq!(
             old.release(&ch("a:b"), "b3").unwrap(),

@@ -142,7 +142,7 @@ impl ClusterView {
             .values()
             .filter(|m| m.role == Role::Broker && m.state == NodeState::Active)
             .map(|m| BrokerAddr {
-                name: m.name.clone(),
+                name: m.name.clone().into(),
                 addr: m.grpc.clone(),
             })
             .collect()

@@ -124,7 +124,7 @@ impl Placement {
     /// A live broker's gRPC address.
     pub fn addr(&self, name: &str) -> Option<BrokerAddr> {
         self.addrs.get(name).map(|addr| BrokerAddr {
-            name: name.to_owned(),
+            name: name.into(),
             addr: addr.clone(),
         })
     }

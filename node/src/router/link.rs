@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
-use crate::{remote_broker::RemoteBroker, wire};
+use crate::{BrokerName, remote_broker::RemoteBroker, wire};
 
 /// How long a call waits for the owner's stream to be attached.
 const ATTACH_WAIT: Duration = Duration::from_secs(2);
@@ -30,10 +30,10 @@ pub(super) struct Link {
 }
 
 impl Router {
-    pub(super) fn start_link(&self, name: &str, link: &mut Link) {
+    pub(super) fn start_link(&self, name: &BrokerName, link: &mut Link) {
         if let Some(tx) = link.starter.take() {
             tokio::spawn(self.clone().run_link(
-                name.to_owned(),
+                name.clone(),
                 link.remote.clone(),
                 tx,
                 link.stop.clone(),
@@ -42,7 +42,7 @@ impl Router {
     }
 
     /// The client of `broker` if its stream is up now.
-    pub(super) fn attached_now(&self, broker: &str) -> Option<RemoteBroker> {
+    pub(super) fn attached_now(&self, broker: &BrokerName) -> Option<RemoteBroker> {
         let links = self.inner.links.read();
         let link = links.get(broker)?;
         (*link.attached.borrow()).then(|| link.remote.clone())
@@ -61,7 +61,7 @@ impl Router {
     }
 
     /// The client of `broker` once its stream is up, within [`ATTACH_WAIT`].
-    pub(super) async fn wait_attached(&self, broker: &str) -> Option<RemoteBroker> {
+    pub(super) async fn wait_attached(&self, broker: &BrokerName) -> Option<RemoteBroker> {
         let (remote, mut attached) = {
             let links = self.inner.links.read();
             let link = links.get(broker)?;
@@ -76,7 +76,7 @@ impl Router {
     /// Keeps the stream to one broker open, resubscribing after each loss.
     async fn run_link(
         self,
-        name: String,
+        name: BrokerName,
         remote: RemoteBroker,
         attached: watch::Sender<bool>,
         stop: CancellationToken,

@@ -38,7 +38,7 @@ use self::{
     table::{Live, Subscription},
 };
 use crate::{
-    BrokerError, ChannelName, Delivery, DeliverySink, GatewayId,
+    BrokerError, BrokerName, ChannelName, Delivery, DeliverySink, GatewayId,
     dialer::{SharedDialer, TcpDialer},
     remote_broker::RemoteBroker,
     ring::Ring,
@@ -48,14 +48,9 @@ use crate::{
 /// channel ([`BrokerError::NotOwner`]); rings agree again well within it.
 const OWNER_WAIT: Duration = Duration::from_secs(3);
 
-/// A broker as the router knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddr {
-    /// Stable name: what the ring hashes.
-    pub name: String,
-    /// gRPC address, `host:port`.
-    pub addr: String,
-}
+/// Where [`BrokerAddr`] was first defined; hand-over and membership still
+/// name it here.
+pub use crate::ids::BrokerAddr;
 
 struct Inner {
     gateway: OnceLock<GatewayId>,
@@ -68,7 +63,7 @@ struct Inner {
     ring_version: Option<Arc<AtomicU64>>,
     /// How links reach brokers (TCP in production).
     dialer: SharedDialer,
-    links: RwLock<HashMap<String, Link>>,
+    links: RwLock<HashMap<BrokerName, Link>>,
     subs: DashMap<ChannelName, Subscription>,
     /// Wakes the reconciler: the ring changed or a stream came back.
     reconcile: tokio::sync::Notify,
@@ -154,12 +149,12 @@ impl Router {
     }
 
     /// Brokers currently in this router's ring.
-    pub fn brokers(&self) -> Vec<String> {
+    pub fn brokers(&self) -> Vec<BrokerName> {
         self.inner
             .ring
             .read()
             .brokers()
-            .map(str::to_owned)
+            .map(BrokerName::from)
             .collect()
     }
 
@@ -223,14 +218,17 @@ impl Router {
     }
 
     /// The owner of `channel` and a client for it, once its stream is up.
-    async fn owner(&self, channel: &ChannelName) -> Result<(String, RemoteBroker), BrokerError> {
+    async fn owner(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<(BrokerName, RemoteBroker), BrokerError> {
         let owner = self
             .inner
             .ring
             .read()
             .owner(channel.as_str())
-            .ok_or_else(|| BrokerError::Unavailable("no brokers".into()))?
-            .to_owned();
+            .map(BrokerName::from)
+            .ok_or_else(|| BrokerError::Unavailable("no brokers".into()))?;
         match self.wait_attached(&owner).await {
             Some(remote) => Ok((owner, remote)),
             None => Err(BrokerError::Unavailable(format!(
@@ -243,7 +241,7 @@ impl Router {
     /// disagree on who that is (within [`OWNER_WAIT`]).
     async fn at_owner<T, F, Fut>(&self, channel: &ChannelName, call: F) -> Result<T, BrokerError>
     where
-        F: Fn(String, RemoteBroker) -> Fut,
+        F: Fn(BrokerName, RemoteBroker) -> Fut,
         Fut: std::future::Future<Output = Result<T, BrokerError>>,
     {
         let deadline = tokio::time::Instant::now() + OWNER_WAIT;
@@ -251,8 +249,10 @@ impl Router {
         loop {
             let (owner, remote) = self.owner(channel).await?;
             match call(owner, remote).await {
-                Err(BrokerError::NotOwner(hint)) if tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(channel = %channel, owner = %hint, "not the owner yet; asking again");
+                Err(BrokerError::NotOwner { owner: hint })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(channel = %channel, owner = ?hint, "not the owner yet; asking again");
                     tokio::time::sleep(backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0)).await;
                     backoff = (backoff * 2).min(Duration::from_millis(250));
                 }

@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 
 use super::Router;
 use crate::{
-    Broker, BrokerError, ChannelName, SubscribeReply, SubscribeRequest, remote_broker::RemoteBroker,
+    Broker, BrokerError, BrokerName, ChannelName, SubscribeReply, SubscribeRequest,
+    remote_broker::RemoteBroker,
 };
 
 /// How soon subscriptions that could not be placed are tried again.
@@ -45,7 +46,7 @@ impl Router {
     /// One pass of [`Self::reconciler`]; whether everything is in place.
     async fn reconcile(&self) -> bool {
         let ring = self.inner.ring.read().clone();
-        let work: Vec<(ChannelName, String, String)> = self
+        let work: Vec<(ChannelName, BrokerName, BrokerName)> = self
             .inner
             .subs
             .iter()
@@ -53,8 +54,8 @@ impl Router {
             .filter(|s| !s.is_first() && !s.is_settling())
             .filter_map(|s| {
                 let new = ring.owner(s.key().as_str())?;
-                (new != s.owner || !s.placed)
-                    .then(|| (s.key().clone(), s.owner.clone(), new.to_owned()))
+                (new != s.owner.as_str() || !s.placed)
+                    .then(|| (s.key().clone(), s.owner.clone(), BrokerName::from(new)))
             })
             .collect();
         if work.is_empty() {
@@ -81,14 +82,19 @@ impl Router {
 
     /// Subscribes at `new` from the last delivered position, then lets go of
     /// `old` if the owner changed.
-    async fn place(&self, channel: &ChannelName, old: &str, new: &str) -> Result<(), BrokerError> {
+    async fn place(
+        &self,
+        channel: &ChannelName,
+        old: &BrokerName,
+        new: &BrokerName,
+    ) -> Result<(), BrokerError> {
         let remote = self
             .attached_now(new)
             .ok_or_else(|| BrokerError::Unavailable(format!("broker {new} is not attached")))?;
         let started = self.inner.subs.get(channel).map(|s| s.unplaced);
         self.resubscribe(channel, &remote).await?;
         if let Some(mut sub) = self.inner.subs.get_mut(channel) {
-            sub.owner = new.to_owned();
+            sub.owner = new.clone();
             // The owner may have replaced the channel's state (or the
             // stream dropped) while this subscribe was in flight: then it
             // subscribed to what is gone, and must go again.

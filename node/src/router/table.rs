@@ -6,14 +6,14 @@
 use std::collections::HashMap;
 
 use crate::{
-    ChannelName, ClientInfo, Control, Delivery, DeliveryKind, Position, Publication,
+    BrokerName, ChannelName, ClientInfo, Control, Delivery, DeliveryKind, Position, Publication,
     SubscribeReply, frame,
 };
 
 /// This gateway's subscription to one channel.
 pub(super) struct Subscription {
     /// The broker the subscription was last placed at.
-    pub(super) owner: String,
+    pub(super) owner: BrokerName,
     /// Whether `owner` is known to hold this gateway's subscription (and its
     /// presence entries). Cleared when its stream was lost; the reconciler
     /// places the subscription again.
@@ -51,7 +51,7 @@ pub(super) enum Live {
 }
 
 impl Subscription {
-    pub(super) fn new(owner: String) -> Self {
+    pub(super) fn new(owner: BrokerName) -> Self {
         Self {
             owner,
             placed: false,
