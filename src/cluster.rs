@@ -29,7 +29,7 @@ pub fn parse_broker(s: &str) -> Result<BrokerAddr, String> {
         return Err(format!("expected NAME=HOST:PORT, got {s:?}"));
     }
     Ok(BrokerAddr {
-        name: name.to_owned(),
+        name: name.into(),
         addr: addr.to_owned(),
     })
 }

@@ -98,7 +98,7 @@ impl From<BrokerError> for RequestError {
             BrokerError::InvalidIdempotencyKey => RequestError::BadRequest(e.to_string()),
             BrokerError::ShuttingDown
             | BrokerError::NotAttached
-            | BrokerError::NotOwner(_)
+            | BrokerError::NotOwner { .. }
             | BrokerError::Unavailable(_) => {
                 tracing::warn!(error = %e, "broker unavailable");
                 RequestError::Internal

@@ -3,10 +3,9 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer, ser::SerializeSeq};
 use serde_json::value::RawValue;
-use switchboard_node::{ChannelName, Position};
+use switchboard_node::{ChannelName, Position, Publication};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::{Disconnect, RequestError};
@@ -334,14 +333,14 @@ pub fn unsubscribed(channel: &ChannelName) -> Utf8Bytes {
 }
 
 /// Already-encoded publication frames, embedded as a JSON array.
-pub struct Publications<'a>(pub &'a [Bytes]);
+pub struct Publications<'a>(pub &'a [Publication]);
 
 impl Serialize for Publications<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for frame in self.0 {
+        for p in self.0 {
             let raw: &RawValue =
-                serde_json::from_slice(frame).map_err(serde::ser::Error::custom)?;
+                serde_json::from_slice(&p.frame).map_err(serde::ser::Error::custom)?;
             seq.serialize_element(raw)?;
         }
         seq.end()
@@ -351,6 +350,7 @@ impl Serialize for Publications<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn rejected(text: &str) -> (Option<String>, RequestError) {
         let r = parse(text).unwrap_err();
@@ -434,7 +434,10 @@ mod tests {
             error(Some(&id), &RequestError::RateLimited).as_str(),
             r#"{"type":"error","id":42,"error":"Rate limit exceeded","code":110}"#
         );
-        let pubs = [Bytes::from_static(br#"{"a":1}"#)];
+        let pubs = [Publication {
+            offset: 1,
+            frame: Bytes::from_static(br#"{"a":1}"#),
+        }];
         assert_eq!(
             response(None, serde_json::json!({"p": Publications(&pubs).serialize(serde_json::value::Serializer).unwrap()})).as_str(),
             r#"{"type":"response","data":{"p":[{"a":1}]}}"#

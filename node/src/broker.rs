@@ -6,41 +6,16 @@
 //! it out locally. In one process ([`crate::LocalBroker`]) calls are direct;
 //! in a cluster the same trait is served over gRPC.
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::{BrokerError, ChannelName, ClientInfo, Control, Position, PresenceStats};
-
-/// The stable name of a gateway.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GatewayId(Arc<str>);
-
-impl From<&str> for GatewayId {
-    fn from(s: &str) -> Self {
-        Self(s.into())
-    }
-}
-
-impl GatewayId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for GatewayId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for GatewayId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
+use crate::{
+    BrokerError, ChannelName, ClientInfo, Control, Position, PresenceStats, Publication,
+    ids::GatewayId,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryKind {
@@ -96,8 +71,8 @@ pub struct SubscribeReply {
     pub recoverable: bool,
     /// With `since`: whether `publications` are all that was missed.
     pub recovered: Option<bool>,
-    /// Missed publications, oldest first, encoded as client frames.
-    pub publications: Vec<Bytes>,
+    /// Missed publications, oldest first.
+    pub publications: Vec<Publication>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,7 +99,7 @@ pub struct HistoryRequest {
 #[derive(Debug, Clone)]
 pub struct HistoryReply {
     pub position: Position,
-    pub publications: Vec<Bytes>,
+    pub publications: Vec<Publication>,
     /// With `since`: whether every publication after it is in `publications`
     /// (or would be, but for `limit`).
     pub complete: Option<bool>,

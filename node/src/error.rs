@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::BrokerName;
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum BrokerError {
     #[error("invalid channel name: {0}")]
@@ -22,8 +24,8 @@ pub enum BrokerError {
     /// This broker does not serve the channel (another broker owns it, or
     /// it was handed over); the caller asks again once rings agree. Carries
     /// the owner this broker knows of, if any.
-    #[error("not the channel's owner (owner: {0})")]
-    NotOwner(String),
+    #[error("not the channel's owner (owner: {})", owner.as_ref().map_or("unknown", BrokerName::as_str))]
+    NotOwner { owner: Option<BrokerName> },
     /// The channel's owner could not be reached (network, timeout, restart).
     #[error("owner unavailable: {0}")]
     Unavailable(String),

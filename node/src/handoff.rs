@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     BrokerError, ChannelName, LocalBroker, RemoteBroker,
     dialer::{SharedDialer, TcpDialer},
+    ids::BrokerAddr,
     local_broker::Holding,
     membership::ClusterView,
     ownership::{Placement, Release},
-    router::BrokerAddr,
 };
 
 /// How many brokers a pull follows (`MovedTo`) before starting afresh.
@@ -130,9 +130,11 @@ impl Handoff {
         let placement = self.placement();
         let agrees = ring.is_none_or(|ring| ring == placement.ring_version());
         if !agrees || !placement.owns(channel.as_str()) {
-            return Err(BrokerError::NotOwner(
-                placement.owner(channel.as_str()).unwrap_or("").to_owned(),
-            ));
+            return Err(BrokerError::NotOwner {
+                owner: placement
+                    .owner(channel.as_str())
+                    .map(crate::BrokerName::from),
+            });
         }
         if self.broker.holding(channel) == Holding::State {
             return Ok(());
@@ -265,13 +267,16 @@ impl Handoff {
 
     fn peer(&self, broker: &BrokerAddr) -> Result<RemoteBroker, BrokerError> {
         let mut peers = self.peers.lock();
-        if let Some((addr, remote)) = peers.get(&broker.name)
+        if let Some((addr, remote)) = peers.get(broker.name.as_str())
             && addr == &broker.addr
         {
             return Ok(remote.clone());
         }
         let remote = RemoteBroker::dial(&*self.dialer, &broker.addr)?;
-        peers.insert(broker.name.clone(), (broker.addr.clone(), remote.clone()));
+        peers.insert(
+            broker.name.to_string(),
+            (broker.addr.clone(), remote.clone()),
+        );
         Ok(remote)
     }
 }

@@ -8,11 +8,22 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
+use crate::Publication;
+
 #[derive(Debug, Clone)]
 struct Entry {
     offset: u64,
     at: Instant,
     frame: Bytes,
+}
+
+impl Entry {
+    fn publication(&self) -> Publication {
+        Publication {
+            offset: self.offset,
+            frame: self.frame.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -75,22 +86,22 @@ impl History {
     }
 
     /// Up to `limit` publications with offset `>= from`, oldest first.
-    pub fn since(&self, from: u64, limit: usize) -> Vec<Bytes> {
+    pub fn since(&self, from: u64, limit: usize) -> Vec<Publication> {
         let start = self.entries.partition_point(|e| e.offset < from);
         self.entries
             .range(start..)
             .take(limit)
-            .map(|e| e.frame.clone())
+            .map(Entry::publication)
             .collect()
     }
 
     /// The newest `limit` publications, newest first.
-    pub fn latest(&self, limit: usize) -> Vec<Bytes> {
+    pub fn latest(&self, limit: usize) -> Vec<Publication> {
         self.entries
             .iter()
             .rev()
             .take(limit)
-            .map(|e| e.frame.clone())
+            .map(Entry::publication)
             .collect()
     }
 
@@ -111,6 +122,13 @@ mod tests {
         Bytes::from(i.to_string())
     }
 
+    fn publication(i: u64) -> Publication {
+        Publication {
+            offset: i,
+            frame: frame(i),
+        }
+    }
+
     #[test]
     fn bounded_by_size_and_ttl() {
         let t0 = Instant::now();
@@ -119,9 +137,9 @@ mod tests {
             h.push(i, t0 + Duration::from_secs(i), frame(i));
         }
         assert_eq!(h.oldest(), Some(3));
-        assert_eq!(h.since(4, 10), vec![frame(4), frame(5)]);
-        assert_eq!(h.since(0, 2), vec![frame(3), frame(4)]);
-        assert_eq!(h.latest(2), vec![frame(5), frame(4)]);
+        assert_eq!(h.since(4, 10), vec![publication(4), publication(5)]);
+        assert_eq!(h.since(0, 2), vec![publication(3), publication(4)]);
+        assert_eq!(h.latest(2), vec![publication(5), publication(4)]);
         assert!(h.trim(t0 + Duration::from_secs(14)));
         assert_eq!(h.oldest(), Some(5));
         assert!(!h.trim(t0 + Duration::from_secs(15)));

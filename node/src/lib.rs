@@ -4,9 +4,13 @@
 //! history and presence, and fans each publication out once per interested
 //! gateway.
 //!
+//! - [`ids`]: what processes are called: [`GatewayId`], [`BrokerName`],
+//!   and a broker's name with its address, [`BrokerAddr`].
 //! - [`channel`]: channel names, namespaces and personal (per-user) channels.
 //! - [`namespace`]: per-namespace options (presence, join/leave, history, publish rights).
 //! - [`position`]: `(offset, epoch)` stream positions and the recovery decision.
+//! - [`publication`]: [`Publication`], a stored publication: offset and
+//!   encoded frame, as recovery and history return it.
 //! - [`history`]: the bounded, TTL-limited publication log of one channel.
 //! - [`presence`]: who is subscribed to a channel, and the counts.
 //! - [`frame`]: publications and events encoded once into the client wire format.
@@ -26,7 +30,9 @@
 //! - [`dialer`]: [`dialer::Dialer`], how routers and hand-overs reach a
 //!   broker's gRPC address (TCP in production, turmoil in simulations).
 //! - [`router`]: [`Router`], a gateway's view of the cluster: each call to
-//!   the channel's owner, streams re-attached, subscriptions recovered.
+//!   the channel's owner, one link (stream re-attached) per broker, a sans-IO
+//!   subscription table for order and de-duplication, and the reconciler
+//!   that places subscriptions make-before-break.
 //! - [`process`]: [`process::BrokerProcess`], a broker as a process: its
 //!   listeners, gossip, hand-over and drain, as `switchboard node` and the
 //!   simulation run it.
@@ -51,6 +57,7 @@ pub mod handoff;
 pub mod history;
 pub mod host;
 pub mod idempotency;
+pub mod ids;
 pub mod local_broker;
 pub mod membership;
 pub mod namespace;
@@ -58,6 +65,7 @@ pub mod ownership;
 pub mod position;
 pub mod presence;
 pub mod process;
+pub mod publication;
 pub mod remote_broker;
 pub mod ring;
 pub mod router;
@@ -65,15 +73,17 @@ pub mod server;
 pub mod wire;
 
 pub use broker::{
-    Broker, ChannelSummary, ChannelsRequest, Delivery, DeliveryKind, DeliverySink, GatewayId,
-    HistoryReply, HistoryRequest, NodeInfo, PublishRequest, SubscribeReply, SubscribeRequest,
+    Broker, ChannelSummary, ChannelsRequest, Delivery, DeliveryKind, DeliverySink, HistoryReply,
+    HistoryRequest, NodeInfo, PublishRequest, SubscribeReply, SubscribeRequest,
 };
 pub use channel::ChannelName;
 pub use control::Control;
 pub use error::BrokerError;
+pub use ids::{BrokerAddr, BrokerName, GatewayId};
 pub use local_broker::{BrokerConfig, LocalBroker};
 pub use namespace::{NamespaceOptions, Namespaces, PersonalOptions};
 pub use position::Position;
 pub use presence::{ClientInfo, PresenceStats};
+pub use publication::Publication;
 pub use remote_broker::RemoteBroker;
-pub use router::{BrokerAddr, Router};
+pub use router::Router;

@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ring::Ring, router::BrokerAddr};
+use crate::{ids::BrokerAddr, ring::Ring};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
@@ -156,7 +156,7 @@ impl ClusterView {
             .values()
             .filter(|m| m.role == Role::Broker && m.state == NodeState::Active)
             .map(|m| BrokerAddr {
-                name: m.name.clone(),
+                name: m.name.clone().into(),
                 addr: m.grpc.clone(),
             })
             .collect()

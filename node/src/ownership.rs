@@ -22,9 +22,9 @@ use bytes::Bytes;
 
 use crate::{
     ChannelName,
+    ids::BrokerAddr,
     membership::{ClusterView, NodeState, Role},
     ring::Ring,
-    router::BrokerAddr,
 };
 
 /// One retained publication in a [`Snapshot`].
@@ -127,7 +127,7 @@ impl Placement {
     /// A live broker's gRPC address.
     pub fn addr(&self, name: &str) -> Option<BrokerAddr> {
         self.addrs.get(name).map(|addr| BrokerAddr {
-            name: name.to_owned(),
+            name: name.into(),
             addr: addr.clone(),
         })
     }
@@ -202,7 +202,7 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::NodeId;
+    use crate::{BrokerName, membership::NodeId};
 
     fn broker(name: &str, state: NodeState) -> NodeId {
         NodeId {
@@ -347,7 +347,7 @@ mod tests {
         for c in channels(100) {
             let check = back.verify_with(c.as_str(), &alone);
             let source = back.source(c.as_str()).map(|s| s.name);
-            if source.as_deref() == Some("b2") {
+            if source.as_ref().map(BrokerName::as_str) == Some("b2") {
                 assert_eq!(check.as_deref(), Some("b2"));
             } else {
                 assert_eq!(check, None);

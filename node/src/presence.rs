@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::GatewayId;
+use crate::ids::GatewayId;
 
 /// One subscribed client, as other clients see it.
 #[derive(Debug, Clone, Serialize)]

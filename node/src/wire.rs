@@ -4,60 +4,95 @@
 
 use std::time::Duration;
 
+use prost::Message;
 use serde_json::value::RawValue;
 use switchboard_proto::broker::v1 as pb;
 use tonic::{Code, Status};
 
 use crate::{
-    BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control, Delivery,
-    DeliveryKind, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest,
+    BrokerError, BrokerName, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
+    Delivery, DeliveryKind, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position,
+    PresenceStats, Publication, PublishRequest, SubscribeReply, SubscribeRequest,
     ownership::{Release, Snapshot, SnapshotEntry},
 };
 
-/// Error details travel as `Status` messages prefixed with a stable tag, so
-/// the receiving side can rebuild the same [`BrokerError`].
+/// A [`BrokerError`] as a gRPC status: the code for gRPC's own clients,
+/// the text for people, and the kind (with the owner a `NotOwner` names) as
+/// an [`pb::ErrorDetail`] in the details, which [`broker_error`] reads back.
 pub fn status(e: BrokerError) -> Status {
-    match e {
-        BrokerError::InvalidChannel(why) => {
-            Status::invalid_argument(format!("invalid_channel: {why}"))
+    use pb::ErrorKind as Kind;
+    let message = e.to_string();
+    let mut detail = pb::ErrorDetail::default();
+    let code = match e {
+        BrokerError::InvalidChannel(_) => {
+            detail.set_kind(Kind::InvalidChannel);
+            Code::InvalidArgument
         }
-        BrokerError::UnknownNamespace => Status::not_found("unknown_namespace"),
+        BrokerError::UnknownNamespace => {
+            detail.set_kind(Kind::UnknownNamespace);
+            Code::NotFound
+        }
         BrokerError::NotAvailable(what) => {
-            Status::failed_precondition(format!("not_available: {what}"))
+            detail.set_kind(match what {
+                "presence" => Kind::PresenceNotAvailable,
+                "history" => Kind::HistoryNotAvailable,
+                _ => Kind::Unspecified,
+            });
+            Code::FailedPrecondition
         }
-        BrokerError::InvalidData => Status::invalid_argument("invalid_data"),
-        BrokerError::InvalidIdempotencyKey => Status::invalid_argument("invalid_idempotency_key"),
-        BrokerError::ShuttingDown => Status::unavailable("shutting_down"),
-        BrokerError::NotAttached => Status::failed_precondition("not_attached"),
-        BrokerError::NotOwner(owner) => Status::failed_precondition(format!("not_owner: {owner}")),
-        BrokerError::Unavailable(why) => Status::unavailable(format!("unavailable: {why}")),
-    }
+        BrokerError::InvalidData => {
+            detail.set_kind(Kind::InvalidData);
+            Code::InvalidArgument
+        }
+        BrokerError::InvalidIdempotencyKey => {
+            detail.set_kind(Kind::InvalidIdempotencyKey);
+            Code::InvalidArgument
+        }
+        BrokerError::ShuttingDown => {
+            detail.set_kind(Kind::ShuttingDown);
+            Code::Unavailable
+        }
+        BrokerError::NotAttached => {
+            detail.set_kind(Kind::NotAttached);
+            Code::FailedPrecondition
+        }
+        BrokerError::NotOwner { owner } => {
+            detail.set_kind(Kind::NotOwner);
+            detail.owner = owner.map(String::from);
+            Code::FailedPrecondition
+        }
+        BrokerError::Unavailable(why) => {
+            detail.set_kind(Kind::Unavailable);
+            detail.reason = why;
+            Code::Unavailable
+        }
+    };
+    Status::with_details(code, message, detail.encode_to_vec().into())
 }
 
-/// The reverse of [`status`]; anything unrecognised (a transport failure,
-/// a timeout) means the owner could not be reached.
+/// The reverse of [`status`]; anything without a known kind (a transport
+/// failure, a timeout, a status not made by [`status`]) means the owner
+/// could not be reached.
 pub fn broker_error(s: &Status) -> BrokerError {
-    let msg = s.message();
-    match (s.code(), msg) {
-        (Code::NotFound, "unknown_namespace") => BrokerError::UnknownNamespace,
-        (Code::InvalidArgument, "invalid_data") => BrokerError::InvalidData,
-        (Code::InvalidArgument, "invalid_idempotency_key") => BrokerError::InvalidIdempotencyKey,
-        (Code::InvalidArgument, m) if m.starts_with("invalid_channel") => {
-            BrokerError::InvalidChannel("rejected by the channel's owner")
-        }
-        (Code::FailedPrecondition, "not_attached") => BrokerError::NotAttached,
-        (Code::FailedPrecondition, "not_available: presence") => {
-            BrokerError::NotAvailable("presence")
-        }
-        (Code::FailedPrecondition, "not_available: history") => {
-            BrokerError::NotAvailable("history")
-        }
-        (Code::Unavailable, "shutting_down") => BrokerError::ShuttingDown,
-        (Code::FailedPrecondition, m) if m.starts_with("not_owner: ") => {
-            BrokerError::NotOwner(m["not_owner: ".len()..].to_owned())
-        }
-        _ => BrokerError::Unavailable(format!("{:?}: {msg}", s.code())),
+    use pb::ErrorKind as Kind;
+    let unreachable = || BrokerError::Unavailable(format!("{:?}: {}", s.code(), s.message()));
+    let Ok(detail) = pb::ErrorDetail::decode(s.details()) else {
+        return unreachable();
+    };
+    match detail.kind() {
+        Kind::InvalidChannel => BrokerError::InvalidChannel("rejected by the channel's owner"),
+        Kind::UnknownNamespace => BrokerError::UnknownNamespace,
+        Kind::PresenceNotAvailable => BrokerError::NotAvailable("presence"),
+        Kind::HistoryNotAvailable => BrokerError::NotAvailable("history"),
+        Kind::InvalidData => BrokerError::InvalidData,
+        Kind::InvalidIdempotencyKey => BrokerError::InvalidIdempotencyKey,
+        Kind::ShuttingDown => BrokerError::ShuttingDown,
+        Kind::NotAttached => BrokerError::NotAttached,
+        Kind::NotOwner => BrokerError::NotOwner {
+            owner: detail.owner.map(BrokerName::from),
+        },
+        Kind::Unavailable => BrokerError::Unavailable(detail.reason),
+        Kind::Unspecified => unreachable(),
     }
 }
 
@@ -189,6 +224,20 @@ pub fn delivery_from_pb(d: pb::Delivery) -> Result<Delivery, BrokerError> {
     })
 }
 
+pub fn publication_to_pb(p: Publication) -> pb::Publication {
+    pb::Publication {
+        offset: p.offset,
+        frame: p.frame,
+    }
+}
+
+pub fn publication_from_pb(p: pb::Publication) -> Publication {
+    Publication {
+        offset: p.offset,
+        frame: p.frame,
+    }
+}
+
 pub fn subscribe_to_pb(r: &SubscribeRequest) -> pb::SubscribeRequest {
     pb::SubscribeRequest {
         gateway: r.gateway.as_str().to_owned(),
@@ -215,7 +264,7 @@ pub fn subscribe_reply_to_pb(r: SubscribeReply) -> pb::SubscribeReply {
         position: Some(position_to_pb(&r.position)),
         recoverable: r.recoverable,
         recovered: r.recovered,
-        publications: r.publications,
+        publications: r.publications.into_iter().map(publication_to_pb).collect(),
     }
 }
 
@@ -224,7 +273,11 @@ pub fn subscribe_reply_from_pb(r: pb::SubscribeReply) -> SubscribeReply {
         position: position_from_pb(r.position),
         recoverable: r.recoverable,
         recovered: r.recovered,
-        publications: r.publications,
+        publications: r
+            .publications
+            .into_iter()
+            .map(publication_from_pb)
+            .collect(),
     }
 }
 
@@ -270,7 +323,7 @@ pub fn history_from_pb(r: pb::HistoryRequest) -> Result<HistoryRequest, Status> 
 pub fn history_reply_to_pb(r: HistoryReply) -> pb::HistoryReply {
     pb::HistoryReply {
         position: Some(position_to_pb(&r.position)),
-        publications: r.publications,
+        publications: r.publications.into_iter().map(publication_to_pb).collect(),
         complete: r.complete,
     }
 }
@@ -278,7 +331,11 @@ pub fn history_reply_to_pb(r: HistoryReply) -> pb::HistoryReply {
 pub fn history_reply_from_pb(r: pb::HistoryReply) -> HistoryReply {
     HistoryReply {
         position: position_from_pb(r.position),
-        publications: r.publications,
+        publications: r
+            .publications
+            .into_iter()
+            .map(publication_from_pb)
+            .collect(),
         complete: r.complete,
     }
 }
@@ -400,13 +457,27 @@ mod tests {
             BrokerError::NotAvailable("history"),
             BrokerError::ShuttingDown,
             BrokerError::NotAttached,
-            BrokerError::NotOwner("b2".into()),
-            BrokerError::NotOwner(String::new()),
+            BrokerError::InvalidIdempotencyKey,
+            BrokerError::NotOwner {
+                owner: Some("b2".into()),
+            },
+            BrokerError::NotOwner { owner: None },
+            BrokerError::Unavailable("restarting".into()),
         ] {
             assert_eq!(broker_error(&status(e.clone())), e);
         }
         assert!(matches!(
+            broker_error(&status(BrokerError::InvalidChannel("too long"))),
+            BrokerError::InvalidChannel(_)
+        ));
+        assert!(matches!(
             broker_error(&Status::deadline_exceeded("slow")),
+            BrokerError::Unavailable(_)
+        ));
+        // Text is for people: a status whose message looks like a kind is
+        // still not one.
+        assert!(matches!(
+            broker_error(&Status::failed_precondition("not_owner: b2")),
             BrokerError::Unavailable(_)
         ));
     }

@@ -132,7 +132,7 @@ impl From<BrokerError> for ApiError {
             }
             BrokerError::ShuttingDown
             | BrokerError::NotAttached
-            | BrokerError::NotOwner(_)
+            | BrokerError::NotOwner { .. }
             | BrokerError::Unavailable(_) => {
                 tracing::warn!(error = %e, "broker unavailable to the server API");
                 ApiError::Unavailable

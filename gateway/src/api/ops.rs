@@ -434,8 +434,8 @@ impl<B: Broker> Operations<B> {
         let publications = reply
             .publications
             .iter()
-            .map(|frame| {
-                serde_json::from_slice(frame).map_err(|e| {
+            .map(|p| {
+                serde_json::from_slice(&p.frame).map_err(|e| {
                     tracing::error!(error = %e, "history holds a frame that is not a publication");
                     ApiError::Internal
                 })

@@ -107,7 +107,9 @@ impl ChannelState {
 
     pub(super) fn fence_error(&self) -> Option<BrokerError> {
         match &self.lifecycle {
-            Lifecycle::Fenced { to, .. } => Some(BrokerError::NotOwner(to.to_string())),
+            Lifecycle::Fenced { to, .. } => Some(BrokerError::NotOwner {
+                owner: Some(crate::BrokerName::from(&**to)),
+            }),
             _ => None,
         }
     }

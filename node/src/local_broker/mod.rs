@@ -616,7 +616,12 @@ mod tests {
                 idempotency_key: None,
             })
             .await;
-        assert_eq!(refused, Err(BrokerError::NotOwner("b2".into())));
+        assert_eq!(
+            refused,
+            Err(BrokerError::NotOwner {
+                owner: Some("b2".into())
+            })
+        );
         assert_eq!(old.holding(&ch("a:b")), Holding::Fenced("b2".into()));
         assert_eq!(
             old.release(&ch("a:b"), "b3").unwrap(),

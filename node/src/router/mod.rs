@@ -1,0 +1,299 @@
+//! [`Router`]: a gateway's view of the brokers. It implements
+//! [`Broker`](crate::Broker) by
+//! sending each call to the owner of the channel on the ring, keeps one
+//! delivery stream per broker, and when a stream is lost and re-opened it
+//! resubscribes every channel that broker owns from the last delivered
+//! position: the owner gives back what was missed (`recovered`), or the
+//! gateway tells its clients that continuity was lost (a `resubscribed`
+//! frame in the new epoch). Presence is replayed from what this gateway's
+//! clients joined, so a broker that lost it rebuilds it.
+//!
+//! - `link`: one per broker: its client, and the delivery stream kept
+//!   open and re-attached.
+//! - `table`: the subscription table (sans-IO): what each delivery and
+//!   subscribe reply means for local clients (deliver, drop as duplicate,
+//!   gap, resubscribe).
+//! - `reconciler`: places subscriptions at their owners, make-before-break.
+//! - `broker`: the [`Broker`](crate::Broker) impl: each call at the
+//!   channel's owner.
+
+mod broker;
+mod link;
+mod reconciler;
+mod table;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock, atomic::AtomicU64},
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use rand::Rng;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    link::Link,
+    table::{Live, Subscription},
+};
+use crate::{
+    BrokerAddr, BrokerError, BrokerName, ChannelName, Delivery, DeliverySink, GatewayId,
+    dialer::{SharedDialer, TcpDialer},
+    host::Host,
+    remote_broker::RemoteBroker,
+    ring::Ring,
+};
+
+/// How long a call keeps asking while brokers disagree on who owns its
+/// channel ([`BrokerError::NotOwner`]); rings agree again well within it.
+const OWNER_WAIT: Duration = Duration::from_secs(3);
+
+struct Inner {
+    gateway: OnceLock<GatewayId>,
+    sink: OnceLock<Arc<dyn DeliverySink>>,
+    ring: RwLock<Arc<Ring>>,
+    /// A router that follows gossip tells brokers its ring's version with
+    /// each call, so that a broker whose own ring differs (it has not yet
+    /// seen the same change) does not hand out a copy of a channel it has
+    /// not checked. Static routers do not: their brokers know no ring.
+    ring_version: Option<Arc<AtomicU64>>,
+    /// How links reach brokers (TCP in production).
+    dialer: SharedDialer,
+    links: RwLock<BTreeMap<BrokerName, Link>>,
+    subs: DashMap<ChannelName, Subscription, foldhash::fast::FixedState>,
+    /// Retry jitter, drawn from the host (repeatable in a simulation).
+    jitter: parking_lot::Mutex<rand::rngs::StdRng>,
+    /// Wakes the reconciler: the ring changed or a stream came back.
+    reconcile: tokio::sync::Notify,
+    shutdown: CancellationToken,
+}
+
+/// Routes a gateway's broker calls across the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl Router {
+    /// A router over a fixed set of brokers.
+    pub fn new(brokers: &[BrokerAddr], shutdown: CancellationToken) -> Result<Self, BrokerError> {
+        Self::with_dialer(brokers, TcpDialer::shared(), shutdown)
+    }
+
+    /// A router over a fixed set of brokers, reached through `dialer`.
+    pub fn with_dialer(
+        brokers: &[BrokerAddr],
+        dialer: SharedDialer,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        Self::build(brokers, dialer, None, Host::system(), shutdown)
+    }
+
+    fn build(
+        brokers: &[BrokerAddr],
+        dialer: SharedDialer,
+        ring_version: Option<Arc<AtomicU64>>,
+        host: Host,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let router = Self {
+            inner: Arc::new(Inner {
+                gateway: OnceLock::new(),
+                sink: OnceLock::new(),
+                ring: RwLock::new(Arc::new(Ring::new(Vec::<String>::new()))),
+                ring_version,
+                dialer,
+                links: RwLock::new(BTreeMap::new()),
+                subs: DashMap::with_hasher(host.hasher("subscriptions")),
+                jitter: parking_lot::Mutex::new(host.rng("jitter")),
+                reconcile: tokio::sync::Notify::new(),
+                shutdown,
+            }),
+        };
+        router.set_brokers(brokers)?;
+        Ok(router)
+    }
+
+    /// A router that follows the active brokers of a gossip view.
+    pub fn following(
+        view: watch::Receiver<Arc<crate::membership::ClusterView>>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        Self::following_with(view, TcpDialer::shared(), Host::system(), shutdown)
+    }
+
+    /// A router that follows the active brokers of a gossip view, reached
+    /// through `dialer`, drawing its retry jitter from `host`.
+    pub fn following_with(
+        mut view: watch::Receiver<Arc<crate::membership::ClusterView>>,
+        dialer: SharedDialer,
+        host: Host,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let brokers = view.borrow_and_update().active_brokers();
+        let version = Some(Arc::new(AtomicU64::new(0)));
+        let router = Self::build(&brokers, dialer, version, host, shutdown.clone())?;
+        let follower = router.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                biased;
+                    _ = shutdown.cancelled() => return,
+                    changed = view.changed() => if changed.is_err() { return },
+                }
+                let brokers = view.borrow_and_update().active_brokers();
+                if let Err(e) = follower.set_brokers(&brokers) {
+                    tracing::warn!(error = %e, "cannot apply membership change");
+                }
+            }
+        });
+        Ok(router)
+    }
+
+    /// A draw in [0, 1) for retry jitter.
+    fn jitter(&self) -> f64 {
+        self.inner.jitter.lock().random::<f64>()
+    }
+
+    /// Brokers currently in this router's ring.
+    pub fn brokers(&self) -> Vec<BrokerName> {
+        self.inner
+            .ring
+            .read()
+            .brokers()
+            .map(BrokerName::from)
+            .collect()
+    }
+
+    /// Applies a new set of active brokers: links opened and closed, the
+    /// ring rebuilt, and every subscription whose owner changed moved to
+    /// its new owner from the last delivered position.
+    pub fn set_brokers(&self, brokers: &[BrokerAddr]) -> Result<(), BrokerError> {
+        let ring = Arc::new(Ring::new(brokers.iter().map(|b| b.name.clone())));
+        if *ring == **self.inner.ring.read()
+            && brokers.iter().all(|b| {
+                self.inner
+                    .links
+                    .read()
+                    .get(&b.name)
+                    .is_some_and(|l| l.addr == b.addr)
+            })
+        {
+            return Ok(());
+        }
+        let attached = self.inner.gateway.get().is_some();
+        {
+            let mut links = self.inner.links.write();
+            links.retain(|name, link| {
+                let keep = brokers
+                    .iter()
+                    .any(|b| &b.name == name && b.addr == link.addr);
+                if !keep {
+                    link.stop.cancel();
+                }
+                keep
+            });
+            for b in brokers {
+                if links.contains_key(&b.name) {
+                    continue;
+                }
+                let (tx, rx) = watch::channel(false);
+                let mut link = Link {
+                    addr: b.addr.clone(),
+                    remote: match &self.inner.ring_version {
+                        Some(version) => RemoteBroker::dial(&*self.inner.dialer, &b.addr)?
+                            .vouching(version.clone()),
+                        None => RemoteBroker::dial(&*self.inner.dialer, &b.addr)?,
+                    },
+                    attached: rx,
+                    stop: self.inner.shutdown.child_token(),
+                    starter: Some(tx),
+                };
+                if attached {
+                    self.start_link(&b.name, &mut link);
+                }
+                links.insert(b.name.clone(), link);
+            }
+        }
+        tracing::info!(brokers = ?ring.brokers().collect::<Vec<_>>(), "ring changed");
+        if let Some(version) = &self.inner.ring_version {
+            version.store(ring.version(), std::sync::atomic::Ordering::Relaxed);
+        }
+        *self.inner.ring.write() = ring;
+        self.inner.reconcile.notify_one();
+        Ok(())
+    }
+
+    /// The owner of `channel` and a client for it, once its stream is up.
+    async fn owner(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<(BrokerName, RemoteBroker), BrokerError> {
+        let owner = self
+            .inner
+            .ring
+            .read()
+            .owner(channel.as_str())
+            .map(BrokerName::from)
+            .ok_or_else(|| BrokerError::Unavailable("no brokers".into()))?;
+        match self.wait_attached(&owner).await {
+            Some(remote) => Ok((owner, remote)),
+            None => Err(BrokerError::Unavailable(format!(
+                "broker {owner} is not reachable"
+            ))),
+        }
+    }
+
+    /// Runs `call` at the owner of `channel`, asking again while brokers
+    /// disagree on who that is (within [`OWNER_WAIT`]).
+    async fn at_owner<T, F, Fut>(&self, channel: &ChannelName, call: F) -> Result<T, BrokerError>
+    where
+        F: Fn(BrokerName, RemoteBroker) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BrokerError>>,
+    {
+        let deadline = tokio::time::Instant::now() + OWNER_WAIT;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let (owner, remote) = self.owner(channel).await?;
+            match call(owner, remote).await {
+                Err(BrokerError::NotOwner { owner: hint })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(channel = %channel, owner = ?hint, "not the owner yet; asking again");
+                    let jitter = self.jitter();
+                    tokio::time::sleep(backoff.mul_f64(0.5 + jitter / 2.0)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn sink(&self) -> Option<&Arc<dyn DeliverySink>> {
+        self.inner.sink.get()
+    }
+
+    /// Takes one delivery from a broker's stream.
+    fn on_delivery(&self, d: Delivery) {
+        let Some(sink) = self.sink() else { return };
+        let Some(mut sub) = self.inner.subs.get_mut(&d.channel) else {
+            return;
+        };
+        // The hub's deliver never blocks, so holding this entry (which keeps
+        // the channel's order) is short.
+        match sub.on_live(d) {
+            Live::Deliver(d) => sink.deliver(d),
+            Live::Gap { expected, delivery } => {
+                tracing::debug!(channel = %delivery.channel, expected, kind = ?delivery.kind, "delivery past the next offset");
+                sink.deliver(delivery);
+            }
+            Live::Duplicate | Live::Held => {}
+            Live::Resubscribe => {
+                drop(sub);
+                self.inner.reconcile.notify_one();
+            }
+        }
+    }
+}

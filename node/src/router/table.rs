@@ -1,0 +1,483 @@
+//! The subscription table: this gateway's subscription to each channel and
+//! the order promise kept on it, without IO. The router's async code feeds
+//! it what arrives (live deliveries, subscribe replies) and does what it
+//! answers; every decision about what local clients receive is made here.
+
+use std::collections::HashMap;
+
+use crate::{
+    BrokerName, ChannelName, ClientInfo, Control, Delivery, DeliveryKind, Position, Publication,
+    SubscribeReply, frame,
+};
+
+/// This gateway's subscription to one channel.
+pub(super) struct Subscription {
+    /// The broker the subscription was last placed at.
+    pub(super) owner: BrokerName,
+    /// Whether `owner` is known to hold this gateway's subscription (and its
+    /// presence entries). Cleared when its stream was lost; the reconciler
+    /// places the subscription again.
+    pub(super) placed: bool,
+    /// Bumped whenever the subscription must be placed again; a placement
+    /// that started before a bump does not count as done.
+    pub(super) unplaced: u64,
+    /// Last position delivered to local clients.
+    pub(super) last: Option<Position>,
+    /// Clients of this gateway in the channel's presence.
+    pub(super) clients: HashMap<String, ClientInfo>,
+    /// While (re)subscribing, live deliveries wait here so that recovered
+    /// and live publications reach clients in offset order.
+    pending: Option<Vec<Delivery>>,
+}
+
+/// What to do with one live delivery.
+#[derive(Debug)]
+pub(super) enum Live {
+    /// Pass it to local clients.
+    Deliver(Delivery),
+    /// A publication at or before the last delivered offset: already
+    /// delivered (a reordered or repeated copy, e.g. from the previous
+    /// owner while a subscription moves). Dropped.
+    Duplicate,
+    /// A publication past the next expected offset. Passed on as before
+    /// (the owner's stream is ordered and cut, never thinned, when it
+    /// overflows); reported so that the caller can log it.
+    Gap { expected: u64, delivery: Delivery },
+    /// Held until the pending (re)subscription settles.
+    Held,
+    /// The owner replaced the channel's state: subscribe again from where
+    /// clients are, so that they hear of the new epoch.
+    Resubscribe,
+}
+
+impl Subscription {
+    pub(super) fn new(owner: BrokerName) -> Self {
+        Self {
+            owner,
+            placed: false,
+            unplaced: 0,
+            last: None,
+            clients: HashMap::new(),
+            pending: None,
+        }
+    }
+
+    /// Whether a (re)subscription is in flight.
+    pub(super) fn is_settling(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Whether the first subscribe reply has not settled yet.
+    pub(super) fn is_first(&self) -> bool {
+        self.last.is_none()
+    }
+
+    /// The subscription must be placed again (stream lost, state replaced).
+    pub(super) fn unplace(&mut self) {
+        self.placed = false;
+        self.unplaced += 1;
+    }
+
+    /// A (re)subscription starts: live deliveries wait for its reply.
+    pub(super) fn hold(&mut self) {
+        self.pending.get_or_insert_with(Vec::new);
+    }
+
+    /// The (re)subscription failed: what waited is handed back, to be fed
+    /// again through [`Self::on_live`].
+    pub(super) fn release(&mut self) -> Vec<Delivery> {
+        self.pending.take().unwrap_or_default()
+    }
+
+    /// Decides one live delivery from a broker's stream.
+    pub(super) fn on_live(&mut self, d: Delivery) -> Live {
+        if d.kind == DeliveryKind::Control
+            && matches!(Control::decode(&d.frame), Ok(Control::Resubscribe))
+        {
+            self.unplace();
+            return Live::Resubscribe;
+        }
+        if let Some(pending) = self.pending.as_mut() {
+            pending.push(d);
+            return Live::Held;
+        }
+        let DeliveryKind::Publication { offset } = d.kind else {
+            return Live::Deliver(d);
+        };
+        let Some(last) = self.last.as_mut() else {
+            return Live::Deliver(d);
+        };
+        if offset <= last.offset {
+            return Live::Duplicate;
+        }
+        let expected = last.offset + 1;
+        last.offset = offset;
+        if offset == expected {
+            Live::Deliver(d)
+        } else {
+            Live::Gap {
+                expected,
+                delivery: d,
+            }
+        }
+    }
+
+    /// Ends the first subscription here at the reply's `position`: live
+    /// deliveries continue after it (the session gives the client what it
+    /// asked to recover); what arrived meanwhile is returned.
+    pub(super) fn start(&mut self, position: Position) -> Vec<Delivery> {
+        self.settle(position, Vec::new(), None)
+    }
+
+    /// Turns a subscribe reply into what local clients must receive, in
+    /// order. `had_position`: the request asked to recover from
+    /// [`Self::last`] (a resubscription).
+    pub(super) fn settle_reply(
+        &mut self,
+        channel: &ChannelName,
+        had_position: bool,
+        reply: SubscribeReply,
+    ) -> Vec<Delivery> {
+        let recovered = reply.recovered == Some(true);
+        let publications = deliveries(channel, &reply.publications);
+        if !had_position || recovered {
+            let publications = if recovered { publications } else { Vec::new() };
+            return self.settle(reply.position, publications, None);
+        }
+        // Without recovery, clients restart from what the owner still has:
+        // the reset names the position just before it.
+        let restart = match publications.first().map(|d| d.kind) {
+            Some(DeliveryKind::Publication { offset }) => offset - 1,
+            _ => reply.position.offset,
+        };
+        let reset = Delivery {
+            channel: channel.clone(),
+            kind: DeliveryKind::Reset { offset: restart },
+            frame: frame::resubscribed(channel, restart, &reply.position.epoch),
+            published_at_micros: 0,
+        };
+        let position = Position {
+            offset: restart,
+            epoch: reply.position.epoch,
+        };
+        self.settle(position, publications, Some(reset))
+    }
+
+    /// Ends a pending (re)subscription at `position`: the reset if any,
+    /// recovered publications, then what arrived live meanwhile, duplicates
+    /// dropped.
+    fn settle(
+        &mut self,
+        position: Position,
+        recovered: Vec<Delivery>,
+        reset: Option<Delivery>,
+    ) -> Vec<Delivery> {
+        let pending = self.pending.take().unwrap_or_default();
+        // Where local clients stand: their last position if it is still in
+        // this epoch, else (first subscription, or a reset) the reply's.
+        //
+        // A reset to the epoch clients are in, at a lower offset, is applied
+        // as a new start too: the owner's copy is behind what was delivered
+        // (it lost publications), and will number new ones from there.
+        let mut last = match (&reset, &self.last) {
+            (None, Some(last)) if last.epoch == position.epoch => last.offset,
+            _ => position.offset,
+        };
+        let mut out = Vec::with_capacity(recovered.len() + pending.len() + 1);
+        out.extend(reset);
+        for d in recovered.into_iter().chain(pending) {
+            match d.kind {
+                DeliveryKind::Publication { offset } if offset <= last => continue,
+                DeliveryKind::Publication { offset } => last = offset,
+                _ => {}
+            }
+            out.push(d);
+        }
+        self.last = Some(Position {
+            offset: last.max(position.offset),
+            epoch: position.epoch,
+        });
+        out
+    }
+}
+
+/// Publications from a reply as deliveries, in the order the owner gave.
+fn deliveries(channel: &ChannelName, publications: &[Publication]) -> Vec<Delivery> {
+    publications
+        .iter()
+        .map(|p| Delivery {
+            channel: channel.clone(),
+            kind: DeliveryKind::Publication { offset: p.offset },
+            frame: p.frame.clone(),
+            published_at_micros: 0,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn channel() -> ChannelName {
+        ChannelName::new("news").unwrap()
+    }
+
+    fn pos(offset: u64, epoch: &str) -> Position {
+        Position {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+
+    fn publication(offset: u64) -> Delivery {
+        Delivery {
+            channel: channel(),
+            kind: DeliveryKind::Publication { offset },
+            frame: Bytes::from(format!("{{\"offset\":{offset}}}")),
+            published_at_micros: 0,
+        }
+    }
+
+    fn event() -> Delivery {
+        Delivery {
+            channel: channel(),
+            kind: DeliveryKind::Event,
+            frame: Bytes::from_static(b"{}"),
+            published_at_micros: 0,
+        }
+    }
+
+    fn reply(position: Position, recovered: Option<bool>, offsets: &[u64]) -> SubscribeReply {
+        SubscribeReply {
+            position,
+            recoverable: true,
+            recovered,
+            publications: offsets
+                .iter()
+                .map(|&offset| Publication {
+                    offset,
+                    frame: publication(offset).frame,
+                })
+                .collect(),
+        }
+    }
+
+    /// A subscription whose first reply settled at `at`.
+    fn started(at: Position) -> Subscription {
+        let mut sub = Subscription::new("b1".into());
+        sub.hold();
+        assert!(sub.start(at).is_empty());
+        sub
+    }
+
+    /// What the deliveries say, as the simulation checker reads them.
+    fn kinds(out: &[Delivery]) -> Vec<DeliveryKind> {
+        out.iter().map(|d| d.kind).collect()
+    }
+
+    fn delivered(live: Live) -> Option<u64> {
+        match live {
+            Live::Deliver(Delivery {
+                kind: DeliveryKind::Publication { offset },
+                ..
+            }) => Some(offset),
+            other => panic!("expected a delivered publication, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_next_offset_is_delivered() {
+        let mut sub = started(pos(3, "e"));
+        assert_eq!(delivered(sub.on_live(publication(4))), Some(4));
+        assert_eq!(delivered(sub.on_live(publication(5))), Some(5));
+        assert!(matches!(sub.on_live(event()), Live::Deliver(_)));
+        assert_eq!(sub.last, Some(pos(5, "e")));
+    }
+
+    #[test]
+    fn a_duplicate_is_dropped() {
+        let mut sub = started(pos(3, "e"));
+        delivered(sub.on_live(publication(4)));
+        assert!(matches!(sub.on_live(publication(4)), Live::Duplicate));
+        assert_eq!(sub.last, Some(pos(4, "e")));
+    }
+
+    #[test]
+    fn a_reordered_publication_is_dropped() {
+        let mut sub = started(pos(3, "e"));
+        delivered(sub.on_live(publication(4)));
+        delivered(sub.on_live(publication(5)));
+        // 4 again after 5: an older copy (the previous owner's) came late.
+        assert!(matches!(sub.on_live(publication(4)), Live::Duplicate));
+        assert!(matches!(sub.on_live(publication(3)), Live::Duplicate));
+        assert_eq!(sub.last, Some(pos(5, "e")));
+    }
+
+    #[test]
+    fn a_gap_is_reported_and_passed_on() {
+        let mut sub = started(pos(3, "e"));
+        match sub.on_live(publication(6)) {
+            Live::Gap { expected, delivery } => {
+                assert_eq!(expected, 4);
+                assert_eq!(delivery.kind, DeliveryKind::Publication { offset: 6 });
+            }
+            other => panic!("expected a gap, got {other:?}"),
+        }
+        assert_eq!(sub.last, Some(pos(6, "e")));
+        // What the gap skipped is now behind: a late copy is a duplicate.
+        assert!(matches!(sub.on_live(publication(5)), Live::Duplicate));
+    }
+
+    #[test]
+    fn live_deliveries_before_the_first_reply_wait_and_meet_it_without_duplicates() {
+        let mut sub = Subscription::new("b1".into());
+        sub.hold();
+        assert!(sub.is_first());
+        assert!(matches!(sub.on_live(publication(4)), Live::Held));
+        assert!(matches!(sub.on_live(publication(5)), Live::Held));
+        // The reply says the subscription took effect after 4.
+        let out = sub.start(pos(4, "e"));
+        assert_eq!(kinds(&out), [DeliveryKind::Publication { offset: 5 }]);
+        assert!(!sub.is_settling());
+        assert_eq!(sub.last, Some(pos(5, "e")));
+    }
+
+    #[test]
+    fn a_recovered_resubscription_fills_in_before_what_arrived_live() {
+        let mut sub = started(pos(3, "e"));
+        sub.hold();
+        // The new owner's stream is already live while its reply is on the way.
+        assert!(matches!(sub.on_live(publication(6)), Live::Held));
+        assert!(matches!(sub.on_live(publication(7)), Live::Held));
+        let out = sub.settle_reply(&channel(), true, reply(pos(6, "e"), Some(true), &[4, 5, 6]));
+        assert_eq!(
+            kinds(&out),
+            [4, 5, 6, 7].map(|offset| DeliveryKind::Publication { offset })
+        );
+        assert_eq!(sub.last, Some(pos(7, "e")));
+    }
+
+    #[test]
+    fn a_failed_resubscription_hands_back_what_waited() {
+        let mut sub = started(pos(3, "e"));
+        sub.hold();
+        assert!(matches!(sub.on_live(publication(4)), Live::Held));
+        let waited = sub.release();
+        assert!(!sub.is_settling());
+        assert_eq!(kinds(&waited), [DeliveryKind::Publication { offset: 4 }]);
+        assert_eq!(delivered(sub.on_live(waited[0].clone())), Some(4));
+    }
+
+    #[test]
+    fn a_lost_epoch_is_announced_then_the_new_one_follows() {
+        let mut sub = started(pos(3, "e1"));
+        sub.hold();
+        assert!(matches!(sub.on_live(publication(3)), Live::Held));
+        // The new owner has epoch e2 and retains 2..=3 of it.
+        let out = sub.settle_reply(&channel(), true, reply(pos(3, "e2"), Some(false), &[2, 3]));
+        assert_eq!(
+            kinds(&out),
+            [
+                DeliveryKind::Reset { offset: 1 },
+                DeliveryKind::Publication { offset: 2 },
+                DeliveryKind::Publication { offset: 3 },
+            ]
+        );
+        assert_eq!(&out[0].frame, &frame::resubscribed(&channel(), 1, "e2"));
+        assert_eq!(sub.last, Some(pos(3, "e2")));
+    }
+
+    #[test]
+    fn a_reset_without_retained_history_restarts_at_the_owners_position() {
+        let mut sub = started(pos(3, "e1"));
+        sub.hold();
+        let out = sub.settle_reply(&channel(), true, reply(pos(9, "e2"), Some(false), &[]));
+        assert_eq!(kinds(&out), [DeliveryKind::Reset { offset: 9 }]);
+        assert_eq!(sub.last, Some(pos(9, "e2")));
+    }
+
+    /// Documents today's behaviour, which the simulation checker counts
+    /// (`resurrected`, `redelivered`) rather than fails: the table keeps no
+    /// record of ended epochs, so a reset back to one is applied and its
+    /// retained publications are delivered again. Refusing it needs the
+    /// owner's term (fencing), not a local rule: the gateway cannot tell a
+    /// stale copy from the newest.
+    #[test]
+    fn a_reset_to_an_ended_epoch_is_applied_and_announced() {
+        let mut sub = started(pos(2, "e1"));
+        delivered(sub.on_live(publication(3)));
+        sub.hold();
+        let out = sub.settle_reply(&channel(), true, reply(pos(1, "e2"), Some(false), &[1]));
+        assert_eq!(kinds(&out)[0], DeliveryKind::Reset { offset: 0 });
+        // Back to e1, which the reset above ended.
+        sub.hold();
+        let out = sub.settle_reply(
+            &channel(),
+            true,
+            reply(pos(3, "e1"), Some(false), &[1, 2, 3]),
+        );
+        assert_eq!(
+            kinds(&out),
+            [
+                DeliveryKind::Reset { offset: 0 },
+                DeliveryKind::Publication { offset: 1 },
+                DeliveryKind::Publication { offset: 2 },
+                DeliveryKind::Publication { offset: 3 },
+            ]
+        );
+        assert_eq!(&out[0].frame, &frame::resubscribed(&channel(), 0, "e1"));
+        assert_eq!(sub.last, Some(pos(3, "e1")));
+    }
+
+    /// Documents today's behaviour (issue 13 names it as a cause of
+    /// duplicates): the owner's copy of the epoch clients are in is behind
+    /// what they were given (`since` lies in its future), so it answers
+    /// without recovery at its own, lower, offset. The reset is applied as
+    /// a new start, and offsets clients already had are delivered again.
+    /// Not suppressed here: that owner numbers its next publications from
+    /// its own offset, so the ones it delivers at offsets clients had are
+    /// other publications, and dropping them as duplicates would lose them
+    /// silently.
+    #[test]
+    fn a_reset_to_the_current_epoch_at_a_lower_offset_starts_over() {
+        let mut sub = started(pos(3, "e"));
+        for offset in 4..=6 {
+            delivered(sub.on_live(publication(offset)));
+        }
+        sub.hold();
+        let out = sub.settle_reply(&channel(), true, reply(pos(4, "e"), Some(false), &[]));
+        assert_eq!(kinds(&out), [DeliveryKind::Reset { offset: 4 }]);
+        assert_eq!(&out[0].frame, &frame::resubscribed(&channel(), 4, "e"));
+        assert_eq!(sub.last, Some(pos(4, "e")));
+        assert_eq!(delivered(sub.on_live(publication(5))), Some(5));
+    }
+
+    #[test]
+    fn the_owner_replacing_the_state_asks_for_a_resubscription() {
+        let mut sub = started(pos(3, "e"));
+        sub.placed = true;
+        let control = Delivery {
+            channel: channel(),
+            kind: DeliveryKind::Control,
+            frame: Control::Resubscribe.encode(),
+            published_at_micros: 0,
+        };
+        assert!(matches!(sub.on_live(control), Live::Resubscribe));
+        assert!(!sub.placed);
+        assert_eq!(sub.unplaced, 1);
+    }
+
+    #[test]
+    fn other_control_commands_pass_to_the_gateway() {
+        let mut sub = started(pos(3, "e"));
+        let control = Delivery {
+            channel: channel(),
+            kind: DeliveryKind::Control,
+            frame: Control::Unsubscribe { channel: channel() }.encode(),
+            published_at_micros: 0,
+        };
+        assert!(matches!(sub.on_live(control), Live::Deliver(_)));
+    }
+}
