@@ -7,14 +7,14 @@ use anyhow::Context;
 use axum::{Router as Http, http::StatusCode, response::IntoResponse, routing::get};
 use std::time::Duration;
 
-use switchboard_node::{
-    BrokerAddr, Router,
+use switchboard_cluster::{
     dialer::TcpDialer,
     gossip::Membership,
-    host::Host,
     membership::{NodeId, NodeState, Role},
-    process::{BrokerListeners, BrokerProcess, BrokerSettings},
 };
+use switchboard_core::{BrokerAddr, host::Host};
+use switchboard_gateway::Router;
+use switchboard_node::process::{BrokerListeners, BrokerProcess, BrokerSettings};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 

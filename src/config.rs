@@ -5,8 +5,9 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 use anyhow::Context;
 use serde::Deserialize;
+use switchboard_core::{NamespaceOptions, Namespaces, PersonalOptions};
 use switchboard_gateway::{ApiConfig, GatewayConfig, Settings};
-use switchboard_node::{BrokerConfig, NamespaceOptions, Namespaces, PersonalOptions};
+use switchboard_node::BrokerConfig;
 
 /// The embedded default of `switchboard dev`.
 pub const DEV_CONFIG: &str = include_str!("../config/dev.toml");
@@ -88,7 +89,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_node::ChannelName;
+    use switchboard_core::ChannelName;
 
     #[test]
     fn embedded_dev_config_parses_and_is_permissive() {

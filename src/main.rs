@@ -10,8 +10,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use jsonwebtoken::Algorithm;
+use switchboard_core::BrokerAddr;
 use switchboard_gateway::{Listeners, auth::TokenIssuer};
-use switchboard_node::BrokerAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -13,7 +13,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use switchboard_node::ring::Ring;
+use switchboard_cluster::ring::Ring;
 use switchboard_testkit::{
     WAIT,
     client::Client,

@@ -13,7 +13,7 @@ use std::{
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use switchboard_node::ChannelName;
+use switchboard_core::ChannelName;
 use thiserror::Error;
 use wildmatch::WildMatch;
 

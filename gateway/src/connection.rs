@@ -10,7 +10,7 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use switchboard_node::{Broker, Control, DeliveryKind};
+use switchboard_core::{Broker, Control, DeliveryKind};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::mpsc,

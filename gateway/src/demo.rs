@@ -167,7 +167,7 @@ fn issue_guest(secret: &str, name: &str) -> (String, String) {
 mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
-    use switchboard_node::ChannelName;
+    use switchboard_core::ChannelName;
     use tower::ServiceExt;
 
     use super::*;

@@ -1,7 +1,7 @@
 //! Client-facing errors, and the one place that maps them, and broker
 //! errors, to wire codes (docs/protocol.md lists them).
 
-use switchboard_node::BrokerError;
+use switchboard_core::BrokerError;
 use thiserror::Error;
 
 /// An error answered with an `error` frame; the connection stays open.

@@ -11,7 +11,7 @@ use std::{
 };
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_node::Broker;
+use switchboard_core::Broker;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 

@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use dashmap::DashMap;
 use parking_lot::RwLock;
-use switchboard_node::{
+use switchboard_core::{
     Broker, BrokerError, ChannelName, Delivery, DeliveryKind, DeliverySink, GatewayId,
     SubscribeReply, SubscribeRequest,
 };

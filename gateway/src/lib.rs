@@ -16,6 +16,10 @@
 //! - [`protocol`]: client frames parsed and server frames encoded (docs/protocol.md).
 //! - [`auth`]: JWT verification into an identity; token issuing.
 //! - [`hub`]: local fan-out from one owner subscription to many connections.
+//! - [`router`]: [`Router`], this gateway's view of the cluster: each call
+//!   to the channel's owner, one link (stream re-attached) per broker, a
+//!   sans-IO subscription table for order and de-duplication, and the
+//!   reconciler that places subscriptions make-before-break.
 //! - [`rate_limit`]: the per-connection token bucket.
 //! - [`error`]: request errors and disconnect reasons, with their wire codes.
 //! - [`telemetry`]: metric names and the Prometheus recorder.
@@ -34,10 +38,12 @@ pub mod handshake;
 pub mod hub;
 pub mod protocol;
 pub mod rate_limit;
+pub mod router;
 pub mod server;
 pub mod session;
 pub mod telemetry;
 
 pub use config::{ApiConfig, AuthConfig, GatewayConfig, Limits, Settings};
 pub use gateway::Gateway;
+pub use router::Router;
 pub use server::{GatewayError, Listeners, run, run_with};

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize, Serializer, ser::SerializeSeq};
 use serde_json::value::RawValue;
-use switchboard_node::{ChannelName, Position, Publication};
+use switchboard_core::{ChannelName, Position, Publication};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::{Disconnect, RequestError};

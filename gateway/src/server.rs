@@ -16,7 +16,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use switchboard_node::{Broker, BrokerError};
+use switchboard_core::{Broker, BrokerError};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::Role};

@@ -10,7 +10,7 @@ use std::{
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use switchboard_node::{
+use switchboard_core::{
     Broker, ChannelName, ClientInfo, DeliveryKind, HistoryRequest, NamespaceOptions, Position,
     PublishRequest, SubscribeRequest,
 };

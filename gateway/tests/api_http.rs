@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::{API_KEY, Client, ForTest, OLD_API_KEY, Settings, TestServer};
 use serde_json::{Value, json};
-use switchboard_node::{BrokerConfig, NamespaceOptions};
+use switchboard_core::NamespaceOptions;
+use switchboard_node::BrokerConfig;
 use switchboard_testkit::api::Http;
 
 fn api(server: &TestServer) -> Http {

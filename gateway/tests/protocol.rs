@@ -399,21 +399,21 @@ async fn namespace_options_are_enforced() {
     let ns = &mut s.namespaces.namespaces;
     ns.insert(
         "quiet".into(),
-        switchboard_node::NamespaceOptions {
+        switchboard_core::NamespaceOptions {
             allow_publish: false,
             ..Default::default()
         },
     );
     ns.insert(
         "vip".into(),
-        switchboard_node::NamespaceOptions {
+        switchboard_core::NamespaceOptions {
             require_claim: true,
             allow_publish: true,
             ..Default::default()
         },
     );
     ns.remove("*");
-    ns.insert("".into(), switchboard_node::NamespaceOptions::permissive());
+    ns.insert("".into(), switchboard_core::NamespaceOptions::permissive());
     let server = TestServer::start(s).await;
     let mut c = server.client().await;
     let e = c

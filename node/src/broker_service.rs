@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::{
-    Broker, ChannelName, Delivery, DeliverySink, GatewayId, LocalBroker, handoff::Handoff, wire,
-};
+use crate::{LocalBroker, handoff::Handoff};
+use switchboard_cluster::wire;
+use switchboard_core::{Broker, ChannelName, Delivery, DeliverySink, GatewayId};
 
 /// Deliveries queued per attached gateway before its stream is cut.
 pub const STREAM_CAPACITY: usize = 65_536;
@@ -76,7 +76,7 @@ impl DeliverySink for StreamSink {
 fn ring_of<T>(request: &Request<T>) -> Option<u64> {
     request
         .metadata()
-        .get(crate::remote_broker::RING_HEADER)
+        .get(switchboard_cluster::remote_broker::RING_HEADER)
         .and_then(|v| v.to_str().ok()?.parse().ok())
 }
 

@@ -1,5 +1,5 @@
 //! [`Handoff`]: moves channel state between brokers as the ring changes,
-//! driving the decisions of [`crate::ownership`] over gRPC.
+//! driving the decisions of [`switchboard_cluster::ownership`] over gRPC.
 //!
 //! Two paths lead to the same pull. A broker asked to serve a channel it
 //! owns but does not hold pulls the channel from whoever held it before
@@ -20,14 +20,14 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    BrokerError, ChannelName, LocalBroker, RemoteBroker,
+use crate::{LocalBroker, local_broker::Holding};
+use switchboard_cluster::{
+    RemoteBroker,
     dialer::{SharedDialer, TcpDialer},
-    ids::BrokerAddr,
-    local_broker::Holding,
     membership::ClusterView,
     ownership::{Placement, Release},
 };
+use switchboard_core::{BrokerError, ChannelName, ids::BrokerAddr};
 
 /// How many brokers a pull follows (`MovedTo`) before starting afresh.
 const MAX_HOPS: usize = 3;
@@ -133,7 +133,7 @@ impl Handoff {
             return Err(BrokerError::NotOwner {
                 owner: placement
                     .owner(channel.as_str())
-                    .map(crate::BrokerName::from),
+                    .map(switchboard_core::BrokerName::from),
             });
         }
         if self.broker.holding(channel) == Holding::State {

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use crate::Publication;
+use switchboard_core::Publication;
 
 #[derive(Debug, Clone)]
 struct Entry {

@@ -18,14 +18,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::Connected;
 
-use crate::{
-    BrokerConfig, LocalBroker, Namespaces,
+use crate::{BrokerConfig, LocalBroker, handoff::Handoff};
+use switchboard_cluster::{
     dialer::SharedDialer,
     gossip::{Datagram, Membership},
-    handoff::Handoff,
-    host::Host,
     membership::{ClusterView, NodeId, NodeState, Role},
 };
+use switchboard_core::{Namespaces, host::Host};
 
 /// How long a stopping broker waits, after its drain, for gateways to close
 /// their streams.

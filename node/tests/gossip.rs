@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use switchboard_node::{
+use switchboard_cluster::{
     gossip::Membership,
     membership::{ClusterView, NodeId, NodeState, Role},
 };

@@ -22,7 +22,7 @@ use sim::{
     checker::{ChannelReport, Strictness, check_all},
     finish, member, publisher, step_for, step_until, subscriber,
 };
-use switchboard_node::{membership::Role, ring::Ring};
+use switchboard_cluster::{membership::Role, ring::Ring};
 
 const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
 

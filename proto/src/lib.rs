@@ -5,7 +5,7 @@
 //!
 //! - [`broker::v1`]: gateways ↔ brokers: attach (the delivery stream),
 //!   subscribe, publish, presence, history. Mirrors the
-//!   `switchboard_node::Broker` trait, which gateways call in one process.
+//!   `switchboard_core::Broker` trait, which gateways call in one process.
 //! - [`api::v1`]: application backends → gateways: the server API (publish,
 //!   send to a user, disconnect, presence, history, channels, info), the
 //!   gRPC twin of the HTTP JSON API under `/api/` (docs/api.md).

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use switchboard_core::Namespaces;
 use switchboard_gateway::{ApiConfig, GatewayConfig, Settings, auth::TokenIssuer};
-use switchboard_node::Namespaces;
 
 /// The HMAC secret that test tokens are signed with.
 pub const SECRET: &str = "test-secret";

@@ -9,7 +9,7 @@ use axum::{
 };
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
-use switchboard_node::BrokerError;
+use switchboard_core::BrokerError;
 use thiserror::Error;
 
 /// The gRPC metadata key that carries [`ApiError::code`].

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 
 use axum::Router;
 use serde_json::value::RawValue;
-use switchboard_node::{Broker, Position};
+use switchboard_core::{Broker, Position};
 use switchboard_proto::api::v1::{
     self as pb,
     api_server::{Api, ApiServer},

@@ -12,7 +12,7 @@ use axum::{
 };
 use http::header;
 use serde::{Serialize, de::DeserializeOwned};
-use switchboard_node::Broker;
+use switchboard_core::Broker;
 
 use super::{
     error::ApiError,

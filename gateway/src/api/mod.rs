@@ -18,7 +18,7 @@ pub mod ops;
 use std::sync::Arc;
 
 use axum::Router;
-use switchboard_node::Broker;
+use switchboard_core::Broker;
 
 pub use error::ApiError;
 pub use key::{ApiKeyError, ApiKeys};

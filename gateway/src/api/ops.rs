@@ -9,10 +9,11 @@ use std::{sync::Arc, time::Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use switchboard_node::{
+use switchboard_core::{
     Broker, ChannelName, ChannelsRequest, ClientInfo, Control, HistoryRequest, Position,
-    PublishRequest, idempotency,
+    PublishRequest,
 };
+use switchboard_node::idempotency;
 
 use super::error::{ApiError, ErrorBody};
 use crate::{

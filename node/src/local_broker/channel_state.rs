@@ -6,12 +6,12 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::{
+use crate::history::History;
+use switchboard_cluster::ownership::Snapshot;
+use switchboard_core::{
     BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
     NamespaceOptions, Position,
     frame::{self, PresenceEvent},
-    history::History,
-    ownership::Snapshot,
     presence::Presence,
 };
 
@@ -108,7 +108,7 @@ impl ChannelState {
     pub(super) fn fence_error(&self) -> Option<BrokerError> {
         match &self.lifecycle {
             Lifecycle::Fenced { to, .. } => Some(BrokerError::NotOwner {
-                owner: Some(crate::BrokerName::from(&**to)),
+                owner: Some(switchboard_core::BrokerName::from(&**to)),
             }),
             _ => None,
         }

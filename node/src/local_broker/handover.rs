@@ -10,12 +10,9 @@ use super::{
     LocalBroker,
     channel_state::{ChannelState, Lifecycle},
 };
-use crate::{
-    BrokerError, ChannelName, Control, DeliveryKind,
-    history::History,
-    ownership::{Release, Snapshot, SnapshotEntry},
-    presence::Presence,
-};
+use crate::history::History;
+use switchboard_cluster::ownership::{Release, Snapshot, SnapshotEntry};
+use switchboard_core::{BrokerError, ChannelName, Control, DeliveryKind, presence::Presence};
 
 /// What this broker holds of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]

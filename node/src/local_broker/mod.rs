@@ -34,14 +34,14 @@ pub use config::BrokerConfig;
 pub use handover::Holding;
 use registry::Registry;
 
-use crate::{
+use crate::idempotency::{self, IdempotencyCache};
+use switchboard_core::{
     Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NamespaceOptions,
     Namespaces, NodeInfo, Position, PresenceStats, PublishRequest, SubscribeReply,
     SubscribeRequest,
     frame::{self, PresenceEvent},
     host::Host,
-    idempotency::{self, IdempotencyCache},
     position::Recovery,
 };
 
@@ -502,10 +502,8 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::{
-        Delivery,
-        ownership::{Release, Snapshot},
-    };
+    use switchboard_cluster::ownership::{Release, Snapshot};
+    use switchboard_core::Delivery;
 
     #[derive(Default)]
     struct Recorder(StdMutex<Vec<Delivery>>);

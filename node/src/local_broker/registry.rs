@@ -9,7 +9,7 @@ use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 use tokio::time::Instant;
 
 use super::channel_state::{ChannelState, Lifecycle};
-use crate::{ChannelName, host::Host};
+use switchboard_core::{ChannelName, host::Host};
 
 /// A channel's state, locked.
 pub(super) type Locked = ArcMutexGuard<RawMutex, ChannelState>;

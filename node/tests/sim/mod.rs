@@ -26,15 +26,20 @@ use std::{
 use checker::{Seen, Start};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, value::RawValue};
-use switchboard_node::{
-    Broker, BrokerConfig, BrokerError, ChannelName, Delivery, DeliveryKind, DeliverySink,
-    GatewayId, Namespaces, PublishRequest, Router, SubscribeRequest,
+use switchboard_cluster::{
     dialer::{self, Dialer, SharedDialer},
     gossip::{Datagram, Membership},
-    host::Host,
     membership::{ClusterView, NodeId, NodeState, Role},
-    process::{BrokerListeners, BrokerProcess, BrokerSettings},
     ring::Ring,
+};
+use switchboard_core::{
+    Broker, BrokerError, ChannelName, Delivery, DeliveryKind, DeliverySink, GatewayId, Namespaces,
+    PublishRequest, SubscribeRequest, host::Host,
+};
+use switchboard_gateway::Router;
+use switchboard_node::{
+    BrokerConfig,
+    process::{BrokerListeners, BrokerProcess, BrokerSettings},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -564,7 +569,7 @@ pub fn publisher(sim: &mut Sim<'_>, shared: &Arc<Shared>, traffic: &Arc<Traffic>
             let (channel, result) = r.expect("publish task");
             match result {
                 Ok(position) => {
-                    let switchboard_node::Position { offset, epoch } = position;
+                    let switchboard_core::Position { offset, epoch } = position;
                     traffic
                         .acked
                         .lock()

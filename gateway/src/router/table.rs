@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::{
+use switchboard_core::{
     BrokerName, ChannelName, ClientInfo, Control, Delivery, DeliveryKind, Position, Publication,
     SubscribeReply, frame,
 };

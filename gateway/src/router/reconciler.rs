@@ -10,9 +10,9 @@ use std::{
 use futures_util::StreamExt;
 
 use super::Router;
-use crate::{
+use switchboard_cluster::remote_broker::RemoteBroker;
+use switchboard_core::{
     Broker, BrokerError, BrokerName, ChannelName, SubscribeReply, SubscribeRequest,
-    remote_broker::RemoteBroker,
 };
 
 /// How soon subscriptions that could not be placed are tried again.

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use super::{Router, table::Subscription};
-use crate::{
+use switchboard_cluster::remote_broker::RemoteBroker;
+use switchboard_core::{
     Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest, remote_broker::RemoteBroker,
+    PublishRequest, SubscribeReply, SubscribeRequest,
 };
 
 impl Broker for Router {

@@ -12,7 +12,8 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ids::BrokerAddr, ring::Ring};
+use crate::ring::Ring;
+use switchboard_core::ids::BrokerAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {

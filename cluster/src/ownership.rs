@@ -6,7 +6,7 @@
 //! hands over a [`Snapshot`] and *fences* the channel, refusing it from then
 //! on, so that during the moments when nodes disagree on the ring no two
 //! brokers accept publications to the same channel. Gateways that asked the
-//! wrong broker are told [`crate::BrokerError::NotOwner`] and ask again once
+//! wrong broker are told [`switchboard_core::BrokerError::NotOwner`] and ask again once
 //! their ring agrees.
 //!
 //! Who held a channel before is derived from the view alone: the owner on
@@ -21,11 +21,10 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 
 use crate::{
-    ChannelName,
-    ids::BrokerAddr,
     membership::{ClusterView, NodeState, Role},
     ring::Ring,
 };
+use switchboard_core::{ChannelName, ids::BrokerAddr};
 
 /// One retained publication in a [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +201,8 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BrokerName, membership::NodeId};
+    use crate::membership::NodeId;
+    use switchboard_core::BrokerName;
 
     fn broker(name: &str, state: NodeState) -> NodeId {
         NodeId {

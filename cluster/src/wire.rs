@@ -9,11 +9,11 @@ use serde_json::value::RawValue;
 use switchboard_proto::broker::v1 as pb;
 use tonic::{Code, Status};
 
-use crate::{
+use crate::ownership::{Release, Snapshot, SnapshotEntry};
+use switchboard_core::{
     BrokerError, BrokerName, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     Delivery, DeliveryKind, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position,
     PresenceStats, Publication, PublishRequest, SubscribeReply, SubscribeRequest,
-    ownership::{Release, Snapshot, SnapshotEntry},
 };
 
 /// A [`BrokerError`] as a gRPC status: the code for gRPC's own clients,

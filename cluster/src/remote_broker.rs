@@ -14,12 +14,14 @@ use switchboard_proto::broker::v1::{self as pb, broker_client::BrokerClient};
 use tonic::{Streaming, transport::Channel};
 
 use crate::{
-    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
-    DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest,
     dialer::{Dialer, TcpDialer},
     ownership::Release,
     wire,
+};
+use switchboard_core::{
+    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
+    DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
+    PublishRequest, SubscribeReply, SubscribeRequest,
 };
 
 /// How long one unary call may take before the owner counts as unreachable.

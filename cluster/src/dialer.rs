@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::BrokerError;
+use switchboard_core::BrokerError;
 
 /// Opens (lazily) a gRPC channel to a broker at `host:port`.
 pub trait Dialer: Send + Sync + 'static {

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
-use crate::{BrokerName, remote_broker::RemoteBroker, wire};
+use switchboard_cluster::{remote_broker::RemoteBroker, wire};
+use switchboard_core::BrokerName;
 
 /// How long a call waits for the owner's stream to be attached.
 const ATTACH_WAIT: Duration = Duration::from_secs(2);

@@ -1,5 +1,5 @@
 //! [`Router`]: a gateway's view of the brokers. It implements
-//! [`Broker`](crate::Broker) by
+//! [`Broker`](switchboard_core::Broker) by
 //! sending each call to the owner of the channel on the ring, keeps one
 //! delivery stream per broker, and when a stream is lost and re-opened it
 //! resubscribes every channel that broker owns from the last delivered
@@ -14,7 +14,7 @@
 //!   subscribe reply means for local clients (deliver, drop as duplicate,
 //!   gap, resubscribe).
 //! - `reconciler`: places subscriptions at their owners, make-before-break.
-//! - `broker`: the [`Broker`](crate::Broker) impl: each call at the
+//! - `broker`: the [`Broker`](switchboard_core::Broker) impl: each call at the
 //!   channel's owner.
 
 mod broker;
@@ -38,12 +38,13 @@ use self::{
     link::Link,
     table::{Live, Subscription},
 };
-use crate::{
-    BrokerAddr, BrokerError, BrokerName, ChannelName, Delivery, DeliverySink, GatewayId,
+use switchboard_cluster::{
     dialer::{SharedDialer, TcpDialer},
-    host::Host,
     remote_broker::RemoteBroker,
     ring::Ring,
+};
+use switchboard_core::{
+    BrokerAddr, BrokerError, BrokerName, ChannelName, Delivery, DeliverySink, GatewayId, host::Host,
 };
 
 /// How long a call keeps asking while brokers disagree on who owns its
@@ -118,7 +119,7 @@ impl Router {
 
     /// A router that follows the active brokers of a gossip view.
     pub fn following(
-        view: watch::Receiver<Arc<crate::membership::ClusterView>>,
+        view: watch::Receiver<Arc<switchboard_cluster::membership::ClusterView>>,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
         Self::following_with(view, TcpDialer::shared(), Host::system(), shutdown)
@@ -127,7 +128,7 @@ impl Router {
     /// A router that follows the active brokers of a gossip view, reached
     /// through `dialer`, drawing its retry jitter from `host`.
     pub fn following_with(
-        mut view: watch::Receiver<Arc<crate::membership::ClusterView>>,
+        mut view: watch::Receiver<Arc<switchboard_cluster::membership::ClusterView>>,
         dialer: SharedDialer,
         host: Host,
         shutdown: CancellationToken,

@@ -1,0 +1,28 @@
+//! # Layout
+//!
+//! Who is where in a Switchboard cluster: which brokers are up, which one
+//! owns each channel, how a channel's state moves between them, and how
+//! gateways and brokers reach a broker over gRPC.
+//!
+//! - [`ring`]: the consistent hash ring that picks each channel's owner and failover order.
+//! - [`membership`]: node identities (role, address, state, boot id) and the
+//!   cluster view the ring of active brokers is derived from (sans-IO).
+//! - [`gossip`]: the foca (SWIM) agent that keeps the view current, over
+//!   any [`gossip::Datagram`] socket (UDP in production).
+//! - [`ownership`]: who serves a channel and who held it before; snapshots
+//!   and fences (sans-IO).
+//! - [`dialer`]: [`dialer::Dialer`], how routers and hand-overs reach a
+//!   broker's gRPC address (TCP in production, turmoil in simulations).
+//! - [`wire`]: conversions to and from protobuf and gRPC status, error
+//!   kinds included.
+//! - [`remote_broker`]: [`RemoteBroker`], one broker reached over gRPC.
+
+pub mod dialer;
+pub mod gossip;
+pub mod membership;
+pub mod ownership;
+pub mod remote_broker;
+pub mod ring;
+pub mod wire;
+
+pub use remote_broker::RemoteBroker;
