@@ -24,7 +24,7 @@ use crate::{
 const AUTH_ID: u64 = 0;
 
 /// Why opening a connection failed.
-pub(super) enum Failure {
+enum Failure {
     Token(String),
     Closed {
         advice: Advice,
