@@ -4,18 +4,18 @@ mod cluster;
 mod config;
 mod health;
 mod open_files;
+mod token;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use jsonwebtoken::Algorithm;
+use clap::{Parser, Subcommand};
 use switchboard_core::BrokerAddr;
-use switchboard_gateway::{Listeners, auth::TokenIssuer};
+use switchboard_gateway::Listeners;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::{config::Config, token::KeyAlg};
 
 #[derive(Parser)]
 #[command(
@@ -157,12 +157,6 @@ impl From<GossipArgs> for cluster::Gossip {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum KeyAlg {
-    Rs256,
-    Es256,
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The bench prints its summary on stdout: logs go elsewhere.
@@ -177,14 +171,7 @@ fn main() -> anyhow::Result<()> {
     ) {
         // Each connection is a file descriptor; the default soft limit
         // would stop these roles at about a thousand.
-        match open_files::raise() {
-            Some(limits) => tracing::info!(
-                soft = limits.soft,
-                hard = limits.hard,
-                "open-file limit (caps connections)"
-            ),
-            None => tracing::warn!("could not read the open-file limit"),
-        }
+        open_files::raise_and_log();
     }
     match cli.command {
         Command::Dev {
@@ -230,22 +217,7 @@ fn main() -> anyhow::Result<()> {
             key,
             alg,
         } => {
-            let issuer = match (key, alg) {
-                (Some(key), Some(alg)) => {
-                    let alg = match alg {
-                        KeyAlg::Rs256 => Algorithm::RS256,
-                        KeyAlg::Es256 => Algorithm::ES256,
-                    };
-                    TokenIssuer::private_key(alg, &key.to_string_lossy())?
-                }
-                _ => {
-                    let config = Config::load(config.as_deref())?;
-                    let secret = config.gateway.auth.hmac_secret.context(
-                        "the config has no gateway.auth.hmac_secret; pass --key and --alg",
-                    )?;
-                    TokenIssuer::hmac(&secret)
-                }
-            };
+            let issuer = token::issuer(config.as_deref(), key.as_deref(), alg)?;
             println!("{}", issuer.issue(&user, ttl, channels));
             Ok(())
         }

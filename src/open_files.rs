@@ -23,6 +23,20 @@ pub fn raise() -> Option<OpenFiles> {
     Some(OpenFiles { soft: hard, hard })
 }
 
+/// [`raise`], with the outcome in the log: the limit caps how many
+/// connections a role can hold, so an operator looking at refused
+/// connections finds it there.
+pub fn raise_and_log() {
+    match raise() {
+        Some(limits) => tracing::info!(
+            soft = limits.soft,
+            hard = limits.hard,
+            "open-file limit (caps connections)"
+        ),
+        None => tracing::warn!("could not read the open-file limit"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -8,7 +8,8 @@
 //! connections, and follows the server's `disconnect` advice.
 //!
 //! - [`client`]: [`Client`], the application's handle, and its [`ClientBuilder`].
-//! - [`connection`]: the background task that owns the socket, reconnects and resubscribes.
+//! - [`connection`]: the background task that owns the socket, reconnects and resubscribes
+//!   (its parts, one file each, are listed in its own module docs).
 //! - [`subscription`]: [`Subscription`] handles, their events, and per-channel position tracking.
 //! - [`request`]: requests in flight or waiting for a connection, with their deadlines.
 //! - [`backoff`]: reconnect delays with full jitter.

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{AuthError, Identity},
+    config::Limits,
     error::Disconnect,
     gateway::Gateway,
     hub::{ConnHandle, Outgoing},
@@ -110,46 +111,12 @@ pub async fn serve<B, S>(
             _ = &mut auth_timer, if session.awaiting_auth() => Some(Some(Disconnect::AuthTimeout)),
             msg = ws.next() => {
                 last_seen = Instant::now();
-                match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        let step = Box::pin(session.handle_text(&text)).await;
-                        let ended = write_step(&mut ws, step, limits.write_timeout).await;
-                        // What the request caused (a join, the publication
-                        // itself) goes out right behind its reply.
-                        match rx.try_recv() {
-                            Ok(first) if ended.is_none() => {
-                                write_deliveries(&mut ws, &mut session, first, &mut rx, limits.write_timeout).await
-                            }
-                            _ => ended,
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => Some(Some(Disconnect::BinaryFrame)),
-                    Some(Ok(Message::Close(_))) => {
-                        // tungstenite has queued the close reply; reading on
-                        // sends it and completes the closing handshake.
-                        let drain = async { while let Some(Ok(_)) = ws.next().await {} };
-                        let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
-                        Some(None)
-                    }
-                    None => Some(None),
-                    Some(Ok(_)) => None, // ping, pong, raw frames: liveness only
-                    Some(Err(e)) => Some(read_error(&e)),
-                }
+                on_message(&mut ws, &mut session, &mut rx, msg, limits.write_timeout).await
             }
             Some(first) = rx.recv() => {
                 write_deliveries(&mut ws, &mut session, first, &mut rx, limits.write_timeout).await
             }
-            _ = ping.tick() => {
-                if last_seen.elapsed() >= limits.idle_timeout {
-                    Some(Some(Disconnect::IdleTimeout))
-                } else {
-                    match tokio::time::timeout(limits.write_timeout, ws.send(Message::Ping(Default::default()))).await {
-                        Ok(Ok(())) => None,
-                        Ok(Err(_)) => Some(None),
-                        Err(_) => Some(Some(Disconnect::WriteTimeout)),
-                    }
-                }
-            }
+            _ = ping.tick() => on_ping_tick(&mut ws, last_seen, &limits).await,
         };
     }
 
@@ -157,6 +124,69 @@ pub async fn serve<B, S>(
         Box::pin(close(&mut ws, reason, limits.write_timeout)).await;
     }
     Box::pin(session.close()).await;
+}
+
+/// Handles what the client sent: a request (answered, with what it caused
+/// right behind the reply), the end of the connection, or only a sign of
+/// life. Kept out of [`serve`]'s loop so that the loop reads as the list of
+/// things a connection waits for.
+async fn on_message<B, S>(
+    ws: &mut WebSocketStream<S>,
+    session: &mut Session<B>,
+    rx: &mut mpsc::Receiver<Arc<Outgoing>>,
+    msg: Option<Result<Message, WsError>>,
+    timeout: Duration,
+) -> Ended
+where
+    B: Broker,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match msg {
+        Some(Ok(Message::Text(text))) => {
+            let step = Box::pin(session.handle_text(&text)).await;
+            let ended = write_step(ws, step, timeout).await;
+            // What the request caused (a join, the publication
+            // itself) goes out right behind its reply.
+            match rx.try_recv() {
+                Ok(first) if ended.is_none() => {
+                    write_deliveries(ws, session, first, rx, timeout).await
+                }
+                _ => ended,
+            }
+        }
+        Some(Ok(Message::Binary(_))) => Some(Some(Disconnect::BinaryFrame)),
+        Some(Ok(Message::Close(_))) => {
+            // tungstenite has queued the close reply; reading on
+            // sends it and completes the closing handshake.
+            let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+            let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+            Some(None)
+        }
+        None => Some(None),
+        Some(Ok(_)) => None, // ping, pong, raw frames: liveness only
+        Some(Err(e)) => Some(read_error(&e)),
+    }
+}
+
+/// A silent client past `idle_timeout` is gone; otherwise it is pinged, so
+/// that a half-open connection shows up as a failed or slow write.
+async fn on_ping_tick<S>(ws: &mut WebSocketStream<S>, last_seen: Instant, limits: &Limits) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if last_seen.elapsed() >= limits.idle_timeout {
+        return Some(Some(Disconnect::IdleTimeout));
+    }
+    match tokio::time::timeout(
+        limits.write_timeout,
+        ws.send(Message::Ping(Default::default())),
+    )
+    .await
+    {
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => Some(None),
+        Err(_) => Some(Some(Disconnect::WriteTimeout)),
+    }
 }
 
 /// The client id: unique per gateway process and unguessable enough that a

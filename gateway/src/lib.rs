@@ -13,7 +13,7 @@
 //! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
 //! - [`connection`]: one connection's IO loop: reads, batched writes, pings, close codes.
 //! - [`session`]: one connection's protocol state and how each request is carried out.
-//! - [`protocol`]: client frames parsed and server frames encoded (docs/protocol.md).
+//! - [`protocol`]: client frames parsed and server frames (with each reply's `data`) encoded (docs/protocol.md).
 //! - [`auth`]: JWT verification into an identity; token issuing.
 //! - [`hub`]: local fan-out from one owner subscription to many connections.
 //! - [`router`]: [`Router`], this gateway's view of the cluster: each call

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize, Serializer, ser::SerializeSeq};
 use serde_json::value::RawValue;
-use switchboard_core::{ChannelName, Position, Publication};
+use switchboard_core::{ChannelName, ClientInfo, Position, Publication};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::{Disconnect, RequestError};
@@ -346,6 +346,53 @@ impl Serialize for Publications<'_> {
         seq.end()
     }
 }
+
+// The `data` of each reply to a client request, borrowed from what the
+// broker answered, so that nothing is cloned only to be encoded.
+
+#[derive(Serialize)]
+pub struct SubscribeData<'a> {
+    pub channel: &'a str,
+    pub offset: u64,
+    pub epoch: &'a str,
+    pub recoverable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publications: Option<Publications<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct PublishData<'a> {
+    pub offset: u64,
+    pub epoch: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct HistoryData<'a> {
+    pub channel: &'a str,
+    pub offset: u64,
+    pub epoch: &'a str,
+    pub publications: Publications<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct PresenceData<'a> {
+    pub channel: &'a str,
+    pub clients: &'a [ClientInfo],
+}
+
+#[derive(Serialize)]
+pub struct StatsData<'a> {
+    pub channel: &'a str,
+    pub num_clients: usize,
+    pub num_users: usize,
+}
+
+#[derive(Serialize)]
+pub struct Empty {}
 
 #[cfg(test)]
 mod tests {

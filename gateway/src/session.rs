@@ -8,7 +8,6 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use switchboard_core::{
     Broker, ChannelName, ClientInfo, DeliveryKind, HistoryRequest, NamespaceOptions, Position,
@@ -21,7 +20,10 @@ use crate::{
     error::{Disconnect, RequestError},
     gateway::Gateway,
     hub::{ConnHandle, ConnId, Outgoing},
-    protocol::{self, Publications, Request},
+    protocol::{
+        self, Empty, HistoryData, PresenceData, Publications, PublishData, Request, StatsData,
+        SubscribeData,
+    },
     rate_limit::TokenBucket,
     telemetry,
 };
@@ -85,50 +87,6 @@ pub struct Session<B: Broker> {
     subs: HashMap<ChannelName, Subscription, foldhash::fast::RandomState>,
     bucket: TokenBucket,
 }
-
-#[derive(Serialize)]
-struct SubscribeData<'a> {
-    channel: &'a str,
-    offset: u64,
-    epoch: &'a str,
-    recoverable: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recovered: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    publications: Option<Publications<'a>>,
-}
-
-#[derive(Serialize)]
-struct PublishData<'a> {
-    offset: u64,
-    epoch: &'a str,
-}
-
-#[derive(Serialize)]
-struct HistoryData<'a> {
-    channel: &'a str,
-    offset: u64,
-    epoch: &'a str,
-    publications: Publications<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    complete: Option<bool>,
-}
-
-#[derive(Serialize)]
-struct PresenceData<'a> {
-    channel: &'a str,
-    clients: &'a [ClientInfo],
-}
-
-#[derive(Serialize)]
-struct StatsData<'a> {
-    channel: &'a str,
-    num_clients: usize,
-    num_users: usize,
-}
-
-#[derive(Serialize)]
-struct Empty {}
 
 impl<B: Broker> Session<B> {
     pub fn new(
@@ -282,134 +240,195 @@ impl<B: Broker> Session<B> {
         }
     }
 
+    /// Carries out one request of an authenticated connection. A flat
+    /// match: each request's rules live in its own method below.
     async fn request(
         &mut self,
         id: Option<&RawValue>,
         request: Request<'_>,
     ) -> Result<Option<Utf8Bytes>, RequestError> {
-        let broker = &self.gateway.broker;
-        let limits = &self.gateway.settings.gateway.limits;
         match request {
             Request::Ping => Ok(Some(protocol::pong(id))),
             Request::Auth { .. } => Err(RequestError::AlreadyAuthenticated),
-            Request::Refresh { token } => {
-                let identity = self
-                    .gateway
-                    .auth
-                    .verify(&token)
-                    .map_err(RequestError::from)?;
-                if self.identity().is_anonymous() || identity.user_id != self.identity().user_id {
-                    return Err(AuthError::OtherUser.into());
-                }
-                self.auth = AuthState::Authenticated(identity);
-                Ok(Some(protocol::response(id, Empty {})))
-            }
-            Request::Subscribe { channel, since } => {
-                if channel.is_personal() {
-                    return Err(RequestError::PermissionDenied);
-                }
-                if self.subs.contains_key(&channel) {
-                    return Err(RequestError::AlreadySubscribed);
-                }
-                let max = limits.max_channels_per_connection;
-                if self.subs.keys().filter(|c| !c.is_personal()).count() >= max {
-                    return Err(RequestError::TooManyChannels(max));
-                }
-                let options = self.access(&channel, false)?;
-                let client = options.presence.then(|| ClientInfo {
-                    client_id: self.client_id.clone(),
-                    user_id: self.identity().user_id.clone(),
-                    info: self.identity().info.clone(),
-                });
-                Ok(Some(self.join(id, channel, since, client).await?))
-            }
-            Request::Unsubscribe { channel } => {
-                if channel.is_personal() {
-                    return Err(RequestError::PermissionDenied);
-                }
-                if !self.subs.contains_key(&channel) {
-                    return Err(RequestError::NotSubscribed);
-                }
-                self.leave(&channel).await;
-                Ok(Some(protocol::response(id, Empty {})))
-            }
-            Request::Publish { channel, data } => {
-                self.access(&channel, true)?;
-                let position = broker
-                    .publish(PublishRequest {
-                        channel,
-                        from: self.identity().user_id.clone(),
-                        data: data.to_owned(),
-                        idempotency_key: None,
-                    })
-                    .await?;
-                Ok(id.map(|id| {
-                    protocol::response(
-                        Some(id),
-                        PublishData {
-                            offset: position.offset,
-                            epoch: &position.epoch,
-                        },
-                    )
-                }))
-            }
-            Request::Presence { channel } => {
-                self.presence_access(&channel)?;
-                self.own_personal(&channel)?;
-                let clients = broker.presence(&channel).await?;
-                Ok(Some(protocol::response(
-                    id,
-                    PresenceData {
-                        channel: channel.as_str(),
-                        clients: &clients,
-                    },
-                )))
-            }
-            Request::PresenceStats { channel } => {
-                self.presence_access(&channel)?;
-                let stats = broker.presence_stats(&channel).await?;
-                Ok(Some(protocol::response(
-                    id,
-                    StatsData {
-                        channel: channel.as_str(),
-                        num_clients: stats.num_clients,
-                        num_users: stats.num_users,
-                    },
-                )))
-            }
+            Request::Refresh { token } => self.refresh(id, &token),
+            Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
+            Request::Unsubscribe { channel } => self.unsubscribe(id, channel).await,
+            Request::Publish { channel, data } => self.publish(id, channel, data).await,
+            Request::Presence { channel } => self.presence(id, channel).await,
+            Request::PresenceStats { channel } => self.presence_stats(id, channel).await,
             Request::History {
                 channel,
                 since,
                 limit,
                 reverse,
-            } => {
-                let options = self.access(&channel, false)?;
-                self.own_personal(&channel)?;
-                if !options.history_enabled() {
-                    return Err(RequestError::NotAvailable("history"));
-                }
-                let max = limits.max_history_reply;
-                let limit = limit.unwrap_or(max).min(max);
-                let reply = broker
-                    .history(HistoryRequest {
-                        channel: channel.clone(),
-                        since,
-                        limit,
-                        reverse,
-                    })
-                    .await?;
-                Ok(Some(protocol::response(
-                    id,
-                    HistoryData {
-                        channel: channel.as_str(),
-                        offset: reply.position.offset,
-                        epoch: &reply.position.epoch,
-                        publications: Publications(&reply.publications),
-                        complete: reply.complete,
-                    },
-                )))
-            }
+            } => self.history(id, channel, since, limit, reverse).await,
         }
+    }
+
+    /// A new token for the same user; it moves the connection's expiry.
+    fn refresh(
+        &mut self,
+        id: Option<&RawValue>,
+        token: &str,
+    ) -> Result<Option<Utf8Bytes>, RequestError> {
+        let identity = self
+            .gateway
+            .auth
+            .verify(token)
+            .map_err(RequestError::from)?;
+        if self.identity().is_anonymous() || identity.user_id != self.identity().user_id {
+            return Err(AuthError::OtherUser.into());
+        }
+        self.auth = AuthState::Authenticated(identity);
+        Ok(Some(protocol::response(id, Empty {})))
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: Option<&RawValue>,
+        channel: ChannelName,
+        since: Option<Position>,
+    ) -> Result<Option<Utf8Bytes>, RequestError> {
+        if channel.is_personal() {
+            return Err(RequestError::PermissionDenied);
+        }
+        if self.subs.contains_key(&channel) {
+            return Err(RequestError::AlreadySubscribed);
+        }
+        let max = self
+            .gateway
+            .settings
+            .gateway
+            .limits
+            .max_channels_per_connection;
+        if self.subs.keys().filter(|c| !c.is_personal()).count() >= max {
+            return Err(RequestError::TooManyChannels(max));
+        }
+        let options = self.access(&channel, false)?;
+        let client = options.presence.then(|| ClientInfo {
+            client_id: self.client_id.clone(),
+            user_id: self.identity().user_id.clone(),
+            info: self.identity().info.clone(),
+        });
+        Ok(Some(self.join(id, channel, since, client).await?))
+    }
+
+    async fn unsubscribe(
+        &mut self,
+        id: Option<&RawValue>,
+        channel: ChannelName,
+    ) -> Result<Option<Utf8Bytes>, RequestError> {
+        if channel.is_personal() {
+            return Err(RequestError::PermissionDenied);
+        }
+        if !self.subs.contains_key(&channel) {
+            return Err(RequestError::NotSubscribed);
+        }
+        self.leave(&channel).await;
+        Ok(Some(protocol::response(id, Empty {})))
+    }
+
+    /// Publishes as this connection's user; only a request with an id
+    /// gets a reply.
+    async fn publish(
+        &self,
+        id: Option<&RawValue>,
+        channel: ChannelName,
+        data: &RawValue,
+    ) -> Result<Option<Utf8Bytes>, RequestError> {
+        self.access(&channel, true)?;
+        let position = self
+            .gateway
+            .broker
+            .publish(PublishRequest {
+                channel,
+                from: self.identity().user_id.clone(),
+                data: data.to_owned(),
+                idempotency_key: None,
+            })
+            .await?;
+        Ok(id.map(|id| {
+            protocol::response(
+                Some(id),
+                PublishData {
+                    offset: position.offset,
+                    epoch: &position.epoch,
+                },
+            )
+        }))
+    }
+
+    async fn presence(
+        &self,
+        id: Option<&RawValue>,
+        channel: ChannelName,
+    ) -> Result<Option<Utf8Bytes>, RequestError> {
+        self.presence_access(&channel)?;
+        self.own_personal(&channel)?;
+        let clients = self.gateway.broker.presence(&channel).await?;
+        Ok(Some(protocol::response(
+            id,
+            PresenceData {
+                channel: channel.as_str(),
+                clients: &clients,
+            },
+        )))
+    }
+
+    async fn presence_stats(
+        &self,
+        id: Option<&RawValue>,
+        channel: ChannelName,
+    ) -> Result<Option<Utf8Bytes>, RequestError> {
+        self.presence_access(&channel)?;
+        let stats = self.gateway.broker.presence_stats(&channel).await?;
+        Ok(Some(protocol::response(
+            id,
+            StatsData {
+                channel: channel.as_str(),
+                num_clients: stats.num_clients,
+                num_users: stats.num_users,
+            },
+        )))
+    }
+
+    /// A page of history; a client asking for more than
+    /// `max_history_reply` gets that many, not a refusal.
+    async fn history(
+        &self,
+        id: Option<&RawValue>,
+        channel: ChannelName,
+        since: Option<Position>,
+        limit: Option<usize>,
+        reverse: bool,
+    ) -> Result<Option<Utf8Bytes>, RequestError> {
+        let options = self.access(&channel, false)?;
+        self.own_personal(&channel)?;
+        if !options.history_enabled() {
+            return Err(RequestError::NotAvailable("history"));
+        }
+        let max = self.gateway.settings.gateway.limits.max_history_reply;
+        let limit = limit.unwrap_or(max).min(max);
+        let reply = self
+            .gateway
+            .broker
+            .history(HistoryRequest {
+                channel: channel.clone(),
+                since,
+                limit,
+                reverse,
+            })
+            .await?;
+        Ok(Some(protocol::response(
+            id,
+            HistoryData {
+                channel: channel.as_str(),
+                offset: reply.position.offset,
+                epoch: &reply.position.epoch,
+                publications: Publications(&reply.publications),
+                complete: reply.complete,
+            },
+        )))
     }
 
     fn presence_access(&self, channel: &ChannelName) -> Result<(), RequestError> {

@@ -17,7 +17,8 @@ use tower::ServiceExt;
 use super::{
     error::ApiError,
     key::ApiKeys,
-    ops::{self, Operations, observe},
+    ops::{Operations, observe},
+    params,
 };
 
 /// The service's route prefix, `/switchboard.api.v1.Api/`.
@@ -83,7 +84,7 @@ impl<B: Broker> Api for GrpcApi<B> {
     ) -> Result<Response<pb::PublishReply>, Status> {
         let r = req.into_inner();
         call("publish", async {
-            let p = ops::PublishParams {
+            let p = params::PublishParams {
                 channel: r.channel,
                 data: data(r.data_json)?,
                 idempotency_key: r.idempotency_key,
@@ -105,7 +106,7 @@ impl<B: Broker> Api for GrpcApi<B> {
     ) -> Result<Response<pb::BroadcastReply>, Status> {
         let r = req.into_inner();
         call("broadcast", async {
-            let p = ops::BroadcastParams {
+            let p = params::BroadcastParams {
                 channels: r.channels,
                 data: data(r.data_json)?,
                 idempotency_key: r.idempotency_key,
@@ -136,7 +137,7 @@ impl<B: Broker> Api for GrpcApi<B> {
     ) -> Result<Response<pb::PublishReply>, Status> {
         let r = req.into_inner();
         call("send_to_user", async {
-            let p = ops::SendToUserParams {
+            let p = params::SendToUserParams {
                 user: r.user,
                 data: data(r.data_json)?,
                 idempotency_key: r.idempotency_key,
@@ -166,7 +167,7 @@ impl<B: Broker> Api for GrpcApi<B> {
                     ))
                 })?),
             };
-            let p = ops::DisconnectUserParams {
+            let p = params::DisconnectUserParams {
                 user: r.user,
                 code,
                 reason: r.reason,
@@ -184,7 +185,7 @@ impl<B: Broker> Api for GrpcApi<B> {
     ) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
         call("unsubscribe_user", async {
-            let p = ops::UnsubscribeUserParams {
+            let p = params::UnsubscribeUserParams {
                 user: r.user,
                 channel: r.channel,
             };
@@ -202,7 +203,7 @@ impl<B: Broker> Api for GrpcApi<B> {
         call("presence", async {
             let res = self
                 .ops
-                .presence(ops::ChannelParams { channel: r.channel })
+                .presence(params::ChannelParams { channel: r.channel })
                 .await?;
             Ok(pb::PresenceReply {
                 channel: res.channel,
@@ -228,7 +229,7 @@ impl<B: Broker> Api for GrpcApi<B> {
         call("presence_stats", async {
             let res = self
                 .ops
-                .presence_stats(ops::ChannelParams { channel: r.channel })
+                .presence_stats(params::ChannelParams { channel: r.channel })
                 .await?;
             Ok(pb::PresenceStatsReply {
                 channel: res.channel,
@@ -247,7 +248,7 @@ impl<B: Broker> Api for GrpcApi<B> {
         call("user_online", async {
             let res = self
                 .ops
-                .user_online(ops::UserParams { user: r.user })
+                .user_online(params::UserParams { user: r.user })
                 .await?;
             Ok(pb::UserOnlineReply {
                 user: res.user,
@@ -264,7 +265,7 @@ impl<B: Broker> Api for GrpcApi<B> {
     ) -> Result<Response<pb::HistoryReply>, Status> {
         let r = req.into_inner();
         call("history", async {
-            let p = ops::HistoryParams {
+            let p = params::HistoryParams {
                 channel: r.channel,
                 limit: usize_of(r.limit),
                 since: r.since.map(|s| Position {
@@ -303,7 +304,7 @@ impl<B: Broker> Api for GrpcApi<B> {
     ) -> Result<Response<pb::ChannelsReply>, Status> {
         let r = req.into_inner();
         call("channels", async {
-            let p = ops::ChannelsParams {
+            let p = params::ChannelsParams {
                 prefix: Some(r.prefix),
                 limit: usize_of(r.limit),
             };
@@ -326,7 +327,7 @@ impl<B: Broker> Api for GrpcApi<B> {
 
     async fn info(&self, _: Request<pb::Empty>) -> Result<Response<pb::InfoReply>, Status> {
         call("info", async {
-            let res = self.ops.info(ops::InfoParams {}).await?;
+            let res = self.ops.info(params::InfoParams {}).await?;
             Ok(pb::InfoReply {
                 gateway: Some(pb::GatewayInfo {
                     name: res.gateway.name,

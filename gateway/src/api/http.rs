@@ -17,7 +17,8 @@ use switchboard_core::Broker;
 use super::{
     error::ApiError,
     key::ApiKeys,
-    ops::{self, Operations, observe},
+    ops::{Operations, observe},
+    params,
 };
 
 /// The prefix every HTTP call lives under.
@@ -68,27 +69,37 @@ pub fn routes<B: Broker>(state: ApiState<B>, keys: ApiKeys) -> Router {
         };
     }
     let router = Router::new();
-    let router = call!(router, "publish", publish, ops::PublishParams);
-    let router = call!(router, "broadcast", broadcast, ops::BroadcastParams);
-    let router = call!(router, "send_to_user", send_to_user, ops::SendToUserParams);
+    let router = call!(router, "publish", publish, params::PublishParams);
+    let router = call!(router, "broadcast", broadcast, params::BroadcastParams);
+    let router = call!(
+        router,
+        "send_to_user",
+        send_to_user,
+        params::SendToUserParams
+    );
     let router = call!(
         router,
         "disconnect_user",
         disconnect_user,
-        ops::DisconnectUserParams
+        params::DisconnectUserParams
     );
     let router = call!(
         router,
         "unsubscribe_user",
         unsubscribe_user,
-        ops::UnsubscribeUserParams
+        params::UnsubscribeUserParams
     );
-    let router = call!(router, "presence", presence, ops::ChannelParams);
-    let router = call!(router, "presence_stats", presence_stats, ops::ChannelParams);
-    let router = call!(router, "user_online", user_online, ops::UserParams);
-    let router = call!(router, "history", history, ops::HistoryParams);
-    let router = call!(router, "channels", channels, ops::ChannelsParams);
-    let router = call!(router, "info", info, ops::InfoParams);
+    let router = call!(router, "presence", presence, params::ChannelParams);
+    let router = call!(
+        router,
+        "presence_stats",
+        presence_stats,
+        params::ChannelParams
+    );
+    let router = call!(router, "user_online", user_online, params::UserParams);
+    let router = call!(router, "history", history, params::HistoryParams);
+    let router = call!(router, "channels", channels, params::ChannelsParams);
+    let router = call!(router, "info", info, params::InfoParams);
     let api = router
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

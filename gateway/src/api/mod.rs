@@ -4,6 +4,8 @@
 //! on one router, behind API keys.
 //!
 //! - [`ops`]: the operations, independent of transport; all go through the `Broker` trait.
+//! - [`params`]: what each operation takes: the HTTP JSON bodies, which gRPC messages convert into.
+//! - [`results`]: what each operation answers, as JSON and converted into gRPC replies.
 //! - [`http`]: axum routes, the JSON body extractor, HTTP refusals as API errors.
 //! - [`grpc`]: the tonic service and its API key interceptor.
 //! - [`key`]: API keys and the `Authorization: apikey <key>` check.
@@ -14,6 +16,8 @@ pub mod grpc;
 pub mod http;
 pub mod key;
 pub mod ops;
+pub mod params;
+pub mod results;
 
 use std::sync::Arc;
 

@@ -1,21 +1,31 @@
 //! The server API's operations, independent of transport: the HTTP handlers
 //! ([`super::http`]) and the gRPC service ([`super::grpc`]) both validate
-//! their input into the parameter types here and call these methods.
+//! their input into the parameter types ([`super::params`]) and call these
+//! methods, which answer with the result types ([`super::results`]).
 //!
 //! Everything goes through the [`Broker`] trait, so that in a cluster the
 //! owner of each channel answers, whichever gateway a backend called.
 
 use std::{sync::Arc, time::Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use switchboard_core::{
-    Broker, ChannelName, ChannelsRequest, ClientInfo, Control, HistoryRequest, Position,
-    PublishRequest,
+    Broker, ChannelName, ChannelsRequest, Control, HistoryRequest, Position, PublishRequest,
 };
 use switchboard_node::idempotency;
 
-use super::error::{ApiError, ErrorBody};
+use super::{
+    error::ApiError,
+    params::{
+        BroadcastParams, ChannelParams, ChannelsParams, DisconnectUserParams, HistoryParams,
+        InfoParams, PublishParams, SendToUserParams, UnsubscribeUserParams, UserParams,
+    },
+    results::{
+        BroadcastOutcome, BroadcastResult, ChannelEntry, ChannelsResult, Empty, GatewayInfo,
+        HistoryResult, InfoResult, NodeEntry, PresenceResult, PresenceStatsResult, PublishResult,
+        UserOnlineResult,
+    },
+};
 use crate::{
     error::MAX_CLOSE_REASON,
     gateway::Gateway,
@@ -31,212 +41,6 @@ pub const MAX_CHANNELS_LIMIT: usize = 10_000;
 /// The disconnect defaults: a close code in the range for applications.
 pub const DEFAULT_DISCONNECT_CODE: u16 = 4000;
 pub const DEFAULT_DISCONNECT_REASON: &str = "disconnected by the server";
-
-// ---- parameters (the HTTP JSON bodies; gRPC messages convert into them) ----
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishParams {
-    pub channel: String,
-    pub data: Box<RawValue>,
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BroadcastParams {
-    pub channels: Vec<String>,
-    pub data: Box<RawValue>,
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendToUserParams {
-    pub user: String,
-    pub data: Box<RawValue>,
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DisconnectUserParams {
-    pub user: String,
-    #[serde(default)]
-    pub code: Option<u16>,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub reconnect: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UnsubscribeUserParams {
-    pub user: String,
-    pub channel: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelParams {
-    pub channel: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserParams {
-    pub user: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryParams {
-    pub channel: String,
-    #[serde(default)]
-    pub limit: Option<usize>,
-    #[serde(default)]
-    pub since: Option<Position>,
-    #[serde(default)]
-    pub reverse: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelsParams {
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub limit: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InfoParams {}
-
-// ---- results ----
-
-#[derive(Debug, Serialize)]
-pub struct PublishResult {
-    pub offset: u64,
-    pub epoch: String,
-}
-
-impl From<Position> for PublishResult {
-    fn from(p: Position) -> Self {
-        Self {
-            offset: p.offset,
-            epoch: p.epoch,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct BroadcastResult {
-    pub results: Vec<BroadcastOutcome>,
-}
-
-/// One channel of a broadcast: its position, or why it failed.
-#[derive(Debug, Serialize)]
-pub struct BroadcastOutcome {
-    pub channel: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Empty {}
-
-#[derive(Debug, Serialize)]
-pub struct PresenceResult {
-    pub channel: String,
-    pub clients: Vec<ClientInfo>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PresenceStatsResult {
-    pub channel: String,
-    pub num_clients: usize,
-    pub num_users: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct UserOnlineResult {
-    pub user: String,
-    pub online: bool,
-    pub num_clients: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct HistoryResult {
-    pub channel: String,
-    pub offset: u64,
-    pub epoch: String,
-    pub publications: Vec<Publication>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub complete: Option<bool>,
-}
-
-/// A publication as history returns it; read from the frame the owner
-/// encoded, so it has exactly what subscribers received.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Publication {
-    pub from: String,
-    pub data: Box<RawValue>,
-    pub offset: u64,
-    pub epoch: String,
-    pub timestamp: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ChannelsResult {
-    pub channels: Vec<ChannelEntry>,
-    /// More channels matched than `limit`.
-    pub truncated: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ChannelEntry {
-    pub channel: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub num_clients: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub num_users: Option<usize>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct InfoResult {
-    pub gateway: GatewayInfo,
-    pub nodes: Vec<NodeEntry>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct GatewayInfo {
-    pub name: String,
-    pub version: String,
-    pub uptime_seconds: u64,
-    pub connections: usize,
-    pub channels: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct NodeEntry {
-    pub name: String,
-    pub version: String,
-    pub uptime_seconds: u64,
-    pub num_channels: usize,
-    pub num_active_channels: usize,
-    pub num_gateways: usize,
-    pub num_clients: usize,
-    pub num_publications: u64,
-}
 
 /// The operations, bound to one gateway. Cheap to clone.
 pub struct Operations<B: Broker> {

@@ -1,0 +1,184 @@
+//! Opening a connection: the token, the socket and the `auth` exchange,
+//! and the task's wait for them, during which commands are still served
+//! so that the application is never blocked on a slow server.
+
+use std::{pin::pin, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::{
+    connect_async,
+    tungstenite::{self, Message},
+};
+
+use super::{Driver, Next, Ws, command::Command, sleep_until_opt};
+use crate::{
+    advice::{Advice, DisconnectFrame, advise, close_code},
+    error::ClientError,
+    event::ClientEvent,
+    frame::ServerFrame,
+    token::TokenSource,
+};
+
+/// The id of each connection's `auth` request; other requests count from 1.
+const AUTH_ID: u64 = 0;
+
+/// Why opening a connection failed.
+enum Failure {
+    Token(String),
+    Closed {
+        advice: Advice,
+        refused: Option<ClientError>,
+    },
+    /// Waiting cannot help (a malformed URL, `wss://` without TLS support).
+    Fatal(String),
+}
+
+pub(super) struct Opened {
+    pub(super) ws: Ws,
+    pub(super) token: Option<String>,
+    /// `(client_id, user_id)` from `authenticated`; `None` when anonymous.
+    pub(super) identity: Option<(String, String)>,
+}
+
+impl Driver {
+    /// Opens and authenticates a connection, serving commands meanwhile.
+    pub(super) async fn attempt(&mut self) -> Next {
+        self.generation += 1;
+        let open = open(
+            self.url.clone(),
+            self.token_source.clone(),
+            self.opts.connect_timeout,
+        );
+        let mut open = pin!(tokio::time::timeout(self.opts.connect_timeout, open));
+        loop {
+            let deadline = self.requests.next_deadline();
+            tokio::select! {
+                opened = &mut open => {
+                    return match opened {
+                        Ok(Ok(opened)) => self.serve(opened).await,
+                        Ok(Err(Failure::Token(why))) => {
+                            self.emit(ClientEvent::Error(ClientError::Token(why.clone())));
+                            self.lost(Advice::retry(close_code::TOKEN_UNAVAILABLE, &why))
+                        }
+                        Ok(Err(Failure::Closed { advice, refused })) => {
+                            if let Some(e) = refused {
+                                self.emit(ClientEvent::Error(e));
+                            }
+                            self.lost(advice)
+                        }
+                        Ok(Err(Failure::Fatal(why))) => self.end(close_code::TRANSPORT_CLOSED, &why),
+                        Err(_) => self.lost(Advice::retry(close_code::CONNECT_TIMEOUT, "connect timeout")),
+                    };
+                }
+                cmd = self.commands.recv() => match cmd {
+                    None => return Next::Exit,
+                    Some(Command::Reconnect { done }) => {
+                        // Already connecting.
+                        let _ = done.send(());
+                    }
+                    Some(cmd) => {
+                        if let Some(next) = self.command_offline(cmd, false) {
+                            return next;
+                        }
+                    }
+                },
+                _ = sleep_until_opt(deadline) => self.expire(),
+            }
+        }
+    }
+}
+
+/// Fetches a token, opens the socket and authenticates.
+async fn open(url: String, source: TokenSource, timeout: Duration) -> Result<Opened, Failure> {
+    let token = match source {
+        TokenSource::Anonymous => None,
+        TokenSource::Fixed(token) => Some(token),
+        TokenSource::Provider(provider) => match provider().await {
+            Ok(token) if !token.is_empty() => Some(token),
+            Ok(_) => return Err(Failure::Token("the provider returned no token".into())),
+            Err(e) => return Err(Failure::Token(e.to_string())),
+        },
+    };
+    let (mut ws, _) = connect_async(url.as_str()).await.map_err(|e| match e {
+        tungstenite::Error::Url(why) => Failure::Fatal(format!("cannot connect to {url}: {why}")),
+        other => Failure::Closed {
+            advice: Advice::retry(close_code::ABNORMAL, &other.to_string()),
+            refused: None,
+        },
+    })?;
+    let identity = match &token {
+        None => None,
+        Some(token) => Some(authenticate(&mut ws, token, timeout).await?),
+    };
+    Ok(Opened {
+        ws,
+        token,
+        identity,
+    })
+}
+
+/// Sends `auth` and reads to its answer: `authenticated`, or a refusal
+/// followed by the server's `disconnect` and close.
+async fn authenticate(
+    ws: &mut Ws,
+    token: &str,
+    timeout: Duration,
+) -> Result<(String, String), Failure> {
+    let auth = json!({"type": "auth", "id": AUTH_ID, "token": token});
+    let lost = |why: &str| Failure::Closed {
+        advice: Advice::retry(close_code::ABNORMAL, why),
+        refused: None,
+    };
+    tokio::time::timeout(timeout, ws.send(Message::text(auth.to_string())))
+        .await
+        .map_err(|_| lost("auth not sent"))?
+        .map_err(|e| lost(&e.to_string()))?;
+    let mut refused = None;
+    let mut disconnect = None;
+    loop {
+        let (code, reason) = match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                match ServerFrame::parse(&text) {
+                    Ok(ServerFrame::Authenticated {
+                        id: Some(AUTH_ID),
+                        user_id,
+                        client_id,
+                    }) => return Ok((client_id, user_id)),
+                    Ok(ServerFrame::Error {
+                        id: Some(AUTH_ID),
+                        error,
+                        code,
+                    }) => {
+                        refused = Some(ClientError::Server {
+                            code,
+                            message: error,
+                        })
+                    }
+                    Ok(ServerFrame::Disconnect {
+                        code,
+                        reason,
+                        reconnect,
+                    }) => {
+                        disconnect = Some(DisconnectFrame {
+                            code,
+                            reason,
+                            reconnect,
+                        })
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            Some(Ok(Message::Close(frame))) => frame
+                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                .unwrap_or((1005, String::new())),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => (close_code::ABNORMAL, "connection lost".to_owned()),
+        };
+        return Err(Failure::Closed {
+            advice: advise(disconnect.as_ref(), code, &reason),
+            refused,
+        });
+    }
+}
