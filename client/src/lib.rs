@@ -7,10 +7,13 @@
 //! recovered, sends requests with ids and timeouts, notices half-open
 //! connections, and follows the server's `disconnect` advice.
 //!
-//! - [`client`]: [`Client`], the application's handle, and its [`ClientBuilder`].
+//! - [`client`]: [`Client`], the application's handle, its [`ClientBuilder`], and
+//!   [`Subscription`] handles.
+//! - `options`: timeouts, intervals and bounds the builder sets.
 //! - [`connection`]: the background task that owns the socket, reconnects and resubscribes
 //!   (its parts, one file each, are listed in its own module docs).
-//! - [`subscription`]: [`Subscription`] handles, their events, and per-channel position tracking.
+//! - [`subscription`]: subscription events, and the per-channel position
+//!   tracking the connection keeps.
 //! - [`request`]: requests in flight or waiting for a connection, with their deadlines.
 //! - [`backoff`]: reconnect delays with full jitter.
 //! - [`advice`]: what the end of a connection means for reconnecting; the client's close codes.
@@ -48,14 +51,15 @@ mod connection;
 pub mod error;
 pub mod event;
 pub mod frame;
+mod options;
 mod request;
 pub mod subscription;
 pub mod token;
 
 pub use advice::close_code;
 pub use backoff::BackoffConfig;
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, Subscription};
 pub use error::ClientError;
 pub use event::{ClientEvent, State};
 pub use frame::{ClientInfo, History, HistoryOptions, Position, PresenceStats, Publication};
-pub use subscription::{SubscribeOptions, Subscribed, Subscription, SubscriptionEvent};
+pub use subscription::{SubscribeOptions, Subscribed, SubscriptionEvent};

@@ -1,19 +1,13 @@
-//! One channel subscription: the handle the application reads events
-//! from, and the state the connection keeps for it. A subscription
-//! outlives connections: it resumes from the last position it delivered
-//! and drops anything it delivered already.
+//! One channel subscription as the connection keeps it, and the events it
+//! reports to the application's handle ([`crate::Subscription`]). A
+//! subscription outlives connections: it resumes from the last position it
+//! delivered and drops anything it delivered already.
 
-use std::time::Duration;
-
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    client::Client,
     error::ClientError,
-    frame::{
-        ClientInfo, History, HistoryOptions, Position, PresenceStats, Publication, SubscribeReply,
-    },
+    frame::{ClientInfo, Position, Publication, SubscribeReply},
 };
 
 /// What a subscription reports, in order.
@@ -52,7 +46,7 @@ pub struct Subscribed {
     pub publications: usize,
 }
 
-/// Options of [`Client::subscribe_with`].
+/// Options of [`crate::Client::subscribe_with`].
 #[derive(Debug, Clone)]
 pub struct SubscribeOptions {
     /// Resume after a position the application stored earlier.
@@ -69,82 +63,6 @@ impl Default for SubscribeOptions {
         Self {
             since: None,
             capacity: 1024,
-        }
-    }
-}
-
-/// The application's end of a subscription. Dropping it unsubscribes.
-#[derive(Debug)]
-pub struct Subscription {
-    channel: String,
-    id: u64,
-    events: mpsc::Receiver<SubscriptionEvent>,
-    client: Client,
-    active: bool,
-}
-
-impl Subscription {
-    pub(crate) fn new(
-        channel: String,
-        id: u64,
-        events: mpsc::Receiver<SubscriptionEvent>,
-        client: Client,
-    ) -> Self {
-        Self {
-            channel,
-            id,
-            events,
-            client,
-            active: true,
-        }
-    }
-
-    pub fn channel(&self) -> &str {
-        &self.channel
-    }
-
-    /// The next event; `None` once the subscription is over.
-    pub async fn next(&mut self) -> Option<SubscriptionEvent> {
-        self.events.recv().await
-    }
-
-    /// The next event, or `None` if none comes within `timeout`.
-    pub async fn next_within(&mut self, timeout: Duration) -> Option<SubscriptionEvent> {
-        tokio::time::timeout(timeout, self.events.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// Stops the subscription and waits until the client has let go of it.
-    pub async fn unsubscribe(mut self) {
-        self.active = false;
-        self.client.unsubscribe(&self.channel, self.id).await;
-    }
-
-    pub async fn publish(&self, data: impl Serialize) -> Result<Position, ClientError> {
-        self.client.publish(&self.channel, data).await
-    }
-
-    pub async fn presence(&self) -> Result<Vec<ClientInfo>, ClientError> {
-        self.client.presence(&self.channel).await
-    }
-
-    pub async fn presence_stats(&self) -> Result<PresenceStats, ClientError> {
-        self.client.presence_stats(&self.channel).await
-    }
-
-    pub async fn history(&self, options: HistoryOptions) -> Result<History, ClientError> {
-        self.client.history(&self.channel, options).await
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if self.active {
-            // Best effort without blocking; if the command queue is full, the
-            // connection notices the closed receiver and unsubscribes then.
-            self.client.unsubscribe_soon(&self.channel, self.id);
         }
     }
 }

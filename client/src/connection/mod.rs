@@ -36,9 +36,9 @@ pub(crate) use self::command::Command;
 use crate::{
     advice::{Advice, DisconnectFrame},
     backoff::Backoff,
-    client::Options,
     error::ClientError,
     event::{ClientEvent, State},
+    options::Options,
     request::Requests,
     subscription::Entry,
     token::TokenSource,

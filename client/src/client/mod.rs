@@ -8,48 +8,21 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+mod subscription;
+
+pub use subscription::Subscription;
+
 use crate::{
     backoff::BackoffConfig,
     connection::{Command, Driver},
     error::ClientError,
     event::{ClientEvent, State},
     frame::{ClientInfo, History, HistoryOptions, Position, PresenceStats, presence_clients},
+    options::Options,
     request::Waiter,
-    subscription::{SubscribeOptions, Subscription},
+    subscription::SubscribeOptions,
     token::{BoxError, TokenSource},
 };
-
-/// Timeouts, intervals and bounds; see the builder's methods.
-#[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub write_timeout: Duration,
-    pub ping_interval: Duration,
-    pub pong_timeout: Duration,
-    pub stable_after: Duration,
-    pub refresh_margin: Duration,
-    pub max_queued: usize,
-    pub backoff: BackoffConfig,
-    pub jitter: fn() -> f64,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            request_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(10),
-            ping_interval: Duration::from_secs(20),
-            pong_timeout: Duration::from_secs(10),
-            stable_after: Duration::from_secs(10),
-            refresh_margin: Duration::from_secs(30),
-            max_queued: 1024,
-            backoff: BackoffConfig::default(),
-            jitter: rand::random::<f64>,
-        }
-    }
-}
 
 /// Configures and starts a [`Client`].
 #[derive(Debug)]
