@@ -21,7 +21,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::config::Config;
 
 /// Parses `name=host:port`.
-pub fn parse_broker(s: &str) -> Result<BrokerAddr, String> {
+pub(crate) fn parse_broker(s: &str) -> Result<BrokerAddr, String> {
     let (name, addr) = s
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=HOST:PORT, got {s:?}"))?;
@@ -53,7 +53,7 @@ fn ops_routes(ready: CancellationToken) -> Http {
 }
 
 /// How a process finds the others.
-pub struct Gossip {
+pub(crate) struct Gossip {
     /// UDP address to gossip on, `host:port` (a DNS name allowed).
     pub bind: String,
     /// `host:port` of other members (DNS names allowed).
@@ -108,7 +108,7 @@ fn boot_id() -> u64 {
 /// A broker: owns channels and serves gateways over gRPC. The process
 /// shape and its drain are [`BrokerProcess`]'s; this binds the sockets and
 /// adds the HTTP port (metrics, health).
-pub async fn run_node(
+pub(crate) async fn run_node(
     config: Config,
     name: String,
     grpc: SocketAddr,
@@ -173,7 +173,7 @@ pub async fn run_node(
 
 /// A gateway: terminates client WebSockets and routes each channel to its
 /// owner, with brokers either given (`--broker`) or found by gossip.
-pub async fn run_gateway(
+pub(crate) async fn run_gateway(
     config: Config,
     name: String,
     listen: SocketAddr,

@@ -10,11 +10,11 @@ use switchboard_gateway::{ApiConfig, GatewayConfig, Settings};
 use switchboard_node::BrokerConfig;
 
 /// The embedded default of `switchboard dev`.
-pub const DEV_CONFIG: &str = include_str!("../config/dev.toml");
+pub(crate) const DEV_CONFIG: &str = include_str!("../config/dev.toml");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     pub listen: Option<SocketAddr>,
     #[serde(default)]
     pub gateway: GatewayConfig,
@@ -32,7 +32,7 @@ impl Config {
     /// Reads `path`, or the embedded dev default without one; then applies
     /// environment overrides (`SWITCHBOARD_HMAC_SECRET`, `SWITCHBOARD_API_KEYS`,
     /// `SWITCHBOARD_DRAIN_TIMEOUT`).
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let text = match path {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading config {}", path.display()))?,
@@ -70,14 +70,14 @@ impl Config {
         Ok(config)
     }
 
-    pub fn namespaces(&self) -> Namespaces {
+    pub(crate) fn namespaces(&self) -> Namespaces {
         Namespaces {
             namespaces: self.namespaces.clone(),
             personal: self.personal.clone(),
         }
     }
 
-    pub fn gateway_settings(&self) -> Settings {
+    pub(crate) fn gateway_settings(&self) -> Settings {
         Settings {
             gateway: self.gateway.clone(),
             namespaces: self.namespaces(),

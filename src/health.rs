@@ -15,7 +15,7 @@ use tokio::{
 /// roles read (`SWITCHBOARD_HTTP` for a node, `SWITCHBOARD_LISTEN` for a
 /// gateway or `dev`), so that one HEALTHCHECK line in the image fits every
 /// role. An unspecified bind address (`0.0.0.0`) is probed on loopback.
-pub fn default_url() -> String {
+pub(crate) fn default_url() -> String {
     let bound = ["SWITCHBOARD_HTTP", "SWITCHBOARD_LISTEN"]
         .iter()
         .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()));
@@ -70,7 +70,7 @@ fn parse(url: &str) -> anyhow::Result<Target> {
 }
 
 /// GETs `url` within `timeout` and returns the status code.
-pub async fn probe(url: &str, timeout: Duration) -> anyhow::Result<u16> {
+pub(crate) async fn probe(url: &str, timeout: Duration) -> anyhow::Result<u16> {
     let target = parse(url)?;
     let exchange = async {
         let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
@@ -105,7 +105,7 @@ pub async fn probe(url: &str, timeout: Duration) -> anyhow::Result<u16> {
 }
 
 /// The subcommand: fails (exit status 1) unless `url` answers 2xx.
-pub fn run(url: Option<String>, timeout: Duration) -> anyhow::Result<()> {
+pub(crate) fn run(url: Option<String>, timeout: Duration) -> anyhow::Result<()> {
     let url = url.unwrap_or_else(default_url);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

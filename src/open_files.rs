@@ -7,7 +7,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// The soft and hard `RLIMIT_NOFILE` after [`raise`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenFiles {
+pub(crate) struct OpenFiles {
     pub soft: u64,
     pub hard: u64,
 }
@@ -15,7 +15,7 @@ pub struct OpenFiles {
 /// Raises the soft open-file limit to the hard one and returns both. A
 /// process that cannot read or change its limits keeps what it has: the
 /// limit then shows up as refused connections, which the logs name.
-pub fn raise() -> Option<OpenFiles> {
+pub(crate) fn raise() -> Option<OpenFiles> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
         return Some(OpenFiles { soft, hard });
@@ -26,7 +26,7 @@ pub fn raise() -> Option<OpenFiles> {
 /// [`raise`], with the outcome in the log: the limit caps how many
 /// connections a role can hold, so an operator looking at refused
 /// connections finds it there.
-pub fn raise_and_log() {
+pub(crate) fn raise_and_log() {
     match raise() {
         Some(limits) => tracing::info!(
             soft = limits.soft,

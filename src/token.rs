@@ -13,14 +13,14 @@ use crate::config::Config;
 
 /// The algorithm of a `--key`.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum KeyAlg {
+pub(crate) enum KeyAlg {
     Rs256,
     Es256,
 }
 
 /// The private key when one is given with its algorithm; otherwise the
 /// secret of the config (the embedded dev config when none is named).
-pub fn issuer(
+pub(crate) fn issuer(
     config: Option<&Path>,
     key: Option<&Path>,
     alg: Option<KeyAlg>,

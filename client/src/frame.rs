@@ -137,7 +137,7 @@ pub(crate) enum ServerFrame {
 }
 
 impl ServerFrame {
-    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+    pub(crate) fn parse(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
 }

@@ -33,7 +33,7 @@ pub(crate) enum Waiter {
 
 impl Waiter {
     /// Tells a waiting caller; the client's own requests are settled by the connection.
-    pub fn fail(self, error: ClientError) {
+    pub(crate) fn fail(self, error: ClientError) {
         if let Waiter::Reply(tx) | Waiter::Written(tx) = self {
             let _ = tx.send(Err(error));
         }
@@ -62,7 +62,7 @@ pub(crate) struct Requests {
 }
 
 impl Requests {
-    pub fn new(max_queued: usize) -> Self {
+    pub(crate) fn new(max_queued: usize) -> Self {
         Self {
             // Id 0 is the `auth` request of each connection.
             next_id: 1,
@@ -74,7 +74,7 @@ impl Requests {
     }
 
     /// Adds a request; it is queued until [`Requests::take_queued`] hands it out.
-    pub fn queue(
+    pub(crate) fn queue(
         &mut self,
         frame: Map<String, Value>,
         waiter: Waiter,
@@ -89,7 +89,7 @@ impl Requests {
     }
 
     /// Adds a request being sent now; returns the frame with its id.
-    pub fn send_now(
+    pub(crate) fn send_now(
         &mut self,
         mut frame: Map<String, Value>,
         waiter: Waiter,
@@ -127,7 +127,7 @@ impl Requests {
 
     /// The queued requests to send now, in order, with their ids set
     /// (except those sent without one).
-    pub fn take_queued(&mut self) -> Vec<(u64, Value)> {
+    pub(crate) fn take_queued(&mut self) -> Vec<(u64, Value)> {
         let mut out = Vec::with_capacity(self.queue.len());
         while let Some(id) = self.queue.pop_front() {
             let Some(req) = self.all.get_mut(&id) else {
@@ -145,18 +145,18 @@ impl Requests {
     }
 
     /// Removes the request with `id`, if it is still waited for.
-    pub fn take(&mut self, id: u64) -> Option<Request> {
+    pub(crate) fn take(&mut self, id: u64) -> Option<Request> {
         let req = self.all.remove(&id)?;
         self.deadlines.remove(&(req.deadline, id));
         Some(req)
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// Removes the requests whose deadline passed.
-    pub fn expired(&mut self, now: Instant) -> Vec<Request> {
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Request> {
         let mut out = Vec::new();
         while let Some(&(at, id)) = self.deadlines.first() {
             if at > now {
@@ -175,7 +175,7 @@ impl Requests {
 
     /// Removes the requests already sent (their connection is gone); queued
     /// ones stay for the next connection.
-    pub fn take_sent(&mut self) -> Vec<Request> {
+    pub(crate) fn take_sent(&mut self) -> Vec<Request> {
         let sent: Vec<u64> = self
             .all
             .iter()
@@ -186,7 +186,7 @@ impl Requests {
     }
 
     /// Removes every request.
-    pub fn take_all(&mut self) -> Vec<Request> {
+    pub(crate) fn take_all(&mut self) -> Vec<Request> {
         self.queue.clear();
         self.deadlines.clear();
         self.all.drain().map(|(_, r)| r).collect()

@@ -98,7 +98,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub fn new(
+    pub(crate) fn new(
         id: u64,
         tx: mpsc::Sender<SubscriptionEvent>,
         options: &SubscribeOptions,
@@ -129,16 +129,16 @@ impl Entry {
     }
 
     /// Whether the application has read enough of a full buffer to resume.
-    pub fn caught_up(&self) -> bool {
+    pub(crate) fn caught_up(&self) -> bool {
         self.tx.capacity() * 2 >= self.capacity
     }
 
-    pub fn is_gone(&self) -> bool {
+    pub(crate) fn is_gone(&self) -> bool {
         self.tx.is_closed()
     }
 
     /// The connection ended or is not there yet.
-    pub fn subscribing(&mut self, code: u16, reason: &str) -> Delivery {
+    pub(crate) fn subscribing(&mut self, code: u16, reason: &str) -> Delivery {
         self.pending_on = None;
         self.retry_at = None;
         if !self.subscribed {
@@ -155,7 +155,7 @@ impl Entry {
     }
 
     /// Applies the server's subscribe reply.
-    pub fn subscribed(
+    pub(crate) fn subscribed(
         &mut self,
         channel: &str,
         reply: SubscribeReply,
@@ -192,7 +192,7 @@ impl Entry {
     }
 
     /// A publication, live or recovered.
-    pub fn message(&mut self, p: Publication) -> Delivery {
+    pub(crate) fn message(&mut self, p: Publication) -> Delivery {
         if !self.subscribed || self.lagged {
             return Delivery::Delivered;
         }
@@ -213,7 +213,7 @@ impl Entry {
     }
 
     /// A join or leave event; not recoverable, so dropped while lagging.
-    pub fn presence(&mut self, event: SubscriptionEvent) -> Delivery {
+    pub(crate) fn presence(&mut self, event: SubscriptionEvent) -> Delivery {
         if !self.subscribed || self.lagged {
             return Delivery::Delivered;
         }
@@ -221,7 +221,7 @@ impl Entry {
     }
 
     /// The server refused the subscription for good.
-    pub fn refused(&mut self, error: ClientError) {
+    pub(crate) fn refused(&mut self, error: ClientError) {
         // The application may be gone or behind; this is the last event either way.
         let _ = self.tx.try_send(SubscriptionEvent::Unsubscribed { error });
     }

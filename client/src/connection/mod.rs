@@ -86,7 +86,7 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub fn new(
+    pub(crate) fn new(
         url: String,
         opts: Options,
         token_source: TokenSource,
@@ -118,7 +118,7 @@ impl Driver {
         }
     }
 
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut next = Next::Connect;
         loop {
             next = match next {

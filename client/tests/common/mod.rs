@@ -18,20 +18,20 @@ use tokio::{
     task::JoinHandle,
 };
 
-pub use switchboard_gateway::Settings;
-pub use switchboard_testkit::{ForTest, TestServer, WAIT, settings::token};
+pub(crate) use switchboard_gateway::Settings;
+pub(crate) use switchboard_testkit::{ForTest, TestServer, WAIT, settings::token};
 
 /// A TCP proxy whose open connections can be frozen: bytes stop flowing
 /// both ways while the sockets stay open, as with a dead NAT or a phone
 /// that slept. New connections flow normally.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub addr: SocketAddr,
     frozen: Arc<std::sync::Mutex<Vec<Arc<AtomicBool>>>>,
     task: JoinHandle<()>,
 }
 
 impl Proxy {
-    pub async fn start(target: SocketAddr) -> Self {
+    pub(crate) async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let frozen: Arc<std::sync::Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
@@ -52,12 +52,12 @@ impl Proxy {
         Self { addr, frozen, task }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
 
     /// Silences every connection open now.
-    pub fn freeze(&self) {
+    pub(crate) fn freeze(&self) {
         for flag in self.frozen.lock().unwrap().iter() {
             flag.store(true, Ordering::SeqCst);
         }
@@ -97,7 +97,7 @@ async fn pipe(
 }
 
 /// Polls `check` until it holds or `WAIT` passes.
-pub async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
         assert!(

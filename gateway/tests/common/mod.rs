@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-pub use switchboard_gateway::Settings;
-pub use switchboard_testkit::{
+pub(crate) use switchboard_gateway::Settings;
+pub(crate) use switchboard_testkit::{
     ForTest, TestServer, WAIT,
     client::{Client, Closed},
     http,
@@ -14,7 +14,7 @@ pub use switchboard_testkit::{
 };
 
 /// The offsets of a reply's `publications`.
-pub fn offsets(reply: &serde_json::Value) -> Vec<u64> {
+pub(crate) fn offsets(reply: &serde_json::Value) -> Vec<u64> {
     field(reply, "offset")
         .iter()
         .map(|o| o.as_u64().expect("offset is a number"))
@@ -22,7 +22,7 @@ pub fn offsets(reply: &serde_json::Value) -> Vec<u64> {
 }
 
 /// One field of each of a reply's `publications`.
-pub fn field(reply: &serde_json::Value, name: &str) -> Vec<serde_json::Value> {
+pub(crate) fn field(reply: &serde_json::Value, name: &str) -> Vec<serde_json::Value> {
     reply["publications"]
         .as_array()
         .expect("publications")
@@ -32,6 +32,6 @@ pub fn field(reply: &serde_json::Value, name: &str) -> Vec<serde_json::Value> {
 }
 
 /// A token for `user`, valid for an hour.
-pub fn token(user: &str) -> String {
+pub(crate) fn token(user: &str) -> String {
     switchboard_testkit::settings::token(user, Duration::from_secs(3600))
 }

@@ -23,20 +23,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// One delivery as the subscribing gateway's sink saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     Publication { offset: u64, epoch: String },
     Reset { offset: u64, epoch: String },
 }
 
 /// Where a channel's subscription began (its first subscribe reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Start {
+pub(crate) struct Start {
     pub offset: u64,
     pub epoch: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strictness {
+pub(crate) enum Strictness {
     /// Join or drain: continuity must hold, nothing acknowledged is lost.
     Strict,
     /// Crash or partition: continuity may be lost, but only announced.
@@ -45,7 +45,7 @@ pub enum Strictness {
 
 /// What one channel's history looked like, for the report.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ChannelReport {
+pub(crate) struct ChannelReport {
     pub delivered: usize,
     pub resets: usize,
     pub acked: usize,
@@ -61,7 +61,7 @@ pub struct ChannelReport {
 }
 
 /// Checks one channel; returns what went wrong, if anything.
-pub fn check_channel(
+pub(crate) fn check_channel(
     channel: &str,
     start: &Start,
     seen: &[Seen],
@@ -153,7 +153,7 @@ pub fn check_channel(
 
 /// A channel's deliveries in runs, for failure messages:
 /// `start A@3 | A:4..9 | reset B@0 | B:1..5`.
-pub fn describe(start: &Start, seen: &[Seen]) -> String {
+pub(crate) fn describe(start: &Start, seen: &[Seen]) -> String {
     let mut out = format!("start {}@{}", start.epoch, start.offset);
     let mut run: Option<(String, u64, u64)> = None;
     let flush = |run: &mut Option<(String, u64, u64)>, out: &mut String| {
@@ -181,7 +181,7 @@ pub fn describe(start: &Start, seen: &[Seen]) -> String {
 }
 
 /// Checks every channel; panics with every violation found.
-pub fn check_all(
+pub(crate) fn check_all(
     starts: &BTreeMap<String, Start>,
     seen: &BTreeMap<String, Vec<Seen>>,
     acked: &BTreeMap<String, Vec<(u64, String)>>,

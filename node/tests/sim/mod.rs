@@ -11,7 +11,7 @@
 //! - The test itself steps the simulation and injects faults (partitions,
 //!   crashes, a join, a drain) at chosen simulated times.
 
-pub mod checker;
+pub(crate) mod checker;
 
 use std::{
     collections::BTreeMap,
@@ -50,8 +50,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Uri, server::Connected};
 use turmoil::Sim;
 
-pub const GOSSIP_PORT: u16 = 7946;
-pub const GRPC_PORT: u16 = 7000;
+pub(crate) const GOSSIP_PORT: u16 = 7946;
+pub(crate) const GRPC_PORT: u16 = 7000;
 
 /// How long a drain may take before the broker goes anyway (the gateway
 /// config's default in production).
@@ -59,7 +59,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A simulation for one seed: network latency between 1 and 20 ms (a LAN),
 /// room enough in socket buffers for a busy delivery stream.
-pub fn sim<'a>(seed: u64) -> Sim<'a> {
+pub(crate) fn sim<'a>(seed: u64) -> Sim<'a> {
     turmoil::Builder::new()
         .rng_seed(seed)
         // Wall-clock reads in simulated code count from a fixed date.
@@ -74,7 +74,7 @@ pub fn sim<'a>(seed: u64) -> Sim<'a> {
 
 /// Mixes the simulation seed with a name, so that each node's foca draws
 /// differently but reproducibly.
-pub fn mix(seed: u64, name: &str, incarnation: u64) -> u64 {
+pub(crate) fn mix(seed: u64, name: &str, incarnation: u64) -> u64 {
     let mut h = seed ^ 0x9e37_79b9_7f4a_7c15 ^ incarnation.rotate_left(32);
     for b in name.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
@@ -89,7 +89,7 @@ fn sim_wall() -> Duration {
 
 /// What node `name` draws on in its `boot`-th run: simulated time and a
 /// seed of its own.
-pub fn host(shared: &Shared, name: &str, boot: u64) -> Host {
+pub(crate) fn host(shared: &Shared, name: &str, boot: u64) -> Host {
     Host::simulated(mix(shared.seed, name, boot), sim_wall)
 }
 
@@ -98,7 +98,7 @@ pub fn host(shared: &Shared, name: &str, boot: u64) -> Host {
 /// turmoil's UDP socket as gossip's [`Datagram`]. turmoil binds only the
 /// unspecified address, so the socket also carries the host's address,
 /// which is what peers reach it on (and what gossip announces).
-pub struct SimUdp(turmoil::net::UdpSocket, SocketAddr);
+pub(crate) struct SimUdp(turmoil::net::UdpSocket, SocketAddr);
 
 impl Datagram for SimUdp {
     fn send_to(
@@ -123,7 +123,7 @@ impl Datagram for SimUdp {
 
 /// Dials brokers over turmoil TCP, with the production endpoint settings
 /// (timeouts, keepalives).
-pub struct SimDialer;
+pub(crate) struct SimDialer;
 
 impl Dialer for SimDialer {
     fn dial(&self, addr: &str) -> Result<Channel, BrokerError> {
@@ -139,12 +139,12 @@ impl Dialer for SimDialer {
     }
 }
 
-pub fn dialer() -> SharedDialer {
+pub(crate) fn dialer() -> SharedDialer {
     Arc::new(SimDialer)
 }
 
 /// An accepted turmoil TCP connection, as tonic's server takes it.
-pub struct SimConn(turmoil::net::TcpStream);
+pub(crate) struct SimConn(turmoil::net::TcpStream);
 
 impl Connected for SimConn {
     type ConnectInfo = ();
@@ -192,7 +192,7 @@ fn incoming(
 
 /// State shared between the hosts and the test that steps them. Everything
 /// runs on one thread; the locks only satisfy `Send` bounds.
-pub struct Shared {
+pub(crate) struct Shared {
     pub seed: u64,
     /// Gossip seeds (`ip:port`): the brokers present from the start.
     pub seeds: Vec<String>,
@@ -208,7 +208,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(sim: &Sim<'_>, seed: u64, seed_brokers: &[&str]) -> Arc<Self> {
+    pub(crate) fn new(sim: &Sim<'_>, seed: u64, seed_brokers: &[&str]) -> Arc<Self> {
         Arc::new(Self {
             seed,
             seeds: seed_brokers
@@ -229,7 +229,7 @@ impl Shared {
         *boot
     }
 
-    pub fn view(&self, name: &str) -> Option<Arc<ClusterView>> {
+    pub(crate) fn view(&self, name: &str) -> Option<Arc<ClusterView>> {
         self.views
             .lock()
             .unwrap()
@@ -238,7 +238,7 @@ impl Shared {
     }
 
     /// The ring each of `nodes` derives from its view (None: not started).
-    pub fn rings(&self, nodes: &[&str]) -> Vec<Option<Ring>> {
+    pub(crate) fn rings(&self, nodes: &[&str]) -> Vec<Option<Ring>> {
         nodes
             .iter()
             .map(|n| self.view(n).map(|v| v.ring()))
@@ -248,7 +248,7 @@ impl Shared {
     /// Whether every one of `nodes` sees exactly `brokers` active (and so
     /// derives the same ring; names are compared, as building rings on
     /// every step would dominate the run time).
-    pub fn agree(&self, nodes: &[&str], brokers: &[&str]) -> bool {
+    pub(crate) fn agree(&self, nodes: &[&str], brokers: &[&str]) -> bool {
         nodes.iter().all(|n| {
             self.view(n).is_some_and(|v| {
                 v.active_brokers()
@@ -260,7 +260,7 @@ impl Shared {
     }
 
     /// Starts `name`'s drain.
-    pub fn drain(&self, name: &str) {
+    pub(crate) fn drain(&self, name: &str) {
         self.signals.lock().unwrap()[name].cancel();
     }
 }
@@ -300,7 +300,7 @@ async fn gossip(
 }
 
 /// Registers broker `name`: restartable (`Sim::bounce`) with a new boot.
-pub fn broker(sim: &mut Sim<'_>, shared: &Arc<Shared>, name: &'static str) {
+pub(crate) fn broker(sim: &mut Sim<'_>, shared: &Arc<Shared>, name: &'static str) {
     let shared = shared.clone();
     sim.host(name, move || run_broker(shared.clone(), name));
 }
@@ -354,7 +354,7 @@ async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result 
 }
 
 /// Registers a node that only gossips (membership scenarios).
-pub fn member(sim: &mut Sim<'_>, shared: &Arc<Shared>, name: &'static str, role: Role) {
+pub(crate) fn member(sim: &mut Sim<'_>, shared: &Arc<Shared>, name: &'static str, role: Role) {
     let shared = shared.clone();
     sim.host(name, move || {
         let shared = shared.clone();
@@ -370,7 +370,7 @@ pub fn member(sim: &mut Sim<'_>, shared: &Arc<Shared>, name: &'static str, role:
 // ---- traffic ------------------------------------------------------------
 
 /// The client side of a traffic scenario.
-pub struct Traffic {
+pub(crate) struct Traffic {
     pub channels: Vec<ChannelName>,
     /// How many brokers the gateways wait for before routing.
     pub brokers: usize,
@@ -389,7 +389,7 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    pub fn new(channels: usize, brokers: usize) -> Arc<Self> {
+    pub(crate) fn new(channels: usize, brokers: usize) -> Arc<Self> {
         Arc::new(Self {
             channels: (0..channels)
                 .map(|i| ChannelName::new(&format!("sim:{i}")).unwrap())
@@ -505,7 +505,7 @@ async fn gateway(
 /// `g1`: subscribes to every channel and records what arrives until the
 /// publisher is done and everything it was told was published arrived (or
 /// a bound passes).
-pub fn subscriber(sim: &mut Sim<'_>, shared: &Arc<Shared>, traffic: &Arc<Traffic>) {
+pub(crate) fn subscriber(sim: &mut Sim<'_>, shared: &Arc<Shared>, traffic: &Arc<Traffic>) {
     let (shared, traffic) = (shared.clone(), traffic.clone());
     sim.client("g1", async move {
         let shutdown = CancellationToken::new();
@@ -552,12 +552,12 @@ pub fn subscriber(sim: &mut Sim<'_>, shared: &Arc<Shared>, traffic: &Arc<Traffic
 }
 
 /// How often the publisher publishes to every channel.
-pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// `g2`: once `g1` is subscribed, publishes `{"n": round}` to every channel
 /// every [`PUBLISH_EVERY`] without waiting for earlier answers (open loop),
 /// recording each acknowledged position, until told to stop.
-pub fn publisher(sim: &mut Sim<'_>, shared: &Arc<Shared>, traffic: &Arc<Traffic>) {
+pub(crate) fn publisher(sim: &mut Sim<'_>, shared: &Arc<Shared>, traffic: &Arc<Traffic>) {
     let (shared, traffic) = (shared.clone(), traffic.clone());
     sim.client("g2", async move {
         let shutdown = CancellationToken::new();
@@ -626,7 +626,7 @@ pub fn publisher(sim: &mut Sim<'_>, shared: &Arc<Shared>, traffic: &Arc<Traffic>
 
 /// Steps `sim` until `done` holds; returns the simulated time it took, or
 /// fails after `limit`.
-pub fn step_until(
+pub(crate) fn step_until(
     sim: &mut Sim<'_>,
     limit: Duration,
     what: &str,
@@ -647,7 +647,7 @@ pub fn step_until(
 }
 
 /// Steps `sim` for `d` of simulated time.
-pub fn step_for(sim: &mut Sim<'_>, d: Duration) {
+pub(crate) fn step_for(sim: &mut Sim<'_>, d: Duration) {
     let end = sim.elapsed() + d;
     while sim.elapsed() < end {
         sim.step().expect("simulation step");
@@ -655,7 +655,7 @@ pub fn step_for(sim: &mut Sim<'_>, d: Duration) {
 }
 
 /// Steps until every client finished.
-pub fn finish(sim: &mut Sim<'_>, limit: Duration) {
+pub(crate) fn finish(sim: &mut Sim<'_>, limit: Duration) {
     let start = sim.elapsed();
     while !sim.step().expect("simulation step") {
         assert!(
