@@ -19,7 +19,7 @@ use tokio::{
     net::UdpSocket,
     sync::{mpsc, watch},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker, time::DelayQueue};
 
 use crate::membership::{ClusterView, NodeId, NodeState};
 
@@ -121,13 +121,27 @@ impl Membership {
         rng_seed: u64,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
+        Self::start_in(&TaskTracker::new(), me, socket, seeds, rng_seed, shutdown)
+    }
+
+    /// [`Self::start_seeded`], the agent's task tracked by `tracker`, so that
+    /// the process that owns it waits for its farewell on shutdown.
+    pub fn start_in<S: Datagram>(
+        tracker: &TaskTracker,
+        me: NodeId,
+        socket: S,
+        seeds: Vec<String>,
+        rng_seed: u64,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
         let addr = socket.local_addr()?;
         let me = NodeId { gossip: addr, ..me };
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::new(me.clone())));
         let (commands, rx) = mpsc::channel(16);
         let rng = StdRng::seed_from_u64(rng_seed);
-        let task =
-            tokio::spawn(agent(me, socket, seeds, rng, view_tx, rx, shutdown)).abort_handle();
+        let task = tracker
+            .spawn(agent(me, socket, seeds, rng, view_tx, rx, shutdown))
+            .abort_handle();
         Ok(Self {
             view,
             commands,
@@ -163,7 +177,8 @@ struct Agent<S> {
     runtime: AccumulatingRuntime<NodeId>,
     view: ClusterView,
     view_tx: watch::Sender<Arc<ClusterView>>,
-    timers: mpsc::UnboundedSender<Timer<NodeId>>,
+    /// foca's timers, due in order: one queue, not a task per timer.
+    timers: DelayQueue<Timer<NodeId>>,
     /// This node's identity and incarnation as its last message carried
     /// them.
     me: NodeId,
@@ -179,11 +194,7 @@ impl<S: Datagram> Agent<S> {
             }
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
-            let tx = self.timers.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let _ = tx.send(timer);
-            });
+            self.timers.insert(timer, after);
         }
         let mut changed = false;
         while let Some(n) = self.runtime.to_notify() {
@@ -271,14 +282,13 @@ async fn agent<S: Datagram>(
     shutdown: CancellationToken,
 ) {
     let socket = Arc::new(socket);
-    let (timers, mut timer_rx) = mpsc::unbounded_channel();
     let mut foca = Foca::new(me.clone(), foca_config(16), rng, PostcardCodec);
     let mut agent = Agent {
         socket: socket.clone(),
         runtime: AccumulatingRuntime::new(),
         view: ClusterView::new(me.clone()),
         view_tx,
-        timers,
+        timers: DelayQueue::new(),
         me: me.clone(),
         incarnation: 0,
     };
@@ -293,8 +303,8 @@ async fn agent<S: Datagram>(
                 agent.drain().await;
                 return;
             }
-            Some(timer) = timer_rx.recv() => {
-                if let Err(e) = foca.handle_timer(timer, &mut agent.runtime) {
+            Some(timer) = std::future::poll_fn(|cx| agent.timers.poll_expired(cx)) => {
+                if let Err(e) = foca.handle_timer(timer.into_inner(), &mut agent.runtime) {
                     tracing::debug!(error = %e, "gossip timer failed");
                 }
             }

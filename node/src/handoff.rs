@@ -18,12 +18,12 @@ use std::{
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{LocalBroker, local_broker::Holding};
 use switchboard_cluster::{
     RemoteBroker,
-    dialer::{SharedDialer, TcpDialer},
+    dialer::SharedDialer,
     membership::ClusterView,
     ownership::{Placement, Release},
 };
@@ -52,18 +52,10 @@ pub struct Handoff {
 }
 
 impl Handoff {
-    /// Follows `view` as broker `me` until `shutdown`.
+    /// Follows `view` as broker `me` until `shutdown`, reaching peers
+    /// through `dialer`; the task that follows the view is `tracker`'s.
     pub fn start(
-        broker: LocalBroker,
-        me: &str,
-        view: watch::Receiver<Arc<ClusterView>>,
-        shutdown: CancellationToken,
-    ) -> Arc<Self> {
-        Self::start_with(broker, me, view, shutdown, TcpDialer::shared())
-    }
-
-    /// Like [`Self::start`], reaching peers through `dialer`.
-    pub fn start_with(
+        tracker: &TaskTracker,
         broker: LocalBroker,
         me: &str,
         mut view: watch::Receiver<Arc<ClusterView>>,
@@ -74,7 +66,7 @@ impl Handoff {
         let (tx, rx) = watch::channel(Arc::new(first));
         let me = me.to_owned();
         let held = broker.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             loop {
                 tokio::select! {
                 biased;

@@ -109,17 +109,24 @@ impl BrokerProcess {
             boot,
             bump: 0,
         };
+        let tracker = TaskTracker::new();
         let gossip_seed = host.rng("gossip").random();
-        let membership =
-            Membership::start_seeded(me, listeners.gossip, seeds, gossip_seed, shutdown.clone())?;
-        let handoff = Handoff::start_with(
+        let membership = Membership::start_in(
+            &tracker,
+            me,
+            listeners.gossip,
+            seeds,
+            gossip_seed,
+            shutdown.clone(),
+        )?;
+        let handoff = Handoff::start(
+            &tracker,
             broker.clone(),
             &name,
             membership.view(),
             shutdown.clone(),
             dialer,
         );
-        let tracker = TaskTracker::new();
         tracker.spawn(handoff.clone().run(shutdown.clone()));
         tracker.spawn({
             let (broker, shutdown) = (broker.clone(), shutdown.clone());

@@ -347,9 +347,8 @@ async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result 
         .lock()
         .unwrap()
         .insert(name.to_owned(), stopped.handed_over);
-    // Gossip announces the departure on shutdown; give it a moment to go
-    // out before the host stops running.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The process waited for its gossip agent, which announced the
+    // departure on its way out.
     Ok(())
 }
 
