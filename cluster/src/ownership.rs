@@ -113,6 +113,12 @@ impl Placement {
         self.active.owner(channel)
     }
 
+    /// Whether this broker is on the ring of active brokers (it is not
+    /// while it drains).
+    pub fn in_ring(&self) -> bool {
+        self.active.brokers().any(|b| b == self.me)
+    }
+
     /// Whether this broker may serve `channel` now.
     pub fn owns(&self, channel: &str) -> bool {
         self.owner(channel) == Some(self.me.as_str())

@@ -224,7 +224,11 @@ impl BrokerProcess {
             let changed = self.broker.changed();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.broker.gateway_count() == 0 && self.handoff.settled() {
+            // Settled only counts once this broker's own placement shows it
+            // out of the ring: until the view change reaches the hand-over,
+            // the channels held here still look like its own.
+            let out_of_ring = !self.handoff.placement().in_ring();
+            if self.broker.gateway_count() == 0 && out_of_ring && self.handoff.settled() {
                 return true;
             }
             tokio::select! {
