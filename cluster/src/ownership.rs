@@ -61,6 +61,15 @@ pub enum Release {
     MovedTo(String),
 }
 
+/// See [`Placement::recheck_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recheck {
+    /// Others doubted this broker: check every channel.
+    everything: bool,
+    /// Brokers that appeared since the last view.
+    appeared: Vec<String>,
+}
+
 /// The rings one broker derives from its view, rebuilt when the view
 /// changes rather than per request.
 #[derive(Debug, Clone)]
@@ -168,19 +177,29 @@ impl Placement {
             .then(|| source.to_owned())
     }
 
-    /// For a channel held here, after the view moved on from `before`: the
-    /// broker to check with before serving it again, if any. That is the
-    /// broker that would have taken the channel over while this one was
-    /// counted out: when a broker appears that could have done so, or,
-    /// for every channel, when others doubted this broker (it had to
-    /// refute a suspicion, or was declared down): its own view may never
-    /// have shown the others leaving, yet they may have gone on without it.
-    pub fn verify_with(&self, channel: &str, before: &Placement) -> Option<String> {
-        if self.doubts > before.doubts {
+    /// What to check again now that the view moved on from `before`, worked
+    /// out once per view change (None: nothing). A broker that appeared may
+    /// have taken over channels held here while each side counted the other
+    /// out; and when others doubted this broker (it had to refute a
+    /// suspicion, or was declared down), its own view may never have shown
+    /// the others leaving, yet they may have gone on without it: then every
+    /// channel is checked.
+    pub fn recheck_since(&self, before: &Placement) -> Option<Recheck> {
+        let recheck = Recheck {
+            everything: self.doubts > before.doubts,
+            appeared: self.appeared(before),
+        };
+        (recheck.everything || !recheck.appeared.is_empty()).then_some(recheck)
+    }
+
+    /// For a channel held here: the broker to check with before serving it
+    /// again, if `recheck` calls for one: the broker that would have taken
+    /// the channel over while this one was counted out.
+    pub fn verify_with(&self, channel: &str, recheck: &Recheck) -> Option<String> {
+        if recheck.everything {
             return self.others.owner(channel).map(str::to_owned);
         }
-        let appeared = self.appeared(before);
-        self.to_verify(channel, &appeared)
+        self.to_verify(channel, &recheck.appeared)
     }
 
     /// Channels held here that belong to another live broker, by owner:
@@ -317,29 +336,22 @@ mod tests {
         // Nobody appeared and nothing changed in b3's own view: nothing to
         // check.
         let same = Placement::new(&all, "b3");
-        assert!(
-            channels(100)
-                .iter()
-                .all(|c| same.verify_with(c.as_str(), &before).is_none())
-        );
+        assert_eq!(same.recheck_since(&before), None);
         // b3 learns it was suspected or declared down: its view may never
         // have shown the others leaving, yet each of its channels may have
         // gone on at the broker that owns it on the ring without b3.
         let mut doubted = all.clone();
         doubted.doubted();
         let after = Placement::new(&doubted, "b3");
+        let recheck = after.recheck_since(&before).unwrap();
         let without_b3 = Placement::new(&view(&[("b1", Active), ("b2", Active)]), "b1");
         for c in channels(100) {
-            let check = after.verify_with(c.as_str(), &before).unwrap();
+            let check = after.verify_with(c.as_str(), &recheck).unwrap();
             assert_eq!(Some(check.as_str()), without_b3.owner(c.as_str()));
         }
         // Once handled, the same count asks for nothing more.
         let later = Placement::new(&doubted, "b3");
-        assert!(
-            channels(100)
-                .iter()
-                .all(|c| later.verify_with(c.as_str(), &after).is_none())
-        );
+        assert_eq!(later.recheck_since(&after), None);
     }
 
     #[test]
@@ -350,8 +362,9 @@ mod tests {
             &view(&[("b1", Active), ("b2", Active), ("b3", Active)]),
             "b3",
         );
+        let recheck = back.recheck_since(&alone).unwrap();
         for c in channels(100) {
-            let check = back.verify_with(c.as_str(), &alone);
+            let check = back.verify_with(c.as_str(), &recheck);
             let source = back.source(c.as_str()).map(|s| s.name);
             if source.as_ref().map(BrokerName::as_str) == Some("b2") {
                 assert_eq!(check.as_deref(), Some("b2"));

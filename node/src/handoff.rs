@@ -78,8 +78,8 @@ impl Handoff {
                 // this one while it was counted out, may have taken over
                 // channels held here: check with it before serving them.
                 let before = tx.borrow().clone();
-                if placement.doubts() > before.doubts() || !placement.appeared(&before).is_empty() {
-                    held.mark_unverified(|c| placement.verify_with(c.as_str(), &before));
+                if let Some(recheck) = placement.recheck_since(&before) {
+                    held.mark_unverified(|c| placement.verify_with(c.as_str(), &recheck));
                 }
                 tx.send_replace(Arc::new(placement));
             }
