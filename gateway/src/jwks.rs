@@ -214,13 +214,16 @@ impl Jwks {
             Ok(body.to_bytes().to_vec())
         };
         // The connection is driven here, beside the exchange, rather than
-        // in a task of its own; it closes when the exchange is done.
+        // in a task of its own. It may end first (`connection: close`,
+        // body already buffered) without the exchange having failed; if it
+        // fails, the exchange fails too.
+        let drive = async {
+            let _ = conn.await;
+            std::future::pending().await
+        };
         tokio::select! {
             result = exchange => result,
-            ended = conn => Err(Fetch::Other(match ended {
-                Ok(()) => "connection closed".to_owned(),
-                Err(e) => e.to_string(),
-            })),
+            never = drive => never,
         }
     }
 }
