@@ -3,6 +3,7 @@
 mod cluster;
 mod config;
 mod health;
+mod log_filter;
 mod open_files;
 mod token;
 
@@ -300,8 +301,8 @@ fn shutdown_on_signal() -> CancellationToken {
 fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
     use std::io::IsTerminal;
 
-    use tracing_subscriber::{EnvFilter, fmt, fmt::writer::BoxMakeWriter};
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::{fmt, fmt::writer::BoxMakeWriter, prelude::*};
+    let filter = log_filter::directives(filter);
     let (writer, terminal) = if to_stderr {
         (
             BoxMakeWriter::new(std::io::stderr),
@@ -318,12 +319,16 @@ fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
             .with_env_filter(filter)
             .with_writer(writer)
             .json()
+            .finish()
+            .with(log_filter::cap())
             .init();
     } else {
         fmt()
             .with_env_filter(filter)
             .with_writer(writer)
             .with_ansi(terminal)
+            .finish()
+            .with(log_filter::cap())
             .init();
     }
 }
