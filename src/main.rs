@@ -218,7 +218,7 @@ fn main() -> anyhow::Result<()> {
             key,
             alg,
         } => {
-            let issuer = token::issuer(config.as_deref(), key.as_deref(), alg)?;
+            let issuer = token::issuer(config.as_deref(), key.as_deref(), alg, ttl)?;
             println!("{}", issuer.issue(&user, ttl, channels));
             Ok(())
         }
