@@ -23,28 +23,16 @@ use wildmatch::WildMatch;
 use crate::{
     config::AuthConfig,
     jwks::Jwks,
-    key_set::{self, KeySet, read_pem},
+    key_set::{self, KeyError, KeySet, NoKey, read_pem},
 };
 
 /// Problems with the auth configuration, found at startup.
 #[derive(Debug, Error)]
 pub enum AuthSetupError {
-    #[error("cannot read key file {path}: {source}")]
-    KeyFile {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid {alg} key: {source}")]
-    Key {
-        alg: &'static str,
-        source: jsonwebtoken::errors::Error,
-    },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     #[error("no signing key: set auth.hmac_secret or pass a private key")]
     NoKey,
-    #[error("gateway.auth.keys has the kid {0:?} twice")]
-    DuplicateKid(String),
-    #[error("gateway.auth.jwks: {0}")]
-    Jwks(String),
 }
 
 /// Why a token was refused. The text goes to the client, so it names the
@@ -100,6 +88,16 @@ pub struct Claims {
     /// Shown to other clients in presence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Box<RawValue>>,
+}
+
+impl From<NoKey> for AuthError {
+    fn from(e: NoKey) -> Self {
+        match e {
+            NoKey::Algorithm => AuthError::Algorithm,
+            NoKey::UnknownKid => AuthError::UnknownKey,
+            NoKey::Ambiguous => AuthError::KeyIdRequired,
+        }
+    }
 }
 
 /// What a token is checked for: [`Claims`] and `iat`.
@@ -310,17 +308,15 @@ impl TokenIssuer {
         let pem = read_pem(pem)?;
         let key = match alg {
             Algorithm::RS256 => {
-                EncodingKey::from_rsa_pem(&pem).map_err(|source| AuthSetupError::Key {
+                EncodingKey::from_rsa_pem(&pem).map_err(|source| KeyError::Key {
                     alg: "RS256",
                     source,
                 })?
             }
-            Algorithm::ES256 => {
-                EncodingKey::from_ec_pem(&pem).map_err(|source| AuthSetupError::Key {
-                    alg: "ES256",
-                    source,
-                })?
-            }
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).map_err(|source| KeyError::Key {
+                alg: "ES256",
+                source,
+            })?,
             _ => return Err(AuthSetupError::NoKey),
         };
         Ok(Self::new(alg, key))

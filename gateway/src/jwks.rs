@@ -23,9 +23,8 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::AuthSetupError,
     config::AuthConfig,
-    key_set::{JwksError, KeySet},
+    key_set::{JwksError, KeyError, KeySet},
 };
 
 /// Retry delay after a failed read, when `jwks_refresh` is longer: keys
@@ -54,14 +53,14 @@ pub struct Jwks {
 
 impl Jwks {
     /// The configured document, not yet read; `None` without `auth.jwks`.
-    pub fn new(config: &AuthConfig) -> Result<Option<Self>, AuthSetupError> {
+    pub fn new(config: &AuthConfig) -> Result<Option<Self>, KeyError> {
         let Some(location) = &config.jwks else {
             return Ok(None);
         };
         let source = if location.starts_with("https://") {
             let uri: Uri = location
                 .parse()
-                .map_err(|_| AuthSetupError::Jwks(format!("{location} is not a valid URL")))?;
+                .map_err(|_| KeyError::Jwks(format!("{location} is not a valid URL")))?;
             let host = uri.host().unwrap_or_default().to_owned();
             let port = uri.port_u16().unwrap_or(443);
             let tls = TlsConnector::from(Arc::new(tls_config(config.jwks_ca.as_deref())?));
@@ -72,7 +71,7 @@ impl Jwks {
                 tls,
             }
         } else if location.contains("://") {
-            return Err(AuthSetupError::Jwks(format!(
+            return Err(KeyError::Jwks(format!(
                 "{location}: only https:// URLs and file paths are accepted"
             )));
         } else {
@@ -240,18 +239,16 @@ impl Fetch {
 }
 
 /// rustls on ring, trusting `ca` (a PEM file) if given, else Mozilla's roots.
-fn tls_config(ca: Option<&str>) -> Result<ClientConfig, AuthSetupError> {
+fn tls_config(ca: Option<&str>) -> Result<ClientConfig, KeyError> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| AuthSetupError::Jwks(format!("jwks_ca {path}: {e}")))?;
+                .map_err(|e| KeyError::Jwks(format!("jwks_ca {path}: {e}")))?;
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
-                return Err(AuthSetupError::Jwks(format!(
-                    "jwks_ca {path}: no certificate"
-                )));
+                return Err(KeyError::Jwks(format!("jwks_ca {path}: no certificate")));
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -261,7 +258,7 @@ fn tls_config(ca: Option<&str>) -> Result<ClientConfig, AuthSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| AuthSetupError::Jwks(e.to_string()))?
+        .map_err(|e| KeyError::Jwks(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }

@@ -15,10 +15,7 @@ use jsonwebtoken::{
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::{
-    auth::{AuthError, AuthSetupError},
-    config::{AuthConfig, KeyAlgorithm},
-};
+use crate::config::{AuthConfig, KeyAlgorithm};
 
 /// One key tokens may be verified with.
 pub struct VerifyKey {
@@ -31,6 +28,38 @@ pub struct VerifyKey {
 #[derive(Default)]
 pub struct KeySet {
     keys: Vec<VerifyKey>,
+}
+
+/// A configured key that cannot be used, found at startup.
+#[derive(Debug, Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    KeyFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid {alg} key: {source}")]
+    Key {
+        alg: &'static str,
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("an HS256 key is a secret, not a PEM key")]
+    NotPem,
+    #[error("gateway.auth.keys has the kid {0:?} twice")]
+    DuplicateKid(String),
+    #[error("gateway.auth.jwks: {0}")]
+    Jwks(String),
+}
+
+/// Why no key fits a token's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoKey {
+    /// No key of the token's algorithm.
+    Algorithm,
+    /// Keys of the algorithm, none with the token's `kid`.
+    UnknownKid,
+    /// No `kid`, and several keys of the algorithm.
+    Ambiguous,
 }
 
 /// Why a JWKS document was not taken; the keys held before stay in use.
@@ -51,7 +80,7 @@ pub enum JwksError {
 impl KeySet {
     /// The keys in `[gateway.auth]`: the three without `kid`
     /// (`hmac_secret`, `rsa_public_key`, `ec_public_key`) and `keys`.
-    pub fn from_config(config: &AuthConfig) -> Result<Self, AuthSetupError> {
+    pub fn from_config(config: &AuthConfig) -> Result<Self, KeyError> {
         let mut keys = Vec::new();
         if let Some(secret) = &config.hmac_secret {
             keys.push(VerifyKey {
@@ -69,7 +98,7 @@ impl KeySet {
         let mut kids = HashSet::new();
         for k in &config.keys {
             if !kids.insert(k.kid.as_str()) {
-                return Err(AuthSetupError::DuplicateKid(k.kid.clone()));
+                return Err(KeyError::DuplicateKid(k.kid.clone()));
             }
             keys.push(match k.alg {
                 KeyAlgorithm::HS256 => VerifyKey {
@@ -132,53 +161,53 @@ pub fn select<'a>(
     keys: impl Iterator<Item = &'a VerifyKey>,
     alg: Algorithm,
     kid: Option<&str>,
-) -> Result<&'a VerifyKey, AuthError> {
+) -> Result<&'a VerifyKey, NoKey> {
     let mut fitting = keys.filter(|k| k.alg == alg).peekable();
     if fitting.peek().is_none() {
-        return Err(AuthError::Algorithm);
+        return Err(NoKey::Algorithm);
     }
     match kid {
         Some(kid) => fitting
             .find(|k| k.kid.as_deref() == Some(kid))
-            .ok_or(AuthError::UnknownKey),
+            .ok_or(NoKey::UnknownKid),
         None => {
-            let only = fitting.next().ok_or(AuthError::Algorithm)?;
+            let only = fitting.next().ok_or(NoKey::Algorithm)?;
             match fitting.next() {
                 None => Ok(only),
-                Some(_) => Err(AuthError::KeyIdRequired),
+                Some(_) => Err(NoKey::Ambiguous),
             }
         }
     }
 }
 
-fn pem_key(kid: Option<String>, alg: KeyAlgorithm, pem: &str) -> Result<VerifyKey, AuthSetupError> {
+fn pem_key(kid: Option<String>, alg: KeyAlgorithm, pem: &str) -> Result<VerifyKey, KeyError> {
     let text = read_pem(pem)?;
     let (alg, key) = match alg {
         KeyAlgorithm::RS256 => (
             Algorithm::RS256,
-            DecodingKey::from_rsa_pem(&text).map_err(|source| AuthSetupError::Key {
+            DecodingKey::from_rsa_pem(&text).map_err(|source| KeyError::Key {
                 alg: "RS256",
                 source,
             })?,
         ),
         KeyAlgorithm::ES256 => (
             Algorithm::ES256,
-            DecodingKey::from_ec_pem(&text).map_err(|source| AuthSetupError::Key {
+            DecodingKey::from_ec_pem(&text).map_err(|source| KeyError::Key {
                 alg: "ES256",
                 source,
             })?,
         ),
-        KeyAlgorithm::HS256 => return Err(AuthSetupError::NoKey),
+        KeyAlgorithm::HS256 => return Err(KeyError::NotPem),
     };
     Ok(VerifyKey { kid, alg, key })
 }
 
 /// PEM text as given, or the contents of the file it names.
-pub(crate) fn read_pem(value: &str) -> Result<Vec<u8>, AuthSetupError> {
+pub(crate) fn read_pem(value: &str) -> Result<Vec<u8>, KeyError> {
     if value.trim_start().starts_with("-----BEGIN") {
         return Ok(value.as_bytes().to_vec());
     }
-    std::fs::read(Path::new(value)).map_err(|source| AuthSetupError::KeyFile {
+    std::fs::read(Path::new(value)).map_err(|source| KeyError::KeyFile {
         path: value.to_owned(),
         source,
     })
@@ -232,15 +261,15 @@ mod tests {
         );
         assert_eq!(
             select(two.iter(), Algorithm::HS256, Some("c")).err(),
-            Some(AuthError::UnknownKey)
+            Some(NoKey::UnknownKid)
         );
         assert_eq!(
             select(two.iter(), Algorithm::HS256, None).err(),
-            Some(AuthError::KeyIdRequired)
+            Some(NoKey::Ambiguous)
         );
         assert_eq!(
             select(two.iter(), Algorithm::RS256, Some("a")).err(),
-            Some(AuthError::Algorithm)
+            Some(NoKey::Algorithm)
         );
         let one = [hs(Some("a"))];
         assert!(select(one.iter(), Algorithm::HS256, None).is_ok());
@@ -248,7 +277,7 @@ mod tests {
         let unnamed = [hs(None)];
         assert_eq!(
             select(unnamed.iter(), Algorithm::HS256, Some("a")).err(),
-            Some(AuthError::UnknownKey)
+            Some(NoKey::UnknownKid)
         );
     }
 
