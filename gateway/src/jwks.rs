@@ -61,7 +61,14 @@ impl Jwks {
             let uri: Uri = location
                 .parse()
                 .map_err(|_| KeyError::Jwks(format!("{location} is not a valid URL")))?;
-            let host = uri.host().unwrap_or_default().to_owned();
+            // An IPv6 literal comes bracketed; the name to verify is bare.
+            let host = uri
+                .host()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| KeyError::Jwks(format!("{location} has no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
             let port = uri.port_u16().unwrap_or(443);
             let tls = TlsConnector::from(Arc::new(tls_config(config.jwks_ca.as_deref())?));
             Source::Https {
@@ -261,4 +268,25 @@ fn tls_config(ca: Option<&str>) -> Result<ClientConfig, KeyError> {
         .map_err(|e| KeyError::Jwks(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwks(location: &str) -> Result<Option<Jwks>, KeyError> {
+        Jwks::new(&AuthConfig {
+            jwks: Some(location.into()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn only_https_urls_and_paths() {
+        assert!(jwks("http://idp.test/jwks.json").is_err());
+        assert!(jwks("https:///jwks.json").is_err());
+        assert!(jwks("https://[::1]:8443/jwks.json").unwrap().is_some());
+        assert!(jwks("/etc/switchboard/jwks.json").unwrap().is_some());
+        assert!(Jwks::new(&AuthConfig::default()).unwrap().is_none());
+    }
 }
