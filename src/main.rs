@@ -99,7 +99,8 @@ enum Command {
         /// Glob patterns of channels the user may use (repeat or separate with commas).
         #[arg(long, value_delimiter = ',')]
         channels: Option<Vec<String>>,
-        /// The config whose HS256 secret signs the token [default: embedded dev config].
+        /// The config whose HS256 secret signs the token, and whose audience,
+        /// issuer and longest lifetime it follows [default: embedded dev config].
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
         /// Sign with this private key (PEM) instead of the HS256 secret.
