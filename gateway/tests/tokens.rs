@@ -392,6 +392,27 @@ async fn jwks_file_gives_keys_by_kid_and_is_bounded() {
         "algorithm is not accepted",
     )
     .await;
+
+    // The file is read again every jwks_refresh: a key added to it arrives.
+    let mut s = closed_settings();
+    s.gateway.auth.jwks = Some(file.path());
+    s.gateway.auth.jwks_refresh = Duration::from_millis(100);
+    let fresh = TestServer::start(s).await;
+    let added = TokenIssuer::hmac("added-secret").with_kid("hs-2").issue(
+        "added",
+        Duration::from_secs(60),
+        None,
+    );
+    refused(&fresh, &added, "key (kid) is not known").await;
+    std::fs::write(
+        &file.0,
+        jwks(&[
+            jwk(Algorithm::RS256, RS_KEY, "rsa-1"),
+            oct_jwk("added-secret", "hs-2"),
+        ]),
+    )
+    .unwrap();
+    until_verdict(&fresh, &added, true).await;
 }
 
 /// An HTTPS server with a certificate for 127.0.0.1 from a CA made here,
