@@ -46,6 +46,7 @@ VALUE_SETS: dict[str, list[str]] = {
     "given secrets": [
         "auth.hmacSecret=s3cret,auth.apiKeys={k1,k2}",
         "auth.rsaPublicKey=-----BEGIN PUBLIC KEY-----",
+        "auth.audience=chat-prod,auth.issuer=https://idp.example.com",
     ],
     "long drain, LoadBalancer, no PDBs or annotations": [
         "drain.timeoutSeconds=120,drain.preStopSeconds=15",
@@ -70,6 +71,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "a pull policy that does not exist": ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     "an HPA bound of zero": ("gateway.autoscaling.maxReplicas=0", "/gateway/autoscaling/maxReplicas"),
     "an API key with a space": ("auth.apiKeys={bad key}", "/auth/apiKeys/0"),
+    "an empty token audience": ("auth.audience=", "/auth/audience"),
     "a PDB bound that is neither a count nor a percentage": (
         "broker.pdb.maxUnavailable=half",
         "/broker/pdb/maxUnavailable",
@@ -210,6 +212,9 @@ def check_workload(w: dict[str, Any], values: dict[str, Any], http_port: int, se
     for var, key in [("SWITCHBOARD_HMAC_SECRET", "hmac-secret"), ("SWITCHBOARD_API_KEYS", "api-keys")]:
         ref = env[var]["secretKeyRef"]
         check(ref["name"] == secret and ref["key"] == key, f"{name}: {var} from {ref}")
+    # Tokens must name this deployment as their audience and the issuer.
+    for var, key in [("SWITCHBOARD_AUTH_AUDIENCE", "audience"), ("SWITCHBOARD_AUTH_ISSUER", "issuer")]:
+        check(env[var] == values["auth"][key] != "", f"{name}: {var} is {env[var]!r}")
 
     # Resources (the HPA scales on CPU requests) and no root.
     check("cpu" in container["resources"]["requests"], f"{name}: no CPU request")

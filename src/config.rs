@@ -30,8 +30,8 @@ pub(crate) struct Config {
 
 impl Config {
     /// Reads `path`, or the embedded dev default without one; then applies
-    /// environment overrides (`SWITCHBOARD_HMAC_SECRET`, `SWITCHBOARD_API_KEYS`,
-    /// `SWITCHBOARD_DRAIN_TIMEOUT`).
+    /// environment overrides (`SWITCHBOARD_HMAC_SECRET`, `SWITCHBOARD_AUTH_AUDIENCE`,
+    /// `SWITCHBOARD_AUTH_ISSUER`, `SWITCHBOARD_API_KEYS`, `SWITCHBOARD_DRAIN_TIMEOUT`).
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let text = match path {
             Some(path) => std::fs::read_to_string(path)
@@ -46,6 +46,21 @@ impl Config {
             && !secret.is_empty()
         {
             config.gateway.auth.hmac_secret = Some(secret);
+        }
+        // The chart sets the token audience and issuer from its values,
+        // whatever config file it is given.
+        for (var, field) in [
+            (
+                "SWITCHBOARD_AUTH_AUDIENCE",
+                &mut config.gateway.auth.audience,
+            ),
+            ("SWITCHBOARD_AUTH_ISSUER", &mut config.gateway.auth.issuer),
+        ] {
+            if let Ok(value) = std::env::var(var)
+                && !value.trim().is_empty()
+            {
+                *field = Some(value.trim().to_owned());
+            }
         }
         // Keys are secrets: deployments keep them out of config files.
         if let Ok(keys) = std::env::var("SWITCHBOARD_API_KEYS")

@@ -3,6 +3,7 @@
 mod cluster;
 mod config;
 mod health;
+mod log_filter;
 mod open_files;
 mod token;
 
@@ -98,7 +99,8 @@ enum Command {
         /// Glob patterns of channels the user may use (repeat or separate with commas).
         #[arg(long, value_delimiter = ',')]
         channels: Option<Vec<String>>,
-        /// The config whose HS256 secret signs the token [default: embedded dev config].
+        /// The config whose HS256 secret signs the token, and whose audience,
+        /// issuer and longest lifetime it follows [default: embedded dev config].
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
         /// Sign with this private key (PEM) instead of the HS256 secret.
@@ -217,7 +219,7 @@ fn main() -> anyhow::Result<()> {
             key,
             alg,
         } => {
-            let issuer = token::issuer(config.as_deref(), key.as_deref(), alg)?;
+            let issuer = token::issuer(config.as_deref(), key.as_deref(), alg, ttl)?;
             println!("{}", issuer.issue(&user, ttl, channels));
             Ok(())
         }
@@ -300,8 +302,8 @@ fn shutdown_on_signal() -> CancellationToken {
 fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
     use std::io::IsTerminal;
 
-    use tracing_subscriber::{EnvFilter, fmt, fmt::writer::BoxMakeWriter};
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::{fmt, fmt::writer::BoxMakeWriter, prelude::*};
+    let filter = log_filter::directives(filter);
     let (writer, terminal) = if to_stderr {
         (
             BoxMakeWriter::new(std::io::stderr),
@@ -318,12 +320,16 @@ fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
             .with_env_filter(filter)
             .with_writer(writer)
             .json()
+            .finish()
+            .with(log_filter::cap())
             .init();
     } else {
         fmt()
             .with_env_filter(filter)
             .with_writer(writer)
             .with_ansi(terminal)
+            .finish()
+            .with(log_filter::cap())
             .init();
     }
 }

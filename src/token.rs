@@ -1,10 +1,11 @@
 //! `switchboard token`: the token issuer the command signs with, either
 //! the private key given on the command line or the config's HS256 secret,
-//! so that a developer can mint a token the running config accepts.
+//! so that a developer can mint a token the running config accepts: with
+//! the `aud` and `iss` it requires, and within its longest lifetime.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::ValueEnum;
 use jsonwebtoken::Algorithm;
 use switchboard_gateway::auth::TokenIssuer;
@@ -20,27 +21,39 @@ pub(crate) enum KeyAlg {
 
 /// The private key when one is given with its algorithm; otherwise the
 /// secret of the config (the embedded dev config when none is named).
+/// Either way the config says which `aud` and `iss` to add, and how long
+/// a token may live: a longer `ttl` is refused here rather than by the
+/// server later.
 pub(crate) fn issuer(
     config: Option<&Path>,
     key: Option<&Path>,
     alg: Option<KeyAlg>,
+    ttl: Duration,
 ) -> anyhow::Result<TokenIssuer> {
-    match (key, alg) {
+    let config = Config::load(config)?;
+    let auth = &config.gateway.auth;
+    if ttl > auth.max_token_lifetime {
+        bail!(
+            "--ttl {} is longer than gateway.auth.max_token_lifetime ({}): the server would refuse the token",
+            humantime::format_duration(ttl),
+            humantime::format_duration(auth.max_token_lifetime)
+        );
+    }
+    let issuer = match (key, alg) {
         (Some(key), Some(alg)) => {
             let alg = match alg {
                 KeyAlg::Rs256 => Algorithm::RS256,
                 KeyAlg::Es256 => Algorithm::ES256,
             };
-            Ok(TokenIssuer::private_key(alg, &key.to_string_lossy())?)
+            TokenIssuer::private_key(alg, &key.to_string_lossy())?
         }
         _ => {
-            let config = Config::load(config)?;
-            let secret = config
-                .gateway
-                .auth
+            let secret = auth
                 .hmac_secret
+                .as_deref()
                 .context("the config has no gateway.auth.hmac_secret; pass --key and --alg")?;
-            Ok(TokenIssuer::hmac(&secret))
+            TokenIssuer::hmac(secret)
         }
-    }
+    };
+    Ok(issuer.for_config(auth))
 }

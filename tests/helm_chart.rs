@@ -127,8 +127,21 @@ async fn chart_lints_renders_validates_and_refuses_bad_values() {
     );
 
     // The chart's default configuration, in the binary the image carries:
-    // it loads, refuses anonymous clients, and accepts the release's tokens.
+    // it loads, refuses anonymous clients, and accepts the release's tokens,
+    // which must carry the audience and issuer the chart sets.
+    let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(Path::new(ROOT).join("helm/switchboard/values.yaml")).unwrap(),
+    )
+    .unwrap();
+    let audience = values["auth"]["audience"].as_str().unwrap();
+    let issuer = values["auth"]["issuer"].as_str().unwrap();
+    assert!(!audience.is_empty() && !issuer.is_empty());
     let secret = "chart-test-secret";
+    let env = [
+        ("SWITCHBOARD_HMAC_SECRET", secret),
+        ("SWITCHBOARD_AUTH_AUDIENCE", audience),
+        ("SWITCHBOARD_AUTH_ISSUER", issuer),
+    ];
     let server = Process::start_with_env(
         Path::new(BIN),
         &[
@@ -138,7 +151,7 @@ async fn chart_lints_renders_validates_and_refuses_bad_values() {
             "--config",
             config.to_str().unwrap(),
         ],
-        &[("SWITCHBOARD_HMAC_SECRET", secret)],
+        &env,
         "ws://",
     )
     .await
@@ -152,7 +165,7 @@ async fn chart_lints_renders_validates_and_refuses_bad_values() {
     let token = tokio::process::Command::new(BIN)
         .args(["token", "--user", "alice", "--config"])
         .arg(&config)
-        .env("SWITCHBOARD_HMAC_SECRET", secret)
+        .envs(env)
         .output()
         .await
         .unwrap();
@@ -165,4 +178,17 @@ async fn chart_lints_renders_validates_and_refuses_bad_values() {
     alice.subscribe("chat:a").await.unwrap();
     alice.publish("chat:a", json!("hi")).await.unwrap();
     assert_eq!(alice.message("chat:a").await.unwrap()["data"], "hi");
+    // The same secret without the audience and issuer: refused.
+    let bare = tokio::process::Command::new(BIN)
+        .args(["token", "--user", "eve", "--config"])
+        .arg(&config)
+        .env("SWITCHBOARD_HMAC_SECRET", secret)
+        .output()
+        .await
+        .unwrap();
+    let bare = String::from_utf8(bare.stdout).unwrap();
+    let eve = Client::connect(&format!("{}?token={}", server.ws_url(), bare.trim()))
+        .await
+        .unwrap();
+    assert_eq!(eve.closed().await.unwrap().code, Some(4001));
 }

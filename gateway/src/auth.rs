@@ -2,36 +2,35 @@
 //! `switchboard token`.
 //!
 //! Only the algorithms whose keys are configured are accepted, and each
-//! token is checked against the key of its own algorithm, so a token signed
-//! with `none` or with an RSA public key used as an HMAC secret is refused.
+//! token is checked against a key of its own algorithm, chosen by `kid`
+//! ([`crate::key_set`]), so a token signed with `none` or with an RSA
+//! public key used as an HMAC secret is refused. The policy on top: `aud`
+//! and `iss` required where configured, a longest lifetime, and no `crit`
+//! header parameter, since none is understood here.
 
 use std::{
-    path::Path,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use switchboard_core::ChannelName;
 use thiserror::Error;
 use wildmatch::WildMatch;
 
-use crate::config::AuthConfig;
+use crate::{
+    config::AuthConfig,
+    jwks::Jwks,
+    key_set::{self, KeyError, KeySet, NoKey, read_pem},
+};
 
 /// Problems with the auth configuration, found at startup.
 #[derive(Debug, Error)]
 pub enum AuthSetupError {
-    #[error("cannot read key file {path}: {source}")]
-    KeyFile {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid {alg} key: {source}")]
-    Key {
-        alg: &'static str,
-        source: jsonwebtoken::errors::Error,
-    },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     #[error("no signing key: set auth.hmac_secret or pass a private key")]
     NoKey,
 }
@@ -62,6 +61,14 @@ pub enum AuthError {
     Audience,
     #[error("token issuer (iss) is not accepted")]
     Issuer,
+    #[error("token key (kid) is not known")]
+    UnknownKey,
+    #[error("token has no key id (kid) and several keys fit")]
+    KeyIdRequired,
+    #[error("token has a critical header parameter (crit) that is not understood")]
+    Critical,
+    #[error("token lifetime is longer than the maximum")]
+    Lifetime,
 }
 
 /// The claims Switchboard reads.
@@ -81,6 +88,31 @@ pub struct Claims {
     /// Shown to other clients in presence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Box<RawValue>>,
+}
+
+impl From<NoKey> for AuthError {
+    fn from(e: NoKey) -> Self {
+        match e {
+            NoKey::Algorithm => AuthError::Algorithm,
+            NoKey::UnknownKid => AuthError::UnknownKey,
+            NoKey::Ambiguous => AuthError::KeyIdRequired,
+        }
+    }
+}
+
+/// What a token is checked for: [`Claims`] and `iat`.
+#[derive(Deserialize)]
+struct Checked {
+    #[serde(default)]
+    sub: String,
+    #[serde(default)]
+    exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    info: Option<Box<RawValue>>,
 }
 
 /// Who is on a connection.
@@ -118,47 +150,34 @@ impl Identity {
 }
 
 pub struct Authenticator {
-    keys: Vec<(Algorithm, DecodingKey)>,
+    keys: KeySet,
+    jwks: Option<Arc<Jwks>>,
     leeway: Duration,
+    max_lifetime: Duration,
     audience: Option<String>,
     issuer: Option<String>,
     pub allow_anonymous: bool,
 }
 
 impl Authenticator {
+    /// The configured keys. A JWKS document is not read here: see
+    /// [`Authenticator::jwks`].
     pub fn new(config: &AuthConfig) -> Result<Self, AuthSetupError> {
-        let mut keys = Vec::new();
-        if let Some(secret) = &config.hmac_secret {
-            keys.push((
-                Algorithm::HS256,
-                DecodingKey::from_secret(secret.as_bytes()),
-            ));
-        }
-        if let Some(pem) = &config.rsa_public_key {
-            let key = DecodingKey::from_rsa_pem(&read_pem(pem)?).map_err(|source| {
-                AuthSetupError::Key {
-                    alg: "RS256",
-                    source,
-                }
-            })?;
-            keys.push((Algorithm::RS256, key));
-        }
-        if let Some(pem) = &config.ec_public_key {
-            let key = DecodingKey::from_ec_pem(&read_pem(pem)?).map_err(|source| {
-                AuthSetupError::Key {
-                    alg: "ES256",
-                    source,
-                }
-            })?;
-            keys.push((Algorithm::ES256, key));
-        }
+        let jwks = Jwks::new(config)?.map(Arc::new);
         Ok(Self {
-            keys,
+            keys: KeySet::from_config(config)?,
+            jwks,
             leeway: config.leeway,
+            max_lifetime: config.max_token_lifetime,
             audience: config.audience.clone(),
             issuer: config.issuer.clone(),
             allow_anonymous: config.allow_anonymous,
         })
+    }
+
+    /// The JWKS document, if one is configured, to load and keep fresh.
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
@@ -170,39 +189,41 @@ impl Authenticator {
             ErrorKind::Json(j) if j.to_string().contains("unknown variant") => AuthError::Algorithm,
             _ => AuthError::Malformed,
         })?;
-        let (alg, key) = self
-            .keys
-            .iter()
-            .find(|(alg, _)| *alg == header.alg)
-            .ok_or(AuthError::Algorithm)?;
-        let mut validation = Validation::new(*alg);
-        validation.leeway = self.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        // `aud` and `iss` are checked when configured; otherwise a token
-        // that carries them (most identity providers add them) is fine.
-        validation.validate_aud = self.audience.is_some();
-        if let Some(aud) = &self.audience {
-            validation.set_audience(&[aud]);
+        // RFC 7515 4.1.6: a `crit` extension the recipient does not
+        // understand makes the token invalid, and none is understood here.
+        if header.crit.is_some() {
+            return Err(AuthError::Critical);
         }
-        if let Some(iss) = &self.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
-            .kind()
-        {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
-            ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
-            ErrorKind::InvalidAudience => AuthError::Audience,
-            ErrorKind::InvalidIssuer => AuthError::Issuer,
-            _ => AuthError::Malformed,
-        })?;
+        let jwks = self.jwks.as_ref().map(|j| j.keys());
+        let fetched = jwks.iter().flat_map(|set| set.iter());
+        let key = key_set::select(
+            self.keys.iter().chain(fetched),
+            header.alg,
+            header.kid.as_deref(),
+        )?;
+        let data = jsonwebtoken::decode::<Checked>(token, &key.key, &self.validation(key.alg))
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    AuthError::Algorithm
+                }
+                ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
+                ErrorKind::InvalidAudience => AuthError::Audience,
+                ErrorKind::InvalidIssuer => AuthError::Issuer,
+                _ => AuthError::Malformed,
+            })?;
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err(AuthError::NoSubject);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if !lifetime_allowed(claims.exp, claims.iat, now, self.max_lifetime, self.leeway) {
+            return Err(AuthError::Lifetime);
         }
         Ok(Identity {
             user_id: claims.sub,
@@ -215,29 +236,70 @@ impl Authenticator {
             info: claims.info,
         })
     }
-}
 
-fn read_pem(value: &str) -> Result<Vec<u8>, AuthSetupError> {
-    if value.trim_start().starts_with("-----BEGIN") {
-        return Ok(value.as_bytes().to_vec());
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        // `aud` and `iss` are required when configured; otherwise a token
+        // that carries them (most identity providers add them) is fine.
+        validation.validate_aud = self.audience.is_some();
+        if let Some(aud) = &self.audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        validation
     }
-    std::fs::read(Path::new(value)).map_err(|source| AuthSetupError::KeyFile {
-        path: value.to_owned(),
-        source,
-    })
 }
 
-/// Signs tokens; used by `switchboard token` and by tests.
+/// Whether a token that expires at `exp` (and was issued at `iat`, if it
+/// says) lives no longer than `max`: `exp - iat`, and `exp - now` (within
+/// `leeway` of clock skew), so that neither a missing nor a back-dated
+/// `iat` lets a token outlive the limit.
+pub fn lifetime_allowed(
+    exp: u64,
+    iat: Option<u64>,
+    now: u64,
+    max: Duration,
+    leeway: Duration,
+) -> bool {
+    let max = max.as_secs();
+    let from_now = exp.saturating_sub(now) <= max.saturating_add(leeway.as_secs());
+    let from_issue = iat.is_none_or(|iat| exp.saturating_sub(iat) <= max);
+    from_now && from_issue
+}
+
+/// Signs tokens; used by `switchboard token`, the demo's guest tokens and
+/// tests.
 pub struct TokenIssuer {
     alg: Algorithm,
     key: EncodingKey,
+    kid: Option<String>,
+    audience: Option<String>,
+    issuer: Option<String>,
 }
 
 impl TokenIssuer {
     pub fn hmac(secret: &str) -> Self {
+        Self::new(
+            Algorithm::HS256,
+            EncodingKey::from_secret(secret.as_bytes()),
+        )
+    }
+
+    fn new(alg: Algorithm, key: EncodingKey) -> Self {
         Self {
-            alg: Algorithm::HS256,
-            key: EncodingKey::from_secret(secret.as_bytes()),
+            alg,
+            key,
+            kid: None,
+            audience: None,
+            issuer: None,
         }
     }
 
@@ -246,23 +308,35 @@ impl TokenIssuer {
         let pem = read_pem(pem)?;
         let key = match alg {
             Algorithm::RS256 => {
-                EncodingKey::from_rsa_pem(&pem).map_err(|source| AuthSetupError::Key {
+                EncodingKey::from_rsa_pem(&pem).map_err(|source| KeyError::Key {
                     alg: "RS256",
                     source,
                 })?
             }
-            Algorithm::ES256 => {
-                EncodingKey::from_ec_pem(&pem).map_err(|source| AuthSetupError::Key {
-                    alg: "ES256",
-                    source,
-                })?
-            }
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).map_err(|source| KeyError::Key {
+                alg: "ES256",
+                source,
+            })?,
             _ => return Err(AuthSetupError::NoKey),
         };
-        Ok(Self { alg, key })
+        Ok(Self::new(alg, key))
     }
 
-    /// A token for `user`, valid for `ttl`, limited to `channels` if given.
+    /// Names the key in each token's `kid` header.
+    pub fn with_kid(mut self, kid: &str) -> Self {
+        self.kid = Some(kid.to_owned());
+        self
+    }
+
+    /// Adds the `aud` and `iss` that `config` requires to each token.
+    pub fn for_config(mut self, config: &AuthConfig) -> Self {
+        self.audience.clone_from(&config.audience);
+        self.issuer.clone_from(&config.issuer);
+        self
+    }
+
+    /// A token for `user`, issued now (`iat`) and valid for `ttl`, limited
+    /// to `channels` if given.
     pub fn issue(&self, user: &str, ttl: Duration, channels: Option<Vec<String>>) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -274,12 +348,33 @@ impl TokenIssuer {
             channels,
             info: None,
         };
-        self.sign(&claims)
+        self.sign_with(&claims, Some(now.as_secs()))
     }
 
+    /// `claims` as they are, with this issuer's `aud` and `iss` if set.
     pub fn sign(&self, claims: &Claims) -> String {
-        // Signing our own Claims struct with a key that parsed cannot fail.
-        jsonwebtoken::encode(&Header::new(self.alg), claims, &self.key).expect("token signs")
+        self.sign_with(claims, None)
+    }
+
+    fn sign_with(&self, claims: &Claims, iat: Option<u64>) -> String {
+        // Our own Claims struct always serializes to an object.
+        let mut body = serde_json::to_value(claims).expect("claims serialize");
+        if let Some(object) = body.as_object_mut() {
+            let extra = [
+                ("iat", iat.map(serde_json::Value::from)),
+                ("aud", self.audience.clone().map(serde_json::Value::from)),
+                ("iss", self.issuer.clone().map(serde_json::Value::from)),
+            ];
+            for (name, value) in extra {
+                if let Some(value) = value {
+                    object.insert(name.to_owned(), value);
+                }
+            }
+        }
+        let mut header = Header::new(self.alg);
+        header.kid.clone_from(&self.kid);
+        // Signing JSON with a key that parsed cannot fail.
+        jsonwebtoken::encode(&header, &body, &self.key).expect("token signs")
     }
 }
 
@@ -339,10 +434,16 @@ mod tests {
 
     #[test]
     fn audience_and_issuer_only_when_configured() {
+        // Within the longest lifetime.
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
         let with_aud = |aud: &str| {
             jsonwebtoken::encode(
                 &Header::new(Algorithm::HS256),
-                &serde_json::json!({"sub": "a", "exp": 9_999_999_999u64, "aud": aud, "iss": "idp"}),
+                &serde_json::json!({"sub": "a", "exp": exp, "aud": aud, "iss": "idp"}),
                 &EncodingKey::from_secret(b"s3cret"),
             )
             .unwrap()
@@ -360,5 +461,96 @@ mod tests {
             strict.verify(&with_aud("other")).unwrap_err(),
             AuthError::Audience
         );
+        // Configured means required: a token without them is refused.
+        let bare = TokenIssuer::hmac("s3cret").issue("a", Duration::from_secs(60), None);
+        assert_eq!(
+            strict.verify(&bare).unwrap_err(),
+            AuthError::MissingClaim("aud".into())
+        );
+        let config = AuthConfig {
+            audience: Some("switchboard".into()),
+            issuer: Some("idp".into()),
+            ..Default::default()
+        };
+        let issued = TokenIssuer::hmac("s3cret").for_config(&config);
+        assert!(
+            strict
+                .verify(&issued.issue("a", Duration::from_secs(60), None))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn lifetime_counts_from_issue_and_from_now() {
+        let day = Duration::from_secs(86_400);
+        let skew = Duration::from_secs(5);
+        let now = 1_000_000;
+        assert!(lifetime_allowed(now + 86_400, Some(now), now, day, skew));
+        assert!(!lifetime_allowed(now + 86_401, Some(now), now, day, skew));
+        // Without iat, from now, with the leeway for clock skew.
+        assert!(lifetime_allowed(now + 86_405, None, now, day, skew));
+        assert!(!lifetime_allowed(now + 86_406, None, now, day, skew));
+        // An iat moved forward does not stretch the limit.
+        assert!(!lifetime_allowed(
+            now + 10 * 86_400,
+            Some(now + 9 * 86_400),
+            now,
+            day,
+            skew
+        ));
+        // Year 2286.
+        assert!(!lifetime_allowed(9_999_999_999, None, now, day, skew));
+    }
+
+    #[test]
+    fn crit_header_is_refused_and_kid_chooses_the_key() {
+        let config = AuthConfig {
+            keys: vec![
+                crate::config::KeyConfig {
+                    kid: "k1".into(),
+                    alg: crate::config::KeyAlgorithm::HS256,
+                    key: "one".into(),
+                },
+                crate::config::KeyConfig {
+                    kid: "k2".into(),
+                    alg: crate::config::KeyAlgorithm::HS256,
+                    key: "two".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let a = Authenticator::new(&config).unwrap();
+        let t = |secret: &str, kid: Option<&str>| {
+            let issuer = TokenIssuer::hmac(secret);
+            match kid {
+                Some(kid) => issuer.with_kid(kid),
+                None => issuer,
+            }
+            .issue("u", Duration::from_secs(60), None)
+        };
+        assert!(a.verify(&t("one", Some("k1"))).is_ok());
+        assert!(a.verify(&t("two", Some("k2"))).is_ok());
+        assert_eq!(
+            a.verify(&t("one", Some("k2"))).unwrap_err(),
+            AuthError::BadSignature
+        );
+        assert_eq!(
+            a.verify(&t("one", Some("k3"))).unwrap_err(),
+            AuthError::UnknownKey
+        );
+        assert_eq!(
+            a.verify(&t("one", None)).unwrap_err(),
+            AuthError::KeyIdRequired
+        );
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        header.crit = Some(vec!["exp".into()]);
+        let crit = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": "u", "exp": 9_999_999_999u64, "exp_": 1}),
+            &EncodingKey::from_secret(b"one"),
+        )
+        .unwrap();
+        assert_eq!(a.verify(&crit).unwrap_err(), AuthError::Critical);
     }
 }

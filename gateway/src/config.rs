@@ -28,21 +28,42 @@ impl Default for GatewayConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Let clients without a token connect, subscribe and publish, as
     /// namespace options allow.
     pub allow_anonymous: bool,
-    /// Shared secret for HS256 tokens.
+    /// Shared secret for HS256 tokens (a key without `kid`).
     pub hmac_secret: Option<String>,
-    /// RSA public key for RS256 tokens: PEM text, or a path to a PEM file.
+    /// RSA public key for RS256 tokens (a key without `kid`): PEM text, or
+    /// a path to a PEM file.
     pub rsa_public_key: Option<String>,
-    /// EC P-256 public key for ES256 tokens: PEM text, or a path to a PEM file.
+    /// EC P-256 public key for ES256 tokens (a key without `kid`): PEM
+    /// text, or a path to a PEM file.
     pub ec_public_key: Option<String>,
+    /// Keys with a `kid`, several per algorithm, for rotation with overlap.
+    pub keys: Vec<KeyConfig>,
+    /// A JWKS document: a file path, or an `https://` URL fetched at start
+    /// and every `jwks_refresh`.
+    pub jwks: Option<String>,
+    /// How often the JWKS is read again.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// Time one JWKS fetch may take.
+    #[serde(with = "humantime_serde")]
+    pub jwks_timeout: Duration,
+    /// Largest JWKS document, in bytes.
+    pub jwks_max_bytes: usize,
+    /// PEM file of the CAs that an `https://` JWKS server's certificate
+    /// must chain to, instead of the built-in Mozilla roots.
+    pub jwks_ca: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Longest lifetime a token may have: `exp - iat`, and `exp - now`.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
     /// If set, tokens must carry this `aud`.
     pub audience: Option<String>,
     /// If set, tokens must carry this `iss`.
@@ -56,10 +77,68 @@ impl Default for AuthConfig {
             hmac_secret: None,
             rsa_public_key: None,
             ec_public_key: None,
+            keys: Vec::new(),
+            jwks: None,
+            jwks_refresh: Duration::from_secs(300),
+            jwks_timeout: Duration::from_secs(10),
+            jwks_max_bytes: 64 * 1024,
+            jwks_ca: None,
             leeway: Duration::from_secs(5),
+            max_token_lifetime: Duration::from_secs(24 * 3600),
             audience: None,
             issuer: None,
         }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // The HMAC secret is a secret: never in logs or panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field(
+                "hmac_secret",
+                &self.hmac_secret.as_ref().map(|_| "redacted"),
+            )
+            .field("rsa_public_key", &self.rsa_public_key.is_some())
+            .field("ec_public_key", &self.ec_public_key.is_some())
+            .field("keys", &self.keys)
+            .field("jwks", &self.jwks)
+            .field("leeway", &self.leeway)
+            .field("max_token_lifetime", &self.max_token_lifetime)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The algorithms a key may be for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyAlgorithm {
+    HS256,
+    RS256,
+    ES256,
+}
+
+/// One verification key with its key id (`[[gateway.auth.keys]]`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Matched against a token's `kid` header.
+    pub kid: String,
+    pub alg: KeyAlgorithm,
+    /// HS256: the secret. RS256, ES256: the public key, PEM text or a path
+    /// to a PEM file.
+    pub key: String,
+}
+
+impl std::fmt::Debug for KeyConfig {
+    // An HS256 key is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyConfig")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 

@@ -3,7 +3,10 @@
 //! Everything is embedded in the binary, so `switchboard dev` from a fresh
 //! clone serves it with no files around and no build step.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use axum::{
     Json, Router,
@@ -111,9 +114,10 @@ pub fn router(auth: &AuthConfig) -> Router {
     if auth.allow_anonymous
         && let Some(secret) = auth.hmac_secret.clone()
     {
+        let issuer = Arc::new(TokenIssuer::hmac(&secret).for_config(auth));
         router = router.route(
             "/demo/token",
-            get(move |query: Query<TokenQuery>| async move { guest_token(&secret, &query.name) }),
+            get(move |query: Query<TokenQuery>| async move { guest_token(&issuer, &query.name) }),
         );
     }
     router
@@ -125,8 +129,8 @@ struct TokenQuery {
     name: String,
 }
 
-fn guest_token(secret: &str, name: &str) -> Response {
-    let (token, user_id) = issue_guest(secret, name);
+fn guest_token(issuer: &TokenIssuer, name: &str) -> Response {
+    let (token, user_id) = issue_guest(issuer, name);
     (
         [(header::CACHE_CONTROL, "no-store")],
         Json(serde_json::json!({ "token": token, "user_id": user_id })),
@@ -137,7 +141,7 @@ fn guest_token(secret: &str, name: &str) -> Response {
 /// A token for a fresh random user whose presence `info` carries `name`,
 /// limited to the demo's channels; returns it with the user id. The id is
 /// random so that a guest can never pass for a real user.
-fn issue_guest(secret: &str, name: &str) -> (String, String) {
+fn issue_guest(issuer: &TokenIssuer, name: &str) -> (String, String) {
     let name: String = name
         .chars()
         .filter(|c| !c.is_control())
@@ -152,7 +156,7 @@ fn issue_guest(secret: &str, name: &str) -> (String, String) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let token = TokenIssuer::hmac(secret).sign(&Claims {
+    let token = issuer.sign(&Claims {
         sub: user.clone(),
         exp: (now + GUEST_TTL).as_secs(),
         nbf: None,
@@ -225,22 +229,22 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let (token, user) = issue_guest("s", " Alice\u{7}  ");
+        let (token, user) = issue_guest(&TokenIssuer::hmac("s"), " Alice\u{7}  ");
         let id = auth.verify(&token).unwrap();
         assert_eq!(id.user_id, user);
         assert!(user.starts_with("guest-"));
         assert_eq!(id.info.as_deref().unwrap().get(), r#"{"name":"Alice"}"#);
         assert!(id.claim_allows(&ChannelName::new("demo:lobby").unwrap(), false));
         assert!(!id.claim_allows(&ChannelName::new("chat:lobby").unwrap(), false));
-        assert_ne!(user, issue_guest("s", "Alice").1);
+        assert_ne!(user, issue_guest(&TokenIssuer::hmac("s"), "Alice").1);
 
-        let (long, _) = issue_guest("s", &"n".repeat(100));
+        let (long, _) = issue_guest(&TokenIssuer::hmac("s"), &"n".repeat(100));
         let info = auth.verify(&long).unwrap().info.unwrap();
         assert_eq!(
             info.get(),
             format!(r#"{{"name":"{}"}}"#, "n".repeat(MAX_NAME))
         );
-        let (blank, _) = issue_guest("s", "   ");
+        let (blank, _) = issue_guest(&TokenIssuer::hmac("s"), "   ");
         let info = auth.verify(&blank).unwrap().info.unwrap();
         assert_eq!(info.get(), r#"{"name":"guest"}"#);
     }

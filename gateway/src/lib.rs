@@ -14,7 +14,9 @@
 //! - [`connection`]: one connection's IO loop: reads, batched writes, pings, close codes.
 //! - [`session`]: one connection's protocol state and how each request is carried out.
 //! - [`protocol`]: client frames parsed and server frames (with each reply's `data`) encoded (docs/protocol.md).
-//! - [`auth`]: JWT verification into an identity; token issuing.
+//! - [`auth`]: JWT verification into an identity (token policy: lifetime, `aud`, `iss`, `crit`); token issuing.
+//! - [`key_set`]: verification keys by algorithm and `kid`, from config or a JWKS document, and the choice of one for a token.
+//! - [`jwks`]: a JWKS document read from a file or fetched over HTTPS, and kept fresh.
 //! - [`hub`]: local fan-out from one owner subscription to many connections.
 //! - [`router`]: [`Router`], this gateway's view of the cluster: each call
 //!   to the channel's owner, one link (stream re-attached) per broker, a
@@ -36,6 +38,8 @@ pub mod first_bytes;
 pub mod gateway;
 pub mod handshake;
 pub mod hub;
+pub mod jwks;
+pub mod key_set;
 pub mod protocol;
 pub mod rate_limit;
 pub mod router;
@@ -43,7 +47,7 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 
-pub use config::{ApiConfig, AuthConfig, GatewayConfig, Limits, Settings};
+pub use config::{ApiConfig, AuthConfig, GatewayConfig, KeyAlgorithm, KeyConfig, Limits, Settings};
 pub use gateway::Gateway;
 pub use router::Router;
 pub use server::{GatewayError, Listeners, run, run_with};

@@ -89,6 +89,12 @@ pub async fn run_with<B: Broker>(
     let metrics = telemetry::recorder();
     let tracker = TaskTracker::new();
     tracker.spawn(telemetry::upkeep(metrics.clone(), shutdown.clone()));
+    if let Some(jwks) = auth.jwks() {
+        // Read before serving, so that a ready gateway holds its keys; a
+        // failure is retried while serving.
+        let loaded = jwks.load_logged().await;
+        tracker.spawn(jwks.clone().keep_fresh(loaded, shutdown.clone()));
+    }
     let drain_timeout = settings.gateway.drain_timeout;
     let handshake_timeout = settings.gateway.limits.handshake_timeout;
     let parts = Parts {

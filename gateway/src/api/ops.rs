@@ -64,7 +64,10 @@ pub fn observe<T>(call: &'static str, result: Result<T, ApiError>) -> Result<T, 
             if e.status().is_server_error() {
                 tracing::warn!(call, code = e.code(), error = %e, "server API call failed");
             } else {
-                tracing::debug!(call, code = e.code(), error = %e, "server API call refused");
+                // Not the text: it may quote the request (a JSON error
+                // names the value it choked on), and logs carry no payloads.
+                // The caller got the text in the reply.
+                tracing::debug!(call, code = e.code(), "server API call refused");
             }
         }
     }

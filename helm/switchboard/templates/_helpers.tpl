@@ -75,6 +75,10 @@ secrets and the drain timeout.
   value: {{ .Values.log.level | quote }}
 - name: SWITCHBOARD_LOG_JSON
   value: {{ .Values.log.json | quote }}
+- name: SWITCHBOARD_AUTH_AUDIENCE
+  value: {{ .Values.auth.audience | quote }}
+- name: SWITCHBOARD_AUTH_ISSUER
+  value: {{ .Values.auth.issuer | quote }}
 - name: SWITCHBOARD_HMAC_SECRET
   valueFrom:
     secretKeyRef:
