@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ FULLNAME = f"{RELEASE}-switchboard"
 # Chart.yaml's kubeVersion floor, and the newest schemas kubernetes-validate has.
 KUBE_VERSIONS = ["1.30.0", "1.37.0"]
 # Kinds Kubernetes itself does not define; checked by the assertions only.
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "Certificate"}
 
 VALUE_SETS: dict[str, list[str]] = {
     "defaults": [],
@@ -53,6 +56,19 @@ VALUE_SETS: dict[str, list[str]] = {
         "gateway.service.type=LoadBalancer,gateway.service.port=443",
         "gateway.pdb.enabled=false,broker.pdb.enabled=false,metrics.podAnnotations=false",
     ],
+    "metrics scraped from a monitoring namespace": [
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+        "networkPolicy.clientsFrom[0].ipBlock.cidr=10.0.0.0/8",
+    ],
+    "certificates from cert-manager": [
+        "clusterSecurity.certificates=certManager,clusterSecurity.certManager.issuerRef.name=cluster-ca",
+        "clusterSecurity.certManager.issuerRef.kind=ClusterIssuer,broker.replicas=4",
+    ],
+    "certificates and gossip key from existing Secrets": [
+        "clusterSecurity.certificates=existingSecret,clusterSecurity.existingBrokerSecret=b-tls",
+        "clusterSecurity.existingGatewaySecret=g-tls,clusterSecurity.existingGossipSecret=gk",
+    ],
+    "insecure, no NetworkPolicy": ["clusterSecurity.enabled=false,networkPolicy.enabled=false"],
     "image and placement": [
         "image.repository=registry.example.com/switchboard,image.tag=1.2.3",
         "image.pullPolicy=Always,imagePullSecrets[0].name=regcred",
@@ -72,6 +88,18 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "an HPA bound of zero": ("gateway.autoscaling.maxReplicas=0", "/gateway/autoscaling/maxReplicas"),
     "an API key with a space": ("auth.apiKeys={bad key}", "/auth/apiKeys/0"),
     "an empty token audience": ("auth.audience=", "/auth/audience"),
+    "a certificate source that does not exist": (
+        "clusterSecurity.certificates=manual",
+        "/clusterSecurity/certificates",
+    ),
+    "existing certificates without their Secrets": (
+        "clusterSecurity.certificates=existingSecret",
+        "/clusterSecurity/existingBrokerSecret",
+    ),
+    "cert-manager without an issuer": (
+        "clusterSecurity.certificates=certManager",
+        "/clusterSecurity/certManager/issuerRef/name",
+    ),
     "a PDB bound that is neither a count nor a percentage": (
         "broker.pdb.maxUnavailable=half",
         "/broker/pdb/maxUnavailable",
@@ -209,12 +237,23 @@ def check_workload(w: dict[str, Any], values: dict[str, Any], http_port: int, se
         env["SWITCHBOARD_CONFIG"] == mount["mountPath"] + "/switchboard.toml",
         f"{name}: config path",
     )
+    # Client-facing secrets reach the gateways only: a broker needs no API
+    # key or token secret, and mounts nothing of the Secret but the config.
+    gateway = w["kind"] == "Deployment"
     for var, key in [("SWITCHBOARD_HMAC_SECRET", "hmac-secret"), ("SWITCHBOARD_API_KEYS", "api-keys")]:
-        ref = env[var]["secretKeyRef"]
-        check(ref["name"] == secret and ref["key"] == key, f"{name}: {var} from {ref}")
-    # Tokens must name this deployment as their audience and the issuer.
-    for var, key in [("SWITCHBOARD_AUTH_AUDIENCE", "audience"), ("SWITCHBOARD_AUTH_ISSUER", "issuer")]:
-        check(env[var] == values["auth"][key] != "", f"{name}: {var} is {env[var]!r}")
+        if gateway:
+            ref = env[var]["secretKeyRef"]
+            check(ref["name"] == secret and ref["key"] == key, f"{name}: {var} from {ref}")
+        else:
+            check(var not in env, f"{name}: a broker gets {var}")
+    if not gateway:
+        items = [i["key"] for i in volume["secret"].get("items", [])]
+        check(items == ["switchboard.toml"], f"{name}: brokers mount {items or 'the whole Secret'}")
+    else:
+        # Tokens must name this deployment as their audience and the issuer.
+        for var, key in [("SWITCHBOARD_AUTH_AUDIENCE", "audience"), ("SWITCHBOARD_AUTH_ISSUER", "issuer")]:
+            check(env[var] == values["auth"][key] != "", f"{name}: {var} is {env[var]!r}")
+    check_cluster_security(w, values, container, env)
 
     # Resources (the HPA scales on CPU requests) and no root.
     check("cpu" in container["resources"]["requests"], f"{name}: no CPU request")
@@ -232,6 +271,135 @@ def check_workload(w: dict[str, Any], values: dict[str, Any], http_port: int, se
         check("prometheus.io/scrape" not in annotations, f"{name}: scrape annotations left on")
     for k, v in (values["gateway" if w["kind"] == "Deployment" else "broker"]["podAnnotations"]).items():
         check(annotations.get(k) == v, f"{name}: pod annotation {k} missing")
+
+
+
+
+def secret_data(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret", name)["data"].items()}
+
+
+def check_cluster_security(
+    w: dict[str, Any], values: dict[str, Any], container: dict[str, Any], env: dict[str, Any]
+) -> None:
+    """Each role runs with its own cluster credentials, or --insecure when told."""
+    name = f"{w['kind']} {w['metadata']['name']}"
+    sec = values["clusterSecurity"]
+    spec = w["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    if not sec["enabled"]:
+        check(env.get("SWITCHBOARD_INSECURE") == "true", f"{name}: insecure without --insecure")
+        check("cluster-tls" not in volumes, f"{name}: TLS volume although security is off")
+        return
+    check("SWITCHBOARD_INSECURE" not in env, f"{name}: --insecure although security is on")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    cert = "$(SWITCHBOARD_NAME)" if w["kind"] == "StatefulSet" else "gateway"
+    for var, path in [
+        ("SWITCHBOARD_TLS_CA", f"{mounts['cluster-tls']}/ca.crt"),
+        ("SWITCHBOARD_TLS_CERT", f"{mounts['cluster-tls']}/{cert}.crt"),
+        ("SWITCHBOARD_TLS_KEY", f"{mounts['cluster-tls']}/{cert}.key"),
+        ("SWITCHBOARD_GOSSIP_KEY", f"{mounts['gossip-key']}/gossip.key"),
+    ]:
+        check(env.get(var) == path, f"{name}: {var} is {env.get(var)}, not {path}")
+    names = [e["name"] for e in container["env"]]
+    check(names.index("SWITCHBOARD_NAME") < names.index("SWITCHBOARD_TLS_CERT"), f"{name}: name first")
+    role = "broker" if w["kind"] == "StatefulSet" else "gateway"
+    tls = volumes["cluster-tls"]
+    if sec["certificates"] == "certManager":
+        sources = [s["secret"]["name"] for s in tls["projected"]["sources"]]
+        want = (
+            [f"{FULLNAME}-broker-{i}-tls" for i in range(values["broker"]["replicas"])]
+            if role == "broker"
+            else [f"{FULLNAME}-gateway-tls"]
+        )
+        check(sources == want, f"{name}: certificates from {sources}")
+    else:
+        existing = sec["existingBrokerSecret" if role == "broker" else "existingGatewaySecret"]
+        want = existing or f"{FULLNAME}-{role}-tls"
+        check(tls["secret"]["secretName"] == want, f"{name}: certificates from {tls['secret']}")
+    gossip = sec["existingGossipSecret"] or f"{FULLNAME}-gossip"
+    check(volumes["gossip-key"]["secret"]["secretName"] == gossip, f"{name}: gossip key Secret")
+    check(f"{FULLNAME}-ca" not in json.dumps(spec), f"{name}: mounts the CA key")
+
+
+def check_credentials(
+    docs: list[dict[str, Any]], values: dict[str, Any], gw: dict[str, Any], br: dict[str, Any]
+) -> None:
+    """The generated credentials: a certificate per broker ordinal and one for
+    the gateways, each with its identity SAN, signed by the release's CA."""
+    sec = values["clusterSecurity"]
+    certs = kinds(docs, "Certificate")
+    if not sec["enabled"] or sec["certificates"] == "existingSecret":
+        check(not certs, "Certificates rendered without cert-manager")
+        check(
+            not [d for d in kinds(docs, "Secret") if d["metadata"]["name"].endswith("-tls")],
+            "TLS Secrets rendered although not generated",
+        )
+        return
+    brokers = [f"{FULLNAME}-broker-{i}" for i in range(values["broker"]["replicas"])]
+    if sec["certificates"] == "certManager":
+        by_name = {c["metadata"]["name"]: c["spec"] for c in certs}
+        for n, role in [(b, "broker") for b in brokers] + [(f"{FULLNAME}-gateway", "gateway")]:
+            spec = by_name.get(n)
+            check(spec is not None, f"no Certificate {n}")
+            check(spec["dnsNames"] == [f"{n}.{role}.switchboard"], f"Certificate {n}: {spec['dnsNames']}")
+            check(spec["secretName"] == f"{n}-tls", f"Certificate {n}: Secret {spec['secretName']}")
+            check(spec["issuerRef"]["name"] == sec["certManager"]["issuerRef"]["name"], "issuer")
+        return
+    check(not certs, "cert-manager Certificates rendered although generated")
+    ca = secret_data(docs, f"{FULLNAME}-ca")
+    broker = secret_data(docs, f"{FULLNAME}-broker-tls")
+    gateway = secret_data(docs, f"{FULLNAME}-gateway-tls")
+    check(sorted(broker) == sorted(["ca.crt"] + [f"{b}.{x}" for b in brokers for x in ("crt", "key")]),
+          f"broker TLS Secret holds {sorted(broker)}")
+    check(sorted(gateway) == ["ca.crt", "gateway.crt", "gateway.key"], f"gateway TLS Secret holds {sorted(gateway)}")
+    check(broker["ca.crt"] == gateway["ca.crt"] == ca["ca.crt"], "one CA for both roles")
+    for n, pem in [(b, broker[f"{b}.crt"]) for b in brokers] + [(f"{FULLNAME}-gateway", gateway["gateway.crt"])]:
+        role = "gateway" if n.endswith("-gateway") else "broker"
+        sans = x509_sans(pem)
+        check(sans == [f"DNS:{n}.{role}.switchboard"], f"{n}: SANs {sans}")
+        check(x509_verifies(pem, ca["ca.crt"]), f"{n}: not signed by the release's CA")
+    key = base64.b64decode(secret_data(docs, f"{FULLNAME}-gossip")["gossip.key"].strip())
+    check(len(key) == 32, f"gossip key of {len(key)} bytes")
+
+
+def x509_sans(pem: str) -> list[str]:
+    out = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName"],
+                         input=pem, capture_output=True, text=True, check=True).stdout
+    return [s.strip() for s in out.splitlines()[1].split(",")] if "\n" in out.strip() else []
+
+
+def x509_verifies(pem: str, ca: str) -> bool:
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "ca.crt").write_text(ca)
+        Path(d, "leaf.crt").write_text(pem)
+        return subprocess.run(["openssl", "verify", "-CAfile", f"{d}/ca.crt", f"{d}/leaf.crt"],
+                              capture_output=True).returncode == 0
+
+
+def check_network_policy(docs: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """Cluster ports only from the release's pods; metrics only from where told."""
+    policies = {p["metadata"]["name"]: p["spec"] for p in kinds(docs, "NetworkPolicy")}
+    if not values["networkPolicy"]["enabled"]:
+        check(not policies, "a NetworkPolicy although disabled")
+        return
+    release = {"app.kubernetes.io/name": "switchboard", "app.kubernetes.io/instance": RELEASE}
+    rules: dict[tuple[str, int, str], Any] = {}
+    for role in ("broker", "gateway"):
+        spec = policies[f"{FULLNAME}-{role}"]
+        check(spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == role, f"{role} policy selector")
+        check(spec["policyTypes"] == ["Ingress"], f"{role} policy types")
+        for rule in spec["ingress"]:
+            for port in rule["ports"]:
+                rules[(role, port["port"], port["protocol"])] = rule.get("from")
+    own = [{"podSelector": {"matchLabels": release}}]
+    for key in [("broker", 7000, "TCP"), ("broker", 7946, "UDP"), ("gateway", 7946, "UDP")]:
+        check(rules.get(key) == own, f"{key} admitted from {rules.get(key)}, not only the release's pods")
+    metrics = values["networkPolicy"]["metricsFrom"]
+    check(rules.get(("broker", 9000, "TCP")) == (metrics or None), f"broker metrics from {rules.get(('broker', 9000, 'TCP'))}")
+    clients = values["networkPolicy"]["clientsFrom"]
+    check(rules[("gateway", 8000, "TCP")] == (clients or None), "gateway client port peers")
+    check(len(rules) == 4 + bool(metrics), f"unexpected ports admitted: {sorted(rules)}")
 
 
 def check_render(chart: helm.Chart, label: str, sets: list[str]) -> tuple[int, dict[str, Any]]:
@@ -295,7 +463,10 @@ def check_render(chart: helm.Chart, label: str, sets: list[str]) -> tuple[int, d
         else:
             check(name not in pdbs, f"a {role} PDB although disabled")
 
-    secrets = kinds(docs, "Secret")
+    check_credentials(docs, values, gw, br)
+    check_network_policy(docs, values)
+
+    secrets = [d for d in kinds(docs, "Secret") if d["metadata"]["name"] == f"{FULLNAME}-config"]
     if values["existingSecret"]:
         check(not secrets, "a Secret rendered although existingSecret is set")
     else:
@@ -330,10 +501,32 @@ def check_render(chart: helm.Chart, label: str, sets: list[str]) -> tuple[int, d
     return validated, values
 
 
+def dump_credentials(docs: list[dict[str, Any]], out: Path) -> None:
+    """The files a broker and a gateway pod would find mounted."""
+    out.mkdir(parents=True, exist_ok=True)
+    broker = secret_data(docs, f"{FULLNAME}-broker-tls")
+    gateway = secret_data(docs, f"{FULLNAME}-gateway-tls")
+    files = {
+        "ca.crt": broker["ca.crt"],
+        f"{FULLNAME}-broker-0.crt": broker[f"{FULLNAME}-broker-0.crt"],
+        f"{FULLNAME}-broker-0.key": broker[f"{FULLNAME}-broker-0.key"],
+        "gateway.crt": gateway["gateway.crt"],
+        "gateway.key": gateway["gateway.key"],
+        "gossip.key": secret_data(docs, f"{FULLNAME}-gossip")["gossip.key"],
+    }
+    for name, text in files.items():
+        (out / name).write_text(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("chart")
     parser.add_argument("--dump-config", help="write the default switchboard.toml here")
+    parser.add_argument(
+        "--dump-credentials",
+        help="write the default render's cluster credentials into this folder: ca.crt, "
+        "the first broker's and the gateways' certificate and key, gossip.key",
+    )
     args = parser.parse_args()
     print(f"helm SDK {helm.helm_sdk_version()} (helm-c {helm.helm_c_version()}), "
           f"kubernetes-validate {kubernetes_validate.__version__}")
@@ -353,6 +546,8 @@ def main() -> int:
                 ok += 1
                 if label == "defaults" and args.dump_config:
                     Path(args.dump_config).write_text(values["config"])
+                if label == "defaults" and args.dump_credentials:
+                    dump_credentials(render(chart, {}), Path(args.dump_credentials))
             for label, (bad, where) in BAD_VALUES.items():
                 given = values_of([bad])
                 try:

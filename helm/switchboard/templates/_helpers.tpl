@@ -52,7 +52,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{/*
 Environment shared by both roles: the pod's address (gossip binds and
 announces it), the brokers' headless service as the gossip seed, config,
-secrets and the drain timeout.
+the drain timeout and the cluster credentials' paths.
 */}}
 {{- define "switchboard.commonEnv" -}}
 - name: POD_IP
@@ -75,22 +75,6 @@ secrets and the drain timeout.
   value: {{ .Values.log.level | quote }}
 - name: SWITCHBOARD_LOG_JSON
   value: {{ .Values.log.json | quote }}
-- name: SWITCHBOARD_AUTH_AUDIENCE
-  value: {{ .Values.auth.audience | quote }}
-- name: SWITCHBOARD_AUTH_ISSUER
-  value: {{ .Values.auth.issuer | quote }}
-- name: SWITCHBOARD_HMAC_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "switchboard.secretName" . }}
-      key: hmac-secret
-      optional: true
-- name: SWITCHBOARD_API_KEYS
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "switchboard.secretName" . }}
-      key: api-keys
-      optional: true
 {{- end }}
 
 {{/* Pod-level parts shared by both roles. */}}
@@ -103,10 +87,6 @@ automountServiceAccountToken: false
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 terminationGracePeriodSeconds: {{ include "switchboard.terminationGracePeriodSeconds" . }}
-volumes:
-  - name: config
-    secret:
-      secretName: {{ include "switchboard.secretName" . }}
 {{- end }}
 
 {{/* Pod annotations of one component: pass (list $ "broker" "9000"). */}}
@@ -126,5 +106,126 @@ volumes:
 {{- with $annotations }}
 annotations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Client-facing secrets: gateways only (brokers never see them). */}}
+{{- define "switchboard.authEnv" -}}
+- name: SWITCHBOARD_AUTH_AUDIENCE
+  value: {{ .Values.auth.audience | quote }}
+- name: SWITCHBOARD_AUTH_ISSUER
+  value: {{ .Values.auth.issuer | quote }}
+- name: SWITCHBOARD_HMAC_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" . }}
+      key: hmac-secret
+      optional: true
+- name: SWITCHBOARD_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" . }}
+      key: api-keys
+      optional: true
+{{- end }}
+
+{{/*
+The cluster credentials' environment of one role: pass (list $ "broker").
+Brokers find their certificate by their pod name; gateways share one.
+*/}}
+{{- define "switchboard.clusterSecurityEnv" -}}
+{{- $root := index . 0 }}
+{{- $role := index . 1 }}
+{{- if $root.Values.clusterSecurity.enabled }}
+{{- $file := ternary "$(SWITCHBOARD_NAME)" "gateway" (eq $role "broker") }}
+- name: SWITCHBOARD_TLS_CA
+  value: /etc/switchboard-tls/ca.crt
+- name: SWITCHBOARD_TLS_CERT
+  value: /etc/switchboard-tls/{{ $file }}.crt
+- name: SWITCHBOARD_TLS_KEY
+  value: /etc/switchboard-tls/{{ $file }}.key
+- name: SWITCHBOARD_GOSSIP_KEY
+  value: /etc/switchboard-gossip/gossip.key
+{{- else }}
+- name: SWITCHBOARD_INSECURE
+  value: "true"
+{{- end }}
+{{- end }}
+
+{{/* The volume mounts of the cluster credentials. */}}
+{{- define "switchboard.clusterSecurityMounts" -}}
+{{- if .Values.clusterSecurity.enabled }}
+- name: cluster-tls
+  mountPath: /etc/switchboard-tls
+  readOnly: true
+- name: gossip-key
+  mountPath: /etc/switchboard-gossip
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+The volumes of one role: pass (list $ "broker"). Brokers get only
+switchboard.toml from the config Secret; gateways all of it.
+*/}}
+{{- define "switchboard.volumes" -}}
+{{- $root := index . 0 }}
+{{- $role := index . 1 }}
+{{- $sec := $root.Values.clusterSecurity }}
+{{- $full := include "switchboard.fullname" $root }}
+volumes:
+  - name: config
+    secret:
+      secretName: {{ include "switchboard.secretName" $root }}
+      {{- if eq $role "broker" }}
+      items:
+        - key: switchboard.toml
+          path: switchboard.toml
+      {{- end }}
+{{- if $sec.enabled }}
+  - name: gossip-key
+    secret:
+      secretName: {{ $sec.existingGossipSecret | default (printf "%s-gossip" $full) }}
+      defaultMode: 0400
+      items:
+        - key: gossip.key
+          path: gossip.key
+  - name: cluster-tls
+{{- if eq $sec.certificates "certManager" }}
+    projected:
+      defaultMode: 0400
+      sources:
+      {{- if eq $role "broker" }}
+      {{- range $i := until (int $root.Values.broker.replicas) }}
+      {{- $name := printf "%s-broker-%d" $full $i }}
+        - secret:
+            name: {{ $name }}-tls
+            items:
+              {{- if eq $i 0 }}
+              - key: ca.crt
+                path: ca.crt
+              {{- end }}
+              - key: tls.crt
+                path: {{ $name }}.crt
+              - key: tls.key
+                path: {{ $name }}.key
+      {{- end }}
+      {{- else }}
+        - secret:
+            name: {{ $full }}-gateway-tls
+            items:
+              - key: ca.crt
+                path: ca.crt
+              - key: tls.crt
+                path: gateway.crt
+              - key: tls.key
+                path: gateway.key
+      {{- end }}
+{{- else }}
+    secret:
+      defaultMode: 0400
+      {{- $existing := ternary $sec.existingBrokerSecret $sec.existingGatewaySecret (eq $role "broker") }}
+      secretName: {{ $existing | default (printf "%s-%s-tls" $full $role) }}
+{{- end }}
 {{- end }}
 {{- end }}
