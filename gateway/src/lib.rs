@@ -13,7 +13,6 @@
 //! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
 //! - [`connection`]: one connection's IO loop: reads, batched writes, pings, close codes.
 //! - [`session`]: one connection's protocol state and how each request is carried out.
-//! - [`protocol`]: client frames parsed and server frames (with each reply's `data`) encoded (docs/protocol.md).
 //! - [`auth`]: JWT verification into an identity; token issuing.
 //! - [`hub`]: local fan-out from one owner subscription to many connections.
 //! - [`router`]: [`Router`], this gateway's view of the cluster: each call
@@ -21,7 +20,8 @@
 //!   sans-IO subscription table for order and de-duplication, and the
 //!   reconciler that places subscriptions make-before-break.
 //! - [`rate_limit`]: the per-connection token bucket.
-//! - [`error`]: request errors and disconnect reasons, with their wire codes.
+//! - [`error`]: request errors and disconnect reasons, with their wire codes and
+//!   frames (the wire format itself is `switchboard_core::frame`).
 //! - [`telemetry`]: metric names and the Prometheus recorder.
 //! - [`config`]: gateway settings.
 
@@ -36,7 +36,6 @@ pub mod first_bytes;
 pub mod gateway;
 pub mod handshake;
 pub mod hub;
-pub mod protocol;
 pub mod rate_limit;
 pub mod router;
 pub mod server;
