@@ -189,12 +189,20 @@ pub(crate) async fn run_gateway(
         .await
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
+    // The gateway's own tasks beside its connections (gossip, the router's
+    // links and reconciler): they end on `shutdown`, and the drain below
+    // waits for them.
+    let tasks = TaskTracker::new();
     let router = if brokers.is_empty() {
         let me = node_id(&name, Role::Gateway, String::new(), NodeState::Active);
         let gossip_addr = gossip.bind_addr().await?;
-        let membership = Membership::start(me, gossip_addr, gossip.seeds, shutdown.clone())
+        let socket = tokio::net::UdpSocket::bind(gossip_addr)
             .await
             .with_context(|| format!("binding gossip {gossip_addr}"))?;
+        // foca's random choices: any seed will do outside a simulation.
+        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), boot_id());
+        let membership =
+            Membership::start_in(&tasks, me, socket, gossip.seeds, seed, shutdown.clone())?;
         let mut view = membership.view();
         // Route once some broker is known (bounded: a gateway that finds
         // none still starts, and answers with errors until one joins).
@@ -203,9 +211,9 @@ pub(crate) async fn run_gateway(
             view.wait_for(|v| !v.active_brokers().is_empty()),
         )
         .await;
-        Router::following(membership.view(), shutdown.clone())?
+        Router::following(membership.view(), shutdown.clone(), tasks.clone())?
     } else {
-        Router::new(&brokers, shutdown.clone())?
+        Router::new(&brokers, shutdown.clone(), tasks.clone())?
     };
     // The server API rides on the client port unless the config gives it
     // an address of its own.
@@ -219,11 +227,22 @@ pub(crate) async fn run_gateway(
     };
     let mut settings = config.gateway_settings();
     settings.gateway.name = name.clone();
+    let drain_timeout = settings.gateway.drain_timeout;
     tracing::info!(gateway = %name, "switchboard gateway {name}: ws://{local}/ws");
     let listeners = switchboard_gateway::Listeners {
         client: listener,
         api,
     };
-    switchboard_gateway::run_with(listeners, settings, router, shutdown).await?;
+    let served = switchboard_gateway::run_with(listeners, settings, router, shutdown.clone()).await;
+    // An early error leaves the token as it was: end the tasks either way.
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(drain_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("router and gossip tasks still running after the drain deadline");
+    }
+    served?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use switchboard_core::BrokerAddr;
 use switchboard_gateway::Listeners;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{config::Config, token::KeyAlg};
 
@@ -182,7 +182,9 @@ fn main() -> anyhow::Result<()> {
             api_listen,
         } => {
             let config = Config::load(config.as_deref())?;
-            block_on(dev(config, listen, api_listen))
+            block_on(on_signal(|shutdown| {
+                dev(config, listen, api_listen, shutdown)
+            }))
         }
         Command::Node {
             name,
@@ -193,10 +195,9 @@ fn main() -> anyhow::Result<()> {
             config,
         } => {
             let config = Config::load(config.as_deref())?;
-            block_on(async {
-                let signal = shutdown_on_signal();
-                cluster::run_node(config, name, grpc, advertise, http, gossip.into(), signal).await
-            })
+            block_on(on_signal(|signal| {
+                cluster::run_node(config, name, grpc, advertise, http, gossip.into(), signal)
+            }))
         }
         Command::Gateway {
             name,
@@ -206,10 +207,9 @@ fn main() -> anyhow::Result<()> {
             config,
         } => {
             let config = Config::load(config.as_deref())?;
-            block_on(async {
-                let signal = shutdown_on_signal();
-                cluster::run_gateway(config, name, listen, brokers, gossip.into(), signal).await
-            })
+            block_on(on_signal(|signal| {
+                cluster::run_gateway(config, name, listen, brokers, gossip.into(), signal)
+            }))
         }
         Command::Token {
             user,
@@ -236,6 +236,7 @@ async fn dev(
     config: Config,
     listen: Option<SocketAddr>,
     api_listen: Option<SocketAddr>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listen
         .or(config.listen)
@@ -256,7 +257,6 @@ async fn dev(
         Some(l) => l.local_addr()?,
         None => local,
     };
-    let shutdown = shutdown_on_signal();
     tracing::info!("switchboard dev: ws://{local}/ws (metrics at http://{local}/metrics)");
     tracing::info!(
         "server API: http://{api_local}/api/ (HTTP JSON and gRPC switchboard.api.v1.Api; docs/api.md)"
@@ -275,28 +275,46 @@ fn block_on<T>(role: impl std::future::Future<Output = anyhow::Result<T>>) -> an
     tokio::runtime::Runtime::new()?.block_on(role)
 }
 
-/// The one shutdown path: SIGTERM or SIGINT cancels the token.
-fn shutdown_on_signal() -> CancellationToken {
+/// The one shutdown path: SIGTERM or SIGINT cancels the token `role` is
+/// given. The signal watcher is tracked and ends with the role.
+async fn on_signal<F, Fut>(role: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler installs");
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+    let tasks = TaskTracker::new();
+    tasks.spawn(watch_signals(token.clone()));
+    let result = role(token.clone()).await;
+    token.cancel();
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+/// Cancels `token` on SIGTERM or SIGINT; returns once it is cancelled.
+async fn watch_signals(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let signalled = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
         }
-        #[cfg(not(unix))]
+    };
+    #[cfg(not(unix))]
+    let signalled = async {
         let _ = ctrl_c.await;
-        tracing::info!("shutdown requested");
-        cancel.cancel();
-    });
-    token
+    };
+    tokio::select! {
+        () = token.cancelled() => {}
+        () = signalled => {
+            tracing::info!("shutdown requested");
+            token.cancel();
+        }
+    }
 }
 
 fn init_tracing(filter: &str, json: bool, to_stderr: bool) {

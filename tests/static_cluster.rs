@@ -91,7 +91,7 @@ async fn start_broker(bin: &Path, name: &str, port: u16) -> Process {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_cross_gateways_in_order_and_presence_is_cluster_wide() {
-    let cluster = Cluster::start(3, 2).await;
+    let mut cluster = Cluster::start(3, 2).await;
     let mut a = cluster.client(0).await;
     let mut b = cluster.client(1).await;
     // Enough channels that every broker owns some.
@@ -130,6 +130,15 @@ async fn publications_cross_gateways_in_order_and_presence_is_cluster_wide() {
     // Every broker serves health and metrics.
     for gw in &cluster.gateways {
         assert_eq!(http::get(gw.addr, "/readyz").await.unwrap().0, 200);
+    }
+    // On SIGTERM a gateway's routing tasks (links, reconciler) end with its
+    // connections, and its drain waits for them: it exits cleanly, with no
+    // deadline passing.
+    drop((a, b));
+    for gw in &mut cluster.gateways {
+        let status = gw.terminate().await.unwrap();
+        assert!(status.success(), "{status}");
+        assert!(!gw.log().contains("drain deadline"), "{}", gw.log());
     }
 }
 

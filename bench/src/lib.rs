@@ -28,7 +28,7 @@
 //! - [`publisher`]: publisher connections: publish on a fixed schedule.
 //! - [`dialer`]: connections from source addresses, with tokens.
 //! - [`payload`]: publish frames with sequence and timestamp; server frames
-//!   read back.
+//!   read back (both through `switchboard_core::frame`).
 //! - [`tally`]: the shared counters.
 //! - [`latency`]: sharded HDR histograms.
 //! - [`process`]: the server's (and the tool's) memory and CPU from `/proc`.

@@ -6,41 +6,46 @@
 //! frames are parsed into borrowed fields only; everything else in them is
 //! skipped by the parser without being built.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use switchboard_core::frame::{Kind, Peek, RequestFrame};
 
 /// Smallest `data` the tool can fill: the sequence number and timestamp
 /// take up to about this much.
 pub const MIN_PAYLOAD: usize = 48;
 
+/// What the tool publishes as `data`: `{"s":seq,"t":sent_micros,"p":"xx…"}`.
+#[derive(Serialize)]
+struct Stamped<'a> {
+    s: u64,
+    t: u64,
+    p: &'a str,
+}
+
 /// A `publish` frame without `id`: fire and forget, so the server spends
 /// nothing on a reply and the publisher waits for nothing.
 pub fn publish_frame(channel: &str, seq: u64, sent_micros: u64, payload: usize) -> String {
-    let head = format!(r#"{{"s":{seq},"t":{sent_micros},"p":""#);
-    let pad = payload.saturating_sub(head.len() + 2);
-    let mut frame = String::with_capacity(payload + channel.len() + 48);
-    frame.push_str(r#"{"type":"publish","channel":""#);
-    frame.push_str(channel);
-    frame.push_str(r#"","data":"#);
-    frame.push_str(&head);
-    frame.extend(std::iter::repeat_n('x', pad));
-    frame.push_str(r#""}}"#);
-    frame
+    // `{"s":…,"t":…,"p":"` and `"}` around the padding.
+    let head = format!(r#"{{"s":{seq},"t":{sent_micros},"p":""#).len() + 2;
+    let pad = "x".repeat(payload.saturating_sub(head));
+    let data = Stamped {
+        s: seq,
+        t: sent_micros,
+        p: &pad,
+    };
+    RequestFrame::Publish { channel, data }.encode()
 }
 
-/// What the tool reads from a server frame.
-#[derive(Debug, Deserialize)]
-pub struct ServerFrame<'a> {
-    #[serde(rename = "type", borrow)]
-    pub kind: &'a str,
-    #[serde(borrow, default)]
-    pub channel: Option<&'a str>,
-    #[serde(default)]
-    pub id: Option<u64>,
-    #[serde(default)]
-    pub code: Option<u32>,
-    #[serde(default)]
-    pub data: Option<Stamp>,
+/// A `subscribe` request with `id`.
+pub fn subscribe_frame(channel: &str, id: usize) -> String {
+    let frame: RequestFrame<'_, ()> = RequestFrame::Subscribe {
+        channel,
+        since: None,
+    };
+    frame.encode_with_id(id)
 }
+
+/// What the tool reads of a server frame.
+pub type ServerFrame<'a> = Peek<'a, Stamp>;
 
 /// The sequence number and send time in a publication's `data`; absent
 /// in the `data` of replies.
@@ -52,19 +57,13 @@ pub struct Stamp {
     pub t: Option<u64>,
 }
 
-impl<'a> ServerFrame<'a> {
-    pub fn parse(text: &'a str) -> Option<Self> {
-        serde_json::from_str(text).ok()
+/// `(channel, seq, sent_micros)` of a publication the tool sent.
+pub fn publication<'a>(frame: &ServerFrame<'a>) -> Option<(&'a str, u64, u64)> {
+    if frame.kind != Kind::Message {
+        return None;
     }
-
-    /// `(channel, seq, sent_micros)` of a publication the tool sent.
-    pub fn publication(&self) -> Option<(&'a str, u64, u64)> {
-        if self.kind != "message" {
-            return None;
-        }
-        let stamp = self.data.as_ref()?;
-        Some((self.channel?, stamp.s?, stamp.t?))
-    }
+    let stamp = frame.data.as_ref()?;
+    Some((frame.channel?, stamp.s?, stamp.t?))
 }
 
 #[cfg(test)]
@@ -74,6 +73,9 @@ mod tests {
     #[test]
     fn data_has_the_planned_size_and_reads_back() {
         let frame = publish_frame("bench:7", 42, 1_234_567, 100);
+        assert!(frame.starts_with(
+            r#"{"type":"publish","channel":"bench:7","data":{"s":42,"t":1234567,"p":"xx"#
+        ));
         let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(v["type"], "publish");
         assert_eq!(v.get("id"), None);
@@ -85,17 +87,21 @@ mod tests {
             serde_json::to_string(&v["data"]).unwrap()
         );
         let f = ServerFrame::parse(&delivered).unwrap();
-        assert_eq!(f.publication(), Some(("bench:7", 42, 1_234_567)));
+        assert_eq!(publication(&f), Some(("bench:7", 42, 1_234_567)));
     }
 
     #[test]
     fn replies_and_events_are_not_publications() {
         let reply = r#"{"type":"response","id":3,"data":{"channel":"bench:1","offset":0,"epoch":"e","recoverable":true}}"#;
         let f = ServerFrame::parse(reply).unwrap();
-        assert_eq!((f.kind, f.id), ("response", Some(3)));
-        assert_eq!(f.publication(), None);
+        assert_eq!((f.kind, f.id), (Kind::Response, Some(3)));
+        assert_eq!(publication(&f), None);
         let join = r#"{"type":"join","channel":"bench:1","info":{"client_id":"a","user_id":""}}"#;
-        assert_eq!(ServerFrame::parse(join).unwrap().publication(), None);
+        assert_eq!(publication(&ServerFrame::parse(join).unwrap()), None);
+        assert_eq!(
+            subscribe_frame("bench:1", 3),
+            r#"{"id":3,"type":"subscribe","channel":"bench:1"}"#
+        );
         let err = r#"{"type":"error","error":"Rate limit exceeded","code":110}"#;
         assert_eq!(ServerFrame::parse(err).unwrap().code, Some(110));
     }

@@ -8,6 +8,7 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
+use switchboard_core::frame::Kind;
 use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -151,7 +152,7 @@ async fn publish(run: &Run, ws: &mut Ws, schedule: Schedule) -> Option<()> {
 fn read_frame(run: &Run, msg: Option<Result<Message, tungstenite::Error>>) -> bool {
     match msg {
         Some(Ok(Message::Text(text))) => {
-            if ServerFrame::parse(&text).is_none_or(|f| f.kind == "error") {
+            if ServerFrame::parse(&text).is_none_or(|f| f.kind == Kind::Error) {
                 Tally::add(&run.tally.errors, 1);
             }
             true

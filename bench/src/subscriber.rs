@@ -9,17 +9,15 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
+use switchboard_core::frame::{ErrorCode, Kind};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
     load::{Phase, Run},
-    payload::ServerFrame,
+    payload::{ServerFrame, publication, subscribe_frame},
     tally::Tally,
 };
-
-/// Error code of a refused request that may be retried later.
-const RATE_LIMITED: u32 = 110;
 
 /// How long a subscriber waits before retrying a rate-limited subscribe.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -147,10 +145,7 @@ impl Subscriptions {
     /// position plus one.
     fn request(&self, run: &Run) -> String {
         let channel = run.plan.channel_name(self.list[self.next].channel);
-        format!(
-            r#"{{"type":"subscribe","id":{},"channel":"{channel}"}}"#,
-            self.next + 1
-        )
+        subscribe_frame(&channel, self.next + 1)
     }
 
     /// Takes in one text frame from the server; returns when to send the
@@ -160,29 +155,29 @@ impl Subscriptions {
             Tally::add(&run.tally.errors, 1);
             return None;
         };
-        if let Some((channel, seq, sent)) = frame.publication() {
+        if let Some((channel, seq, sent)) = publication(&frame) {
             self.deliver(run, channel, seq, sent);
             return None;
         }
         let answers_next = frame.id.is_some_and(|id| id as usize == self.next + 1);
         match frame.kind {
-            "response" if answers_next => {
+            Kind::Response if answers_next => {
                 Tally::bump(&run.tally.subscribed);
                 run.tally.subscribers[self.list[self.next].channel].fetch_add(1, Relaxed);
                 self.advance()
             }
-            "error" if answers_next && frame.code == Some(RATE_LIMITED) => {
+            Kind::Error if answers_next && frame.code == Some(ErrorCode::RateLimited.get()) => {
                 Some(Instant::now() + RETRY_AFTER)
             }
-            "error" if answers_next => {
+            Kind::Error if answers_next => {
                 Tally::bump(&run.tally.subscribe_failed);
                 self.advance()
             }
-            "join" | "leave" => {
+            Kind::Join | Kind::Leave => {
                 Tally::add(&run.tally.events, 1);
                 None
             }
-            "error" => {
+            Kind::Error => {
                 Tally::add(&run.tally.errors, 1);
                 None
             }

@@ -22,16 +22,10 @@ pub mod close_code {
     pub const ABNORMAL: u16 = 1006;
 }
 
-/// Server close codes after which reconnecting unchanged cannot help.
-const FINAL: [u16; 5] = [1003, 1007, 1009, 4001, 4002];
+use switchboard_core::frame::{close::FINAL, push::Disconnect};
 
 /// The server's `disconnect` frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DisconnectFrame {
-    pub code: u16,
-    pub reason: String,
-    pub reconnect: bool,
-}
+pub type DisconnectFrame = Disconnect<String>;
 
 /// What to do after a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use switchboard_core::frame::ErrorCode;
 use thiserror::Error;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -60,10 +61,7 @@ impl ClientError {
                 | ClientError::ConnectionLost
                 | ClientError::QueueFull
                 | ClientError::Token(_)
-                | ClientError::Server {
-                    code: 100 | 110,
-                    ..
-                }
-        )
+        ) || matches!(self, ClientError::Server { code, .. }
+            if *code == ErrorCode::Internal || *code == ErrorCode::RateLimited)
     }
 }

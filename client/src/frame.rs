@@ -1,66 +1,30 @@
-//! The wire format (docs/protocol.md): what the server sends, parsed into
-//! types, and the shapes of its replies' `data`.
+//! The wire format (docs/protocol.md) as this client holds it: the shared
+//! frame types of `switchboard_core::frame`, decoded into owned strings
+//! and parsed JSON values, and the request frames it encodes.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
+pub use switchboard_core::Position;
+use switchboard_core::frame::{
+    self, RequestFrame,
+    push::Message,
+    reply::{HistoryData, PresenceData, StatsData, SubscribeData},
+};
 
-/// A position in a channel's stream.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Position {
-    pub offset: u64,
-    pub epoch: String,
-}
+use crate::error::ClientError;
 
 /// One publication (a `message` frame).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Publication {
-    pub channel: String,
-    /// The publisher's user id; `""` for anonymous publishers.
-    pub from: String,
-    pub data: Value,
-    pub offset: u64,
-    pub epoch: String,
-    /// When the server accepted it, in ms since the Unix epoch.
-    pub timestamp: u64,
-}
+pub type Publication = Message<String, Value>;
 
-impl Publication {
-    pub fn position(&self) -> Position {
-        Position {
-            offset: self.offset,
-            epoch: self.epoch.clone(),
-        }
-    }
-}
+/// One connection in a presence list or a join/leave event; `info` is the
+/// `info` claim of the connection's token, if any.
+pub type ClientInfo = switchboard_core::ClientInfo<Value>;
 
-/// One connection in a presence list or a join/leave event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClientInfo {
-    pub client_id: String,
-    pub user_id: String,
-    /// The `info` claim of the connection's token, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Value>,
-}
+/// A `presence_stats` reply.
+pub type PresenceStats = StatsData<String>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct PresenceStats {
-    pub channel: String,
-    pub num_clients: u64,
-    pub num_users: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct History {
-    pub channel: String,
-    /// The channel's current position.
-    pub offset: u64,
-    pub epoch: String,
-    pub publications: Vec<Publication>,
-    /// With `since`: whether nothing after it was lost.
-    #[serde(default)]
-    pub complete: Option<bool>,
-}
+/// A `history` reply.
+pub type History = HistoryData<String, Vec<Publication>>;
 
 /// What to read with [`crate::Client::history`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,71 +38,38 @@ pub struct HistoryOptions {
 }
 
 /// The `data` of a subscribe reply.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct SubscribeReply {
-    pub offset: u64,
-    pub epoch: String,
-    #[serde(default)]
-    pub recoverable: bool,
-    #[serde(default)]
-    pub recovered: Option<bool>,
-    #[serde(default)]
-    pub publications: Vec<Publication>,
-}
-
-#[derive(Deserialize)]
-struct PresenceReply {
-    clients: Vec<ClientInfo>,
-}
+pub(crate) type SubscribeReply = SubscribeData<String, Vec<Publication>>;
 
 pub(crate) fn presence_clients(data: Value) -> Result<Vec<ClientInfo>, serde_json::Error> {
-    serde_json::from_value::<PresenceReply>(data).map(|r| r.clients)
+    serde_json::from_value::<PresenceData<String, Vec<ClientInfo>>>(data).map(|r| r.clients)
 }
 
-/// A frame from the server.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub(crate) enum ServerFrame {
-    Response {
-        id: Option<u64>,
-        #[serde(default)]
-        data: Value,
-    },
-    Error {
-        id: Option<u64>,
-        error: String,
-        code: u16,
-    },
-    Pong {
-        id: Option<u64>,
-    },
-    Authenticated {
-        id: Option<u64>,
-        user_id: String,
-        client_id: String,
-    },
-    Message(Publication),
-    Join {
-        channel: String,
-        info: ClientInfo,
-    },
-    Leave {
-        channel: String,
-        info: ClientInfo,
-    },
-    Disconnect {
-        code: u16,
-        reason: String,
-        reconnect: bool,
-    },
-    /// Frame types added to the protocol later.
-    #[serde(other)]
-    Unknown,
+/// A frame from the server; this client numbers its requests.
+pub(crate) type ServerFrame = frame::ServerFrame<String, u64, Value, Value, ClientInfo>;
+
+pub(crate) fn parse(text: &str) -> Result<ServerFrame, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
-impl ServerFrame {
-    pub(crate) fn parse(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+/// A request without user data, as the object the request queue numbers.
+pub(crate) fn request(frame: &RequestFrame<'_, ()>) -> Map<String, Value> {
+    // Strings, numbers and positions always serialize into an object.
+    match serde_json::to_value(frame) {
+        Ok(Value::Object(map)) => map,
+        _ => unreachable!("a request frame is a JSON object"),
+    }
+}
+
+/// A `publish` request; fails if `data` does not serialize.
+pub(crate) fn publish(
+    channel: &str,
+    data: impl Serialize,
+) -> Result<Map<String, Value>, ClientError> {
+    let data = serde_json::to_value(data).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    match serde_json::to_value(RequestFrame::Publish { channel, data }) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => unreachable!("a request frame is a JSON object"),
+        Err(e) => Err(ClientError::Protocol(e.to_string())),
     }
 }
 
@@ -147,35 +78,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_server_frames() {
-        let m = ServerFrame::parse(
+    fn parses_server_frames_into_owned_values() {
+        let m = parse(
             r#"{"type":"message","channel":"c","from":"","data":{"t":1},"offset":3,"epoch":"e","timestamp":5}"#,
         )
         .unwrap();
         assert!(matches!(m, ServerFrame::Message(p) if p.offset == 3 && p.data["t"] == 1));
-        let e =
-            ServerFrame::parse(r#"{"type":"error","id":7,"error":"permission denied","code":103}"#)
-                .unwrap();
-        assert!(matches!(
-            e,
-            ServerFrame::Error {
-                id: Some(7),
-                code: 103,
-                ..
-            }
-        ));
-        let j = ServerFrame::parse(
+        let j = parse(
             r#"{"type":"join","channel":"c","info":{"client_id":"x","user_id":"u","info":{"n":1}}}"#,
         )
         .unwrap();
         assert!(
-            matches!(j, ServerFrame::Join { info, .. } if info.info == Some(serde_json::json!({"n":1})))
+            matches!(j, ServerFrame::Join(e) if e.info.info == Some(serde_json::json!({"n":1})))
         );
         assert!(matches!(
-            ServerFrame::parse(r#"{"type":"novelty","x":1}"#).unwrap(),
+            parse(r#"{"type":"novelty","x":1}"#).unwrap(),
             ServerFrame::Unknown
         ));
-        let r = ServerFrame::parse(r#"{"type":"response","id":1,"data":{}}"#).unwrap();
-        assert!(matches!(r, ServerFrame::Response { id: Some(1), .. }));
+    }
+
+    #[test]
+    fn encodes_requests() {
+        let since = Position {
+            offset: 2,
+            epoch: "e".into(),
+        };
+        let sub = request(&RequestFrame::Subscribe {
+            channel: "c",
+            since: Some(&since),
+        });
+        assert_eq!(
+            Value::Object(sub),
+            serde_json::json!({"type":"subscribe","channel":"c","since":{"offset":2,"epoch":"e"}})
+        );
+        let publish = publish("c", serde_json::json!({"t": 1})).unwrap();
+        assert_eq!(
+            Value::Object(publish),
+            serde_json::json!({"type":"publish","channel":"c","data":{"t":1}})
+        );
     }
 }

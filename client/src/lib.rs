@@ -18,7 +18,8 @@
 //! - [`backoff`]: reconnect delays with full jitter.
 //! - [`advice`]: what the end of a connection means for reconnecting; the client's close codes.
 //! - [`token`]: token sources and renewal before expiry.
-//! - [`frame`]: the wire format's server frames and reply types.
+//! - [`frame`]: the shared wire format (`switchboard_core::frame`) as this
+//!   client holds it: owned strings, parsed values; its request frames.
 //! - [`event`]: the client's [`State`] and [`ClientEvent`]s.
 //! - [`error`]: [`ClientError`], what can go wrong for a caller.
 //!

@@ -173,12 +173,12 @@ impl Entry {
             recoverable: reply.recoverable,
             was_recovering,
             recovered,
-            publications: reply.publications.len(),
+            publications: reply.publications.as_ref().map_or(0, Vec::len),
         }));
         if told != Delivery::Delivered {
             return told;
         }
-        for p in reply.publications {
+        for p in reply.publications.unwrap_or_default() {
             let d = self.message(p);
             if d != Delivery::Delivered {
                 return d;

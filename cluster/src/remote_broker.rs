@@ -11,6 +11,7 @@ use std::{
 
 use futures_util::StreamExt;
 use switchboard_proto::broker::v1::{self as pb, broker_client::BrokerClient};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Streaming, transport::Channel};
 
 use crate::{
@@ -40,27 +41,45 @@ pub struct RemoteBroker {
     /// The caller's current ring version, sent with each call (a gateway
     /// that follows gossip); 0 or absent: not sent.
     ring: Option<Arc<AtomicU64>>,
+    /// The owning role's tasks: a delivery stream forwarded by
+    /// [`Broker::attach`] runs here, until `stop`.
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl RemoteBroker {
     /// A lazily connected client for the broker at `addr` (`host:port`),
-    /// over TCP.
-    pub fn new(addr: &str) -> Result<Self, BrokerError> {
-        Self::dial(&TcpDialer, addr)
+    /// over TCP; what it runs in the background is `tasks`', until `stop`.
+    pub fn new(
+        addr: &str,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        Self::dial(&TcpDialer, addr, tasks, stop)
     }
 
     /// A lazily connected client for the broker at `addr`, reached the way
     /// `dialer` reaches brokers.
-    pub fn dial(dialer: &dyn Dialer, addr: &str) -> Result<Self, BrokerError> {
-        Ok(Self::from_channel(dialer.dial(addr)?))
+    pub fn dial(
+        dialer: &dyn Dialer,
+        addr: &str,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        Ok(Self::from_channel(dialer.dial(addr)?, tasks, stop))
     }
 
     /// A client over an existing gRPC channel.
-    pub fn from_channel(channel: Channel) -> Self {
+    pub fn from_channel(channel: Channel, tasks: TaskTracker, stop: CancellationToken) -> Self {
         let client = BrokerClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(16 << 20);
-        Self { client, ring: None }
+        Self {
+            client,
+            ring: None,
+            tasks,
+            stop,
+        }
     }
 
     /// Sends the ring version in `ring` with every call.
@@ -147,10 +166,20 @@ impl Broker for RemoteBroker {
         sink: Arc<dyn DeliverySink>,
     ) -> Result<(), BrokerError> {
         let mut stream = self.open_stream(&gateway).await?;
-        tokio::spawn(async move {
-            while let Some(Ok(d)) = stream.next().await {
-                if let Ok(d) = wire::delivery_from_pb(d) {
-                    sink.deliver(d);
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    item = stream.next() => match item {
+                        Some(Ok(d)) => {
+                            if let Ok(d) = wire::delivery_from_pb(d) {
+                                sink.deliver(d);
+                            }
+                        }
+                        _ => return,
+                    },
                 }
             }
         });

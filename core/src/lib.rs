@@ -12,7 +12,9 @@
 //! - [`publication`]: [`Publication`], a stored publication: offset and
 //!   encoded frame, as recovery and history return it.
 //! - [`presence`]: who is subscribed to a channel, and the counts.
-//! - [`frame`]: publications and events encoded once into the client wire format.
+//! - [`frame`]: the client wire format: request, reply and push frames, the
+//!   strict request parser, and the error and close codes; publications and
+//!   events encoded once, shared as bytes.
 //! - [`control`]: commands for a user's connections (disconnect, unsubscribe), sent on `#user`.
 //! - [`broker`]: the [`Broker`] trait gateways call, and the [`DeliverySink`] they receive on.
 //! - [`error`]: the errors brokers report ([`BrokerError`]).

@@ -4,19 +4,21 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::ids::GatewayId;
 
-/// One subscribed client, as other clients see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClientInfo {
+/// One subscribed client, as other clients see it (in presence replies and
+/// `join`/`leave` frames). Servers carry the token's `info` claim as raw
+/// JSON; a client reading frames may choose another type for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientInfo<I = Box<RawValue>> {
     pub client_id: String,
     pub user_id: String,
     /// The `info` claim of the client's token, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub info: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<I>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -32,7 +32,6 @@ use crate::{
     error::Disconnect,
     gateway::Gateway,
     hub::{ConnHandle, Outgoing},
-    protocol,
     session::{Session, Step},
     telemetry,
 };
@@ -390,8 +389,7 @@ where
         reason: Utf8Bytes::from(reason.reason().to_owned()),
     };
     let goodbye = async {
-        ws.feed(Message::Text(protocol::disconnect(&reason)))
-            .await?;
+        ws.feed(Message::Text(reason.frame())).await?;
         ws.send(Message::Close(Some(frame))).await
     };
     if reason == Disconnect::WriteTimeout

@@ -1,8 +1,13 @@
 //! Client-facing errors, and the one place that maps them, and broker
 //! errors, to wire codes (docs/protocol.md lists them).
 
-use switchboard_core::BrokerError;
+use serde_json::value::RawValue;
+use switchboard_core::{
+    BrokerError,
+    frame::{ErrorCode, FrameError, close, push, reply},
+};
 use thiserror::Error;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// An error answered with an `error` frame; the connection stays open.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -40,22 +45,28 @@ pub enum RequestError {
 impl RequestError {
     /// The stable number clients switch on.
     pub fn code(&self) -> u16 {
-        match self {
-            RequestError::Internal => 100,
-            RequestError::Unauthorized(_) => 101,
-            RequestError::UnknownNamespace => 102,
-            RequestError::PermissionDenied => 103,
-            RequestError::UnknownType(_) => 104,
-            RequestError::AlreadySubscribed => 105,
-            RequestError::TooManyChannels(_) => 106,
-            RequestError::BadRequest(_) => 107,
-            RequestError::NotAvailable(_) => 108,
-            RequestError::TokenExpired => 109,
-            RequestError::RateLimited => 110,
-            RequestError::NotSubscribed => 111,
-            RequestError::AlreadyAuthenticated => 112,
-            RequestError::InvalidChannel(_) => 113,
-        }
+        let code = match self {
+            RequestError::Internal => ErrorCode::Internal,
+            RequestError::Unauthorized(_) => ErrorCode::Unauthorized,
+            RequestError::UnknownNamespace => ErrorCode::UnknownNamespace,
+            RequestError::PermissionDenied => ErrorCode::PermissionDenied,
+            RequestError::UnknownType(_) => ErrorCode::UnknownType,
+            RequestError::AlreadySubscribed => ErrorCode::AlreadySubscribed,
+            RequestError::TooManyChannels(_) => ErrorCode::TooManyChannels,
+            RequestError::BadRequest(_) => ErrorCode::BadRequest,
+            RequestError::NotAvailable(_) => ErrorCode::NotAvailable,
+            RequestError::TokenExpired => ErrorCode::TokenExpired,
+            RequestError::RateLimited => ErrorCode::RateLimited,
+            RequestError::NotSubscribed => ErrorCode::NotSubscribed,
+            RequestError::AlreadyAuthenticated => ErrorCode::AlreadyAuthenticated,
+            RequestError::InvalidChannel(_) => ErrorCode::InvalidChannel,
+        };
+        code.get()
+    }
+
+    /// The `error` frame answering request `id`.
+    pub fn frame(&self, id: Option<&RawValue>) -> Utf8Bytes {
+        Utf8Bytes::from(reply::error(id, &self.to_string(), self.code()))
     }
 
     /// Label for the errors metric.
@@ -84,6 +95,16 @@ impl From<crate::auth::AuthError> for RequestError {
         match e {
             crate::auth::AuthError::Expired => RequestError::TokenExpired,
             other => RequestError::Unauthorized(other.to_string()),
+        }
+    }
+}
+
+impl From<FrameError> for RequestError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::BadRequest(why) => RequestError::BadRequest(why),
+            FrameError::UnknownType(kind) => RequestError::UnknownType(kind),
+            FrameError::InvalidChannel(why) => RequestError::InvalidChannel(why),
         }
     }
 }
@@ -161,19 +182,28 @@ impl Disconnect {
 
     pub fn code(&self) -> u16 {
         match self {
-            Disconnect::Shutdown => 1001,
-            Disconnect::BinaryFrame => 1003,
-            Disconnect::InvalidUtf8 => 1007,
-            Disconnect::MessageTooBig => 1009,
-            Disconnect::Unauthorized => 4001,
-            Disconnect::AuthTimeout => 4002,
-            Disconnect::TokenExpired => 4003,
-            Disconnect::SlowConsumer => 4005,
-            Disconnect::RateLimited => 4008,
-            Disconnect::IdleTimeout => 4009,
-            Disconnect::WriteTimeout => 4010,
+            Disconnect::Shutdown => close::SHUTDOWN,
+            Disconnect::BinaryFrame => close::BINARY_FRAME,
+            Disconnect::InvalidUtf8 => close::INVALID_UTF8,
+            Disconnect::MessageTooBig => close::MESSAGE_TOO_BIG,
+            Disconnect::Unauthorized => close::UNAUTHORIZED,
+            Disconnect::AuthTimeout => close::AUTH_TIMEOUT,
+            Disconnect::TokenExpired => close::TOKEN_EXPIRED,
+            Disconnect::SlowConsumer => close::SLOW_CONSUMER,
+            Disconnect::RateLimited => close::RATE_LIMITED,
+            Disconnect::IdleTimeout => close::IDLE_TIMEOUT,
+            Disconnect::WriteTimeout => close::WRITE_TIMEOUT,
             Disconnect::Requested { code, .. } => *code,
         }
+    }
+
+    /// The `disconnect` frame sent before the close frame.
+    pub fn frame(&self) -> Utf8Bytes {
+        Utf8Bytes::from(push::disconnect(
+            self.code(),
+            self.reason(),
+            self.reconnect(),
+        ))
     }
 
     pub fn reason(&self) -> &str {

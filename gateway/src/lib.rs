@@ -13,7 +13,6 @@
 //! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
 //! - [`connection`]: one connection's IO loop: reads, batched writes, pings, close codes.
 //! - [`session`]: one connection's protocol state and how each request is carried out.
-//! - [`protocol`]: client frames parsed and server frames (with each reply's `data`) encoded (docs/protocol.md).
 //! - [`auth`]: JWT verification into an identity (token policy: lifetime, `aud`, `iss`, `crit`); token issuing.
 //! - [`key_set`]: verification keys by algorithm and `kid`, from config or a JWKS document, and the choice of one for a token.
 //! - [`jwks`]: a JWKS document read from a file or fetched over HTTPS, and kept fresh.
@@ -23,7 +22,8 @@
 //!   sans-IO subscription table for order and de-duplication, and the
 //!   reconciler that places subscriptions make-before-break.
 //! - [`rate_limit`]: the per-connection token bucket.
-//! - [`error`]: request errors and disconnect reasons, with their wire codes.
+//! - [`error`]: request errors and disconnect reasons, with their wire codes and
+//!   frames (the wire format itself is `switchboard_core::frame`).
 //! - [`telemetry`]: metric names and the Prometheus recorder.
 //! - [`config`]: gateway settings.
 
@@ -40,7 +40,6 @@ pub mod handshake;
 pub mod hub;
 pub mod jwks;
 pub mod key_set;
-pub mod protocol;
 pub mod rate_limit;
 pub mod router;
 pub mod server;

@@ -8,10 +8,18 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use serde::Serialize;
 use serde_json::value::RawValue;
 use switchboard_core::{
     Broker, ChannelName, ClientInfo, DeliveryKind, HistoryRequest, NamespaceOptions, Position,
     PublishRequest, SubscribeRequest,
+    frame::{
+        Request, parse, push,
+        reply::{
+            self, Empty, HistoryData, PresenceData, Publications, PublishData, StatsData,
+            SubscribeData,
+        },
+    },
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -20,13 +28,14 @@ use crate::{
     error::{Disconnect, RequestError},
     gateway::Gateway,
     hub::{ConnHandle, ConnId, Outgoing},
-    protocol::{
-        self, Empty, HistoryData, PresenceData, Publications, PublishData, Request, StatsData,
-        SubscribeData,
-    },
     rate_limit::TokenBucket,
     telemetry,
 };
+
+/// A reply to request `id`, encoded for this connection.
+fn respond<R: Serialize>(id: Option<&RawValue>, data: R) -> Utf8Bytes {
+    Utf8Bytes::from(reply::response(id, data))
+}
 
 /// What the connection must do after a frame was handled.
 #[derive(Debug, Default)]
@@ -47,13 +56,13 @@ impl Step {
 
     fn error(id: Option<&RawValue>, e: &RequestError) -> Self {
         telemetry::error(e.label(), e.code());
-        Self::frame(protocol::error(id, e))
+        Self::frame(e.frame(id))
     }
 
     fn fatal(id: Option<&RawValue>, e: &RequestError, close: Disconnect) -> Self {
         telemetry::error(e.label(), e.code());
         Self {
-            frames: vec![protocol::error(id, e)],
+            frames: vec![e.frame(id)],
             close: Some(close),
         }
     }
@@ -133,13 +142,13 @@ impl<B: Broker> Session<B> {
     /// Handles one text frame from the client.
     pub async fn handle_text(&mut self, text: &str) -> Step {
         telemetry::received();
-        let incoming = match protocol::parse(text) {
+        let incoming = match parse::parse(text) {
             Ok(incoming) => incoming,
             Err(rejected) => {
                 if !self.bucket.try_take(Instant::now()) {
                     return self.rate_limited(rejected.id);
                 }
-                return Step::error(rejected.id, &rejected.error);
+                return Step::error(rejected.id, &RequestError::from(rejected.error));
             }
         };
         let id = incoming.id;
@@ -185,7 +194,11 @@ impl<B: Broker> Session<B> {
         let user = identity.user_id.clone();
         let info = identity.info.clone();
         self.auth = AuthState::Authenticated(identity);
-        let mut step = Step::frame(protocol::authenticated(id, &user, &self.client_id));
+        let mut step = Step::frame(Utf8Bytes::from(reply::authenticated(
+            id,
+            &user,
+            &self.client_id,
+        )));
         let personal = &self.gateway.settings.namespaces.personal;
         if personal.enabled {
             // User ids that cannot form a channel name simply get no
@@ -198,7 +211,7 @@ impl<B: Broker> Session<B> {
                 };
                 if let Err(e) = self.join(None, channel, None, Some(client)).await {
                     tracing::warn!(client = %self.client_id, error = %e, "personal channel unavailable");
-                    step.frames.push(protocol::error(None, &e));
+                    step.frames.push(e.frame(None));
                 }
             }
         }
@@ -248,7 +261,7 @@ impl<B: Broker> Session<B> {
         request: Request<'_>,
     ) -> Result<Option<Utf8Bytes>, RequestError> {
         match request {
-            Request::Ping => Ok(Some(protocol::pong(id))),
+            Request::Ping => Ok(Some(Utf8Bytes::from(reply::pong(id)))),
             Request::Auth { .. } => Err(RequestError::AlreadyAuthenticated),
             Request::Refresh { token } => self.refresh(id, &token),
             Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
@@ -280,7 +293,7 @@ impl<B: Broker> Session<B> {
             return Err(AuthError::OtherUser.into());
         }
         self.auth = AuthState::Authenticated(identity);
-        Ok(Some(protocol::response(id, Empty {})))
+        Ok(Some(respond(id, Empty {})))
     }
 
     async fn subscribe(
@@ -325,7 +338,7 @@ impl<B: Broker> Session<B> {
             return Err(RequestError::NotSubscribed);
         }
         self.leave(&channel).await;
-        Ok(Some(protocol::response(id, Empty {})))
+        Ok(Some(respond(id, Empty {})))
     }
 
     /// Publishes as this connection's user; only a request with an id
@@ -348,7 +361,7 @@ impl<B: Broker> Session<B> {
             })
             .await?;
         Ok(id.map(|id| {
-            protocol::response(
+            respond(
                 Some(id),
                 PublishData {
                     offset: position.offset,
@@ -366,7 +379,7 @@ impl<B: Broker> Session<B> {
         self.presence_access(&channel)?;
         self.own_personal(&channel)?;
         let clients = self.gateway.broker.presence(&channel).await?;
-        Ok(Some(protocol::response(
+        Ok(Some(respond(
             id,
             PresenceData {
                 channel: channel.as_str(),
@@ -382,12 +395,12 @@ impl<B: Broker> Session<B> {
     ) -> Result<Option<Utf8Bytes>, RequestError> {
         self.presence_access(&channel)?;
         let stats = self.gateway.broker.presence_stats(&channel).await?;
-        Ok(Some(protocol::response(
+        Ok(Some(respond(
             id,
             StatsData {
                 channel: channel.as_str(),
-                num_clients: stats.num_clients,
-                num_users: stats.num_users,
+                num_clients: stats.num_clients as u64,
+                num_users: stats.num_users as u64,
             },
         )))
     }
@@ -419,7 +432,7 @@ impl<B: Broker> Session<B> {
                 reverse,
             })
             .await?;
-        Ok(Some(protocol::response(
+        Ok(Some(respond(
             id,
             HistoryData {
                 channel: channel.as_str(),
@@ -475,7 +488,7 @@ impl<B: Broker> Session<B> {
             },
         );
         telemetry::subscriptions(1.0);
-        Ok(protocol::response(
+        Ok(respond(
             id,
             SubscribeData {
                 channel: channel.as_str(),
@@ -536,7 +549,7 @@ impl<B: Broker> Session<B> {
             return None;
         }
         self.leave(channel).await;
-        Some(protocol::unsubscribed(channel))
+        Some(Utf8Bytes::from(push::unsubscribed(channel)))
     }
 
     /// Ends every subscription; called once when the connection closes.

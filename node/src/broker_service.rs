@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use switchboard_proto::broker::v1::{self as pb, broker_server};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status};
 
 use crate::{LocalBroker, handoff::Handoff};
@@ -25,11 +26,25 @@ pub struct BrokerService {
     /// In a cluster: which channels this broker serves, and their moves.
     /// Without it (one broker on its own) every channel is served here.
     handoff: Option<Arc<Handoff>>,
+    /// The broker process's tasks, and its end: each stream's watcher runs
+    /// there.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl BrokerService {
-    pub fn new(broker: LocalBroker, handoff: Option<Arc<Handoff>>) -> Self {
-        Self { broker, handoff }
+    pub fn new(
+        broker: LocalBroker,
+        handoff: Option<Arc<Handoff>>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            broker,
+            handoff,
+            tasks,
+            shutdown,
+        }
     }
 
     /// Refuses a channel this broker does not own; takes over one it owns
@@ -110,8 +125,14 @@ impl broker_server::Broker for BrokerService {
         // The stream's end is the gateway's lease ending: its presence
         // entries go (with leave events) unless it has attached anew.
         let broker = self.broker.clone();
-        tokio::spawn(async move {
-            closed.closed().await;
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                () = closed.closed() => {}
+                // The process ends: nothing outlives it to release.
+                () = shutdown.cancelled() => return,
+            }
             tracing::info!(gateway = %gateway, "gateway stream ended");
             broker.detach_sink(&gateway, &sink);
         });

@@ -48,6 +48,9 @@ pub struct Handoff {
     peers: Mutex<HashMap<String, (String, RemoteBroker)>>,
     /// How peers are reached (TCP in production).
     dialer: SharedDialer,
+    /// The broker process's tasks and its end, for what peer clients run.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -66,6 +69,7 @@ impl Handoff {
         let (tx, rx) = watch::channel(Arc::new(first));
         let me = me.to_owned();
         let held = broker.clone();
+        let (tasks, stop) = (tracker.clone(), shutdown.clone());
         tracker.spawn(async move {
             loop {
                 tokio::select! {
@@ -89,6 +93,8 @@ impl Handoff {
             placement: rx,
             peers: Mutex::new(HashMap::new()),
             dialer,
+            tasks,
+            shutdown: stop,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
     }
@@ -264,7 +270,12 @@ impl Handoff {
         {
             return Ok(remote.clone());
         }
-        let remote = RemoteBroker::dial(&*self.dialer, &broker.addr)?;
+        let remote = RemoteBroker::dial(
+            &*self.dialer,
+            &broker.addr,
+            self.tasks.clone(),
+            self.shutdown.clone(),
+        )?;
         peers.insert(
             broker.name.to_string(),
             (broker.addr.clone(), remote.clone()),

@@ -62,6 +62,25 @@ pub struct Stopped {
     pub handed_over: bool,
 }
 
+/// Serves the broker's gRPC service on `incoming` in `tracker`, until the
+/// token; each gateway stream's watcher runs in `tracker` too.
+fn serve_grpc<I, IO, IE>(
+    tracker: &TaskTracker,
+    incoming: I,
+    (broker, handoff, shutdown): (LocalBroker, Arc<Handoff>, CancellationToken),
+) where
+    I: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let serve = crate::server::serve(incoming, broker, Some(handoff), tracker.clone(), shutdown);
+    tracker.spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+}
+
 /// A started broker process.
 pub struct BrokerProcess {
     broker: LocalBroker,
@@ -132,19 +151,8 @@ impl BrokerProcess {
             let (broker, shutdown) = (broker.clone(), shutdown.clone());
             async move { broker.maintain(shutdown).await }
         });
-        tracker.spawn({
-            let serve = crate::server::serve(
-                listeners.grpc,
-                broker.clone(),
-                Some(handoff.clone()),
-                shutdown.clone(),
-            );
-            async move {
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "gRPC server failed");
-                }
-            }
-        });
+        let grpc = (broker.clone(), handoff.clone(), shutdown.clone());
+        serve_grpc(&tracker, listeners.grpc, grpc);
         Ok(Self {
             broker,
             membership,

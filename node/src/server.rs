@@ -8,20 +8,22 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpListener,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::{LocalBroker, broker_service::BrokerService, handoff::Handoff};
 
 /// Serves `broker` on `listener` until `shutdown`; in a cluster, only the
-/// channels `handoff` says it owns.
+/// channels `handoff` says it owns. Each gateway stream's watcher runs in
+/// `tasks`.
 pub async fn run(
     listener: TcpListener,
     broker: LocalBroker,
     handoff: Option<Arc<Handoff>>,
+    tasks: TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    serve(incoming(listener), broker, handoff, shutdown).await
+    serve(incoming(listener), broker, handoff, tasks, shutdown).await
 }
 
 /// Connections accepted on `listener`, as the broker's server takes them.
@@ -39,6 +41,7 @@ pub async fn serve<I, IO, IE>(
     incoming: I,
     broker: LocalBroker,
     handoff: Option<Arc<Handoff>>,
+    tasks: TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error>
 where
@@ -51,7 +54,7 @@ where
         // a few seconds; its presence entries go with it.
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(Duration::from_secs(2)))
-        .add_service(BrokerService::new(broker, handoff).into_server())
+        .add_service(BrokerService::new(broker, handoff, tasks, shutdown.clone()).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await
 }

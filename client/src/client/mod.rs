@@ -5,7 +5,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use switchboard_core::frame::RequestFrame;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 mod subscription;
@@ -17,7 +18,7 @@ use crate::{
     connection::{Command, Driver},
     error::ClientError,
     event::{ClientEvent, State},
-    frame::{ClientInfo, History, HistoryOptions, Position, PresenceStats, presence_clients},
+    frame::{self, ClientInfo, History, HistoryOptions, Position, PresenceStats, presence_clients},
     options::Options,
     request::Waiter,
     subscription::SubscribeOptions,
@@ -269,7 +270,7 @@ impl Client {
         channel: &str,
         data: impl Serialize,
     ) -> Result<Position, ClientError> {
-        let data = self.call(publish_frame(channel, data)?).await?;
+        let data = self.call(frame::publish(channel, data)?).await?;
         serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
@@ -282,7 +283,7 @@ impl Client {
     ) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Request {
-            frame: publish_frame(channel, data)?,
+            frame: frame::publish(channel, data)?,
             waiter: Waiter::Written(tx),
             timeout: self.shared.request_timeout,
         })
@@ -292,16 +293,14 @@ impl Client {
 
     pub async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, ClientError> {
         let data = self
-            .call(object(json!({"type": "presence", "channel": channel})))
+            .call(frame::request(&RequestFrame::Presence { channel }))
             .await?;
         presence_clients(data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, ClientError> {
         let data = self
-            .call(object(
-                json!({"type": "presence_stats", "channel": channel}),
-            ))
+            .call(frame::request(&RequestFrame::PresenceStats { channel }))
             .await?;
         serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -311,16 +310,12 @@ impl Client {
         channel: &str,
         options: HistoryOptions,
     ) -> Result<History, ClientError> {
-        let mut frame = object(json!({"type": "history", "channel": channel}));
-        if let Some(limit) = options.limit {
-            frame.insert("limit".into(), limit.into());
-        }
-        if options.reverse {
-            frame.insert("reverse".into(), true.into());
-        }
-        if let Some(since) = options.since {
-            frame.insert("since".into(), json!(since));
-        }
+        let frame = frame::request(&RequestFrame::History {
+            channel,
+            limit: options.limit,
+            reverse: options.reverse,
+            since: options.since.as_ref(),
+        });
         let data = self.call(frame).await?;
         serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -328,7 +323,7 @@ impl Client {
     /// A round trip to the server.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
         let start = tokio::time::Instant::now();
-        self.call(object(json!({"type": "ping"}))).await?;
+        self.call(frame::request(&RequestFrame::Ping)).await?;
         Ok(start.elapsed())
     }
 
@@ -360,19 +355,5 @@ impl Client {
             .send(command)
             .await
             .map_err(|_| ClientError::Closed)
-    }
-}
-
-fn publish_frame(channel: &str, data: impl Serialize) -> Result<Map<String, Value>, ClientError> {
-    let data = serde_json::to_value(data).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    Ok(object(
-        json!({"type": "publish", "channel": channel, "data": data}),
-    ))
-}
-
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
     }
 }

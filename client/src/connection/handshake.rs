@@ -5,7 +5,7 @@
 use std::{pin::pin, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
+use switchboard_core::frame::RequestFrame;
 use tokio_tungstenite::{
     connect_async,
     tungstenite::{self, Message},
@@ -13,10 +13,10 @@ use tokio_tungstenite::{
 
 use super::{Driver, Next, Ws, command::Command, sleep_until_opt};
 use crate::{
-    advice::{Advice, DisconnectFrame, advise, close_code},
+    advice::{Advice, advise, close_code},
     error::ClientError,
     event::ClientEvent,
-    frame::ServerFrame,
+    frame::{self, ServerFrame},
     token::TokenSource,
 };
 
@@ -125,12 +125,13 @@ async fn authenticate(
     token: &str,
     timeout: Duration,
 ) -> Result<(String, String), Failure> {
-    let auth = json!({"type": "auth", "id": AUTH_ID, "token": token});
+    let auth: RequestFrame<'_, ()> = RequestFrame::Auth { token };
+    let auth = auth.encode_with_id(AUTH_ID);
     let lost = |why: &str| Failure::Closed {
         advice: Advice::retry(close_code::ABNORMAL, why),
         refused: None,
     };
-    tokio::time::timeout(timeout, ws.send(Message::text(auth.to_string())))
+    tokio::time::timeout(timeout, ws.send(Message::text(auth)))
         .await
         .map_err(|_| lost("auth not sent"))?
         .map_err(|e| lost(&e.to_string()))?;
@@ -139,7 +140,7 @@ async fn authenticate(
     loop {
         let (code, reason) = match ws.next().await {
             Some(Ok(Message::Text(text))) => {
-                match ServerFrame::parse(&text) {
+                match frame::parse(&text) {
                     Ok(ServerFrame::Authenticated {
                         id: Some(AUTH_ID),
                         user_id,
@@ -155,17 +156,7 @@ async fn authenticate(
                             message: error,
                         })
                     }
-                    Ok(ServerFrame::Disconnect {
-                        code,
-                        reason,
-                        reconnect,
-                    }) => {
-                        disconnect = Some(DisconnectFrame {
-                            code,
-                            reason,
-                            reconnect,
-                        })
-                    }
+                    Ok(ServerFrame::Disconnect(d)) => disconnect = Some(d),
                     _ => {}
                 }
                 continue;

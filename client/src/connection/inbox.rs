@@ -3,14 +3,15 @@
 //! requests whose time ran out, which get the answer "timeout" instead.
 
 use serde_json::Value;
+use switchboard_core::frame::push::Event;
 use tokio::time::Instant;
 
 use super::Driver;
 use crate::{
-    advice::{Advice, DisconnectFrame, close_code},
+    advice::{Advice, close_code},
     error::ClientError,
     event::ClientEvent,
-    frame::{Publication, ServerFrame},
+    frame::{self, Publication, ServerFrame},
     request::Waiter,
     subscription::{Delivery, Entry, SubscriptionEvent},
     token::expiry,
@@ -18,7 +19,7 @@ use crate::{
 
 impl Driver {
     pub(super) fn on_frame(&mut self, text: &str, generation: u64) {
-        let frame = match ServerFrame::parse(text) {
+        let frame = match frame::parse(text) {
             Ok(frame) => frame,
             Err(e) => {
                 self.emit(ClientEvent::Error(ClientError::Protocol(format!(
@@ -29,23 +30,13 @@ impl Driver {
         };
         match frame {
             ServerFrame::Message(p) => self.on_publication(p),
-            ServerFrame::Join { channel, info } => {
+            ServerFrame::Join(Event { channel, info }) => {
                 self.deliver(&channel, |e| e.presence(SubscriptionEvent::Join(info)))
             }
-            ServerFrame::Leave { channel, info } => {
+            ServerFrame::Leave(Event { channel, info }) => {
                 self.deliver(&channel, |e| e.presence(SubscriptionEvent::Leave(info)))
             }
-            ServerFrame::Disconnect {
-                code,
-                reason,
-                reconnect,
-            } => {
-                self.disconnect = Some(DisconnectFrame {
-                    code,
-                    reason,
-                    reconnect,
-                });
-            }
+            ServerFrame::Disconnect(d) => self.disconnect = Some(d),
             ServerFrame::Response { id: Some(id), data } => self.settle(id, Ok(data), generation),
             ServerFrame::Pong { id: Some(id) }
             | ServerFrame::Authenticated { id: Some(id), .. } => {

@@ -24,7 +24,7 @@ mod subscriptions;
 
 use std::{collections::HashMap, time::Duration};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::{
     net::TcpStream,
     sync::{broadcast, mpsc, oneshot, watch},
@@ -224,12 +224,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
     }
 }

@@ -4,16 +4,18 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::{
     task::{JoinError, JoinHandle},
     time::Instant,
 };
 
-use super::{Driver, object};
+use switchboard_core::frame::RequestFrame;
+
+use super::Driver;
 use crate::{
     error::ClientError,
     event::ClientEvent,
+    frame,
     request::Waiter,
     token::{BoxError, TokenSource, expiry, refresh_delay},
 };
@@ -37,7 +39,7 @@ impl Driver {
     pub(super) fn token_fetched(&mut self, fetched: Result<Result<String, BoxError>, JoinError>) {
         match fetched {
             Ok(Ok(token)) if !token.is_empty() => {
-                let frame = object(json!({"type": "refresh", "token": token}));
+                let frame = frame::request(&RequestFrame::Refresh { token: &token });
                 let (_, frame) = self.requests.send_now(
                     frame,
                     Waiter::Refresh { token },

@@ -5,15 +5,17 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
+use switchboard_core::frame::RequestFrame;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::{Driver, Next, Ws, handshake::Opened, object, sleep_until_opt};
+use super::{Driver, Next, Ws, handshake::Opened, sleep_until_opt};
 use crate::{
     advice::{Advice, advise, close_code},
     error::ClientError,
     event::{ClientEvent, State},
+    frame,
     request::Waiter,
 };
 
@@ -182,7 +184,7 @@ impl Driver {
         }
         if !self.pinging && liveness.last_received.elapsed() >= self.opts.ping_interval {
             self.pinging = true;
-            let frame = object(json!({"type": "ping"}));
+            let frame = frame::request(&RequestFrame::Ping);
             let (_, frame) = self
                 .requests
                 .send_now(frame, Waiter::Ping, self.opts.pong_timeout);

@@ -4,14 +4,15 @@
 //! a while. (The application's side, handles and positions, is
 //! [`crate::subscription`].)
 
-use serde_json::{Value, json};
+use serde_json::Value;
+use switchboard_core::frame::RequestFrame;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{Driver, object};
+use super::Driver;
 use crate::{
     backoff::Backoff,
     error::ClientError,
-    frame::SubscribeReply,
+    frame::{self, SubscribeReply},
     request::Waiter,
     subscription::{Delivery, Entry, SubscribeOptions, SubscriptionEvent},
 };
@@ -50,10 +51,10 @@ impl Driver {
         if entry.pending_on == Some(generation) {
             return;
         }
-        let mut frame = object(json!({"type": "subscribe", "channel": channel}));
-        if let Some(since) = &entry.position {
-            frame.insert("since".into(), json!(since));
-        }
+        let frame = frame::request(&RequestFrame::Subscribe {
+            channel,
+            since: entry.position.as_ref(),
+        });
         entry.pending_on = Some(generation);
         entry.retry_at = None;
         let waiter = Waiter::Subscribe {
@@ -68,7 +69,7 @@ impl Driver {
     }
 
     pub(super) fn send_unsubscribe(&mut self, channel: &str) {
-        let frame = object(json!({"type": "unsubscribe", "channel": channel}));
+        let frame = frame::request(&RequestFrame::Unsubscribe { channel });
         let (_, frame) =
             self.requests
                 .send_now(frame, Waiter::Unsubscribe, self.opts.request_timeout);

@@ -9,6 +9,7 @@
 use std::{sync::Arc, time::Instant};
 
 use serde_json::value::RawValue;
+use switchboard_core::frame::parse::{MAX_DATA_DEPTH, nests_deeper_than};
 use switchboard_core::{
     Broker, ChannelName, ChannelsRequest, Control, HistoryRequest, Position, PublishRequest,
 };
@@ -21,17 +22,12 @@ use super::{
         InfoParams, PublishParams, SendToUserParams, UnsubscribeUserParams, UserParams,
     },
     results::{
-        BroadcastOutcome, BroadcastResult, ChannelEntry, ChannelsResult, Empty, GatewayInfo,
+        self, BroadcastOutcome, BroadcastResult, ChannelEntry, ChannelsResult, Empty, GatewayInfo,
         HistoryResult, InfoResult, NodeEntry, PresenceResult, PresenceStatsResult, PublishResult,
         UserOnlineResult,
     },
 };
-use crate::{
-    error::MAX_CLOSE_REASON,
-    gateway::Gateway,
-    protocol::{MAX_DATA_DEPTH, nests_deeper_than},
-    telemetry,
-};
+use crate::{error::MAX_CLOSE_REASON, gateway::Gateway, telemetry};
 
 /// Most channels in one broadcast.
 pub const MAX_BROADCAST_CHANNELS: usize = 1000;
@@ -39,7 +35,7 @@ pub const MAX_BROADCAST_CHANNELS: usize = 1000;
 pub const DEFAULT_CHANNELS_LIMIT: usize = 1000;
 pub const MAX_CHANNELS_LIMIT: usize = 10_000;
 /// The disconnect defaults: a close code in the range for applications.
-pub const DEFAULT_DISCONNECT_CODE: u16 = 4000;
+pub const DEFAULT_DISCONNECT_CODE: u16 = switchboard_core::frame::close::REQUESTED;
 pub const DEFAULT_DISCONNECT_REASON: &str = "disconnected by the server";
 
 /// The operations, bound to one gateway. Cheap to clone.
@@ -243,7 +239,7 @@ impl<B: Broker> Operations<B> {
             .publications
             .iter()
             .map(|p| {
-                serde_json::from_slice(&p.frame).map_err(|e| {
+                results::Publication::decode(&p.frame).map_err(|e| {
                     tracing::error!(error = %e, "history holds a frame that is not a publication");
                     ApiError::Internal
                 })

@@ -1,9 +1,9 @@
 //! The server API's results: what each operation ([`super::ops`]) answers,
 //! serialized as the HTTP JSON bodies and converted into the gRPC replies.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use switchboard_core::{ClientInfo, Position};
+use switchboard_core::{ClientInfo, Position, frame::Message};
 
 use super::error::ErrorBody;
 
@@ -74,13 +74,27 @@ pub struct HistoryResult {
 
 /// A publication as history returns it; read from the frame the owner
 /// encoded, so it has exactly what subscribers received.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 pub struct Publication {
     pub from: String,
     pub data: Box<RawValue>,
     pub offset: u64,
     pub epoch: String,
     pub timestamp: u64,
+}
+
+impl Publication {
+    /// Reads a stored `message` frame.
+    pub fn decode(frame: &[u8]) -> Result<Self, serde_json::Error> {
+        let m: Message<String, Box<RawValue>> = serde_json::from_slice(frame)?;
+        Ok(Self {
+            from: m.from,
+            data: m.data,
+            offset: m.offset,
+            epoch: m.epoch,
+            timestamp: m.timestamp,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]

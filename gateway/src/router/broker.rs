@@ -26,7 +26,7 @@ impl Broker for Router {
         for (name, link) in links.iter_mut() {
             self.start_link(name, link);
         }
-        tokio::spawn(self.clone().reconciler());
+        self.inner.tasks.spawn(self.clone().reconciler());
         Ok(())
     }
 

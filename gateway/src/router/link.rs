@@ -33,7 +33,7 @@ pub(super) struct Link {
 impl Router {
     pub(super) fn start_link(&self, name: &BrokerName, link: &mut Link) {
         if let Some(tx) = link.starter.take() {
-            tokio::spawn(self.clone().run_link(
+            self.inner.tasks.spawn(self.clone().run_link(
                 name.clone(),
                 link.remote.clone(),
                 tx,
@@ -90,7 +90,12 @@ impl Router {
             .clone();
         let mut backoff = BACKOFF_MIN;
         loop {
-            match remote.open_stream(&gateway).await {
+            let opened = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                opened = remote.open_stream(&gateway) => opened,
+            };
+            match opened {
                 Ok(mut stream) => {
                     backoff = BACKOFF_MIN;
                     attached.send_replace(true);

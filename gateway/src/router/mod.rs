@@ -32,7 +32,7 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 use rand::Rng;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::{
     link::Link,
@@ -68,7 +68,11 @@ struct Inner {
     jitter: parking_lot::Mutex<rand::rngs::StdRng>,
     /// Wakes the reconciler: the ring changed or a stream came back.
     reconcile: tokio::sync::Notify,
+    /// Ends the follower, the links and the reconciler.
     shutdown: CancellationToken,
+    /// The gateway role's tasks: the follower, the links, their delivery
+    /// streams and the reconciler run here, so that its drain waits for them.
+    tasks: TaskTracker,
 }
 
 /// Routes a gateway's broker calls across the cluster. Cheap to clone.
@@ -78,9 +82,14 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router over a fixed set of brokers.
-    pub fn new(brokers: &[BrokerAddr], shutdown: CancellationToken) -> Result<Self, BrokerError> {
-        Self::with_dialer(brokers, TcpDialer::shared(), shutdown)
+    /// A router over a fixed set of brokers; its tasks run in `tasks` until
+    /// `shutdown`.
+    pub fn new(
+        brokers: &[BrokerAddr],
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Self, BrokerError> {
+        Self::with_dialer(brokers, TcpDialer::shared(), shutdown, tasks)
     }
 
     /// A router over a fixed set of brokers, reached through `dialer`.
@@ -88,8 +97,9 @@ impl Router {
         brokers: &[BrokerAddr],
         dialer: SharedDialer,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> Result<Self, BrokerError> {
-        Self::build(brokers, dialer, None, Host::system(), shutdown)
+        Self::build(brokers, dialer, None, Host::system(), (shutdown, tasks))
     }
 
     fn build(
@@ -97,7 +107,7 @@ impl Router {
         dialer: SharedDialer,
         ring_version: Option<Arc<AtomicU64>>,
         host: Host,
-        shutdown: CancellationToken,
+        (shutdown, tasks): (CancellationToken, TaskTracker),
     ) -> Result<Self, BrokerError> {
         let router = Self {
             inner: Arc::new(Inner {
@@ -111,18 +121,21 @@ impl Router {
                 jitter: parking_lot::Mutex::new(host.rng("jitter")),
                 reconcile: tokio::sync::Notify::new(),
                 shutdown,
+                tasks,
             }),
         };
         router.set_brokers(brokers)?;
         Ok(router)
     }
 
-    /// A router that follows the active brokers of a gossip view.
+    /// A router that follows the active brokers of a gossip view; its
+    /// tasks run in `tasks` until `shutdown`.
     pub fn following(
         view: watch::Receiver<Arc<switchboard_cluster::membership::ClusterView>>,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> Result<Self, BrokerError> {
-        Self::following_with(view, TcpDialer::shared(), Host::system(), shutdown)
+        Self::following_with(view, TcpDialer::shared(), Host::system(), shutdown, tasks)
     }
 
     /// A router that follows the active brokers of a gossip view, reached
@@ -132,12 +145,19 @@ impl Router {
         dialer: SharedDialer,
         host: Host,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> Result<Self, BrokerError> {
         let brokers = view.borrow_and_update().active_brokers();
         let version = Some(Arc::new(AtomicU64::new(0)));
-        let router = Self::build(&brokers, dialer, version, host, shutdown.clone())?;
+        let router = Self::build(
+            &brokers,
+            dialer,
+            version,
+            host,
+            (shutdown.clone(), tasks.clone()),
+        )?;
         let follower = router.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
                 tokio::select! {
                 biased;
@@ -201,15 +221,21 @@ impl Router {
                     continue;
                 }
                 let (tx, rx) = watch::channel(false);
+                let stop = self.inner.shutdown.child_token();
+                let remote = RemoteBroker::dial(
+                    &*self.inner.dialer,
+                    &b.addr,
+                    self.inner.tasks.clone(),
+                    stop.clone(),
+                )?;
                 let mut link = Link {
                     addr: b.addr.clone(),
                     remote: match &self.inner.ring_version {
-                        Some(version) => RemoteBroker::dial(&*self.inner.dialer, &b.addr)?
-                            .vouching(version.clone()),
-                        None => RemoteBroker::dial(&*self.inner.dialer, &b.addr)?,
+                        Some(version) => remote.vouching(version.clone()),
+                        None => remote,
                     },
                     attached: rx,
-                    stop: self.inner.shutdown.child_token(),
+                    stop,
                     starter: Some(tx),
                 };
                 if attached {

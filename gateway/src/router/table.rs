@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use switchboard_core::{
     BrokerName, ChannelName, ClientInfo, Control, Delivery, DeliveryKind, Position, Publication,
-    SubscribeReply, frame,
+    SubscribeReply, frame::push as frame,
 };
 
 /// This gateway's subscription to one channel.

@@ -11,7 +11,7 @@ use switchboard_cluster::ownership::Snapshot;
 use switchboard_core::{
     BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
     NamespaceOptions, Position,
-    frame::{self, PresenceEvent},
+    frame::push::{self as frame, PresenceEvent},
     presence::Presence,
 };
 

@@ -40,7 +40,7 @@ use switchboard_core::{
     DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NamespaceOptions,
     Namespaces, NodeInfo, Position, PresenceStats, PublishRequest, SubscribeReply,
     SubscribeRequest,
-    frame::{self, PresenceEvent},
+    frame::push::{self as frame, PresenceEvent},
     host::Host,
     position::Recovery,
 };

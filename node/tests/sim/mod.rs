@@ -46,7 +46,7 @@ use tokio::{
     sync::watch,
     task::JoinSet,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Channel, Uri, server::Connected};
 use turmoil::Sim;
 
@@ -491,11 +491,13 @@ async fn gateway(
     )
     .await
     .map_err(|_| format!("{name}: the cluster never formed"))??;
+    // The simulated gateway's tasks end on `shutdown`, or with its host.
     let router = Router::following_with(
         membership.view(),
         dialer(),
         host(shared, name, shared.boots.lock().unwrap()[name]),
         shutdown,
+        TaskTracker::new(),
     )?;
     router.attach(GatewayId::from(name), sink).await?;
     Ok(router)
