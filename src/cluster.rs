@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use switchboard_cluster::{
     dialer::TcpDialer,
-    gossip::Membership,
+    gossip::{CONFLICT_GRACE, Membership},
     membership::{NodeId, NodeState, Role},
 };
 use switchboard_core::{BrokerAddr, host::Host};
@@ -18,7 +18,10 @@ use switchboard_node::process::{BrokerListeners, BrokerProcess, BrokerSettings};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    security::{Refusal, SecurityArgs},
+};
 
 /// Parses `name=host:port`.
 pub(crate) fn parse_broker(s: &str) -> Result<BrokerAddr, String> {
@@ -105,18 +108,45 @@ fn boot_id() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// `switchboard node`'s command line.
+pub(crate) struct Node {
+    pub name: String,
+    pub grpc: SocketAddr,
+    pub advertise: Option<String>,
+    pub http: SocketAddr,
+    pub gossip: Gossip,
+    pub security: SecurityArgs,
+}
+
+/// `switchboard gateway`'s command line.
+pub(crate) struct Gateway {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub brokers: Vec<BrokerAddr>,
+    pub gossip: Gossip,
+    pub security: SecurityArgs,
+}
+
 /// A broker: owns channels and serves gateways over gRPC. The process
 /// shape and its drain are [`BrokerProcess`]'s; this binds the sockets and
 /// adds the HTTP port (metrics, health).
 pub(crate) async fn run_node(
     config: Config,
-    name: String,
-    grpc: SocketAddr,
-    advertise: Option<String>,
-    http: SocketAddr,
-    gossip: Gossip,
+    node: Node,
     signal: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Node {
+        name,
+        grpc,
+        advertise,
+        http,
+        gossip,
+        security,
+    } = node;
+    let gossip_security = security.gossip()?;
+    let tracker = TaskTracker::new();
+    let keys_stop = CancellationToken::new();
+    let gossip_sealer = gossip_security.start(&tracker, keys_stop.clone());
     let grpc = TcpListener::bind(grpc)
         .await
         .with_context(|| format!("binding gRPC {grpc}"))?;
@@ -139,13 +169,20 @@ pub(crate) async fn run_node(
         boot: boot_id(),
         host: Host::system(),
         dialer: TcpDialer::shared(),
+        gossip_sealer,
     };
     let listeners = BrokerListeners {
         grpc: switchboard_node::server::incoming(grpc),
         gossip: gossip_socket,
     };
     let process = BrokerProcess::start(listeners, settings, signal)?;
-    let tracker = TaskTracker::new();
+    tracker.spawn({
+        let stopping = process.stopping();
+        async move {
+            stopping.cancelled().await;
+            keys_stop.cancel();
+        }
+    });
     tracker.spawn(switchboard_gateway::telemetry::upkeep(
         switchboard_gateway::telemetry::recorder(),
         process.stopping(),
@@ -165,36 +202,66 @@ pub(crate) async fn run_node(
         "switchboard node {name}: grpc://{grpc_addr} http://{http_addr} gossip://{}",
         process.gossip_addr()
     );
-    process.run().await;
+    let stopped = process.run().await;
     tracker.close();
     tracker.wait().await;
-    Ok(())
+    match stopped.conflict {
+        Some(conflict) => Err(Refusal::Conflict(conflict).into()),
+        None => Ok(()),
+    }
 }
 
 /// A gateway: terminates client WebSockets and routes each channel to its
 /// owner, with brokers either given (`--broker`) or found by gossip.
 pub(crate) async fn run_gateway(
     config: Config,
-    name: String,
-    listen: SocketAddr,
-    brokers: Vec<BrokerAddr>,
-    gossip: Gossip,
-    shutdown: CancellationToken,
+    gateway: Gateway,
+    signal: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Gateway {
+        name,
+        listen,
+        brokers,
+        gossip,
+        security,
+    } = gateway;
     anyhow::ensure!(
         !brokers.is_empty() || !gossip.seeds.is_empty(),
         "a gateway needs --seed HOST:PORT (gossip) or --broker NAME=HOST:PORT (static)"
     );
+    // A static gateway does not gossip, and needs no gossip key.
+    let gossip_security = if brokers.is_empty() {
+        Some(security.gossip()?)
+    } else {
+        None
+    };
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
-    let router = if brokers.is_empty() {
+    // The signal, or a conflict over this gateway's name, stops it.
+    let shutdown = signal.child_token();
+    let tracker = TaskTracker::new();
+    let mut conflict = None;
+    let router = if let Some(gossip_security) = gossip_security {
+        let sealer = gossip_security.start(&tracker, shutdown.clone());
         let me = node_id(&name, Role::Gateway, String::new(), NodeState::Active);
         let gossip_addr = gossip.bind_addr().await?;
-        let membership = Membership::start(me, gossip_addr, gossip.seeds, shutdown.clone())
+        let membership = Membership::start(me, gossip_addr, gossip.seeds, sealer, shutdown.clone())
             .await
             .with_context(|| format!("binding gossip {gossip_addr}"))?;
+        conflict = Some(tracker.spawn({
+            let (membership, shutdown) = (membership.clone(), shutdown.clone());
+            async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => None,
+                    conflict = membership.identity_conflict(CONFLICT_GRACE) => {
+                        shutdown.cancel();
+                        Some(conflict)
+                    }
+                }
+            }
+        }));
         let mut view = membership.view();
         // Route once some broker is known (bounded: a gateway that finds
         // none still starts, and answers with errors until one joins).
@@ -224,6 +291,15 @@ pub(crate) async fn run_gateway(
         client: listener,
         api,
     };
-    switchboard_gateway::run_with(listeners, settings, router, shutdown).await?;
-    Ok(())
+    switchboard_gateway::run_with(listeners, settings, router, shutdown.clone()).await?;
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    match conflict {
+        Some(watch) => match watch.await? {
+            Some(conflict) => Err(Refusal::Conflict(conflict).into()),
+            None => Ok(()),
+        },
+        None => Ok(()),
+    }
 }

@@ -4,6 +4,7 @@ mod cluster;
 mod config;
 mod health;
 mod open_files;
+mod security;
 mod token;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -15,7 +16,11 @@ use switchboard_gateway::Listeners;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, token::KeyAlg};
+use crate::{
+    config::Config,
+    security::{Refusal, SecurityArgs},
+    token::KeyAlg,
+};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +70,8 @@ enum Command {
         http: SocketAddr,
         #[command(flatten)]
         gossip: GossipArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -83,6 +90,8 @@ enum Command {
         brokers: Vec<BrokerAddr>,
         #[command(flatten)]
         gossip: GossipArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -157,7 +166,25 @@ impl From<GossipArgs> for cluster::Gossip {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit code 2 for a refusal to run (credentials missing, a name already
+/// live in the cluster), with its one line on stderr; 1 for any other error.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(refusal) = e.downcast_ref::<Refusal>() {
+                tracing::error!(error = %refusal, "refusing to run");
+                eprintln!("error: {refusal}");
+                std::process::ExitCode::from(2)
+            } else {
+                eprintln!("Error: {e:?}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The bench prints its summary on stdout: logs go elsewhere.
     let to_stderr = matches!(cli.command, Command::Bench { .. });
@@ -188,12 +215,22 @@ fn main() -> anyhow::Result<()> {
             advertise,
             http,
             gossip,
+            security,
             config,
         } => {
             let config = Config::load(config.as_deref())?;
+            let security = security.with_file(&config.cluster_security);
             block_on(async {
                 let signal = shutdown_on_signal();
-                cluster::run_node(config, name, grpc, advertise, http, gossip.into(), signal).await
+                let node = cluster::Node {
+                    name,
+                    grpc,
+                    advertise,
+                    http,
+                    gossip: gossip.into(),
+                    security,
+                };
+                cluster::run_node(config, node, signal).await
             })
         }
         Command::Gateway {
@@ -201,12 +238,21 @@ fn main() -> anyhow::Result<()> {
             listen,
             brokers,
             gossip,
+            security,
             config,
         } => {
             let config = Config::load(config.as_deref())?;
+            let security = security.with_file(&config.cluster_security);
             block_on(async {
                 let signal = shutdown_on_signal();
-                cluster::run_gateway(config, name, listen, brokers, gossip.into(), signal).await
+                let gateway = cluster::Gateway {
+                    name,
+                    listen,
+                    brokers,
+                    gossip: gossip.into(),
+                    security,
+                };
+                cluster::run_gateway(config, gateway, signal).await
             })
         }
         Command::Token {

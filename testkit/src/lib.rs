@@ -10,7 +10,8 @@
 //!   loopback ports.
 //! - [`settings`]: `Settings::for_test()`, the test secret, API keys and tokens.
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
-//! - [`cluster`]: clusters of real processes that form by gossip.
+//! - [`cluster`]: clusters of real processes that form by gossip, sealed
+//!   with a gossip key made for the test run.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.

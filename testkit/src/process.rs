@@ -64,6 +64,10 @@ impl Process {
         let mut child = Command::new(bin)
             .args(args)
             .env("SWITCHBOARD_LOG", "info")
+            // Nodes and gateways refuse to gossip without a key: every
+            // process a test starts shares this test run's, unless `env`
+            // gives another.
+            .env("SWITCHBOARD_GOSSIP_KEY", crate::cluster::gossip_key())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -144,6 +148,13 @@ impl Process {
     /// Everything the process logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (up to `within`) for the process to exit on its own.
+    pub async fn exited(&mut self, within: std::time::Duration) -> anyhow::Result<ExitStatus> {
+        Ok(tokio::time::timeout(within, self.child.wait())
+            .await
+            .context("still running")??)
     }
 
     /// SIGTERM, then waits for the exit.
