@@ -52,8 +52,8 @@ pub(crate) enum Refusal {
     Missing(Vec<&'static str>),
     #[error("{0}")]
     Conflict(#[from] IdentityConflict),
-    #[error("gossip key file {}: {1}", .0.display())]
-    GossipKey(PathBuf, KeyringError),
+    #[error("gossip key file {}: {error}", path.display())]
+    GossipKey { path: PathBuf, error: KeyringError },
 }
 
 /// What this process gossips with.
@@ -92,7 +92,10 @@ impl SecurityArgs {
     /// a refusal naming what is missing.
     pub(crate) fn gossip(&self) -> Result<GossipSecurity, Refusal> {
         match self.gossip_key.as_deref() {
-            Some(path) => load(path).map_err(|e| Refusal::GossipKey(path.to_owned(), e)),
+            Some(path) => load(path).map_err(|error| Refusal::GossipKey {
+                path: path.to_owned(),
+                error,
+            }),
             None if self.insecure() => Ok(GossipSecurity::Plain),
             None => Err(Refusal::Missing(vec!["--gossip-key"])),
         }

@@ -300,8 +300,14 @@ impl<S: Datagram> Agent<S> {
             changed |= match n {
                 OwnedNotification::MemberUp(id) => self.member_up(id),
                 OwnedNotification::MemberDown(id) => {
-                    tracing::warn!(member = ?id, "member down");
-                    self.view.down(&id)
+                    let changed = self.view.down(&id);
+                    if changed {
+                        tracing::warn!(member = ?id, gossip = %id.gossip, "member down");
+                    } else {
+                        // A refused rival, or an identity already replaced.
+                        tracing::debug!(member = ?id, gossip = %id.gossip, "former identity down");
+                    }
+                    changed
                 }
                 OwnedNotification::Rename(old, new) => {
                     tracing::debug!(from = ?old, to = ?new, "member changed");

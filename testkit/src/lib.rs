@@ -15,6 +15,8 @@
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
+//! - [`load`]: steady publishing across a change, and the check that every
+//!   acknowledged publication arrived once, in order, in its epoch.
 //! - [`api`]: server API clients: JSON over HTTP, and gRPC.
 //! - [`process`]: starting `switchboard` processes, finding their
 //!   addresses, and stopping them (SIGTERM) or killing them (SIGKILL).
@@ -27,6 +29,7 @@ pub mod client;
 pub mod cluster;
 pub mod compose;
 pub mod http;
+pub mod load;
 pub mod process;
 pub mod prometheus;
 pub mod server;

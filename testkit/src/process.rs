@@ -35,7 +35,8 @@ impl Process {
         Self::start_announcing(bin, args, "ws://").await
     }
 
-    /// Like [`Process::start_announcing`], with extra environment variables.
+    /// Like [`Process::start_announcing`], with extra environment variables
+    /// (an empty value unsets the variable).
     pub async fn start_with_env(
         bin: &Path,
         args: &[&str],
@@ -61,14 +62,22 @@ impl Process {
         env: &[(&str, &str)],
         scheme: &'static str,
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(args)
             .env("SWITCHBOARD_LOG", "info")
             // Nodes and gateways refuse to gossip without a key: every
             // process a test starts shares this test run's, unless `env`
-            // gives another.
-            .env("SWITCHBOARD_GOSSIP_KEY", crate::cluster::gossip_key())
-            .envs(env.iter().copied())
+            // gives another (or unsets it).
+            .env("SWITCHBOARD_GOSSIP_KEY", crate::cluster::gossip_key());
+        for (name, value) in env {
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
