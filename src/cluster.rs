@@ -10,17 +10,17 @@ use std::time::Duration;
 use switchboard_cluster::{
     dialer::TcpDialer,
     gossip::{CONFLICT_GRACE, Membership},
-    membership::{NodeId, NodeState, Role},
+    membership::{IdentityConflict, NodeId, NodeState, Role},
 };
 use switchboard_core::{BrokerAddr, host::Host};
 use switchboard_gateway::Router;
 use switchboard_node::process::{BrokerListeners, BrokerProcess, BrokerSettings};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    security::{Refusal, SecurityArgs},
+    security::{GossipSecurity, Refusal, SecurityArgs},
 };
 
 /// Parses `name=host:port`.
@@ -143,7 +143,7 @@ pub(crate) async fn run_node(
         gossip,
         security,
     } = node;
-    let gossip_security = security.gossip()?;
+    let gossip_security = security.with_file(&config.cluster_security).gossip()?;
     let tracker = TaskTracker::new();
     let keys_stop = CancellationToken::new();
     let gossip_sealer = gossip_security.start(&tracker, keys_stop.clone());
@@ -230,11 +230,8 @@ pub(crate) async fn run_gateway(
         "a gateway needs --seed HOST:PORT (gossip) or --broker NAME=HOST:PORT (static)"
     );
     // A static gateway does not gossip, and needs no gossip key.
-    let gossip_security = if brokers.is_empty() {
-        Some(security.gossip()?)
-    } else {
-        None
-    };
+    let security = security.with_file(&config.cluster_security);
+    let gossip_security = brokers.is_empty().then(|| security.gossip()).transpose()?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -244,33 +241,10 @@ pub(crate) async fn run_gateway(
     let tracker = TaskTracker::new();
     let mut conflict = None;
     let router = if let Some(gossip_security) = gossip_security {
-        let sealer = gossip_security.start(&tracker, shutdown.clone());
-        let me = node_id(&name, Role::Gateway, String::new(), NodeState::Active);
-        let gossip_addr = gossip.bind_addr().await?;
-        let membership = Membership::start(me, gossip_addr, gossip.seeds, sealer, shutdown.clone())
-            .await
-            .with_context(|| format!("binding gossip {gossip_addr}"))?;
-        conflict = Some(tracker.spawn({
-            let (membership, shutdown) = (membership.clone(), shutdown.clone());
-            async move {
-                tokio::select! {
-                    () = shutdown.cancelled() => None,
-                    conflict = membership.identity_conflict(CONFLICT_GRACE) => {
-                        shutdown.cancel();
-                        Some(conflict)
-                    }
-                }
-            }
-        }));
-        let mut view = membership.view();
-        // Route once some broker is known (bounded: a gateway that finds
-        // none still starts, and answers with errors until one joins).
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            view.wait_for(|v| !v.active_brokers().is_empty()),
-        )
-        .await;
-        Router::following(membership.view(), shutdown.clone())?
+        let (router, watch) =
+            gossip_router(&name, gossip, gossip_security, &tracker, &shutdown).await?;
+        conflict = Some(watch);
+        router
     } else {
         Router::new(&brokers, shutdown.clone())?
     };
@@ -302,4 +276,46 @@ pub(crate) async fn run_gateway(
         },
         None => Ok(()),
     }
+}
+
+/// A gateway's router following gossip, and the task that stops the
+/// gateway (cancelling `shutdown`) if its name is held by another live
+/// member, resolving to that conflict.
+async fn gossip_router(
+    name: &str,
+    gossip: Gossip,
+    security: GossipSecurity,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Router, JoinHandle<Option<IdentityConflict>>)> {
+    let sealer = security.start(tracker, shutdown.clone());
+    let me = node_id(name, Role::Gateway, String::new(), NodeState::Active);
+    let gossip_addr = gossip.bind_addr().await?;
+    let membership = Membership::start(me, gossip_addr, gossip.seeds, sealer, shutdown.clone())
+        .await
+        .with_context(|| format!("binding gossip {gossip_addr}"))?;
+    let conflict = tracker.spawn({
+        let (membership, shutdown) = (membership.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                () = shutdown.cancelled() => None,
+                conflict = membership.identity_conflict(CONFLICT_GRACE) => {
+                    shutdown.cancel();
+                    Some(conflict)
+                }
+            }
+        }
+    });
+    let mut view = membership.view();
+    // Route once some broker is known (bounded: a gateway that finds
+    // none still starts, and answers with errors until one joins).
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        view.wait_for(|v| !v.active_brokers().is_empty()),
+    )
+    .await;
+    Ok((
+        Router::following(membership.view(), shutdown.clone())?,
+        conflict,
+    ))
 }

@@ -184,8 +184,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Logging, and the open-file limit for the roles that hold connections.
+fn prepare(cli: &Cli) {
     // The bench prints its summary on stdout: logs go elsewhere.
     let to_stderr = matches!(cli.command, Command::Bench { .. });
     init_tracing(&cli.log, cli.log_json, to_stderr);
@@ -200,6 +200,11 @@ fn run() -> anyhow::Result<()> {
         // would stop these roles at about a thousand.
         open_files::raise_and_log();
     }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    prepare(&cli);
     match cli.command {
         Command::Dev {
             listen,
@@ -219,7 +224,6 @@ fn run() -> anyhow::Result<()> {
             config,
         } => {
             let config = Config::load(config.as_deref())?;
-            let security = security.with_file(&config.cluster_security);
             block_on(async {
                 let signal = shutdown_on_signal();
                 let node = cluster::Node {
@@ -242,7 +246,6 @@ fn run() -> anyhow::Result<()> {
             config,
         } => {
             let config = Config::load(config.as_deref())?;
-            let security = security.with_file(&config.cluster_security);
             block_on(async {
                 let signal = shutdown_on_signal();
                 let gateway = cluster::Gateway {

@@ -8,7 +8,7 @@ use std::{path::Path, process::Output, time::Duration};
 use switchboard_testkit::{
     WAIT,
     client::Client,
-    cluster::gossip_key,
+    gossip_key::gossip_key,
     process::{Process, free_port},
 };
 

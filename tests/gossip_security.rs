@@ -15,10 +15,8 @@ use serde_json::json;
 use switchboard_testkit::{
     WAIT,
     api::Http,
-    cluster::{
-        broker, counter, gateway, gossip_key, new_gossip_key, scenario_config, seed_of,
-        subscribe_once_routed,
-    },
+    cluster::{broker, counter, gateway, scenario_config, seed_of, subscribe_once_routed},
+    gossip_key::{gossip_key, new_gossip_key},
     http,
     load::Load,
     process::Process,
@@ -345,6 +343,14 @@ async fn rotating_the_gossip_key_under_load_one_node_at_a_time_loses_nothing() {
             rewrite(node, file, &step).await;
         }
     }
+    // A key file that stops parsing keeps the keys in use, with an error.
+    std::fs::write(&files[3], "no longer a key\n").unwrap();
+    eventually(
+        "g2 refuses the broken file",
+        switchboard_cluster::keyring::RELOAD_EVERY * 3,
+        || async { g2.log().contains("gossip key file refused") },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let delivered = load.finish().await.unwrap();
     println!(

@@ -409,6 +409,8 @@ async fn agent<S: Datagram>(
     mut commands: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
 ) {
+    // Exported from the start, as the other unlabelled counters are.
+    metrics::counter!("switchboard_gossip_identity_conflicts_total").increment(0);
     let config = foca_config_for(16, wire.sealer.is_some());
     let mut foca = Foca::new(me.clone(), config, rng, PostcardCodec);
     let local = wire.socket.local_addr().ok();

@@ -106,8 +106,7 @@ impl BrokerProcess {
             dialer,
             gossip_sealer,
         } = settings;
-        let name = config.name.clone();
-        let drain_timeout = config.drain_timeout;
+        let (name, drain_timeout) = (config.name.clone(), config.drain_timeout);
         let broker = LocalBroker::on_host(config, namespaces, host);
         // Two phases: `drain` starts the drain; `shutdown` ends the process.
         let shutdown = CancellationToken::new();
@@ -121,13 +120,12 @@ impl BrokerProcess {
             bump: 0,
         };
         let tracker = TaskTracker::new();
-        let gossip_seed = host.rng("gossip").random();
         let membership = Membership::start_in(
             &tracker,
             me,
             listeners.gossip,
             seeds,
-            gossip_seed,
+            host.rng("gossip").random(),
             gossip_sealer,
             shutdown.clone(),
         )?;
@@ -140,10 +138,8 @@ impl BrokerProcess {
             dialer,
         );
         tracker.spawn(handoff.clone().run(shutdown.clone()));
-        tracker.spawn({
-            let (broker, shutdown) = (broker.clone(), shutdown.clone());
-            async move { broker.maintain(shutdown).await }
-        });
+        let (maintained, until) = (broker.clone(), shutdown.clone());
+        tracker.spawn(async move { maintained.maintain(until).await });
         tracker.spawn({
             let serve = crate::server::serve(
                 listeners.grpc,

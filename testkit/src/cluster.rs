@@ -29,30 +29,6 @@ pub fn scenario_config(tag: &str) -> anyhow::Result<String> {
     Ok(path.to_str().context("temp path is UTF-8")?.to_owned())
 }
 
-/// The gossip key file every process started by this test run shares
-/// (made once, in the temporary directory).
-pub fn gossip_key() -> &'static str {
-    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| {
-        let path = new_gossip_key("cluster").expect("writing the test cluster's gossip key");
-        path.to_str().expect("temp path is UTF-8").to_owned()
-    })
-}
-
-/// A gossip key file with one new key, for scenarios that use keys of
-/// their own (another cluster's, a rotation); returns its path.
-pub fn new_gossip_key(tag: &str) -> anyhow::Result<std::path::PathBuf> {
-    let path = std::env::temp_dir().join(format!(
-        "switchboard-{tag}-{}-{}.key",
-        std::process::id(),
-        crate::process::free_port()?
-    ));
-    let key = switchboard_cluster::keyring::generate_key();
-    std::fs::write(&path, format!("{key}\n"))
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
-}
-
 /// Starts broker `name`, joining the cluster through `seed` (a gossip
 /// address) if given.
 pub async fn broker(bin: &Path, name: &str, seed: Option<&str>) -> anyhow::Result<Process> {

@@ -10,8 +10,9 @@
 //!   loopback ports.
 //! - [`settings`]: `Settings::for_test()`, the test secret, API keys and tokens.
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
-//! - [`cluster`]: clusters of real processes that form by gossip, sealed
-//!   with a gossip key made for the test run.
+//! - [`cluster`]: clusters of real processes that form by gossip.
+//! - [`gossip_key`]: gossip key files made in the test: the one every
+//!   process a test run starts shares, and others.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
@@ -28,6 +29,7 @@ pub mod browser;
 pub mod client;
 pub mod cluster;
 pub mod compose;
+pub mod gossip_key;
 pub mod http;
 pub mod load;
 pub mod process;

@@ -69,7 +69,7 @@ impl Process {
             // Nodes and gateways refuse to gossip without a key: every
             // process a test starts shares this test run's, unless `env`
             // gives another (or unsets it).
-            .env("SWITCHBOARD_GOSSIP_KEY", crate::cluster::gossip_key());
+            .env("SWITCHBOARD_GOSSIP_KEY", crate::gossip_key::gossip_key());
         for (name, value) in env {
             if value.is_empty() {
                 command.env_remove(name);
