@@ -278,6 +278,10 @@ pub(crate) async fn run_gateway(
     }
 }
 
+/// How long a gossiping gateway waits, once among others, for news of
+/// another live gateway with its name before it attaches to brokers.
+const NAME_SETTLES: Duration = Duration::from_secs(1);
+
 /// A gateway's router following gossip, and the task that stops the
 /// gateway (cancelling `shutdown`) if its name is held by another live
 /// member, resolving to that conflict.
@@ -306,16 +310,18 @@ async fn gossip_router(
             }
         }
     });
-    let mut view = membership.view();
+    // A gateway attaches to brokers under its name: a second gateway with
+    // a live gateway's name would take over its streams. So it routes only
+    // once it has been in the cluster a while without finding its name
+    // held elsewhere (the first news of the others usually carries them
+    // all).
+    let mut view = membership.vetted_view(tracker, NAME_SETTLES, shutdown.clone());
     // Route once some broker is known (bounded: a gateway that finds
     // none still starts, and answers with errors until one joins).
     let _ = tokio::time::timeout(
-        Duration::from_secs(2),
+        NAME_SETTLES + Duration::from_secs(2),
         view.wait_for(|v| !v.active_brokers().is_empty()),
     )
     .await;
-    Ok((
-        Router::following(membership.view(), shutdown.clone())?,
-        conflict,
-    ))
+    Ok((Router::following(view, shutdown.clone())?, conflict))
 }

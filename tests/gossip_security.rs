@@ -475,3 +475,33 @@ async fn a_node_or_gateway_without_credentials_refuses_to_start() {
     started.terminate().await.unwrap();
     std::fs::remove_file(&config).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_with_a_live_name_exits_and_the_first_keeps_serving() {
+    let bin = Path::new(BIN);
+    let b1 = broker(bin, "b1", None).await.unwrap();
+    let seed = seed_of(&b1).unwrap();
+    let config = scenario_config("gossip-twin").unwrap();
+    let g1 = gateway(bin, "g1", &seed, &config).await.unwrap();
+    eventually("g1 routes to b1", WAIT, || async {
+        routed(&g1).await.len() == 1
+    })
+    .await;
+    let mut twin = gateway(bin, "g1", &seed, &config).await.unwrap();
+    let status = twin.exited(WAIT * 3).await.unwrap();
+    assert_eq!(status.code(), Some(2), "{}", twin.log());
+    assert!(
+        twin.log().lines().any(|l| l
+            .strip_prefix("error: another member named g1 is live at 127.0.0.1:")
+            .is_some_and(|rest| rest.ends_with("; refusing to start"))),
+        "{}",
+        twin.log()
+    );
+    assert!(counter(&metrics(&b1).await, CONFLICTS) >= 1.0);
+    let mut c = switchboard_testkit::client::Client::connect(&g1.ws_url())
+        .await
+        .unwrap();
+    subscribe_once_routed(&mut c, "chat:twin").await.unwrap();
+    c.publish("chat:twin", json!("one g1")).await.unwrap();
+    assert_eq!(c.message("chat:twin").await.unwrap()["data"], "one g1");
+}

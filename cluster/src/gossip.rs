@@ -199,6 +199,43 @@ impl Membership {
         let _ = self.commands.send(Command::SetState(state)).await;
     }
 
+    /// The view to act on for a node that must not touch the cluster under
+    /// a name that is not its own (a gateway attaches to brokers by name):
+    /// itself alone until it has been among others for `settle` without
+    /// finding its name held elsewhere, and again whenever it does.
+    pub fn vetted_view(
+        &self,
+        tracker: &TaskTracker,
+        settle: Duration,
+        shutdown: CancellationToken,
+    ) -> watch::Receiver<Arc<ClusterView>> {
+        let mut view = self.view();
+        let alone = Arc::new((**view.borrow()).clone().alone());
+        let (tx, vetted) = watch::channel(alone.clone());
+        tracker.spawn(async move {
+            let settled = async {
+                let _ = view.wait_for(|v| v.members().count() > 1).await;
+                tokio::time::sleep(settle).await;
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = settled => {}
+            }
+            loop {
+                let now = view.borrow_and_update().clone();
+                tx.send_replace(match now.self_conflict() {
+                    Some(_) => alone.clone(),
+                    None => now,
+                });
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = view.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        vetted
+    }
+
     /// Resolves once this node's own name has been held by another live
     /// member (an older identity at another address) for `grace`: the
     /// node must then stop. Meanwhile an active node steps out of the ring

@@ -215,6 +215,14 @@ impl ClusterView {
         }
     }
 
+    /// This view with every other member left out.
+    pub fn alone(mut self) -> Self {
+        let me = self.me.clone();
+        self.members.retain(|name, _| *name == me);
+        self.rivals.clear();
+        self
+    }
+
     /// This node's own entry.
     pub fn me(&self) -> Option<&NodeId> {
         self.members.get(&self.me)
