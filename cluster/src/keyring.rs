@@ -110,11 +110,6 @@ impl Keyring {
         Ok(Self { ciphers })
     }
 
-    /// Reads and parses the key file at `path`.
-    pub fn read(path: &Path) -> Result<Self, KeyringError> {
-        Self::parse(&read_text(path)?)
-    }
-
     /// How many keys open packets.
     pub fn len(&self) -> usize {
         self.ciphers.len()

@@ -26,6 +26,8 @@ pub struct Process {
     /// The address from its "listening" log line.
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// The tasks that read its stdout and stderr into `log`, done at EOF.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Process {
@@ -86,6 +88,7 @@ impl Process {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = oneshot::channel::<SocketAddr>();
         let tx = Arc::new(Mutex::new(Some(tx)));
+        let mut readers = Vec::new();
         for stream in [
             child
                 .stdout
@@ -101,7 +104,7 @@ impl Process {
         {
             let log = log.clone();
             let tx = tx.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let addr = listening_addr(&line, scheme);
@@ -114,7 +117,7 @@ impl Process {
                         let _ = tx.send(addr);
                     }
                 }
-            });
+            }));
         }
         // Generous: a loaded CI machine starts processes slowly.
         let addr = match tokio::time::timeout(WAIT * 3, rx).await {
@@ -128,7 +131,12 @@ impl Process {
                 );
             }
         };
-        Ok(Self { child, addr, log })
+        Ok(Self {
+            child,
+            addr,
+            log,
+            readers,
+        })
     }
 
     /// The process id, while it runs.
@@ -159,11 +167,18 @@ impl Process {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// Waits (up to `within`) for the process to exit on its own.
+    /// Waits (up to `within`) for the process to exit on its own, and for
+    /// its last lines to reach the log.
     pub async fn exited(&mut self, within: std::time::Duration) -> anyhow::Result<ExitStatus> {
-        Ok(tokio::time::timeout(within, self.child.wait())
+        let status = tokio::time::timeout(within, self.child.wait())
             .await
-            .context("still running")??)
+            .context("still running")??;
+        for reader in self.readers.drain(..) {
+            tokio::time::timeout(within, reader)
+                .await
+                .context("output still open after the exit")??;
+        }
+        Ok(status)
     }
 
     /// SIGTERM, then waits for the exit.
