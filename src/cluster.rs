@@ -9,16 +9,19 @@ use std::time::Duration;
 
 use switchboard_cluster::{
     dialer::TcpDialer,
-    gossip::Membership,
-    membership::{NodeId, NodeState, Role},
+    gossip::{CONFLICT_GRACE, Membership},
+    membership::{IdentityConflict, NodeId, NodeState, Role},
 };
 use switchboard_core::{BrokerAddr, host::Host};
 use switchboard_gateway::Router;
 use switchboard_node::process::{BrokerListeners, BrokerProcess, BrokerSettings};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    security::{GossipSecurity, Refusal, SecurityArgs},
+};
 
 /// Parses `name=host:port`.
 pub(crate) fn parse_broker(s: &str) -> Result<BrokerAddr, String> {
@@ -105,18 +108,45 @@ fn boot_id() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// `switchboard node`'s command line.
+pub(crate) struct Node {
+    pub name: String,
+    pub grpc: SocketAddr,
+    pub advertise: Option<String>,
+    pub http: SocketAddr,
+    pub gossip: Gossip,
+    pub security: SecurityArgs,
+}
+
+/// `switchboard gateway`'s command line.
+pub(crate) struct Gateway {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub brokers: Vec<BrokerAddr>,
+    pub gossip: Gossip,
+    pub security: SecurityArgs,
+}
+
 /// A broker: owns channels and serves gateways over gRPC. The process
 /// shape and its drain are [`BrokerProcess`]'s; this binds the sockets and
 /// adds the HTTP port (metrics, health).
 pub(crate) async fn run_node(
     config: Config,
-    name: String,
-    grpc: SocketAddr,
-    advertise: Option<String>,
-    http: SocketAddr,
-    gossip: Gossip,
+    node: Node,
     signal: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Node {
+        name,
+        grpc,
+        advertise,
+        http,
+        gossip,
+        security,
+    } = node;
+    let gossip_security = security.with_file(&config.cluster_security).gossip()?;
+    let tracker = TaskTracker::new();
+    let keys_stop = CancellationToken::new();
+    let gossip_sealer = gossip_security.start(&tracker, keys_stop.clone());
     let grpc = TcpListener::bind(grpc)
         .await
         .with_context(|| format!("binding gRPC {grpc}"))?;
@@ -139,13 +169,20 @@ pub(crate) async fn run_node(
         boot: boot_id(),
         host: Host::system(),
         dialer: TcpDialer::shared(),
+        gossip_sealer,
     };
     let listeners = BrokerListeners {
         grpc: switchboard_node::server::incoming(grpc),
         gossip: gossip_socket,
     };
     let process = BrokerProcess::start(listeners, settings, signal)?;
-    let tracker = TaskTracker::new();
+    tracker.spawn({
+        let stopping = process.stopping();
+        async move {
+            stopping.cancelled().await;
+            keys_stop.cancel();
+        }
+    });
     tracker.spawn(switchboard_gateway::telemetry::upkeep(
         switchboard_gateway::telemetry::recorder(),
         process.stopping(),
@@ -165,55 +202,51 @@ pub(crate) async fn run_node(
         "switchboard node {name}: grpc://{grpc_addr} http://{http_addr} gossip://{}",
         process.gossip_addr()
     );
-    process.run().await;
+    let stopped = process.run().await;
     tracker.close();
     tracker.wait().await;
-    Ok(())
+    match stopped.conflict {
+        Some(conflict) => Err(Refusal::Conflict(conflict).into()),
+        None => Ok(()),
+    }
 }
 
 /// A gateway: terminates client WebSockets and routes each channel to its
 /// owner, with brokers either given (`--broker`) or found by gossip.
 pub(crate) async fn run_gateway(
     config: Config,
-    name: String,
-    listen: SocketAddr,
-    brokers: Vec<BrokerAddr>,
-    gossip: Gossip,
-    shutdown: CancellationToken,
+    gateway: Gateway,
+    signal: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Gateway {
+        name,
+        listen,
+        brokers,
+        gossip,
+        security,
+    } = gateway;
     anyhow::ensure!(
         !brokers.is_empty() || !gossip.seeds.is_empty(),
         "a gateway needs --seed HOST:PORT (gossip) or --broker NAME=HOST:PORT (static)"
     );
+    // A static gateway does not gossip, and needs no gossip key.
+    let security = security.with_file(&config.cluster_security);
+    let gossip_security = brokers.is_empty().then(|| security.gossip()).transpose()?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
-    // The gateway's own tasks beside its connections (gossip, the router's
-    // links and reconciler): they end on `shutdown`, and the drain below
-    // waits for them.
-    let tasks = TaskTracker::new();
-    let router = if brokers.is_empty() {
-        let me = node_id(&name, Role::Gateway, String::new(), NodeState::Active);
-        let gossip_addr = gossip.bind_addr().await?;
-        let socket = tokio::net::UdpSocket::bind(gossip_addr)
-            .await
-            .with_context(|| format!("binding gossip {gossip_addr}"))?;
-        // foca's random choices: any seed will do outside a simulation.
-        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), boot_id());
-        let membership =
-            Membership::start_in(&tasks, me, socket, gossip.seeds, seed, shutdown.clone())?;
-        let mut view = membership.view();
-        // Route once some broker is known (bounded: a gateway that finds
-        // none still starts, and answers with errors until one joins).
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            view.wait_for(|v| !v.active_brokers().is_empty()),
-        )
-        .await;
-        Router::following(membership.view(), shutdown.clone(), tasks.clone())?
+    // The signal, or a conflict over this gateway's name, stops it.
+    let shutdown = signal.child_token();
+    let tracker = TaskTracker::new();
+    let mut conflict = None;
+    let router = if let Some(gossip_security) = gossip_security {
+        let (router, watch) =
+            gossip_router(&name, gossip, gossip_security, &tracker, &shutdown).await?;
+        conflict = Some(watch);
+        router
     } else {
-        Router::new(&brokers, shutdown.clone(), tasks.clone())?
+        Router::new(&brokers, shutdown.clone(), tracker.clone())?
     };
     // The server API rides on the client port unless the config gives it
     // an address of its own.
@@ -236,13 +269,78 @@ pub(crate) async fn run_gateway(
     let served = switchboard_gateway::run_with(listeners, settings, router, shutdown.clone()).await;
     // An early error leaves the token as it was: end the tasks either way.
     shutdown.cancel();
-    tasks.close();
-    if tokio::time::timeout(drain_timeout, tasks.wait())
+    tracker.close();
+    if tokio::time::timeout(drain_timeout, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("router and gossip tasks still running after the drain deadline");
     }
     served?;
-    Ok(())
+    match conflict {
+        Some(watch) => match watch.await? {
+            Some(conflict) => Err(Refusal::Conflict(conflict).into()),
+            None => Ok(()),
+        },
+        None => Ok(()),
+    }
+}
+
+/// How long a gossiping gateway waits, once among others, for news of
+/// another live gateway with its name before it attaches to brokers.
+const NAME_SETTLES: Duration = Duration::from_secs(1);
+
+/// A gateway's router following gossip, and the task that stops the
+/// gateway (cancelling `shutdown`) if its name is held by another live
+/// member, resolving to that conflict.
+async fn gossip_router(
+    name: &str,
+    gossip: Gossip,
+    security: GossipSecurity,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Router, JoinHandle<Option<IdentityConflict>>)> {
+    let sealer = security.start(tracker, shutdown.clone());
+    let me = node_id(name, Role::Gateway, String::new(), NodeState::Active);
+    let gossip_addr = gossip.bind_addr().await?;
+    let socket = tokio::net::UdpSocket::bind(gossip_addr)
+        .await
+        .with_context(|| format!("binding gossip {gossip_addr}"))?;
+    // foca's random choices: any seed will do outside a simulation.
+    let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), boot_id());
+    let membership = Membership::start_in(
+        tracker,
+        me,
+        socket,
+        gossip.seeds,
+        seed,
+        sealer,
+        shutdown.clone(),
+    )?;
+    let conflict = tracker.spawn({
+        let (membership, shutdown) = (membership.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                () = shutdown.cancelled() => None,
+                conflict = membership.identity_conflict(CONFLICT_GRACE) => {
+                    shutdown.cancel();
+                    Some(conflict)
+                }
+            }
+        }
+    });
+    // A gateway attaches to brokers under its name: a second gateway with
+    // a live gateway's name would take over its streams. So it routes only
+    // once it has been in the cluster a while without finding its name
+    // held elsewhere (the first news of the others usually carries them
+    // all).
+    let mut view = membership.vetted_view(tracker, NAME_SETTLES, shutdown.clone());
+    // Route once some broker is known (bounded: a gateway that finds
+    // none still starts, and answers with errors until one joins).
+    let _ = tokio::time::timeout(
+        NAME_SETTLES + Duration::from_secs(2),
+        view.wait_for(|v| !v.active_brokers().is_empty()),
+    )
+    .await;
+    Ok((Router::following(view, shutdown.clone(), tracker.clone())?, conflict))
 }

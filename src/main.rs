@@ -5,6 +5,7 @@ mod config;
 mod health;
 mod log_filter;
 mod open_files;
+mod security;
 mod token;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -16,7 +17,11 @@ use switchboard_gateway::Listeners;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Config, token::KeyAlg};
+use crate::{
+    config::Config,
+    security::{Refusal, SecurityArgs},
+    token::KeyAlg,
+};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +71,8 @@ enum Command {
         http: SocketAddr,
         #[command(flatten)]
         gossip: GossipArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -84,6 +91,8 @@ enum Command {
         brokers: Vec<BrokerAddr>,
         #[command(flatten)]
         gossip: GossipArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -159,8 +168,26 @@ impl From<GossipArgs> for cluster::Gossip {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Exit code 2 for a refusal to run (credentials missing, a name already
+/// live in the cluster), with its one line on stderr; 1 for any other error.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(refusal) = e.downcast_ref::<Refusal>() {
+                tracing::error!(error = %refusal, "refusing to run");
+                eprintln!("error: {refusal}");
+                std::process::ExitCode::from(2)
+            } else {
+                eprintln!("Error: {e:?}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Logging, and the open-file limit for the roles that hold connections.
+fn prepare(cli: &Cli) {
     // The bench prints its summary on stdout: logs go elsewhere.
     let to_stderr = matches!(cli.command, Command::Bench { .. });
     init_tracing(&cli.log, cli.log_json, to_stderr);
@@ -175,6 +202,11 @@ fn main() -> anyhow::Result<()> {
         // would stop these roles at about a thousand.
         open_files::raise_and_log();
     }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    prepare(&cli);
     match cli.command {
         Command::Dev {
             listen,
@@ -192,11 +224,20 @@ fn main() -> anyhow::Result<()> {
             advertise,
             http,
             gossip,
+            security,
             config,
         } => {
             let config = Config::load(config.as_deref())?;
             block_on(on_signal(|signal| {
-                cluster::run_node(config, name, grpc, advertise, http, gossip.into(), signal)
+                let node = cluster::Node {
+                    name,
+                    grpc,
+                    advertise,
+                    http,
+                    gossip: gossip.into(),
+                    security,
+                };
+                cluster::run_node(config, node, signal)
             }))
         }
         Command::Gateway {
@@ -204,11 +245,19 @@ fn main() -> anyhow::Result<()> {
             listen,
             brokers,
             gossip,
+            security,
             config,
         } => {
             let config = Config::load(config.as_deref())?;
             block_on(on_signal(|signal| {
-                cluster::run_gateway(config, name, listen, brokers, gossip.into(), signal)
+                let gateway = cluster::Gateway {
+                    name,
+                    listen,
+                    brokers,
+                    gossip: gossip.into(),
+                    security,
+                };
+                cluster::run_gateway(config, gateway, signal)
             }))
         }
         Command::Token {

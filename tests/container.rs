@@ -8,6 +8,7 @@ use std::{path::Path, process::Output, time::Duration};
 use switchboard_testkit::{
     WAIT,
     client::Client,
+    gossip_key::gossip_key,
     process::{Process, free_port},
 };
 
@@ -20,6 +21,7 @@ async fn switchboard(args: &[&str], env: &[(&str, &str)]) -> Output {
             .args(args)
             .env_remove("SWITCHBOARD_HTTP")
             .env_remove("SWITCHBOARD_LISTEN")
+            .env("SWITCHBOARD_GOSSIP_KEY", gossip_key())
             .envs(env.iter().copied())
             .kill_on_drop(true)
             .output(),

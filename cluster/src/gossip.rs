@@ -9,7 +9,10 @@
 //!
 //! Packets go through a [`Datagram`] socket: a tokio [`UdpSocket`] in
 //! production, turmoil's simulated one in the simulation tests, so the
-//! same agent runs in both.
+//! same agent runs in both. With a [`Sealer`], every packet is sealed on
+//! the way out and opened on the way in; one that no key opens is counted
+//! (`switchboard_gossip_packets_rejected_total`) and dropped before foca
+//! parses a byte of it.
 
 use std::{future::Future, io, net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -21,21 +24,38 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker, time::DelayQueue};
 
-use crate::membership::{ClusterView, NodeId, NodeState};
+use crate::{
+    keyring::{OVERHEAD, Sealer},
+    membership::{ClusterView, ConflictLog, IdentityConflict, NodeId, NodeState},
+};
 
 /// How often a node that knows no one re-announces itself to the seeds.
 const LONELY_ANNOUNCE: Duration = Duration::from_millis(500);
 /// How often a node re-announces to the seeds anyway (heals partitions).
 const SEED_ANNOUNCE: Duration = Duration::from_secs(5);
+/// How long a node that finds its own name held elsewhere waits before it
+/// gives up: time for failure detection to declare a dead holder down
+/// (a restart at a new address).
+pub const CONFLICT_GRACE: Duration = Duration::from_secs(10);
 
 /// Failure detection tuned for a LAN: a dead node is declared down within a
 /// few seconds.
 pub fn foca_config(cluster_size: u32) -> Config {
+    foca_config_for(cluster_size, false)
+}
+
+/// [`foca_config`], leaving room for the seal's overhead in each datagram
+/// when `sealed`.
+fn foca_config_for(cluster_size: u32, sealed: bool) -> Config {
     let mut config = Config::new_lan(NonZeroU32::new(cluster_size.max(2)).expect("non-zero"));
     config.probe_period = Duration::from_millis(500);
     config.probe_rtt = Duration::from_millis(250);
     config.suspect_to_down_after = Duration::from_secs(2);
     config.remove_down_after = Some(Duration::from_secs(30));
+    if sealed {
+        let room = config.max_packet_size.get() - OVERHEAD;
+        config.max_packet_size = std::num::NonZeroUsize::new(room).expect("room left");
+    }
     config
 }
 
@@ -95,21 +115,24 @@ impl Membership {
         me: NodeId,
         bind: SocketAddr,
         seeds: Vec<String>,
+        sealer: Option<Sealer>,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(bind).await?;
-        Self::start_on(me, socket, seeds, shutdown)
+        Self::start_on(me, socket, seeds, sealer, shutdown)
     }
 
     /// Gossips on `socket` (already bound; its address is the one announced),
-    /// joining through `seeds`, until `shutdown`.
+    /// joining through `seeds`, until `shutdown`; packets sealed by
+    /// `sealer` (plain without one: a cluster that trusts its network).
     pub fn start_on<S: Datagram>(
         me: NodeId,
         socket: S,
         seeds: Vec<String>,
+        sealer: Option<Sealer>,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
-        Self::start_seeded(me, socket, seeds, rand::random(), shutdown)
+        Self::start_seeded(me, socket, seeds, rand::random(), sealer, shutdown)
     }
 
     /// [`Self::start_on`] with foca's random choices (whom to probe, whom to
@@ -119,19 +142,23 @@ impl Membership {
         socket: S,
         seeds: Vec<String>,
         rng_seed: u64,
+        sealer: Option<Sealer>,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
-        Self::start_in(&TaskTracker::new(), me, socket, seeds, rng_seed, shutdown)
+        let tracker = TaskTracker::new();
+        Self::start_in(&tracker, me, socket, seeds, rng_seed, sealer, shutdown)
     }
 
     /// [`Self::start_seeded`], the agent's task tracked by `tracker`, so that
     /// the process that owns it waits for its farewell on shutdown.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_in<S: Datagram>(
         tracker: &TaskTracker,
         me: NodeId,
         socket: S,
         seeds: Vec<String>,
         rng_seed: u64,
+        sealer: Option<Sealer>,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let addr = socket.local_addr()?;
@@ -139,8 +166,9 @@ impl Membership {
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::new(me.clone())));
         let (commands, rx) = mpsc::channel(16);
         let rng = StdRng::seed_from_u64(rng_seed);
+        let wire = Wire { socket, sealer };
         let task = tracker
-            .spawn(agent(me, socket, seeds, rng, view_tx, rx, shutdown))
+            .spawn(agent(me, wire, seeds, rng, view_tx, rx, shutdown))
             .abort_handle();
         Ok(Self {
             view,
@@ -170,10 +198,118 @@ impl Membership {
     pub async fn set_state(&self, state: NodeState) {
         let _ = self.commands.send(Command::SetState(state)).await;
     }
+
+    /// The view to act on for a node that must not touch the cluster under
+    /// a name that is not its own (a gateway attaches to brokers by name):
+    /// itself alone until it has been among others for `settle` without
+    /// finding its name held elsewhere, and again whenever it does.
+    pub fn vetted_view(
+        &self,
+        tracker: &TaskTracker,
+        settle: Duration,
+        shutdown: CancellationToken,
+    ) -> watch::Receiver<Arc<ClusterView>> {
+        let mut view = self.view();
+        let alone = Arc::new((**view.borrow()).clone().alone());
+        let (tx, vetted) = watch::channel(alone.clone());
+        tracker.spawn(async move {
+            let settled = async {
+                let _ = view.wait_for(|v| v.members().count() > 1).await;
+                tokio::time::sleep(settle).await;
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = settled => {}
+            }
+            loop {
+                let now = view.borrow_and_update().clone();
+                tx.send_replace(match now.self_conflict() {
+                    Some(_) => alone.clone(),
+                    None => now,
+                });
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = view.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        vetted
+    }
+
+    /// Resolves once this node's own name has been held by another live
+    /// member (an older identity at another address) for `grace`: the
+    /// node must then stop. Meanwhile an active node steps out of the ring
+    /// (joining), and back in if the other goes within `grace`.
+    pub async fn identity_conflict(&self, grace: Duration) -> IdentityConflict {
+        let mut view = self.view();
+        loop {
+            let found = view
+                .wait_for(|v| v.self_conflict().is_some())
+                .await
+                .map(|v| (v.self_conflict(), v.me().map(|me| me.state)));
+            // The agent has stopped: nothing more to find.
+            let Ok((Some(conflict), state)) = found else {
+                return std::future::pending().await;
+            };
+            tracing::error!(
+                member = %conflict.name,
+                holder = %conflict.addr,
+                "another member with this node's name is live; out of service until it goes"
+            );
+            if state == Some(NodeState::Active) {
+                self.set_state(NodeState::Joining).await;
+            }
+            let cleared =
+                tokio::time::timeout(grace, view.wait_for(|v| v.self_conflict().is_none()))
+                    .await
+                    .is_ok();
+            if !cleared {
+                return view.borrow().self_conflict().unwrap_or(conflict);
+            }
+            tracing::info!(member = %conflict.name, "the other member with this name is gone");
+            if state == Some(NodeState::Active) {
+                self.set_state(NodeState::Active).await;
+            }
+        }
+    }
+}
+
+/// The socket and the seal on it.
+struct Wire<S> {
+    socket: S,
+    sealer: Option<Sealer>,
+}
+
+impl<S: Datagram> Wire<S> {
+    async fn send(&mut self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        match &mut self.sealer {
+            Some(sealer) => self.socket.send_to(&sealer.seal(data), to).await,
+            None => self.socket.send_to(data, to).await,
+        }
+    }
+
+    /// Opens a received packet: `None` (counted) if it is to be dropped.
+    fn open<'a>(&self, packet: &'a [u8]) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let Some(sealer) = &self.sealer else {
+            return Some(packet.into());
+        };
+        match sealer.open(packet) {
+            Ok(plain) => Some(plain.into()),
+            Err(rejection) => {
+                metrics::counter!(
+                    "switchboard_gossip_packets_rejected_total",
+                    "reason" => rejection.label()
+                )
+                .increment(1);
+                None
+            }
+        }
+    }
 }
 
 struct Agent<S> {
-    socket: Arc<S>,
+    wire: Wire<S>,
+    conflict_log: ConflictLog,
     runtime: AccumulatingRuntime<NodeId>,
     view: ClusterView,
     view_tx: watch::Sender<Arc<ClusterView>>,
@@ -189,7 +325,7 @@ impl<S: Datagram> Agent<S> {
     /// Carries out what foca asked for after each interaction.
     async fn drain(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
-            if let Err(e) = self.socket.send_to(&data, to.gossip).await {
+            if let Err(e) = self.wire.send(&data, to.gossip).await {
                 tracing::debug!(to = ?to, error = %e, "gossip send failed");
             }
         }
@@ -199,17 +335,20 @@ impl<S: Datagram> Agent<S> {
         let mut changed = false;
         while let Some(n) = self.runtime.to_notify() {
             changed |= match n {
-                OwnedNotification::MemberUp(id) => {
-                    tracing::info!(member = ?id, "member up");
-                    self.view.up(id)
-                }
+                OwnedNotification::MemberUp(id) => self.member_up(id),
                 OwnedNotification::MemberDown(id) => {
-                    tracing::warn!(member = ?id, "member down");
-                    self.view.down(&id)
+                    let changed = self.view.down(&id);
+                    if changed {
+                        tracing::warn!(member = ?id, gossip = %id.gossip, "member down");
+                    } else {
+                        // A refused rival, or an identity already replaced.
+                        tracing::debug!(member = ?id, gossip = %id.gossip, "former identity down");
+                    }
+                    changed
                 }
                 OwnedNotification::Rename(old, new) => {
-                    tracing::info!(from = ?old, to = ?new, "member changed");
-                    self.view.up(new)
+                    tracing::debug!(from = ?old, to = ?new, "member changed");
+                    self.member_up(new)
                 }
                 // Every message carries the sender's incarnation, which
                 // foca raises only to refute a suspicion of this node (and
@@ -246,6 +385,32 @@ impl<S: Datagram> Agent<S> {
             self.view_tx.send_replace(Arc::new(self.view.clone()));
         }
     }
+
+    /// A member is up or changed: into the view, unless its name is held
+    /// by another live member (then counted, and logged now and then).
+    fn member_up(&mut self, id: NodeId) -> bool {
+        let conflicts = self.view.conflicts();
+        let (name, gossip) = (id.name.clone(), id.gossip);
+        let changed = self.view.up(id.clone());
+        if self.view.conflicts() > conflicts {
+            metrics::counter!("switchboard_gossip_identity_conflicts_total").increment(1);
+            if self
+                .conflict_log
+                .should_log(&name, tokio::time::Instant::now())
+            {
+                let holder = self.view.get(&name).map(|h| h.gossip);
+                tracing::warn!(
+                    member = %name,
+                    refused = %gossip,
+                    holder = ?holder,
+                    "identity conflict: a member with this name is already live elsewhere; refused"
+                );
+            }
+        } else if changed {
+            tracing::info!(member = ?id, gossip = %gossip, "member up");
+        }
+        changed
+    }
 }
 
 /// A stand-in identity for a seed we know only by address: foca needs an
@@ -274,17 +439,21 @@ async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
 
 async fn agent<S: Datagram>(
     me: NodeId,
-    socket: S,
+    wire: Wire<S>,
     seeds: Vec<String>,
     rng: StdRng,
     view_tx: watch::Sender<Arc<ClusterView>>,
     mut commands: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
 ) {
-    let socket = Arc::new(socket);
-    let mut foca = Foca::new(me.clone(), foca_config(16), rng, PostcardCodec);
+    // Exported from the start, as the other unlabelled counters are.
+    metrics::counter!("switchboard_gossip_identity_conflicts_total").increment(0);
+    let config = foca_config_for(16, wire.sealer.is_some());
+    let mut foca = Foca::new(me.clone(), config, rng, PostcardCodec);
+    let local = wire.socket.local_addr().ok();
     let mut agent = Agent {
-        socket: socket.clone(),
+        wire,
+        conflict_log: ConflictLog::default(),
         runtime: AccumulatingRuntime::new(),
         view: ClusterView::new(me.clone()),
         view_tx,
@@ -318,24 +487,27 @@ async fn agent<S: Datagram>(
                     }
                 }
             },
-            recv = socket.recv_from(&mut buf) => match recv {
-                Ok((n, _from)) => {
-                    if let Err(e) = foca.handle_data(&buf[..n], &mut agent.runtime) {
-                        tracing::debug!(error = %e, "bad gossip packet");
+            recv = agent.wire.socket.recv_from(&mut buf) => match recv {
+                Ok((n, from)) => match agent.wire.open(&buf[..n]) {
+                    Some(data) => {
+                        if let Err(e) = foca.handle_data(&data, &mut agent.runtime) {
+                            tracing::debug!(error = %e, "bad gossip packet");
+                        }
                     }
-                }
+                    None => tracing::debug!(from = %from, "gossip packet refused: no key opens it"),
+                },
                 Err(e) => tracing::debug!(error = %e, "gossip receive failed"),
             },
             _ = lonely.tick(), if foca.num_members() == 0 => {
                 for addr in resolve(&seeds).await {
-                    if addr != socket.local_addr().unwrap_or(addr) || seeds.is_empty() {
+                    if Some(addr) != local || seeds.is_empty() {
                         let _ = foca.announce(seed_id(addr, foca.identity()), &mut agent.runtime);
                     }
                 }
             }
             _ = seed_round.tick() => {
                 for addr in resolve(&seeds).await {
-                    if Some(addr) != socket.local_addr().ok() {
+                    if Some(addr) != local {
                         let _ = foca.announce(seed_id(addr, foca.identity()), &mut agent.runtime);
                     }
                 }

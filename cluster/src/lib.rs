@@ -6,9 +6,12 @@
 //!
 //! - [`ring`]: the consistent hash ring that picks each channel's owner and failover order.
 //! - [`membership`]: node identities (role, address, state, boot id) and the
-//!   cluster view the ring of active brokers is derived from (sans-IO).
+//!   cluster view the ring of active brokers is derived from, with one live
+//!   identity per name (sans-IO).
 //! - [`gossip`]: the foca (SWIM) agent that keeps the view current, over
 //!   any [`gossip::Datagram`] socket (UDP in production).
+//! - [`keyring`]: the cluster's gossip keys; every gossip packet is sealed
+//!   and opened with them (ChaCha20-Poly1305), and reloaded from the file.
 //! - [`ownership`]: who serves a channel and who held it before; snapshots
 //!   and fences (sans-IO).
 //! - [`dialer`]: [`dialer::Dialer`], how routers and hand-overs reach a
@@ -19,6 +22,7 @@
 
 pub mod dialer;
 pub mod gossip;
+pub mod keyring;
 pub mod membership;
 pub mod ownership;
 pub mod remote_broker;

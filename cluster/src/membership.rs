@@ -8,7 +8,7 @@
 //! that restarts, changes state or refutes a suspicion keeps its place, and
 //! a healed partition does not reshuffle channels.
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr};
+use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -94,43 +94,165 @@ impl foca::Identity for NodeId {
 }
 
 /// The live members one node knows of, itself included.
+///
+/// A name belongs to one live identity at a time. An identity that claims
+/// a name already live at another gossip address is a rival: it is refused
+/// (kept aside, counted) and neither its arrival nor its departure touches
+/// the holder's entry. The holder is the identity with the oldest boot, so
+/// every node settles on the same one whatever order news arrives in; a
+/// node never gives up its own name in its own view. At one address, the
+/// newest identity wins: that is a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterView {
+    /// This node's name.
+    me: String,
     members: BTreeMap<String, NodeId>,
+    /// Live identities refused because another holds their name.
+    rivals: BTreeMap<String, Vec<NodeId>>,
+    /// How many rival identities were refused.
+    conflicts: u64,
     /// How often this node learned that others suspected it or declared it
     /// down (it refuted the suspicion, or rejoined). Each time, others may
     /// have taken over what it held meanwhile.
     doubts: u64,
 }
 
+/// A node found its own name live at another address, held there by an
+/// older identity: it must not serve under that name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("another member named {name} is live at {addr}; refusing to start")]
+pub struct IdentityConflict {
+    pub name: String,
+    /// The other member's gossip address.
+    pub addr: SocketAddr,
+}
+
+/// Whether `a` keeps a name against `b`, a live identity at another address.
+fn holds(a: &NodeId, b: &NodeId) -> bool {
+    (a.boot, a.gossip) < (b.boot, b.gossip)
+}
+
 impl ClusterView {
     pub fn new(me: NodeId) -> Self {
-        let mut view = Self::default();
+        let mut view = Self {
+            me: me.name.clone(),
+            ..Self::default()
+        };
         view.up(me);
         view
     }
 
-    /// A member is up (or changed identity): the newest identity wins.
+    /// A member is up (or changed identity): at one address the newest
+    /// identity wins; at another, the name's holder does.
     pub fn up(&mut self, id: NodeId) -> bool {
-        match self.members.get(&id.name) {
-            Some(old) if (old.boot, old.bump) > (id.boot, id.bump) => false,
-            Some(old) if old == &id => false,
-            _ => {
-                self.members.insert(id.name.clone(), id);
-                true
+        let Some(cur) = self.members.get(&id.name) else {
+            self.members.insert(id.name.clone(), id);
+            return true;
+        };
+        if cur.gossip == id.gossip {
+            if (cur.boot, cur.bump) > (id.boot, id.bump) || cur == &id {
+                return false;
+            }
+            self.members.insert(id.name.clone(), id);
+            return true;
+        }
+        if id.name == self.me || holds(cur, &id) {
+            self.add_rival(id);
+            return false;
+        }
+        // An older identity of the name: it holds the name everywhere, so
+        // here too; the one known so far becomes its rival.
+        let displaced = self.members.insert(id.name.clone(), id.clone());
+        self.rivals
+            .entry(id.name.clone())
+            .or_default()
+            .retain(|r| r.gossip != id.gossip);
+        if let Some(displaced) = displaced {
+            self.add_rival(displaced);
+        }
+        true
+    }
+
+    fn add_rival(&mut self, id: NodeId) {
+        let rivals = self.rivals.entry(id.name.clone()).or_default();
+        match rivals.iter_mut().find(|r| r.gossip == id.gossip) {
+            Some(r) if (r.boot, r.bump) >= (id.boot, id.bump) => {}
+            Some(r) => {
+                if r.boot != id.boot {
+                    self.conflicts += 1;
+                }
+                *r = id;
+            }
+            None => {
+                self.conflicts += 1;
+                rivals.push(id);
             }
         }
     }
 
-    /// A member is down; ignored if a newer identity of it is known.
+    /// A member is down; ignored if a newer identity of it is known. A
+    /// rival's departure changes nothing; the holder's lets the oldest
+    /// live rival take the name.
     pub fn down(&mut self, id: &NodeId) -> bool {
+        if let Some(rivals) = self.rivals.get_mut(&id.name) {
+            rivals.retain(|r| r.gossip != id.gossip || (r.boot, r.bump) > (id.boot, id.bump));
+        }
         match self.members.get(&id.name) {
-            Some(cur) if (cur.boot, cur.bump) <= (id.boot, id.bump) => {
+            Some(cur) if cur.gossip == id.gossip && (cur.boot, cur.bump) <= (id.boot, id.bump) => {
                 self.members.remove(&id.name);
+                let heir = self.rivals.get_mut(&id.name).and_then(|rivals| {
+                    let oldest = (0..rivals.len()).min_by(|&a, &b| {
+                        (rivals[a].boot, rivals[a].gossip).cmp(&(rivals[b].boot, rivals[b].gossip))
+                    })?;
+                    Some(rivals.swap_remove(oldest))
+                });
+                if let Some(heir) = heir {
+                    self.members.insert(heir.name.clone(), heir);
+                }
                 true
             }
             _ => false,
         }
+    }
+
+    /// This view with every other member left out.
+    pub fn alone(mut self) -> Self {
+        let me = self.me.clone();
+        self.members.retain(|name, _| *name == me);
+        self.rivals.clear();
+        self
+    }
+
+    /// This node's own entry.
+    pub fn me(&self) -> Option<&NodeId> {
+        self.members.get(&self.me)
+    }
+
+    /// How many rival identities were refused so far.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts
+    }
+
+    /// A live identity that holds a name against `name`'s entry here, if
+    /// any (the newest refused).
+    pub fn rival(&self, name: &str) -> Option<&NodeId> {
+        self.rivals.get(name)?.last()
+    }
+
+    /// This node's own name, live at another address under an older
+    /// identity: this node is the one to give way.
+    pub fn self_conflict(&self) -> Option<IdentityConflict> {
+        let me = self.members.get(&self.me)?;
+        let holder = self
+            .rivals
+            .get(&self.me)?
+            .iter()
+            .filter(|r| holds(r, me))
+            .min_by_key(|r| (r.boot, r.gossip))?;
+        Some(IdentityConflict {
+            name: self.me.clone(),
+            addr: holder.gossip,
+        })
     }
 
     /// Others suspected this node or declared it down, and it found out.
@@ -166,6 +288,28 @@ impl ClusterView {
     /// The ring every node with this view agrees on.
     pub fn ring(&self) -> Ring {
         Ring::new(self.active_brokers().into_iter().map(|b| b.name))
+    }
+}
+
+/// When a refused identity is worth a log line again: once per name per
+/// [`ConflictLog::INTERVAL`], so that a rival gossiping every half second
+/// does not flood the log.
+#[derive(Debug, Default)]
+pub struct ConflictLog {
+    last: BTreeMap<String, tokio::time::Instant>,
+}
+
+impl ConflictLog {
+    pub const INTERVAL: Duration = Duration::from_secs(60);
+
+    pub fn should_log(&mut self, name: &str, now: tokio::time::Instant) -> bool {
+        match self.last.get(name) {
+            Some(at) if now.duration_since(*at) < Self::INTERVAL => false,
+            _ => {
+                self.last.insert(name.to_owned(), now);
+                true
+            }
+        }
     }
 }
 
@@ -219,5 +363,132 @@ mod tests {
         assert!(v.get("b1").is_some());
         assert!(v.down(&id("b1", Role::Broker, NodeState::Active, 2, 0)));
         assert!(v.get("b1").is_none());
+    }
+
+    fn at(mut id: NodeId, gossip: &str) -> NodeId {
+        id.gossip = gossip.parse().unwrap();
+        id
+    }
+
+    #[test]
+    fn a_second_member_with_a_live_name_is_refused_and_its_departure_changes_nothing() {
+        let mut v = ClusterView::new(id("g1", Role::Gateway, NodeState::Active, 1, 0));
+        let real = at(
+            id("b1", Role::Broker, NodeState::Active, 5, 0),
+            "10.0.0.1:7946",
+        );
+        v.up(real.clone());
+        let ring = v.ring().version();
+        let mut impostor = at(
+            id("b1", Role::Broker, NodeState::Active, 9, 0),
+            "10.0.0.2:7946",
+        );
+        impostor.grpc = "10.0.0.2:7000".into();
+        assert!(!v.up(impostor.clone()));
+        assert_eq!(v.get("b1"), Some(&real));
+        assert_eq!(v.conflicts(), 1);
+        assert_eq!(v.rival("b1"), Some(&impostor));
+        // Its updates are refused too, and counted once per identity.
+        assert!(!v.up(impostor.with_state(NodeState::Draining)));
+        assert_eq!(v.conflicts(), 1);
+        assert!(!v.down(&impostor.with_state(NodeState::Draining)));
+        assert_eq!(v.get("b1"), Some(&real));
+        assert_eq!(v.ring().version(), ring);
+        assert_eq!(v.rival("b1"), None);
+        assert!(v.self_conflict().is_none());
+    }
+
+    #[test]
+    fn the_oldest_identity_holds_the_name_whatever_the_order() {
+        let real = at(
+            id("b1", Role::Broker, NodeState::Active, 5, 0),
+            "10.0.0.1:7946",
+        );
+        let impostor = at(
+            id("b1", Role::Broker, NodeState::Active, 9, 0),
+            "10.0.0.2:7946",
+        );
+        let mut v = ClusterView::new(id("g1", Role::Gateway, NodeState::Active, 1, 0));
+        assert!(v.up(impostor.clone()));
+        assert!(v.up(real.clone()), "the older identity takes the name");
+        assert_eq!(v.get("b1"), Some(&real));
+        assert!(!v.down(&impostor));
+        assert_eq!(v.get("b1"), Some(&real));
+    }
+
+    #[test]
+    fn a_restart_is_accepted_at_once_at_the_same_address_and_after_the_old_is_down_elsewhere() {
+        let mut v = ClusterView::new(id("g1", Role::Gateway, NodeState::Active, 1, 0));
+        let old = at(
+            id("b1", Role::Broker, NodeState::Active, 5, 0),
+            "10.0.0.1:7946",
+        );
+        v.up(old.clone());
+        // Same address, new boot: the restart case.
+        let restarted = at(
+            id("b1", Role::Broker, NodeState::Active, 7, 0),
+            "10.0.0.1:7946",
+        );
+        assert!(v.up(restarted.clone()));
+        assert_eq!(v.conflicts(), 0);
+        // A new address (a pod with a new IP) waits for the old to be down.
+        let moved = at(
+            id("b1", Role::Broker, NodeState::Active, 8, 0),
+            "10.0.0.9:7946",
+        );
+        assert!(!v.up(moved.clone()));
+        assert_eq!(v.get("b1"), Some(&restarted));
+        assert!(v.down(&restarted));
+        assert_eq!(v.get("b1"), Some(&moved), "the live rival takes the name");
+        assert!(v.down(&moved));
+        assert!(v.get("b1").is_none());
+    }
+
+    #[test]
+    fn a_node_that_finds_its_name_held_elsewhere_gives_way() {
+        let me = at(
+            id("b1", Role::Broker, NodeState::Active, 9, 0),
+            "10.0.0.2:7946",
+        );
+        let mut v = ClusterView::new(me.clone());
+        let holder = at(
+            id("b1", Role::Broker, NodeState::Active, 5, 0),
+            "10.0.0.1:7946",
+        );
+        assert!(!v.up(holder.clone()));
+        assert_eq!(
+            v.get("b1"),
+            Some(&me),
+            "a node keeps its own name in its view"
+        );
+        assert_eq!(
+            v.self_conflict(),
+            Some(IdentityConflict {
+                name: "b1".into(),
+                addr: holder.gossip
+            })
+        );
+        assert_eq!(
+            v.self_conflict().unwrap().to_string(),
+            "another member named b1 is live at 10.0.0.1:7946; refusing to start"
+        );
+        // The holder, for its part, sees a newer rival and carries on.
+        let mut h = ClusterView::new(holder.clone());
+        h.up(me);
+        assert!(h.self_conflict().is_none());
+        assert_eq!(h.get("b1"), Some(&holder));
+        // The conflict ends when the holder is down.
+        assert!(!v.down(&holder));
+        assert!(v.self_conflict().is_none());
+    }
+
+    #[test]
+    fn conflicts_are_logged_once_per_name_per_interval() {
+        let mut log = ConflictLog::default();
+        let t = tokio::time::Instant::now();
+        assert!(log.should_log("b1", t));
+        assert!(!log.should_log("b1", t + Duration::from_secs(1)));
+        assert!(log.should_log("b2", t + Duration::from_secs(1)));
+        assert!(log.should_log("b1", t + ConflictLog::INTERVAL));
     }
 }

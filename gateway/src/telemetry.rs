@@ -94,6 +94,14 @@ fn describe() {
         "switchboard_broker_publications_total",
         "Publications accepted by this broker."
     );
+    describe_counter!(
+        "switchboard_gossip_packets_rejected_total",
+        "Gossip packets dropped unparsed: no key in the keyring opens them (auth), or not sealed packets (malformed)."
+    );
+    describe_counter!(
+        "switchboard_gossip_identity_conflicts_total",
+        "Gossip members refused because another live member holds their name."
+    );
     // Registered at zero so that dashboards and alerts see every series
     // from the first scrape, not only after the first event.
     gauge!(CONNECTIONS).set(0.0);

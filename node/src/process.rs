@@ -9,6 +9,11 @@
 //! no gateway is attached, or at the drain deadline, the process stops:
 //! the gRPC server is told to stop, and gateway streams that outlive it
 //! (a static gateway does not follow the drain) are cut a moment later.
+//!
+//! A broker that finds its own name held by another live member gives
+//! way: out of the ring at once, and stopped (no drain: it serves nothing
+//! under a name that is not its own) if the other is still live after
+//! [`CONFLICT_GRACE`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,8 +26,9 @@ use tonic::transport::server::Connected;
 use crate::{BrokerConfig, LocalBroker, handoff::Handoff};
 use switchboard_cluster::{
     dialer::SharedDialer,
-    gossip::{Datagram, Membership},
-    membership::{ClusterView, NodeId, NodeState, Role},
+    gossip::{CONFLICT_GRACE, Datagram, Membership},
+    keyring::Sealer,
+    membership::{ClusterView, IdentityConflict, NodeId, NodeState, Role},
 };
 use switchboard_core::{Namespaces, host::Host};
 
@@ -45,6 +51,8 @@ pub struct BrokerSettings {
     pub host: Host,
     /// How peers are reached (TCP in production).
     pub dialer: SharedDialer,
+    /// Seals gossip packets; `None` gossips in the clear (`--insecure`).
+    pub gossip_sealer: Option<Sealer>,
 }
 
 /// The sockets a broker serves on, already bound.
@@ -56,10 +64,12 @@ pub struct BrokerListeners<I, D> {
 }
 
 /// How a broker process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stopped {
     /// Every channel held here had been handed to its owner.
     pub handed_over: bool,
+    /// The process stopped because its name belongs to another live member.
+    pub conflict: Option<IdentityConflict>,
 }
 
 /// Serves the broker's gRPC service on `incoming` in `tracker`, until the
@@ -113,9 +123,9 @@ impl BrokerProcess {
             boot,
             host,
             dialer,
+            gossip_sealer,
         } = settings;
-        let name = config.name.clone();
-        let drain_timeout = config.drain_timeout;
+        let (name, drain_timeout) = (config.name.clone(), config.drain_timeout);
         let broker = LocalBroker::on_host(config, namespaces, host);
         // Two phases: `drain` starts the drain; `shutdown` ends the process.
         let shutdown = CancellationToken::new();
@@ -129,13 +139,13 @@ impl BrokerProcess {
             bump: 0,
         };
         let tracker = TaskTracker::new();
-        let gossip_seed = host.rng("gossip").random();
         let membership = Membership::start_in(
             &tracker,
             me,
             listeners.gossip,
             seeds,
-            gossip_seed,
+            host.rng("gossip").random(),
+            gossip_sealer,
             shutdown.clone(),
         )?;
         let handoff = Handoff::start(
@@ -189,9 +199,21 @@ impl BrokerProcess {
         self.shutdown.clone()
     }
 
-    /// Serves until the drain signal, drains, and stops.
+    /// Serves until the drain signal, drains, and stops; or stops at once
+    /// on an identity conflict that outlasts [`CONFLICT_GRACE`].
     pub async fn run(self) -> Stopped {
-        self.drain.cancelled().await;
+        let conflict = tokio::select! {
+            () = self.drain.cancelled() => None,
+            conflict = self.membership.identity_conflict(CONFLICT_GRACE) => Some(conflict),
+        };
+        if let Some(conflict) = conflict {
+            tracing::error!(error = %conflict, "stopping");
+            self.stop().await;
+            return Stopped {
+                handed_over: self.handoff.settled(),
+                conflict: Some(conflict),
+            };
+        }
         self.broker.start_draining();
         self.membership.set_state(NodeState::Draining).await;
         tracing::info!(
@@ -209,6 +231,14 @@ impl BrokerProcess {
             );
         }
         let handed_over = self.handoff.settled();
+        self.stop().await;
+        Stopped {
+            handed_over,
+            conflict: None,
+        }
+    }
+
+    async fn stop(&self) {
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(STREAMS_CLOSE_WITHIN, self.tracker.wait())
@@ -220,7 +250,6 @@ impl BrokerProcess {
             // own: stop regardless.
             tracing::warn!("gateway streams still open after the drain; closing them");
         }
-        Stopped { handed_over }
     }
 
     /// Waits until every channel is handed over and no gateway remains, or

@@ -28,6 +28,7 @@ async fn start(name: &str, role: Role, seeds: Vec<String>) -> (Membership, Cance
         node(name, role),
         "127.0.0.1:0".parse().unwrap(),
         seeds,
+        None,
         shutdown.clone(),
     )
     .await

@@ -11,9 +11,13 @@
 //! - [`settings`]: `Settings::for_test()`, the test secret, API keys and tokens.
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
 //! - [`cluster`]: clusters of real processes that form by gossip.
+//! - [`gossip_key`]: gossip key files made in the test: the one every
+//!   process a test run starts shares, and others.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
+//! - [`load`]: steady publishing across a change, and the check that every
+//!   acknowledged publication arrived once, in order, in its epoch.
 //! - [`api`]: server API clients: JSON over HTTP, and gRPC.
 //! - [`process`]: starting `switchboard` processes, finding their
 //!   addresses, and stopping them (SIGTERM) or killing them (SIGKILL).
@@ -25,7 +29,9 @@ pub mod browser;
 pub mod client;
 pub mod cluster;
 pub mod compose;
+pub mod gossip_key;
 pub mod http;
+pub mod load;
 pub mod process;
 pub mod prometheus;
 pub mod server;

@@ -26,6 +26,8 @@ pub struct Process {
     /// The address from its "listening" log line.
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// The tasks that read its stdout and stderr into `log`, done at EOF.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Process {
@@ -35,7 +37,8 @@ impl Process {
         Self::start_announcing(bin, args, "ws://").await
     }
 
-    /// Like [`Process::start_announcing`], with extra environment variables.
+    /// Like [`Process::start_announcing`], with extra environment variables
+    /// (an empty value unsets the variable).
     pub async fn start_with_env(
         bin: &Path,
         args: &[&str],
@@ -61,10 +64,22 @@ impl Process {
         env: &[(&str, &str)],
         scheme: &'static str,
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(args)
             .env("SWITCHBOARD_LOG", "info")
-            .envs(env.iter().copied())
+            // Nodes and gateways refuse to gossip without a key: every
+            // process a test starts shares this test run's, unless `env`
+            // gives another (or unsets it).
+            .env("SWITCHBOARD_GOSSIP_KEY", crate::gossip_key::gossip_key());
+        for (name, value) in env {
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -73,6 +88,7 @@ impl Process {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = oneshot::channel::<SocketAddr>();
         let tx = Arc::new(Mutex::new(Some(tx)));
+        let mut readers = Vec::new();
         for stream in [
             child
                 .stdout
@@ -88,7 +104,7 @@ impl Process {
         {
             let log = log.clone();
             let tx = tx.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let addr = listening_addr(&line, scheme);
@@ -101,7 +117,7 @@ impl Process {
                         let _ = tx.send(addr);
                     }
                 }
-            });
+            }));
         }
         // Generous: a loaded CI machine starts processes slowly.
         let addr = match tokio::time::timeout(WAIT * 3, rx).await {
@@ -115,7 +131,12 @@ impl Process {
                 );
             }
         };
-        Ok(Self { child, addr, log })
+        Ok(Self {
+            child,
+            addr,
+            log,
+            readers,
+        })
     }
 
     /// The process id, while it runs.
@@ -144,6 +165,20 @@ impl Process {
     /// Everything the process logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (up to `within`) for the process to exit on its own, and for
+    /// its last lines to reach the log.
+    pub async fn exited(&mut self, within: std::time::Duration) -> anyhow::Result<ExitStatus> {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .context("still running")??;
+        for reader in self.readers.drain(..) {
+            tokio::time::timeout(within, reader)
+                .await
+                .context("output still open after the exit")??;
+        }
+        Ok(status)
     }
 
     /// SIGTERM, then waits for the exit.

@@ -29,6 +29,7 @@ use serde_json::{Value, value::RawValue};
 use switchboard_cluster::{
     dialer::{self, Dialer, SharedDialer},
     gossip::{Datagram, Membership},
+    keyring::{Keyring, Sealer, SharedKeyring},
     membership::{ClusterView, NodeId, NodeState, Role},
     ring::Ring,
 };
@@ -91,6 +92,17 @@ fn sim_wall() -> Duration {
 /// seed of its own.
 pub(crate) fn host(shared: &Shared, name: &str, boot: u64) -> Host {
     Host::simulated(mix(shared.seed, name, boot), sim_wall)
+}
+
+/// The cluster's gossip key: gossip is sealed here as in production.
+const GOSSIP_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+/// Seals node `name`'s gossip in its `boot`-th run, nonces drawn from its
+/// host so that a seed still gives one history.
+pub(crate) fn sealer(shared: &Shared, name: &str, boot: u64) -> Sealer {
+    let keyring = Keyring::parse(GOSSIP_KEY).expect("the simulation's key parses");
+    let nonces = host(shared, name, boot).rng("gossip nonces");
+    Sealer::with_nonces(SharedKeyring::new(keyring), nonces)
 }
 
 // ---- turmoil's network behind our seams --------------------------------
@@ -289,6 +301,7 @@ async fn gossip(
         SimUdp(socket, SocketAddr::new(ip, GOSSIP_PORT)),
         shared.seeds.clone(),
         mix(shared.seed, name, boot),
+        Some(sealer(shared, name, boot)),
         shutdown,
     )?;
     shared
@@ -334,6 +347,7 @@ async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result 
         boot,
         host: host(&shared, name, boot),
         dialer: dialer(),
+        gossip_sealer: Some(sealer(&shared, name, boot)),
     };
     let process = BrokerProcess::start(listeners, settings, signal)?;
     shared
