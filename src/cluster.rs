@@ -342,5 +342,8 @@ async fn gossip_router(
         view.wait_for(|v| !v.active_brokers().is_empty()),
     )
     .await;
-    Ok((Router::following(view, shutdown.clone(), tracker.clone())?, conflict))
+    Ok((
+        Router::following(view, shutdown.clone(), tracker.clone())?,
+        conflict,
+    ))
 }
