@@ -22,8 +22,9 @@
 //!   reconciler that places subscriptions make-before-break.
 //! - [`rate_limit`]: the per-connection token bucket.
 //! - [`error`]: request errors and disconnect reasons, with their wire codes.
+//! - [`pusher`]: the Pusher-compatible door at `/app/{key}` (docs/pusher.md).
 //! - [`telemetry`]: metric names and the Prometheus recorder.
-//! - [`config`]: gateway settings.
+//! - [`config`]: gateway settings, and the Pusher door's apps ([`config::pusher`]).
 
 pub mod api;
 pub mod auth;
@@ -37,6 +38,7 @@ pub mod gateway;
 pub mod handshake;
 pub mod hub;
 pub mod protocol;
+pub mod pusher;
 pub mod rate_limit;
 pub mod router;
 pub mod server;

@@ -19,6 +19,7 @@
 //!   addresses, and stopping them (SIGTERM) or killing them (SIGKILL).
 //! - [`compose`]: Docker Compose projects, always brought down.
 //! - [`prometheus`]: Prometheus' HTTP API (targets, queries).
+//! - [`pusher`]: the Pusher door's test app, URL, signatures and a raw client.
 
 pub mod api;
 pub mod browser;
@@ -28,6 +29,7 @@ pub mod compose;
 pub mod http;
 pub mod process;
 pub mod prometheus;
+pub mod pusher;
 pub mod server;
 pub mod settings;
 
