@@ -1,6 +1,8 @@
 //! The Pusher-compatible door (docs/pusher.md) against a gateway and broker
 //! in this process: pysher from PyPI for public, private and presence
-//! channels and client events, and raw frames for every error path.
+//! channels and client events, the official `pusher` server SDK for the
+//! HTTP API and authorization signatures, and raw frames for every error
+//! path.
 //!
 //! Needs python3 with venv and pip; the pinned packages
 //! (tests/pusher/requirements.txt) go into target/pusher-venv once.
@@ -128,6 +130,36 @@ async fn pysher_public_private_presence_and_client_events() {
     println!("{report}");
     assert!(report.contains("pysher: all checks ok"), "{report}");
     assert_eq!(report.lines().filter(|l| l.starts_with("ok - ")).count(), 5);
+}
+
+/// The official server SDK for every HTTP API call, channel and user
+/// authorization and the API's refusals (tests/pusher/sdk_check.py).
+#[tokio::test]
+async fn pusher_server_sdk_every_api_call_and_authorization() {
+    let python = venv().await;
+    let server = server().await;
+    let port = server.addr.port().to_string();
+    let out = run(
+        &python,
+        &[
+            "tests/pusher/sdk_check.py",
+            "127.0.0.1",
+            &port,
+            KEY,
+            pusher::SECRET,
+            APP_ID,
+            API_KEY,
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    assert!(report.contains("sdk: all checks ok"), "{report}");
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok - ")).count(),
+        10
+    );
 }
 
 #[tokio::test]
@@ -414,7 +446,7 @@ async fn silent_clients_are_pinged_then_closed_with_4201() {
 async fn signin_checks_its_signature() {
     let server = server().await;
     let mut c = PusherClient::connect(server.addr, KEY).await.unwrap();
-    let user_data = json!({"id": "u1", "user_id": "u1"}).to_string();
+    let user_data = json!({"id": "u1", "user_info": {"n": 1}}).to_string();
     let message = switchboard_gateway::pusher::signature::signin_message(&c.socket_id, &user_data);
     let auth = format!(
         "{KEY}:{}",
@@ -444,7 +476,7 @@ async fn signin_checks_its_signature() {
 #[tokio::test]
 async fn apps_never_see_each_others_channels() {
     let other = PusherApp {
-        id: "other-app".into(),
+        id: "20".into(),
         key: "other-key".into(),
         secret: "other-secret".into(),
         ..pusher::app()
@@ -457,7 +489,7 @@ async fn apps_never_see_each_others_channels() {
     mine.subscribe("news", None).await.unwrap();
     theirs.subscribe("news", None).await.unwrap();
     let api = switchboard_testkit::api::Http::new(server.api_addr, Some(API_KEY));
-    for (app, event) in [("other-app", "theirs"), (APP_ID, "mine")] {
+    for (app, event) in [("20", "theirs"), (APP_ID, "mine")] {
         api.ok(
             "publish",
             json!({"channel": format!("pusher.{app}:news"), "data": {"event": event, "data": "{}"}}),

@@ -12,7 +12,7 @@ use switchboard_gateway::{
 
 use crate::{client::Client, settings::ForTest};
 
-pub const APP_ID: &str = "test-app";
+pub const APP_ID: &str = "10";
 pub const KEY: &str = "test-app-key";
 pub const SECRET: &str = "test-app-secret";
 

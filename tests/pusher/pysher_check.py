@@ -132,7 +132,8 @@ def presence():
     alice.disconnect()
 
 
-public()
-private()
-presence()
-print("pysher: all checks ok", flush=True)
+if __name__ == "__main__":
+    public()
+    private()
+    presence()
+    print("pysher: all checks ok", flush=True)

@@ -151,6 +151,14 @@ impl PusherConfig {
             for presence in [false, true] {
                 all.insert(namespace(&app.id, presence), namespace_options(presence));
             }
+            // Signed-in users' connections, for terminate_connections.
+            all.insert(
+                users_namespace(&app.id),
+                NamespaceOptions {
+                    presence: false,
+                    ..namespace_options(false)
+                },
+            );
         }
         all
     }
@@ -179,6 +187,11 @@ pub fn namespace(app_id: &str, presence_channels: bool) -> String {
     } else {
         format!("pusher.{app_id}")
     }
+}
+
+/// The namespace with one channel per signed-in user of app `app_id`.
+pub fn users_namespace(app_id: &str) -> String {
+    format!("pusher.{app_id}.users")
 }
 
 #[cfg(test)]
@@ -235,11 +248,14 @@ mod tests {
             [
                 "pusher.a1",
                 "pusher.a1.presence",
+                "pusher.a1.users",
                 "pusher.a2",
-                "pusher.a2.presence"
+                "pusher.a2.presence",
+                "pusher.a2.users"
             ]
         );
         assert!(ns["pusher.a1.presence"].join_leave && !ns["pusher.a1"].join_leave);
+        assert!(!ns["pusher.a1.users"].presence);
         assert!(ns.values().all(|o| o.require_claim && !o.allow_publish));
     }
 

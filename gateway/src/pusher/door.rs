@@ -300,23 +300,20 @@ where
     B: Broker,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut frames = Vec::new();
+    let mut batch = Reply::default();
     let mut next = Some(first);
     while let Some(out) = next.take() {
-        frames.extend(session.deliver(&out));
-        if frames.len() < WRITE_BATCH {
+        let reply = session.deliver(&out);
+        batch.frames.extend(reply.frames);
+        if reply.close.is_some() {
+            batch.close = reply.close;
+            break;
+        }
+        if batch.frames.len() < WRITE_BATCH {
             next = rx.try_recv().ok();
         }
     }
-    write(
-        ws,
-        Reply {
-            frames,
-            close: None,
-        },
-        timeout,
-    )
-    .await
+    write(ws, batch, timeout).await
 }
 
 /// Sends `pusher:error` with the reason's code, closes with the same code,

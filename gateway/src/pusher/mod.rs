@@ -8,20 +8,29 @@
 //! - [`channel`]: channel kinds by name, and how Pusher names map onto
 //!   native channels in the app's namespace.
 //! - [`signature`]: HMAC-SHA256 signatures, checked in constant time.
+//! - [`request`]: the HTTP API's request signatures (key, timestamp,
+//!   version, body MD5, signature).
 //! - [`frame`]: client frames parsed, server frames encoded, and the
 //!   envelope an event travels in through the brokers.
 //! - [`members`]: a presence channel's users as one connection sees them.
 //! - [`close`]: why a connection ends, with Pusher's codes.
+//! - [`user`]: user ids, and each signed-in user's channel.
 //! - [`session`]: one connection's state and how each frame is carried out.
 //! - [`door`]: the upgrade and the connection task.
+//! - [`api`]: the HTTP API under `/apps/{id}/`.
+//! - [`api_error`]: the HTTP API's errors, as Pusher answers them.
 
+pub mod api;
+pub mod api_error;
 pub mod channel;
 pub mod close;
 pub mod door;
 pub mod frame;
 pub mod members;
+pub mod request;
 pub mod session;
 pub mod signature;
+pub mod user;
 
 use std::{
     sync::{
@@ -104,10 +113,12 @@ impl Drop for AppSlot {
     }
 }
 
-/// The door's routes.
+/// The door's routes: the WebSocket at `/app/{key}` and the HTTP API
+/// under `/apps/{id}/`.
 pub fn router<B: Broker>(gateway: Arc<Gateway<B>>) -> Router {
     let apps = Arc::new(Apps::new(&gateway.settings.pusher));
     Router::new()
         .route("/app/{key}", get(door::upgrade::<B>))
-        .with_state((gateway, apps))
+        .with_state((gateway.clone(), apps.clone()))
+        .merge(api::router((gateway, apps)))
 }

@@ -22,6 +22,7 @@ use crate::{
         frame::{self, ClientFrame, Envelope, NativeFrame, Subscribe},
         members::{Change, Roster},
         signature,
+        user::{UserData, UserId, on_user_channel, user_channel},
     },
     rate_limit::TokenBucket,
     telemetry,
@@ -78,6 +79,8 @@ pub struct PusherSession<B: Broker> {
     handle: ConnHandle,
     subs: HashMap<ChannelName, Subscription>,
     user: Option<SignedIn>,
+    /// The signed-in user's channel, where backends end its connections.
+    user_channel: Option<ChannelName>,
     client_events: TokenBucket,
 }
 
@@ -86,23 +89,6 @@ struct ChannelData {
     user_id: UserId,
     #[serde(default)]
     user_info: Option<Box<RawValue>>,
-}
-
-/// Pusher user ids are strings; Laravel's are often numbers.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum UserId {
-    Text(String),
-    Number(serde_json::Number),
-}
-
-impl UserId {
-    fn into_string(self) -> String {
-        match self {
-            UserId::Text(s) => s,
-            UserId::Number(n) => n.to_string(),
-        }
-    }
 }
 
 /// A refused subscription: sent as `pusher:subscription_error`.
@@ -147,6 +133,7 @@ impl<B: Broker> PusherSession<B> {
             handle,
             subs: HashMap::new(),
             user: None,
+            user_channel: None,
             client_events,
         }
     }
@@ -181,7 +168,7 @@ impl<B: Broker> PusherSession<B> {
                 }
                 Reply::default()
             }
-            ClientFrame::Signin { auth, user_data } => self.signin(&auth, &user_data),
+            ClientFrame::Signin { auth, user_data } => self.signin(&auth, &user_data).await,
             ClientFrame::ClientEvent {
                 event,
                 channel,
@@ -333,17 +320,19 @@ impl<B: Broker> PusherSession<B> {
         Ok((user_id, data.user_info))
     }
 
-    fn signin(&mut self, auth: &str, user_data: &str) -> Reply {
+    async fn signin(&mut self, auth: &str, user_data: &str) -> Reply {
         let message = signature::signin_message(&self.socket_id, user_data);
-        let user = serde_json::from_str::<ChannelData>(user_data).map(|d| d.user_id.into_string());
+        let user = serde_json::from_str::<UserData>(user_data).map(|d| d.id.into_string());
         match (
             signature::verify(&self.app.key, &self.app.secret, &message, auth),
             user,
         ) {
-            (Ok(()), Ok(id)) if !id.is_empty() => {
+            (Ok(()), Ok(id)) if !id.is_empty() && self.user.is_none() => {
+                self.listen_as(&id).await;
                 self.user = Some(SignedIn { id });
                 Reply::frame(frame::signin_success(user_data))
             }
+            (Ok(()), Ok(_)) if self.user.is_some() => Reply::error("Already signed in"),
             _ => {
                 let close = Close::Unauthorized;
                 Reply {
@@ -351,6 +340,32 @@ impl<B: Broker> PusherSession<B> {
                     close: Some(close),
                 }
             }
+        }
+    }
+
+    /// Subscribes to the user's channel, so that `terminate_connections`
+    /// reaches this connection on whichever gateway it is.
+    async fn listen_as(&mut self, user: &str) {
+        let Some(channel) = user_channel(&self.app.id, user) else {
+            tracing::debug!(
+                "signed-in user id cannot name a channel; terminate_connections will not reach it"
+            );
+            return;
+        };
+        let req = SubscribeRequest {
+            gateway: self.gateway.hub.gateway().clone(),
+            channel: channel.clone(),
+            since: None,
+            client: None,
+        };
+        let gw = &self.gateway;
+        match gw
+            .hub
+            .subscribe(&gw.broker, self.conn, self.handle.clone(), req)
+            .await
+        {
+            Ok(_) => self.user_channel = Some(channel),
+            Err(e) => tracing::warn!(error = %e, "user channel unavailable"),
         }
     }
 
@@ -410,8 +425,19 @@ impl<B: Broker> PusherSession<B> {
         Ok(())
     }
 
-    /// The frame a delivery becomes for this connection, if any.
-    pub fn deliver(&mut self, out: &Outgoing) -> Option<Utf8Bytes> {
+    /// What a delivery means for this connection: a frame, or the end.
+    pub fn deliver(&mut self, out: &Outgoing) -> Reply {
+        if self.user_channel.as_ref() == Some(&out.channel) {
+            return on_user_channel(out);
+        }
+        Reply {
+            frames: self.translate(out).into_iter().collect(),
+            close: None,
+        }
+    }
+
+    /// The frame a delivery on a channel becomes, if any.
+    fn translate(&mut self, out: &Outgoing) -> Option<Utf8Bytes> {
         let sub = self.subs.get_mut(&out.channel)?;
         match out.kind {
             DeliveryKind::Publication { offset } if offset > sub.last_offset => {
@@ -467,6 +493,10 @@ impl<B: Broker> PusherSession<B> {
 
     /// Leaves every channel; the connection is gone.
     pub async fn close(&mut self) {
+        if let Some(channel) = self.user_channel.take() {
+            let gw = &self.gateway;
+            gw.hub.unsubscribe(&gw.broker, self.conn, &channel).await;
+        }
         let channels: Vec<ChannelName> = self.subs.keys().cloned().collect();
         for channel in channels {
             self.leave(&channel).await;
