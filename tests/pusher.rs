@@ -18,6 +18,8 @@ use switchboard_gateway::pusher::PusherApp;
 use switchboard_testkit::{
     TestServer,
     client::Client,
+    cluster::scenario_config,
+    process::{Process, free_port},
     pusher::{self, APP_ID, KEY, PusherClient},
     settings::API_KEY,
 };
@@ -99,6 +101,19 @@ async fn venv() -> PathBuf {
     python
 }
 
+/// The dev app of the embedded default config (config/dev.toml).
+const DEV_APP_ID: &str = "1";
+const DEV_KEY: &str = "switchboard-dev-key";
+const DEV_SECRET: &str = "switchboard-dev-secret";
+const DEV_API_KEY: &str = "switchboard-dev-api-key";
+
+/// `switchboard dev` with its embedded default config, as users run it.
+async fn dev() -> Process {
+    Process::start(Path::new(BIN), &["dev", "--listen", "127.0.0.1:0"])
+        .await
+        .unwrap()
+}
+
 async fn server() -> TestServer {
     TestServer::start(pusher::settings(vec![pusher::app()])).await
 }
@@ -110,7 +125,7 @@ async fn server_with(app: PusherApp) -> TestServer {
 #[tokio::test]
 async fn pysher_public_private_presence_and_client_events() {
     let python = venv().await;
-    let server = server().await;
+    let server = dev().await;
     let port = server.addr.port().to_string();
     let out = run(
         &python,
@@ -118,10 +133,10 @@ async fn pysher_public_private_presence_and_client_events() {
             "tests/pusher/pysher_check.py",
             "127.0.0.1",
             &port,
-            KEY,
-            pusher::SECRET,
-            APP_ID,
-            API_KEY,
+            DEV_KEY,
+            DEV_SECRET,
+            DEV_APP_ID,
+            DEV_API_KEY,
         ],
         Duration::from_secs(120),
     )
@@ -137,7 +152,7 @@ async fn pysher_public_private_presence_and_client_events() {
 #[tokio::test]
 async fn pusher_server_sdk_every_api_call_and_authorization() {
     let python = venv().await;
-    let server = server().await;
+    let server = dev().await;
     let port = server.addr.port().to_string();
     let out = run(
         &python,
@@ -145,10 +160,10 @@ async fn pusher_server_sdk_every_api_call_and_authorization() {
             "tests/pusher/sdk_check.py",
             "127.0.0.1",
             &port,
-            KEY,
-            pusher::SECRET,
-            APP_ID,
-            API_KEY,
+            DEV_KEY,
+            DEV_SECRET,
+            DEV_APP_ID,
+            DEV_API_KEY,
         ],
         Duration::from_secs(120),
     )
@@ -509,4 +524,173 @@ async fn apps_never_see_each_others_channels() {
         .await
         .unwrap();
     assert_eq!(first["event"], "theirs");
+}
+
+#[tokio::test]
+async fn a_draining_gateway_closes_with_4200_so_clients_reconnect_at_once() {
+    let server = server().await;
+    let c = PusherClient::connect(server.addr, KEY).await.unwrap();
+    server.shutdown.cancel();
+    let closed = c.client.closed().await.unwrap();
+    assert_eq!(closed.code, Some(4200));
+    assert_eq!(closed.frames.last().unwrap()["data"]["code"], 4200);
+}
+
+#[tokio::test]
+async fn presence_limits_refuse_the_subscription() {
+    let server = server_with(PusherApp {
+        max_presence_members: 1,
+        max_presence_user_info_bytes: 16,
+        ..pusher::app()
+    })
+    .await;
+    let mut a = PusherClient::connect(server.addr, KEY).await.unwrap();
+    let mut b = PusherClient::connect(server.addr, KEY).await.unwrap();
+    let big = json!({"user_id": "a", "user_info": {"bio": "x".repeat(20)}});
+    let answer = a.subscribe("presence-r", Some(big)).await.unwrap();
+    assert_eq!(answer["data"]["type"], "LimitReached");
+    assert_eq!(answer["data"]["status"], 413);
+    a.subscribe("presence-r", Some(json!({"user_id": "a"})))
+        .await
+        .unwrap();
+    let full = b
+        .subscribe("presence-r", Some(json!({"user_id": "b"})))
+        .await
+        .unwrap();
+    assert_eq!(full["event"], "pusher:subscription_error");
+    assert_eq!(full["data"]["status"], 403);
+}
+
+/// docs/pusher.md: a native client shares an app's channel with a token
+/// claim naming it, and gets what the HTTP API triggers; without the claim
+/// it is refused.
+#[tokio::test]
+async fn native_clients_share_an_apps_channel_only_with_a_claim() {
+    let server = server().await;
+    let native = format!("pusher.{APP_ID}:news");
+    let token = switchboard_testkit::settings::issuer().issue(
+        "nat",
+        Duration::from_secs(60),
+        Some(vec![native.clone()]),
+    );
+    let mut with = Client::connect(&format!("{}?token={token}", server.url()))
+        .await
+        .unwrap();
+    with.subscribe(&native).await.unwrap();
+    let mut without = Client::connect(&server.url()).await.unwrap();
+    let refused = without
+        .request(json!({"type": "subscribe", "channel": native}))
+        .await
+        .unwrap();
+    assert!(refused.get("error").is_some(), "{refused}");
+    let reply = pusher::trigger(
+        server.addr,
+        (APP_ID, KEY, pusher::SECRET),
+        &json!({"name": "e", "channel": "news", "data": "{\"n\":1}"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let m = with.message(&native).await.unwrap();
+    assert_eq!(m["data"], json!({"event": "e", "data": "{\"n\":1}"}));
+}
+
+/// The cluster: three brokers, two gateways given their addresses. A
+/// Pusher client on gateway 1 receives what the HTTP API triggers on
+/// gateway 2, on channels owned by every broker, and presence members are
+/// seen across gateways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
+    let bin = Path::new(BIN);
+    let mut brokers = Vec::new();
+    for i in 1..=3 {
+        let port = free_port().unwrap();
+        let grpc = format!("127.0.0.1:{port}");
+        let name = format!("b{i}");
+        let args = [
+            "node",
+            "--name",
+            &name,
+            "--grpc",
+            &grpc,
+            "--http",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+        ];
+        let p = Process::start_announcing(bin, &args, "grpc://")
+            .await
+            .unwrap();
+        brokers.push((name, port, p));
+    }
+    let list = brokers
+        .iter()
+        .map(|(n, port, _)| format!("{n}=127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let config = scenario_config("pusher").unwrap();
+    let mut gateways = Vec::new();
+    for name in ["g1", "g2"] {
+        let args = [
+            "gateway",
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--broker",
+            &list,
+            "--config",
+            &config,
+        ];
+        gateways.push(Process::start(bin, &args).await.unwrap());
+    }
+    let (g1, g2) = (gateways[0].addr, gateways[1].addr);
+    let dev = (DEV_APP_ID, DEV_KEY, DEV_SECRET);
+    let mut c = PusherClient::connect(g1, DEV_KEY).await.unwrap();
+    // Enough channels that every broker owns some.
+    let channels: Vec<String> = (0..12).map(|i| format!("room-{i}")).collect();
+    for ch in &channels {
+        let ok = c.subscribe(ch, None).await.unwrap();
+        assert_eq!(
+            ok["event"], "pusher_internal:subscription_succeeded",
+            "{ok}"
+        );
+    }
+    let reply = pusher::trigger(
+        g2,
+        dev,
+        &json!({"name": "hello", "channels": channels, "data": "{}"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    for ch in &channels {
+        c.event("hello", Some(ch)).await.unwrap();
+    }
+    // Presence across gateways (with signatures from the dev secret).
+    let mut a = PusherClient::connect(g1, DEV_KEY).await.unwrap();
+    let mut b = PusherClient::connect(g2, DEV_KEY).await.unwrap();
+    let sub = |socket: &str, user: &str| {
+        let data = json!({"user_id": user}).to_string();
+        let message = switchboard_gateway::pusher::signature::channel_message(
+            socket,
+            "presence-lobby",
+            Some(&data),
+        );
+        let sig = switchboard_gateway::pusher::signature::sign(DEV_SECRET, &message);
+        json!({"channel": "presence-lobby", "auth": format!("{DEV_KEY}:{sig}"), "channel_data": data})
+    };
+    let frame = sub(&a.socket_id, "ann");
+    a.send("pusher:subscribe", None, frame).await.unwrap();
+    a.answer("presence-lobby").await.unwrap();
+    let frame = sub(&b.socket_id, "bea");
+    b.send("pusher:subscribe", None, frame).await.unwrap();
+    let members = b.answer("presence-lobby").await.unwrap();
+    let members: Value = serde_json::from_str(members["data"].as_str().unwrap()).unwrap();
+    assert_eq!(members["presence"]["count"], 2, "{members}");
+    let added = a
+        .event("pusher_internal:member_added", Some("presence-lobby"))
+        .await
+        .unwrap();
+    assert!(added["data"].as_str().unwrap().contains("bea"), "{added}");
 }
