@@ -694,3 +694,32 @@ async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
         .unwrap();
     assert!(added["data"].as_str().unwrap().contains("bea"), "{added}");
 }
+
+#[tokio::test]
+async fn cache_channels_replay_their_last_event_to_new_subscribers() {
+    let server = server().await;
+    let mut a = PusherClient::connect(server.addr, KEY).await.unwrap();
+    a.subscribe("cache-news", None).await.unwrap();
+    let miss = a.client.next().await.unwrap();
+    assert_eq!(miss["event"], "pusher:cache_miss");
+    assert_eq!(miss["channel"], "cache-news");
+    for n in 1..=2 {
+        let body =
+            json!({"name": "headline", "channel": "cache-news", "data": format!("{{\"n\":{n}}}")});
+        let reply = pusher::trigger(server.addr, (APP_ID, KEY, pusher::SECRET), &body)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        a.event("headline", Some("cache-news")).await.unwrap();
+    }
+    let mut b = PusherClient::connect(server.addr, KEY).await.unwrap();
+    let ok = b.subscribe("cache-news", None).await.unwrap();
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    let replayed = b.client.next().await.unwrap();
+    assert_eq!(replayed["event"], "headline");
+    assert_eq!(replayed["data"], "{\"n\":2}");
+    // A private cache channel keeps its own.
+    let ok = b.subscribe("private-cache-x", None).await.unwrap();
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(b.client.next().await.unwrap()["event"], "pusher:cache_miss");
+}

@@ -149,14 +149,19 @@ impl PusherConfig {
         let mut all = BTreeMap::new();
         for app in &self.apps {
             for presence in [false, true] {
-                all.insert(namespace(&app.id, presence), namespace_options(presence));
+                for cache in [false, true] {
+                    all.insert(
+                        namespace(&app.id, presence, cache),
+                        namespace_options(presence, cache),
+                    );
+                }
             }
             // Signed-in users' connections, for terminate_connections.
             all.insert(
                 users_namespace(&app.id),
                 NamespaceOptions {
                     presence: false,
-                    ..namespace_options(false)
+                    ..namespace_options(false, false)
                 },
             );
         }
@@ -165,28 +170,30 @@ impl PusherConfig {
 }
 
 /// Every channel keeps presence, so that the HTTP API can count its
-/// subscribers; only presence channels send join and leave. Native clients
+/// subscribers; only presence channels send join and leave; cache channels
+/// keep their last event, for whoever subscribes next. Native clients
 /// need a token claim for any of them and never publish: what reaches a
 /// Pusher client went through the door's own checks.
-fn namespace_options(presence_channels: bool) -> NamespaceOptions {
+fn namespace_options(presence_channels: bool, cache: bool) -> NamespaceOptions {
     NamespaceOptions {
         presence: true,
         join_leave: presence_channels,
-        history_size: 0,
-        history_ttl: Duration::from_secs(300),
+        history_size: usize::from(cache),
+        history_ttl: CACHE_TTL,
         allow_publish: false,
         require_claim: true,
     }
 }
 
-/// The namespace of app `app_id`'s presence channels, or of its other
-/// channels (docs/pusher.md).
-pub fn namespace(app_id: &str, presence_channels: bool) -> String {
-    if presence_channels {
-        format!("pusher.{app_id}.presence")
-    } else {
-        format!("pusher.{app_id}")
-    }
+/// How long a cache channel keeps its last event (Pusher's 30 minutes).
+pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// The namespace of app `app_id`'s channels: presence channels and cache
+/// channels each have their own (docs/pusher.md).
+pub fn namespace(app_id: &str, presence_channels: bool, cache: bool) -> String {
+    let presence = if presence_channels { ".presence" } else { "" };
+    let cache = if cache { ".cache" } else { "" };
+    format!("pusher.{app_id}{presence}{cache}")
 }
 
 /// The namespace with one channel per signed-in user of app `app_id`.
@@ -247,15 +254,22 @@ mod tests {
             ns.keys().collect::<Vec<_>>(),
             [
                 "pusher.a1",
+                "pusher.a1.cache",
                 "pusher.a1.presence",
+                "pusher.a1.presence.cache",
                 "pusher.a1.users",
                 "pusher.a2",
+                "pusher.a2.cache",
                 "pusher.a2.presence",
+                "pusher.a2.presence.cache",
                 "pusher.a2.users"
             ]
         );
         assert!(ns["pusher.a1.presence"].join_leave && !ns["pusher.a1"].join_leave);
         assert!(!ns["pusher.a1.users"].presence);
+        assert!(ns["pusher.a1.presence.cache"].join_leave);
+        assert_eq!(ns["pusher.a1.cache"].history_size, 1);
+        assert_eq!(ns["pusher.a1"].history_size, 0);
         assert!(ns.values().all(|o| o.require_claim && !o.allow_publish));
     }
 

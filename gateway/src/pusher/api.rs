@@ -303,8 +303,9 @@ async fn channels<B: Broker>(
         ));
     }
     let mut out = BTreeMap::new();
-    for kind in [ChannelKind::Public, ChannelKind::Presence] {
-        let ns = namespace(&app.app.id, kind);
+    let kinds = [ChannelKind::Public, ChannelKind::Presence];
+    for (kind, cache) in kinds.into_iter().flat_map(|k| [(k, false), (k, true)]) {
+        let ns = namespace(&app.app.id, kind, cache);
         let found = gw
             .broker
             .channels(ChannelsRequest {

@@ -2,11 +2,13 @@
 //! and where they live on the ring.
 //!
 //! The channel `{name}` of app `{id}` is the native channel
-//! `pusher.{id}:{name}`, or `pusher.{id}.presence:{name}` for presence
-//! channels: the namespace before the `:` is the app's own, so apps never
-//! share a channel, and the ring places each channel by its full name like
-//! any native one. Presence channels get a namespace of their own because
-//! only they send join and leave events.
+//! `pusher.{id}:{name}`; presence channels are in `pusher.{id}.presence`,
+//! cache channels in `pusher.{id}.cache` and presence cache channels in
+//! `pusher.{id}.presence.cache`: the namespace before the `:` is the app's
+//! own, so apps never share a channel, and the ring places each channel by
+//! its full name like any native one. Presence and cache channels get
+//! namespaces of their own because only they send join and leave events or
+//! keep their last event.
 
 use switchboard_core::{ChannelName, channel::MAX_CHANNEL_LEN};
 
@@ -60,12 +62,27 @@ pub enum NameError {
     Character,
 }
 
+/// Whether `name` is a cache channel (`cache-`, `private-cache-`,
+/// `private-encrypted-cache-`, `presence-cache-`): it keeps its last event
+/// and replays it to each new subscriber.
+pub fn is_cache(name: &str) -> bool {
+    [
+        "cache-",
+        "private-cache-",
+        "private-encrypted-cache-",
+        "presence-cache-",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
 /// A Pusher channel name checked and placed in its app's namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PusherChannel {
     /// As the client names it.
     pub name: String,
     pub kind: ChannelKind,
+    pub cache: bool,
     /// As the ring and brokers name it.
     pub native: ChannelName,
 }
@@ -83,12 +100,14 @@ impl PusherChannel {
             return Err(NameError::Character);
         }
         let kind = ChannelKind::of(name);
-        let native = format!("{}:{name}", namespace(app_id, kind));
+        let cache = is_cache(name);
+        let native = format!("{}:{name}", namespace(app_id, kind, cache));
         debug_assert!(native.len() <= MAX_CHANNEL_LEN);
         let native = ChannelName::new(&native).map_err(|_| NameError::Character)?;
         Ok(Self {
             name: name.to_owned(),
             kind,
+            cache,
             native,
         })
     }
@@ -96,20 +115,13 @@ impl PusherChannel {
     /// The Pusher name of a native channel of app `app_id`, if it is one.
     pub fn name_of<'a>(app_id: &str, native: &'a ChannelName) -> Option<&'a str> {
         let (ns, name) = native.as_str().split_once(':')?;
-        let kind = ChannelKind::of(name);
-        (ns == namespace(app_id, kind)).then_some(name)
+        (ns == namespace(app_id, ChannelKind::of(name), is_cache(name))).then_some(name)
     }
 }
 
-/// The namespace of app `app_id`'s channels of `kind`.
-pub fn namespace(app_id: &str, kind: ChannelKind) -> String {
-    crate::config::pusher::namespace(app_id, kind == ChannelKind::Presence)
-}
-
-/// The prefix every native channel of app `app_id` starts with, presence
-/// channels included (for listing an app's channels).
-pub fn native_prefix(app_id: &str) -> String {
-    format!("pusher.{app_id}")
+/// The namespace of app `app_id`'s channels of `kind`, cache channels or not.
+pub fn namespace(app_id: &str, kind: ChannelKind, cache: bool) -> String {
+    crate::config::pusher::namespace(app_id, kind == ChannelKind::Presence, cache)
 }
 
 #[cfg(test)]
@@ -149,6 +161,25 @@ mod tests {
         // the presence namespace, nor the other way round.
         let forged = ChannelName::new("pusher.app1:presence-room").unwrap();
         assert_eq!(PusherChannel::name_of("app1", &forged), None);
+    }
+
+    #[test]
+    fn cache_channels_keep_their_kind_in_a_namespace_of_their_own() {
+        let c = PusherChannel::new("7", "presence-cache-r").unwrap();
+        assert!(c.cache && c.kind == ChannelKind::Presence);
+        assert_eq!(
+            c.native.as_str(),
+            "pusher.7.presence.cache:presence-cache-r"
+        );
+        let c = PusherChannel::new("7", "private-encrypted-cache-x").unwrap();
+        assert!(c.cache && c.kind == ChannelKind::Encrypted);
+        assert_eq!(
+            PusherChannel::name_of("7", &c.native),
+            Some("private-encrypted-cache-x")
+        );
+        assert!(!PusherChannel::new("7", "cachex").unwrap().cache);
+        let forged = ChannelName::new("pusher.7:cache-a").unwrap();
+        assert_eq!(PusherChannel::name_of("7", &forged), None);
     }
 
     #[test]

@@ -246,6 +246,11 @@ pub fn member_removed(channel: &str, user_id: &str) -> Utf8Bytes {
     encode("pusher_internal:member_removed", Some(channel), data)
 }
 
+/// `pusher:cache_miss`: a cache channel has no event to replay.
+pub fn cache_miss(channel: &str) -> Utf8Bytes {
+    encode("pusher:cache_miss", Some(channel), "{}")
+}
+
 #[derive(Serialize)]
 struct SigninSuccess<'a> {
     user_data: &'a str,
@@ -274,6 +279,17 @@ pub struct Envelope<'a> {
 impl Envelope<'_> {
     pub fn to_raw(&self) -> Box<RawValue> {
         RawValue::from_string(json_string(self)).expect("serialized JSON is valid")
+    }
+}
+
+/// The Pusher event a publication's data becomes on channel `name`, for
+/// any connection but the one its envelope excludes.
+pub fn event_for(name: &str, data: &RawValue, own_socket: &str) -> Option<Utf8Bytes> {
+    match serde_json::from_str::<Envelope<'_>>(data.get()) {
+        Ok(env) if env.socket_id.as_deref() == Some(own_socket) => None,
+        Ok(env) => Some(event(&env.event, name, env.data, env.user_id.as_deref())),
+        // From a native publisher: its data as it is.
+        Err(_) => Some(event("message", name, data, None)),
     }
 }
 

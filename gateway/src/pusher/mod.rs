@@ -12,6 +12,7 @@
 //!   version, body MD5, signature).
 //! - [`frame`]: client frames parsed, server frames encoded, and the
 //!   envelope an event travels in through the brokers.
+//! - [`cache`]: cache channels' last event, replayed on subscribe.
 //! - [`members`]: a presence channel's users as one connection sees them.
 //! - [`close`]: why a connection ends, with Pusher's codes.
 //! - [`user`]: user ids, and each signed-in user's channel.
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod api_error;
+pub mod cache;
 pub mod channel;
 pub mod close;
 pub mod door;

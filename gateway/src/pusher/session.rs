@@ -17,6 +17,7 @@ use crate::{
     gateway::Gateway,
     hub::{ConnHandle, ConnId, Outgoing},
     pusher::{
+        cache,
         channel::{ChannelKind, PusherChannel},
         close::Close,
         frame::{self, ClientFrame, Envelope, NativeFrame, Subscribe},
@@ -155,7 +156,12 @@ impl<B: Broker> PusherSession<B> {
             ClientFrame::Subscribe(s) => {
                 let name = s.channel.clone();
                 match self.subscribe(s).await {
-                    Ok(data) => Reply::frame(frame::subscription_succeeded(&name, &data)),
+                    Ok((data, cached)) => Reply {
+                        frames: std::iter::once(frame::subscription_succeeded(&name, &data))
+                            .chain(cached)
+                            .collect(),
+                        close: None,
+                    },
                     Err(r) => {
                         telemetry::error("pusher_subscription_error", r.status);
                         Reply::frame(frame::subscription_error(&name, r.kind, &r.error, r.status))
@@ -181,16 +187,18 @@ impl<B: Broker> PusherSession<B> {
         }
     }
 
-    /// Subscribes; returns the `data` of `subscription_succeeded`.
-    async fn subscribe(&mut self, s: Subscribe) -> Result<String, Refusal> {
+    /// Subscribes; returns the `data` of `subscription_succeeded`, and for
+    /// a cache channel its last event (or `pusher:cache_miss`).
+    async fn subscribe(&mut self, s: Subscribe) -> Result<(String, Option<Utf8Bytes>), Refusal> {
         let channel = PusherChannel::new(&self.app.id, &s.channel)
             .map_err(|e| Refusal::new("InvalidChannel", e.to_string(), 400))?;
         if let Some(sub) = self.subs.get(&channel.native) {
             // Already subscribed: the same answer again.
-            return Ok(sub
+            let data = sub
                 .roster
                 .as_ref()
-                .map_or_else(|| "{}".to_owned(), Roster::subscription_data));
+                .map_or_else(|| "{}".to_owned(), Roster::subscription_data);
+            return Ok((data, None));
         }
         let max = self
             .gateway
@@ -230,25 +238,20 @@ impl<B: Broker> PusherSession<B> {
             .hub
             .subscribe(&gw.broker, self.conn, self.handle.clone(), req)
             .await?;
-        let native = channel.native.clone();
-        let roster = if channel.kind == ChannelKind::Presence {
-            match gw.broker.presence(&native).await {
-                Ok(list) => Some(roster_of(list)),
-                Err(e) => {
-                    self.subs
-                        .insert(native.clone(), placeholder(channel, &user_id));
-                    self.leave(&native).await;
-                    return Err(e.into());
-                }
-            }
-        } else {
-            None
-        };
+        let roster = self.roster(&channel, &user_id).await?;
+        let gw = &self.gateway;
         let data = roster
             .as_ref()
             .map_or_else(|| "{}".to_owned(), Roster::subscription_data);
+        let cached = match channel.cache {
+            true => {
+                let at = reply.position.offset;
+                Some(cache::replay(&gw.broker, &channel, at, &self.socket_id).await)
+            }
+            false => None,
+        };
         self.subs.insert(
-            native,
+            channel.native.clone(),
             Subscription {
                 channel,
                 last_offset: reply.position.offset,
@@ -257,7 +260,29 @@ impl<B: Broker> PusherSession<B> {
             },
         );
         telemetry::subscriptions(1.0);
-        Ok(data)
+        Ok((data, cached))
+    }
+
+    /// A presence channel's members once subscribed; a failure undoes
+    /// the subscription.
+    async fn roster(
+        &mut self,
+        channel: &PusherChannel,
+        user_id: &str,
+    ) -> Result<Option<Roster>, Refusal> {
+        if channel.kind != ChannelKind::Presence {
+            return Ok(None);
+        }
+        match self.gateway.broker.presence(&channel.native).await {
+            Ok(list) => Ok(Some(roster_of(list))),
+            Err(e) => {
+                let native = channel.native.clone();
+                self.subs
+                    .insert(native.clone(), placeholder(channel.clone(), user_id));
+                self.leave(&native).await;
+                Err(e.into())
+            }
+        }
     }
 
     fn check_auth(&self, channel: &PusherChannel, s: &Subscribe) -> Result<(), Refusal> {
@@ -452,17 +477,7 @@ impl<B: Broker> PusherSession<B> {
         }
         let name = sub.channel.name.as_str();
         match frame::native(out.text.as_str()) {
-            NativeFrame::Message(data) => match serde_json::from_str::<Envelope<'_>>(data.get()) {
-                Ok(env) if env.socket_id.as_deref() == Some(self.socket_id.as_str()) => None,
-                Ok(env) => Some(frame::event(
-                    &env.event,
-                    name,
-                    env.data,
-                    env.user_id.as_deref(),
-                )),
-                // From a native publisher: its data as it is.
-                Err(_) => Some(frame::event("message", name, data, None)),
-            },
+            NativeFrame::Message(data) => frame::event_for(name, data, &self.socket_id),
             NativeFrame::Join(p) => {
                 let roster = sub.roster.as_mut()?;
                 let info = p.info.clone();
