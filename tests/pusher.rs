@@ -723,3 +723,24 @@ async fn cache_channels_replay_their_last_event_to_new_subscribers() {
     assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
     assert_eq!(b.client.next().await.unwrap()["event"], "pusher:cache_miss");
 }
+
+#[tokio::test]
+async fn frames_over_the_gateway_rate_are_dropped_with_an_error() {
+    let mut settings = pusher::settings(vec![pusher::app()]);
+    settings.gateway.limits.rate_per_second = 1.0;
+    settings.gateway.limits.rate_burst = 3;
+    let server = TestServer::start(settings).await;
+    let mut c = PusherClient::connect(server.addr, KEY).await.unwrap();
+    for _ in 0..5 {
+        c.send("pusher:ping", None, json!({})).await.unwrap();
+    }
+    let e = c.event("pusher:error", None).await.unwrap();
+    assert!(
+        e["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Rate limit"),
+        "{e}"
+    );
+    assert!(e["data"]["code"].is_null(), "{e}");
+}

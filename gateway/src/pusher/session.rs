@@ -83,6 +83,8 @@ pub struct PusherSession<B: Broker> {
     /// The signed-in user's channel, where backends end its connections.
     user_channel: Option<ChannelName>,
     client_events: TokenBucket,
+    /// Every frame, as for native connections (`gateway.limits.rate_*`).
+    frames: TokenBucket,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +128,8 @@ impl<B: Broker> PusherSession<B> {
     ) -> Self {
         let rate = app.client_events_per_second;
         let client_events = TokenBucket::new(f64::from(rate), rate, Instant::now());
+        let limits = &gateway.settings.gateway.limits;
+        let frames = TokenBucket::new(limits.rate_per_second, limits.rate_burst, Instant::now());
         Self {
             gateway,
             app,
@@ -136,6 +140,7 @@ impl<B: Broker> PusherSession<B> {
             user: None,
             user_channel: None,
             client_events,
+            frames,
         }
     }
 
@@ -146,6 +151,11 @@ impl<B: Broker> PusherSession<B> {
     /// Handles one text frame from the client.
     pub async fn handle_text(&mut self, text: &str) -> Reply {
         telemetry::received();
+        if !self.frames.try_take(Instant::now()) {
+            // Dropped, like a native connection's extra frames; the client
+            // hears why.
+            return Reply::error("Rate limit exceeded: frame dropped");
+        }
         let parsed = match frame::parse(text) {
             Ok(parsed) => parsed,
             Err(e) => return Reply::error(&e.to_string()),
