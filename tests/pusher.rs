@@ -289,6 +289,19 @@ async fn client_events_are_refused_where_pusher_refuses_them() {
             .contains("private and presence"),
         "{e}"
     );
+    // Nor on an encrypted channel (pusher-js would not send it).
+    c.subscribe("private-encrypted-a", None).await.unwrap();
+    c.send("client-x", Some("private-encrypted-a"), json!({}))
+        .await
+        .unwrap();
+    let e = c.event("pusher:error", None).await.unwrap();
+    assert!(
+        e["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("private and presence"),
+        "{e}"
+    );
     // Not subscribed.
     c.send("client-x", Some("private-elsewhere"), json!({}))
         .await

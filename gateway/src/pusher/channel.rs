@@ -48,8 +48,10 @@ impl ChannelKind {
     }
 
     /// Clients may send `client-*` events on it (where the app allows).
+    /// Not on encrypted channels: pusher-js refuses to send them there, and
+    /// the server refuses them as well.
     pub fn allows_client_events(self) -> bool {
-        self != Self::Public
+        matches!(self, Self::Private | Self::Presence)
     }
 }
 
@@ -139,6 +141,10 @@ mod tests {
         assert_eq!(ChannelKind::of("presence-a"), ChannelKind::Presence);
         assert_eq!(ChannelKind::of("privatea"), ChannelKind::Public);
         assert!(!ChannelKind::Public.needs_auth() && ChannelKind::Encrypted.needs_auth());
+        assert!(ChannelKind::Private.allows_client_events());
+        assert!(ChannelKind::Presence.allows_client_events());
+        assert!(!ChannelKind::Encrypted.allows_client_events());
+        assert!(!ChannelKind::Public.allows_client_events());
     }
 
     #[test]
