@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 use anyhow::Context;
 use serde::Deserialize;
 use switchboard_core::{NamespaceOptions, Namespaces, PersonalOptions};
-use switchboard_gateway::{ApiConfig, GatewayConfig, Settings};
+use switchboard_gateway::{ApiConfig, GatewayConfig, Settings, pusher::PusherConfig};
 use switchboard_node::BrokerConfig;
 
 use crate::security::ClusterSecurity;
@@ -30,6 +30,8 @@ pub(crate) struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub cluster_security: ClusterSecurity,
+    #[serde(default)]
+    pub pusher: PusherConfig,
 }
 
 impl Config {
@@ -89,9 +91,12 @@ impl Config {
         Ok(config)
     }
 
+    /// The configured namespaces, and each Pusher app's.
     pub(crate) fn namespaces(&self) -> Namespaces {
+        let mut namespaces = self.namespaces.clone();
+        namespaces.extend(self.pusher.namespaces());
         Namespaces {
-            namespaces: self.namespaces.clone(),
+            namespaces,
             personal: self.personal.clone(),
         }
     }
@@ -101,6 +106,7 @@ impl Config {
             gateway: self.gateway.clone(),
             namespaces: self.namespaces(),
             api: self.api.clone(),
+            pusher: self.pusher.clone(),
         }
     }
 }
@@ -115,7 +121,11 @@ mod tests {
         let c = Config::load(None).unwrap();
         assert_eq!(c.listen, Some("127.0.0.1:8000".parse().unwrap()));
         assert!(c.gateway.auth.allow_anonymous);
-        assert_eq!(c.namespaces(), Namespaces::permissive());
+        let mut expected = Namespaces::permissive();
+        expected.namespaces.extend(c.pusher.namespaces());
+        assert_eq!(c.namespaces(), expected);
+        assert_eq!(c.pusher.apps.len(), 1);
+        assert_eq!(c.pusher.validate(), Ok(()));
         assert_eq!(c.api.keys, ["switchboard-dev-api-key"]);
         assert_eq!(c.api.listen, None);
     }

@@ -5,6 +5,10 @@ use std::{net::SocketAddr, time::Duration};
 use serde::{Deserialize, Serialize};
 use switchboard_core::Namespaces;
 
+pub mod pusher;
+
+pub use pusher::{PusherApp, PusherConfig, PusherConfigError};
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
@@ -240,11 +244,12 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
-/// Everything a gateway needs: its own settings, the server API's and the
-/// channel options.
+/// Everything a gateway needs: its own settings, the server API's, the
+/// Pusher door's and the channel options.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub gateway: GatewayConfig,
     pub namespaces: Namespaces,
     pub api: ApiConfig,
+    pub pusher: PusherConfig,
 }

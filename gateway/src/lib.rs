@@ -24,8 +24,9 @@
 //! - [`rate_limit`]: the per-connection token bucket.
 //! - [`error`]: request errors and disconnect reasons, with their wire codes and
 //!   frames (the wire format itself is `switchboard_core::frame`).
+//! - [`pusher`]: the Pusher-compatible door at `/app/{key}` (docs/pusher.md).
 //! - [`telemetry`]: metric names and the Prometheus recorder.
-//! - [`config`]: gateway settings.
+//! - [`config`]: gateway settings, and the Pusher door's apps ([`config::pusher`]).
 
 pub mod api;
 pub mod auth;
@@ -40,6 +41,7 @@ pub mod handshake;
 pub mod hub;
 pub mod jwks;
 pub mod key_set;
+pub mod pusher;
 pub mod rate_limit;
 pub mod router;
 pub mod server;

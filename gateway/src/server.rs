@@ -42,6 +42,8 @@ pub enum GatewayError {
     Api(#[from] ApiKeyError),
     #[error("broker: {0}")]
     Broker(#[from] BrokerError),
+    #[error("pusher configuration: {0}")]
+    Pusher(#[from] crate::pusher::PusherConfigError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -84,6 +86,7 @@ pub async fn run_with<B: Broker>(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     let auth = Authenticator::new(&settings.gateway.auth)?;
+    settings.pusher.validate()?;
     let hub = Arc::new(Hub::new(settings.gateway.name.as_str().into()));
     broker.attach(hub.gateway().clone(), hub.clone()).await?;
     let metrics = telemetry::recorder();
@@ -211,6 +214,7 @@ pub fn router<B: Broker>(gateway: Arc<Gateway<B>>) -> Router {
         .route("/readyz", get(readyz::<B>))
         .with_state(gateway.clone())
         .merge(demo::router(&gateway.settings.gateway.auth))
+        .merge(crate::pusher::router(gateway))
 }
 
 async fn metrics<B: Broker>(State(gw): State<Arc<Gateway<B>>>) -> Response {

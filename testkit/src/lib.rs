@@ -23,6 +23,7 @@
 //!   addresses, and stopping them (SIGTERM) or killing them (SIGKILL).
 //! - [`compose`]: Docker Compose projects, always brought down.
 //! - [`prometheus`]: Prometheus' HTTP API (targets, queries).
+//! - [`pusher`]: the Pusher door's test app, URL, signatures and a raw client.
 
 pub mod api;
 pub mod browser;
@@ -34,6 +35,7 @@ pub mod http;
 pub mod load;
 pub mod process;
 pub mod prometheus;
+pub mod pusher;
 pub mod server;
 pub mod settings;
 

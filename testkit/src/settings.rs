@@ -44,6 +44,7 @@ impl ForTest for Settings {
                 keys: vec![API_KEY.into(), OLD_API_KEY.into()],
                 ..Default::default()
             },
+            pusher: Default::default(),
         }
     }
 }
