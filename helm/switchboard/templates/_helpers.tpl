@@ -71,9 +71,6 @@ the drain timeout and the cluster credentials' paths.
   value: /etc/switchboard/switchboard.toml
 - name: SWITCHBOARD_DRAIN_TIMEOUT
   value: {{ printf "%ds" (int .Values.drain.timeoutSeconds) | quote }}
-# Stand-in until the chart carries cluster credentials (issue 12).
-- name: SWITCHBOARD_INSECURE
-  value: "true"
 - name: SWITCHBOARD_LOG
   value: {{ .Values.log.level | quote }}
 - name: SWITCHBOARD_LOG_JSON
