@@ -1,16 +1,17 @@
 //! The cluster roles: `switchboard node` (a broker) and `switchboard
 //! gateway`, each a process of its own.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::{Router as Http, http::StatusCode, response::IntoResponse, routing::get};
 use std::time::Duration;
 
 use switchboard_cluster::{
-    dialer::TcpDialer,
+    dialer::{SharedDialer, TcpDialer},
     gossip::Membership,
     membership::{NodeId, NodeState, Role},
+    tls::{TlsContext, TlsDialer, TlsIncoming},
 };
 use switchboard_core::{BrokerAddr, host::Host};
 use switchboard_gateway::Router;
@@ -18,7 +19,7 @@ use switchboard_node::process::{BrokerListeners, BrokerProcess, BrokerSettings};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::config::Config;
+use crate::{StartRefused, config::Config, security::ClusterSecurity};
 
 /// Parses `name=host:port`.
 pub(crate) fn parse_broker(s: &str) -> Result<BrokerAddr, String> {
@@ -105,18 +106,54 @@ fn boot_id() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// How this process dials brokers: over TLS with its credentials, or
+/// plain TCP when insecure.
+fn dialer(tls: Option<&Arc<TlsContext>>) -> SharedDialer {
+    match tls {
+        Some(context) => TlsDialer::shared(context.clone()),
+        None => TcpDialer::shared(),
+    }
+}
+
+/// Checks the names of statically given brokers, which their certificates
+/// must prove.
+fn check_broker_names(brokers: &[BrokerAddr]) -> Result<(), StartRefused> {
+    for b in brokers {
+        switchboard_cluster::tls::identity::validate_name(b.name.as_str())
+            .map_err(|e| StartRefused(format!("--broker {}: {e}", b.name)))?;
+    }
+    Ok(())
+}
+
+/// `switchboard node`'s flags.
+pub(crate) struct Node {
+    pub name: String,
+    pub grpc: SocketAddr,
+    pub advertise: Option<String>,
+    pub http: SocketAddr,
+    pub gossip: Gossip,
+    pub security: ClusterSecurity,
+}
+
 /// A broker: owns channels and serves gateways over gRPC. The process
 /// shape and its drain are [`BrokerProcess`]'s; this binds the sockets and
 /// adds the HTTP port (metrics, health).
 pub(crate) async fn run_node(
     config: Config,
-    name: String,
-    grpc: SocketAddr,
-    advertise: Option<String>,
-    http: SocketAddr,
-    gossip: Gossip,
+    node: Node,
     signal: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Node {
+        name,
+        grpc,
+        advertise,
+        http,
+        gossip,
+        security,
+    } = node;
+    // Metrics first: loading credentials exports the certificate's serial.
+    switchboard_gateway::telemetry::recorder();
+    let tls = security.load(&name, Role::Broker)?;
     let grpc = TcpListener::bind(grpc)
         .await
         .with_context(|| format!("binding gRPC {grpc}"))?;
@@ -138,14 +175,29 @@ pub(crate) async fn run_node(
         seeds: gossip.seeds,
         boot: boot_id(),
         host: Host::system(),
-        dialer: TcpDialer::shared(),
+        dialer: dialer(tls.as_ref()),
     };
-    let listeners = BrokerListeners {
-        grpc: switchboard_node::server::incoming(grpc),
-        gossip: gossip_socket,
+    let incoming = switchboard_node::server::incoming(grpc);
+    let process = match &tls {
+        Some(context) => {
+            let listeners = BrokerListeners {
+                grpc: TlsIncoming::new(incoming, context.clone()),
+                gossip: gossip_socket,
+            };
+            BrokerProcess::start(listeners, settings, signal)?
+        }
+        None => {
+            let listeners = BrokerListeners {
+                grpc: incoming,
+                gossip: gossip_socket,
+            };
+            BrokerProcess::start(listeners, settings, signal)?
+        }
     };
-    let process = BrokerProcess::start(listeners, settings, signal)?;
     let tracker = TaskTracker::new();
+    if let Some(context) = &tls {
+        context.watch(&tracker, process.stopping());
+    }
     tracker.spawn(switchboard_gateway::telemetry::upkeep(
         switchboard_gateway::telemetry::recorder(),
         process.stopping(),
@@ -171,16 +223,36 @@ pub(crate) async fn run_node(
     Ok(())
 }
 
+/// `switchboard gateway`'s flags.
+pub(crate) struct GatewayRole {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub brokers: Vec<BrokerAddr>,
+    pub gossip: Gossip,
+    pub security: ClusterSecurity,
+}
+
 /// A gateway: terminates client WebSockets and routes each channel to its
 /// owner, with brokers either given (`--broker`) or found by gossip.
 pub(crate) async fn run_gateway(
     config: Config,
-    name: String,
-    listen: SocketAddr,
-    brokers: Vec<BrokerAddr>,
-    gossip: Gossip,
+    gateway: GatewayRole,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let GatewayRole {
+        name,
+        listen,
+        brokers,
+        gossip,
+        security,
+    } = gateway;
+    switchboard_gateway::telemetry::recorder();
+    let tls = security.load(&name, Role::Gateway)?;
+    check_broker_names(&brokers)?;
+    let tracker = TaskTracker::new();
+    if let Some(context) = &tls {
+        context.watch(&tracker, shutdown.clone());
+    }
     anyhow::ensure!(
         !brokers.is_empty() || !gossip.seeds.is_empty(),
         "a gateway needs --seed HOST:PORT (gossip) or --broker NAME=HOST:PORT (static)"
@@ -203,9 +275,14 @@ pub(crate) async fn run_gateway(
             view.wait_for(|v| !v.active_brokers().is_empty()),
         )
         .await;
-        Router::following(membership.view(), shutdown.clone())?
+        Router::following_with(
+            membership.view(),
+            dialer(tls.as_ref()),
+            Host::system(),
+            shutdown.clone(),
+        )?
     } else {
-        Router::new(&brokers, shutdown.clone())?
+        Router::with_dialer(&brokers, dialer(tls.as_ref()), shutdown.clone())?
     };
     // The server API rides on the client port unless the config gives it
     // an address of its own.
@@ -224,6 +301,10 @@ pub(crate) async fn run_gateway(
         client: listener,
         api,
     };
-    switchboard_gateway::run_with(listeners, settings, router, shutdown).await?;
+    let served = switchboard_gateway::run_with(listeners, settings, router, shutdown.clone()).await;
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    served?;
     Ok(())
 }

@@ -9,6 +9,8 @@ use switchboard_core::{NamespaceOptions, Namespaces, PersonalOptions};
 use switchboard_gateway::{ApiConfig, GatewayConfig, Settings};
 use switchboard_node::BrokerConfig;
 
+use crate::security::ClusterSecurityConfig;
+
 /// The embedded default of `switchboard dev`.
 pub(crate) const DEV_CONFIG: &str = include_str!("../config/dev.toml");
 
@@ -26,6 +28,8 @@ pub(crate) struct Config {
     pub personal: PersonalOptions,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub cluster_security: ClusterSecurityConfig,
 }
 
 impl Config {

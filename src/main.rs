@@ -1,9 +1,11 @@
 //! `switchboard`: one binary, one subcommand per role.
 
+mod ca;
 mod cluster;
 mod config;
 mod health;
 mod open_files;
+mod security;
 mod token;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -15,7 +17,7 @@ use switchboard_gateway::Listeners;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, token::KeyAlg};
+use crate::{config::Config, security::SecurityArgs, token::KeyAlg};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +67,8 @@ enum Command {
         http: SocketAddr,
         #[command(flatten)]
         gossip: GossipArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -83,9 +87,16 @@ enum Command {
         brokers: Vec<BrokerAddr>,
         #[command(flatten)]
         gossip: GossipArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// The cluster's certificate authority: `ca init`, then `ca issue` per node.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
     },
     /// Print a token that the config accepts.
     Token {
@@ -157,7 +168,24 @@ impl From<GossipArgs> for cluster::Gossip {
     }
 }
 
+/// A role that refuses to start for a reason the operator must fix (no
+/// credentials, a certificate for another name): one `error:` line and
+/// exit status 2, as for a bad flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct StartRefused(pub String);
+
 fn main() -> anyhow::Result<()> {
+    match run() {
+        Err(e) if e.downcast_ref::<StartRefused>().is_some() => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+        other => other,
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The bench prints its summary on stdout: logs go elsewhere.
     let to_stderr = matches!(cli.command, Command::Bench { .. });
@@ -188,12 +216,22 @@ fn main() -> anyhow::Result<()> {
             advertise,
             http,
             gossip,
+            security,
             config,
         } => {
             let config = Config::load(config.as_deref())?;
+            let security = security.resolve(&config.cluster_security)?;
+            let node = cluster::Node {
+                name,
+                grpc,
+                advertise,
+                http,
+                gossip: gossip.into(),
+                security,
+            };
             block_on(async {
                 let signal = shutdown_on_signal();
-                cluster::run_node(config, name, grpc, advertise, http, gossip.into(), signal).await
+                cluster::run_node(config, node, signal).await
             })
         }
         Command::Gateway {
@@ -201,14 +239,24 @@ fn main() -> anyhow::Result<()> {
             listen,
             brokers,
             gossip,
+            security,
             config,
         } => {
             let config = Config::load(config.as_deref())?;
+            let security = security.resolve(&config.cluster_security)?;
+            let gateway = cluster::GatewayRole {
+                name,
+                listen,
+                brokers,
+                gossip: gossip.into(),
+                security,
+            };
             block_on(async {
                 let signal = shutdown_on_signal();
-                cluster::run_gateway(config, name, listen, brokers, gossip.into(), signal).await
+                cluster::run_gateway(config, gateway, signal).await
             })
         }
+        Command::Ca { command } => ca::run(command),
         Command::Token {
             user,
             ttl,

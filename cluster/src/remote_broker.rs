@@ -13,15 +13,11 @@ use futures_util::StreamExt;
 use switchboard_proto::broker::v1::{self as pb, broker_client::BrokerClient};
 use tonic::{Streaming, transport::Channel};
 
-use crate::{
-    dialer::{Dialer, TcpDialer},
-    ownership::Release,
-    wire,
-};
+use crate::{dialer::Dialer, ownership::Release, wire};
 use switchboard_core::{
-    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
-    DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest,
+    Broker, BrokerAddr, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo,
+    Control, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position,
+    PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
 };
 
 /// How long one unary call may take before the owner counts as unreachable.
@@ -43,16 +39,10 @@ pub struct RemoteBroker {
 }
 
 impl RemoteBroker {
-    /// A lazily connected client for the broker at `addr` (`host:port`),
-    /// over TCP.
-    pub fn new(addr: &str) -> Result<Self, BrokerError> {
-        Self::dial(&TcpDialer, addr)
-    }
-
-    /// A lazily connected client for the broker at `addr`, reached the way
-    /// `dialer` reaches brokers.
-    pub fn dial(dialer: &dyn Dialer, addr: &str) -> Result<Self, BrokerError> {
-        Ok(Self::from_channel(dialer.dial(addr)?))
+    /// A lazily connected client for `broker`, reached the way `dialer`
+    /// reaches brokers.
+    pub fn dial(dialer: &dyn Dialer, broker: &BrokerAddr) -> Result<Self, BrokerError> {
+        Ok(Self::from_channel(dialer.dial(broker)?))
     }
 
     /// A client over an existing gRPC channel.

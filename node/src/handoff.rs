@@ -264,7 +264,7 @@ impl Handoff {
         {
             return Ok(remote.clone());
         }
-        let remote = RemoteBroker::dial(&*self.dialer, &broker.addr)?;
+        let remote = RemoteBroker::dial(&*self.dialer, broker)?;
         peers.insert(
             broker.name.to_string(),
             (broker.addr.clone(), remote.clone()),

@@ -83,6 +83,7 @@ impl BrokerProcess {
     where
         I: Stream<Item = Result<IO, IE>> + Send + 'static,
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IO::ConnectInfo: crate::authorization::ConnectionAuth,
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
         D: Datagram,
     {

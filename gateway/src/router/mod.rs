@@ -204,9 +204,10 @@ impl Router {
                 let mut link = Link {
                     addr: b.addr.clone(),
                     remote: match &self.inner.ring_version {
-                        Some(version) => RemoteBroker::dial(&*self.inner.dialer, &b.addr)?
-                            .vouching(version.clone()),
-                        None => RemoteBroker::dial(&*self.inner.dialer, &b.addr)?,
+                        Some(version) => {
+                            RemoteBroker::dial(&*self.inner.dialer, b)?.vouching(version.clone())
+                        }
+                        None => RemoteBroker::dial(&*self.inner.dialer, b)?,
                     },
                     attached: rx,
                     stop: self.inner.shutdown.child_token(),
