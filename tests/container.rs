@@ -7,6 +7,7 @@ use std::{path::Path, process::Output, time::Duration};
 
 use switchboard_testkit::{
     WAIT,
+    certificates::{ClusterCa, strs},
     client::Client,
     process::{Process, free_port},
 };
@@ -71,7 +72,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
     // `localhost` stands for a container's own hostname.
     let seed = Process::start_announcing(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "node",
             "--name",
             "b1",
@@ -81,7 +82,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
             "127.0.0.1:0",
             "--gossip",
             "localhost:0",
-        ],
+        ])),
         "grpc://",
     )
     .await
@@ -93,7 +94,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
     let seed_by_name = format!("localhost:{}", gossip.port());
     let gateway = Process::start(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "gateway",
             "--name",
             "g1",
@@ -103,7 +104,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
             "localhost:0",
             "--seed",
             &seed_by_name,
-        ],
+        ])),
     )
     .await
     .unwrap();
@@ -111,7 +112,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
     c.subscribe("chat:a").await.unwrap();
 
     let wildcard = switchboard(
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "node",
             "--name",
             "b2",
@@ -119,7 +120,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
             "0.0.0.0:0",
             "--seed",
             &seed_by_name,
-        ],
+        ])),
         &[],
     )
     .await;
@@ -175,7 +176,7 @@ async fn drain_timeout_comes_from_the_environment() {
     // embedded config's 5 s, and not never.
     let mut broker = Process::start_with_env(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "node",
             "--name",
             "b1",
@@ -185,7 +186,7 @@ async fn drain_timeout_comes_from_the_environment() {
             "127.0.0.1:0",
             "--gossip",
             "127.0.0.1:0",
-        ],
+        ])),
         &[("SWITCHBOARD_DRAIN_TIMEOUT", "1s")],
         "grpc://",
     )
@@ -194,7 +195,7 @@ async fn drain_timeout_comes_from_the_environment() {
     let grpc = broker.announced("grpc://").expect("gRPC address");
     let gateway = Process::start(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "gateway",
             "--name",
             "g1",
@@ -202,7 +203,7 @@ async fn drain_timeout_comes_from_the_environment() {
             "127.0.0.1:0",
             "--broker",
             &format!("b1={grpc}"),
-        ],
+        ])),
     )
     .await
     .unwrap();
@@ -254,7 +255,7 @@ async fn broker_restarted_on_its_old_address_is_routed_again_at_once() {
     // must win over its old, dead identity on that address at once, every
     // time, not once the old one expires (30 s).
     let gossip = format!("127.0.0.1:{}", free_port().unwrap());
-    let broker_args = [
+    let broker_args = ClusterCa::shared().secured(&[
         "node",
         "--name",
         "b1",
@@ -264,12 +265,13 @@ async fn broker_restarted_on_its_old_address_is_routed_again_at_once() {
         "127.0.0.1:0",
         "--gossip",
         &gossip,
-    ];
+    ]);
+    let broker_args = strs(&broker_args);
     let start_broker = || Process::start_announcing(Path::new(BIN), &broker_args, "grpc://");
     let mut broker = start_broker().await.unwrap();
     let gateway = Process::start(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "gateway",
             "--name",
             "g1",
@@ -279,7 +281,7 @@ async fn broker_restarted_on_its_old_address_is_routed_again_at_once() {
             "127.0.0.1:0",
             "--seed",
             &gossip,
-        ],
+        ])),
     )
     .await
     .unwrap();

@@ -10,7 +10,8 @@
 //!   loopback ports.
 //! - [`settings`]: `Settings::for_test()`, the test secret, API keys and tokens.
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
-//! - [`cluster`]: clusters of real processes that form by gossip.
+//! - [`cluster`]: clusters of real processes that form by gossip, over mutual TLS.
+//! - [`certificates`]: a cluster CA and node certificates for tests.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod certificates;
 pub mod client;
 pub mod cluster;
 pub mod compose;

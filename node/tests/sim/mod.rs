@@ -33,8 +33,8 @@ use switchboard_cluster::{
     ring::Ring,
 };
 use switchboard_core::{
-    Broker, BrokerError, ChannelName, Delivery, DeliveryKind, DeliverySink, GatewayId, Namespaces,
-    PublishRequest, SubscribeRequest, host::Host,
+    Broker, BrokerAddr, BrokerError, ChannelName, Delivery, DeliveryKind, DeliverySink, GatewayId,
+    Namespaces, PublishRequest, SubscribeRequest, host::Host,
 };
 use switchboard_gateway::Router;
 use switchboard_node::{
@@ -126,7 +126,7 @@ impl Datagram for SimUdp {
 pub(crate) struct SimDialer;
 
 impl Dialer for SimDialer {
-    fn dial(&self, addr: &str) -> Result<Channel, BrokerError> {
+    fn dial(&self, broker: &BrokerAddr) -> Result<Channel, BrokerError> {
         let connector = tower::service_fn(|uri: Uri| async move {
             let authority = uri
                 .authority()
@@ -135,7 +135,7 @@ impl Dialer for SimDialer {
             let stream = turmoil::net::TcpStream::connect(authority).await?;
             Ok::<_, io::Error>(TokioIo::new(stream))
         });
-        Ok(dialer::endpoint(addr)?.connect_with_connector_lazy(connector))
+        Ok(dialer::endpoint(&broker.addr)?.connect_with_connector_lazy(connector))
     }
 }
 
