@@ -12,6 +12,8 @@
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
 //! - [`cluster`]: clusters of real processes that form by gossip, over mutual TLS.
 //! - [`certificates`]: a cluster CA and node certificates for tests.
+//! - [`broker_client`]: a gRPC client of a broker's port, with or without
+//!   TLS and certificates, as an outsider would run it.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
@@ -22,6 +24,7 @@
 //! - [`prometheus`]: Prometheus' HTTP API (targets, queries).
 
 pub mod api;
+pub mod broker_client;
 pub mod browser;
 pub mod certificates;
 pub mod client;
