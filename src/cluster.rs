@@ -125,6 +125,32 @@ fn check_broker_names(brokers: &[BrokerAddr]) -> Result<(), StartRefused> {
     Ok(())
 }
 
+/// Starts the broker on its sockets: the gRPC listener behind TLS when
+/// there are credentials.
+fn start_broker(
+    tls: Option<&Arc<TlsContext>>,
+    grpc: TcpListener,
+    gossip: tokio::net::UdpSocket,
+    settings: BrokerSettings,
+    signal: CancellationToken,
+) -> std::io::Result<BrokerProcess> {
+    let incoming = switchboard_node::server::incoming(grpc);
+    match tls {
+        Some(context) => {
+            let grpc = TlsIncoming::new(incoming, context.clone());
+            BrokerProcess::start(BrokerListeners { grpc, gossip }, settings, signal)
+        }
+        None => BrokerProcess::start(
+            BrokerListeners {
+                grpc: incoming,
+                gossip,
+            },
+            settings,
+            signal,
+        ),
+    }
+}
+
 /// `switchboard node`'s flags.
 pub(crate) struct Node {
     pub name: String,
@@ -177,23 +203,7 @@ pub(crate) async fn run_node(
         host: Host::system(),
         dialer: dialer(tls.as_ref()),
     };
-    let incoming = switchboard_node::server::incoming(grpc);
-    let process = match &tls {
-        Some(context) => {
-            let listeners = BrokerListeners {
-                grpc: TlsIncoming::new(incoming, context.clone()),
-                gossip: gossip_socket,
-            };
-            BrokerProcess::start(listeners, settings, signal)?
-        }
-        None => {
-            let listeners = BrokerListeners {
-                grpc: incoming,
-                gossip: gossip_socket,
-            };
-            BrokerProcess::start(listeners, settings, signal)?
-        }
-    };
+    let process = start_broker(tls.as_ref(), grpc, gossip_socket, settings, signal)?;
     let tracker = TaskTracker::new();
     if let Some(context) = &tls {
         context.watch(&tracker, process.stopping());

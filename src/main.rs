@@ -210,6 +210,33 @@ fn run() -> anyhow::Result<()> {
             let config = Config::load(config.as_deref())?;
             block_on(dev(config, listen, api_listen))
         }
+        command @ (Command::Node { .. } | Command::Gateway { .. }) => cluster_role(command),
+        Command::Ca { command } => ca::run(command),
+        Command::Token {
+            user,
+            ttl,
+            channels,
+            config,
+            key,
+            alg,
+        } => {
+            let issuer = token::issuer(config.as_deref(), key.as_deref(), alg)?;
+            println!("{}", issuer.issue(&user, ttl, channels));
+            Ok(())
+        }
+        Command::Health { url, timeout } => health::run(url, timeout),
+        Command::Bench { plan } => {
+            let summary = block_on(async { Ok(switchboard_bench::run(plan).await?) })?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+    }
+}
+
+/// `switchboard node` or `switchboard gateway`: its flags resolved, then
+/// run until a signal.
+fn cluster_role(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Node {
             name,
             grpc,
@@ -256,25 +283,7 @@ fn run() -> anyhow::Result<()> {
                 cluster::run_gateway(config, gateway, signal).await
             })
         }
-        Command::Ca { command } => ca::run(command),
-        Command::Token {
-            user,
-            ttl,
-            channels,
-            config,
-            key,
-            alg,
-        } => {
-            let issuer = token::issuer(config.as_deref(), key.as_deref(), alg)?;
-            println!("{}", issuer.issue(&user, ttl, channels));
-            Ok(())
-        }
-        Command::Health { url, timeout } => health::run(url, timeout),
-        Command::Bench { plan } => {
-            let summary = block_on(async { Ok(switchboard_bench::run(plan).await?) })?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            Ok(())
-        }
+        _ => unreachable!("only cluster roles are passed here"),
     }
 }
 

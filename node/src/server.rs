@@ -35,6 +35,18 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
+/// An accepted connection the broker's server takes: a byte stream whose
+/// kind says how its peer is authenticated ([`ConnectionAuth`]).
+pub trait Connection:
+    AsyncRead + AsyncWrite + Connected<ConnectInfo: ConnectionAuth> + Unpin + Send + 'static
+{
+}
+
+impl<T> Connection for T where
+    T: AsyncRead + AsyncWrite + Connected<ConnectInfo: ConnectionAuth> + Unpin + Send + 'static
+{
+}
+
 /// [`run`] over any stream of accepted connections: TLS connections
 /// ([`switchboard_cluster::tls::TlsIncoming`]), or the simulation's from
 /// turmoil's network. Same server settings either way; the connections'
@@ -47,8 +59,7 @@ pub async fn serve<I, IO, IE>(
 ) -> Result<(), tonic::transport::Error>
 where
     I: Stream<Item = Result<IO, IE>>,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: ConnectionAuth,
+    IO: Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tonic::transport::Server::builder()

@@ -244,9 +244,11 @@ mod tests {
     use crate::tls::identity::cert_info;
 
     fn der(pem: &str) -> Vec<u8> {
-        rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-            .unwrap()
-            .to_vec()
+        <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(
+            pem.as_bytes(),
+        )
+        .unwrap()
+        .to_vec()
     }
 
     #[test]
