@@ -224,7 +224,9 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), AuthorityError> {
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -194,3 +194,101 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    use super::*;
+    use crate::{membership::Role, tls::authority::CertificateAuthority};
+
+    fn creds(ca_pem: &str, ca: &CertificateAuthority, name: &str, role: Role) -> Credentials {
+        let pem = ca.issue(name, role, &[], 1).unwrap();
+        let bytes = TlsBytes {
+            ca: ca_pem.as_bytes().to_vec(),
+            cert: pem.cert.into_bytes(),
+            key: pem.key.into_bytes(),
+        };
+        let me = PeerIdentity {
+            name: name.into(),
+            role,
+        };
+        Credentials::from_bytes(&bytes, &me).unwrap()
+    }
+
+    /// One real TLS handshake over an in-memory pipe: `client` dials
+    /// `server` expecting the server to be `dialed`.
+    async fn handshake(server: &Credentials, client: &Credentials, dialed: &str) -> bool {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let acceptor = TlsAcceptor::from(server.server.clone());
+        let connector = TlsConnector::from(client.client.clone());
+        let name = rustls_pki_types::ServerName::try_from(dialed.to_owned()).unwrap();
+        let (s, c) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+        s.is_ok() && c.is_ok()
+    }
+
+    #[tokio::test]
+    async fn both_ends_need_the_cluster_ca_and_the_dialed_name() {
+        let ca = CertificateAuthority::generate().unwrap();
+        let other = CertificateAuthority::generate().unwrap();
+        let ca_pem = ca.pem().cert.clone();
+        let b1 = creds(&ca_pem, &ca, "b1", Role::Broker);
+        let g1 = creds(&ca_pem, &ca, "g1", Role::Gateway);
+        assert!(handshake(&b1, &g1, "b1.broker.switchboard").await);
+        assert!(
+            !handshake(&b1, &g1, "b2.broker.switchboard").await,
+            "wrong name"
+        );
+        assert!(
+            !handshake(&b1, &g1, "b1.gateway.switchboard").await,
+            "wrong role"
+        );
+        let forged = creds(&other.pem().cert, &other, "g1", Role::Gateway);
+        assert!(
+            !handshake(&b1, &forged, "b1.broker.switchboard").await,
+            "another CA"
+        );
+
+        // A bundle of two CAs trusts both: how a CA is rotated.
+        let bundle = format!("{}{}", ca.pem().cert, other.pem().cert);
+        let b1_both = creds(&bundle, &ca, "b1", Role::Broker);
+        let g1_new = creds(&bundle, &other, "g1", Role::Gateway);
+        assert!(handshake(&b1_both, &g1, "b1.broker.switchboard").await);
+        assert!(handshake(&b1_both, &g1_new, "b1.broker.switchboard").await);
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_or_a_name_that_is_not_mine_is_refused() {
+        let ca = CertificateAuthority::generate().unwrap();
+        let (a, b) = (
+            ca.issue("b1", Role::Broker, &[], 1).unwrap(),
+            ca.issue("b1", Role::Broker, &[], 1).unwrap(),
+        );
+        let me = PeerIdentity {
+            name: "b1".into(),
+            role: Role::Broker,
+        };
+        let mixed = TlsBytes {
+            ca: ca.pem().cert.clone().into_bytes(),
+            cert: a.cert.clone().into_bytes(),
+            key: b.key.into_bytes(),
+        };
+        assert!(matches!(
+            Credentials::from_bytes(&mixed, &me),
+            Err(TlsError::Rustls(_))
+        ));
+        let right = TlsBytes {
+            key: a.key.into_bytes(),
+            ..mixed
+        };
+        let b2 = PeerIdentity {
+            name: "b2".into(),
+            role: Role::Broker,
+        };
+        assert!(matches!(
+            Credentials::from_bytes(&right, &b2),
+            Err(TlsError::NotMe { .. })
+        ));
+        assert!(Credentials::from_bytes(&right, &me).is_ok());
+    }
+}
