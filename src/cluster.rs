@@ -19,7 +19,7 @@ use switchboard_node::process::{BrokerListeners, BrokerProcess, BrokerSettings};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{StartRefused, config::Config, security::ClusterSecurity};
+use crate::{StartRefused, config::Config, security::TlsSecurity};
 
 /// Parses `name=host:port`.
 pub(crate) fn parse_broker(s: &str) -> Result<BrokerAddr, String> {
@@ -158,7 +158,7 @@ pub(crate) struct Node {
     pub advertise: Option<String>,
     pub http: SocketAddr,
     pub gossip: Gossip,
-    pub security: ClusterSecurity,
+    pub security: TlsSecurity,
 }
 
 /// A broker: owns channels and serves gateways over gRPC. The process
@@ -239,7 +239,7 @@ pub(crate) struct GatewayRole {
     pub listen: SocketAddr,
     pub brokers: Vec<BrokerAddr>,
     pub gossip: Gossip,
-    pub security: ClusterSecurity,
+    pub security: TlsSecurity,
 }
 
 /// A gateway: terminates client WebSockets and routes each channel to its

@@ -9,7 +9,7 @@ use switchboard_core::{NamespaceOptions, Namespaces, PersonalOptions};
 use switchboard_gateway::{ApiConfig, GatewayConfig, Settings};
 use switchboard_node::BrokerConfig;
 
-use crate::security::ClusterSecurityConfig;
+use crate::security::ClusterSecurity;
 
 /// The embedded default of `switchboard dev`.
 pub(crate) const DEV_CONFIG: &str = include_str!("../config/dev.toml");
@@ -29,7 +29,7 @@ pub(crate) struct Config {
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
-    pub cluster_security: ClusterSecurityConfig,
+    pub cluster_security: ClusterSecurity,
 }
 
 impl Config {

@@ -36,7 +36,7 @@ pub(crate) struct SecurityArgs {
         env = "SWITCHBOARD_INSECURE",
         num_args = 0..=1,
         default_missing_value = "true",
-        require_equals = true
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     insecure: Option<bool>,
 }
@@ -44,16 +44,16 @@ pub(crate) struct SecurityArgs {
 /// The config file's `[cluster_security]` table.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ClusterSecurityConfig {
+pub(crate) struct ClusterSecurity {
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub insecure: Option<bool>,
 }
 
-/// What a node runs with.
+/// What a node's gRPC connections run with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ClusterSecurity {
+pub(crate) enum TlsSecurity {
     MutualTls(TlsFiles),
     Insecure,
 }
@@ -61,10 +61,7 @@ pub(crate) enum ClusterSecurity {
 impl SecurityArgs {
     /// Resolves flags and environment over `file`; refuses to go on
     /// without credentials unless insecure was asked for.
-    pub(crate) fn resolve(
-        self,
-        file: &ClusterSecurityConfig,
-    ) -> Result<ClusterSecurity, StartRefused> {
+    pub(crate) fn resolve(self, file: &ClusterSecurity) -> Result<TlsSecurity, StartRefused> {
         let ca = self.tls_ca.or_else(|| file.tls_ca.clone());
         let cert = self.tls_cert.or_else(|| file.tls_cert.clone());
         let key = self.tls_key.or_else(|| file.tls_key.clone());
@@ -74,14 +71,14 @@ impl SecurityArgs {
                 if insecure {
                     tracing::warn!("--insecure ignored: TLS credentials are given and used");
                 }
-                Ok(ClusterSecurity::MutualTls(TlsFiles { ca, cert, key }))
+                Ok(TlsSecurity::MutualTls(TlsFiles { ca, cert, key }))
             }
             _ if insecure => {
                 tracing::warn!(
                     "--insecure: cluster traffic is neither authenticated nor encrypted; \
                      anyone who reaches this node's ports can act as any node"
                 );
-                Ok(ClusterSecurity::Insecure)
+                Ok(TlsSecurity::Insecure)
             }
             (ca, cert, key) => {
                 let missing: Vec<&str> = [
@@ -101,7 +98,7 @@ impl SecurityArgs {
     }
 }
 
-impl ClusterSecurity {
+impl TlsSecurity {
     /// Loads the TLS credentials for `name` in `role` (its certificate
     /// must name it); `None` when insecure.
     pub(crate) fn load(
@@ -110,7 +107,7 @@ impl ClusterSecurity {
         role: Role,
     ) -> Result<Option<std::sync::Arc<TlsContext>>, StartRefused> {
         validate_name(name).map_err(|e| StartRefused(format!("--name: {e}")))?;
-        let ClusterSecurity::MutualTls(files) = self else {
+        let TlsSecurity::MutualTls(files) = self else {
             return Ok(None);
         };
         let me = PeerIdentity {
@@ -138,7 +135,7 @@ mod tests {
     #[test]
     fn missing_credentials_are_named() {
         let e = args(None, None)
-            .resolve(&ClusterSecurityConfig::default())
+            .resolve(&ClusterSecurity::default())
             .unwrap_err();
         assert_eq!(
             e.0,
@@ -146,14 +143,14 @@ mod tests {
              (or --insecure for a cluster that trusts its network)"
         );
         let e = args(Some("ca.crt"), None)
-            .resolve(&ClusterSecurityConfig::default())
+            .resolve(&ClusterSecurity::default())
             .unwrap_err();
         assert!(e.0.contains("--tls-cert, --tls-key (or"), "{}", e.0);
     }
 
     #[test]
     fn flags_win_over_the_file() {
-        let file = ClusterSecurityConfig {
+        let file = ClusterSecurity {
             tls_ca: Some("file-ca".into()),
             tls_cert: Some("file-cert".into()),
             tls_key: Some("file-key".into()),
@@ -162,19 +159,19 @@ mod tests {
         let resolved = args(Some("flag-ca"), None).resolve(&file).unwrap();
         assert_eq!(
             resolved,
-            ClusterSecurity::MutualTls(TlsFiles {
+            TlsSecurity::MutualTls(TlsFiles {
                 ca: "flag-ca".into(),
                 cert: "file-cert".into(),
                 key: "file-key".into(),
             })
         );
-        let file = ClusterSecurityConfig {
+        let file = ClusterSecurity {
             insecure: Some(true),
-            ..ClusterSecurityConfig::default()
+            ..ClusterSecurity::default()
         };
         assert_eq!(
             args(None, None).resolve(&file).unwrap(),
-            ClusterSecurity::Insecure
+            TlsSecurity::Insecure
         );
         assert!(args(None, Some(false)).resolve(&file).is_err());
     }

@@ -370,6 +370,30 @@ async fn nodes_without_credentials_or_with_someone_elses_refuse_to_start() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("is not a DNS label"), "{stderr}");
 
+    // A gateway certificate for g1 covers its replicas g1-<anything>
+    // (a Deployment's pods sharing one), not g2.
+    let replica: Vec<String> = ca.secured(&[
+        "gateway",
+        "--name",
+        "g1",
+        "--listen",
+        "127.0.0.1:0",
+        "--broker",
+        "b1=127.0.0.1:1",
+    ]);
+    let mut replica = replica;
+    replica[2] = "g1-7d9f-x2x7q".into();
+    Process::start(Path::new(BIN), &strs(&replica))
+        .await
+        .unwrap();
+    replica[2] = "g2".into();
+    let (code, stderr) = refused_start(&strs(&replica)).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the certificate names gateway g1, but this node is gateway g2"),
+        "{stderr}"
+    );
+
     // --insecure starts, with a warning.
     let mut insecure: Vec<&str> = node.to_vec();
     insecure.push("--insecure");

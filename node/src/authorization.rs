@@ -5,7 +5,9 @@
 //!
 //! - gateway RPCs (attach, detach, subscribe, unsubscribe, publish, leave,
 //!   presence, history, control, channels, nodes) only from gateways, and
-//!   those that name a gateway only as the caller itself;
+//!   those that name a gateway only as a gateway the caller's certificate
+//!   covers (its name, or for a gateway certificate N also `N-<anything>`:
+//!   the replicas sharing it);
 //! - broker-to-broker RPCs (`Release`, `Claim`) only from brokers, naming
 //!   the caller as the broker that takes (`to`) or gives (`from`).
 //!
@@ -175,7 +177,7 @@ pub fn authorize(
         });
     }
     match acting_as {
-        Some(claimed) if claimed != caller.name => Err(Denied::NotItself {
+        Some(claimed) if !caller.covers(claimed, caller.role) => Err(Denied::NotItself {
             rpc,
             caller: caller.clone(),
             claimed: claimed.to_owned(),
@@ -238,5 +240,13 @@ mod tests {
         assert_eq!(Rpc::Release.caller_role(), Role::Broker);
         assert_eq!(Rpc::Claim.caller_role(), Role::Broker);
         assert_eq!(Rpc::Attach.caller_role(), Role::Gateway);
+        // A shared gateway certificate covers its replicas, not others.
+        let shared = id("sb-gateway", Role::Gateway);
+        let attach = |name| authorize(PeerAuth::MutualTls, Some(&shared), Rpc::Attach, Some(name));
+        assert_eq!(attach("sb-gateway-7d9f-x2x7q"), Ok(()));
+        assert!(attach("g1").is_err());
+        // A broker's only ever covers itself.
+        let release = authorize(PeerAuth::MutualTls, Some(&b1), Rpc::Release, Some("b1-x"));
+        assert!(release.is_err());
     }
 }

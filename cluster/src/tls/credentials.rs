@@ -64,6 +64,7 @@ pub enum TlsError {
     #[error("the certificate's identity: {0}")]
     Identity(#[from] IdentityError),
     #[error("the certificate names {found}, but this node is {expected}")]
+    /// `expected` is who the node was started as (`--name`, its role).
     NotMe {
         expected: PeerIdentity,
         found: PeerIdentity,
@@ -86,7 +87,8 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Reads and checks `files`: the certificate must name `expected`.
+    /// Reads and checks `files`: the certificate must cover `expected`
+    /// ([`PeerIdentity::covers`]).
     pub fn load(files: &TlsFiles, expected: &PeerIdentity) -> Result<Self, TlsError> {
         Self::from_bytes(&TlsBytes::read(files)?, expected)
     }
@@ -101,7 +103,7 @@ impl Credentials {
             detail: e.to_string(),
         })?;
         let info = cert_info(&chain[0])?;
-        if &info.identity != expected {
+        if !info.identity.covers(&expected.name, expected.role) {
             return Err(TlsError::NotMe {
                 expected: expected.clone(),
                 found: info.identity,

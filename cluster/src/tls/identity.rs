@@ -30,6 +30,28 @@ impl PeerIdentity {
     pub fn san(&self) -> String {
         identity_san(&self.name, self.role)
     }
+
+    /// Whether this certificate identity may act as node `name` in `role`.
+    /// A broker's certificate covers exactly its name (the ring places
+    /// channels by it). A gateway's certificate for N also covers gateways
+    /// named `N-<anything>`: replicas of one Deployment share a
+    /// certificate and are named after their pods (the Helm chart's
+    /// `<fullname>-gateway` covers `<fullname>-gateway-7d9f-x2x7q`).
+    pub fn covers(&self, name: &str, role: Role) -> bool {
+        if role != self.role {
+            return false;
+        }
+        match role {
+            Role::Broker => name == self.name,
+            Role::Gateway => {
+                name == self.name
+                    || name
+                        .strip_prefix(self.name.as_str())
+                        .and_then(|rest| rest.strip_prefix('-'))
+                        .is_some_and(|suffix| !suffix.is_empty())
+            }
+        }
+    }
 }
 
 impl fmt::Display for PeerIdentity {
@@ -174,5 +196,26 @@ mod tests {
         ] {
             assert_eq!(parse_identity_san(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn gateway_certificates_cover_their_replicas_broker_certificates_only_themselves() {
+        let g = PeerIdentity {
+            name: "sb-gateway".into(),
+            role: Role::Gateway,
+        };
+        assert!(g.covers("sb-gateway", Role::Gateway));
+        assert!(g.covers("sb-gateway-7d9f-x2x7q", Role::Gateway));
+        for not in ["sb-gateway-", "sb-gatewayx", "sb-gatewa", "other", "sb"] {
+            assert!(!g.covers(not, Role::Gateway), "{not}");
+        }
+        assert!(!g.covers("sb-gateway", Role::Broker));
+        let b = PeerIdentity {
+            name: "b1".into(),
+            role: Role::Broker,
+        };
+        assert!(b.covers("b1", Role::Broker));
+        assert!(!b.covers("b1-x", Role::Broker));
+        assert!(!b.covers("b1", Role::Gateway));
     }
 }
