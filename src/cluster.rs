@@ -1,16 +1,17 @@
 //! The cluster roles: `switchboard node` (a broker) and `switchboard
 //! gateway`, each a process of its own.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::{Router as Http, http::StatusCode, response::IntoResponse, routing::get};
 use std::time::Duration;
 
 use switchboard_cluster::{
-    dialer::TcpDialer,
+    dialer::{SharedDialer, TcpDialer},
     gossip::{CONFLICT_GRACE, Membership},
     membership::{IdentityConflict, NodeId, NodeState, Role},
+    tls::{TlsContext, TlsDialer, TlsIncoming},
 };
 use switchboard_core::{BrokerAddr, host::Host};
 use switchboard_gateway::Router;
@@ -108,6 +109,51 @@ fn boot_id() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// How this process dials brokers: over TLS with its credentials, or
+/// plain TCP when insecure.
+fn dialer(tls: Option<&Arc<TlsContext>>) -> SharedDialer {
+    match tls {
+        Some(context) => TlsDialer::shared(context.clone()),
+        None => TcpDialer::shared(),
+    }
+}
+
+/// Checks the names of statically given brokers, which their certificates
+/// must prove.
+fn check_broker_names(brokers: &[BrokerAddr]) -> Result<(), Refusal> {
+    for b in brokers {
+        switchboard_cluster::tls::identity::validate_name(b.name.as_str())
+            .map_err(|e| Refusal::Tls(format!("--broker {}: {e}", b.name)))?;
+    }
+    Ok(())
+}
+
+/// Starts the broker on its sockets: the gRPC listener behind TLS when
+/// there are credentials.
+fn start_broker(
+    tls: Option<&Arc<TlsContext>>,
+    grpc: TcpListener,
+    gossip: tokio::net::UdpSocket,
+    settings: BrokerSettings,
+    signal: CancellationToken,
+) -> std::io::Result<BrokerProcess> {
+    let incoming = switchboard_node::server::incoming(grpc);
+    match tls {
+        Some(context) => {
+            let grpc = TlsIncoming::new(incoming, context.clone());
+            BrokerProcess::start(BrokerListeners { grpc, gossip }, settings, signal)
+        }
+        None => BrokerProcess::start(
+            BrokerListeners {
+                grpc: incoming,
+                gossip,
+            },
+            settings,
+            signal,
+        ),
+    }
+}
+
 /// `switchboard node`'s command line.
 pub(crate) struct Node {
     pub name: String,
@@ -143,10 +189,15 @@ pub(crate) async fn run_node(
         gossip,
         security,
     } = node;
-    let gossip_security = security.with_file(&config.cluster_security).gossip()?;
+    let credentials = security.with_file(&config.cluster_security).resolve(true)?;
+    // Metrics first: loading credentials exports the certificate's serial.
+    switchboard_gateway::telemetry::recorder();
+    let tls = credentials.tls.load(&name, Role::Broker)?;
     let tracker = TaskTracker::new();
     let keys_stop = CancellationToken::new();
-    let gossip_sealer = gossip_security.start(&tracker, keys_stop.clone());
+    let gossip_sealer = credentials
+        .gossip
+        .and_then(|gossip| gossip.start(&tracker, keys_stop.clone()));
     let grpc = TcpListener::bind(grpc)
         .await
         .with_context(|| format!("binding gRPC {grpc}"))?;
@@ -168,14 +219,13 @@ pub(crate) async fn run_node(
         seeds: gossip.seeds,
         boot: boot_id(),
         host: Host::system(),
-        dialer: TcpDialer::shared(),
+        dialer: dialer(tls.as_ref()),
         gossip_sealer,
     };
-    let listeners = BrokerListeners {
-        grpc: switchboard_node::server::incoming(grpc),
-        gossip: gossip_socket,
-    };
-    let process = BrokerProcess::start(listeners, settings, signal)?;
+    let process = start_broker(tls.as_ref(), grpc, gossip_socket, settings, signal)?;
+    if let Some(context) = &tls {
+        context.watch(&tracker, process.stopping());
+    }
     tracker.spawn({
         let stopping = process.stopping();
         async move {
@@ -230,8 +280,12 @@ pub(crate) async fn run_gateway(
         "a gateway needs --seed HOST:PORT (gossip) or --broker NAME=HOST:PORT (static)"
     );
     // A static gateway does not gossip, and needs no gossip key.
-    let security = security.with_file(&config.cluster_security);
-    let gossip_security = brokers.is_empty().then(|| security.gossip()).transpose()?;
+    let credentials = security
+        .with_file(&config.cluster_security)
+        .resolve(brokers.is_empty())?;
+    switchboard_gateway::telemetry::recorder();
+    let tls = credentials.tls.load(&name, Role::Gateway)?;
+    check_broker_names(&brokers)?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -239,14 +293,18 @@ pub(crate) async fn run_gateway(
     // The signal, or a conflict over this gateway's name, stops it.
     let shutdown = signal.child_token();
     let tracker = TaskTracker::new();
+    if let Some(context) = &tls {
+        context.watch(&tracker, shutdown.clone());
+    }
     let mut conflict = None;
-    let router = if let Some(gossip_security) = gossip_security {
-        let (router, watch) =
-            gossip_router(&name, gossip, gossip_security, &tracker, &shutdown).await?;
+    let dialer = dialer(tls.as_ref());
+    let router = if let Some(gossip_security) = credentials.gossip {
+        let gossiping = (gossip, gossip_security, dialer);
+        let (router, watch) = gossip_router(&name, gossiping, &tracker, &shutdown).await?;
         conflict = Some(watch);
         router
     } else {
-        Router::new(&brokers, shutdown.clone(), tracker.clone())?
+        Router::with_dialer(&brokers, dialer, shutdown.clone(), tracker.clone())?
     };
     // The server API rides on the client port unless the config gives it
     // an address of its own.
@@ -295,8 +353,7 @@ const NAME_SETTLES: Duration = Duration::from_secs(1);
 /// member, resolving to that conflict.
 async fn gossip_router(
     name: &str,
-    gossip: Gossip,
-    security: GossipSecurity,
+    (gossip, security, dialer): (Gossip, GossipSecurity, SharedDialer),
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Router, JoinHandle<Option<IdentityConflict>>)> {
@@ -343,7 +400,13 @@ async fn gossip_router(
     )
     .await;
     Ok((
-        Router::following(view, shutdown.clone(), tracker.clone())?,
+        Router::following_with(
+            view,
+            dialer,
+            Host::system(),
+            shutdown.clone(),
+            tracker.clone(),
+        )?,
         conflict,
     ))
 }

@@ -1,5 +1,6 @@
 //! `switchboard`: one binary, one subcommand per role.
 
+mod ca;
 mod cluster;
 mod config;
 mod health;
@@ -96,6 +97,11 @@ enum Command {
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// The cluster's certificate authority: `ca init`, then `ca issue` per node.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
     },
     /// Print a token that the config accepts.
     Token {
@@ -260,6 +266,7 @@ fn run() -> anyhow::Result<()> {
                 cluster::run_gateway(config, gateway, signal)
             }))
         }
+        Command::Ca { command } => ca::run(command),
         Command::Token {
             user,
             ttl,

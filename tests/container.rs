@@ -7,6 +7,7 @@ use std::{path::Path, process::Output, time::Duration};
 
 use switchboard_testkit::{
     WAIT,
+    certificates::{ClusterCa, strs},
     client::Client,
     gossip_key::gossip_key,
     process::{Process, free_port},
@@ -73,7 +74,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
     // `localhost` stands for a container's own hostname.
     let seed = Process::start_announcing(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "node",
             "--name",
             "b1",
@@ -83,7 +84,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
             "127.0.0.1:0",
             "--gossip",
             "localhost:0",
-        ],
+        ])),
         "grpc://",
     )
     .await
@@ -95,7 +96,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
     let seed_by_name = format!("localhost:{}", gossip.port());
     let gateway = Process::start(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "gateway",
             "--name",
             "g1",
@@ -105,7 +106,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
             "localhost:0",
             "--seed",
             &seed_by_name,
-        ],
+        ])),
     )
     .await
     .unwrap();
@@ -113,7 +114,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
     c.subscribe("chat:a").await.unwrap();
 
     let wildcard = switchboard(
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "node",
             "--name",
             "b2",
@@ -121,7 +122,7 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
             "0.0.0.0:0",
             "--seed",
             &seed_by_name,
-        ],
+        ])),
         &[],
     )
     .await;
@@ -177,7 +178,7 @@ async fn drain_timeout_comes_from_the_environment() {
     // embedded config's 5 s, and not never.
     let mut broker = Process::start_with_env(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "node",
             "--name",
             "b1",
@@ -187,7 +188,7 @@ async fn drain_timeout_comes_from_the_environment() {
             "127.0.0.1:0",
             "--gossip",
             "127.0.0.1:0",
-        ],
+        ])),
         &[("SWITCHBOARD_DRAIN_TIMEOUT", "1s")],
         "grpc://",
     )
@@ -196,7 +197,7 @@ async fn drain_timeout_comes_from_the_environment() {
     let grpc = broker.announced("grpc://").expect("gRPC address");
     let gateway = Process::start(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "gateway",
             "--name",
             "g1",
@@ -204,7 +205,7 @@ async fn drain_timeout_comes_from_the_environment() {
             "127.0.0.1:0",
             "--broker",
             &format!("b1={grpc}"),
-        ],
+        ])),
     )
     .await
     .unwrap();
@@ -256,7 +257,7 @@ async fn broker_restarted_on_its_old_address_is_routed_again_at_once() {
     // must win over its old, dead identity on that address at once, every
     // time, not once the old one expires (30 s).
     let gossip = format!("127.0.0.1:{}", free_port().unwrap());
-    let broker_args = [
+    let broker_args = ClusterCa::shared().secured(&[
         "node",
         "--name",
         "b1",
@@ -266,12 +267,13 @@ async fn broker_restarted_on_its_old_address_is_routed_again_at_once() {
         "127.0.0.1:0",
         "--gossip",
         &gossip,
-    ];
+    ]);
+    let broker_args = strs(&broker_args);
     let start_broker = || Process::start_announcing(Path::new(BIN), &broker_args, "grpc://");
     let mut broker = start_broker().await.unwrap();
     let gateway = Process::start(
         Path::new(BIN),
-        &[
+        &strs(&ClusterCa::shared().secured(&[
             "gateway",
             "--name",
             "g1",
@@ -281,7 +283,7 @@ async fn broker_restarted_on_its_old_address_is_routed_again_at_once() {
             "127.0.0.1:0",
             "--seed",
             &gossip,
-        ],
+        ])),
     )
     .await
     .unwrap();

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde_json::json;
 use switchboard_testkit::{
     WAIT,
+    certificates::ClusterCa,
     client::Client,
     cluster::scenario_config,
     http,
@@ -55,6 +56,11 @@ impl Cluster {
                 "--config",
                 &path,
             ];
+            let tls = ClusterCa::shared().gateway_args(&name);
+            let args: Vec<&str> = args
+                .into_iter()
+                .chain(tls.iter().map(String::as_str))
+                .collect();
             gateways.push(Process::start(bin, &args).await.unwrap());
         }
         Cluster {
@@ -84,6 +90,11 @@ async fn start_broker(bin: &Path, name: &str, port: u16) -> Process {
         "--gossip",
         "127.0.0.1:0",
     ];
+    let tls = ClusterCa::shared().broker_args(name);
+    let args: Vec<&str> = args
+        .into_iter()
+        .chain(tls.iter().map(String::as_str))
+        .collect();
     Process::start_announcing(bin, &args, "grpc://")
         .await
         .unwrap()

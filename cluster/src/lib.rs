@@ -19,6 +19,8 @@
 //! - [`wire`]: conversions to and from protobuf and gRPC status, error
 //!   kinds included.
 //! - [`remote_broker`]: [`RemoteBroker`], one broker reached over gRPC.
+//! - [`tls`]: mutual TLS between nodes: identities in certificates, the
+//!   CA, credentials that reload, the broker's acceptor and a TLS dialer.
 
 pub mod dialer;
 pub mod gossip;
@@ -27,6 +29,7 @@ pub mod membership;
 pub mod ownership;
 pub mod remote_broker;
 pub mod ring;
+pub mod tls;
 pub mod wire;
 
 pub use remote_broker::RemoteBroker;

@@ -14,15 +14,11 @@ use switchboard_proto::broker::v1::{self as pb, broker_client::BrokerClient};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Streaming, transport::Channel};
 
-use crate::{
-    dialer::{Dialer, TcpDialer},
-    ownership::Release,
-    wire,
-};
+use crate::{dialer::Dialer, ownership::Release, wire};
 use switchboard_core::{
-    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
-    DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest,
+    Broker, BrokerAddr, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo,
+    Control, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position,
+    PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
 };
 
 /// How long one unary call may take before the owner counts as unreachable.
@@ -48,25 +44,16 @@ pub struct RemoteBroker {
 }
 
 impl RemoteBroker {
-    /// A lazily connected client for the broker at `addr` (`host:port`),
-    /// over TCP; what it runs in the background is `tasks`', until `stop`.
-    pub fn new(
-        addr: &str,
-        tasks: TaskTracker,
-        stop: CancellationToken,
-    ) -> Result<Self, BrokerError> {
-        Self::dial(&TcpDialer, addr, tasks, stop)
-    }
-
-    /// A lazily connected client for the broker at `addr`, reached the way
-    /// `dialer` reaches brokers.
+    /// A lazily connected client for `broker`, reached the way `dialer`
+    /// reaches brokers; what it runs in the background is `tasks`', until
+    /// `stop`.
     pub fn dial(
         dialer: &dyn Dialer,
-        addr: &str,
+        broker: &BrokerAddr,
         tasks: TaskTracker,
         stop: CancellationToken,
     ) -> Result<Self, BrokerError> {
-        Ok(Self::from_channel(dialer.dial(addr)?, tasks, stop))
+        Ok(Self::from_channel(dialer.dial(broker)?, tasks, stop))
     }
 
     /// A client over an existing gRPC channel.

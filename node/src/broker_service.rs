@@ -12,8 +12,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status};
 
-use crate::{LocalBroker, handoff::Handoff};
-use switchboard_cluster::wire;
+use crate::{
+    LocalBroker,
+    authorization::{PeerAuth, Rpc, authorize},
+    handoff::Handoff,
+};
+use switchboard_cluster::{tls::TlsPeer, wire};
 use switchboard_core::{Broker, ChannelName, Delivery, DeliverySink, GatewayId};
 
 /// Deliveries queued per attached gateway before its stream is cut.
@@ -26,6 +30,8 @@ pub struct BrokerService {
     /// In a cluster: which channels this broker serves, and their moves.
     /// Without it (one broker on its own) every channel is served here.
     handoff: Option<Arc<Handoff>>,
+    /// Whether callers must prove who they are (mutual TLS).
+    auth: PeerAuth,
     /// The broker process's tasks, and its end: each stream's watcher runs
     /// there.
     tasks: TaskTracker,
@@ -36,15 +42,45 @@ impl BrokerService {
     pub fn new(
         broker: LocalBroker,
         handoff: Option<Arc<Handoff>>,
+        auth: PeerAuth,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             broker,
             handoff,
+            auth,
             tasks,
             shutdown,
         }
+    }
+
+    /// Lets `request` through if its caller may call `rpc` acting as
+    /// `acting_as` ([`authorize`]); refuses it with `PERMISSION_DENIED`
+    /// (`UNAUTHENTICATED` without an identity) otherwise, counted and
+    /// logged. Names are not secrets; nothing else of the request is logged.
+    fn check<T>(
+        &self,
+        request: &Request<T>,
+        rpc: Rpc,
+        acting_as: Option<&str>,
+    ) -> Result<(), Status> {
+        let caller = request.extensions().get::<TlsPeer>().map(|p| &p.identity);
+        authorize(self.auth, caller, rpc, acting_as).map_err(|denied| {
+            tracing::warn!(rpc = %rpc, caller = ?caller, reason = denied.reason(), "broker RPC refused");
+            metrics::counter!(
+                "switchboard_broker_rpc_denied_total",
+                "rpc" => rpc.label(),
+                "reason" => denied.reason()
+            )
+            .increment(1);
+            match denied {
+                crate::authorization::Denied::Unauthenticated { .. } => {
+                    Status::unauthenticated(denied.to_string())
+                }
+                _ => Status::permission_denied(denied.to_string()),
+            }
+        })
     }
 
     /// Refuses a channel this broker does not own; takes over one it owns
@@ -110,6 +146,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        self.check(&request, Rpc::Attach, Some(&request.get_ref().gateway))?;
         let gateway = gateway_of(&request.into_inner().gateway)?;
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let closed = tx.clone();
@@ -143,6 +180,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::DetachRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.check(&request, Rpc::Detach, Some(&request.get_ref().gateway))?;
         let gateway = gateway_of(&request.into_inner().gateway)?;
         self.broker.detach(&gateway).await.map_err(wire::status)?;
         Ok(Response::new(pb::Empty {}))
@@ -152,6 +190,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<pb::SubscribeReply>, Status> {
+        self.check(&request, Rpc::Subscribe, Some(&request.get_ref().gateway))?;
         let ring = ring_of(&request);
         let req = wire::subscribe_from_pb(request.into_inner())?;
         self.admit(&req.channel, ring).await?;
@@ -163,6 +202,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::UnsubscribeRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.check(&request, Rpc::Unsubscribe, Some(&request.get_ref().gateway))?;
         let req = request.into_inner();
         let gateway = gateway_of(&req.gateway)?;
         let channel = wire::channel(&req.channel)?;
@@ -177,6 +217,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.check(&request, Rpc::Leave, None)?;
         let ring = ring_of(&request);
         let req = request.into_inner();
         let channel = wire::channel(&req.channel)?;
@@ -192,6 +233,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReply>, Status> {
+        self.check(&request, Rpc::Publish, None)?;
         let ring = ring_of(&request);
         let req = wire::publish_from_pb(request.into_inner())?;
         self.admit(&req.channel, ring).await?;
@@ -205,6 +247,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::ChannelRequest>,
     ) -> Result<Response<pb::PresenceReply>, Status> {
+        self.check(&request, Rpc::Presence, None)?;
         let ring = ring_of(&request);
         let channel = wire::channel(&request.into_inner().channel)?;
         self.admit(&channel, ring).await?;
@@ -218,6 +261,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::ChannelRequest>,
     ) -> Result<Response<pb::PresenceStatsReply>, Status> {
+        self.check(&request, Rpc::PresenceStats, None)?;
         let ring = ring_of(&request);
         let channel = wire::channel(&request.into_inner().channel)?;
         self.admit(&channel, ring).await?;
@@ -233,6 +277,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryReply>, Status> {
+        self.check(&request, Rpc::History, None)?;
         let ring = ring_of(&request);
         let req = wire::history_from_pb(request.into_inner())?;
         self.admit(&req.channel, ring).await?;
@@ -244,6 +289,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.check(&request, Rpc::Control, None)?;
         let ring = ring_of(&request);
         let (channel, command) = wire::control_from_pb(request.into_inner())?;
         self.admit(&channel, ring).await?;
@@ -258,6 +304,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::ChannelsRequest>,
     ) -> Result<Response<pb::ChannelsReply>, Status> {
+        self.check(&request, Rpc::Channels, None)?;
         let req = wire::channels_from_pb(request.into_inner());
         let channels = self.broker.channels(req).await.map_err(wire::status)?;
         Ok(Response::new(pb::ChannelsReply {
@@ -265,10 +312,8 @@ impl broker_server::Broker for BrokerService {
         }))
     }
 
-    async fn nodes(
-        &self,
-        _request: Request<pb::Empty>,
-    ) -> Result<Response<pb::NodesReply>, Status> {
+    async fn nodes(&self, request: Request<pb::Empty>) -> Result<Response<pb::NodesReply>, Status> {
+        self.check(&request, Rpc::Nodes, None)?;
         let nodes = self.broker.nodes().await.map_err(wire::status)?;
         Ok(Response::new(pb::NodesReply {
             nodes: nodes.iter().map(wire::node_to_pb).collect(),
@@ -279,6 +324,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseReply>, Status> {
+        self.check(&request, Rpc::Release, Some(&request.get_ref().to))?;
         let req = request.into_inner();
         let channel = wire::channel(&req.channel)?;
         if req.to.is_empty() {
@@ -295,6 +341,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<pb::ClaimRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.check(&request, Rpc::Claim, Some(&request.get_ref().from))?;
         let req = request.into_inner();
         let Some(handoff) = &self.handoff else {
             return Err(Status::failed_precondition(

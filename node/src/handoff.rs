@@ -272,7 +272,7 @@ impl Handoff {
         }
         let remote = RemoteBroker::dial(
             &*self.dialer,
-            &broker.addr,
+            broker,
             self.tasks.clone(),
             self.shutdown.clone(),
         )?;

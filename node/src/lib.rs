@@ -12,12 +12,15 @@
 //! - [`handoff`]: [`handoff::Handoff`], which moves channel state between
 //!   brokers as the ring changes.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
+//! - [`authorization`]: who may call which broker RPC, by the identity a
+//!   caller proved over mutual TLS (sans-IO).
 //! - [`server`]: the broker's gRPC server, on a TCP listener or any stream
 //!   of connections.
 //! - [`process`]: [`process::BrokerProcess`], a broker as a process: its
 //!   listeners, gossip, hand-over and drain, as `switchboard node` and the
 //!   simulation run it.
 
+pub mod authorization;
 pub mod broker_service;
 pub mod handoff;
 pub mod history;

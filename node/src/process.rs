@@ -19,9 +19,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures_util::Stream;
 use rand::Rng;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::server::Connected;
 
 use crate::{BrokerConfig, LocalBroker, handoff::Handoff};
 use switchboard_cluster::{
@@ -80,7 +78,7 @@ fn serve_grpc<I, IO, IE>(
     (broker, handoff, shutdown): (LocalBroker, Arc<Handoff>, CancellationToken),
 ) where
     I: Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO: crate::server::Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
     let serve = crate::server::serve(incoming, broker, Some(handoff), tracker.clone(), shutdown);
@@ -111,7 +109,7 @@ impl BrokerProcess {
     ) -> std::io::Result<Self>
     where
         I: Stream<Item = Result<IO, IE>> + Send + 'static,
-        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IO: crate::server::Connection,
         IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
         D: Datagram,
     {

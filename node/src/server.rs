@@ -11,7 +11,9 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::{Connected, TcpIncoming};
 
-use crate::{LocalBroker, broker_service::BrokerService, handoff::Handoff};
+use crate::{
+    LocalBroker, authorization::ConnectionAuth, broker_service::BrokerService, handoff::Handoff,
+};
 
 /// Serves `broker` on `listener` until `shutdown`; in a cluster, only the
 /// channels `handoff` says it owns. Each gateway stream's watcher runs in
@@ -35,8 +37,22 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// [`run`] over any stream of accepted connections: the simulation tests
-/// accept them from turmoil's network. Same server settings either way.
+/// An accepted connection the broker's server takes: a byte stream whose
+/// kind says how its peer is authenticated ([`ConnectionAuth`]).
+pub trait Connection:
+    AsyncRead + AsyncWrite + Connected<ConnectInfo: ConnectionAuth> + Unpin + Send + 'static
+{
+}
+
+impl<T> Connection for T where
+    T: AsyncRead + AsyncWrite + Connected<ConnectInfo: ConnectionAuth> + Unpin + Send + 'static
+{
+}
+
+/// [`run`] over any stream of accepted connections: TLS connections
+/// ([`switchboard_cluster::tls::TlsIncoming`]), or the simulation's from
+/// turmoil's network. Same server settings either way; the connections'
+/// kind decides whether calls need a proven identity.
 pub async fn serve<I, IO, IE>(
     incoming: I,
     broker: LocalBroker,
@@ -46,7 +62,7 @@ pub async fn serve<I, IO, IE>(
 ) -> Result<(), tonic::transport::Error>
 where
     I: Stream<Item = Result<IO, IE>>,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO: Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tonic::transport::Server::builder()
@@ -54,7 +70,16 @@ where
         // a few seconds; its presence entries go with it.
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(Duration::from_secs(2)))
-        .add_service(BrokerService::new(broker, handoff, tasks, shutdown.clone()).into_server())
+        .add_service(
+            BrokerService::new(
+                broker,
+                handoff,
+                <IO::ConnectInfo as ConnectionAuth>::AUTH,
+                tasks,
+                shutdown.clone(),
+            )
+            .into_server(),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await
 }

@@ -1,13 +1,15 @@
 //! Clusters of real processes that find each other by gossip: brokers
 //! seeded with the first broker's gossip address, gateways with the same
-//! seed, all on loopback with ports they pick themselves. `bin` is the
-//! `switchboard` binary: the tests pass `env!("CARGO_BIN_EXE_switchboard")`.
+//! seed, all on loopback with ports they pick themselves, each with a
+//! certificate from the test binary's CA ([`ClusterCa::shared`]). `bin` is
+//! the `switchboard` binary: the tests pass
+//! `env!("CARGO_BIN_EXE_switchboard")`.
 
 use std::path::Path;
 
 use anyhow::Context;
 
-use crate::process::Process;
+use crate::{certificates::ClusterCa, process::Process};
 
 /// The dev config with client rate limits lifted out of the way of
 /// scenarios that publish in bursts, written to a file of its own; returns
@@ -46,12 +48,14 @@ pub async fn broker(bin: &Path, name: &str, seed: Option<&str>) -> anyhow::Resul
     if let Some(seed) = seed {
         args.extend(["--seed", seed]);
     }
+    let tls = ClusterCa::shared().broker_args(name);
+    args.extend(tls.iter().map(String::as_str));
     Process::start_announcing(bin, &args, "grpc://").await
 }
 
 /// Starts gateway `name`, finding brokers through `seed`.
 pub async fn gateway(bin: &Path, name: &str, seed: &str, config: &str) -> anyhow::Result<Process> {
-    let args = [
+    let mut args = vec![
         "gateway",
         "--name",
         name,
@@ -64,6 +68,8 @@ pub async fn gateway(bin: &Path, name: &str, seed: &str, config: &str) -> anyhow
         "--config",
         config,
     ];
+    let tls = ClusterCa::shared().gateway_args(name);
+    args.extend(tls.iter().map(String::as_str));
     Process::start(bin, &args).await
 }
 

@@ -10,9 +10,12 @@
 //!   loopback ports.
 //! - [`settings`]: `Settings::for_test()`, the test secret, API keys and tokens.
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
-//! - [`cluster`]: clusters of real processes that form by gossip.
+//! - [`cluster`]: clusters of real processes that form by gossip, over mutual TLS.
 //! - [`gossip_key`]: gossip key files made in the test: the one every
 //!   process a test run starts shares, and others.
+//! - [`certificates`]: a cluster CA and node certificates for tests.
+//! - [`broker_client`]: a gRPC client of a broker's port, with or without
+//!   TLS and certificates, as an outsider would run it.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
@@ -26,7 +29,9 @@
 //! - [`pusher`]: the Pusher door's test app, URL, signatures and a raw client.
 
 pub mod api;
+pub mod broker_client;
 pub mod browser;
+pub mod certificates;
 pub mod client;
 pub mod cluster;
 pub mod compose;

@@ -224,7 +224,7 @@ impl Router {
                 let stop = self.inner.shutdown.child_token();
                 let remote = RemoteBroker::dial(
                     &*self.inner.dialer,
-                    &b.addr,
+                    b,
                     self.inner.tasks.clone(),
                     stop.clone(),
                 )?;

@@ -5,7 +5,8 @@
 //!   node` runs (gRPC server, gossip, hand-over, sweeper and drain), its
 //!   gRPC on turmoil TCP and gossip on turmoil UDP.
 //! - Gateways run gossip and a [`Router`] that dials brokers over turmoil
-//!   TCP. The subscribing gateway (`g1`) records every delivery; the
+//!   TCP. Every gRPC connection is mutual TLS, with certificates made for
+//!   the test ([`Pki`]), through the production acceptor and dialer. The subscribing gateway (`g1`) records every delivery; the
 //!   publishing one (`g2`) publishes in an open loop and records the
 //!   position of every acknowledged publication.
 //! - The test itself steps the simulation and injects faults (partitions,
@@ -17,21 +18,21 @@ use std::{
     collections::BTreeMap,
     io,
     net::SocketAddr,
+    path::PathBuf,
     pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
     time::Duration,
 };
 
 use checker::{Seen, Start};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, value::RawValue};
 use switchboard_cluster::{
-    dialer::{self, Dialer, SharedDialer},
+    dialer::{SharedDialer, Transport},
     gossip::{Datagram, Membership},
     keyring::{Keyring, Sealer, SharedKeyring},
     membership::{ClusterView, NodeId, NodeState, Role},
     ring::Ring,
+    tls::{PeerIdentity, TlsContext, TlsDialer, TlsFiles, TlsIncoming, authority},
 };
 use switchboard_core::{
     Broker, BrokerError, ChannelName, Delivery, DeliveryKind, DeliverySink, GatewayId, Namespaces,
@@ -42,13 +43,8 @@ use switchboard_node::{
     BrokerConfig,
     process::{BrokerListeners, BrokerProcess, BrokerSettings},
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::watch,
-    task::JoinSet,
-};
+use tokio::{sync::watch, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::{Channel, Uri, server::Connected};
 use turmoil::Sim;
 
 pub(crate) const GOSSIP_PORT: u16 = 7946;
@@ -133,71 +129,89 @@ impl Datagram for SimUdp {
     }
 }
 
-/// Dials brokers over turmoil TCP, with the production endpoint settings
-/// (timeouts, keepalives).
-pub(crate) struct SimDialer;
+/// turmoil TCP under the production TLS dialer: brokers and gateways
+/// reach brokers over mutual TLS with the production endpoint settings
+/// (timeouts, keepalives), as `switchboard node` and `gateway` do.
+pub(crate) struct SimTcp;
 
-impl Dialer for SimDialer {
-    fn dial(&self, addr: &str) -> Result<Channel, BrokerError> {
-        let connector = tower::service_fn(|uri: Uri| async move {
-            let authority = uri
-                .authority()
-                .map(|a| a.to_string())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no authority"))?;
-            let stream = turmoil::net::TcpStream::connect(authority).await?;
-            Ok::<_, io::Error>(TokioIo::new(stream))
-        });
-        Ok(dialer::endpoint(addr)?.connect_with_connector_lazy(connector))
+impl Transport for SimTcp {
+    type Io = turmoil::net::TcpStream;
+
+    fn connect(
+        &self,
+        authority: String,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Self::Io>> + Send + 'static>> {
+        Box::pin(turmoil::net::TcpStream::connect(authority))
     }
 }
 
-pub(crate) fn dialer() -> SharedDialer {
-    Arc::new(SimDialer)
+pub(crate) fn dialer(tls: Arc<TlsContext>) -> SharedDialer {
+    Arc::new(TlsDialer::over(SimTcp, tls))
 }
 
-/// An accepted turmoil TCP connection, as tonic's server takes it.
-pub(crate) struct SimConn(turmoil::net::TcpStream);
-
-impl Connected for SimConn {
-    type ConnectInfo = ();
-    fn connect_info(&self) {}
-}
-
-impl AsyncRead for SimConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SimConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
+/// Accepted turmoil TCP connections, through the production TLS acceptor.
 fn incoming(
     listener: turmoil::net::TcpListener,
-) -> impl futures_util::Stream<Item = io::Result<SimConn>> {
-    futures_util::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(s, _)| SimConn(s));
+    tls: Arc<TlsContext>,
+) -> TlsIncoming<
+    impl futures_util::Stream<Item = io::Result<turmoil::net::TcpStream>>,
+    turmoil::net::TcpStream,
+> {
+    let accepted = futures_util::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(s, _)| s);
         Some((accepted, listener))
-    })
+    });
+    TlsIncoming::new(accepted, tls)
+}
+
+/// The cluster's CA and each node's credentials, made by the code behind
+/// `switchboard ca` in a directory of the test's own.
+pub(crate) struct Pki {
+    dir: PathBuf,
+    contexts: Mutex<BTreeMap<String, Arc<TlsContext>>>,
+}
+
+impl Pki {
+    fn new(seed: u64) -> Self {
+        // Scenarios run side by side, some on the same seed.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-sim-{}-{seed}-{n}", std::process::id()));
+        authority::init_dir(&dir, true).expect("a test CA");
+        Self {
+            dir,
+            contexts: Mutex::default(),
+        }
+    }
+
+    /// `name`'s credentials in `role`, issued on first use.
+    pub(crate) fn tls(&self, name: &str, role: Role) -> Arc<TlsContext> {
+        let mut contexts = self.contexts.lock().unwrap();
+        contexts
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let [cert, key] = authority::issue_into_dir(&self.dir, name, role, &[], 1)
+                    .expect("a test certificate");
+                let files = TlsFiles {
+                    ca: self.dir.join("ca.crt"),
+                    cert,
+                    key,
+                };
+                let me = PeerIdentity {
+                    name: name.to_owned(),
+                    role,
+                };
+                TlsContext::load(files, me).expect("test credentials load")
+            })
+            .clone()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 // ---- what the test and the hosts share ---------------------------------
@@ -217,6 +231,8 @@ pub(crate) struct Shared {
     /// Brokers that finished draining, and whether they had handed over
     /// everything by then.
     pub drained: Mutex<BTreeMap<String, bool>>,
+    /// Everyone's TLS credentials.
+    pub pki: Pki,
 }
 
 impl Shared {
@@ -231,6 +247,7 @@ impl Shared {
             signals: Mutex::default(),
             boots: Mutex::default(),
             drained: Mutex::default(),
+            pki: Pki::new(seed),
         })
     }
 
@@ -331,8 +348,9 @@ async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result 
     let ip = turmoil::lookup(name);
     let grpc = turmoil::net::TcpListener::bind(("0.0.0.0", GRPC_PORT)).await?;
     let gossip = turmoil::net::UdpSocket::bind(("0.0.0.0", GOSSIP_PORT)).await?;
+    let tls = shared.pki.tls(name, Role::Broker);
     let listeners = BrokerListeners {
-        grpc: incoming(grpc),
+        grpc: incoming(grpc, tls.clone()),
         gossip: SimUdp(gossip, SocketAddr::new(ip, GOSSIP_PORT)),
     };
     let settings = BrokerSettings {
@@ -346,7 +364,7 @@ async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result 
         seeds: shared.seeds.clone(),
         boot,
         host: host(&shared, name, boot),
-        dialer: dialer(),
+        dialer: dialer(tls),
         gossip_sealer: Some(sealer(&shared, name, boot)),
     };
     let process = BrokerProcess::start(listeners, settings, signal)?;
@@ -508,7 +526,7 @@ async fn gateway(
     // The simulated gateway's tasks end on `shutdown`, or with its host.
     let router = Router::following_with(
         membership.view(),
-        dialer(),
+        dialer(shared.pki.tls(name, Role::Gateway)),
         host(shared, name, shared.boots.lock().unwrap()[name]),
         shutdown,
         TaskTracker::new(),
