@@ -233,20 +233,7 @@ pub(crate) async fn run_node(
             keys_stop.cancel();
         }
     });
-    tracker.spawn(switchboard_gateway::telemetry::upkeep(
-        switchboard_gateway::telemetry::recorder(),
-        process.stopping(),
-    ));
-    tracker.spawn({
-        let app = ops_routes(process.stopping());
-        let stopping = process.stopping();
-        async move {
-            let serve = axum::serve(http, app).with_graceful_shutdown(stopping.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }
-    });
+    serve_ops(&tracker, http, process.stopping());
     tracing::info!(
         node = %name,
         "switchboard node {name}: grpc://{grpc_addr} http://{http_addr} gossip://{}",
@@ -259,6 +246,22 @@ pub(crate) async fn run_node(
         Some(conflict) => Err(Refusal::Conflict(conflict).into()),
         None => Ok(()),
     }
+}
+
+/// A broker's HTTP port (metrics, health) and the metrics' upkeep, in
+/// `tracker`, until `stopping`.
+fn serve_ops(tracker: &TaskTracker, http: TcpListener, stopping: CancellationToken) {
+    tracker.spawn(switchboard_gateway::telemetry::upkeep(
+        switchboard_gateway::telemetry::recorder(),
+        stopping.clone(),
+    ));
+    tracker.spawn(async move {
+        let app = ops_routes(stopping.clone());
+        let serve = axum::serve(http, app).with_graceful_shutdown(stopping.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
 }
 
 /// A gateway: terminates client WebSockets and routes each channel to its
