@@ -248,6 +248,11 @@ async fn compose_cluster_survives_a_killed_and_a_partitioned_broker() {
     // 1. The cluster forms.
     let up_took = cluster_forms(&cluster).await;
 
+    // 1b. A container on the cluster's network without its credentials (a
+    // gateway started --insecure, dialing the brokers directly) cannot
+    // publish through any broker: their TLS refuses it.
+    outsider_cannot_publish(&cluster).await;
+
     // 2. Clients on each gateway and through the entry point.
     let channels: Vec<String> = (0..12).map(|i| format!("live:{i}")).collect();
     let mut clients = Clients::connect(&cluster).await;
@@ -312,6 +317,8 @@ struct Cluster {
     g1: SocketAddr,
     g2: SocketAddr,
     prom_at: SocketAddr,
+    /// A gateway on the cluster's network without its credentials.
+    outsider: SocketAddr,
     prom: Prometheus,
     /// When `compose up` started.
     up_started: Instant,
@@ -331,11 +338,7 @@ impl Cluster {
             image: tag.to_owned(),
             file: override_file.clone(),
         };
-        std::fs::write(
-            &override_file,
-            "services:\n  g1:\n    ports: [\"127.0.0.1::8000\"]\n  g2:\n    ports: [\"127.0.0.1::8000\"]\n",
-        )
-        .unwrap();
+        std::fs::write(&override_file, override_yaml(tag)).unwrap();
         let env = vec![
             ("SWITCHBOARD_IMAGE".to_owned(), tag.to_owned()),
             // Port 0: Docker picks free host ports; `port` tells which.
@@ -355,12 +358,14 @@ impl Cluster {
         let g1 = compose.port("g1", 8000).await.unwrap();
         let g2 = compose.port("g2", 8000).await.unwrap();
         let prom_at = compose.port("prometheus", 9090).await.unwrap();
+        let outsider = compose.port("outsider", 8000).await.unwrap();
         Cluster {
             compose,
             entry,
             g1,
             g2,
             prom_at,
+            outsider,
             prom: Prometheus::new(prom_at),
             up_started,
             _leftovers: leftovers,
@@ -370,6 +375,57 @@ impl Cluster {
     fn gateways(&self) -> [SocketAddr; 2] {
         [self.g1, self.g2]
     }
+}
+
+/// The user's file plus, for the test: each gateway also on a loopback
+/// port of its own, and an outsider: the stock image on the cluster's
+/// network, a gateway with no credentials (`--insecure`) pointed straight
+/// at the brokers' gRPC ports.
+fn override_yaml(tag: &str) -> String {
+    format!(
+        r#"services:
+  g1:
+    ports: ["127.0.0.1::8000"]
+  g2:
+    ports: ["127.0.0.1::8000"]
+  outsider:
+    image: {tag}
+    restart: "no"
+    command: ["gateway", "--name", "outsider", "--insecure", "--listen", "0.0.0.0:8000",
+              "--broker", "b1=b1:7000,b2=b2:7000,b3=b3:7000"]
+    ports: ["127.0.0.1::8000"]
+    depends_on: [b1, b2, b3]
+"#
+    )
+}
+
+/// Publishing through the outsider fails on every channel, and the brokers
+/// count the TLS handshakes they refused.
+async fn outsider_cannot_publish(cluster: &Cluster) {
+    let mut outsider = Client::connect(&ws(cluster.outsider)).await.unwrap();
+    for i in 0..12 {
+        let channel = format!("live:{i}");
+        let reply = outsider
+            .request(json!({"type": "publish", "channel": channel, "data": "intruder"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            reply["type"], "error",
+            "the outsider published to {channel}: {reply}"
+        );
+    }
+    eventually(
+        "the brokers report refused TLS handshakes",
+        WAIT * 3,
+        async || {
+            let refused = cluster
+                .prom
+                .query("sum(switchboard_tls_handshakes_refused_total)")
+                .await?;
+            Ok(refused.first().filter(|s| s.value > 0.0).map(|_| ()))
+        },
+    )
+    .await;
 }
 
 fn ws(addr: SocketAddr) -> String {

@@ -196,6 +196,55 @@ pub fn issue_into_dir(
     Ok([crt, key])
 }
 
+/// `switchboard ca setup`: credentials for a whole cluster, made once and
+/// kept, as a one-shot container can lay them out on every start. The CA
+/// and gossip key in `ca_dir` (made if none is there); for each node a
+/// folder `out/NAME` with `ca.crt`, `gossip.key` (copied from `ca_dir` on
+/// every run, which is how a new CA bundle or keyring reaches the nodes),
+/// and `NAME.crt` and `NAME.key`, issued only if missing. Returns the
+/// paths written.
+pub fn setup(
+    ca_dir: &Path,
+    out: &Path,
+    nodes: &[(String, Role)],
+    days: u32,
+) -> Result<Vec<PathBuf>, AuthorityError> {
+    for (name, _) in nodes {
+        validate_name(name)?;
+    }
+    let mut written = Vec::new();
+    let [crt, _, gossip] = ca_files(ca_dir);
+    if !crt.exists() {
+        written.extend(init_dir(ca_dir, false)?);
+    }
+    let ca = load_dir(ca_dir)?;
+    let (ca_pem, gossip_key) = (read(&crt)?, read(&gossip)?);
+    for (name, role) in nodes {
+        let dir = out.join(name);
+        mkdir(&dir)?;
+        for (path, text, secret) in [
+            (dir.join("ca.crt"), &ca_pem, false),
+            (dir.join("gossip.key"), &gossip_key, true),
+        ] {
+            if read(&path).ok().as_ref() != Some(text) {
+                write(&path, text, secret)?;
+                written.push(path);
+            }
+        }
+        let (node_crt, node_key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        if !(node_crt.exists() && node_key.exists()) {
+            let pem = ca.issue(name, *role, &[], days)?;
+            write(&node_key, &pem.key, true)?;
+            write(&node_crt, &pem.cert, false)?;
+            written.extend([node_crt, node_key]);
+        }
+    }
+    Ok(written)
+}
+
 fn refuse_overwrite(paths: &[&PathBuf], force: bool) -> Result<(), AuthorityError> {
     match paths.iter().find(|p| p.exists()) {
         Some(p) if !force => Err(AuthorityError::Exists((*p).clone())),
@@ -287,5 +336,37 @@ mod tests {
         ));
         let ca_cert = cert_info(&der(&ca.pem().cert));
         assert_eq!(ca_cert, Err(IdentityError::NoIdentity));
+    }
+
+    #[test]
+    fn setup_makes_what_is_missing_and_keeps_the_rest() {
+        let root = std::env::temp_dir().join(format!("sb-ca-setup-{}", std::process::id()));
+        let (ca_dir, out) = (root.join("ca"), root.join("out"));
+        let nodes = |names: &[(&str, Role)]| -> Vec<(String, Role)> {
+            names.iter().map(|(n, r)| ((*n).to_owned(), *r)).collect()
+        };
+        let first = setup(&ca_dir, &out, &nodes(&[("b1", Role::Broker)]), 30).unwrap();
+        assert_eq!(first.len(), 3 + 4, "{first:?}");
+        let b1 = read(&out.join("b1/b1.crt")).unwrap();
+        let info = cert_info(&der(&b1)).unwrap();
+        assert_eq!(
+            (info.identity.name.as_str(), info.identity.role),
+            ("b1", Role::Broker)
+        );
+        // Again, with a gateway added: b1 keeps its certificate, g1 gets one.
+        let two = nodes(&[("b1", Role::Broker), ("g1", Role::Gateway)]);
+        let second = setup(&ca_dir, &out, &two, 30).unwrap();
+        assert_eq!(second.len(), 4, "{second:?}");
+        assert_eq!(read(&out.join("b1/b1.crt")).unwrap(), b1);
+        // A rotated keyring in the CA folder reaches every node on the next run.
+        let keyring = read(&ca_dir.join("gossip.key")).unwrap() + "# rotated\n";
+        write(&ca_dir.join("gossip.key"), &keyring, true).unwrap();
+        let third = setup(&ca_dir, &out, &two, 30).unwrap();
+        assert_eq!(
+            third,
+            vec![out.join("b1/gossip.key"), out.join("g1/gossip.key")]
+        );
+        assert!(setup(&ca_dir, &out, &nodes(&[("B 1", Role::Broker)]), 30).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
