@@ -17,6 +17,7 @@ use switchboard_testkit::{
     certificates::{ClusterCa, strs},
     client::Client,
     cluster::{counter, scenario_config},
+    gossip_key::gossip_key,
     http,
     process::Process,
 };
@@ -323,7 +324,7 @@ async fn nodes_without_credentials_or_with_someone_elses_refuse_to_start() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(
-            "error: cluster credentials missing: --tls-ca, --tls-cert, --tls-key \
+            "error: cluster credentials missing: --tls-ca, --tls-cert, --tls-key, --gossip-key \
              (or --insecure for a cluster that trusts its network)"
         ),
         "{stderr}"
@@ -349,6 +350,7 @@ async fn nodes_without_credentials_or_with_someone_elses_refuse_to_start() {
     let mut as_b9: Vec<String> = node.iter().map(|a| (*a).to_owned()).collect();
     as_b9[2] = "b9".into();
     as_b9.extend(ca.broker_args("b1"));
+    as_b9.extend(["--gossip-key".to_owned(), gossip_key().to_owned()]);
     let (code, stderr) = refused_start(&strs(&as_b9)).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
@@ -402,7 +404,7 @@ async fn nodes_without_credentials_or_with_someone_elses_refuse_to_start() {
         .unwrap();
     assert!(
         p.log()
-            .contains("--insecure: cluster traffic is neither authenticated"),
+            .contains("--insecure: gRPC between nodes is neither authenticated"),
         "{}",
         p.log()
     );

@@ -15,6 +15,7 @@ use serde_json::json;
 use switchboard_testkit::{
     WAIT,
     api::Http,
+    certificates::ClusterCa,
     cluster::{broker, counter, gateway, scenario_config, seed_of, subscribe_once_routed},
     gossip_key::{gossip_key, new_gossip_key},
     http,
@@ -87,6 +88,8 @@ async fn start_node(name: &str, seed: Option<&str>, env: &[(&str, &str)]) -> Pro
     if let Some(seed) = seed {
         args.extend(["--seed", seed]);
     }
+    let tls = ClusterCa::shared().broker_args(name);
+    args.extend(tls.iter().map(String::as_str));
     Process::start_with_env(Path::new(BIN), &args, env, "grpc://")
         .await
         .unwrap()
@@ -310,9 +313,11 @@ async fn rotating_the_gossip_key_under_load_one_node_at_a_time_loses_nothing() {
             &config,
         ]
         .map(str::to_owned);
+        let tls = ClusterCa::shared().gateway_args(name);
         let env = env(i).map(|(k, v)| (k, v.to_owned()));
         async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+            args.extend(tls.iter().map(String::as_str));
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
             Process::start_with_env(Path::new(BIN), &args, &env, "ws://")
                 .await
@@ -410,8 +415,10 @@ async fn refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
 
 #[tokio::test]
 async fn a_node_or_gateway_without_credentials_refuses_to_start() {
+    // With certificates given, the gossip key alone is missing.
     let missing = "error: cluster credentials missing: --gossip-key (or --insecure for a cluster that trusts its network)";
-    let node = [
+    let node_tls = ClusterCa::shared().broker_args("b1");
+    let mut node = vec![
         "node",
         "--name",
         "b1",
@@ -422,10 +429,12 @@ async fn a_node_or_gateway_without_credentials_refuses_to_start() {
         "--gossip",
         "127.0.0.1:0",
     ];
+    node.extend(node_tls.iter().map(String::as_str));
     let (code, stderr) = refused(&node, &[]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.lines().any(|l| l == missing), "{stderr}");
-    let gateway = [
+    let gateway_tls = ClusterCa::shared().gateway_args("g1");
+    let mut gateway = vec![
         "gateway",
         "--name",
         "g1",
@@ -436,6 +445,7 @@ async fn a_node_or_gateway_without_credentials_refuses_to_start() {
         "--seed",
         "127.0.0.1:1",
     ];
+    gateway.extend(gateway_tls.iter().map(String::as_str));
     let (code, stderr) = refused(&gateway, &[]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.lines().any(|l| l == missing), "{stderr}");
@@ -461,7 +471,7 @@ async fn a_node_or_gateway_without_credentials_refuses_to_start() {
         format!("{dev}\n[cluster_security]\ninsecure = true\n"),
     )
     .unwrap();
-    let mut with_file: Vec<&str> = node.to_vec();
+    let mut with_file: Vec<&str> = node.clone();
     with_file.extend(["--config", config.to_str().unwrap()]);
     let mut started = Process::start_with_env(
         Path::new(BIN),

@@ -4,7 +4,9 @@
 //! combinations, every manifest is validated against the Kubernetes
 //! schemas (kubernetes-validate), the chart's promises are asserted, and
 //! values.schema.json must refuse bad values. Then the chart's default
-//! configuration runs in the real binary and behaves as the chart says.
+//! configuration runs in the real binary and behaves as the chart says, and
+//! the cluster credentials the chart generates carry a broker and a gateway
+//! over mutual TLS and sealed gossip.
 //!
 //! Needs python3 with venv and pip; the pinned packages
 //! (helm/requirements.txt) go into target/helm-venv once.
@@ -16,7 +18,7 @@ use std::{
 };
 
 use serde_json::json;
-use switchboard_testkit::{client::Client, process::Process};
+use switchboard_testkit::{client::Client, cluster, process::Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -110,6 +112,8 @@ async fn chart_lints_renders_validates_and_refuses_bad_values() {
             "helm/switchboard",
             "--dump-config",
             config.to_str().unwrap(),
+            "--dump-credentials",
+            dir.join("credentials").to_str().unwrap(),
         ],
         Duration::from_secs(300),
     )
@@ -191,4 +195,83 @@ async fn chart_lints_renders_validates_and_refuses_bad_values() {
         .await
         .unwrap();
     assert_eq!(eve.closed().await.unwrap().code, Some(4001));
+
+    // The credentials the chart generates (RSA, from Helm's genCA and
+    // genSignedCert), in the real binary: a broker with the first ordinal's
+    // certificate and a gateway named as one of the Deployment's pods, with
+    // the gateways' shared certificate, form a cluster over mutual TLS and
+    // sealed gossip, and carry a publication.
+    let creds = dir.join("credentials");
+    let file = |name: &str| creds.join(name).to_str().unwrap().to_owned();
+    let broker_name = "sb-switchboard-broker-0";
+    let (ca, gossip_key) = (file("ca.crt"), file("gossip.key"));
+    let (broker_crt, broker_key) = (
+        file(&format!("{broker_name}.crt")),
+        file(&format!("{broker_name}.key")),
+    );
+    let broker_env = [
+        ("SWITCHBOARD_TLS_CA", ca.as_str()),
+        ("SWITCHBOARD_TLS_CERT", broker_crt.as_str()),
+        ("SWITCHBOARD_TLS_KEY", broker_key.as_str()),
+        ("SWITCHBOARD_GOSSIP_KEY", gossip_key.as_str()),
+    ];
+    let config_path = config.to_str().unwrap();
+    let broker = Process::start_with_env(
+        Path::new(BIN),
+        &[
+            "node",
+            "--name",
+            broker_name,
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+            "--config",
+            config_path,
+        ],
+        &broker_env,
+        "grpc://",
+    )
+    .await
+    .unwrap();
+    let seed = cluster::seed_of(&broker).unwrap();
+    let (gateway_crt, gateway_key) = (file("gateway.crt"), file("gateway.key"));
+    let mut gateway_env = env.to_vec();
+    gateway_env.extend([
+        ("SWITCHBOARD_TLS_CA", ca.as_str()),
+        ("SWITCHBOARD_TLS_CERT", gateway_crt.as_str()),
+        ("SWITCHBOARD_TLS_KEY", gateway_key.as_str()),
+        ("SWITCHBOARD_GOSSIP_KEY", gossip_key.as_str()),
+    ]);
+    let gateway = Process::start_with_env(
+        Path::new(BIN),
+        &[
+            "gateway",
+            "--name",
+            "sb-switchboard-gateway-6f9c7d5b8-x2k4p",
+            "--listen",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+            "--seed",
+            &seed,
+            "--config",
+            config_path,
+        ],
+        &gateway_env,
+        "ws://",
+    )
+    .await
+    .unwrap();
+    let mut bob = Client::connect(&format!("{}?token={}", gateway.ws_url(), token.trim()))
+        .await
+        .unwrap();
+    assert_eq!(bob.next().await.unwrap()["type"], "authenticated");
+    cluster::subscribe_once_routed(&mut bob, "chat:helm")
+        .await
+        .unwrap();
+    bob.publish("chat:helm", json!("over mTLS")).await.unwrap();
+    assert_eq!(bob.message("chat:helm").await.unwrap()["data"], "over mTLS");
 }

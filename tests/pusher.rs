@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use switchboard_gateway::pusher::PusherApp;
 use switchboard_testkit::{
     TestServer,
+    certificates::ClusterCa,
     client::Client,
     cluster::scenario_config,
     process::{Process, free_port},
@@ -620,7 +621,8 @@ async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
         let port = free_port().unwrap();
         let grpc = format!("127.0.0.1:{port}");
         let name = format!("b{i}");
-        let args = [
+        let tls = ClusterCa::shared().broker_args(&name);
+        let mut args = vec![
             "node",
             "--name",
             &name,
@@ -631,6 +633,7 @@ async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
             "--gossip",
             "127.0.0.1:0",
         ];
+        args.extend(tls.iter().map(String::as_str));
         let p = Process::start_announcing(bin, &args, "grpc://")
             .await
             .unwrap();
@@ -644,7 +647,8 @@ async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
     let config = scenario_config("pusher").unwrap();
     let mut gateways = Vec::new();
     for name in ["g1", "g2"] {
-        let args = [
+        let tls = ClusterCa::shared().gateway_args(name);
+        let mut args = vec![
             "gateway",
             "--name",
             name,
@@ -655,6 +659,7 @@ async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
             "--config",
             &config,
         ];
+        args.extend(tls.iter().map(String::as_str));
         gateways.push(Process::start(bin, &args).await.unwrap());
     }
     let (g1, g2) = (gateways[0].addr, gateways[1].addr);
