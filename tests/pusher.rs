@@ -67,8 +67,12 @@ async fn run(program: &Path, args: &[&str], within: Duration) -> Output {
 }
 
 /// The virtualenv with tests/pusher/requirements.txt, made (again) when
-/// the pins changed since it was made.
+/// the pins changed since it was made. Tests of this file run side by side:
+/// one makes it while the others wait (two `venv --clear` at once break
+/// each other's pip).
 async fn venv() -> PathBuf {
+    static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = MAKING.lock().await;
     let venv = target_dir().join("pusher-venv");
     let stamp = venv.join("requirements.txt");
     let python = venv.join("bin/python");
