@@ -8,9 +8,10 @@ use axum::{Router as Http, http::StatusCode, response::IntoResponse, routing::ge
 use std::time::Duration;
 
 use switchboard_cluster::{
-    dialer::{SharedDialer, TcpDialer},
+    dialer::{SharedDialer, TcpDialer, TcpTransport},
     gossip::{CONFLICT_GRACE, Membership},
     membership::{IdentityConflict, NodeId, NodeState, Role},
+    proof::{Prover, proven_view},
     tls::{TlsContext, TlsDialer, TlsIncoming},
 };
 use switchboard_core::{BrokerAddr, host::Host};
@@ -118,6 +119,13 @@ fn dialer(tls: Option<&Arc<TlsContext>>) -> SharedDialer {
     }
 }
 
+/// Over mutual TLS, how this process proves a broker's claim to its name
+/// before counting it in the ring.
+fn prover(tls: Option<&Arc<TlsContext>>) -> Option<Prover> {
+    let dialer = TlsDialer::over(TcpTransport, tls?.clone());
+    Some(Arc::new(move |broker: &BrokerAddr| dialer.proves(broker)))
+}
+
 /// Checks the names of statically given brokers, which their certificates
 /// must prove.
 fn check_broker_names(brokers: &[BrokerAddr]) -> Result<(), Refusal> {
@@ -221,6 +229,7 @@ pub(crate) async fn run_node(
         host: Host::system(),
         dialer: dialer(tls.as_ref()),
         gossip_sealer,
+        prover: prover(tls.as_ref()),
     };
     let process = start_broker(tls.as_ref(), grpc, gossip_socket, settings, signal)?;
     if let Some(context) = &tls {
@@ -302,7 +311,7 @@ pub(crate) async fn run_gateway(
     let mut conflict = None;
     let dialer = dialer(tls.as_ref());
     let router = if let Some(gossip_security) = credentials.gossip {
-        let gossiping = (gossip, gossip_security, dialer);
+        let gossiping = (gossip, gossip_security, dialer, prover(tls.as_ref()));
         let (router, watch) = gossip_router(&name, gossiping, &tracker, &shutdown).await?;
         conflict = Some(watch);
         router
@@ -356,7 +365,7 @@ const NAME_SETTLES: Duration = Duration::from_secs(1);
 /// member, resolving to that conflict.
 async fn gossip_router(
     name: &str,
-    (gossip, security, dialer): (Gossip, GossipSecurity, SharedDialer),
+    (gossip, security, dialer, prover): (Gossip, GossipSecurity, SharedDialer, Option<Prover>),
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Router, JoinHandle<Option<IdentityConflict>>)> {
@@ -395,6 +404,9 @@ async fn gossip_router(
     // held elsewhere (the first news of the others usually carries them
     // all).
     let mut view = membership.vetted_view(tracker, NAME_SETTLES, shutdown.clone());
+    if let Some(prove) = prover {
+        view = proven_view(view, prove, tracker, shutdown.clone());
+    }
     // Route once some broker is known (bounded: a gateway that finds
     // none still starts, and answers with errors until one joins).
     let _ = tokio::time::timeout(

@@ -16,7 +16,7 @@ use switchboard_testkit::{
     broker_client::{Presenting, broker_client, served_serial},
     certificates::{ClusterCa, strs},
     client::Client,
-    cluster::{counter, scenario_config},
+    cluster::{self, counter, scenario_config},
     gossip_key::gossip_key,
     http,
     process::Process,
@@ -606,4 +606,61 @@ async fn certificates_rotated_under_load_lose_nothing_and_drop_no_connection() {
         1.0,
         "{g1m}"
     );
+}
+
+/// A member that gossips a name its address cannot prove: b9, with the
+/// cluster's gossip key and a real certificate for b9, advertising b1's
+/// gRPC address. Gossip alone would put b9 in every ring and send its share
+/// of the channels to an address that presents b1's certificate, where
+/// every dialer refuses it. Instead no node counts b9: every channel stays
+/// routed, through the gateway and between the brokers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_address_does_not_prove_its_name_stays_out_of_the_ring() {
+    let bin = Path::new(BIN);
+    let b1 = cluster::broker(bin, "b1", None).await.unwrap();
+    let seed = cluster::seed_of(&b1).unwrap();
+    let b2 = cluster::broker(bin, "b2", Some(&seed)).await.unwrap();
+    let b1_grpc = b1.announced("grpc://").unwrap().to_string();
+    let squatter = ClusterCa::shared().secured(&[
+        "node",
+        "--name",
+        "b9",
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--gossip",
+        "127.0.0.1:0",
+        "--seed",
+        &seed,
+        "--advertise",
+        &b1_grpc,
+    ]);
+    let b9 = Process::start_announcing(bin, &strs(&squatter), "grpc://")
+        .await
+        .unwrap();
+    let config = scenario_config("proof").unwrap();
+    let g1 = cluster::gateway(bin, "g1", &seed, &config).await.unwrap();
+    // Gossip brought b9 to everyone, and each left it out.
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    for node in [&g1, &b1, &b2] {
+        while !node
+            .log()
+            .lines()
+            .any(|l| l.contains("broker left out of the ring") && l.contains("b9"))
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{}", node.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut client = Client::connect(&g1.ws_url()).await.unwrap();
+    for i in 0..24 {
+        let channel = format!("chat:proof-{i}");
+        cluster::subscribe_once_routed(&mut client, &channel)
+            .await
+            .unwrap();
+        client.publish(&channel, json!(i)).await.unwrap();
+        assert_eq!(client.message(&channel).await.unwrap()["data"], json!(i));
+    }
+    drop(b9);
 }

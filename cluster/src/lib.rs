@@ -10,6 +10,8 @@
 //!   identity per name (sans-IO).
 //! - [`gossip`]: the foca (SWIM) agent that keeps the view current, over
 //!   any [`gossip::Datagram`] socket (UDP in production).
+//! - [`proof`]: over mutual TLS, a broker counts in the ring only once a
+//!   handshake with the address it advertises proves the name it gossips.
 //! - [`keyring`]: the cluster's gossip keys; every gossip packet is sealed
 //!   and opened with them (ChaCha20-Poly1305), and reloaded from the file.
 //! - [`ownership`]: who serves a channel and who held it before; snapshots
@@ -27,6 +29,7 @@ pub mod gossip;
 pub mod keyring;
 pub mod membership;
 pub mod ownership;
+pub mod proof;
 pub mod remote_broker;
 pub mod ring;
 pub mod tls;

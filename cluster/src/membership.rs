@@ -215,6 +215,14 @@ impl ClusterView {
         }
     }
 
+    /// This view without the members named (never this node itself).
+    pub fn without(mut self, names: &[String]) -> Self {
+        let me = self.me.clone();
+        self.members
+            .retain(|name, _| *name == me || !names.contains(name));
+        self
+    }
+
     /// This view with every other member left out.
     pub fn alone(mut self) -> Self {
         let me = self.me.clone();

@@ -27,6 +27,7 @@ use switchboard_cluster::{
     gossip::{CONFLICT_GRACE, Datagram, Membership},
     keyring::Sealer,
     membership::{ClusterView, IdentityConflict, NodeId, NodeState, Role},
+    proof::{self, Prover},
 };
 use switchboard_core::{Namespaces, host::Host};
 
@@ -51,6 +52,9 @@ pub struct BrokerSettings {
     pub dialer: SharedDialer,
     /// Seals gossip packets; `None` gossips in the clear (`--insecure`).
     pub gossip_sealer: Option<Sealer>,
+    /// Over mutual TLS: how a broker's claim to its name is proven before
+    /// it counts in this broker's ring ([`proof`]).
+    pub prover: Option<Prover>,
 }
 
 /// The sockets a broker serves on, already bound.
@@ -122,6 +126,7 @@ impl BrokerProcess {
             host,
             dialer,
             gossip_sealer,
+            prover,
         } = settings;
         let (name, drain_timeout) = (config.name.clone(), config.drain_timeout);
         let broker = LocalBroker::on_host(config, namespaces, host);
@@ -146,11 +151,15 @@ impl BrokerProcess {
             gossip_sealer,
             shutdown.clone(),
         )?;
+        let view = match prover {
+            Some(prove) => proof::proven_view(membership.view(), prove, &tracker, shutdown.clone()),
+            None => membership.view(),
+        };
         let handoff = Handoff::start(
             &tracker,
             broker.clone(),
             &name,
-            membership.view(),
+            view,
             shutdown.clone(),
             dialer,
         );

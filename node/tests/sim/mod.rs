@@ -366,6 +366,9 @@ async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result 
         host: host(&shared, name, boot),
         dialer: dialer(tls),
         gossip_sealer: Some(sealer(&shared, name, boot)),
+        // Names are proven by the production runs (tests/cluster_tls.rs);
+        // the simulation keeps its rings as gossip gives them.
+        prover: None,
     };
     let process = BrokerProcess::start(listeners, settings, signal)?;
     shared
