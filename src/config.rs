@@ -37,7 +37,8 @@ pub(crate) struct Config {
 impl Config {
     /// Reads `path`, or the embedded dev default without one; then applies
     /// environment overrides (`SWITCHBOARD_HMAC_SECRET`, `SWITCHBOARD_AUTH_AUDIENCE`,
-    /// `SWITCHBOARD_AUTH_ISSUER`, `SWITCHBOARD_API_KEYS`, `SWITCHBOARD_DRAIN_TIMEOUT`).
+    /// `SWITCHBOARD_AUTH_ISSUER`, `SWITCHBOARD_API_KEYS`, `SWITCHBOARD_DRAIN_TIMEOUT`,
+    /// `SWITCHBOARD_MAX_CONNECTIONS`, `SWITCHBOARD_MEMORY_BUDGET_BYTES`).
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let text = match path {
             Some(path) => std::fs::read_to_string(path)
@@ -87,6 +88,26 @@ impl Config {
                 .with_context(|| format!("SWITCHBOARD_DRAIN_TIMEOUT={timeout:?}"))?;
             config.gateway.drain_timeout = timeout;
             config.broker.drain_timeout = timeout;
+        }
+        // The chart derives both from the pod's memory limit (docs/operations.md).
+        for (var, field) in [
+            (
+                "SWITCHBOARD_MAX_CONNECTIONS",
+                &mut config.gateway.limits.max_connections,
+            ),
+            (
+                "SWITCHBOARD_MEMORY_BUDGET_BYTES",
+                &mut config.broker.memory_budget_bytes,
+            ),
+        ] {
+            if let Ok(value) = std::env::var(var)
+                && !value.trim().is_empty()
+            {
+                *field = value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{var}={value:?}"))?;
+            }
         }
         Ok(config)
     }

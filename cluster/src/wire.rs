@@ -61,6 +61,10 @@ pub fn status(e: BrokerError) -> Status {
             detail.owner = owner.map(String::from);
             Code::FailedPrecondition
         }
+        BrokerError::OverCapacity => {
+            detail.set_kind(Kind::OverCapacity);
+            Code::ResourceExhausted
+        }
         BrokerError::Unavailable(why) => {
             detail.set_kind(Kind::Unavailable);
             detail.reason = why;
@@ -92,6 +96,7 @@ pub fn broker_error(s: &Status) -> BrokerError {
             owner: detail.owner.map(BrokerName::from),
         },
         Kind::Unavailable => BrokerError::Unavailable(detail.reason),
+        Kind::OverCapacity => BrokerError::OverCapacity,
         Kind::Unspecified => unreachable(),
     }
 }
@@ -458,6 +463,7 @@ mod tests {
             BrokerError::ShuttingDown,
             BrokerError::NotAttached,
             BrokerError::InvalidIdempotencyKey,
+            BrokerError::OverCapacity,
             BrokerError::NotOwner {
                 owner: Some("b2".into()),
             },

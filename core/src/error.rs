@@ -26,6 +26,10 @@ pub enum BrokerError {
     /// the owner this broker knows of, if any.
     #[error("not the channel's owner (owner: {})", owner.as_ref().map_or("unknown", BrokerName::as_str))]
     NotOwner { owner: Option<BrokerName> },
+    /// The broker's memory budget is spent: no new channels here until
+    /// some go (docs/protocol.md, code 114).
+    #[error("over capacity: the broker's memory budget is spent")]
+    OverCapacity,
     /// The channel's owner could not be reached (network, timeout, restart).
     #[error("owner unavailable: {0}")]
     Unavailable(String),

@@ -24,12 +24,21 @@ pub struct NamespaceOptions {
     /// How long a publication stays in history.
     #[serde(with = "humantime_serde")]
     pub history_ttl: Duration,
+    /// Most bytes of history kept per channel (encoded publications plus
+    /// a small overhead each); 0: no byte cap, only `history_size`.
+    pub history_max_bytes: usize,
     /// Whether clients may publish (backends always may).
     pub allow_publish: bool,
+    /// Whether a client may publish only to channels it is subscribed to
+    /// (backends always may publish anywhere).
+    pub publish_requires_subscription: bool,
     /// Whether the connection's token must carry a `channels` claim that
     /// matches the channel. Anonymous connections never have one.
     pub require_claim: bool,
 }
+
+/// Default of `history_max_bytes`: 1 MiB of history per channel.
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 1024 * 1024;
 
 impl Default for NamespaceOptions {
     fn default() -> Self {
@@ -38,7 +47,9 @@ impl Default for NamespaceOptions {
             join_leave: false,
             history_size: 0,
             history_ttl: Duration::from_secs(300),
+            history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             allow_publish: false,
+            publish_requires_subscription: false,
             require_claim: false,
         }
     }
@@ -53,7 +64,9 @@ impl NamespaceOptions {
             join_leave: true,
             history_size: 300,
             history_ttl: Duration::from_secs(300),
+            history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             allow_publish: true,
+            publish_requires_subscription: false,
             require_claim: false,
         }
     }
@@ -110,7 +123,9 @@ impl PersonalOptions {
             join_leave: false,
             history_size: self.history_size,
             history_ttl: self.history_ttl,
+            history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             allow_publish: self.allow_publish,
+            publish_requires_subscription: false,
             require_claim: false,
         }
     }

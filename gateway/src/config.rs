@@ -153,6 +153,13 @@ pub struct Limits {
     pub max_connections: usize,
     /// Channels one connection may subscribe to.
     pub max_channels_per_connection: usize,
+    /// Distinct channels one connection may subscribe or publish to per
+    /// `channel_quota_interval` (each channel counted once per interval),
+    /// so that no client creates channels faster than they expire; beyond
+    /// it the request gets error 110. 0: no limit.
+    pub max_channels_per_interval: usize,
+    #[serde(with = "humantime_serde")]
+    pub channel_quota_interval: Duration,
     /// Largest incoming WebSocket message, in bytes.
     pub max_message_bytes: usize,
     /// Sustained incoming frames per second per connection.
@@ -189,6 +196,8 @@ impl Default for Limits {
         Self {
             max_connections: 500_000,
             max_channels_per_connection: 128,
+            max_channels_per_interval: 256,
+            channel_quota_interval: Duration::from_secs(60),
             max_message_bytes: 64 * 1024,
             rate_per_second: 50.0,
             rate_burst: 100,

@@ -40,6 +40,8 @@ pub enum RequestError {
     AlreadyAuthenticated,
     #[error("invalid channel name: {0}")]
     InvalidChannel(&'static str),
+    #[error("over capacity: no new channels on this server now, retry later")]
+    OverCapacity,
 }
 
 impl RequestError {
@@ -60,6 +62,7 @@ impl RequestError {
             RequestError::NotSubscribed => ErrorCode::NotSubscribed,
             RequestError::AlreadyAuthenticated => ErrorCode::AlreadyAuthenticated,
             RequestError::InvalidChannel(_) => ErrorCode::InvalidChannel,
+            RequestError::OverCapacity => ErrorCode::OverCapacity,
         };
         code.get()
     }
@@ -86,6 +89,7 @@ impl RequestError {
             RequestError::NotSubscribed => "not_subscribed",
             RequestError::AlreadyAuthenticated => "already_authenticated",
             RequestError::InvalidChannel(_) => "invalid_channel",
+            RequestError::OverCapacity => "over_capacity",
         }
     }
 }
@@ -117,6 +121,7 @@ impl From<BrokerError> for RequestError {
             BrokerError::NotAvailable(what) => RequestError::NotAvailable(what),
             BrokerError::InvalidData => RequestError::BadRequest("data is not valid JSON".into()),
             BrokerError::InvalidIdempotencyKey => RequestError::BadRequest(e.to_string()),
+            BrokerError::OverCapacity => RequestError::OverCapacity,
             BrokerError::ShuttingDown
             | BrokerError::NotAttached
             | BrokerError::NotOwner { .. }

@@ -22,6 +22,7 @@
 //!   sans-IO subscription table for order and de-duplication, and the
 //!   reconciler that places subscriptions make-before-break.
 //! - [`rate_limit`]: the per-connection token bucket.
+//! - [`channel_quota`]: distinct channels one connection may touch per interval.
 //! - [`error`]: request errors and disconnect reasons, with their wire codes and
 //!   frames (the wire format itself is `switchboard_core::frame`).
 //! - [`pusher`]: the Pusher-compatible door at `/app/{key}` (docs/pusher.md).
@@ -30,6 +31,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod channel_quota;
 pub mod config;
 pub mod connection;
 pub mod demo;

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::{
     auth::{AuthError, Identity},
+    channel_quota::ChannelQuota,
     error::{Disconnect, RequestError},
     gateway::Gateway,
     hub::{ConnHandle, ConnId, Outgoing},
@@ -95,6 +96,7 @@ pub struct Session<B: Broker> {
     /// `max_channels_per_connection` of them.)
     subs: HashMap<ChannelName, Subscription, foldhash::fast::RandomState>,
     bucket: TokenBucket,
+    channel_quota: ChannelQuota,
 }
 
 impl<B: Broker> Session<B> {
@@ -106,6 +108,11 @@ impl<B: Broker> Session<B> {
     ) -> Self {
         let limits = &gateway.settings.gateway.limits;
         let bucket = TokenBucket::new(limits.rate_per_second, limits.rate_burst, Instant::now());
+        let channel_quota = ChannelQuota::new(
+            limits.max_channels_per_interval,
+            limits.channel_quota_interval,
+            Instant::now(),
+        );
         Self {
             gateway,
             conn,
@@ -114,6 +121,7 @@ impl<B: Broker> Session<B> {
             auth: AuthState::Pending,
             subs: HashMap::default(),
             bucket,
+            channel_quota,
         }
     }
 
@@ -318,6 +326,7 @@ impl<B: Broker> Session<B> {
             return Err(RequestError::TooManyChannels(max));
         }
         let options = self.access(&channel, false)?;
+        self.channel_quota.admit(&channel, Instant::now())?;
         let client = options.presence.then(|| ClientInfo {
             client_id: self.client_id.clone(),
             user_id: self.identity().user_id.clone(),
@@ -344,12 +353,16 @@ impl<B: Broker> Session<B> {
     /// Publishes as this connection's user; only a request with an id
     /// gets a reply.
     async fn publish(
-        &self,
+        &mut self,
         id: Option<&RawValue>,
         channel: ChannelName,
         data: &RawValue,
     ) -> Result<Option<Utf8Bytes>, RequestError> {
-        self.access(&channel, true)?;
+        let options = self.access(&channel, true)?;
+        if options.publish_requires_subscription && !self.subs.contains_key(&channel) {
+            return Err(RequestError::NotSubscribed);
+        }
+        self.channel_quota.admit(&channel, Instant::now())?;
         let position = self
             .gateway
             .broker

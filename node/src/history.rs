@@ -1,5 +1,5 @@
-//! The publication log of one channel: at most `size` entries, none older
-//! than `ttl`. Entries hold the publication already encoded for clients, so
+//! The publication log of one channel: at most `size` entries and
+//! `max_bytes` bytes, none older than `ttl`. Entries hold the publication already encoded for clients, so
 //! recovery replays bytes and never re-encodes.
 
 use std::{collections::VecDeque, time::Duration};
@@ -10,6 +10,8 @@ use bytes::Bytes;
 
 use switchboard_core::Publication;
 
+use crate::memory_budget::HISTORY_ENTRY_OVERHEAD;
+
 #[derive(Debug, Clone)]
 struct Entry {
     offset: u64,
@@ -18,6 +20,10 @@ struct Entry {
 }
 
 impl Entry {
+    fn bytes(&self) -> usize {
+        self.frame.len() + HISTORY_ENTRY_OVERHEAD
+    }
+
     fn publication(&self) -> Publication {
         Publication {
             offset: self.offset,
@@ -30,6 +36,9 @@ impl Entry {
 pub struct History {
     size: usize,
     ttl: Duration,
+    /// Most bytes kept (frames plus a fixed overhead each); 0: no limit.
+    max_bytes: usize,
+    bytes: usize,
     entries: VecDeque<Entry>,
 }
 
@@ -39,29 +48,74 @@ impl History {
         Self {
             size,
             ttl,
+            max_bytes: 0,
+            bytes: 0,
             entries: VecDeque::new(),
         }
+    }
+
+    /// The same log, also capped at `max_bytes` (0: no byte cap).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Bytes held: frames plus a fixed overhead per entry.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn is_enabled(&self) -> bool {
         self.size > 0 && !self.ttl.is_zero()
     }
 
+    /// Appends an entry, dropping the oldest ones beyond the entry and
+    /// byte caps. A frame larger than the byte cap on its own empties the
+    /// log: dropping only from the front keeps it contiguous, so recovery
+    /// never claims a gap is complete.
     pub fn push(&mut self, offset: u64, at: Instant, frame: Bytes) {
+        let limit = if self.max_bytes == 0 {
+            usize::MAX
+        } else {
+            self.max_bytes
+        };
+        self.push_within(offset, at, frame, limit);
+    }
+
+    /// Appends an entry without holding more bytes than now (the memory
+    /// budget is spent): older entries give way, and if they cannot make
+    /// room the log is emptied instead.
+    pub fn push_without_growth(&mut self, offset: u64, at: Instant, frame: Bytes) {
+        let limit = match self.max_bytes {
+            0 => self.bytes,
+            max => self.bytes.min(max),
+        };
+        self.push_within(offset, at, frame, limit);
+    }
+
+    fn push_within(&mut self, offset: u64, at: Instant, frame: Bytes, limit: usize) {
         if !self.is_enabled() {
             return;
         }
-        if self.entries.len() == self.size {
-            self.entries.pop_front();
+        let entry = Entry { offset, at, frame };
+        self.bytes += entry.bytes();
+        self.entries.push_back(entry);
+        while self.entries.len() > self.size || self.bytes > limit {
+            self.pop_front();
         }
-        self.entries.push_back(Entry { offset, at, frame });
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.bytes -= e.bytes();
+        }
     }
 
     /// Drops expired entries; returns whether any are left.
     pub fn trim(&mut self, now: Instant) -> bool {
         while let Some(front) = self.entries.front() {
             if now.saturating_duration_since(front.at) >= self.ttl {
-                self.entries.pop_front();
+                self.pop_front();
             } else {
                 break;
             }
@@ -143,6 +197,43 @@ mod tests {
         assert!(h.trim(t0 + Duration::from_secs(14)));
         assert_eq!(h.oldest(), Some(5));
         assert!(!h.trim(t0 + Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn bounded_by_bytes() {
+        let t0 = Instant::now();
+        let entry = 100 + HISTORY_ENTRY_OVERHEAD;
+        let big = |i: u8| Bytes::from(vec![i; 100]);
+        let mut h = History::new(100, Duration::from_secs(10)).with_max_bytes(3 * entry);
+        for i in 1..=5 {
+            h.push(u64::from(i), t0, big(i));
+        }
+        assert_eq!((h.len(), h.bytes(), h.oldest()), (3, 3 * entry, Some(3)));
+        // One frame over the cap on its own: nothing is kept rather than
+        // a log with a hole in it.
+        h.push(6, t0, Bytes::from(vec![0; 4 * entry]));
+        assert_eq!((h.len(), h.bytes()), (0, 0));
+        h.push(7, t0, big(7));
+        assert!(h.trim(t0 + Duration::from_secs(9)));
+        assert!(!h.trim(t0 + Duration::from_secs(10)));
+        assert_eq!(h.bytes(), 0);
+    }
+
+    #[test]
+    fn over_budget_pushes_never_grow_the_log() {
+        let t0 = Instant::now();
+        let mut h = History::new(100, Duration::from_secs(10));
+        for i in 1..=3 {
+            h.push(i, t0, frame(i));
+        }
+        let before = h.bytes();
+        h.push_without_growth(4, t0, frame(4));
+        assert_eq!((h.bytes(), h.oldest()), (before, Some(2)));
+        // Larger than all that is held: the log empties.
+        h.push_without_growth(5, t0, Bytes::from(vec![0; 4 * before]));
+        assert_eq!((h.len(), h.bytes()), (0, 0));
+        h.push_without_growth(6, t0, frame(6));
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct IdempotencyCache<K, V> {
     order: VecDeque<(Instant, K)>,
     /// Entries dropped before their window ended because the cache was full.
     evicted_early: u64,
+    /// The estimated size of one entry, for the memory budget.
+    weigh: fn(&K) -> usize,
+    bytes: usize,
 }
 
 impl<K: Eq + Hash + Clone, V> IdempotencyCache<K, V> {
@@ -44,7 +47,20 @@ impl<K: Eq + Hash + Clone, V> IdempotencyCache<K, V> {
             entries: HashMap::new(),
             order: VecDeque::new(),
             evicted_early: 0,
+            weigh: |_| 0,
+            bytes: 0,
         }
+    }
+
+    /// The same cache, keeping a running total of `weigh` over its keys.
+    pub fn with_weigher(mut self, weigh: fn(&K) -> usize) -> Self {
+        self.weigh = weigh;
+        self
+    }
+
+    /// The total of the weigher over the keys held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The value remembered for `key`, if its window has not passed.
@@ -65,8 +81,10 @@ impl<K: Eq + Hash + Clone, V> IdempotencyCache<K, V> {
                 break;
             };
             self.entries.remove(&oldest);
+            self.bytes -= (self.weigh)(&oldest);
             self.evicted_early += 1;
         }
+        self.bytes += (self.weigh)(&key);
         self.order.push_back((now + self.window, key.clone()));
         self.entries.insert(key, value);
     }
@@ -85,13 +103,15 @@ impl<K: Eq + Hash + Clone, V> IdempotencyCache<K, V> {
         self.evicted_early
     }
 
-    fn expire(&mut self, now: Instant) {
+    /// Forgets keys whose window has passed.
+    pub fn expire(&mut self, now: Instant) {
         while let Some((expires, _)) = self.order.front() {
             if *expires > now {
                 break;
             }
             if let Some((_, key)) = self.order.pop_front() {
                 self.entries.remove(&key);
+                self.bytes -= (self.weigh)(&key);
             }
         }
     }
@@ -157,6 +177,19 @@ mod tests {
         let mut c = IdempotencyCache::new(MIN, 0);
         c.insert("k", 1, t0);
         assert_eq!(c.get(&"k", t0), None);
+    }
+
+    #[test]
+    fn bytes_follow_inserts_expiry_and_eviction() {
+        let t0 = Instant::now();
+        let mut c = IdempotencyCache::new(MIN, 2).with_weigher(|k: &&str| k.len());
+        c.insert("aa", 1, t0);
+        c.insert("bbb", 2, t0);
+        assert_eq!(c.bytes(), 5);
+        c.insert("c", 3, t0);
+        assert_eq!(c.bytes(), 4, "aa evicted early");
+        c.get(&"c", t0 + MIN);
+        assert_eq!(c.bytes(), 0, "all expired");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`local_broker`]: [`LocalBroker`], the in-process owner of channels.
 //! - [`history`]: the bounded, TTL-limited publication log of one channel.
 //! - [`idempotency`]: the window in which a retried publish is answered, not repeated.
+//! - [`memory_budget`]: the bytes a broker's state may take, charged and
+//!   released as channels, history, presence and keys come and go (sans-IO).
 //! - [`handoff`]: [`handoff::Handoff`], which moves channel state between
 //!   brokers as the ring changes.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
@@ -26,6 +28,7 @@ pub mod handoff;
 pub mod history;
 pub mod idempotency;
 pub mod local_broker;
+pub mod memory_budget;
 pub mod process;
 pub mod server;
 

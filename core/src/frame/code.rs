@@ -20,6 +20,8 @@ pub enum ErrorCode {
     NotSubscribed = 111,
     AlreadyAuthenticated = 112,
     InvalidChannel = 113,
+    /// A broker's memory budget is spent: no new channel (docs/protocol.md).
+    OverCapacity = 114,
 }
 
 impl ErrorCode {

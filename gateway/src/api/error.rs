@@ -41,6 +41,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the broker is unavailable; retry later")]
     Unavailable,
+    #[error("over capacity: the broker's memory budget is spent; retry later")]
+    OverCapacity,
     #[error("internal error")]
     Internal,
 }
@@ -61,6 +63,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
+            ApiError::OverCapacity => "over_capacity",
             ApiError::Internal => "internal",
         }
     }
@@ -78,7 +81,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +100,7 @@ impl ApiError {
             ApiError::TooLarge(_) => tonic::Code::OutOfRange,
             ApiError::NotFound(_) | ApiError::MethodNotAllowed => tonic::Code::Unimplemented,
             ApiError::Unavailable => tonic::Code::Unavailable,
+            ApiError::OverCapacity => tonic::Code::ResourceExhausted,
             ApiError::Internal => tonic::Code::Internal,
         }
     }
@@ -130,6 +134,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::InvalidData | BrokerError::InvalidIdempotencyKey => {
                 ApiError::BadRequest(e.to_string())
             }
+            BrokerError::OverCapacity => ApiError::OverCapacity,
             BrokerError::ShuttingDown
             | BrokerError::NotAttached
             | BrokerError::NotOwner { .. }

@@ -180,7 +180,9 @@ fn namespace_options(presence_channels: bool, cache: bool) -> NamespaceOptions {
         join_leave: presence_channels,
         history_size: usize::from(cache),
         history_ttl: CACHE_TTL,
+        history_max_bytes: switchboard_core::namespace::DEFAULT_HISTORY_MAX_BYTES,
         allow_publish: false,
+        publish_requires_subscription: false,
         require_claim: true,
     }
 }

@@ -6,7 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::history::History;
+use crate::{
+    history::History,
+    memory_budget::{CHANNEL_OVERHEAD, Charge, MemoryBudget, PRESENCE_ENTRY_OVERHEAD},
+};
 use switchboard_cluster::ownership::Snapshot;
 use switchboard_core::{
     BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
@@ -53,7 +56,15 @@ pub(super) struct ChannelState {
     pub(super) presence: Presence,
     pub(super) subscribers: Vec<Subscriber>,
     pub(super) lifecycle: Lifecycle,
+    /// This channel's share of the broker's memory budget, released when
+    /// the state is dropped (swept, replaced, handed over).
+    charge: Charge,
 }
+
+/// Bytes charged per presence entry for its `info`, which is not looked
+/// at one by one: tokens (and so their `info` claims) are bounded by the
+/// gateway's message and header limits.
+const PRESENCE_INFO_ESTIMATE: usize = 256;
 
 impl ChannelState {
     /// A channel starting here, in a new epoch.
@@ -62,9 +73,11 @@ impl ChannelState {
         options: NamespaceOptions,
         epoch: String,
         created_micros: u64,
+        budget: &Arc<MemoryBudget>,
     ) -> Self {
-        let history = History::new(options.history_size, options.history_ttl);
-        Self {
+        let history = History::new(options.history_size, options.history_ttl)
+            .with_max_bytes(options.history_max_bytes);
+        let mut state = Self {
             name,
             options,
             epoch,
@@ -74,6 +87,37 @@ impl ChannelState {
             presence: Presence::default(),
             subscribers: Vec::new(),
             lifecycle: Lifecycle::Serving,
+            charge: Charge::new(budget),
+        };
+        state.account();
+        state
+    }
+
+    /// Sets this channel's charge to its current estimated size: called
+    /// after every change made under the channel's lock.
+    pub(super) fn account(&mut self) {
+        let presence = self.presence.stats().num_clients
+            * (PRESENCE_ENTRY_OVERHEAD + PRESENCE_INFO_ESTIMATE + 64);
+        let bytes = CHANNEL_OVERHEAD
+            + self.name.as_str().len()
+            + self.epoch.len()
+            + self.history.bytes()
+            + presence
+            + self.subscribers.len() * std::mem::size_of::<Subscriber>();
+        self.charge.set(bytes);
+    }
+
+    /// Adds a publication to history. With the budget spent, history stops
+    /// growing: the entry replaces older ones of this channel, or is not
+    /// kept (then recovery says `recovered: false`); it is delivered either
+    /// way.
+    pub(super) fn store(&mut self, offset: u64, at: Instant, frame: bytes::Bytes) {
+        if self.charge.budget().is_over() && self.history.is_enabled() {
+            metrics::counter!("switchboard_broker_over_budget_total", "refused" => "history_growth")
+                .increment(1);
+            self.history.push_without_growth(offset, at, frame);
+        } else {
+            self.history.push(offset, at, frame);
         }
     }
 
@@ -82,18 +126,24 @@ impl ChannelState {
         snapshot: Snapshot,
         options: NamespaceOptions,
         now: Instant,
+        budget: &Arc<MemoryBudget>,
     ) -> Self {
         let mut state = Self::new(
             snapshot.channel,
             options,
             snapshot.epoch,
             snapshot.created_micros,
+            budget,
         );
         state.offset = snapshot.offset;
+        // Handed-over history is taken whole (within the channel's own
+        // caps) even over budget: refusing it would lose publications the
+        // old owner already acknowledged.
         for entry in snapshot.history {
             let at = now.checked_sub(entry.age).unwrap_or(now);
             state.history.push(entry.offset, at, entry.frame);
         }
+        state.account();
         state
     }
 
@@ -126,7 +176,9 @@ impl ChannelState {
             Lifecycle::Fenced { since, .. } => now.saturating_duration_since(*since) >= FENCE_TTL,
             Lifecycle::Removed => true,
             Lifecycle::Serving | Lifecycle::Unverified(_) => {
-                self.subscribers.is_empty() && self.presence.is_empty() && !self.history.trim(now)
+                let live_history = self.history.trim(now);
+                self.account();
+                self.subscribers.is_empty() && self.presence.is_empty() && !live_history
             }
         }
     }

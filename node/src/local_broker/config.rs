@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Default of `memory_budget_bytes`: 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 256 * 1024 * 1024;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -19,6 +22,11 @@ pub struct BrokerConfig {
     /// Most idempotency keys remembered at once; beyond it the oldest are
     /// forgotten before their window ends.
     pub idempotency_max_keys: usize,
+    /// Bytes this broker's channels, history, presence and idempotency
+    /// keys may take (estimated, docs/operations.md "Memory budget"); once
+    /// spent, new channels are refused (code 114) and history stops
+    /// growing. 0: no budget.
+    pub memory_budget_bytes: usize,
     /// How long a stopping broker (`switchboard node`) may take to hand its
     /// channels over and see its gateways go before it stops anyway.
     #[serde(with = "humantime_serde")]
@@ -32,6 +40,7 @@ impl Default for BrokerConfig {
             sweep_interval: Duration::from_secs(1),
             idempotency_window: Duration::from_secs(300),
             idempotency_max_keys: 100_000,
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
             drain_timeout: Duration::from_secs(10),
         }
     }

@@ -94,6 +94,7 @@ impl LocalBroker {
         s.subscribers.clear();
         s.presence = Presence::default();
         s.lifecycle = fence();
+        s.account();
         drop(s);
         self.notify_changed();
         metrics::counter!("switchboard_broker_handoffs_total", "direction" => "out").increment(1);
@@ -132,19 +133,19 @@ impl LocalBroker {
         let mut snapshot = Some(snapshot);
         let (mut s, created) = self.inner.registry.lock_or_insert(&channel, || {
             let snap = snapshot.take().expect("taken once");
-            ChannelState::from_snapshot(snap, options.clone(), Instant::now())
+            ChannelState::from_snapshot(snap, options.clone(), Instant::now(), &self.inner.budget)
         });
         let adopted = match snapshot {
             _ if created => true,
             Some(snap) if s.is_fenced() => {
-                *s = ChannelState::from_snapshot(snap, options, Instant::now());
+                *s = ChannelState::from_snapshot(snap, options, Instant::now(), &self.inner.budget);
                 true
             }
             Some(snap) if snap.created_micros > s.created_micros && snap.epoch != s.epoch => {
                 tracing::warn!(channel = %channel, stale = %s.epoch, newer = %snap.epoch, "a newer copy of the channel replaces the one here");
                 let stale = std::mem::replace(
                     &mut *s,
-                    ChannelState::from_snapshot(snap, options, Instant::now()),
+                    ChannelState::from_snapshot(snap, options, Instant::now(), &self.inner.budget),
                 );
                 stale.deliver(
                     DeliveryKind::Control,

@@ -34,7 +34,10 @@ pub use config::BrokerConfig;
 pub use handover::Holding;
 use registry::Registry;
 
-use crate::idempotency::{self, IdempotencyCache};
+use crate::{
+    idempotency::{self, IdempotencyCache},
+    memory_budget::{Charge, IDEMPOTENCY_ENTRY_OVERHEAD, MemoryBudget},
+};
 use switchboard_core::{
     Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NamespaceOptions,
@@ -44,6 +47,9 @@ use switchboard_core::{
     host::Host,
     position::Recovery,
 };
+
+/// Publishes remembered by channel and key.
+type Idempotency = IdempotencyCache<(ChannelName, String), Position>;
 
 /// The in-process channel owner. Cheap to clone.
 #[derive(Clone)]
@@ -59,8 +65,11 @@ struct Inner {
     /// New epochs' ids: drawn from the host, so a simulation repeats them.
     epochs: Mutex<StdRng>,
     gateways: DashMap<GatewayId, Arc<dyn DeliverySink>, foldhash::fast::FixedState>,
-    /// Keyed by channel too: a key names one publish to one channel.
-    idempotency: Mutex<IdempotencyCache<(ChannelName, String), Position>>,
+    /// Keyed by channel too: a key names one publish to one channel. With
+    /// its charge to the memory budget, under the same lock.
+    idempotency: Mutex<(Idempotency, Charge)>,
+    /// What channels, history, presence and idempotency keys may hold.
+    budget: Arc<MemoryBudget>,
     started: Instant,
     publications: AtomicU64,
     /// Set while this broker drains: gateways leaving it are moving their
@@ -79,7 +88,12 @@ impl LocalBroker {
     /// passes its own).
     pub fn on_host(config: BrokerConfig, namespaces: Namespaces, host: Host) -> Self {
         let idempotency =
-            IdempotencyCache::new(config.idempotency_window, config.idempotency_max_keys);
+            IdempotencyCache::new(config.idempotency_window, config.idempotency_max_keys)
+                .with_weigher(|(channel, key): &(ChannelName, String)| {
+                    2 * (channel.as_str().len() + key.len()) + IDEMPOTENCY_ENTRY_OVERHEAD
+                });
+        let budget = MemoryBudget::new(config.memory_budget_bytes);
+        let charge = Charge::new(&budget);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -88,7 +102,8 @@ impl LocalBroker {
                 epochs: Mutex::new(host.rng("epochs")),
                 gateways: DashMap::with_hasher(host.hasher("gateways")),
                 host,
-                idempotency: Mutex::new(idempotency),
+                idempotency: Mutex::new((idempotency, charge)),
+                budget,
                 started: Instant::now(),
                 publications: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
@@ -107,7 +122,18 @@ impl LocalBroker {
             .take(8)
             .map(char::from)
             .collect();
-        ChannelState::new(name.clone(), options, epoch, self.inner.host.wall_micros())
+        ChannelState::new(
+            name.clone(),
+            options,
+            epoch,
+            self.inner.host.wall_micros(),
+            &self.inner.budget,
+        )
+    }
+
+    /// The broker's memory budget (what it charges, its limit).
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.inner.budget
     }
 
     /// Sweeps idle channels until `shutdown`. Without it, channels that had
@@ -139,6 +165,15 @@ impl LocalBroker {
         self.inner.registry.sweep(now);
         self.notify_changed();
         metrics::gauge!("switchboard_broker_channels").set(self.inner.registry.len() as f64);
+        {
+            let mut idempotency = self.inner.idempotency.lock();
+            let (cache, charge) = &mut *idempotency;
+            cache.expire(now);
+            charge.set(cache.bytes());
+        }
+        let budget = &self.inner.budget;
+        metrics::gauge!("switchboard_broker_memory_bytes").set(budget.used() as f64);
+        metrics::gauge!("switchboard_broker_memory_budget_bytes").set(budget.limit() as f64);
     }
 
     /// Number of gateways with an open delivery stream here.
@@ -152,20 +187,37 @@ impl LocalBroker {
     }
 
     /// Runs `f` on the channel's state, creating it if needed; refused if
-    /// the channel was handed over.
+    /// the channel was handed over, or is new and the memory budget is
+    /// spent.
     fn with_channel<T>(
         &self,
         channel: &ChannelName,
         f: impl FnOnce(&mut ChannelState) -> T,
     ) -> Result<T, BrokerError> {
         let options = self.inner.namespaces.options(channel)?;
-        let (mut s, _) = self
-            .inner
-            .registry
-            .lock_or_insert(channel, || self.new_channel(channel, options));
+        let mut s = if self.inner.budget.is_over() {
+            // Checked before the insert: a refused channel never exists,
+            // not even for the sweeper to find. Racing creators may pass
+            // together; the overshoot is one channel each.
+            self.inner.registry.lock_existing(channel).ok_or_else(|| {
+                metrics::counter!("switchboard_broker_over_budget_total", "refused" => "new_channel")
+                    .increment(1);
+                tracing::debug!(channel = %channel, "new channel refused: memory budget spent");
+                BrokerError::OverCapacity
+            })?
+        } else {
+            self.inner
+                .registry
+                .lock_or_insert(channel, || self.new_channel(channel, options))
+                .0
+        };
         match s.fence_error() {
             Some(e) => Err(e),
-            None => Ok(f(&mut s)),
+            None => {
+                let out = f(&mut s);
+                s.account();
+                Ok(out)
+            }
         }
     }
 
@@ -176,7 +228,9 @@ impl LocalBroker {
         f: impl FnOnce(&mut ChannelState) -> T,
     ) -> Option<T> {
         let mut s = self.inner.registry.lock_existing(channel)?;
-        Some(f(&mut s))
+        let out = f(&mut s);
+        s.account();
+        Some(out)
     }
 
     /// Detaches `gateway` only if `sink` is still its current sink: a stream
@@ -336,7 +390,7 @@ impl Broker for LocalBroker {
                 .as_ref()
                 .map(|k| (req.channel.clone(), k.clone()));
             if let Some(key) = &key
-                && let Some(original) = self.inner.idempotency.lock().get(key, Instant::now())
+                && let Some(original) = self.inner.idempotency.lock().0.get(key, Instant::now())
             {
                 return (original.clone(), false);
             }
@@ -349,7 +403,7 @@ impl Broker for LocalBroker {
                 &s.epoch,
                 timestamp_ms,
             );
-            s.history.push(s.offset, Instant::now(), frame.clone());
+            s.store(s.offset, Instant::now(), frame.clone());
             s.deliver(
                 DeliveryKind::Publication { offset: s.offset },
                 frame,
@@ -357,10 +411,10 @@ impl Broker for LocalBroker {
             );
             let position = s.position();
             if let Some(key) = key {
-                self.inner
-                    .idempotency
-                    .lock()
-                    .insert(key, position.clone(), Instant::now());
+                let mut idempotency = self.inner.idempotency.lock();
+                let (cache, charge) = &mut *idempotency;
+                cache.insert(key, position.clone(), Instant::now());
+                charge.set(cache.bytes());
             }
             (position, true)
         })?;
@@ -885,5 +939,57 @@ mod tests {
             ),
             (4, 3, 1, 3)
         );
+    }
+
+    #[tokio::test]
+    async fn over_budget_refuses_new_channels_keeps_delivering_and_recovers_after_a_sweep() {
+        let config = BrokerConfig {
+            memory_budget_bytes: 8 * 1024,
+            ..Default::default()
+        };
+        let b = LocalBroker::new(config, Namespaces::permissive());
+        let g = GatewayId::from("g");
+        let rec = Arc::new(Recorder::default());
+        b.attach(g.clone(), rec.clone()).await.unwrap();
+        b.subscribe(SubscribeRequest {
+            gateway: g.clone(),
+            channel: ch("a:kept"),
+            since: None,
+            client: None,
+        })
+        .await
+        .unwrap();
+        let mut created = 0;
+        let refused = loop {
+            let req = PublishRequest {
+                channel: ch(&format!("a:{created}")),
+                from: "u".into(),
+                data: data("1"),
+                idempotency_key: Some("k".into()),
+            };
+            match b.publish(req).await {
+                Ok(_) => created += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused, BrokerError::OverCapacity);
+        assert!(created > 3, "{created}");
+        let budget = b.memory_budget().clone();
+        assert!(budget.is_over());
+        let used = budget.used();
+        // An existing channel is still served and its subscriber reached,
+        // without the count growing.
+        for i in 1..=10 {
+            assert_eq!(publish(&b, "a:kept", i).await.offset, i);
+        }
+        assert_eq!(rec.0.lock().unwrap().len(), 10);
+        assert!(budget.used() <= used, "{} > {used}", budget.used());
+        // Once history expires and idle channels go, the budget is back.
+        b.sweep(Instant::now() + Duration::from_secs(301));
+        assert!(!budget.is_over());
+        publish(&b, "a:new", 1).await;
+        b.detach(&g).await.unwrap();
+        b.sweep(Instant::now() + Duration::from_secs(301) + b.inner.config.idempotency_window);
+        assert_eq!(budget.used(), 0, "everything charged is released");
     }
 }
