@@ -69,6 +69,10 @@ VALUE_SETS: dict[str, list[str]] = {
         "clusterSecurity.existingGatewaySecret=g-tls,clusterSecurity.existingGossipSecret=gk",
     ],
     "insecure, no NetworkPolicy": ["clusterSecurity.enabled=false,networkPolicy.enabled=false"],
+    "memory limits set per role": [
+        "broker.resources.limits.memory=2Gi,gateway.resources.limits.memory=512M",
+    ],
+    "no memory limit": ["broker.resources.limits=null,gateway.resources.limits=null"],
     "image and placement": [
         "image.repository=registry.example.com/switchboard,image.tag=1.2.3",
         "image.pullPolicy=Always,imagePullSecrets[0].name=regcred",
@@ -175,6 +179,19 @@ def validate(docs: list[dict[str, Any]]) -> int:
     return n
 
 
+def memory_bytes(quantity: Any) -> int | None:
+    """A Kubernetes memory quantity in bytes (the units the chart accepts)."""
+    if quantity is None:
+        return None
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "K": 10**3,
+             "M": 10**6, "G": 10**9, "T": 10**12}
+    text = str(quantity)
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(text[: -len(unit)]) * factor
+    return int(text)
+
+
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
@@ -218,6 +235,22 @@ def check_workload(w: dict[str, Any], values: dict[str, Any], http_port: int, se
         grace > sleep + drain["timeoutSeconds"],
         f"{name}: terminationGracePeriodSeconds {grace} does not cover preStop {sleep}s "
         f"+ drain {drain['timeoutSeconds']}s",
+    )
+
+    # Limits follow the memory limit: half of it as a broker's budget, one
+    # connection per 64 KiB of it at a gateway (docs/operations.md).
+    role = "broker" if w["kind"] == "StatefulSet" else "gateway"
+    limits = (values[role].get("resources") or {}).get("limits") or {}
+    limit = memory_bytes(limits.get("memory"))
+    var, want = (
+        ("SWITCHBOARD_MEMORY_BUDGET_BYTES", limit and limit // 2)
+        if role == "broker"
+        else ("SWITCHBOARD_MAX_CONNECTIONS", limit and max(1, limit // 65536))
+    )
+    got = env.get(var)
+    check(
+        (got is None and want is None) or got == str(want),
+        f"{name}: {var} is {got!r}, want {want!r} for memory limit {limit}",
     )
 
     # Gossip: bind and announce the pod IP; seed with the brokers' headless service.

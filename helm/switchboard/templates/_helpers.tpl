@@ -229,3 +229,43 @@ volumes:
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+A Kubernetes memory quantity ("1Gi", "512Mi", "1G", "1073741824") in bytes,
+or "" if none is given. Pass the quantity.
+*/}}
+{{- define "switchboard.memoryBytes" -}}
+{{- $q := toString (default "" .) -}}
+{{- if $q -}}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "K" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
+{{- $unit := regexFind "[A-Za-z]+$" $q -}}
+{{- $number := trimSuffix $unit $q -}}
+{{- if and $unit (not (hasKey $units $unit)) -}}
+{{- fail (printf "memory limit %q: unknown unit %q" $q $unit) -}}
+{{- end -}}
+{{- mul (int64 $number) (int64 (default 1 (get $units $unit))) -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Limits sized from a pod's memory limit (docs/operations.md, Kubernetes):
+a broker's memory budget is half of it (the budget counts state, not the
+allocator's overhead or the process' fixed cost), a gateway's
+max_connections one per 64 KiB of it. Pass (list $ "broker") or
+(list $ "gateway"); nothing without a memory limit.
+*/}}
+{{- define "switchboard.memoryEnv" -}}
+{{- $root := index . 0 -}}
+{{- $role := index . 1 -}}
+{{- $resources := (index $root.Values $role).resources | default dict -}}
+{{- $limit := include "switchboard.memoryBytes" (($resources.limits | default dict).memory) -}}
+{{- if $limit -}}
+{{- if eq $role "broker" }}
+- name: SWITCHBOARD_MEMORY_BUDGET_BYTES
+  value: {{ div (int64 $limit) 2 | quote }}
+{{- else }}
+- name: SWITCHBOARD_MAX_CONNECTIONS
+  value: {{ max 1 (div (int64 $limit) 65536) | quote }}
+{{- end }}
+{{- end -}}
+{{- end }}
