@@ -3,6 +3,7 @@
 mod ca;
 mod cluster;
 mod config;
+mod edge_tls;
 mod health;
 mod log_filter;
 mod open_files;
@@ -20,6 +21,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
+    edge_tls::EdgeTlsArgs,
     security::{Refusal, SecurityArgs},
     token::KeyAlg,
 };
@@ -55,6 +57,8 @@ enum Command {
         /// [default: the config's `api.listen`].
         #[arg(long, env = "SWITCHBOARD_API_LISTEN")]
         api_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        edge_tls: EdgeTlsArgs,
     },
     /// A broker: owns channels (history, presence, fan-out) for gateways.
     Node {
@@ -94,6 +98,8 @@ enum Command {
         gossip: GossipArgs,
         #[command(flatten)]
         security: SecurityArgs,
+        #[command(flatten)]
+        edge_tls: EdgeTlsArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -218,8 +224,9 @@ fn run() -> anyhow::Result<()> {
             listen,
             config,
             api_listen,
+            edge_tls,
         } => {
-            let config = Config::load(config.as_deref())?;
+            let config = edge_tls.config(config.as_deref())?;
             block_on(on_signal(|shutdown| {
                 dev(config, listen, api_listen, shutdown)
             }))
@@ -252,9 +259,10 @@ fn run() -> anyhow::Result<()> {
             brokers,
             gossip,
             security,
+            edge_tls,
             config,
         } => {
-            let config = Config::load(config.as_deref())?;
+            let config = edge_tls.config(config.as_deref())?;
             block_on(on_signal(|signal| {
                 let gateway = cluster::Gateway {
                     name,
@@ -313,9 +321,11 @@ async fn dev(
         Some(l) => l.local_addr()?,
         None => local,
     };
-    tracing::info!("switchboard dev: ws://{local}/ws (metrics at http://{local}/metrics)");
+    let ws = edge_tls::ws_scheme(&config.gateway);
+    let http = if ws == "wss" { "https" } else { "http" };
+    tracing::info!("switchboard dev: {ws}://{local}/ws (metrics at {http}://{local}/metrics)");
     tracing::info!(
-        "server API: http://{api_local}/api/ (HTTP JSON and gRPC switchboard.api.v1.Api; docs/api.md)"
+        "server API: {http}://{api_local}/api/ (HTTP JSON and gRPC switchboard.api.v1.Api; docs/api.md)"
     );
     let listeners = Listeners {
         client: listener,

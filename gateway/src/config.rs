@@ -1,6 +1,6 @@
 //! Gateway configuration: authentication, limits and channel options.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use switchboard_core::Namespaces;
@@ -19,6 +19,9 @@ pub struct GatewayConfig {
     /// How long a shutdown waits for connections to close.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// TLS on the client port and the API port (`[gateway.tls]`); none:
+    /// plaintext, for a TLS-terminating proxy or a private network.
+    pub tls: Option<EdgeTlsConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -28,7 +31,47 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(10),
+            tls: None,
         }
+    }
+}
+
+/// The certificate and key of the public listeners (`[gateway.tls]`,
+/// docs/operations.md#tls), re-read when the files change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeTlsConfig {
+    /// PEM certificate chain of the client port, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// The API port's own chain, when `api.listen` gives it a port;
+    /// without it the API port presents `cert`.
+    pub api_cert: Option<PathBuf>,
+    /// The key of `api_cert`.
+    pub api_key: Option<PathBuf>,
+    /// How often the files are checked for a change.
+    #[serde(
+        with = "humantime_serde",
+        default = "EdgeTlsConfig::default_reload_every"
+    )]
+    pub reload_every: Duration,
+}
+
+impl EdgeTlsConfig {
+    /// `cert` and `key` on both ports, checked every 5 s.
+    pub fn new(cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            cert,
+            key,
+            api_cert: None,
+            api_key: None,
+            reload_every: Self::default_reload_every(),
+        }
+    }
+
+    fn default_reload_every() -> Duration {
+        Duration::from_secs(5)
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`server`]: the listeners, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/readyz`) and drain.
 //! - [`gateway`]: the state one gateway shares with its connections and the server API.
 //! - [`dev`]: the dev process: the gateway and an in-process broker, with one drain.
+//! - [`edge_tls`]: TLS on the client and API ports (`wss://`, HTTPS, gRPC over TLS), reloaded when the files change.
+//! - [`edge_stream`]: an accepted connection, plain or TLS, as one stream type.
 //! - [`first_bytes`]: a deadline on a connection's first bytes, while HTTP/1 and HTTP/2 are told apart.
 //! - [`api`]: the server API for application backends, HTTP JSON under `/api/` and gRPC.
 //! - [`demo`]: the demo chat at `/`, the embedded JavaScript client, and guest tokens.
@@ -34,6 +36,8 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod dev;
+pub mod edge_stream;
+pub mod edge_tls;
 pub mod error;
 pub mod first_bytes;
 pub mod gateway;
@@ -48,7 +52,9 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 
-pub use config::{ApiConfig, AuthConfig, GatewayConfig, KeyAlgorithm, KeyConfig, Limits, Settings};
+pub use config::{
+    ApiConfig, AuthConfig, EdgeTlsConfig, GatewayConfig, KeyAlgorithm, KeyConfig, Limits, Settings,
+};
 pub use gateway::Gateway;
 pub use router::Router;
 pub use server::{GatewayError, Listeners, run, run_with};

@@ -27,6 +27,8 @@ use crate::{
     auth::{AuthSetupError, Authenticator},
     config::Settings,
     connection, demo,
+    edge_stream::EdgeStream,
+    edge_tls::{EdgeTls, EdgeTlsError, ListenerTls},
     first_bytes::FirstBytesDeadline,
     gateway::{Gateway, Parts},
     handshake,
@@ -44,6 +46,8 @@ pub enum GatewayError {
     Broker(#[from] BrokerError),
     #[error("pusher configuration: {0}")]
     Pusher(#[from] crate::pusher::PusherConfigError),
+    #[error("edge TLS: {0}")]
+    EdgeTls(#[from] EdgeTlsError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -87,17 +91,16 @@ pub async fn run_with<B: Broker>(
 ) -> Result<(), GatewayError> {
     let auth = Authenticator::new(&settings.gateway.auth)?;
     settings.pusher.validate()?;
+    let (client_tls, api_tls) = EdgeTls::from_config(settings.gateway.tls.as_ref())?;
     let hub = Arc::new(Hub::new(settings.gateway.name.as_str().into()));
     broker.attach(hub.gateway().clone(), hub.clone()).await?;
     let metrics = telemetry::recorder();
     let tracker = TaskTracker::new();
     tracker.spawn(telemetry::upkeep(metrics.clone(), shutdown.clone()));
-    if let Some(jwks) = auth.jwks() {
-        // Read before serving, so that a ready gateway holds its keys; a
-        // failure is retried while serving.
-        let loaded = jwks.load_logged().await;
-        tracker.spawn(jwks.clone().keep_fresh(loaded, shutdown.clone()));
+    for tls in client_tls.iter().chain(&api_tls) {
+        tls.watch(&tracker, shutdown.clone());
     }
+    keep_keys_fresh(&auth, &tracker, &shutdown).await;
     let drain_timeout = settings.gateway.drain_timeout;
     let handshake_timeout = settings.gateway.limits.handshake_timeout;
     let parts = Parts {
@@ -108,34 +111,16 @@ pub async fn run_with<B: Broker>(
         shutdown: shutdown.clone(),
     };
     let gateway = Arc::new(Gateway::new(settings, broker, parts));
-    let api_routes = api::router(gateway.clone())?;
-    let client = listeners.client;
-    tracing::info!(addr = %client.local_addr()?, gateway = %gateway.hub.gateway(), "gateway listening");
-    match listeners.api {
-        None => {
-            let app = router(gateway.clone()).merge(api_routes);
-            accept(client, app, &tracker, &shutdown, handshake_timeout).await;
-        }
-        Some(api_listener) => {
-            tracing::info!(addr = %api_listener.local_addr()?, "server API listening");
-            tokio::join!(
-                accept(
-                    client,
-                    router(gateway.clone()),
-                    &tracker,
-                    &shutdown,
-                    handshake_timeout
-                ),
-                accept(
-                    api_listener,
-                    api_routes,
-                    &tracker,
-                    &shutdown,
-                    handshake_timeout
-                ),
-            );
-        }
-    }
+    let tls = (client_tls, api_tls);
+    serve(
+        listeners,
+        tls,
+        &gateway,
+        &tracker,
+        &shutdown,
+        handshake_timeout,
+    )
+    .await?;
 
     gateway.start_draining();
     tracing::info!(connections = gateway.connections(), "gateway draining");
@@ -155,12 +140,78 @@ pub async fn run_with<B: Broker>(
     Ok(())
 }
 
+/// Serves the client listener, and the API's if it has one, until
+/// `shutdown`.
+async fn serve<B: Broker>(
+    listeners: Listeners,
+    (client_tls, api_tls): (ListenerTls, ListenerTls),
+    gateway: &Arc<Gateway<B>>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    handshake_timeout: Duration,
+) -> Result<(), GatewayError> {
+    let api_routes = api::router(gateway.clone())?;
+    let client = listeners.client;
+    tracing::info!(addr = %client.local_addr()?, gateway = %gateway.hub.gateway(), tls = client_tls.is_some(), "gateway listening");
+    match listeners.api {
+        None => {
+            let app = router(gateway.clone()).merge(api_routes);
+            accept(
+                client,
+                app,
+                client_tls,
+                tracker,
+                shutdown,
+                handshake_timeout,
+            )
+            .await;
+        }
+        Some(api_listener) => {
+            tracing::info!(addr = %api_listener.local_addr()?, tls = api_tls.is_some(), "server API listening");
+            tokio::join!(
+                accept(
+                    client,
+                    router(gateway.clone()),
+                    client_tls,
+                    tracker,
+                    shutdown,
+                    handshake_timeout
+                ),
+                accept(
+                    api_listener,
+                    api_routes,
+                    api_tls,
+                    tracker,
+                    shutdown,
+                    handshake_timeout
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads the JWKS, if tokens are checked against one, before serving, so
+/// that a ready gateway holds its keys; a failure is retried while serving.
+async fn keep_keys_fresh(
+    auth: &Authenticator,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    if let Some(jwks) = auth.jwks() {
+        let loaded = jwks.load_logged().await;
+        tracker.spawn(jwks.clone().keep_fresh(loaded, shutdown.clone()));
+    }
+}
+
 /// Accepts connections and serves `app` on each (HTTP/1.1 with upgrades, or
 /// HTTP/2 for gRPC) until `shutdown`; then closes the listener and shuts
-/// the connections down gracefully.
+/// the connections down gracefully. With `tls`, each connection is a TLS
+/// one, its handshake within `handshake_timeout`.
 async fn accept(
     listener: TcpListener,
     app: Router,
+    tls: Option<Arc<EdgeTls>>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
     handshake_timeout: Duration,
@@ -189,7 +240,15 @@ async fn accept(
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let shutdown = shutdown.clone();
         let http = http.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
+            let stream = match tls {
+                None => EdgeStream::Plain(stream),
+                Some(tls) => match tls.accept(stream, handshake_timeout).await {
+                    Some(stream) => stream,
+                    None => return,
+                },
+            };
             let io = FirstBytesDeadline::new(stream, H2_PREFACE_LEN, handshake_timeout);
             let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
             let mut conn = std::pin::pin!(conn);

@@ -14,6 +14,8 @@
 //! - [`gossip_key`]: gossip key files made in the test: the one every
 //!   process a test run starts shares, and others.
 //! - [`certificates`]: a cluster CA and node certificates for tests.
+//! - [`edge_ca`]: a CA and server certificates for the gateway's public
+//!   listeners (`wss://`, HTTPS), and client configurations trusting it.
 //! - [`broker_client`]: a gRPC client of a broker's port, with or without
 //!   TLS and certificates, as an outsider would run it.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
@@ -35,6 +37,7 @@ pub mod certificates;
 pub mod client;
 pub mod cluster;
 pub mod compose;
+pub mod edge_ca;
 pub mod gossip_key;
 pub mod http;
 pub mod load;
