@@ -260,3 +260,67 @@ fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem_pair(name: &str) -> (Vec<u8>, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+    }
+
+    fn load(cert: Vec<u8>, key: Vec<u8>) -> Result<ServerConfig, EdgeTlsError> {
+        let bytes = EdgeBytes { cert, key };
+        server_config(&bytes, Path::new("tls.crt"), Path::new("tls.key"))
+    }
+
+    #[test]
+    fn a_matching_pair_loads_with_both_alpn_protocols() {
+        let (cert, key) = pem_pair("localhost");
+        let config = load(cert, key).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_naming_the_file() {
+        let (cert, key) = pem_pair("localhost");
+        let (_, other_key) = pem_pair("other");
+        let mismatch = load(cert.clone(), other_key).unwrap_err();
+        assert!(matches!(mismatch, EdgeTlsError::Rustls(_)), "{mismatch}");
+        let no_cert = load(key.clone(), key).unwrap_err().to_string();
+        assert!(
+            no_cert.contains("tls.crt") && no_cert.contains("certificate"),
+            "{no_cert}"
+        );
+        let no_key = load(cert.clone(), cert).unwrap_err().to_string();
+        assert!(
+            no_key.contains("tls.key") && no_key.contains("private key"),
+            "{no_key}"
+        );
+    }
+
+    #[test]
+    fn half_an_api_pair_is_refused() {
+        let mut config = EdgeTlsConfig::new("a.crt".into(), "a.key".into());
+        config.api_key = Some("b.key".into());
+        // Fails on reading the client files first: make them real.
+        let dir = std::env::temp_dir().join(format!("edge-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = pem_pair("localhost");
+        std::fs::write(dir.join("a.crt"), cert).unwrap();
+        std::fs::write(dir.join("a.key"), key).unwrap();
+        config.cert = dir.join("a.crt");
+        config.key = dir.join("a.key");
+        let err = EdgeTls::from_config(Some(&config)).unwrap_err();
+        assert!(matches!(err, EdgeTlsError::Config(_)), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
