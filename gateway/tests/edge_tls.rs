@@ -209,7 +209,26 @@ async fn replaced_files_serve_new_handshakes_while_old_connections_stay() {
     // A renewal that does not load (a key for another certificate) keeps
     // the loaded one.
     std::fs::copy(&first.key, &second.key).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics_url = format!("https://localhost:{}/metrics", server.addr.port());
+    let counted = |metrics: &str, result: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("switchboard_edge_tls_reloads_total")
+                && l.contains(&format!("result=\"{result}\""))
+        })
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, _, metrics) = curl(&ca, &[&metrics_url]).await;
+        if counted(&metrics, "error") {
+            assert!(counted(&metrics, "ok"), "{metrics}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken renewal was not counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(handshake(server.addr, tls.clone()).await.0, second.der);
     server.stop().await;
 }
