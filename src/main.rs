@@ -7,6 +7,7 @@ mod edge_tls;
 mod health;
 mod log_filter;
 mod open_files;
+mod pinned_cert;
 mod security;
 mod token;
 

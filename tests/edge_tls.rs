@@ -100,6 +100,29 @@ async fn dev_serves_wss_and_an_api_port_with_its_own_certificate() {
         alice.message("chat:dev").await.unwrap()["data"],
         json!("hello")
     );
+
+    // The container healthcheck probes the TLS port, trusting the
+    // configured certificate (and no other).
+    let listen = server.addr.to_string();
+    assert!(health(&listen, &edge.cert).await.success());
+    assert!(!health(&listen, &api.cert).await.success());
+}
+
+/// `switchboard health` as the image's HEALTHCHECK runs it in a gateway
+/// container with TLS on its client port.
+async fn health(listen: &str, cert: &Path) -> std::process::ExitStatus {
+    let out = tokio::process::Command::new(BIN)
+        .arg("health")
+        .env("SWITCHBOARD_LISTEN", listen)
+        .env("SWITCHBOARD_CLIENT_TLS_CERT", cert)
+        .env_remove("SWITCHBOARD_HTTP")
+        .env_remove("SWITCHBOARD_HEALTH_URL")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() || text.contains("https://"), "{text}");
+    out.status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
