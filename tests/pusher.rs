@@ -869,3 +869,57 @@ async fn cluster_webhooks_are_sent_once_per_event_by_the_owner() {
         assert_eq!(r.signature, expected, "{}", r.body);
     }
 }
+
+/// The clients nobody on this project wrote, against the three-broker
+/// cluster: pysher and the official SDK on gateway 1, and the webhook check
+/// (pysher on gateway 2, the SDK verifying what the owners send).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_pysher_sdk_and_webhooks_pass_as_against_dev() {
+    let python = venv().await;
+    let hook_port = free_port().unwrap();
+    let hook_url = format!("http://127.0.0.1:{hook_port}/hooks");
+    let config = scenario_config_with("pusher-clients", pusher::with_webhook(&hook_url)).unwrap();
+    let (_brokers, gateways) = pusher_cluster(&config).await;
+    let (g1, g2) = (
+        gateways[0].addr.port().to_string(),
+        gateways[1].addr.port().to_string(),
+    );
+    let hook_port = hook_port.to_string();
+    // The webhook check first: it counts every event its endpoint gets, and
+    // the other checks' events would be queued for it meanwhile.
+    let checks = [
+        (
+            "tests/pusher/webhook_check.py",
+            &g2,
+            hook_port.as_str(),
+            "webhooks: all checks ok",
+        ),
+        (
+            "tests/pusher/pysher_check.py",
+            &g1,
+            DEV_API_KEY,
+            "pysher: all checks ok",
+        ),
+        (
+            "tests/pusher/sdk_check.py",
+            &g1,
+            DEV_API_KEY,
+            "sdk: all checks ok",
+        ),
+    ];
+    for (script, port, last, done) in checks {
+        let args = [
+            script,
+            "127.0.0.1",
+            port,
+            DEV_KEY,
+            DEV_SECRET,
+            DEV_APP_ID,
+            last,
+        ];
+        let out = run(&python, &args, Duration::from_secs(120)).await;
+        let report = String::from_utf8_lossy(&out.stdout);
+        println!("{report}");
+        assert!(report.contains(done), "{script}: {report}");
+    }
+}
