@@ -17,6 +17,18 @@ use tokio::{
     time::Instant,
 };
 
+/// Raises this process' soft open-file limit to the hard one, as the
+/// `switchboard` binary does: a test that holds hundreds of sockets at both
+/// ends would otherwise hit the usual soft limit of 1024.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// The value of `switchboard_limited_total{limit="<limit>"}`.
 async fn limited(server: &TestServer, limit: &str) -> f64 {
     let (status, metrics) = http::get(server.addr, "/metrics").await.expect("metrics");
@@ -81,6 +93,7 @@ async fn publish_to_bystander(publisher: &mut Client, bystander: &mut Client, n:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_h2c_connections_are_shut_down_after_the_idle_timeout() {
+    raise_open_file_limit();
     let mut s = Settings::for_test();
     s.gateway.limits.http_idle_timeout = Duration::from_millis(500);
     let server = TestServer::start(s).await;
