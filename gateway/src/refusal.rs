@@ -26,6 +26,9 @@ pub enum Limit {
     SocketsPerIp,
     /// `limits.connection_rate_per_ip` and `connection_burst_per_ip`.
     ConnectionRate,
+    /// `limits.handshake_timeout`: a socket that did not send the first
+    /// bytes of a request in time is closed.
+    Handshake,
     /// `limits.http_idle_timeout`: an HTTP connection without a request in
     /// flight is shut down.
     HttpIdle,
@@ -36,10 +39,11 @@ pub enum Limit {
 }
 
 impl Limit {
-    const ALL: [Limit; 6] = [
+    const ALL: [Limit; 7] = [
         Limit::Sockets,
         Limit::SocketsPerIp,
         Limit::ConnectionRate,
+        Limit::Handshake,
         Limit::HttpIdle,
         Limit::BodyTimeout,
         Limit::ApiConcurrency,
@@ -51,6 +55,7 @@ impl Limit {
             Limit::Sockets => "max_sockets",
             Limit::SocketsPerIp => "max_sockets_per_ip",
             Limit::ConnectionRate => "connection_rate_per_ip",
+            Limit::Handshake => "handshake_timeout",
             Limit::HttpIdle => "http_idle_timeout",
             Limit::BodyTimeout => "body_timeout",
             Limit::ApiConcurrency => "max_concurrent_requests",
@@ -89,8 +94,8 @@ impl LogGate {
     }
 }
 
-fn gates() -> &'static [Mutex<LogGate>; 6] {
-    static GATES: OnceLock<[Mutex<LogGate>; 6]> = OnceLock::new();
+fn gates() -> &'static [Mutex<LogGate>; Limit::ALL.len()] {
+    static GATES: OnceLock<[Mutex<LogGate>; Limit::ALL.len()]> = OnceLock::new();
     GATES.get_or_init(Default::default)
 }
 

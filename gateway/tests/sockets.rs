@@ -179,6 +179,7 @@ async fn silent_sockets_are_closed_after_the_handshake_timeout() {
         assert!(sent.unwrap().is_empty(), "nothing to say to a silent peer");
     }
     assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(limited(&server, "handshake_timeout").await >= 100.0);
     // Their places in the budget are free again.
     server.client().await;
 }
