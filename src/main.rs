@@ -3,6 +3,7 @@
 mod ca;
 mod cluster;
 mod config;
+mod dev_secrets;
 mod health;
 mod log_filter;
 mod open_files;
@@ -210,6 +211,12 @@ fn prepare(cli: &Cli) {
     }
 }
 
+/// See [`dev_secrets`]: for the roles that serve clients.
+fn refuse_exposed_dev_secrets(config: &Config) -> anyhow::Result<()> {
+    let published = std::env::var(dev_secrets::PUBLISHED_AT).ok();
+    Ok(dev_secrets::check(config, published.as_deref())?)
+}
+
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     prepare(&cli);
@@ -220,6 +227,7 @@ fn run() -> anyhow::Result<()> {
             api_listen,
         } => {
             let config = Config::load(config.as_deref())?;
+            refuse_exposed_dev_secrets(&config)?;
             block_on(on_signal(|shutdown| {
                 dev(config, listen, api_listen, shutdown)
             }))
@@ -255,6 +263,7 @@ fn run() -> anyhow::Result<()> {
             config,
         } => {
             let config = Config::load(config.as_deref())?;
+            refuse_exposed_dev_secrets(&config)?;
             block_on(on_signal(|signal| {
                 let gateway = cluster::Gateway {
                     name,
