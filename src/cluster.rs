@@ -230,6 +230,7 @@ pub(crate) async fn run_node(
         dialer: dialer(tls.as_ref()),
         gossip_sealer,
         prover: prover(tls.as_ref()),
+        webhooks: config.pusher.webhook_config(),
     };
     let process = start_broker(tls.as_ref(), grpc, gossip_socket, settings, signal)?;
     if let Some(context) = &tls {

@@ -3,6 +3,7 @@
 mod ca;
 mod cluster;
 mod config;
+mod dev_secrets;
 mod edge_tls;
 mod health;
 mod log_filter;
@@ -11,7 +12,11 @@ mod pinned_cert;
 mod security;
 mod token;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -217,6 +222,20 @@ fn prepare(cli: &Cli) {
     }
 }
 
+/// See [`dev_secrets`]: for the roles that serve clients.
+fn refuse_exposed_dev_secrets(config: &Config) -> anyhow::Result<()> {
+    let published = std::env::var(dev_secrets::PUBLISHED_AT).ok();
+    Ok(dev_secrets::check(config, published.as_deref())?)
+}
+
+/// The config of a role that serves clients: the file, the TLS flags over
+/// it, and the refusal of development secrets where they would be exposed.
+fn client_role_config(edge_tls: EdgeTlsArgs, path: Option<&Path>) -> anyhow::Result<Config> {
+    let config = edge_tls.config(path)?;
+    refuse_exposed_dev_secrets(&config)?;
+    Ok(config)
+}
+
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     prepare(&cli);
@@ -227,7 +246,7 @@ fn run() -> anyhow::Result<()> {
             api_listen,
             edge_tls,
         } => {
-            let config = edge_tls.config(config.as_deref())?;
+            let config = client_role_config(edge_tls, config.as_deref())?;
             block_on(on_signal(|shutdown| {
                 dev(config, listen, api_listen, shutdown)
             }))
@@ -263,7 +282,7 @@ fn run() -> anyhow::Result<()> {
             edge_tls,
             config,
         } => {
-            let config = edge_tls.config(config.as_deref())?;
+            let config = client_role_config(edge_tls, config.as_deref())?;
             block_on(on_signal(|signal| {
                 let gateway = cluster::Gateway {
                     name,

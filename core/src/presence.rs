@@ -66,6 +66,11 @@ impl Presence {
         gone.iter().filter_map(|id| self.remove(id)).collect()
     }
 
+    /// How many of `user_id`'s connections are present.
+    pub fn user_connections(&self, user_id: &str) -> usize {
+        self.users.get(user_id).copied().unwrap_or(0)
+    }
+
     pub fn clients(&self) -> Vec<ClientInfo> {
         let mut all: Vec<ClientInfo> = self.clients.values().map(|(_, c)| c.clone()).collect();
         all.sort_by(|a, b| a.client_id.cmp(&b.client_id));

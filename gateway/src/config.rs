@@ -225,6 +225,21 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Most publications one history or recovery reply carries.
     pub max_history_reply: usize,
+    /// Sockets this gateway holds open, of every kind (WebSocket, HTTP/1,
+    /// HTTP/2, server API), from accept to close; beyond it a new socket is
+    /// closed at once. Keep it under the open-file limit.
+    pub max_sockets: usize,
+    /// Sockets one client address (an IPv6 /64) holds open; beyond it a new
+    /// one gets HTTP 503 and is closed.
+    pub max_sockets_per_ip: usize,
+    /// New sockets per second one client address may open, sustained.
+    pub connection_rate_per_ip: f64,
+    /// New sockets one client address may open at once above the rate.
+    pub connection_burst_per_ip: u32,
+    /// An HTTP/1 or HTTP/2 connection with no request in flight this long is
+    /// shut down (HTTP/2: GOAWAY). WebSockets have `idle_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -243,6 +258,11 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             max_history_reply: 1000,
+            max_sockets: 510_000,
+            max_sockets_per_ip: 10_000,
+            connection_rate_per_ip: 100.0,
+            connection_burst_per_ip: 1000,
+            http_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -262,6 +282,13 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Largest `data` of one publication, in bytes of JSON text.
     pub max_data_bytes: usize,
+    /// Time from a request's headers to the end of its body; a body that
+    /// takes longer gets 408 (gRPC: `DEADLINE_EXCEEDED`).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// API requests (HTTP and gRPC) served at once; beyond it a request
+    /// gets 503 with `Retry-After` (gRPC: `UNAVAILABLE`).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ApiConfig {
@@ -271,6 +298,8 @@ impl Default for ApiConfig {
             listen: None,
             max_body_bytes: 1024 * 1024,
             max_data_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -283,6 +312,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_data_bytes", &self.max_data_bytes)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
             .finish()
     }
 }

@@ -192,6 +192,19 @@ impl EdgeTls {
     }
 }
 
+/// `stream` as served: plain without `tls`, else after its handshake
+/// (`None` when that fails).
+pub async fn accept(
+    tls: Option<&EdgeTls>,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Option<EdgeStream> {
+    match tls {
+        None => Some(EdgeStream::Plain(stream)),
+        Some(tls) => tls.accept(stream, timeout).await,
+    }
+}
+
 /// Whether the peer opens with a TLS record; if it sent something else
 /// (plain HTTP, most likely) it is told so in HTTP and the socket closed.
 async fn starts_with_tls(stream: &mut TcpStream) -> bool {

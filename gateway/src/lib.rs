@@ -10,6 +10,9 @@
 //! - [`edge_tls`]: TLS on the client and API ports (`wss://`, HTTPS, gRPC over TLS), reloaded when the files change.
 //! - [`edge_stream`]: an accepted connection, plain or TLS, as one stream type.
 //! - [`first_bytes`]: a deadline on a connection's first bytes, while HTTP/1 and HTTP/2 are told apart.
+//! - [`socket_budget`]: one budget for every accepted socket, per-address caps and connection rate.
+//! - [`idle_watch`]: when an HTTP/1 or HTTP/2 connection counts as idle, to be shut down.
+//! - [`refusal`]: the socket and API limits, each counted in a metric and logged once per interval.
 //! - [`api`]: the server API for application backends, HTTP JSON under `/api/` and gRPC.
 //! - [`demo`]: the demo chat at `/`, the embedded JavaScript client, and guest tokens.
 //! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
@@ -43,13 +46,16 @@ pub mod first_bytes;
 pub mod gateway;
 pub mod handshake;
 pub mod hub;
+pub mod idle_watch;
 pub mod jwks;
 pub mod key_set;
 pub mod pusher;
 pub mod rate_limit;
+pub mod refusal;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod socket_budget;
 pub mod telemetry;
 
 pub use config::{

@@ -3,7 +3,10 @@
 //! `/api/` and its gRPC twin) on them, upgrades `/ws` to WebSocket
 //! connections, and drains them all on shutdown.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
@@ -18,21 +21,27 @@ use hyper_util::{
 };
 use switchboard_core::{Broker, BrokerError};
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+};
 use tokio_tungstenite::{WebSocketStream, tungstenite::protocol::Role};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::ServiceExt;
 
 use crate::{
     api::{self, ApiKeyError},
     auth::{AuthSetupError, Authenticator},
     config::Settings,
     connection, demo,
-    edge_stream::EdgeStream,
-    edge_tls::{EdgeTls, EdgeTlsError, ListenerTls},
+    edge_tls::{self, EdgeTls, EdgeTlsError, ListenerTls},
     first_bytes::FirstBytesDeadline,
     gateway::{Gateway, Parts},
     handshake,
     hub::Hub,
+    idle_watch::{IdleWatch, Verdict},
+    refusal::{self, Limit},
+    socket_budget::{Permitted, SocketBudget},
     telemetry,
 };
 
@@ -101,8 +110,17 @@ pub async fn run_with<B: Broker>(
         tls.watch(&tracker, shutdown.clone());
     }
     keep_keys_fresh(&auth, &tracker, &shutdown).await;
+    refusal::register();
     let drain_timeout = settings.gateway.drain_timeout;
-    let handshake_timeout = settings.gateway.limits.handshake_timeout;
+    let limits = &settings.gateway.limits;
+    // One budget for both listeners: they share the file descriptors.
+    let sockets = SocketLimits {
+        budget: Arc::new(SocketBudget::new(limits.into())),
+        handshake_timeout: limits.handshake_timeout,
+        http_idle_timeout: limits.http_idle_timeout,
+        http2_ping_interval: limits.ping_interval,
+        http2_ping_timeout: limits.write_timeout,
+    };
     let parts = Parts {
         hub,
         auth,
@@ -112,15 +130,7 @@ pub async fn run_with<B: Broker>(
     };
     let gateway = Arc::new(Gateway::new(settings, broker, parts));
     let tls = (client_tls, api_tls);
-    serve(
-        listeners,
-        tls,
-        &gateway,
-        &tracker,
-        &shutdown,
-        handshake_timeout,
-    )
-    .await?;
+    serve(listeners, tls, &gateway, &tracker, &shutdown, &sockets).await?;
 
     gateway.start_draining();
     tracing::info!(connections = gateway.connections(), "gateway draining");
@@ -148,7 +158,7 @@ async fn serve<B: Broker>(
     gateway: &Arc<Gateway<B>>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-    handshake_timeout: Duration,
+    sockets: &SocketLimits,
 ) -> Result<(), GatewayError> {
     let api_routes = api::router(gateway.clone())?;
     let client = listeners.client;
@@ -156,15 +166,7 @@ async fn serve<B: Broker>(
     match listeners.api {
         None => {
             let app = router(gateway.clone()).merge(api_routes);
-            accept(
-                client,
-                app,
-                client_tls,
-                tracker,
-                shutdown,
-                handshake_timeout,
-            )
-            .await;
+            accept(client, app, client_tls, tracker, shutdown, sockets).await;
         }
         Some(api_listener) => {
             tracing::info!(addr = %api_listener.local_addr()?, tls = api_tls.is_some(), "server API listening");
@@ -175,7 +177,7 @@ async fn serve<B: Broker>(
                     client_tls,
                     tracker,
                     shutdown,
-                    handshake_timeout
+                    sockets
                 ),
                 accept(
                     api_listener,
@@ -183,7 +185,7 @@ async fn serve<B: Broker>(
                     api_tls,
                     tracker,
                     shutdown,
-                    handshake_timeout
+                    sockets
                 ),
             );
         }
@@ -204,6 +206,21 @@ async fn keep_keys_fresh(
     }
 }
 
+/// What bounds the sockets of both listeners (docs/security.md).
+struct SocketLimits {
+    budget: Arc<SocketBudget>,
+    handshake_timeout: Duration,
+    http_idle_timeout: Duration,
+    http2_ping_interval: Duration,
+    http2_ping_timeout: Duration,
+}
+
+/// The answer to a socket a per-address limit refuses, written without
+/// waiting (a socket buffer takes it whole) and without reading the request.
+const REFUSED_PER_IP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+Content-Type: text/plain\r\nContent-Length: 35\r\nConnection: close\r\n\r\n\
+too many connections from your IP\r\n";
+
 /// Accepts connections and serves `app` on each (HTTP/1.1 with upgrades, or
 /// HTTP/2 for gRPC) until `shutdown`; then closes the listener and shuts
 /// the connections down gracefully. With `tls`, each connection is a TLS
@@ -211,19 +228,23 @@ async fn keep_keys_fresh(
 async fn accept(
     listener: TcpListener,
     app: Router,
-    tls: Option<Arc<EdgeTls>>,
+    tls: ListenerTls,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-    handshake_timeout: Duration,
+    limits: &SocketLimits,
 ) {
+    let handshake_timeout = limits.handshake_timeout;
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout);
-    http.http2().timer(TokioTimer::new());
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_ping_interval)
+        .keep_alive_timeout(limits.http2_ping_timeout);
     let http = Arc::new(http);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -236,32 +257,96 @@ async fn accept(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let shutdown = shutdown.clone();
-        let http = http.clone();
-        let tls = tls.clone();
-        tracker.spawn(async move {
-            let stream = match tls {
-                None => EdgeStream::Plain(stream),
-                Some(tls) => match tls.accept(stream, handshake_timeout).await {
-                    Some(stream) => stream,
-                    None => return,
-                },
-            };
-            let io = FirstBytesDeadline::new(stream, H2_PREFACE_LEN, handshake_timeout);
-            let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+        let permit = match limits.budget.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                refusal::record(limit);
+                if limit != Limit::Sockets {
+                    let _ = stream.try_write(REFUSED_PER_IP);
                 }
+                // Dropped: closed at once, so that the budget bounds the
+                // file descriptors held.
+                continue;
             }
+        };
+        let _ = stream.set_nodelay(true);
+        let tls = tls.clone();
+        let conn = Connection {
+            http: http.clone(),
+            app: app.clone(),
+            shutdown: shutdown.clone(),
+            idle_timeout: limits.http_idle_timeout,
+            grace: handshake_timeout,
+        };
+        tracker.spawn(async move {
+            // The permit is held through the TLS handshake as well.
+            let Some(stream) = edge_tls::accept(tls.as_deref(), stream, handshake_timeout).await
+            else {
+                return;
+            };
+            let stream = Permitted::new(stream, permit);
+            let io = FirstBytesDeadline::new(stream, H2_PREFACE_LEN, handshake_timeout);
+            conn.serve(io).await;
         });
     }
     drop(listener);
+}
+
+/// What serves one accepted socket.
+struct Connection {
+    http: Arc<auto::Builder<TokioExecutor>>,
+    app: Router,
+    shutdown: CancellationToken,
+    idle_timeout: Duration,
+    /// How long an idle connection's graceful shutdown may take.
+    grace: Duration,
+}
+
+impl Connection {
+    /// Serves HTTP on `io` until the peer closes, the connection is idle
+    /// for `idle_timeout` (then shut down gracefully within `grace`), or
+    /// `shutdown` (then shut down gracefully; the drain bounds it).
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let watch = Arc::new(IdleWatch::new(Instant::now()));
+        let requests = watch.clone();
+        let service =
+            ServiceExt::<Request<hyper::body::Incoming>>::map_future(self.app, move |response| {
+                let in_flight = requests.begin();
+                async move {
+                    let response = response.await;
+                    drop(in_flight);
+                    response
+                }
+            });
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let conn = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        let mut check = Instant::now() + self.idle_timeout;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = self.shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                    return;
+                }
+                _ = tokio::time::sleep_until(check.into()) => {
+                    match watch.verdict(Instant::now(), self.idle_timeout) {
+                        Verdict::CheckAt(at) => check = at,
+                        Verdict::Idle => break,
+                    }
+                }
+            }
+        }
+        refusal::record(Limit::HttpIdle);
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(self.grace, conn).await;
+    }
 }
 
 /// The HTTP routes of a gateway.

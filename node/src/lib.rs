@@ -11,6 +11,7 @@
 //! - [`idempotency`]: the window in which a retried publish is answered, not repeated.
 //! - [`handoff`]: [`handoff::Handoff`], which moves channel state between
 //!   brokers as the ring changes.
+//! - [`webhook`]: Pusher apps' webhooks, sent by each channel's owner.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
 //! - [`authorization`]: who may call which broker RPC, by the identity a
 //!   caller proved over mutual TLS (sans-IO).
@@ -28,5 +29,6 @@ pub mod idempotency;
 pub mod local_broker;
 pub mod process;
 pub mod server;
+pub mod webhook;
 
 pub use local_broker::{BrokerConfig, LocalBroker};

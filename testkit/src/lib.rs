@@ -29,6 +29,7 @@
 //! - [`compose`]: Docker Compose projects, always brought down.
 //! - [`prometheus`]: Prometheus' HTTP API (targets, queries).
 //! - [`pusher`]: the Pusher door's test app, URL, signatures and a raw client.
+//! - [`webhook`]: a webhook endpoint on loopback that records what it is sent.
 
 pub mod api;
 pub mod broker_client;
@@ -46,6 +47,7 @@ pub mod prometheus;
 pub mod pusher;
 pub mod server;
 pub mod settings;
+pub mod webhook;
 
 pub use server::TestServer;
 pub use settings::ForTest;

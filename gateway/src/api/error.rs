@@ -15,6 +15,9 @@ use thiserror::Error;
 /// The gRPC metadata key that carries [`ApiError::code`].
 pub const GRPC_CODE_METADATA: &str = "switchboard-error-code";
 
+/// Seconds a 503 asks a backend to wait before retrying.
+pub const RETRY_AFTER: &str = "1";
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ApiError {
     #[error("{0}")]
@@ -41,6 +44,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the broker is unavailable; retry later")]
     Unavailable,
+    #[error("too many API requests at once (api.max_concurrent_requests); retry later")]
+    Overloaded,
+    #[error("the request body did not arrive within api.body_timeout")]
+    Timeout,
     #[error("internal error")]
     Internal,
 }
@@ -61,6 +68,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Timeout => "timeout",
             ApiError::Internal => "internal",
         }
     }
@@ -78,7 +87,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,7 +106,8 @@ impl ApiError {
             }
             ApiError::TooLarge(_) => tonic::Code::OutOfRange,
             ApiError::NotFound(_) | ApiError::MethodNotAllowed => tonic::Code::Unimplemented,
-            ApiError::Unavailable => tonic::Code::Unavailable,
+            ApiError::Unavailable | ApiError::Overloaded => tonic::Code::Unavailable,
+            ApiError::Timeout => tonic::Code::DeadlineExceeded,
             ApiError::Internal => tonic::Code::Internal,
         }
     }
@@ -148,6 +159,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("apikey"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
         }
         res
     }

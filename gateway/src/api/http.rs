@@ -176,6 +176,8 @@ impl<B: Broker, T: DeserializeOwned> FromRequest<ApiState<B>> for ApiJson<T> {
                 }
                 if limited {
                     too_large()
+                } else if super::admission::timed_out(&e) {
+                    ApiError::Timeout
                 } else {
                     ApiError::BadRequest(format!("could not read the request body: {e}"))
                 }

@@ -23,6 +23,7 @@ use serde_json::{Value, value::RawValue};
 use switchboard_core::{Broker, ChannelsRequest, PublishRequest};
 
 use crate::{
+    api::admission::{self, Admission},
     gateway::Gateway,
     pusher::{
         AppState, Apps,
@@ -47,8 +48,14 @@ type ApiState<B> = (Arc<Gateway<B>>, Arc<Apps>);
 type Params = Query<Vec<(String, String)>>;
 type Answer = Result<Json<Value>, PusherApiError>;
 
-/// The API's routes.
+/// The API's routes, behind the server API's admission (`api.body_timeout`,
+/// `api.max_concurrent_requests`, counted apart from the server API's).
 pub(crate) fn router<B: Broker>(state: ApiState<B>) -> Router {
+    let api = &state.0.settings.api;
+    let admission = Arc::new(Admission::new(
+        api.max_concurrent_requests,
+        api.body_timeout,
+    ));
     Router::new()
         .route("/apps/{id}/events", post(events::<B>))
         .route("/apps/{id}/batch_events", post(batch_events::<B>))
@@ -65,6 +72,10 @@ pub(crate) fn router<B: Broker>(state: ApiState<B>) -> Router {
             post(terminate_by_key::<B>),
         )
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            admission::admit,
+        ))
 }
 
 /// The app `id`, once the request's signature checks out.

@@ -11,10 +11,13 @@
 //!   fenced, removed).
 //! - `registry`: the channels, their locks, and the sweeper's removals.
 //! - `handover`: releasing and adopting channels between brokers.
+//! - `occupancy`: what the app's webhooks hear of a channel's subscribers
+//!   and client events.
 
 mod channel_state;
 pub mod config;
 mod handover;
+mod occupancy;
 mod registry;
 
 use std::sync::{
@@ -68,6 +71,8 @@ struct Inner {
     draining: AtomicBool,
     /// Woken when a gateway goes or channels leave: what a drain waits on.
     changes: tokio::sync::Notify,
+    /// Pusher apps' webhooks, if any ([`Self::set_webhooks`]).
+    webhooks: std::sync::OnceLock<crate::webhook::Webhooks>,
 }
 
 impl LocalBroker {
@@ -93,6 +98,7 @@ impl LocalBroker {
                 publications: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
                 changes: tokio::sync::Notify::new(),
+                webhooks: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -210,6 +216,7 @@ impl LocalBroker {
                 for info in s.presence.remove_gateway(gateway) {
                     if !quiet {
                         s.send_event(PresenceEvent::Leave, &info, now);
+                        self.left(s, &info);
                     }
                 }
             });
@@ -273,6 +280,7 @@ impl Broker for LocalBroker {
                 && s.presence.add(req.gateway.clone(), client.clone())
             {
                 s.send_event(PresenceEvent::Join, &client, self.inner.host.wall_micros());
+                self.joined(s, &client);
             }
             let now = Instant::now();
             s.history.trim(now);
@@ -314,6 +322,7 @@ impl Broker for LocalBroker {
         self.with_existing(channel, |s| {
             if let Some(info) = s.presence.remove(client_id) {
                 s.send_event(PresenceEvent::Leave, &info, self.inner.host.wall_micros());
+                self.left(s, &info);
             }
         });
         self.remove_if_idle(channel);
@@ -350,6 +359,7 @@ impl Broker for LocalBroker {
                 timestamp_ms,
             );
             s.history.push(s.offset, Instant::now(), frame.clone());
+            self.published(s, &req.data);
             s.deliver(
                 DeliveryKind::Publication { offset: s.offset },
                 frame,
