@@ -24,6 +24,9 @@ struct Progress {
     acked: u64,
     /// The next offset to send there.
     next: u64,
+    /// The resend under way after a gap, `(from, upto)`: reordered appends
+    /// report gaps inside it many times, and the one resend answers them.
+    resending: Option<(u64, u64)>,
 }
 
 /// A leader's state for one channel and one term.
@@ -49,8 +52,9 @@ const LEASE_HOLD_DEN: u32 = 10;
 impl Leadership {
     /// Leads `config` with a log ending at `log_end` of which `committed` is
     /// known committed. Offsets after `committed` (left by earlier terms)
-    /// commit once every follower stores them. `lease` is the voters'
-    /// lease period.
+    /// commit once every follower stores them; they are reported by the
+    /// first [`Leadership::append`] or [`Leadership::on_ack`]. `lease` is
+    /// the voters' lease period.
     pub fn new(config: ReplicaConfig, log_end: u64, committed: u64, lease: Duration) -> Self {
         let followers = config
             .followers
@@ -59,20 +63,19 @@ impl Leadership {
                 let p = Progress {
                     acked: 0,
                     next: log_end + 1,
+                    resending: None,
                 };
                 (f.clone(), p)
             })
             .collect();
-        let mut leadership = Self {
+        Self {
             config,
             end: log_end,
             committed: committed.min(log_end),
             followers,
             leases: BTreeMap::new(),
             lease_hold: lease * LEASE_HOLD_NUM / LEASE_HOLD_DEN,
-        };
-        leadership.advance();
-        leadership
+        }
     }
 
     pub fn config(&self) -> &ReplicaConfig {
@@ -83,6 +86,9 @@ impl Leadership {
         self.config.term
     }
 
+    /// The last offset assigned. Sent with the configuration to a member
+    /// (`ReplicaLog::adopt`): everything committed so far lies at or below
+    /// it, so a follower that reached it holds every committed entry.
     pub fn end(&self) -> u64 {
         self.end
     }
@@ -96,6 +102,11 @@ impl Leadership {
     pub fn append(&mut self) -> (u64, Range<u64>) {
         self.end += 1;
         (self.end, self.advance())
+    }
+
+    /// Everything up to this offset is stored on `follower`.
+    pub fn acked(&self, follower: &BrokerName) -> Option<u64> {
+        self.followers.get(follower).map(|p| p.acked)
     }
 
     /// The followers that have not yet stored `offset`.
@@ -126,6 +137,7 @@ impl Leadership {
     pub fn unacked(&mut self, follower: &BrokerName) -> Range<u64> {
         if let Some(p) = self.followers.get_mut(follower) {
             p.next = p.acked + 1;
+            p.resending = None;
         }
         self.to_send(follower)
     }
@@ -136,17 +148,30 @@ impl Leadership {
         if let Some(p) = self.followers.get_mut(follower) {
             p.acked = p.acked.max(end.min(self.end));
             p.next = p.next.max(p.acked + 1);
+            if p.resending.is_some_and(|(_, upto)| p.acked >= upto) {
+                p.resending = None;
+            }
         }
         self.advance()
     }
 
-    /// `follower` needs offsets from `next` on.
-    pub fn on_gap(&mut self, follower: &BrokerName, next: u64) {
-        if let Some(p) = self.followers.get_mut(follower) {
-            // It holds everything before `next`.
-            p.acked = p.acked.max(next.saturating_sub(1).min(self.end));
-            p.next = next;
+    /// `follower` needs offsets from `next` on: returns what to send again
+    /// (nothing if that resend is already under way).
+    pub fn on_gap(&mut self, follower: &BrokerName, next: u64) -> Range<u64> {
+        let Some(p) = self.followers.get_mut(follower) else {
+            return 0..0;
+        };
+        // It holds everything before `next`.
+        p.acked = p.acked.max(next.saturating_sub(1).min(self.end));
+        if let Some((from, upto)) = p.resending
+            && from <= next
+            && p.acked < upto
+        {
+            return 0..0;
         }
+        p.resending = Some((next, self.end));
+        p.next = next;
+        self.to_send(follower)
     }
 
     fn advance(&mut self) -> Range<u64> {
@@ -209,6 +234,7 @@ mod tests {
         assert_eq!(l.owing(1), vec![b("b2"), b("b3")]);
         assert_eq!(l.on_ack(&b("b2"), 2), 1..1);
         assert_eq!(l.owing(2), vec![b("b3")]);
+        assert_eq!(l.acked(&b("b2")), Some(2));
         assert_eq!(l.on_ack(&b("b3"), 1), 1..2);
         assert_eq!(l.on_ack(&b("b3"), 2), 2..3);
         assert_eq!(l.committed(), 2);
@@ -220,8 +246,8 @@ mod tests {
 
     #[test]
     fn a_lone_leader_commits_at_once() {
-        let mut l = Leadership::new(config(&[], None), 4, 4, LEASE);
-        assert_eq!(l.append(), (5, 5..6));
+        let mut l = Leadership::new(config(&[], None), 4, 2, LEASE);
+        assert_eq!(l.append(), (5, 3..6));
         assert!(l.may_serve_reads(Instant::now()));
     }
 
@@ -231,12 +257,19 @@ mod tests {
         let mut l = Leadership::new(config(&["b2"], Some("b3")), 5, 3, LEASE);
         assert_eq!(l.committed(), 3);
         assert_eq!(l.to_send(&b("b2")), 6..6);
-        // The follower is behind: resend from where it is.
-        l.on_gap(&b("b2"), 4);
+        // The follower is behind: resend from where it is, once however
+        // many reordered appends report the same gap.
+        assert_eq!(l.on_gap(&b("b2"), 4), 4..6);
+        assert_eq!(l.on_gap(&b("b2"), 4), 0..0);
+        assert_eq!(l.on_gap(&b("b2"), 5), 0..0);
+        // Further back than the resend under way: resend from there.
+        assert_eq!(l.on_gap(&b("b2"), 3), 3..6);
         assert_eq!(l.committed(), 3);
-        assert_eq!(l.to_send(&b("b2")), 4..6);
         assert_eq!(l.on_ack(&b("b2"), 5), 4..6);
-        assert_eq!(l.unacked(&b("b2")), 6..6);
+        l.append();
+        // A gap after the resend completed is answered again.
+        assert_eq!(l.on_gap(&b("b2"), 6), 6..7);
+        assert_eq!(l.unacked(&b("b2")), 6..7);
     }
 
     #[test]

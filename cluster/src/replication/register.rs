@@ -155,6 +155,21 @@ impl Register {
         true
     }
 
+    /// Learns `config` from a candidacy that lost to it (it was accepted by
+    /// a voter, so it is the one proposal for its term) without voting:
+    /// a broker that stands next stands on it. Raises `promised` to its term
+    /// if lower (only ever a restriction); an older config changes nothing.
+    pub fn learn(&mut self, config: &ReplicaConfig) {
+        if self.config.as_ref().is_some_and(|c| c.term >= config.term) {
+            return;
+        }
+        if config.term > self.promised {
+            self.promised = config.term;
+            self.promised_to = Some(config.leader.clone());
+        }
+        self.config = Some(config.clone());
+    }
+
     /// A renewal from `leader` for `term`, received at `now`: granted (the
     /// lease's end) only to the broker this register last promised, for the
     /// term it promised. A lease never shortens.
@@ -240,6 +255,22 @@ mod tests {
         let mut fresh = Register::new(LEASE);
         assert!(fresh.on_commit(&config(9, "b1")));
         assert_eq!(fresh.promised(), Term(9));
+    }
+
+    #[test]
+    fn a_learned_config_is_only_ever_newer() {
+        let now = Instant::now();
+        let mut r = Register::new(LEASE);
+        assert!(promised(&r.on_prepare(now, &b("b2"), Term(2), None)));
+        r.learn(&config(3, "b1"));
+        assert_eq!((r.promised(), r.promised_to()), (Term(3), Some(&b("b1"))));
+        r.learn(&config(1, "b2"));
+        assert_eq!(r.config().unwrap().term, Term(3));
+        // Promised further already: the promise stays.
+        assert!(promised(&r.on_prepare(now, &b("b2"), Term(6), None)));
+        r.learn(&config(4, "b1"));
+        assert_eq!((r.promised(), r.config().unwrap().term), (Term(6), Term(4)));
+        assert!(!r.on_commit(&config(5, "b1")));
     }
 
     #[test]

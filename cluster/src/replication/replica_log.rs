@@ -35,8 +35,9 @@ pub struct ReplicaLog<P> {
     /// Known committed: every entry up to here is stored on every data
     /// replica and is the same everywhere.
     committed: u64,
-    /// Everything that may have been committed before `term` lies at or
-    /// below this offset (the leader's log end when it won).
+    /// Everything committed before this log adopted `term` lies at or
+    /// below this offset (the leader's log end when it sent the
+    /// configuration); later commits needed this log to store them.
     floor: u64,
     /// Lost in a restart: it may not stand until it adopts a term again.
     lost: bool,
@@ -89,13 +90,15 @@ impl<P: Clone> ReplicaLog<P> {
 
     /// Whether this log holds every entry that may have been committed up
     /// to and in `term`: it follows `term`, was not lost since, and reached
-    /// the leader's log end at the start of the term (later commits needed
-    /// it to store them).
+    /// the leader's log end as of when it adopted the term (later commits
+    /// needed it to store them).
     pub fn is_complete_for(&self, term: Term) -> bool {
         !self.lost && self.term == term && self.end() >= self.floor
     }
 
-    /// Follows `term`'s leader, whose log ended at `leader_end` when it won.
+    /// Follows `term`'s leader, whose log ended at `leader_end` when it sent
+    /// the configuration (not when it won: a replica that lost its log and
+    /// adopts the term again later must reach what was committed since).
     /// What lies beyond the known-committed offset is dropped: it may differ
     /// from the new leader's log, and the leader sends it again. Older or
     /// repeated terms change nothing.
