@@ -49,9 +49,13 @@ pub enum Outcome {
     /// A majority prepared: send `Commit{config}` to the voters of the base
     /// configuration (the candidate's own register included).
     Propose(ReplicaConfig),
-    /// A majority accepted: lead `config`. `catching_up` are the followers
-    /// that were not data replicas before: nothing new commits until they
-    /// hold the leader's log.
+    /// A majority accepted: `config` is chosen. The driver calls
+    /// `ReplicaLog::lead`, then applies `config` to its own register
+    /// (`Register::on_commit`) and leads only if that accepts it; if not (it
+    /// promised a later term meanwhile) it calls `Register::learn` and may
+    /// stand again on top of it. `catching_up` are the followers that were
+    /// not data replicas before: nothing new commits until they hold the
+    /// leader's log.
     Won {
         config: ReplicaConfig,
         catching_up: Vec<BrokerName>,
