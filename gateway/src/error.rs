@@ -38,6 +38,8 @@ pub enum RequestError {
     NotSubscribed,
     #[error("already authenticated")]
     AlreadyAuthenticated,
+    #[error("channel is full: at most {0} clients in its presence")]
+    PresenceFull(usize),
     #[error("invalid channel name: {0}")]
     InvalidChannel(&'static str),
 }
@@ -60,6 +62,7 @@ impl RequestError {
             RequestError::NotSubscribed => ErrorCode::NotSubscribed,
             RequestError::AlreadyAuthenticated => ErrorCode::AlreadyAuthenticated,
             RequestError::InvalidChannel(_) => ErrorCode::InvalidChannel,
+            RequestError::PresenceFull(_) => ErrorCode::PresenceFull,
         };
         code.get()
     }
@@ -86,6 +89,7 @@ impl RequestError {
             RequestError::NotSubscribed => "not_subscribed",
             RequestError::AlreadyAuthenticated => "already_authenticated",
             RequestError::InvalidChannel(_) => "invalid_channel",
+            RequestError::PresenceFull(_) => "presence_full",
         }
     }
 }
@@ -115,6 +119,7 @@ impl From<BrokerError> for RequestError {
             BrokerError::InvalidChannel(why) => RequestError::InvalidChannel(why),
             BrokerError::UnknownNamespace => RequestError::UnknownNamespace,
             BrokerError::NotAvailable(what) => RequestError::NotAvailable(what),
+            BrokerError::PresenceFull(max) => RequestError::PresenceFull(max),
             BrokerError::InvalidData => RequestError::BadRequest("data is not valid JSON".into()),
             BrokerError::InvalidIdempotencyKey => RequestError::BadRequest(e.to_string()),
             BrokerError::ShuttingDown

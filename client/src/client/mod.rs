@@ -19,7 +19,7 @@ use crate::{
     connection::{Command, Driver},
     error::ClientError,
     event::{ClientEvent, State},
-    frame::{self, ClientInfo, History, HistoryOptions, Position, PresenceStats, presence_clients},
+    frame::{self, ClientInfo, History, HistoryOptions, Position, PresenceStats, presence_page},
     options::Options,
     request::Waiter,
     subscription::SubscribeOptions,
@@ -313,11 +313,27 @@ impl Client {
         rx.await.map_err(|_| ClientError::Closed)?.map(|_| ())
     }
 
+    /// Every client in the channel's presence, read page by page.
     pub async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, ClientError> {
-        let data = self
-            .call(frame::request(&RequestFrame::Presence { channel }))
-            .await?;
-        presence_clients(data).map_err(|e| ClientError::Protocol(e.to_string()))
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let data = self
+                .call(frame::request(&RequestFrame::Presence {
+                    channel,
+                    cursor: cursor.as_deref(),
+                    limit: None,
+                }))
+                .await?;
+            let (clients, next) =
+                presence_page(data).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            all.extend(clients);
+            match next {
+                // A server that repeats a cursor would loop forever.
+                Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+                _ => return Ok(all),
+            }
+        }
     }
 
     pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, ClientError> {

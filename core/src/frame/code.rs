@@ -20,6 +20,7 @@ pub enum ErrorCode {
     NotSubscribed = 111,
     AlreadyAuthenticated = 112,
     InvalidChannel = 113,
+    PresenceFull = 114,
 }
 
 impl ErrorCode {

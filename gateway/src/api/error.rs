@@ -138,9 +138,10 @@ impl From<BrokerError> for ApiError {
             BrokerError::InvalidChannel(why) => ApiError::InvalidChannel(why),
             BrokerError::UnknownNamespace => ApiError::UnknownNamespace,
             BrokerError::NotAvailable(what) => ApiError::NotAvailable(what),
-            BrokerError::InvalidData | BrokerError::InvalidIdempotencyKey => {
-                ApiError::BadRequest(e.to_string())
-            }
+            // Only subscribes fill presence, and the API does not subscribe.
+            BrokerError::InvalidData
+            | BrokerError::InvalidIdempotencyKey
+            | BrokerError::PresenceFull(_) => ApiError::BadRequest(e.to_string()),
             BrokerError::ShuttingDown
             | BrokerError::NotAttached
             | BrokerError::NotOwner { .. }

@@ -89,7 +89,7 @@ pub fn routes<B: Broker>(state: ApiState<B>, keys: ApiKeys) -> Router {
         unsubscribe_user,
         params::UnsubscribeUserParams
     );
-    let router = call!(router, "presence", presence, params::ChannelParams);
+    let router = call!(router, "presence", presence, params::PresenceParams);
     let router = call!(
         router,
         "presence_stats",

@@ -215,8 +215,20 @@ fn namespace_options(presence_channels: bool, cache: bool) -> NamespaceOptions {
         history_ttl: CACHE_TTL,
         allow_publish: false,
         require_claim: true,
+        // A presence channel's roster is read whole, in one page, and
+        // kept current by join and leave: both stop at its member limit.
+        presence_max_clients: if presence_channels {
+            MAX_PRESENCE_MEMBERS
+        } else {
+            switchboard_core::namespace::PRESENCE_MAX_CLIENTS
+        },
+        join_leave_max_clients: MAX_PRESENCE_MEMBERS,
     }
 }
+
+/// Connections a Pusher presence channel holds (Pusher's own limit is 100
+/// members): one page of presence (`switchboard_core::presence::MAX_PAGE`).
+pub const MAX_PRESENCE_MEMBERS: usize = switchboard_core::presence::MAX_PAGE;
 
 /// How long a cache channel keeps its last event (Pusher's 30 minutes).
 pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);

@@ -20,7 +20,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
-use switchboard_core::{Broker, ChannelsRequest, PublishRequest};
+use switchboard_core::{Broker, ChannelsRequest, PresenceRequest, PublishRequest, frame::data};
 
 use crate::{
     api::admission::{self, Admission},
@@ -227,6 +227,7 @@ fn check(app: &AppState, t: &Trigger) -> Result<Vec<PusherChannel>, PusherApiErr
             "Event data is larger than {max} bytes"
         )));
     }
+    data::check(t.data.get()).map_err(|e| PusherApiError::bad(format!("Event {e}")))?;
     if let Some(s) = &t.socket_id
         && !valid_socket_id(s)
     {
@@ -388,8 +389,9 @@ async fn users<B: Broker>(
     }
     let mut ids: Vec<String> = gw
         .broker
-        .presence(&c.native)
+        .presence(PresenceRequest::first(c.native.clone()))
         .await?
+        .clients
         .into_iter()
         .map(|m| m.user_id)
         .collect();

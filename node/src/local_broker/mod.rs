@@ -39,9 +39,9 @@ use registry::Registry;
 
 use crate::idempotency::{self, IdempotencyCache};
 use switchboard_core::{
-    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
-    DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NamespaceOptions,
-    Namespaces, NodeInfo, Position, PresenceStats, PublishRequest, SubscribeReply,
+    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, Control, DeliveryKind,
+    DeliverySink, GatewayId, HistoryReply, HistoryRequest, NamespaceOptions, Namespaces, NodeInfo,
+    Position, PresencePage, PresenceRequest, PresenceStats, PublishRequest, SubscribeReply,
     SubscribeRequest,
     frame::push::{self as frame, PresenceEvent},
     host::Host,
@@ -262,6 +262,7 @@ impl Broker for LocalBroker {
             .map(|s| s.value().clone())
             .ok_or(BrokerError::NotAttached)?;
         self.with_channel(&req.channel, |s| {
+            s.presence_room(req.client.as_ref())?;
             // A gateway that re-attached (a new stream) resubscribes: its
             // entry must point at the new sink.
             match s
@@ -297,13 +298,14 @@ impl Broker for LocalBroker {
                     Recovery::Impossible => (Some(false), Vec::new()),
                 },
             };
-            SubscribeReply {
+            Ok(SubscribeReply {
                 position,
                 recoverable: s.history.is_enabled(),
                 recovered,
                 publications,
-            }
-        })
+                join_leave: s.join_leave(),
+            })
+        })?
     }
 
     async fn unsubscribe(
@@ -385,14 +387,16 @@ impl Broker for LocalBroker {
         Ok(position)
     }
 
-    async fn presence(&self, channel: &ChannelName) -> Result<Vec<ClientInfo>, BrokerError> {
-        let options = self.inner.namespaces.options(channel)?;
+    async fn presence(&self, req: PresenceRequest) -> Result<PresencePage, BrokerError> {
+        let options = self.inner.namespaces.options(&req.channel)?;
         if !options.presence {
             return Err(BrokerError::NotAvailable("presence"));
         }
-        self.refuse_fenced(channel)?;
+        self.refuse_fenced(&req.channel)?;
         Ok(self
-            .with_existing(channel, |s| s.presence.clients())
+            .with_existing(&req.channel, |s| {
+                s.presence.page(req.after.as_deref(), req.limit)
+            })
             .unwrap_or_default())
     }
 
@@ -513,7 +517,7 @@ mod tests {
 
     use super::*;
     use switchboard_cluster::ownership::{Release, Snapshot};
-    use switchboard_core::Delivery;
+    use switchboard_core::{ClientInfo, Delivery};
 
     #[derive(Default)]
     struct Recorder(StdMutex<Vec<Delivery>>);
