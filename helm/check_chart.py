@@ -53,9 +53,24 @@ VALUE_SETS: dict[str, list[str]] = {
     ],
     "long drain, LoadBalancer, no PDBs or annotations": [
         "drain.timeoutSeconds=120,drain.preStopSeconds=15",
-        "gateway.service.type=LoadBalancer,gateway.service.port=443",
+        "gateway.service.type=LoadBalancer,gateway.service.port=443,gateway.service.allowPlaintext=true",
         "gateway.pdb.enabled=false,broker.pdb.enabled=false,metrics.podAnnotations=false",
     ],
+    "native TLS on a LoadBalancer, scraped over HTTPS": [
+        "gateway.tls.enabled=true,gateway.tls.secretName=edge-tls",
+        "gateway.service.type=LoadBalancer,gateway.service.port=443",
+        "metrics.serviceMonitor.enabled=true",
+    ],
+    "Ingress with TLS": [
+        "ingress.enabled=true,ingress.host=chat.example.com,ingress.tls.secretName=chat-tls",
+        "ingress.className=nginx",
+    ],
+    "Ingress with TLS to gateways with TLS": [
+        "ingress.enabled=true,ingress.host=chat.example.com,ingress.tls.secretName=chat-tls",
+        "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/backend-protocol=HTTPS",
+        "gateway.tls.enabled=true,gateway.tls.secretName=edge-tls",
+    ],
+    "a plaintext Ingress": ["ingress.enabled=true,ingress.host=chat.example.com,ingress.tls.enabled=false"],
     "metrics scraped from a monitoring namespace": [
         "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
         "networkPolicy.clientsFrom[0].ipBlock.cidr=10.0.0.0/8",
@@ -92,6 +107,14 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "an HPA bound of zero": ("gateway.autoscaling.maxReplicas=0", "/gateway/autoscaling/maxReplicas"),
     "an API key with a space": ("auth.apiKeys={bad key}", "/auth/apiKeys/0"),
     "an empty token audience": ("auth.audience=", "/auth/audience"),
+    "a plaintext LoadBalancer": ("gateway.service.type=LoadBalancer", "/gateway/tls/enabled"),
+    "a plaintext NodePort": ("gateway.service.type=NodePort", "/gateway/tls/enabled"),
+    "native TLS without its Secret": ("gateway.tls.enabled=true", "/gateway/tls/secretName"),
+    "an Ingress without a host": ("ingress.enabled=true,ingress.tls.secretName=x", "/ingress/host"),
+    "an Ingress with TLS but no Secret": (
+        "ingress.enabled=true,ingress.host=chat.example.com",
+        "/ingress/tls/secretName",
+    ),
     "a certificate source that does not exist": (
         "clusterSecurity.certificates=manual",
         "/clusterSecurity/certificates",
@@ -498,6 +521,8 @@ def check_render(chart: helm.Chart, label: str, sets: list[str]) -> tuple[int, d
 
     check_credentials(docs, values, gw, br)
     check_network_policy(docs, values)
+    check_edge_tls(docs, values, gw, client)
+    check_ingress(docs, values, client)
 
     secrets = [d for d in kinds(docs, "Secret") if d["metadata"]["name"] == f"{FULLNAME}-config"]
     if values["existingSecret"]:
@@ -521,7 +546,7 @@ def check_render(chart: helm.Chart, label: str, sets: list[str]) -> tuple[int, d
         sel = sm["spec"]["selector"]["matchLabels"]
         for svc in (headless, client):
             check(sel.items() <= svc["metadata"]["labels"].items(), f"ServiceMonitor misses {svc['metadata']['name']}")
-            check(any(p["name"] == "http" for p in svc["spec"]["ports"]), "no http port to scrape")
+            check(any(p["name"] in ("http", "https") for p in svc["spec"]["ports"]), "no port to scrape")
         for k, v in values["metrics"]["serviceMonitor"]["labels"].items():
             check(sm["metadata"]["labels"].get(k) == v, f"ServiceMonitor label {k}")
     else:
@@ -532,6 +557,72 @@ def check_render(chart: helm.Chart, label: str, sets: list[str]) -> tuple[int, d
         c = w["spec"]["template"]["spec"]["containers"][0]
         check(c["image"] == f"{values['image']['repository']}:{tag}", f"image {c['image']}")
     return validated, values
+
+
+EDGE_TLS_DIR = "/etc/switchboard-edge-tls"
+
+
+def check_edge_tls(docs: list[dict[str, Any]], values: dict[str, Any], gw: dict[str, Any], client: dict[str, Any]) -> None:
+    """Native TLS on the gateways' port: the Secret mounted as a directory
+    (so that its updates reach the files the gateway re-reads), the flags'
+    variables, HTTPS probes, an https Service port, and HTTPS scraping."""
+    tls = values["gateway"]["tls"]
+    spec = gw["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = env_of(container)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    schemes = {container[p]["httpGet"].get("scheme", "HTTP") for p in ("readinessProbe", "livenessProbe")}
+    (port,) = client["spec"]["ports"]
+    monitors = kinds(docs, "ServiceMonitor")
+    https_endpoints = [e for m in monitors for e in m["spec"]["endpoints"] if e["port"] == "https"]
+    annotations = gw["spec"]["template"]["metadata"].get("annotations", {})
+    if tls["enabled"]:
+        check(env.get("SWITCHBOARD_CLIENT_TLS_CERT") == f"{EDGE_TLS_DIR}/tls.crt", "gateway: TLS certificate variable")
+        check(env.get("SWITCHBOARD_CLIENT_TLS_KEY") == f"{EDGE_TLS_DIR}/tls.key", "gateway: TLS key variable")
+        check(volumes["edge-tls"]["secret"]["secretName"] == tls["secretName"], "gateway: TLS Secret volume")
+        check(mounts["edge-tls"]["mountPath"] == EDGE_TLS_DIR and "subPath" not in mounts["edge-tls"],
+              "gateway: TLS Secret mounted as a directory (a subPath never updates)")
+        check(schemes == {"HTTPS"}, f"gateway probes over {schemes}")
+        check(port["name"] == "https" and port.get("appProtocol") == "https", f"client Service port {port}")
+        if values["metrics"]["podAnnotations"]:
+            check(annotations.get("prometheus.io/scheme") == "https", "gateway scrape annotation scheme")
+        if values["metrics"]["serviceMonitor"]["enabled"]:
+            check(len(https_endpoints) == 1 and https_endpoints[0]["scheme"] == "https", "no HTTPS scrape")
+    else:
+        check(not any(k.startswith("SWITCHBOARD_CLIENT_TLS") for k in env), "gateway TLS flags without TLS")
+        check("edge-tls" not in volumes and "edge-tls" not in mounts, "a TLS Secret mounted without TLS")
+        check(schemes == {"HTTP"}, f"gateway probes over {schemes}")
+        check(port["name"] == "http", f"client Service port {port}")
+        check(not https_endpoints, "an HTTPS scrape without TLS")
+        check(values["gateway"]["service"]["type"] == "ClusterIP" or values["gateway"]["service"]["allowPlaintext"],
+              "a plaintext port outside the cluster without allowPlaintext")
+
+
+def check_ingress(docs: list[dict[str, Any]], values: dict[str, Any], client: dict[str, Any]) -> None:
+    ing = values["ingress"]
+    ingresses = kinds(docs, "Ingress")
+    if not ing["enabled"]:
+        check(not ingresses, "an Ingress although disabled")
+        return
+    (ingress,) = ingresses
+    spec = ingress["spec"]
+    (rule,) = spec["rules"]
+    check(rule["host"] == ing["host"], f"Ingress host {rule['host']}")
+    (path,) = rule["http"]["paths"]
+    backend = path["backend"]["service"]
+    check(backend["name"] == client["metadata"]["name"], f"Ingress backend {backend['name']}")
+    check(backend["port"]["number"] == client["spec"]["ports"][0]["port"], "Ingress backend port")
+    check(path["path"] == "/" and path["pathType"] == "Prefix", "Ingress covers /ws, /api/ and the rest")
+    if ing["tls"]["enabled"]:
+        check(spec.get("tls") == [{"hosts": [ing["host"]], "secretName": ing["tls"]["secretName"]}],
+              f"Ingress TLS {spec.get('tls')}")
+    else:
+        check("tls" not in spec, "Ingress TLS although disabled")
+    if ing["className"]:
+        check(spec.get("ingressClassName") == ing["className"], "Ingress class")
+    for k, v in ing["annotations"].items():
+        check(ingress["metadata"].get("annotations", {}).get(k) == v, f"Ingress annotation {k}")
 
 
 def dump_credentials(docs: list[dict[str, Any]], out: Path) -> None:

@@ -230,6 +230,7 @@ pub(crate) async fn run_node(
         dialer: dialer(tls.as_ref()),
         gossip_sealer,
         prover: prover(tls.as_ref()),
+        webhooks: config.pusher.webhook_config(),
     };
     let process = start_broker(tls.as_ref(), grpc, gossip_socket, settings, signal)?;
     if let Some(context) = &tls {
@@ -320,18 +321,12 @@ pub(crate) async fn run_gateway(
     };
     // The server API rides on the client port unless the config gives it
     // an address of its own.
-    let api = match config.api.listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the API address {addr}"))?,
-        ),
-        None => None,
-    };
+    let api = bind_api(config.api.listen).await?;
     let mut settings = config.gateway_settings();
     settings.gateway.name = name.clone();
     let drain_timeout = settings.gateway.drain_timeout;
-    tracing::info!(gateway = %name, "switchboard gateway {name}: ws://{local}/ws");
+    let ws = crate::edge_tls::ws_scheme(&settings.gateway);
+    tracing::info!(gateway = %name, "switchboard gateway {name}: {ws}://{local}/ws");
     let listeners = switchboard_gateway::Listeners {
         client: listener,
         api,
@@ -354,6 +349,17 @@ pub(crate) async fn run_gateway(
         },
         None => Ok(()),
     }
+}
+
+/// The server API's own listener, if it has an address.
+async fn bind_api(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the API address {addr}"))?;
+    Ok(Some(listener))
 }
 
 /// How long a gossiping gateway waits, once among others, for news of

@@ -1,14 +1,21 @@
 //! `switchboard health`: the container healthcheck. Distroless and scratch
 //! images carry no curl or shell, so the binary probes its own HTTP port:
 //! one HTTP/1.1 GET, success for a 2xx answer, failure for anything else.
+//! A gateway whose client port speaks TLS (`SWITCHBOARD_CLIENT_TLS_CERT`)
+//! is probed over `https://`, trusting exactly that certificate.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_rustls::TlsConnector;
+
+/// A plain or TLS connection to the probed port.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 /// The URL probed when none is given: `/healthz` on the port the role in
 /// this container binds, read from the same environment variables the
@@ -16,10 +23,18 @@ use tokio::{
 /// gateway or `dev`), so that one HEALTHCHECK line in the image fits every
 /// role. An unspecified bind address (`0.0.0.0`) is probed on loopback.
 pub(crate) fn default_url() -> String {
+    let set = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
     let bound = ["SWITCHBOARD_HTTP", "SWITCHBOARD_LISTEN"]
         .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()));
-    url_for(bound.as_deref())
+        .find_map(|var| set(var));
+    // A node's HTTP port is plain; a gateway's speaks TLS when given a certificate.
+    let tls = set("SWITCHBOARD_HTTP").is_none() && set("SWITCHBOARD_CLIENT_TLS_CERT").is_some();
+    let url = url_for(bound.as_deref());
+    if tls {
+        url.replacen("http://", "https://", 1)
+    } else {
+        url
+    }
 }
 
 fn url_for(bound: Option<&str>) -> String {
@@ -34,18 +49,24 @@ fn url_for(bound: Option<&str>) -> String {
     format!("http://{host}:{port}/healthz")
 }
 
-/// `http://HOST:PORT/PATH`, split.
+/// `http://HOST:PORT/PATH` (or `https://`), split.
 #[derive(Debug, PartialEq, Eq)]
 struct Target {
     host: String,
     port: u16,
     path: String,
+    tls: bool,
 }
 
 fn parse(url: &str) -> anyhow::Result<Target> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("{url:?}: only http:// URLs are probed"))?;
+    let (rest, tls) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (
+            url.strip_prefix("http://")
+                .with_context(|| format!("{url:?}: only http:// and https:// URLs are probed"))?,
+            false,
+        ),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -56,7 +77,7 @@ fn parse(url: &str) -> anyhow::Result<Target> {
             port.parse::<u16>()
                 .with_context(|| format!("{url:?}: bad port {port:?}"))?,
         ),
-        _ => (authority, 80),
+        _ => (authority, if tls { 443 } else { 80 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -66,6 +87,7 @@ fn parse(url: &str) -> anyhow::Result<Target> {
         host: host.to_owned(),
         port,
         path: path.to_owned(),
+        tls,
     })
 }
 
@@ -73,7 +95,18 @@ fn parse(url: &str) -> anyhow::Result<Target> {
 pub(crate) async fn probe(url: &str, timeout: Duration) -> anyhow::Result<u16> {
     let target = parse(url)?;
     let exchange = async {
-        let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let mut stream: Box<dyn Stream> = if target.tls {
+            let cert = std::env::var_os("SWITCHBOARD_CLIENT_TLS_CERT").context(
+                "https:// is probed trusting SWITCHBOARD_CLIENT_TLS_CERT, which is unset",
+            )?;
+            let config = crate::pinned_cert::client_config(cert.as_ref())?;
+            // The pinned certificate is checked, not the name: any valid name will do.
+            let name = rustls_pki_types::ServerName::try_from("localhost")?;
+            Box::new(TlsConnector::from(config).connect(name, tcp).await?)
+        } else {
+            Box::new(tcp)
+        };
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: switchboard-health\r\nConnection: close\r\n\r\n",
             target.path, target.host, target.port
@@ -129,7 +162,8 @@ mod tests {
             Target {
                 host: "127.0.0.1".into(),
                 port: 9000,
-                path: "/healthz".into()
+                path: "/healthz".into(),
+                tls: false,
             }
         );
         assert_eq!(
@@ -137,11 +171,15 @@ mod tests {
             Target {
                 host: "::1".into(),
                 port: 8000,
-                path: "/".into()
+                path: "/".into(),
+                tls: false,
             }
         );
         assert_eq!(parse("http://b1/readyz").unwrap().port, 80);
-        assert!(parse("https://b1:9000/healthz").is_err());
+        let https = parse("https://b1:9000/healthz").unwrap();
+        assert!(https.tls && https.port == 9000);
+        assert_eq!(parse("https://b1/healthz").unwrap().port, 443);
+        assert!(parse("ftp://b1:9000/healthz").is_err());
         assert!(parse("http://b1:x/healthz").is_err());
         assert!(parse("http://:9000/").is_err());
     }

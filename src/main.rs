@@ -3,13 +3,20 @@
 mod ca;
 mod cluster;
 mod config;
+mod dev_secrets;
+mod edge_tls;
 mod health;
 mod log_filter;
 mod open_files;
+mod pinned_cert;
 mod security;
 mod token;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -20,6 +27,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
+    edge_tls::EdgeTlsArgs,
     security::{Refusal, SecurityArgs},
     token::KeyAlg,
 };
@@ -55,6 +63,8 @@ enum Command {
         /// [default: the config's `api.listen`].
         #[arg(long, env = "SWITCHBOARD_API_LISTEN")]
         api_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        edge_tls: EdgeTlsArgs,
     },
     /// A broker: owns channels (history, presence, fan-out) for gateways.
     Node {
@@ -94,6 +104,8 @@ enum Command {
         gossip: GossipArgs,
         #[command(flatten)]
         security: SecurityArgs,
+        #[command(flatten)]
+        edge_tls: EdgeTlsArgs,
         /// A TOML config file instead of the embedded default.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
@@ -210,6 +222,20 @@ fn prepare(cli: &Cli) {
     }
 }
 
+/// See [`dev_secrets`]: for the roles that serve clients.
+fn refuse_exposed_dev_secrets(config: &Config) -> anyhow::Result<()> {
+    let published = std::env::var(dev_secrets::PUBLISHED_AT).ok();
+    Ok(dev_secrets::check(config, published.as_deref())?)
+}
+
+/// The config of a role that serves clients: the file, the TLS flags over
+/// it, and the refusal of development secrets where they would be exposed.
+fn client_role_config(edge_tls: EdgeTlsArgs, path: Option<&Path>) -> anyhow::Result<Config> {
+    let config = edge_tls.config(path)?;
+    refuse_exposed_dev_secrets(&config)?;
+    Ok(config)
+}
+
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     prepare(&cli);
@@ -218,8 +244,9 @@ fn run() -> anyhow::Result<()> {
             listen,
             config,
             api_listen,
+            edge_tls,
         } => {
-            let config = Config::load(config.as_deref())?;
+            let config = client_role_config(edge_tls, config.as_deref())?;
             block_on(on_signal(|shutdown| {
                 dev(config, listen, api_listen, shutdown)
             }))
@@ -252,9 +279,10 @@ fn run() -> anyhow::Result<()> {
             brokers,
             gossip,
             security,
+            edge_tls,
             config,
         } => {
-            let config = Config::load(config.as_deref())?;
+            let config = client_role_config(edge_tls, config.as_deref())?;
             block_on(on_signal(|signal| {
                 let gateway = cluster::Gateway {
                     name,
@@ -313,9 +341,11 @@ async fn dev(
         Some(l) => l.local_addr()?,
         None => local,
     };
-    tracing::info!("switchboard dev: ws://{local}/ws (metrics at http://{local}/metrics)");
+    let ws = edge_tls::ws_scheme(&config.gateway);
+    let http = if ws == "wss" { "https" } else { "http" };
+    tracing::info!("switchboard dev: {ws}://{local}/ws (metrics at {http}://{local}/metrics)");
     tracing::info!(
-        "server API: http://{api_local}/api/ (HTTP JSON and gRPC switchboard.api.v1.Api; docs/api.md)"
+        "server API: {http}://{api_local}/api/ (HTTP JSON and gRPC switchboard.api.v1.Api; docs/api.md)"
     );
     let listeners = Listeners {
         client: listener,

@@ -108,9 +108,13 @@ async fn call_every_rpc(c: &mut Broker, me: &str) -> Vec<(&'static str, Result<(
         ),
         (
             "presence",
-            c.presence(pb::ChannelRequest { channel: ch() })
-                .await
-                .map(drop),
+            c.presence(pb::PresenceRequest {
+                channel: ch(),
+                after: None,
+                limit: 10,
+            })
+            .await
+            .map(drop),
         ),
         (
             "presence_stats",

@@ -119,3 +119,54 @@ allow_publish = true
         .unwrap();
     assert_eq!(unknown["code"], 102);
 }
+
+/// docker-compose tells the gateways where their port is published
+/// (`SWITCHBOARD_PUBLISHED_AT`, from `SWITCHBOARD_PORT`): with the public
+/// development secrets, anything but loopback is refused at start.
+#[tokio::test]
+async fn development_secrets_are_refused_where_the_port_is_published_beyond_loopback() {
+    let started = |published: &'static str, secrets: &'static [(&str, &str)]| async move {
+        let mut env = vec![
+            ("SWITCHBOARD_PUBLISHED_AT", published),
+            ("SWITCHBOARD_HMAC_SECRET", ""),
+            ("SWITCHBOARD_API_KEYS", ""),
+        ];
+        env.extend_from_slice(secrets);
+        Process::start_with_env(
+            Path::new(BIN),
+            &["dev", "--listen", "127.0.0.1:0"],
+            &env,
+            "ws://",
+        )
+        .await
+    };
+    let refused = tokio::process::Command::new(BIN)
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .env("SWITCHBOARD_PUBLISHED_AT", "0.0.0.0:8000")
+        .env_remove("SWITCHBOARD_HMAC_SECRET")
+        .env_remove("SWITCHBOARD_API_KEYS")
+        .output();
+    let refused = tokio::time::timeout(switchboard_testkit::WAIT, refused)
+        .await
+        .expect("exits at once")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("HMAC secret and API key would be reachable at 0.0.0.0:8000")
+            && stderr.contains("SWITCHBOARD_API_KEYS"),
+        "{stderr}"
+    );
+    started("127.0.0.1:8000", &[])
+        .await
+        .expect("loopback is fine");
+    started(
+        "0.0.0.0:8000",
+        &[
+            ("SWITCHBOARD_HMAC_SECRET", "a secret of this deployment"),
+            ("SWITCHBOARD_API_KEYS", "a key of this deployment"),
+        ],
+    )
+    .await
+    .expect("own secrets are fine");
+}

@@ -8,6 +8,8 @@
 
 use std::{path::Path, time::Duration};
 
+use switchboard_testkit::edge_ca::EdgeCa;
+
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// The whole Node suite; generous because a busy CI machine may be slow.
@@ -46,6 +48,49 @@ async fn javascript_client_node_and_chromium_tests_pass() {
     assert!(
         stdout.contains("ℹ pass") && !stdout.contains("ℹ pass 0"),
         "no Node tests ran:\n{stdout}\n{stderr}"
+    );
+}
+
+/// The client over `wss://` (clients/js/test-tls/): the server's certificate
+/// comes from a CA made here, which Node trusts through
+/// `NODE_EXTRA_CA_CERTS`.
+#[tokio::test]
+async fn javascript_client_over_wss_with_a_test_ca() {
+    let node = std::env::var("SWITCHBOARD_NODE").unwrap_or_else(|_| "node".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    check_node_version(&node).await;
+    let ca = EdgeCa::new().unwrap();
+    let cert = ca.issue("edge", "localhost").unwrap();
+
+    let run = tokio::process::Command::new(&node)
+        .args([
+            "--experimental-websocket",
+            "--test",
+            "--test-reporter=spec",
+            "clients/js/test-tls/",
+        ])
+        .current_dir(root)
+        .env("SWITCHBOARD_BIN", BIN)
+        .env("SWITCHBOARD_TEST_TLS_CERT", &cert.cert)
+        .env("SWITCHBOARD_TEST_TLS_KEY", &cert.key)
+        .env("NODE_EXTRA_CA_CERTS", ca.ca_cert())
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(SUITE_TIMEOUT, run)
+        .await
+        .expect("the Node TLS tests finish in time")
+        .unwrap_or_else(|e| panic!("cannot run {node:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "Node TLS tests failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("ℹ pass 2"),
+        "the Node TLS tests did not all run:\n{stdout}\n{stderr}"
     );
 }
 

@@ -19,7 +19,7 @@ use switchboard_testkit::{
     TestServer,
     certificates::ClusterCa,
     client::Client,
-    cluster::scenario_config,
+    cluster::{scenario_config, scenario_config_with},
     process::{Process, free_port},
     pusher::{self, APP_ID, KEY, PusherClient},
     settings::API_KEY,
@@ -180,6 +180,44 @@ async fn pusher_server_sdk_every_api_call_and_authorization() {
         report.lines().filter(|l| l.starts_with("ok - ")).count(),
         10
     );
+}
+
+/// Webhooks (docs/pusher.md, "Webhooks") from `switchboard dev` with the
+/// embedded config plus one endpoint: pysher makes the events, the official
+/// SDK verifies every request's signature, and the endpoint refuses the
+/// first request so that its events must come again
+/// (tests/pusher/webhook_check.py).
+#[tokio::test]
+async fn webhooks_are_signed_retried_and_sent_once_per_event() {
+    let python = venv().await;
+    let hook_port = free_port().unwrap();
+    let hook_url = format!("http://127.0.0.1:{hook_port}/hooks");
+    let path = scenario_config_with("webhooks", pusher::with_webhook(&hook_url)).unwrap();
+    let server = Process::start(
+        Path::new(BIN),
+        &["dev", "--listen", "127.0.0.1:0", "--config", &path],
+    )
+    .await
+    .unwrap();
+    let (port, hook_port) = (server.addr.port().to_string(), hook_port.to_string());
+    let out = run(
+        &python,
+        &[
+            "tests/pusher/webhook_check.py",
+            "127.0.0.1",
+            &port,
+            DEV_KEY,
+            DEV_SECRET,
+            DEV_APP_ID,
+            &hook_port,
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    assert!(report.contains("webhooks: all checks ok"), "{report}");
+    assert_eq!(report.lines().filter(|l| l.starts_with("ok - ")).count(), 5);
 }
 
 #[tokio::test]
@@ -617,8 +655,9 @@ async fn native_clients_share_an_apps_channel_only_with_a_claim() {
 /// Pusher client on gateway 1 receives what the HTTP API triggers on
 /// gateway 2, on channels owned by every broker, and presence members are
 /// seen across gateways.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
+/// Three brokers and two gateways given their addresses, over mutual TLS,
+/// every node on `config`: (brokers, gateways).
+async fn pusher_cluster(config: &str) -> (Vec<Process>, Vec<Process>) {
     let bin = Path::new(BIN);
     let mut brokers = Vec::new();
     for i in 1..=3 {
@@ -636,6 +675,8 @@ async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
             "127.0.0.1:0",
             "--gossip",
             "127.0.0.1:0",
+            "--config",
+            config,
         ];
         args.extend(tls.iter().map(String::as_str));
         let p = Process::start_announcing(bin, &args, "grpc://")
@@ -648,7 +689,6 @@ async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
         .map(|(n, port, _)| format!("{n}=127.0.0.1:{port}"))
         .collect::<Vec<_>>()
         .join(",");
-    let config = scenario_config("pusher").unwrap();
     let mut gateways = Vec::new();
     for name in ["g1", "g2"] {
         let tls = ClusterCa::shared().gateway_args(name);
@@ -661,11 +701,18 @@ async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
             "--broker",
             &list,
             "--config",
-            &config,
+            config,
         ];
         args.extend(tls.iter().map(String::as_str));
         gateways.push(Process::start(bin, &args).await.unwrap());
     }
+    (brokers.into_iter().map(|(_, _, p)| p).collect(), gateways)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_pusher_client_on_one_gateway_gets_api_events_from_another() {
+    let config = scenario_config("pusher").unwrap();
+    let (_brokers, gateways) = pusher_cluster(&config).await;
     let (g1, g2) = (gateways[0].addr, gateways[1].addr);
     let dev = (DEV_APP_ID, DEV_KEY, DEV_SECRET);
     let mut c = PusherClient::connect(g1, DEV_KEY).await.unwrap();
@@ -765,4 +812,114 @@ async fn frames_over_the_gateway_rate_are_dropped_with_an_error() {
         "{e}"
     );
     assert!(e["data"]["code"].is_null(), "{e}");
+}
+
+/// Webhooks in the cluster are sent by each channel's owner: a channel
+/// that clients on both gateways join is occupied once and vacated once,
+/// whichever broker owns it, and every request is signed with the app's
+/// secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_webhooks_are_sent_once_per_event_by_the_owner() {
+    let hooks = switchboard_testkit::webhook::Receiver::start()
+        .await
+        .unwrap();
+    let config = scenario_config_with("pusher-hooks", pusher::with_webhook(&hooks.url)).unwrap();
+    let (_brokers, gateways) = pusher_cluster(&config).await;
+    // Enough channels that every broker owns some.
+    let channels: Vec<String> = (0..12).map(|i| format!("room-{i}")).collect();
+    let mut clients = Vec::new();
+    for g in &gateways {
+        let mut c = PusherClient::connect(g.addr, DEV_KEY).await.unwrap();
+        for ch in &channels {
+            let ok = c.subscribe(ch, None).await.unwrap();
+            assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+        }
+        clients.push(c);
+    }
+    let count = |events: &[Value], name: &str, ch: &str| {
+        events
+            .iter()
+            .filter(|e| e["name"] == name && e["channel"] == ch)
+            .count()
+    };
+    let all = |name: &'static str| {
+        let channels = channels.clone();
+        move |events: &[Value]| channels.iter().all(|ch| count(events, name, ch) >= 1)
+    };
+    hooks
+        .wait_for(Duration::from_secs(20), all("channel_occupied"))
+        .await
+        .unwrap();
+    drop(clients);
+    let events = hooks
+        .wait_for(Duration::from_secs(20), all("channel_vacated"))
+        .await
+        .unwrap();
+    for ch in &channels {
+        assert_eq!(
+            count(&events, "channel_occupied", ch),
+            1,
+            "{ch}: {events:?}"
+        );
+        assert_eq!(count(&events, "channel_vacated", ch), 1, "{ch}: {events:?}");
+    }
+    for r in hooks.requests() {
+        assert_eq!(r.key, DEV_KEY);
+        let expected = switchboard_gateway::pusher::signature::sign(DEV_SECRET, &r.body);
+        assert_eq!(r.signature, expected, "{}", r.body);
+    }
+}
+
+/// The clients nobody on this project wrote, against the three-broker
+/// cluster: pysher and the official SDK on gateway 1, and the webhook check
+/// (pysher on gateway 2, the SDK verifying what the owners send).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_pysher_sdk_and_webhooks_pass_as_against_dev() {
+    let python = venv().await;
+    let hook_port = free_port().unwrap();
+    let hook_url = format!("http://127.0.0.1:{hook_port}/hooks");
+    let config = scenario_config_with("pusher-clients", pusher::with_webhook(&hook_url)).unwrap();
+    let (_brokers, gateways) = pusher_cluster(&config).await;
+    let (g1, g2) = (
+        gateways[0].addr.port().to_string(),
+        gateways[1].addr.port().to_string(),
+    );
+    let hook_port = hook_port.to_string();
+    // The webhook check first: it counts every event its endpoint gets, and
+    // the other checks' events would be queued for it meanwhile.
+    let checks = [
+        (
+            "tests/pusher/webhook_check.py",
+            &g2,
+            hook_port.as_str(),
+            "webhooks: all checks ok",
+        ),
+        (
+            "tests/pusher/pysher_check.py",
+            &g1,
+            DEV_API_KEY,
+            "pysher: all checks ok",
+        ),
+        (
+            "tests/pusher/sdk_check.py",
+            &g1,
+            DEV_API_KEY,
+            "sdk: all checks ok",
+        ),
+    ];
+    for (script, port, last, done) in checks {
+        let args = [
+            script,
+            "127.0.0.1",
+            port,
+            DEV_KEY,
+            DEV_SECRET,
+            DEV_APP_ID,
+            last,
+        ];
+        let out = run(&python, &args, Duration::from_secs(120)).await;
+        let report = String::from_utf8_lossy(&out.stdout);
+        println!("{report}");
+        assert!(report.contains(done), "{script}: {report}");
+    }
 }

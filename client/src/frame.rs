@@ -40,8 +40,12 @@ pub struct HistoryOptions {
 /// The `data` of a subscribe reply.
 pub(crate) type SubscribeReply = SubscribeData<String, Vec<Publication>>;
 
-pub(crate) fn presence_clients(data: Value) -> Result<Vec<ClientInfo>, serde_json::Error> {
-    serde_json::from_value::<PresenceData<String, Vec<ClientInfo>>>(data).map(|r| r.clients)
+/// One page of presence: its clients, and where the next page starts.
+pub(crate) fn presence_page(
+    data: Value,
+) -> Result<(Vec<ClientInfo>, Option<String>), serde_json::Error> {
+    serde_json::from_value::<PresenceData<String, Vec<ClientInfo>>>(data)
+        .map(|r| (r.clients, r.next_cursor))
 }
 
 /// A frame from the server; this client numbers its requests.

@@ -18,6 +18,7 @@
 //! - [`backoff`]: reconnect delays with full jitter.
 //! - [`advice`]: what the end of a connection means for reconnecting; the client's close codes.
 //! - [`token`]: token sources and renewal before expiry.
+//! - `tls`: the rustls configuration of `wss://` connections, from the builder's roots.
 //! - [`frame`]: the shared wire format (`switchboard_core::frame`) as this
 //!   client holds it: owned strings, parsed values; its request frames.
 //! - [`event`]: the client's [`State`] and [`ClientEvent`]s.
@@ -42,8 +43,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Only `ws://` URLs are supported (no TLS); put a TLS-terminating proxy
-//! in front of the server or use it on a private network.
+//! `wss://` URLs use rustls; the server's certificate must chain to
+//! Mozilla's roots or to one added with
+//! [`ClientBuilder::add_root_certificate`].
 
 pub mod advice;
 pub mod backoff;
@@ -55,6 +57,7 @@ pub mod frame;
 mod options;
 mod request;
 pub mod subscription;
+mod tls;
 pub mod token;
 
 pub use advice::close_code;
@@ -63,4 +66,5 @@ pub use client::{Client, ClientBuilder, Subscription};
 pub use error::ClientError;
 pub use event::{ClientEvent, State};
 pub use frame::{ClientInfo, History, HistoryOptions, Position, PresenceStats, Publication};
+pub use rustls_pki_types::{CertificateDer, pem::PemObject};
 pub use subscription::{SubscribeOptions, Subscribed, SubscriptionEvent};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::backoff::BackoffConfig;
+use crate::{backoff::BackoffConfig, tls::TlsOptions};
 
 /// Timeouts, intervals and bounds; see the builder's methods.
 #[derive(Debug, Clone)]
@@ -18,6 +18,7 @@ pub(crate) struct Options {
     pub max_queued: usize,
     pub backoff: BackoffConfig,
     pub jitter: fn() -> f64,
+    pub tls: TlsOptions,
 }
 
 impl Default for Options {
@@ -33,6 +34,7 @@ impl Default for Options {
             max_queued: 1024,
             backoff: BackoffConfig::default(),
             jitter: rand::random::<f64>,
+            tls: TlsOptions::default(),
         }
     }
 }

@@ -16,6 +16,9 @@
 //!   and opened with them (ChaCha20-Poly1305), and reloaded from the file.
 //! - [`ownership`]: who serves a channel and who held it before; snapshots
 //!   and fences (sans-IO).
+//! - [`replication`]: a channel replicated on R brokers: per-channel terms,
+//!   voters' registers, replica logs, the leader's commits and leases, and
+//!   candidacies for a new term (sans-IO; docs/replication.md).
 //! - [`dialer`]: [`dialer::Dialer`], how routers and hand-overs reach a
 //!   broker's gRPC address (TCP in production, turmoil in simulations).
 //! - [`wire`]: conversions to and from protobuf and gRPC status, error
@@ -31,6 +34,7 @@ pub mod membership;
 pub mod ownership;
 pub mod proof;
 pub mod remote_broker;
+pub mod replication;
 pub mod ring;
 pub mod tls;
 pub mod wire;

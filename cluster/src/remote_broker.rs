@@ -16,9 +16,9 @@ use tonic::{Streaming, transport::Channel};
 
 use crate::{dialer::Dialer, ownership::Release, wire};
 use switchboard_core::{
-    Broker, BrokerAddr, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo,
-    Control, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position,
-    PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
+    Broker, BrokerAddr, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, Control,
+    DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresencePage,
+    PresenceRequest, PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
 };
 
 /// How long one unary call may take before the owner counts as unreachable.
@@ -215,16 +215,10 @@ impl Broker for RemoteBroker {
         Ok(wire::position_from_pb(reply.position))
     }
 
-    async fn presence(&self, channel: &ChannelName) -> Result<Vec<ClientInfo>, BrokerError> {
-        let req = self.request(pb::ChannelRequest {
-            channel: channel.as_str().to_owned(),
-        });
+    async fn presence(&self, req: PresenceRequest) -> Result<PresencePage, BrokerError> {
+        let req = self.request(wire::presence_request_to_pb(&req));
         let reply = call(self.client.clone().presence(req)).await?;
-        reply
-            .clients
-            .into_iter()
-            .map(wire::client_from_pb)
-            .collect()
+        wire::presence_page_from_pb(reply)
     }
 
     async fn presence_stats(&self, channel: &ChannelName) -> Result<PresenceStats, BrokerError> {

@@ -13,7 +13,8 @@ use crate::ownership::{Release, Snapshot, SnapshotEntry};
 use switchboard_core::{
     BrokerError, BrokerName, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     Delivery, DeliveryKind, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position,
-    PresenceStats, Publication, PublishRequest, SubscribeReply, SubscribeRequest,
+    PresencePage, PresenceRequest, PresenceStats, Publication, PublishRequest, SubscribeReply,
+    SubscribeRequest,
 };
 
 /// A [`BrokerError`] as a gRPC status: the code for gRPC's own clients,
@@ -39,6 +40,11 @@ pub fn status(e: BrokerError) -> Status {
                 _ => Kind::Unspecified,
             });
             Code::FailedPrecondition
+        }
+        BrokerError::PresenceFull(max) => {
+            detail.set_kind(Kind::PresenceFull);
+            detail.limit = max as u64;
+            Code::ResourceExhausted
         }
         BrokerError::InvalidData => {
             detail.set_kind(Kind::InvalidData);
@@ -88,6 +94,9 @@ pub fn broker_error(s: &Status) -> BrokerError {
         Kind::UnknownNamespace => BrokerError::UnknownNamespace,
         Kind::PresenceNotAvailable => BrokerError::NotAvailable("presence"),
         Kind::HistoryNotAvailable => BrokerError::NotAvailable("history"),
+        Kind::PresenceFull => {
+            BrokerError::PresenceFull(usize::try_from(detail.limit).unwrap_or(usize::MAX))
+        }
         Kind::InvalidData => BrokerError::InvalidData,
         Kind::InvalidIdempotencyKey => BrokerError::InvalidIdempotencyKey,
         Kind::ShuttingDown => BrokerError::ShuttingDown,
@@ -185,6 +194,40 @@ fn raw(json: String) -> Result<Box<RawValue>, BrokerError> {
     RawValue::from_string(json).map_err(|_| BrokerError::InvalidData)
 }
 
+pub fn presence_request_to_pb(r: &PresenceRequest) -> pb::PresenceRequest {
+    pb::PresenceRequest {
+        channel: r.channel.as_str().to_owned(),
+        after: r.after.clone(),
+        limit: u32::try_from(r.limit).unwrap_or(u32::MAX),
+    }
+}
+
+pub fn presence_request_from_pb(r: pb::PresenceRequest) -> Result<PresenceRequest, Status> {
+    Ok(PresenceRequest {
+        channel: channel(&r.channel)?,
+        after: r.after,
+        limit: r.limit as usize,
+    })
+}
+
+pub fn presence_page_to_pb(page: &PresencePage) -> pb::PresenceReply {
+    pb::PresenceReply {
+        clients: page.clients.iter().map(client_to_pb).collect(),
+        next: page.next.clone(),
+    }
+}
+
+pub fn presence_page_from_pb(r: pb::PresenceReply) -> Result<PresencePage, BrokerError> {
+    Ok(PresencePage {
+        clients: r
+            .clients
+            .into_iter()
+            .map(client_from_pb)
+            .collect::<Result<_, _>>()?,
+        next: r.next,
+    })
+}
+
 pub fn client_to_pb(c: &ClientInfo) -> pb::ClientInfo {
     pb::ClientInfo {
         client_id: c.client_id.clone(),
@@ -270,6 +313,7 @@ pub fn subscribe_reply_to_pb(r: SubscribeReply) -> pb::SubscribeReply {
         recoverable: r.recoverable,
         recovered: r.recovered,
         publications: r.publications.into_iter().map(publication_to_pb).collect(),
+        join_leave: r.join_leave,
     }
 }
 
@@ -283,6 +327,7 @@ pub fn subscribe_reply_from_pb(r: pb::SubscribeReply) -> SubscribeReply {
             .into_iter()
             .map(publication_from_pb)
             .collect(),
+        join_leave: r.join_leave,
     }
 }
 
@@ -460,6 +505,7 @@ mod tests {
             BrokerError::InvalidData,
             BrokerError::NotAvailable("presence"),
             BrokerError::NotAvailable("history"),
+            BrokerError::PresenceFull(10_000),
             BrokerError::ShuttingDown,
             BrokerError::NotAttached,
             BrokerError::InvalidIdempotencyKey,

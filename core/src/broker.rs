@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     BrokerError, ChannelName, ClientInfo, Control, Position, PresenceStats, Publication,
-    ids::GatewayId,
+    ids::GatewayId, presence::PresencePage,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,31 @@ pub struct SubscribeReply {
     pub recovered: Option<bool>,
     /// Missed publications, oldest first.
     pub publications: Vec<Publication>,
+    /// Whether `join`/`leave` events are sent in this channel now; `None`
+    /// where the namespace has no events at all.
+    pub join_leave: Option<bool>,
+}
+
+/// A page of a channel's presence.
+#[derive(Debug, Clone)]
+pub struct PresenceRequest {
+    pub channel: ChannelName,
+    /// Only clients whose `client_id` sorts after this (the previous
+    /// page's `next`).
+    pub after: Option<String>,
+    /// At most this many; clamped to 1..=[`crate::presence::MAX_PAGE`].
+    pub limit: usize,
+}
+
+impl PresenceRequest {
+    /// The first page, as large as pages go.
+    pub fn first(channel: ChannelName) -> Self {
+        Self {
+            channel,
+            after: None,
+            limit: crate::presence::MAX_PAGE,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -177,10 +202,11 @@ pub trait Broker: Send + Sync + 'static {
         req: PublishRequest,
     ) -> impl Future<Output = Result<Position, BrokerError>> + Send;
 
+    /// One page of the channel's presence, in `client_id` order.
     fn presence(
         &self,
-        channel: &ChannelName,
-    ) -> impl Future<Output = Result<Vec<ClientInfo>, BrokerError>> + Send;
+        req: PresenceRequest,
+    ) -> impl Future<Output = Result<PresencePage, BrokerError>> + Send;
 
     fn presence_stats(
         &self,

@@ -13,6 +13,9 @@ pub enum BrokerError {
     UnknownNamespace,
     #[error("{0} is not enabled for this namespace")]
     NotAvailable(&'static str),
+    /// The channel's presence holds `presence_max_clients` clients already.
+    #[error("channel is full: at most {0} clients in its presence")]
+    PresenceFull(usize),
     #[error("data is not valid JSON")]
     InvalidData,
     #[error("idempotency key must be 1 to 256 bytes")]

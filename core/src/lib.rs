@@ -11,7 +11,7 @@
 //! - [`position`]: `(offset, epoch)` stream positions and the recovery decision.
 //! - [`publication`]: [`Publication`], a stored publication: offset and
 //!   encoded frame, as recovery and history return it.
-//! - [`presence`]: who is subscribed to a channel, and the counts.
+//! - [`presence`]: who is subscribed to a channel, the counts, and pages of it.
 //! - [`frame`]: the client wire format: request, reply and push frames, the
 //!   strict request parser, and the error and close codes; publications and
 //!   events encoded once, shared as bytes.
@@ -35,7 +35,7 @@ pub mod publication;
 
 pub use broker::{
     Broker, ChannelSummary, ChannelsRequest, Delivery, DeliveryKind, DeliverySink, HistoryReply,
-    HistoryRequest, NodeInfo, PublishRequest, SubscribeReply, SubscribeRequest,
+    HistoryRequest, NodeInfo, PresenceRequest, PublishRequest, SubscribeReply, SubscribeRequest,
 };
 pub use channel::ChannelName;
 pub use control::Control;
@@ -43,5 +43,5 @@ pub use error::BrokerError;
 pub use ids::{BrokerAddr, BrokerName, GatewayId};
 pub use namespace::{NamespaceOptions, Namespaces, PersonalOptions};
 pub use position::Position;
-pub use presence::{ClientInfo, PresenceStats};
+pub use presence::{ClientInfo, PresencePage, PresenceStats};
 pub use publication::Publication;

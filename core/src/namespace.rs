@@ -35,10 +35,22 @@ pub struct NamespaceOptions {
     /// Whether the connection's token must carry a `channels` claim that
     /// matches the channel. Anonymous connections never have one.
     pub require_claim: bool,
+    /// Most presence entries (subscribed clients) one channel keeps; a
+    /// subscribe beyond it is refused (error 114). Bounds the broker's
+    /// memory and every presence reply.
+    pub presence_max_clients: usize,
+    /// `join`/`leave` events are sent only while at most this many clients
+    /// are present: each event goes to every subscriber, so events cost the
+    /// square of the audience. Above it, subscribers page `presence`.
+    pub join_leave_max_clients: usize,
 }
 
 /// Default of `history_max_bytes`: 1 MiB of history per channel.
 pub const DEFAULT_HISTORY_MAX_BYTES: usize = 1024 * 1024;
+/// Default of [`NamespaceOptions::presence_max_clients`].
+pub const PRESENCE_MAX_CLIENTS: usize = 10_000;
+/// Default of [`NamespaceOptions::join_leave_max_clients`].
+pub const JOIN_LEAVE_MAX_CLIENTS: usize = 100;
 
 impl Default for NamespaceOptions {
     fn default() -> Self {
@@ -51,6 +63,8 @@ impl Default for NamespaceOptions {
             allow_publish: false,
             publish_requires_subscription: false,
             require_claim: false,
+            presence_max_clients: PRESENCE_MAX_CLIENTS,
+            join_leave_max_clients: JOIN_LEAVE_MAX_CLIENTS,
         }
     }
 }
@@ -68,7 +82,14 @@ impl NamespaceOptions {
             allow_publish: true,
             publish_requires_subscription: false,
             require_claim: false,
+            ..Self::default()
         }
+    }
+
+    /// Whether `join`/`leave` events go out while `present` clients are
+    /// in the channel's presence (the one joining or leaving counted).
+    pub fn join_leave_at(&self, present: usize) -> bool {
+        self.presence && self.join_leave && present <= self.join_leave_max_clients
     }
 
     pub fn history_enabled(&self) -> bool {
@@ -127,6 +148,7 @@ impl PersonalOptions {
             allow_publish: self.allow_publish,
             publish_requires_subscription: false,
             require_claim: false,
+            ..NamespaceOptions::default()
         }
     }
 }

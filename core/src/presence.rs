@@ -2,7 +2,10 @@
 //! gateway. It is soft state at the channel's owner: a gateway that goes away
 //! takes its clients' entries with it.
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    ops::Bound,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -27,9 +30,22 @@ pub struct PresenceStats {
     pub num_users: usize,
 }
 
+/// Largest page of a presence reply, and its size when none is asked for.
+pub const MAX_PAGE: usize = 1000;
+
+/// One page of a channel's presence, in `client_id` order.
+#[derive(Debug, Clone, Default)]
+pub struct PresencePage {
+    pub clients: Vec<ClientInfo>,
+    /// The `client_id` to ask for the next page after; `None` on the last.
+    pub next: Option<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct Presence {
-    clients: HashMap<String, (GatewayId, ClientInfo)>,
+    // Ordered by client id, so that a page starts where the last ended
+    // without sorting the whole set.
+    clients: BTreeMap<String, (GatewayId, ClientInfo)>,
     users: HashMap<String, usize>,
 }
 
@@ -66,10 +82,39 @@ impl Presence {
         gone.iter().filter_map(|id| self.remove(id)).collect()
     }
 
+    /// How many of `user_id`'s connections are present.
+    pub fn user_connections(&self, user_id: &str) -> usize {
+        self.users.get(user_id).copied().unwrap_or(0)
+    }
+
+    /// Every client, sorted by `client_id`.
     pub fn clients(&self) -> Vec<ClientInfo> {
-        let mut all: Vec<ClientInfo> = self.clients.values().map(|(_, c)| c.clone()).collect();
-        all.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        all
+        self.clients.values().map(|(_, c)| c.clone()).collect()
+    }
+
+    /// Up to `limit` clients (at least 1, at most [`MAX_PAGE`]) whose
+    /// `client_id` sorts after `after`.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> PresencePage {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut rest = self
+            .clients
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(_, (_, c))| c);
+        let clients: Vec<ClientInfo> = rest.by_ref().take(limit).cloned().collect();
+        let next = match rest.next() {
+            Some(_) => clients.last().map(|c| c.client_id.clone()),
+            None => None,
+        };
+        PresencePage { clients, next }
+    }
+
+    pub fn contains(&self, client_id: &str) -> bool {
+        self.clients.contains_key(client_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
     }
 
     pub fn stats(&self) -> PresenceStats {
@@ -122,5 +167,32 @@ mod tests {
         );
         assert!(p.remove("c3").is_some());
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn pages_give_every_client_once_in_order() {
+        let g = GatewayId::from("g");
+        let mut p = Presence::default();
+        for i in (0..25).rev() {
+            p.add(g.clone(), client(&format!("c{i:02}"), "u"));
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = p.page(after.as_deref(), 10);
+            assert!(page.clients.len() <= 10);
+            seen.extend(page.clients.into_iter().map(|c| c.client_id));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let all: Vec<String> = (0..25).map(|i| format!("c{i:02}")).collect();
+        assert_eq!(seen, all);
+        // A cursor that is gone still places the page; 0 means 1.
+        assert_eq!(p.page(Some("c10x"), 0).clients[0].client_id, "c11");
+        let end = p.page(Some("c24"), 5);
+        assert!(end.clients.is_empty() && end.next.is_none());
+        assert_eq!(p.page(None, usize::MAX).clients.len(), 25);
     }
 }

@@ -182,18 +182,7 @@ impl Authenticator {
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            ErrorKind::InvalidAlgorithmName | ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
-            // An `alg` outside the crate's list (`none` above all) fails
-            // header parsing; say so rather than "malformed".
-            ErrorKind::Json(j) if j.to_string().contains("unknown variant") => AuthError::Algorithm,
-            _ => AuthError::Malformed,
-        })?;
-        // RFC 7515 4.1.6: a `crit` extension the recipient does not
-        // understand makes the token invalid, and none is understood here.
-        if header.crit.is_some() {
-            return Err(AuthError::Critical);
-        }
+        let header = token_header(token)?;
         let jwks = self.jwks.as_ref().map(|j| j.keys());
         let fetched = jwks.iter().flat_map(|set| set.iter());
         let key = key_set::select(
@@ -256,6 +245,26 @@ impl Authenticator {
         validation.set_required_spec_claims(&required);
         validation
     }
+}
+
+/// The JOSE header of `token`, refused as [`Authenticator::verify`] refuses
+/// it: malformed, an algorithm outside the supported ones, or any `crit`
+/// parameter. Pure, so that it can be fuzzed (fuzz/token_header).
+pub fn token_header(token: &str) -> Result<jsonwebtoken::Header, AuthError> {
+    use jsonwebtoken::errors::ErrorKind;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+        ErrorKind::InvalidAlgorithmName | ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
+        // An `alg` outside the crate's list (`none` above all) fails
+        // header parsing; say so rather than "malformed".
+        ErrorKind::Json(j) if j.to_string().contains("unknown variant") => AuthError::Algorithm,
+        _ => AuthError::Malformed,
+    })?;
+    // RFC 7515 4.1.6: a `crit` extension the recipient does not
+    // understand makes the token invalid, and none is understood here.
+    if header.crit.is_some() {
+        return Err(AuthError::Critical);
+    }
+    Ok(header)
 }
 
 /// Whether a token that expires at `exp` (and was issued at `iat`, if it

@@ -1,6 +1,6 @@
 //! Gateway configuration: authentication, limits and channel options.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use switchboard_core::Namespaces;
@@ -19,6 +19,9 @@ pub struct GatewayConfig {
     /// How long a shutdown waits for connections to close.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// TLS on the client port and the API port (`[gateway.tls]`); none:
+    /// plaintext, for a TLS-terminating proxy or a private network.
+    pub tls: Option<EdgeTlsConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -28,7 +31,47 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(10),
+            tls: None,
         }
+    }
+}
+
+/// The certificate and key of the public listeners (`[gateway.tls]`,
+/// docs/operations.md#tls), re-read when the files change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeTlsConfig {
+    /// PEM certificate chain of the client port, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// The API port's own chain, when `api.listen` gives it a port;
+    /// without it the API port presents `cert`.
+    pub api_cert: Option<PathBuf>,
+    /// The key of `api_cert`.
+    pub api_key: Option<PathBuf>,
+    /// How often the files are checked for a change.
+    #[serde(
+        with = "humantime_serde",
+        default = "EdgeTlsConfig::default_reload_every"
+    )]
+    pub reload_every: Duration,
+}
+
+impl EdgeTlsConfig {
+    /// `cert` and `key` on both ports, checked every 5 s.
+    pub fn new(cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            cert,
+            key,
+            api_cert: None,
+            api_key: None,
+            reload_every: Self::default_reload_every(),
+        }
+    }
+
+    fn default_reload_every() -> Duration {
+        Duration::from_secs(5)
     }
 }
 
@@ -189,6 +232,21 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Most publications one history or recovery reply carries.
     pub max_history_reply: usize,
+    /// Sockets this gateway holds open, of every kind (WebSocket, HTTP/1,
+    /// HTTP/2, server API), from accept to close; beyond it a new socket is
+    /// closed at once. Keep it under the open-file limit.
+    pub max_sockets: usize,
+    /// Sockets one client address (an IPv6 /64) holds open; beyond it a new
+    /// one gets HTTP 503 and is closed.
+    pub max_sockets_per_ip: usize,
+    /// New sockets per second one client address may open, sustained.
+    pub connection_rate_per_ip: f64,
+    /// New sockets one client address may open at once above the rate.
+    pub connection_burst_per_ip: u32,
+    /// An HTTP/1 or HTTP/2 connection with no request in flight this long is
+    /// shut down (HTTP/2: GOAWAY). WebSockets have `idle_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -209,6 +267,11 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             max_history_reply: 1000,
+            max_sockets: 510_000,
+            max_sockets_per_ip: 10_000,
+            connection_rate_per_ip: 100.0,
+            connection_burst_per_ip: 1000,
+            http_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -228,6 +291,13 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Largest `data` of one publication, in bytes of JSON text.
     pub max_data_bytes: usize,
+    /// Time from a request's headers to the end of its body; a body that
+    /// takes longer gets 408 (gRPC: `DEADLINE_EXCEEDED`).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// API requests (HTTP and gRPC) served at once; beyond it a request
+    /// gets 503 with `Retry-After` (gRPC: `UNAVAILABLE`).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ApiConfig {
@@ -237,6 +307,8 @@ impl Default for ApiConfig {
             listen: None,
             max_body_bytes: 1024 * 1024,
             max_data_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -249,6 +321,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_data_bytes", &self.max_data_bytes)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
             .finish()
     }
 }

@@ -5,7 +5,7 @@
 //! then the broker's background upkeep, tracked like every other task,
 //! is given the same deadline.
 
-use switchboard_node::{BrokerConfig, LocalBroker};
+use switchboard_node::{BrokerConfig, LocalBroker, webhook::Webhooks};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -27,6 +27,11 @@ pub async fn run(
     // start, not only on shutdown.
     let upkeep = shutdown.child_token();
     let tracker = TaskTracker::new();
+    broker.set_webhooks(Webhooks::start(
+        settings.pusher.webhook_config(),
+        &tracker,
+        &upkeep,
+    ));
     tracker.spawn({
         let broker = broker.clone();
         let upkeep = upkeep.clone();

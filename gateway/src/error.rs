@@ -38,6 +38,8 @@ pub enum RequestError {
     NotSubscribed,
     #[error("already authenticated")]
     AlreadyAuthenticated,
+    #[error("channel is full: at most {0} clients in its presence")]
+    PresenceFull(usize),
     #[error("invalid channel name: {0}")]
     InvalidChannel(&'static str),
     #[error("over capacity: no new channels on this server now, retry later")]
@@ -62,6 +64,7 @@ impl RequestError {
             RequestError::NotSubscribed => ErrorCode::NotSubscribed,
             RequestError::AlreadyAuthenticated => ErrorCode::AlreadyAuthenticated,
             RequestError::InvalidChannel(_) => ErrorCode::InvalidChannel,
+            RequestError::PresenceFull(_) => ErrorCode::PresenceFull,
             RequestError::OverCapacity => ErrorCode::OverCapacity,
         };
         code.get()
@@ -89,6 +92,7 @@ impl RequestError {
             RequestError::NotSubscribed => "not_subscribed",
             RequestError::AlreadyAuthenticated => "already_authenticated",
             RequestError::InvalidChannel(_) => "invalid_channel",
+            RequestError::PresenceFull(_) => "presence_full",
             RequestError::OverCapacity => "over_capacity",
         }
     }
@@ -119,6 +123,7 @@ impl From<BrokerError> for RequestError {
             BrokerError::InvalidChannel(why) => RequestError::InvalidChannel(why),
             BrokerError::UnknownNamespace => RequestError::UnknownNamespace,
             BrokerError::NotAvailable(what) => RequestError::NotAvailable(what),
+            BrokerError::PresenceFull(max) => RequestError::PresenceFull(max),
             BrokerError::InvalidData => RequestError::BadRequest("data is not valid JSON".into()),
             BrokerError::InvalidIdempotencyKey => RequestError::BadRequest(e.to_string()),
             BrokerError::OverCapacity => RequestError::OverCapacity,

@@ -19,11 +19,15 @@ use tokio::{
     time::Sleep,
 };
 
+use crate::refusal::{self, Limit};
+
 pub struct FirstBytesDeadline<S> {
     inner: S,
     /// `None` once the first bytes arrived.
     deadline: Option<Pin<Box<Sleep>>>,
     remaining: usize,
+    /// The deadline passed: counted once, every read fails.
+    expired: bool,
 }
 
 impl<S> FirstBytesDeadline<S> {
@@ -32,6 +36,7 @@ impl<S> FirstBytesDeadline<S> {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
             remaining: first,
+            expired: false,
         }
     }
 }
@@ -44,8 +49,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstBytesDeadline<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(deadline) = this.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
+            && (this.expired || deadline.as_mut().poll(cx).is_ready())
         {
+            if !this.expired {
+                this.expired = true;
+                refusal::record(Limit::Handshake);
+            }
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the request did not start in time",

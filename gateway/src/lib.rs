@@ -7,7 +7,12 @@
 //! - [`server`]: the listeners, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/readyz`) and drain.
 //! - [`gateway`]: the state one gateway shares with its connections and the server API.
 //! - [`dev`]: the dev process: the gateway and an in-process broker, with one drain.
+//! - [`edge_tls`]: TLS on the client and API ports (`wss://`, HTTPS, gRPC over TLS), reloaded when the files change.
+//! - [`edge_stream`]: an accepted connection, plain or TLS, as one stream type.
 //! - [`first_bytes`]: a deadline on a connection's first bytes, while HTTP/1 and HTTP/2 are told apart.
+//! - [`socket_budget`]: one budget for every accepted socket, per-address caps and connection rate.
+//! - [`idle_watch`]: when an HTTP/1 or HTTP/2 connection counts as idle, to be shut down.
+//! - [`refusal`]: the socket and API limits, each counted in a metric and logged once per interval.
 //! - [`api`]: the server API for application backends, HTTP JSON under `/api/` and gRPC.
 //! - [`demo`]: the demo chat at `/`, the embedded JavaScript client, and guest tokens.
 //! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
@@ -36,21 +41,28 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod dev;
+pub mod edge_stream;
+pub mod edge_tls;
 pub mod error;
 pub mod first_bytes;
 pub mod gateway;
 pub mod handshake;
 pub mod hub;
+pub mod idle_watch;
 pub mod jwks;
 pub mod key_set;
 pub mod pusher;
 pub mod rate_limit;
+pub mod refusal;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod socket_budget;
 pub mod telemetry;
 
-pub use config::{ApiConfig, AuthConfig, GatewayConfig, KeyAlgorithm, KeyConfig, Limits, Settings};
+pub use config::{
+    ApiConfig, AuthConfig, EdgeTlsConfig, GatewayConfig, KeyAlgorithm, KeyConfig, Limits, Settings,
+};
 pub use gateway::Gateway;
 pub use router::Router;
 pub use server::{GatewayError, Listeners, run, run_with};

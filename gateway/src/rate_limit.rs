@@ -1,5 +1,6 @@
-//! A token bucket per connection: `burst` frames at once, refilled at
-//! `rate` frames per second. Sans-IO: the caller passes the time.
+//! A token bucket: `burst` events at once, refilled at `rate` events per
+//! second; frames per connection, and connections per client address
+//! (the socket budget). Sans-IO: the caller passes the time.
 
 use std::time::Instant;
 
@@ -34,6 +35,13 @@ impl TokenBucket {
             false
         }
     }
+
+    /// True when the bucket would be full at `now`: forgetting it then
+    /// loses nothing, since a new bucket starts full.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
 }
 
 #[cfg(test)]
@@ -52,5 +60,7 @@ mod tests {
         assert!(!b.try_take(t0 + Duration::from_millis(100)));
         assert!((0..3).all(|_| b.try_take(t0 + Duration::from_secs(10))));
         assert!(!b.try_take(t0 + Duration::from_secs(10)));
+        assert!(!b.is_full(t0 + Duration::from_secs(10)));
+        assert!(b.is_full(t0 + Duration::from_millis(10_300)));
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use switchboard_core::{
     Broker, ChannelName, ClientInfo, DeliveryKind, HistoryRequest, NamespaceOptions, Position,
-    PublishRequest, SubscribeRequest,
+    PresenceRequest, PublishRequest, SubscribeRequest,
     frame::{
         Request, parse, push,
         reply::{
@@ -20,6 +20,7 @@ use switchboard_core::{
             SubscribeData,
         },
     },
+    presence::MAX_PAGE,
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -275,7 +276,11 @@ impl<B: Broker> Session<B> {
             Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
             Request::Unsubscribe { channel } => self.unsubscribe(id, channel).await,
             Request::Publish { channel, data } => self.publish(id, channel, data).await,
-            Request::Presence { channel } => self.presence(id, channel).await,
+            Request::Presence {
+                channel,
+                cursor,
+                limit,
+            } => self.presence(id, channel, cursor, limit).await,
             Request::PresenceStats { channel } => self.presence_stats(id, channel).await,
             Request::History {
                 channel,
@@ -388,15 +393,23 @@ impl<B: Broker> Session<B> {
         &self,
         id: Option<&RawValue>,
         channel: ChannelName,
+        after: Option<String>,
+        limit: Option<usize>,
     ) -> Result<Option<Utf8Bytes>, RequestError> {
         self.presence_access(&channel)?;
         self.own_personal(&channel)?;
-        let clients = self.gateway.broker.presence(&channel).await?;
+        let req = PresenceRequest {
+            channel: channel.clone(),
+            after,
+            limit: limit.unwrap_or(MAX_PAGE),
+        };
+        let page = self.gateway.broker.presence(req).await?;
         Ok(Some(respond(
             id,
             PresenceData {
                 channel: channel.as_str(),
-                clients: &clients,
+                clients: &page.clients,
+                next_cursor: page.next.as_deref(),
             },
         )))
     }
@@ -510,6 +523,7 @@ impl<B: Broker> Session<B> {
                 recoverable: reply.recoverable,
                 recovered: reply.recovered,
                 publications: reply.recovered.map(|_| Publications(&reply.publications)),
+                join_leave: reply.join_leave,
             },
         ))
     }

@@ -17,6 +17,8 @@ pub const DISCONNECTS: &str = "switchboard_disconnects_total";
 pub const QUEUE_DROPS: &str = "switchboard_queue_drops_total";
 pub const DELIVERY_LATENCY: &str = "switchboard_publish_delivery_latency_seconds";
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
+pub const SOCKETS: &str = "switchboard_sockets";
+pub const LIMITED: &str = "switchboard_limited_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -82,6 +84,14 @@ fn describe() {
         API_REQUESTS,
         "Server API calls (HTTP and gRPC), by call and outcome (`ok` or the error code)."
     );
+    describe_gauge!(
+        SOCKETS,
+        "Accepted sockets (WebSocket, HTTP/1, HTTP/2, API), counted against limits.max_sockets."
+    );
+    describe_counter!(
+        LIMITED,
+        "Sockets refused or closed and API requests refused by a limit, by limit."
+    );
     describe_counter!(
         "switchboard_broker_idempotent_retries_total",
         "Publishes answered from the idempotency window instead of being published again."
@@ -106,6 +116,7 @@ fn describe() {
     // from the first scrape, not only after the first event.
     gauge!(CONNECTIONS).set(0.0);
     gauge!(SUBSCRIPTIONS).set(0.0);
+    gauge!(SOCKETS).set(0.0);
     for name in [
         CONNECTIONS_ACCEPTED,
         MESSAGES_IN,
@@ -119,6 +130,15 @@ fn describe() {
 
 pub fn api_call(call: &'static str, outcome: &'static str) {
     counter!(API_REQUESTS, "call" => call, "outcome" => outcome).increment(1);
+}
+
+/// One act of the limit labelled `limit`.
+pub fn refused(limit: &'static str) {
+    counter!(LIMITED, "limit" => limit).increment(1);
+}
+
+pub fn sockets(delta: f64) {
+    gauge!(SOCKETS).increment(delta);
 }
 
 pub fn queue_drop() {

@@ -105,14 +105,17 @@ async fn every_call_works_over_grpc() {
     assert_eq!(alice.message("#alice").await.unwrap()["data"], "psst");
 
     let presence = api
-        .presence(pb::ChannelRequest {
+        .presence(pb::PresenceRequest {
             channel: "chat:g".into(),
+            cursor: None,
+            limit: None,
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(presence.clients.len(), 1);
     assert_eq!(presence.clients[0].user_id, "alice");
+    assert_eq!(presence.next_cursor, None);
     let stats = api
         .presence_stats(pb::ChannelRequest {
             channel: "chat:g".into(),
@@ -220,6 +223,15 @@ async fn bad_input_maps_to_grpc_statuses_with_the_same_codes() {
         refusal(api.publish(publish("chat:a", "1", Some(""))).await),
         (Code::InvalidArgument, "bad_request".into())
     );
+    // Data that strict parsers cannot read (docs/protocol.md §8).
+    // (A 101-digit number would be over this test's max_data_bytes.)
+    for poison in ["1e999999", r#""\udc00""#, r#"{"n":[-1e400]}"#] {
+        assert_eq!(
+            refusal(api.publish(publish("chat:a", poison, None)).await),
+            (Code::InvalidArgument, "bad_request".into()),
+            "{poison}"
+        );
+    }
     assert_eq!(
         refusal(
             api.disconnect_user(pb::DisconnectUserRequest {

@@ -509,6 +509,25 @@ async fn bad_input_gets_a_4xx_with_a_code_and_message_never_a_500() {
             400,
             "bad_request",
         ),
+        // Data that strict parsers cannot read (docs/protocol.md §8).
+        (
+            "publish",
+            r#"{"channel":"chat:a","data":{"n":1e999999}}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "broadcast",
+            r#"{"channels":["chat:a"],"data":"\ud800"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "send_to_user",
+            format!(r#"{{"user":"alice","data":{}}}"#, "9".repeat(500)),
+            400,
+            "bad_request",
+        ),
         (
             "publish",
             r#"{"channel":"chat:a","data":1,"idempotency_key":""}"#.into(),

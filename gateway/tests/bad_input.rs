@@ -181,3 +181,55 @@ async fn plain_http_on_the_websocket_path_gets_a_status_and_a_message() {
     let (status, _) = common::http::get(server.addr, "/nope").await.unwrap();
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn poison_data_is_refused_and_history_stays_readable() {
+    let server = TestServer::dev().await;
+    let mut bystander = Bystander::new(&server).await;
+    let mut c = server.client().await;
+    // Each of these is JSON that lenient parsers accept and strict ones
+    // (serde_json, Python's int limit, UTF-16 decoders) fail on; published
+    // into the bystander's own channel, one would break its history.
+    let long_integer = "7".repeat(60_000);
+    let cases: Vec<(String, &str)> = vec![
+        ("1e999999".into(), "beyond the range of a 64-bit float"),
+        (
+            r#"{"n":-1e309}"#.into(),
+            "beyond the range of a 64-bit float",
+        ),
+        (long_integer, "longer than 100 characters"),
+        (r#""\ud800""#.into(), "lone UTF-16 surrogate"),
+        (r#"["ok","\udc00\ud800"]"#.into(), "lone UTF-16 surrogate"),
+        (r#""\ud83d\u0041""#.into(), "lone UTF-16 surrogate"),
+    ];
+    for (data, text) in cases {
+        let frame = format!(r#"{{"type":"publish","id":9,"channel":"watch:all","data":{data}}}"#);
+        c.send_text(&frame).await.unwrap();
+        let err = c.next().await.unwrap();
+        assert_eq!(err["type"], "error", "{frame:.80}: {err}");
+        assert_eq!(err["code"], 107, "{frame:.80}: {err}");
+        assert_eq!(err["id"], 9, "{frame:.80}: {err}");
+        assert!(
+            err["error"].as_str().unwrap().contains(text),
+            "{frame:.80}: {err} lacks {text}"
+        );
+        bystander.still_served().await;
+    }
+    // What strict parsers read is still accepted: paired surrogates, long
+    // but finite numbers, tiny exponents.
+    let fine = r#"{"e":"\ud83d\ude00","n":1.7976931348623157e308,"z":1e-400}"#;
+    let frame = format!(r#"{{"type":"publish","id":10,"channel":"watch:all","data":{fine}}}"#);
+    c.send_text(&frame).await.unwrap();
+    assert_eq!(c.next().await.unwrap()["type"], "response");
+    let m = bystander.client.message("watch:all").await.unwrap();
+    assert_eq!(m["data"]["e"], "😀");
+    bystander.still_served().await;
+    // History holds only what was accepted; the test client's strict parse
+    // of the reply (serde_json) is what poison would have broken.
+    let history = c
+        .request(json!({"type": "history", "channel": "watch:all", "limit": 100}))
+        .await
+        .unwrap();
+    let pubs = history["data"]["publications"].as_array().unwrap();
+    assert_eq!(pubs.len() as u64, bystander.markers + 1, "{history}");
+}

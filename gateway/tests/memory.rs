@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use switchboard_core::NamespaceOptions;
 use switchboard_node::BrokerConfig;
 
-const OVER_CAPACITY: u64 = 114;
+const OVER_CAPACITY: u64 = 115;
 
 fn code(reply: &Value) -> Option<u64> {
     (reply["type"] == "error")

@@ -245,16 +245,14 @@ impl broker_server::Broker for BrokerService {
 
     async fn presence(
         &self,
-        request: Request<pb::ChannelRequest>,
+        request: Request<pb::PresenceRequest>,
     ) -> Result<Response<pb::PresenceReply>, Status> {
         self.check(&request, Rpc::Presence, None)?;
         let ring = ring_of(&request);
-        let channel = wire::channel(&request.into_inner().channel)?;
-        self.admit(&channel, ring).await?;
-        let clients = self.broker.presence(&channel).await.map_err(wire::status)?;
-        Ok(Response::new(pb::PresenceReply {
-            clients: clients.iter().map(wire::client_to_pb).collect(),
-        }))
+        let req = wire::presence_request_from_pb(request.into_inner())?;
+        self.admit(&req.channel, ring).await?;
+        let page = self.broker.presence(req).await.map_err(wire::status)?;
+        Ok(Response::new(wire::presence_page_to_pb(&page)))
     }
 
     async fn presence_stats(

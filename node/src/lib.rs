@@ -13,6 +13,7 @@
 //!   released as channels, history, presence and keys come and go (sans-IO).
 //! - [`handoff`]: [`handoff::Handoff`], which moves channel state between
 //!   brokers as the ring changes.
+//! - [`webhook`]: Pusher apps' webhooks, sent by each channel's owner.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
 //! - [`authorization`]: who may call which broker RPC, by the identity a
 //!   caller proved over mutual TLS (sans-IO).
@@ -31,5 +32,6 @@ pub mod local_broker;
 pub mod memory_budget;
 pub mod process;
 pub mod server;
+pub mod webhook;
 
 pub use local_broker::{BrokerConfig, LocalBroker};

@@ -21,7 +21,11 @@ use futures_util::Stream;
 use rand::Rng;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{BrokerConfig, LocalBroker, handoff::Handoff};
+use crate::{
+    BrokerConfig, LocalBroker,
+    handoff::Handoff,
+    webhook::{WebhookConfig, Webhooks},
+};
 use switchboard_cluster::{
     dialer::SharedDialer,
     gossip::{CONFLICT_GRACE, Datagram, Membership},
@@ -55,6 +59,8 @@ pub struct BrokerSettings {
     /// Over mutual TLS: how a broker's claim to its name is proven before
     /// it counts in this broker's ring ([`proof`]).
     pub prover: Option<Prover>,
+    /// Pusher apps' webhooks, sent for the channels this broker owns.
+    pub webhooks: WebhookConfig,
 }
 
 /// The sockets a broker serves on, already bound.
@@ -127,6 +133,7 @@ impl BrokerProcess {
             dialer,
             gossip_sealer,
             prover,
+            webhooks,
         } = settings;
         let (name, drain_timeout) = (config.name.clone(), config.drain_timeout);
         let broker = LocalBroker::on_host(config, namespaces, host);
@@ -142,6 +149,7 @@ impl BrokerProcess {
             bump: 0,
         };
         let tracker = TaskTracker::new();
+        broker.set_webhooks(Webhooks::start(webhooks, &tracker, &shutdown));
         let membership = Membership::start_in(
             &tracker,
             me,

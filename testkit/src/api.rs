@@ -144,3 +144,34 @@ pub async fn grpc(addr: SocketAddr, key: Option<&str>) -> anyhow::Result<Grpc> {
     };
     Ok(ApiClient::with_interceptor(channel, ApiKey(key)))
 }
+
+/// A gRPC client of `switchboard.api.v1.Api` over TLS at `addr`, with
+/// `tls` (trusting the server's CA and offering ALPN `h2`), checking the
+/// name `localhost`.
+pub async fn grpc_tls(
+    addr: SocketAddr,
+    key: Option<&str>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> anyhow::Result<Grpc> {
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(WAIT)
+        .timeout(WAIT)
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let (tls, name) = (tls.clone(), name.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let tls = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .context("gRPC connect over TLS")?;
+    let key = match key {
+        Some(k) => Some(MetadataValue::try_from(format!("apikey {k}"))?),
+        None => None,
+    };
+    Ok(ApiClient::with_interceptor(channel, ApiKey(key)))
+}

@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream, connect_async,
+    Connector, MaybeTlsStream, WebSocketStream, connect_async_tls_with_config,
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
@@ -48,6 +48,22 @@ impl Client {
 
     /// Connects offering the given subprotocols.
     pub async fn connect_with_protocols(url: &str, protocols: &[&str]) -> anyhow::Result<Self> {
+        Self::connect_with(url, protocols, None).await
+    }
+
+    /// Connects to a `wss://` URL with `tls` (trusting the test's CA).
+    pub async fn connect_tls(
+        url: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<Self> {
+        Self::connect_with(url, &[], Some(Connector::Rustls(tls))).await
+    }
+
+    async fn connect_with(
+        url: &str,
+        protocols: &[&str],
+        connector: Option<Connector>,
+    ) -> anyhow::Result<Self> {
         let mut req = url.into_client_request()?;
         if !protocols.is_empty() {
             req.headers_mut().insert(
@@ -55,7 +71,8 @@ impl Client {
                 HeaderValue::from_str(&protocols.join(", "))?,
             );
         }
-        let (ws, resp) = tokio::time::timeout(WAIT, connect_async(req))
+        let connect = connect_async_tls_with_config(req, None, false, connector);
+        let (ws, resp) = tokio::time::timeout(WAIT, connect)
             .await
             .context("connect timed out")??;
         let protocol = resp

@@ -15,6 +15,14 @@ use crate::{certificates::ClusterCa, process::Process};
 /// scenarios that publish in bursts, written to a file of its own; returns
 /// its path.
 pub fn scenario_config(tag: &str) -> anyhow::Result<String> {
+    scenario_config_with(tag, |c| c)
+}
+
+/// [`scenario_config`], edited by `edit` before it is written.
+pub fn scenario_config_with(
+    tag: &str,
+    edit: impl FnOnce(String) -> String,
+) -> anyhow::Result<String> {
     let config = include_str!("../../config/dev.toml")
         .replace("rate_per_second = 50.0", "rate_per_second = 100000.0")
         .replace("rate_burst = 100", "rate_burst = 100000");
@@ -22,6 +30,7 @@ pub fn scenario_config(tag: &str) -> anyhow::Result<String> {
         config.contains("100000.0"),
         "config/dev.toml changed; update scenario_config"
     );
+    let config = edit(config);
     let path = std::env::temp_dir().join(format!(
         "switchboard-{tag}-{}-{}.toml",
         std::process::id(),

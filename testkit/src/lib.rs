@@ -14,6 +14,8 @@
 //! - [`gossip_key`]: gossip key files made in the test: the one every
 //!   process a test run starts shares, and others.
 //! - [`certificates`]: a cluster CA and node certificates for tests.
+//! - [`edge_ca`]: a CA and server certificates for the gateway's public
+//!   listeners (`wss://`, HTTPS), and client configurations trusting it.
 //! - [`broker_client`]: a gRPC client of a broker's port, with or without
 //!   TLS and certificates, as an outsider would run it.
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
@@ -27,6 +29,7 @@
 //! - [`compose`]: Docker Compose projects, always brought down.
 //! - [`prometheus`]: Prometheus' HTTP API (targets, queries).
 //! - [`pusher`]: the Pusher door's test app, URL, signatures and a raw client.
+//! - [`webhook`]: a webhook endpoint on loopback that records what it is sent.
 
 pub mod api;
 pub mod broker_client;
@@ -35,6 +38,7 @@ pub mod certificates;
 pub mod client;
 pub mod cluster;
 pub mod compose;
+pub mod edge_ca;
 pub mod gossip_key;
 pub mod http;
 pub mod load;
@@ -43,6 +47,7 @@ pub mod prometheus;
 pub mod pusher;
 pub mod server;
 pub mod settings;
+pub mod webhook;
 
 pub use server::TestServer;
 pub use settings::ForTest;

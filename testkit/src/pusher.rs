@@ -169,3 +169,17 @@ pub async fn trigger(
         )
         .await
 }
+
+/// A config edit for [`crate::cluster::scenario_config_with`]: the dev
+/// config's Pusher app sends its webhooks to `url`.
+pub fn with_webhook(url: &str) -> impl FnOnce(String) -> String {
+    let section = format!("\n[[pusher.apps.webhooks]]\nurl = \"{url}\"\n");
+    move |config| {
+        let anchor = "max_presence_user_info_bytes = 1024\n";
+        assert!(
+            config.contains(anchor),
+            "config/dev.toml changed; update with_webhook"
+        );
+        config.replacen(anchor, &format!("{anchor}{section}"), 1)
+    }
+}

@@ -25,7 +25,8 @@ pub trait ForTest {
 impl ForTest for Settings {
     /// Like the dev default, with timers short enough for tests: tokens get
     /// no leeway, a drain takes at most 5 s, and the rate limit is high
-    /// enough for tests that publish in bursts.
+    /// enough for tests that publish in bursts, and the per-address socket
+    /// limits out of the way of tests that all connect from 127.0.0.1.
     fn for_test() -> Self {
         let mut gateway = GatewayConfig {
             name: GATEWAY_NAME.into(),
@@ -37,6 +38,10 @@ impl ForTest for Settings {
         gateway.drain_timeout = Duration::from_secs(5);
         gateway.limits.rate_per_second = 1000.0;
         gateway.limits.rate_burst = 1000;
+        // Every test client comes from 127.0.0.1, many at once.
+        gateway.limits.max_sockets_per_ip = 100_000;
+        gateway.limits.connection_rate_per_ip = 100_000.0;
+        gateway.limits.connection_burst_per_ip = 100_000;
         Settings {
             gateway,
             namespaces: Namespaces::permissive(),

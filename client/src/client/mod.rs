@@ -4,6 +4,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use switchboard_core::frame::RequestFrame;
@@ -18,7 +19,7 @@ use crate::{
     connection::{Command, Driver},
     error::ClientError,
     event::{ClientEvent, State},
-    frame::{self, ClientInfo, History, HistoryOptions, Position, PresenceStats, presence_clients},
+    frame::{self, ClientInfo, History, HistoryOptions, Position, PresenceStats, presence_page},
     options::Options,
     request::Waiter,
     subscription::SubscribeOptions,
@@ -110,6 +111,27 @@ impl ClientBuilder {
         self
     }
 
+    /// Trust `root` for `wss://`, besides Mozilla's roots (see
+    /// [`Self::only_added_roots`]). Read a PEM file with
+    /// `CertificateDer::pem_file_iter` ([`crate::PemObject`]).
+    pub fn add_root_certificate(mut self, root: CertificateDer<'static>) -> Self {
+        self.options.tls.extra_roots.push(root);
+        self
+    }
+
+    /// Trust only the roots given with [`Self::add_root_certificate`].
+    pub fn only_added_roots(mut self) -> Self {
+        self.options.tls.only_extra_roots = true;
+        self
+    }
+
+    /// This rustls configuration for `wss://`, instead of one made from
+    /// the roots (client certificates, a custom verifier).
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.options.tls.config = Some(config);
+        self
+    }
+
     /// The jitter source, in `[0, 1)` (default: random). Tests pin it.
     pub fn jitter(mut self, jitter: fn() -> f64) -> Self {
         self.options.jitter = jitter;
@@ -159,7 +181,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// A builder for `url` (`ws://host:port/ws`).
+    /// A builder for `url` (`ws://host:port/ws`, or `wss://` for TLS).
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             url: url.into(),
@@ -291,11 +313,27 @@ impl Client {
         rx.await.map_err(|_| ClientError::Closed)?.map(|_| ())
     }
 
+    /// Every client in the channel's presence, read page by page.
     pub async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, ClientError> {
-        let data = self
-            .call(frame::request(&RequestFrame::Presence { channel }))
-            .await?;
-        presence_clients(data).map_err(|e| ClientError::Protocol(e.to_string()))
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let data = self
+                .call(frame::request(&RequestFrame::Presence {
+                    channel,
+                    cursor: cursor.as_deref(),
+                    limit: None,
+                }))
+                .await?;
+            let (clients, next) =
+                presence_page(data).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            all.extend(clients);
+            match next {
+                // A server that repeats a cursor would loop forever.
+                Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+                _ => return Ok(all),
+            }
+        }
     }
 
     pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, ClientError> {

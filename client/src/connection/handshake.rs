@@ -5,9 +5,12 @@
 use std::{pin::pin, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
 use switchboard_core::frame::RequestFrame;
+
+use rustls::ClientConfig;
 use tokio_tungstenite::{
-    connect_async,
+    Connector, connect_async_tls_with_config,
     tungstenite::{self, Message},
 };
 
@@ -49,6 +52,7 @@ impl Driver {
             self.url.clone(),
             self.token_source.clone(),
             self.opts.connect_timeout,
+            self.tls.clone(),
         );
         let mut open = pin!(tokio::time::timeout(self.opts.connect_timeout, open));
         loop {
@@ -90,7 +94,12 @@ impl Driver {
 }
 
 /// Fetches a token, opens the socket and authenticates.
-async fn open(url: String, source: TokenSource, timeout: Duration) -> Result<Opened, Failure> {
+async fn open(
+    url: String,
+    source: TokenSource,
+    timeout: Duration,
+    tls: Arc<ClientConfig>,
+) -> Result<Opened, Failure> {
     let token = match source {
         TokenSource::Anonymous => None,
         TokenSource::Fixed(token) => Some(token),
@@ -100,7 +109,10 @@ async fn open(url: String, source: TokenSource, timeout: Duration) -> Result<Ope
             Err(e) => return Err(Failure::Token(e.to_string())),
         },
     };
-    let (mut ws, _) = connect_async(url.as_str()).await.map_err(|e| match e {
+    // The connector applies to `wss://` only; `ws://` stays plain.
+    let connector = Some(Connector::Rustls(tls));
+    let connected = connect_async_tls_with_config(url.as_str(), None, false, connector).await;
+    let (mut ws, _) = connected.map_err(|e| match e {
         tungstenite::Error::Url(why) => Failure::Fatal(format!("cannot connect to {url}: {why}")),
         other => Failure::Closed {
             advice: Advice::retry(close_code::ABNORMAL, &other.to_string()),

@@ -22,7 +22,7 @@ mod renewal;
 mod session;
 mod subscriptions;
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde_json::Value;
 use tokio::{
@@ -59,6 +59,8 @@ enum Next {
 pub(crate) struct Driver {
     url: String,
     opts: Options,
+    /// Made once: every `wss://` attempt shares it (and its session cache).
+    tls: Arc<rustls::ClientConfig>,
     token_source: TokenSource,
     /// The token of the current connection.
     token: Option<String>,
@@ -98,6 +100,7 @@ impl Driver {
         let requests = Requests::new(opts.max_queued);
         Self {
             url,
+            tls: opts.tls.client_config(),
             opts,
             token_source,
             token: None,

@@ -37,10 +37,12 @@ export class Server {
    * @param {string[]} log
    * @param {Promise<number | null>} exited
    * @param {string[]} args
+   * @param {boolean} tls Whether the server announced `wss://`.
    */
-  constructor(child, addr, log, exited, args) {
+  constructor(child, addr, log, exited, args, tls = false) {
     this.#child = child;
     this.addr = addr;
+    this.tls = tls;
     this.#log = log;
     this.#exited = exited;
     this.#args = args;
@@ -67,14 +69,14 @@ export class Server {
         res(code);
       }),
     );
-    const addr = await new Promise((res, rej) => {
+    const { scheme, addr } = await new Promise((res, rej) => {
       const timer = setTimeout(() => rej(new Error(`no listening address within ${WAIT} ms; log:\n${log.join("\n")}`)), WAIT);
       const onLine = (/** @type {string} */ line) => {
         log.push(line);
-        const m = /ws:\/\/([^/\s]+)\/ws/.exec(line);
+        const m = /(wss?):\/\/([^/\s]+)\/ws/.exec(line);
         if (m) {
           clearTimeout(timer);
-          res(m[1]);
+          res({ scheme: m[1], addr: m[2] });
         }
       };
       for (const stream of [child.stdout, child.stderr]) {
@@ -94,16 +96,16 @@ export class Server {
         rej(new Error(`switchboard exited (${code}) before listening; log:\n${log.join("\n")}`));
       });
     });
-    return new Server(child, addr, log, exited, options.args ?? []);
+    return new Server(child, addr, log, exited, options.args ?? [], scheme === "wss");
   }
 
   get wsUrl() {
-    return `ws://${this.addr}/ws`;
+    return `${this.tls ? "wss" : "ws"}://${this.addr}/ws`;
   }
 
   /** @param {string} path */
   httpUrl(path) {
-    return `http://${this.addr}${path}`;
+    return `${this.tls ? "https" : "http"}://${this.addr}${path}`;
   }
 
   log() {

@@ -20,8 +20,9 @@ pub enum ErrorCode {
     NotSubscribed = 111,
     AlreadyAuthenticated = 112,
     InvalidChannel = 113,
+    PresenceFull = 114,
     /// A broker's memory budget is spent: no new channel (docs/protocol.md).
-    OverCapacity = 114,
+    OverCapacity = 115,
 }
 
 impl ErrorCode {

@@ -5,6 +5,8 @@
 //! - [`request`]: what clients send: [`request::RequestFrame`] to encode,
 //!   and [`request::Request`], a frame the server parsed and validated.
 //! - [`parse`]: the server's strict parser of request frames.
+//! - [`data`]: the checking parse of a publication's `data`, which every
+//!   door that accepts `data` applies.
 //! - [`reply`]: replies to requests (`response`, `error`, `pong`,
 //!   `authenticated`) and the `data` of each `response`.
 //! - [`push`]: frames the server sends unasked: publications, `join`/`leave`,
@@ -20,6 +22,7 @@
 //! decodes owned strings and parsed values.
 
 pub mod code;
+pub mod data;
 pub mod parse;
 pub mod push;
 pub mod reply;
@@ -27,6 +30,7 @@ pub mod request;
 pub mod server;
 
 pub use code::{ErrorCode, close};
+pub use data::DataError;
 pub use parse::{FrameError, Incoming, Rejected};
 pub use push::{Disconnect, Event, Message, PresenceEvent, Resubscribed, Unsubscribed};
 pub use request::{Request, RequestFrame};

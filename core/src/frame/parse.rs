@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use super::request::Request;
+use super::{data, request::Request};
 use crate::{BrokerError, ChannelName, Position};
 
 /// Why a frame is not a request; the gateway answers each with its code
@@ -53,6 +53,7 @@ struct Envelope<'a> {
     since: Option<Position>,
     limit: Option<usize>,
     reverse: Option<bool>,
+    cursor: Option<String>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -64,42 +65,6 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 struct IdOnly<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
-}
-
-/// Deepest nesting of arrays and objects accepted in `data`. Subscribers'
-/// JSON parsers (browsers, mobile SDKs) have recursion limits of their
-/// own; one publisher must not be able to crash them all.
-pub const MAX_DATA_DEPTH: usize = 64;
-
-/// Whether `raw` (valid JSON) nests deeper than `max`. A byte scan: no
-/// recursion, so any depth is safe to check.
-pub fn nests_deeper_than(raw: &str, max: usize) -> bool {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for b in raw.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
 }
 
 /// Parses one text frame.
@@ -166,15 +131,13 @@ fn request(env: Envelope<'_>) -> Result<Request<'_>, FrameError> {
         "publish" | "message" => {
             let channel = channel()?;
             let data = env.data.ok_or_else(|| missing("data"))?;
-            if nests_deeper_than(data.get(), MAX_DATA_DEPTH) {
-                return Err(FrameError::BadRequest(format!(
-                    "data nests deeper than {MAX_DATA_DEPTH} levels"
-                )));
-            }
+            data::check(data.get()).map_err(|e| FrameError::BadRequest(e.to_string()))?;
             Request::Publish { channel, data }
         }
         "presence" => Request::Presence {
             channel: channel()?,
+            cursor: env.cursor,
+            limit: env.limit,
         },
         "presence_stats" => Request::PresenceStats {
             channel: channel()?,
@@ -262,6 +225,35 @@ mod tests {
     }
 
     #[test]
+    fn poison_data_is_refused_with_the_rule() {
+        for (data, rule) in [
+            ("1e999999", "beyond the range"),
+            (r#""\ud800""#, "lone UTF-16 surrogate"),
+            (r#"[1,{"k":-1e309}]"#, "beyond the range"),
+        ] {
+            let text = format!(r#"{{"type":"publish","id":1,"channel":"c","data":{data}}}"#);
+            let (id, err) = rejected(&text);
+            assert_eq!(id.as_deref(), Some("1"));
+            assert!(
+                matches!(err, FrameError::BadRequest(ref m) if m.contains(rule)),
+                "{err:?}"
+            );
+        }
+        let long = format!(
+            r#"{{"type":"publish","channel":"c","data":[{}]}}"#,
+            "7".repeat(60_000)
+        );
+        assert!(
+            matches!(rejected(&long).1, FrameError::BadRequest(m) if m.contains("longer than 100"))
+        );
+        // A bad escape is already malformed JSON to the envelope's parser.
+        let escape = r#"{"type":"publish","channel":"c","data":"\q"}"#;
+        assert!(
+            matches!(rejected(escape).1, FrameError::BadRequest(m) if m.starts_with("malformed JSON"))
+        );
+    }
+
+    #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!(
             r#"{{"type":"publish","channel":"c","data":{}{}}}"#,
@@ -279,6 +271,6 @@ mod tests {
             "]".repeat(63)
         );
         assert!(parse(&ok).is_ok());
-        assert!(!nests_deeper_than(r#"{"a":"[[[[\"[[["}"#, 1));
+        assert!(!data::nests_deeper_than(r#"{"a":"[[[[\"[[["}"#, 1));
     }
 }

@@ -67,6 +67,10 @@ pub struct SubscribeData<S, P> {
     pub recovered: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publications: Option<P>,
+    /// Whether `join`/`leave` events are sent in this channel now; absent
+    /// where the namespace has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_leave: Option<bool>,
 }
 
 /// `publish` with an `id`: the publication's position.
@@ -89,11 +93,15 @@ pub struct HistoryData<S, P> {
     pub complete: Option<bool>,
 }
 
-/// `presence`: the clients subscribed, sorted by `client_id`.
+/// `presence`: a page of the clients subscribed, sorted by `client_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PresenceData<S, C> {
     pub channel: S,
     pub clients: C,
+    /// Where the next page starts (its request's `cursor`); absent on the
+    /// last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<S>,
 }
 
 /// `presence_stats`: how many clients, and how many distinct users.

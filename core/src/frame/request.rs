@@ -32,8 +32,14 @@ pub enum RequestFrame<'a, D> {
         channel: &'a str,
         data: D,
     },
+    /// One page of presence: after `cursor` (the last page's
+    /// `next_cursor`), at most `limit` clients.
     Presence {
         channel: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cursor: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
     },
     PresenceStats {
         channel: &'a str,
@@ -92,6 +98,8 @@ pub enum Request<'a> {
     },
     Presence {
         channel: ChannelName,
+        cursor: Option<String>,
+        limit: Option<usize>,
     },
     PresenceStats {
         channel: ChannelName,

@@ -15,6 +15,9 @@ use thiserror::Error;
 /// The gRPC metadata key that carries [`ApiError::code`].
 pub const GRPC_CODE_METADATA: &str = "switchboard-error-code";
 
+/// Seconds a 503 asks a backend to wait before retrying.
+pub const RETRY_AFTER: &str = "1";
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ApiError {
     #[error("{0}")]
@@ -43,6 +46,10 @@ pub enum ApiError {
     Unavailable,
     #[error("over capacity: the broker's memory budget is spent; retry later")]
     OverCapacity,
+    #[error("too many API requests at once (api.max_concurrent_requests); retry later")]
+    Overloaded,
+    #[error("the request body did not arrive within api.body_timeout")]
+    Timeout,
     #[error("internal error")]
     Internal,
 }
@@ -64,6 +71,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
             ApiError::OverCapacity => "over_capacity",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Timeout => "timeout",
             ApiError::Internal => "internal",
         }
     }
@@ -81,7 +90,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable | ApiError::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::OverCapacity | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,8 +111,9 @@ impl ApiError {
             }
             ApiError::TooLarge(_) => tonic::Code::OutOfRange,
             ApiError::NotFound(_) | ApiError::MethodNotAllowed => tonic::Code::Unimplemented,
-            ApiError::Unavailable => tonic::Code::Unavailable,
+            ApiError::Unavailable | ApiError::Overloaded => tonic::Code::Unavailable,
             ApiError::OverCapacity => tonic::Code::ResourceExhausted,
+            ApiError::Timeout => tonic::Code::DeadlineExceeded,
             ApiError::Internal => tonic::Code::Internal,
         }
     }
@@ -131,9 +144,10 @@ impl From<BrokerError> for ApiError {
             BrokerError::InvalidChannel(why) => ApiError::InvalidChannel(why),
             BrokerError::UnknownNamespace => ApiError::UnknownNamespace,
             BrokerError::NotAvailable(what) => ApiError::NotAvailable(what),
-            BrokerError::InvalidData | BrokerError::InvalidIdempotencyKey => {
-                ApiError::BadRequest(e.to_string())
-            }
+            // Only subscribes fill presence, and the API does not subscribe.
+            BrokerError::InvalidData
+            | BrokerError::InvalidIdempotencyKey
+            | BrokerError::PresenceFull(_) => ApiError::BadRequest(e.to_string()),
             BrokerError::OverCapacity => ApiError::OverCapacity,
             BrokerError::ShuttingDown
             | BrokerError::NotAttached
@@ -153,6 +167,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("apikey"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
         }
         res
     }

@@ -197,13 +197,17 @@ impl<B: Broker> Api for GrpcApi<B> {
 
     async fn presence(
         &self,
-        req: Request<pb::ChannelRequest>,
+        req: Request<pb::PresenceRequest>,
     ) -> Result<Response<pb::PresenceReply>, Status> {
         let r = req.into_inner();
         call("presence", async {
             let res = self
                 .ops
-                .presence(params::ChannelParams { channel: r.channel })
+                .presence(params::PresenceParams {
+                    channel: r.channel,
+                    cursor: r.cursor,
+                    limit: r.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+                })
                 .await?;
             Ok(pb::PresenceReply {
                 channel: res.channel,
@@ -216,6 +220,7 @@ impl<B: Broker> Api for GrpcApi<B> {
                         info_json: c.info.map(|i| i.get().to_owned()),
                     })
                     .collect(),
+                next_cursor: res.next_cursor,
             })
         })
         .await

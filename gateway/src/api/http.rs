@@ -89,7 +89,7 @@ pub fn routes<B: Broker>(state: ApiState<B>, keys: ApiKeys) -> Router {
         unsubscribe_user,
         params::UnsubscribeUserParams
     );
-    let router = call!(router, "presence", presence, params::ChannelParams);
+    let router = call!(router, "presence", presence, params::PresenceParams);
     let router = call!(
         router,
         "presence_stats",
@@ -176,6 +176,8 @@ impl<B: Broker, T: DeserializeOwned> FromRequest<ApiState<B>> for ApiJson<T> {
                 }
                 if limited {
                     too_large()
+                } else if super::admission::timed_out(&e) {
+                    ApiError::Timeout
                 } else {
                     ApiError::BadRequest(format!("could not read the request body: {e}"))
                 }

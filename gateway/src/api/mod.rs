@@ -3,6 +3,7 @@
 //! over HTTP JSON (`POST /api/<call>`) and gRPC (`switchboard.api.v1.Api`)
 //! on one router, behind API keys.
 //!
+//! - [`admission`]: how many requests at once, and the deadline on each request body.
 //! - [`ops`]: the operations, independent of transport; all go through the `Broker` trait.
 //! - [`params`]: what each operation takes: the HTTP JSON bodies, which gRPC messages convert into.
 //! - [`results`]: what each operation answers, as JSON and converted into gRPC replies.
@@ -11,6 +12,7 @@
 //! - [`key`]: API keys and the `Authorization: apikey <key>` check.
 //! - [`error`]: API errors, their stable codes, and their JSON and gRPC forms.
 
+pub mod admission;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -21,7 +23,7 @@ pub mod results;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{Router, middleware};
 use switchboard_core::Broker;
 
 pub use error::ApiError;
@@ -43,5 +45,11 @@ pub fn router<B: Broker>(gateway: Arc<Gateway<B>>) -> Result<Router, ApiKeyError
         ops: ops.clone(),
         max_body_bytes,
     };
-    Ok(http::routes(state, keys.clone()).merge(grpc::routes(ops, keys, max_body_bytes)))
+    let admission = Arc::new(admission::Admission::new(
+        config.max_concurrent_requests,
+        config.body_timeout,
+    ));
+    Ok(http::routes(state, keys.clone())
+        .merge(grpc::routes(ops, keys, max_body_bytes))
+        .layer(middleware::from_fn_with_state(admission, admission::admit)))
 }

@@ -9,9 +9,9 @@
 use std::{sync::Arc, time::Instant};
 
 use serde_json::value::RawValue;
-use switchboard_core::frame::parse::{MAX_DATA_DEPTH, nests_deeper_than};
 use switchboard_core::{
-    Broker, ChannelName, ChannelsRequest, Control, HistoryRequest, Position, PublishRequest,
+    Broker, ChannelName, ChannelsRequest, Control, HistoryRequest, Position, PresenceRequest,
+    PublishRequest, frame::data, presence::MAX_PAGE,
 };
 use switchboard_node::idempotency;
 
@@ -19,7 +19,8 @@ use super::{
     error::ApiError,
     params::{
         BroadcastParams, ChannelParams, ChannelsParams, DisconnectUserParams, HistoryParams,
-        InfoParams, PublishParams, SendToUserParams, UnsubscribeUserParams, UserParams,
+        InfoParams, PresenceParams, PublishParams, SendToUserParams, UnsubscribeUserParams,
+        UserParams,
     },
     results::{
         self, BroadcastOutcome, BroadcastResult, ChannelEntry, ChannelsResult, Empty, GatewayInfo,
@@ -178,12 +179,21 @@ impl<B: Broker> Operations<B> {
         Ok(Empty {})
     }
 
-    pub async fn presence(&self, p: ChannelParams) -> Result<PresenceResult, ApiError> {
+    pub async fn presence(&self, p: PresenceParams) -> Result<PresenceResult, ApiError> {
         let channel = self.channel(&p.channel)?;
-        let clients = self.gateway.broker.presence(&channel).await?;
+        let page = self
+            .gateway
+            .broker
+            .presence(PresenceRequest {
+                channel,
+                after: p.cursor,
+                limit: p.limit.unwrap_or(MAX_PAGE),
+            })
+            .await?;
         Ok(PresenceResult {
             channel: p.channel,
-            clients,
+            clients: page.clients,
+            next_cursor: page.next,
         })
     }
 
@@ -368,12 +378,7 @@ impl<B: Broker> Operations<B> {
                 "data is {len} bytes; at most {max} are allowed (api.max_data_bytes)"
             )));
         }
-        if nests_deeper_than(data.get(), MAX_DATA_DEPTH) {
-            return Err(ApiError::BadRequest(format!(
-                "data nests deeper than {MAX_DATA_DEPTH} levels"
-            )));
-        }
-        Ok(())
+        data::check(data.get()).map_err(|e| ApiError::BadRequest(e.to_string()))
     }
 }
 

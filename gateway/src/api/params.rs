@@ -59,6 +59,18 @@ pub struct ChannelParams {
     pub channel: String,
 }
 
+/// A page of presence: after `cursor` (the last page's `next_cursor`), at
+/// most `limit` clients.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceParams {
+    pub channel: String,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserParams {

@@ -46,6 +46,8 @@ pub struct Empty {}
 pub struct PresenceResult {
     pub channel: String,
     pub clients: Vec<ClientInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

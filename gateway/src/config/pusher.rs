@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use switchboard_core::NamespaceOptions;
+use switchboard_node::webhook::{Endpoint, WebhookApp, WebhookConfig, WebhookSettings};
 use thiserror::Error;
 
 /// The Pusher-compatible door (`[pusher]`, docs/pusher.md).
@@ -24,6 +25,8 @@ pub struct PusherConfig {
     /// How long a pinged client has to answer before it is closed with 4201.
     #[serde(with = "humantime_serde")]
     pub pong_timeout: Duration,
+    /// How every app's webhooks are queued, batched and retried.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for PusherConfig {
@@ -32,6 +35,7 @@ impl Default for PusherConfig {
             apps: Vec::new(),
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -61,6 +65,9 @@ pub struct PusherApp {
     pub max_presence_members: usize,
     /// Largest `user_info` of a presence member, in bytes of JSON text.
     pub max_presence_user_info_bytes: usize,
+    /// Where the owner of each of the app's channels sends its webhooks
+    /// (`[[pusher.apps.webhooks]]`: `url`, `event_types`).
+    pub webhooks: Vec<Endpoint>,
 }
 
 impl Default for PusherApp {
@@ -75,6 +82,7 @@ impl Default for PusherApp {
             client_events_per_second: 10,
             max_presence_members: 100,
             max_presence_user_info_bytes: 1024,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -89,6 +97,7 @@ impl fmt::Debug for PusherApp {
             .field("enable_client_messages", &self.enable_client_messages)
             .field("max_connections", &self.max_connections)
             .field("max_event_bytes", &self.max_event_bytes)
+            .field("webhooks", &self.webhooks.len())
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +141,30 @@ impl PusherConfig {
             }
         }
         Ok(())
+    }
+
+    /// What a broker needs to send every app's webhooks: the namespaces
+    /// of each app's channels (not the users' namespace: it has no
+    /// subscribers of its own) and where to send.
+    pub fn webhook_config(&self) -> WebhookConfig {
+        let apps = self
+            .apps
+            .iter()
+            .filter(|app| !app.webhooks.is_empty())
+            .map(|app| WebhookApp {
+                key: app.key.clone(),
+                secret: app.secret.clone(),
+                namespaces: [(false, false), (false, true), (true, false), (true, true)]
+                    .into_iter()
+                    .map(|(presence, cache)| namespace(&app.id, presence, cache))
+                    .collect(),
+                endpoints: app.webhooks.clone(),
+            })
+            .collect();
+        WebhookConfig {
+            apps,
+            settings: self.webhooks.clone(),
+        }
     }
 
     pub fn by_key(&self, key: &str) -> Option<&PusherApp> {
@@ -184,8 +217,20 @@ fn namespace_options(presence_channels: bool, cache: bool) -> NamespaceOptions {
         allow_publish: false,
         publish_requires_subscription: false,
         require_claim: true,
+        // A presence channel's roster is read whole, in one page, and
+        // kept current by join and leave: both stop at its member limit.
+        presence_max_clients: if presence_channels {
+            MAX_PRESENCE_MEMBERS
+        } else {
+            switchboard_core::namespace::PRESENCE_MAX_CLIENTS
+        },
+        join_leave_max_clients: MAX_PRESENCE_MEMBERS,
     }
 }
+
+/// Connections a Pusher presence channel holds (Pusher's own limit is 100
+/// members): one page of presence (`switchboard_core::presence::MAX_PAGE`).
+pub const MAX_PRESENCE_MEMBERS: usize = switchboard_core::presence::MAX_PAGE;
 
 /// How long a cache channel keeps its last event (Pusher's 30 minutes).
 pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);

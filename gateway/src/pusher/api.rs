@@ -20,9 +20,10 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
-use switchboard_core::{Broker, ChannelsRequest, PublishRequest};
+use switchboard_core::{Broker, ChannelsRequest, PresenceRequest, PublishRequest, frame::data};
 
 use crate::{
+    api::admission::{self, Admission},
     gateway::Gateway,
     pusher::{
         AppState, Apps,
@@ -47,8 +48,14 @@ type ApiState<B> = (Arc<Gateway<B>>, Arc<Apps>);
 type Params = Query<Vec<(String, String)>>;
 type Answer = Result<Json<Value>, PusherApiError>;
 
-/// The API's routes.
+/// The API's routes, behind the server API's admission (`api.body_timeout`,
+/// `api.max_concurrent_requests`, counted apart from the server API's).
 pub(crate) fn router<B: Broker>(state: ApiState<B>) -> Router {
+    let api = &state.0.settings.api;
+    let admission = Arc::new(Admission::new(
+        api.max_concurrent_requests,
+        api.body_timeout,
+    ));
     Router::new()
         .route("/apps/{id}/events", post(events::<B>))
         .route("/apps/{id}/batch_events", post(batch_events::<B>))
@@ -65,6 +72,10 @@ pub(crate) fn router<B: Broker>(state: ApiState<B>) -> Router {
             post(terminate_by_key::<B>),
         )
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            admission::admit,
+        ))
 }
 
 /// The app `id`, once the request's signature checks out.
@@ -216,6 +227,7 @@ fn check(app: &AppState, t: &Trigger) -> Result<Vec<PusherChannel>, PusherApiErr
             "Event data is larger than {max} bytes"
         )));
     }
+    data::check(t.data.get()).map_err(|e| PusherApiError::bad(format!("Event {e}")))?;
     if let Some(s) = &t.socket_id
         && !valid_socket_id(s)
     {
@@ -377,8 +389,9 @@ async fn users<B: Broker>(
     }
     let mut ids: Vec<String> = gw
         .broker
-        .presence(&c.native)
+        .presence(PresenceRequest::first(c.native.clone()))
         .await?
+        .clients
         .into_iter()
         .map(|m| m.user_id)
         .collect();

@@ -8,7 +8,8 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_core::{
-    Broker, BrokerError, ChannelName, ClientInfo, DeliveryKind, PublishRequest, SubscribeRequest,
+    Broker, BrokerError, ChannelName, ClientInfo, DeliveryKind, PresenceRequest, PublishRequest,
+    SubscribeRequest, frame::data,
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -283,8 +284,9 @@ impl<B: Broker> PusherSession<B> {
         if channel.kind != ChannelKind::Presence {
             return Ok(None);
         }
-        match self.gateway.broker.presence(&channel.native).await {
-            Ok(list) => Ok(Some(roster_of(list))),
+        let first = PresenceRequest::first(channel.native.clone());
+        match self.gateway.broker.presence(first).await {
+            Ok(page) => Ok(Some(roster_of(page.clients))),
             Err(e) => {
                 let native = channel.native.clone();
                 self.subs
@@ -433,6 +435,9 @@ impl<B: Broker> PusherSession<B> {
             return Err(Reply::error(&format!(
                 "Client event rejected - data larger than {max} bytes"
             )));
+        }
+        if let Err(e) = data::check(data.get()) {
+            return Err(Reply::error(&format!("Client event rejected - {e}")));
         }
         if !self.client_events.try_take(Instant::now()) {
             return Err(Reply::frame(frame::error(

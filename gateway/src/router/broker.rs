@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::{Router, table::Subscription};
 use switchboard_cluster::remote_broker::RemoteBroker;
 use switchboard_core::{
-    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
-    DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresenceStats,
-    PublishRequest, SubscribeReply, SubscribeRequest,
+    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, Control, DeliverySink,
+    GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresencePage, PresenceRequest,
+    PresenceStats, PublishRequest, SubscribeReply, SubscribeRequest,
 };
 
 impl Broker for Router {
@@ -128,9 +128,11 @@ impl Broker for Router {
         .await
     }
 
-    async fn presence(&self, channel: &ChannelName) -> Result<Vec<ClientInfo>, BrokerError> {
-        self.at_owner(channel, |_, remote| async move {
-            remote.presence(channel).await
+    async fn presence(&self, req: PresenceRequest) -> Result<PresencePage, BrokerError> {
+        let channel = req.channel.clone();
+        self.at_owner(&channel, |_, remote| {
+            let req = req.clone();
+            async move { remote.presence(req).await }
         })
         .await
     }

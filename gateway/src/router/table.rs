@@ -261,6 +261,7 @@ mod tests {
                     frame: publication(offset).frame,
                 })
                 .collect(),
+            join_leave: None,
         }
     }
 

@@ -97,6 +97,9 @@ terminationGracePeriodSeconds: {{ include "switchboard.terminationGracePeriodSec
 {{- $_ := set $annotations "prometheus.io/scrape" "true" }}
 {{- $_ := set $annotations "prometheus.io/port" (index . 2) }}
 {{- $_ := set $annotations "prometheus.io/path" "/metrics" }}
+{{- if and (eq (index . 1) "gateway") $root.Values.gateway.tls.enabled }}
+{{- $_ := set $annotations "prometheus.io/scheme" "https" }}
+{{- end }}
 {{- end }}
 {{- if not $root.Values.existingSecret }}
 {{- /* Roll the pods when the config or the given secrets change. */}}

@@ -183,6 +183,28 @@ impl ChannelState {
         }
     }
 
+    /// Refuses a client the channel's presence has no room for (its own
+    /// entry, if it has one already, takes none).
+    pub(super) fn presence_room(&self, client: Option<&ClientInfo>) -> Result<(), BrokerError> {
+        let max = self.options.presence_max_clients;
+        match client {
+            Some(c)
+                if self.options.presence
+                    && self.presence.len() >= max
+                    && !self.presence.contains(&c.client_id) =>
+            {
+                Err(BrokerError::PresenceFull(max))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `join`/`leave` go out now, for the subscribe reply.
+    pub(super) fn join_leave(&self) -> Option<bool> {
+        (self.options.presence && self.options.join_leave)
+            .then(|| self.options.join_leave_at(self.presence.len()))
+    }
+
     pub(super) fn deliver(
         &self,
         kind: DeliveryKind,
@@ -199,8 +221,16 @@ impl ChannelState {
         }
     }
 
+    /// Sends `join`/`leave` for `info`, already added to or removed from
+    /// presence, while the audience is small enough for events.
     pub(super) fn send_event(&self, event: PresenceEvent, info: &ClientInfo, now_micros: u64) {
-        if self.options.join_leave && !self.subscribers.is_empty() {
+        // The client joining or leaving counts, so that a join and its
+        // leave are both sent or both not.
+        let present = match event {
+            PresenceEvent::Join => self.presence.len(),
+            PresenceEvent::Leave => self.presence.len() + 1,
+        };
+        if self.options.join_leave_at(present) && !self.subscribers.is_empty() {
             let frame = frame::presence_event(event, &self.name, info);
             self.deliver(DeliveryKind::Event, frame, now_micros);
         }

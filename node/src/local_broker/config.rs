@@ -24,7 +24,7 @@ pub struct BrokerConfig {
     pub idempotency_max_keys: usize,
     /// Bytes this broker's channels, history, presence and idempotency
     /// keys may take (estimated, docs/operations.md "Memory budget"); once
-    /// spent, new channels are refused (code 114) and history stops
+    /// spent, new channels are refused (code 115) and history stops
     /// growing. 0: no budget.
     pub memory_budget_bytes: usize,
     /// How long a stopping broker (`switchboard node`) may take to hand its

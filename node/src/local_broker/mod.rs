@@ -11,10 +11,13 @@
 //!   fenced, removed).
 //! - `registry`: the channels, their locks, and the sweeper's removals.
 //! - `handover`: releasing and adopting channels between brokers.
+//! - `occupancy`: what the app's webhooks hear of a channel's subscribers
+//!   and client events.
 
 mod channel_state;
 pub mod config;
 mod handover;
+mod occupancy;
 mod registry;
 
 use std::sync::{
@@ -39,9 +42,9 @@ use crate::{
     memory_budget::{Charge, IDEMPOTENCY_ENTRY_OVERHEAD, MemoryBudget},
 };
 use switchboard_core::{
-    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
-    DeliveryKind, DeliverySink, GatewayId, HistoryReply, HistoryRequest, NamespaceOptions,
-    Namespaces, NodeInfo, Position, PresenceStats, PublishRequest, SubscribeReply,
+    Broker, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, Control, DeliveryKind,
+    DeliverySink, GatewayId, HistoryReply, HistoryRequest, NamespaceOptions, Namespaces, NodeInfo,
+    Position, PresencePage, PresenceRequest, PresenceStats, PublishRequest, SubscribeReply,
     SubscribeRequest,
     frame::push::{self as frame, PresenceEvent},
     host::Host,
@@ -77,6 +80,8 @@ struct Inner {
     draining: AtomicBool,
     /// Woken when a gateway goes or channels leave: what a drain waits on.
     changes: tokio::sync::Notify,
+    /// Pusher apps' webhooks, if any ([`Self::set_webhooks`]).
+    webhooks: std::sync::OnceLock<crate::webhook::Webhooks>,
 }
 
 impl LocalBroker {
@@ -108,6 +113,7 @@ impl LocalBroker {
                 publications: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
                 changes: tokio::sync::Notify::new(),
+                webhooks: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -264,6 +270,7 @@ impl LocalBroker {
                 for info in s.presence.remove_gateway(gateway) {
                     if !quiet {
                         s.send_event(PresenceEvent::Leave, &info, now);
+                        self.left(s, &info);
                     }
                 }
             });
@@ -309,6 +316,7 @@ impl Broker for LocalBroker {
             .map(|s| s.value().clone())
             .ok_or(BrokerError::NotAttached)?;
         self.with_channel(&req.channel, |s| {
+            s.presence_room(req.client.as_ref())?;
             // A gateway that re-attached (a new stream) resubscribes: its
             // entry must point at the new sink.
             match s
@@ -327,6 +335,7 @@ impl Broker for LocalBroker {
                 && s.presence.add(req.gateway.clone(), client.clone())
             {
                 s.send_event(PresenceEvent::Join, &client, self.inner.host.wall_micros());
+                self.joined(s, &client);
             }
             let now = Instant::now();
             s.history.trim(now);
@@ -343,13 +352,14 @@ impl Broker for LocalBroker {
                     Recovery::Impossible => (Some(false), Vec::new()),
                 },
             };
-            SubscribeReply {
+            Ok(SubscribeReply {
                 position,
                 recoverable: s.history.is_enabled(),
                 recovered,
                 publications,
-            }
-        })
+                join_leave: s.join_leave(),
+            })
+        })?
     }
 
     async fn unsubscribe(
@@ -368,6 +378,7 @@ impl Broker for LocalBroker {
         self.with_existing(channel, |s| {
             if let Some(info) = s.presence.remove(client_id) {
                 s.send_event(PresenceEvent::Leave, &info, self.inner.host.wall_micros());
+                self.left(s, &info);
             }
         });
         self.remove_if_idle(channel);
@@ -404,6 +415,7 @@ impl Broker for LocalBroker {
                 timestamp_ms,
             );
             s.store(s.offset, Instant::now(), frame.clone());
+            self.published(s, &req.data);
             s.deliver(
                 DeliveryKind::Publication { offset: s.offset },
                 frame,
@@ -429,14 +441,16 @@ impl Broker for LocalBroker {
         Ok(position)
     }
 
-    async fn presence(&self, channel: &ChannelName) -> Result<Vec<ClientInfo>, BrokerError> {
-        let options = self.inner.namespaces.options(channel)?;
+    async fn presence(&self, req: PresenceRequest) -> Result<PresencePage, BrokerError> {
+        let options = self.inner.namespaces.options(&req.channel)?;
         if !options.presence {
             return Err(BrokerError::NotAvailable("presence"));
         }
-        self.refuse_fenced(channel)?;
+        self.refuse_fenced(&req.channel)?;
         Ok(self
-            .with_existing(channel, |s| s.presence.clients())
+            .with_existing(&req.channel, |s| {
+                s.presence.page(req.after.as_deref(), req.limit)
+            })
             .unwrap_or_default())
     }
 
@@ -557,7 +571,7 @@ mod tests {
 
     use super::*;
     use switchboard_cluster::ownership::{Release, Snapshot};
-    use switchboard_core::Delivery;
+    use switchboard_core::{ClientInfo, Delivery};
 
     #[derive(Default)]
     struct Recorder(StdMutex<Vec<Delivery>>);

@@ -369,6 +369,7 @@ async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result 
         // Names are proven by the production runs (tests/cluster_tls.rs);
         // the simulation keeps its rings as gossip gives them.
         prover: None,
+        webhooks: Default::default(),
     };
     let process = BrokerProcess::start(listeners, settings, signal)?;
     shared

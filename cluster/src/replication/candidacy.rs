@@ -1,0 +1,464 @@
+//! One attempt to change a channel's configuration (takeover, refill,
+//! hand-over): the candidate prepares a new term at the voters of the
+//! configuration it knows, chooses the next configuration, and has it
+//! accepted by a majority of those same voters before it leads.
+//!
+//! The accept round is what makes a configuration *chosen*: any later
+//! candidate that prepares a majority of the old voters meets at least one
+//! that accepted it, sees it is out of date, and must start again from it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
+
+use switchboard_core::BrokerName;
+
+use super::{
+    register::{PrepareReply, Refusal},
+    replica_log::ReplicaLog,
+    term::{ReplicaConfig, Term},
+};
+
+/// Whom the next configuration may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The channel's failover order (the ring's, [`crate::ring::Ring::failover`]).
+    pub failover: Vec<BrokerName>,
+    /// Brokers the candidate believes down: skipped.
+    pub down: BTreeSet<BrokerName>,
+    /// Data replicas wanted, R (clamped to 1..=3).
+    pub replicas: usize,
+}
+
+/// Why a broker may not stand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ineligible {
+    #[error("not a data replica of term {0}")]
+    NotADataReplica(Term),
+    #[error("does not hold every entry that may be committed in term {0}")]
+    Incomplete(Term),
+    #[error("term {proposed} is not after {current}")]
+    TermNotNewer { proposed: Term, current: Term },
+}
+
+/// Where a candidacy stands after a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    /// A majority prepared: send `Commit{config}` to the voters of the base
+    /// configuration (the candidate's own register included).
+    Propose(ReplicaConfig),
+    /// A majority accepted: `config` is chosen. The driver calls
+    /// `ReplicaLog::lead`, then applies `config` to its own register
+    /// (`Register::on_commit`) and leads only if that accepts it; if not (it
+    /// promised a later term meanwhile) it calls `Register::learn` and may
+    /// stand again on top of it. `catching_up` are the followers that were
+    /// not data replicas before: nothing new commits until they hold the
+    /// leader's log.
+    Won {
+        config: ReplicaConfig,
+        catching_up: Vec<BrokerName>,
+    },
+    /// Someone is ahead: `newer_term` was promised or decided; `config` is
+    /// the newest configuration a voter reported, to start again from.
+    Lost {
+        newer_term: Term,
+        config: Option<ReplicaConfig>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Preparing,
+    Proposing(ReplicaConfig),
+    Finished(Outcome),
+}
+
+/// One candidate's attempt at one term.
+#[derive(Debug, Clone)]
+pub struct Candidacy {
+    me: BrokerName,
+    base: ReplicaConfig,
+    term: Term,
+    plan: Plan,
+    voters: Vec<BrokerName>,
+    promised: BTreeMap<BrokerName, Option<u64>>,
+    accepted: BTreeSet<BrokerName>,
+    lease_blocked_until: Option<Instant>,
+    phase: Phase,
+}
+
+impl Candidacy {
+    /// `me` stands for `term` on top of `base`, the newest configuration it
+    /// knows; `log` is its log of the channel. Only a data replica of `base`
+    /// whose log holds everything that may be committed may stand.
+    pub fn new<P: Clone>(
+        me: BrokerName,
+        base: ReplicaConfig,
+        log: &ReplicaLog<P>,
+        term: Term,
+        plan: Plan,
+    ) -> Result<Self, Ineligible> {
+        if !base.is_data_replica(&me) {
+            return Err(Ineligible::NotADataReplica(base.term));
+        }
+        if !log.is_complete_for(base.term) {
+            return Err(Ineligible::Incomplete(base.term));
+        }
+        if term <= base.term {
+            return Err(Ineligible::TermNotNewer {
+                proposed: term,
+                current: base.term,
+            });
+        }
+        Ok(Self {
+            me,
+            voters: base.voters(),
+            base,
+            term,
+            plan,
+            promised: BTreeMap::new(),
+            accepted: BTreeSet::new(),
+            lease_blocked_until: None,
+            phase: Phase::Preparing,
+        })
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    pub fn base(&self) -> &ReplicaConfig {
+        &self.base
+    }
+
+    /// Where to send `Prepare{term}` and, later, `Commit{config}`.
+    pub fn voters(&self) -> &[BrokerName] {
+        &self.voters
+    }
+
+    /// Log ends the data replicas among the voters reported.
+    pub fn log_ends(&self) -> impl Iterator<Item = (&BrokerName, u64)> + '_ {
+        self.promised
+            .iter()
+            .filter_map(|(b, end)| end.map(|e| (b, e)))
+    }
+
+    /// The latest end of a lease that made a voter refuse: trying again
+    /// before then is pointless.
+    pub fn lease_blocked_until(&self) -> Option<Instant> {
+        self.lease_blocked_until
+    }
+
+    /// A voter's answer to `Prepare`. After the attempt is won or lost, the
+    /// final outcome is repeated.
+    pub fn on_prepare_reply(&mut self, from: &BrokerName, reply: &PrepareReply) -> Outcome {
+        if let Phase::Finished(outcome) = &self.phase {
+            return outcome.clone();
+        }
+        if !self.voters.contains(from) {
+            return Outcome::Pending;
+        }
+        let (config, refused) = match reply {
+            PrepareReply::Promised { config, .. } => (config, None),
+            PrepareReply::Refused {
+                promised,
+                config,
+                reason,
+            } => (config, Some((*promised, reason))),
+        };
+        if let Some(newer) = config.as_ref().filter(|c| c.term > self.base.term) {
+            return self.finish(Outcome::Lost {
+                newer_term: newer.term,
+                config: Some(newer.clone()),
+            });
+        }
+        match (refused, reply) {
+            (Some((promised, _)), _) if promised >= self.term => self.finish(Outcome::Lost {
+                newer_term: promised,
+                config: config.clone(),
+            }),
+            (Some((_, Refusal::LeaseHeld { until })), _) => {
+                let later = self.lease_blocked_until.map_or(*until, |u| u.max(*until));
+                self.lease_blocked_until = Some(later);
+                Outcome::Pending
+            }
+            (Some(_), _) => Outcome::Pending,
+            (None, PrepareReply::Promised { log_end, .. }) => {
+                self.promised.insert(from.clone(), *log_end);
+                self.maybe_propose()
+            }
+            (None, PrepareReply::Refused { .. }) => Outcome::Pending,
+        }
+    }
+
+    fn maybe_propose(&mut self) -> Outcome {
+        if !matches!(self.phase, Phase::Preparing) || self.promised.len() < self.base.majority() {
+            return Outcome::Pending;
+        }
+        let config = self.choose();
+        self.phase = Phase::Proposing(config.clone());
+        Outcome::Propose(config)
+    }
+
+    /// A voter's answer to `Commit{config}`: accepted, or refused because it
+    /// promised `promised`.
+    pub fn on_commit_reply(
+        &mut self,
+        from: &BrokerName,
+        accepted: bool,
+        promised: Term,
+    ) -> Outcome {
+        let config = match &self.phase {
+            Phase::Finished(outcome) => return outcome.clone(),
+            Phase::Preparing => return Outcome::Pending,
+            Phase::Proposing(config) => config.clone(),
+        };
+        if !self.voters.contains(from) {
+            return Outcome::Pending;
+        }
+        if !accepted {
+            return if promised >= self.term {
+                self.finish(Outcome::Lost {
+                    newer_term: promised,
+                    config: None,
+                })
+            } else {
+                Outcome::Pending
+            };
+        }
+        self.accepted.insert(from.clone());
+        if self.accepted.len() < self.base.majority() {
+            return Outcome::Pending;
+        }
+        let catching_up = config
+            .followers
+            .iter()
+            .filter(|f| !self.base.is_data_replica(f))
+            .cloned()
+            .collect();
+        self.finish(Outcome::Won {
+            config,
+            catching_up,
+        })
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> Outcome {
+        self.phase = Phase::Finished(outcome.clone());
+        outcome
+    }
+
+    /// Itself as leader; followers, then (R = 2) a witness, from the
+    /// failover order, skipping brokers believed down.
+    fn choose(&self) -> ReplicaConfig {
+        let replicas = self.plan.replicas.clamp(1, 3);
+        let mut seen = BTreeSet::new();
+        let mut live = self
+            .plan
+            .failover
+            .iter()
+            .filter(|b| **b != self.me && !self.plan.down.contains(*b))
+            .filter(|b| seen.insert((*b).clone()))
+            .cloned();
+        let followers: Vec<BrokerName> = live.by_ref().take(replicas - 1).collect();
+        let witness = if replicas == 2 { live.next() } else { None };
+        ReplicaConfig {
+            term: self.term,
+            leader: self.me.clone(),
+            followers,
+            witness,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::register::Register;
+    use std::time::Duration;
+
+    const LEASE: Duration = Duration::from_millis(800);
+
+    fn b(n: &str) -> BrokerName {
+        n.into()
+    }
+
+    fn base() -> ReplicaConfig {
+        ReplicaConfig {
+            term: Term(4),
+            leader: b("b1"),
+            followers: vec![b("b2")],
+            witness: Some(b("b3")),
+        }
+    }
+
+    fn plan(replicas: usize, down: &[&str]) -> Plan {
+        Plan {
+            failover: ["b1", "b2", "b3", "b4", "b5"].map(b).to_vec(),
+            down: down.iter().map(|&d| b(d)).collect(),
+            replicas,
+        }
+    }
+
+    fn complete_log(term: u64) -> ReplicaLog<u8> {
+        let mut log = ReplicaLog::new();
+        log.adopt(Term(term), 0);
+        log
+    }
+
+    fn promise(config: Option<ReplicaConfig>) -> PrepareReply {
+        PrepareReply::Promised {
+            log_end: Some(7),
+            config,
+        }
+    }
+
+    fn candidate(replicas: usize, down: &[&str]) -> Candidacy {
+        Candidacy::new(
+            b("b2"),
+            base(),
+            &complete_log(4),
+            Term(5),
+            plan(replicas, down),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_complete_data_replica_of_the_current_term_stands() {
+        let p = plan(2, &[]);
+        let log = complete_log(4);
+        assert_eq!(
+            Candidacy::new(b("b3"), base(), &log, Term(5), p.clone()).unwrap_err(),
+            Ineligible::NotADataReplica(Term(4))
+        );
+        assert_eq!(
+            Candidacy::new(b("b2"), base(), &complete_log(3), Term(5), p.clone()).unwrap_err(),
+            Ineligible::Incomplete(Term(4))
+        );
+        assert_eq!(
+            Candidacy::new(
+                b("b2"),
+                base(),
+                &ReplicaLog::<u8>::lost(),
+                Term(5),
+                p.clone()
+            )
+            .unwrap_err(),
+            Ineligible::Incomplete(Term(4))
+        );
+        assert!(matches!(
+            Candidacy::new(b("b2"), base(), &log, Term(4), p),
+            Err(Ineligible::TermNotNewer { .. })
+        ));
+    }
+
+    #[test]
+    fn takeover_with_a_witness_then_won_on_a_majority_of_accepts() {
+        let mut c = candidate(2, &["b1"]);
+        assert_eq!(c.voters(), &[b("b1"), b("b2"), b("b3")]);
+        assert_eq!(
+            c.on_prepare_reply(&b("b2"), &promise(Some(base()))),
+            Outcome::Pending
+        );
+        // Not a voter: does not count.
+        assert_eq!(
+            c.on_prepare_reply(&b("b4"), &promise(None)),
+            Outcome::Pending
+        );
+        let expected = ReplicaConfig {
+            term: Term(5),
+            leader: b("b2"),
+            followers: vec![b("b3")],
+            witness: Some(b("b4")),
+        };
+        assert_eq!(
+            c.on_prepare_reply(&b("b3"), &promise(Some(base()))),
+            Outcome::Propose(expected.clone())
+        );
+        assert_eq!(c.log_ends().count(), 2);
+        assert_eq!(c.on_commit_reply(&b("b2"), true, Term(5)), Outcome::Pending);
+        assert_eq!(c.on_commit_reply(&b("b2"), true, Term(5)), Outcome::Pending);
+        let won = Outcome::Won {
+            config: expected,
+            catching_up: vec![b("b3")],
+        };
+        assert_eq!(c.on_commit_reply(&b("b3"), true, Term(5)), won);
+        assert_eq!(c.on_commit_reply(&b("b1"), true, Term(5)), won);
+    }
+
+    #[test]
+    fn a_newer_config_or_promise_loses() {
+        let mut c = candidate(2, &[]);
+        let mut newer = base();
+        newer.term = Term(5);
+        let lost = c.on_prepare_reply(&b("b1"), &promise(Some(newer.clone())));
+        assert_eq!(
+            lost,
+            Outcome::Lost {
+                newer_term: Term(5),
+                config: Some(newer)
+            }
+        );
+        let mut c = candidate(2, &[]);
+        let refused = PrepareReply::Refused {
+            promised: Term(5),
+            config: Some(base()),
+            reason: Refusal::Older,
+        };
+        assert!(matches!(
+            c.on_prepare_reply(&b("b3"), &refused),
+            Outcome::Lost {
+                newer_term: Term(5),
+                ..
+            }
+        ));
+        // Refused at the accept round: someone prepared a later term since.
+        let mut c = candidate(2, &[]);
+        c.on_prepare_reply(&b("b2"), &promise(None));
+        assert!(matches!(
+            c.on_prepare_reply(&b("b3"), &promise(None)),
+            Outcome::Propose(_)
+        ));
+        assert!(matches!(
+            c.on_commit_reply(&b("b3"), false, Term(6)),
+            Outcome::Lost {
+                newer_term: Term(6),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_lease_refusal_waits() {
+        let t0 = Instant::now();
+        let mut voter = Register::new(LEASE);
+        assert!(voter.on_commit(&base()));
+        voter.grant_lease(t0, &b("b1"), Term(4));
+        let mut c = candidate(2, &[]);
+        let reply = voter.on_prepare(t0, &b("b2"), Term(5), None);
+        assert_eq!(c.on_prepare_reply(&b("b3"), &reply), Outcome::Pending);
+        assert_eq!(c.lease_blocked_until(), Some(t0 + LEASE));
+    }
+
+    #[test]
+    fn configs_for_each_replication_factor() {
+        let won = |replicas, down: &[&str]| {
+            let mut c = candidate(replicas, down);
+            c.on_prepare_reply(&b("b2"), &promise(None));
+            match c.on_prepare_reply(&b("b3"), &promise(None)) {
+                Outcome::Propose(config) => config,
+                other => panic!("{other:?}"),
+            }
+        };
+        let r1 = won(1, &[]);
+        assert!(r1.followers.is_empty() && r1.witness.is_none());
+        let r3 = won(3, &["b3"]);
+        assert_eq!(r3.followers, vec![b("b1"), b("b4")]);
+        assert_eq!(r3.witness, None);
+        let r2 = won(2, &["b1", "b3", "b4"]);
+        assert_eq!(r2.followers, vec![b("b5")]);
+        assert_eq!(r2.witness, None, "nobody left to witness");
+    }
+}

@@ -1,0 +1,131 @@
+//! A channel's term and the replica configuration decided for it.
+
+use std::fmt;
+
+use switchboard_core::BrokerName;
+
+/// Raised by every change of a channel's leader or replica set; totally
+/// ordered. Term 0 means "no configuration yet".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Term(pub u64);
+
+impl Term {
+    pub const ZERO: Term = Term(0);
+
+    /// The term after this one.
+    pub fn next(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Who leads, who follows and who witnesses a channel in one term.
+///
+/// The leader and the followers are the *data replicas* (they store the
+/// log); the witness stores only the register and votes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    pub term: Term,
+    pub leader: BrokerName,
+    pub followers: Vec<BrokerName>,
+    pub witness: Option<BrokerName>,
+}
+
+/// Configuration changes are decided by a majority of at most this many
+/// voters, whatever the replication factor.
+pub const MAX_VOTERS: usize = 3;
+
+impl ReplicaConfig {
+    /// The leader, then the followers, then the witness, truncated to
+    /// [`MAX_VOTERS`]: the brokers that decide the next configuration.
+    pub fn voters(&self) -> Vec<BrokerName> {
+        std::iter::once(&self.leader)
+            .chain(&self.followers)
+            .chain(&self.witness)
+            .take(MAX_VOTERS)
+            .cloned()
+            .collect()
+    }
+
+    /// How many of [`ReplicaConfig::voters`] make a majority.
+    pub fn majority(&self) -> usize {
+        self.voters().len() / 2 + 1
+    }
+
+    pub fn is_voter(&self, broker: &BrokerName) -> bool {
+        self.voters().contains(broker)
+    }
+
+    /// The leader and the followers: who stores the log.
+    pub fn data_replicas(&self) -> impl Iterator<Item = &BrokerName> + '_ {
+        std::iter::once(&self.leader).chain(&self.followers)
+    }
+
+    pub fn is_data_replica(&self, broker: &BrokerName) -> bool {
+        self.data_replicas().any(|b| b == broker)
+    }
+
+    /// Every broker that must learn this configuration: data replicas and
+    /// the witness.
+    pub fn members(&self) -> impl Iterator<Item = &BrokerName> + '_ {
+        self.data_replicas().chain(&self.witness)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(followers: &[&str], witness: Option<&str>) -> ReplicaConfig {
+        ReplicaConfig {
+            term: Term(4),
+            leader: "b1".into(),
+            followers: followers.iter().map(|&f| f.into()).collect(),
+            witness: witness.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn terms_order_and_display() {
+        assert!(Term(2) > Term(1));
+        assert_eq!(Term(1).next(), Term(2));
+        assert_eq!(Term::ZERO, Term::default());
+        assert_eq!(Term(7).to_string(), "7");
+    }
+
+    #[test]
+    fn two_data_replicas_and_a_witness_vote() {
+        let c = config(&["b2"], Some("b3"));
+        assert_eq!(
+            c.voters(),
+            vec!["b1".into(), "b2".into(), "b3".into()] as Vec<BrokerName>
+        );
+        assert_eq!(c.majority(), 2);
+        assert!(c.is_data_replica(&"b2".into()));
+        assert!(!c.is_data_replica(&"b3".into()));
+        assert!(c.is_voter(&"b3".into()));
+    }
+
+    #[test]
+    fn voters_are_truncated_to_three() {
+        let c = config(&["b2", "b3"], Some("b4"));
+        assert_eq!(c.voters().len(), 3);
+        assert!(!c.is_voter(&"b4".into()));
+        assert_eq!(c.majority(), 2);
+        assert_eq!(c.members().count(), 4);
+    }
+
+    #[test]
+    fn a_lone_leader_is_its_own_majority() {
+        let c = config(&[], None);
+        assert_eq!(c.voters().len(), 1);
+        assert_eq!(c.majority(), 1);
+        let pair = config(&["b2"], None);
+        assert_eq!(pair.majority(), 2);
+    }
+}
