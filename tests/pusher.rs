@@ -468,6 +468,26 @@ async fn too_many_channels_are_refused() {
     assert_eq!(third["data"]["type"], "LimitReached");
 }
 
+/// The native connections' channel quota holds for Pusher connections
+/// too: subscribing creates channels at brokers (docs/security.md).
+#[tokio::test]
+async fn new_channels_per_interval_are_limited() {
+    let mut settings = pusher::settings(vec![pusher::app()]);
+    settings.gateway.limits.max_channels_per_interval = 2;
+    let server = TestServer::start(settings).await;
+    let mut c = PusherClient::connect(server.addr, KEY).await.unwrap();
+    for ch in ["a", "b"] {
+        let ok = c.subscribe(ch, None).await.unwrap();
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    }
+    let third = c.subscribe("c", None).await.unwrap();
+    assert_eq!(third["event"], "pusher:subscription_error", "{third}");
+    assert_eq!(third["data"]["type"], "LimitReached");
+    assert_eq!(third["data"]["status"], 429);
+    let again = c.subscribe("a", None).await.unwrap();
+    assert_eq!(again["event"], "pusher_internal:subscription_succeeded");
+}
+
 #[tokio::test]
 async fn invalid_channel_names_are_refused() {
     let server = server().await;

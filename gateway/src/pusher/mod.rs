@@ -17,6 +17,7 @@
 //! - [`close`]: why a connection ends, with Pusher's codes.
 //! - [`user`]: user ids, and each signed-in user's channel.
 //! - [`session`]: one connection's state and how each frame is carried out.
+//! - [`subscription_error`]: why a subscription was refused.
 //! - [`door`]: the upgrade and the connection task.
 //! - [`api`]: the HTTP API under `/apps/{id}/`.
 //! - [`api_error`]: the HTTP API's errors, as Pusher answers them.
@@ -32,6 +33,7 @@ pub mod members;
 pub mod request;
 pub mod session;
 pub mod signature;
+pub mod subscription_error;
 pub mod user;
 
 use std::{

@@ -8,12 +8,13 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_core::{
-    Broker, BrokerError, ChannelName, ClientInfo, DeliveryKind, PresenceRequest, PublishRequest,
+    Broker, ChannelName, ClientInfo, DeliveryKind, PresenceRequest, PublishRequest,
     SubscribeRequest, frame::data,
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::{
+    channel_quota::ChannelQuota,
     config::PusherApp,
     gateway::Gateway,
     hub::{ConnHandle, ConnId, Outgoing},
@@ -24,6 +25,7 @@ use crate::{
         frame::{self, ClientFrame, Envelope, NativeFrame, Subscribe},
         members::{Change, Roster},
         signature,
+        subscription_error::Refusal,
         user::{UserData, UserId, on_user_channel, user_channel},
     },
     rate_limit::TokenBucket,
@@ -86,6 +88,9 @@ pub struct PusherSession<B: Broker> {
     client_events: TokenBucket,
     /// Every frame, as for native connections (`gateway.limits.rate_*`).
     frames: TokenBucket,
+    /// Distinct channels subscribed per interval, as for native connections
+    /// (`max_channels_per_interval`): subscribing creates channels at brokers.
+    channels: ChannelQuota,
 }
 
 #[derive(Deserialize)]
@@ -93,30 +98,6 @@ struct ChannelData {
     user_id: UserId,
     #[serde(default)]
     user_info: Option<Box<RawValue>>,
-}
-
-/// A refused subscription: sent as `pusher:subscription_error`.
-struct Refusal {
-    kind: &'static str,
-    error: String,
-    status: u16,
-}
-
-impl Refusal {
-    fn new(kind: &'static str, error: impl Into<String>, status: u16) -> Self {
-        Self {
-            kind,
-            error: error.into(),
-            status,
-        }
-    }
-}
-
-impl From<BrokerError> for Refusal {
-    fn from(e: BrokerError) -> Self {
-        tracing::warn!(error = %e, "pusher subscription failed at the owner");
-        Refusal::new("ServerError", "channel unavailable, retry", 503)
-    }
 }
 
 impl<B: Broker> PusherSession<B> {
@@ -131,6 +112,11 @@ impl<B: Broker> PusherSession<B> {
         let client_events = TokenBucket::new(f64::from(rate), rate, Instant::now());
         let limits = &gateway.settings.gateway.limits;
         let frames = TokenBucket::new(limits.rate_per_second, limits.rate_burst, Instant::now());
+        let channels = ChannelQuota::new(
+            limits.max_channels_per_interval,
+            limits.channel_quota_interval,
+            Instant::now(),
+        );
         Self {
             gateway,
             app,
@@ -142,6 +128,7 @@ impl<B: Broker> PusherSession<B> {
             user_channel: None,
             client_events,
             frames,
+            channels,
         }
     }
 
@@ -221,6 +208,13 @@ impl<B: Broker> PusherSession<B> {
             return Err(Refusal::new(
                 "LimitReached",
                 format!("at most {max} channels per connection"),
+                429,
+            ));
+        }
+        if !self.channels.touch(&channel.native, Instant::now()) {
+            return Err(Refusal::new(
+                "LimitReached",
+                "too many new channels for this connection, retry later",
                 429,
             ));
         }
