@@ -13,6 +13,8 @@
 //!   released as channels, history, presence and keys come and go (sans-IO).
 //! - [`handoff`]: [`handoff::Handoff`], which moves channel state between
 //!   brokers as the ring changes.
+//! - [`register_store`]: the durable part of this broker's replication
+//!   registers (docs/replication.md), synced before a vote leaves.
 //! - [`webhook`]: Pusher apps' webhooks, sent by each channel's owner.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
 //! - [`authorization`]: who may call which broker RPC, by the identity a
@@ -31,6 +33,7 @@ pub mod idempotency;
 pub mod local_broker;
 pub mod memory_budget;
 pub mod process;
+pub mod register_store;
 pub mod server;
 pub mod webhook;
 

@@ -83,6 +83,25 @@ impl Register {
         }
     }
 
+    /// A register rebuilt at `now` from its durable part (as a store kept
+    /// it): like [`Self::restarted`], no vote for one lease period.
+    pub fn recovered(
+        lease_period: Duration,
+        promised: Term,
+        promised_to: Option<BrokerName>,
+        config: Option<ReplicaConfig>,
+        now: Instant,
+    ) -> Self {
+        Self {
+            promised,
+            promised_to,
+            config,
+            lease: None,
+            lease_period,
+        }
+        .restarted(now)
+    }
+
     pub fn promised(&self) -> Term {
         self.promised
     }
