@@ -197,7 +197,8 @@ export declare class Client extends Emitter<ClientEvents> {
   removeSubscription(subscription: Subscription): void;
   publish(channel: string, data: unknown, options: PublishOptions & { ack: false }): Promise<undefined>;
   publish(channel: string, data: unknown, options?: PublishOptions): Promise<Position>;
-  presence(channel: string): Promise<PresenceReply>;
+  /** Every client, all pages followed (`pageSize`: clients per request, 1 to 1000). */
+  presence(channel: string, options?: { pageSize?: number }): Promise<PresenceReply>;
   presenceStats(channel: string): Promise<PresenceStatsReply>;
   history(channel: string, options?: HistoryOptions): Promise<HistoryReply>;
   /** Round trip in ms. */

@@ -217,9 +217,25 @@ export class Client extends Emitter {
     return (await this.#call(frame, timeout)).data;
   }
 
-  /** @param {string} channel */
-  async presence(channel) {
-    return (await this.#call({ type: "presence", channel }, this.#opts.requestTimeout)).data;
+  /**
+   * Every client in the channel's presence: the server answers in pages
+   * (at most 1000 clients each, docs/protocol.md), followed here until the
+   * last.
+   * @param {string} channel
+   * @param {{pageSize?: number}} [options]
+   */
+  async presence(channel, options = {}) {
+    const clients = [];
+    let cursor;
+    for (;;) {
+      const frame = { type: "presence", channel };
+      if (options.pageSize !== undefined) frame.limit = options.pageSize;
+      if (cursor !== undefined) frame.cursor = cursor;
+      const page = (await this.#call(frame, this.#opts.requestTimeout)).data;
+      clients.push(...page.clients);
+      if (!page.next_cursor) return { channel: page.channel, clients };
+      cursor = page.next_cursor;
+    }
   }
 
   /** @param {string} channel */

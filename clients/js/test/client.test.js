@@ -73,6 +73,18 @@ describe("requests", () => {
     assert.ok((await a.ping()) >= 0);
   });
 
+  test("presence follows the server's pages to the last", async () => {
+    const members = ["p1", "p2", "p3"].map((user) => client({ token: token(user, 600) }));
+    for (const m of members) {
+      m.connect();
+      await m.subscribe("chat:paged").ready(5000);
+    }
+    const all = await members[0].presence("chat:paged", { pageSize: 1 });
+    assert.equal(all.channel, "chat:paged");
+    assert.deepEqual(all.clients.map((c) => c.user_id).sort(), ["p1", "p2", "p3"]);
+    assert.equal(new Set(all.clients.map((c) => c.client_id)).size, 3);
+  });
+
   test("join and leave events reach subscribers", async () => {
     const a = client();
     a.connect();
