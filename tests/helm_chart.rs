@@ -18,7 +18,7 @@ use std::{
 };
 
 use serde_json::json;
-use switchboard_testkit::{client::Client, cluster, process::Process};
+use switchboard_testkit::{client::Client, cluster, process::Process, python};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -34,67 +34,13 @@ fn target_dir() -> PathBuf {
 }
 
 async fn run(program: &Path, args: &[&str], within: Duration) -> Output {
-    let out = tokio::time::timeout(
-        within,
-        tokio::process::Command::new(program)
-            .args(args)
-            .current_dir(ROOT)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "{} {args:?} did not finish within {within:?}",
-            program.display()
-        )
-    })
-    .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed ({}):\n{}{}",
-        program.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    python::run(program, args, Path::new(ROOT), within).await
 }
 
-/// The virtualenv with helm/requirements.txt, made (again) when the pins
-/// changed since it was made.
+/// The virtualenv with helm/requirements.txt, made once.
 async fn venv() -> PathBuf {
-    let venv = target_dir().join("helm-venv");
-    let stamp = venv.join("requirements.txt");
-    let python = venv.join("bin/python");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) && python.exists() {
-        return python;
-    }
-    let python3 = std::env::var("SWITCHBOARD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let venv_arg = venv.to_str().unwrap();
-    run(
-        Path::new(&python3),
-        &["-m", "venv", "--clear", venv_arg],
-        Duration::from_secs(120),
-    )
-    .await;
-    run(
-        &python,
-        &[
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-            "-r",
-            "helm/requirements.txt",
-        ],
-        Duration::from_secs(600),
-    )
-    .await;
-    std::fs::write(&stamp, REQUIREMENTS).unwrap();
-    python
+    let dir = target_dir().join("helm-venv");
+    python::venv(&dir, Path::new(ROOT), "helm/requirements.txt", REQUIREMENTS).await
 }
 
 #[tokio::test]

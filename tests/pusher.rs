@@ -22,6 +22,7 @@ use switchboard_testkit::{
     cluster::{scenario_config, scenario_config_with},
     process::{Process, free_port},
     pusher::{self, APP_ID, KEY, PusherClient},
+    python,
     settings::API_KEY,
 };
 
@@ -39,71 +40,19 @@ fn target_dir() -> PathBuf {
 }
 
 async fn run(program: &Path, args: &[&str], within: Duration) -> Output {
-    let out = tokio::time::timeout(
-        within,
-        tokio::process::Command::new(program)
-            .args(args)
-            .current_dir(ROOT)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "{} {args:?} did not finish within {within:?}",
-            program.display()
-        )
-    })
-    .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed ({}):\n{}{}",
-        program.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    python::run(program, args, Path::new(ROOT), within).await
 }
 
-/// The virtualenv with tests/pusher/requirements.txt, made (again) when
-/// the pins changed since it was made. Tests of this file run side by side:
-/// one makes it while the others wait (two `venv --clear` at once break
-/// each other's pip).
+/// The virtualenv with tests/pusher/requirements.txt, made once.
 async fn venv() -> PathBuf {
-    static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _one_at_a_time = MAKING.lock().await;
-    let venv = target_dir().join("pusher-venv");
-    let stamp = venv.join("requirements.txt");
-    let python = venv.join("bin/python");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) && python.exists() {
-        return python;
-    }
-    let python3 = std::env::var("SWITCHBOARD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let venv_arg = venv.to_str().unwrap();
-    run(
-        Path::new(&python3),
-        &["-m", "venv", "--clear", venv_arg],
-        Duration::from_secs(120),
+    let dir = target_dir().join("pusher-venv");
+    python::venv(
+        &dir,
+        Path::new(ROOT),
+        "tests/pusher/requirements.txt",
+        REQUIREMENTS,
     )
-    .await;
-    run(
-        &python,
-        &[
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-            "-r",
-            "tests/pusher/requirements.txt",
-        ],
-        Duration::from_secs(600),
-    )
-    .await;
-    std::fs::write(&stamp, REQUIREMENTS).unwrap();
-    python
+    .await
 }
 
 /// The dev app of the embedded default config (config/dev.toml).

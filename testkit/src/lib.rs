@@ -28,6 +28,8 @@
 //!   addresses, and stopping them (SIGTERM) or killing them (SIGKILL).
 //! - [`compose`]: Docker Compose projects, always brought down.
 //! - [`prometheus`]: Prometheus' HTTP API (targets, queries).
+//! - [`python`]: a virtualenv per pinned requirements file, and commands
+//!   run within a deadline.
 //! - [`pusher`]: the Pusher door's test app, URL, signatures and a raw client.
 //! - [`webhook`]: a webhook endpoint on loopback that records what it is sent.
 
@@ -45,6 +47,7 @@ pub mod load;
 pub mod process;
 pub mod prometheus;
 pub mod pusher;
+pub mod python;
 pub mod server;
 pub mod settings;
 pub mod webhook;
