@@ -1,5 +1,5 @@
 //! What can go wrong for a caller: the server's request errors (codes
-//! 100-113, docs/protocol.md §7) and the client's own, numbered below 100
+//! 100-115, docs/protocol.md §7) and the client's own, numbered below 100
 //! as in the JavaScript client.
 
 use std::time::Duration;
@@ -62,6 +62,31 @@ impl ClientError {
                 | ClientError::QueueFull
                 | ClientError::Token(_)
         ) || matches!(self, ClientError::Server { code, .. }
-            if *code == ErrorCode::Internal || *code == ErrorCode::RateLimited)
+            if *code == ErrorCode::Internal
+                || *code == ErrorCode::RateLimited
+                || *code == ErrorCode::OverCapacity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: u16) -> ClientError {
+        ClientError::Server {
+            code,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn what_may_succeed_later_is_temporary() {
+        // 100 internal, 110 rate limited, 115 over capacity (docs/protocol.md §7).
+        for code in [100, 110, 115] {
+            assert!(server(code).is_temporary(), "{code}");
+        }
+        for code in [101, 103, 107, 111, 113, 114] {
+            assert!(!server(code).is_temporary(), "{code}");
+        }
     }
 }

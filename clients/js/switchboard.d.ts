@@ -243,7 +243,7 @@ export declare const ClientCloseCode: {
 
 export declare class SwitchboardError extends Error {
   constructor(message: string, code: number, options?: { cause?: unknown });
-  /** A server error code (100-113) or a {@link ClientErrorCode}. */
+  /** A server error code (100-115) or a {@link ClientErrorCode}. */
   readonly code: number;
   /** Whether the same request may succeed later. */
   readonly temporary: boolean;

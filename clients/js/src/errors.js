@@ -1,4 +1,4 @@
-// Errors the client reports: the server's request errors (codes 100-113,
+// Errors the client reports: the server's request errors (codes 100-115,
 // docs/protocol.md section 7) and the client's own, numbered below 100 so
 // that one `code` field tells them apart.
 
@@ -35,6 +35,7 @@ export class SwitchboardError extends Error {
     return (
       this.code === 100 ||
       this.code === 110 ||
+      this.code === 115 ||
       this.code === ClientErrorCode.TIMEOUT ||
       this.code === ClientErrorCode.CONNECTION_LOST ||
       this.code === ClientErrorCode.QUEUE_FULL ||

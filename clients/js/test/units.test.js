@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { advise } from "../src/advice.js";
-import { Backoff } from "../switchboard.js";
+import { Backoff, SwitchboardError } from "../switchboard.js";
 import { refreshDelay, tokenExpiry } from "../src/token.js";
 import { sign } from "../test-support/token.js";
 
@@ -86,5 +86,14 @@ describe("tokens", () => {
     assert.equal(refreshDelay(3_600_000, 30_000), 3_570_000);
     assert.equal(refreshDelay(2000, 30_000), 1600);
     assert.equal(refreshDelay(-5, 30_000), 0);
+  });
+});
+
+describe("errors", () => {
+  test("internal, rate limited and over capacity are temporary; refusals are not", () => {
+    for (const code of [100, 110, 115]) assert.equal(new SwitchboardError("", code).temporary, true, `${code}`);
+    for (const code of [101, 103, 107, 111, 113, 114]) {
+      assert.equal(new SwitchboardError("", code).temporary, false, `${code}`);
+    }
   });
 });

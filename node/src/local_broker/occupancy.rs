@@ -4,7 +4,7 @@
 //! every change to a channel, so each is reported once cluster-wide.
 
 use super::{LocalBroker, channel_state::ChannelState};
-use crate::webhook::{Change, ClientEvent, Webhooks};
+use crate::webhook::{Change, ClientEvent, EventType, Webhooks};
 use serde_json::value::RawValue;
 use switchboard_core::ClientInfo;
 
@@ -58,9 +58,12 @@ impl LocalBroker {
     /// `data` was published on `s`: a client event if the Pusher door's
     /// envelope says so.
     pub(super) fn published(&self, s: &ChannelState, data: &RawValue) {
-        let Some(w) = self.webhooks_for(s) else {
+        let Some(w) = self.inner.webhooks.get() else {
             return;
         };
+        if !w.wants(&s.name, EventType::ClientEvent) {
+            return;
+        }
         if let Some(event) = ClientEvent::from_envelope(data) {
             w.notify(&s.name, Change::ClientEvent(event));
         }

@@ -155,6 +155,14 @@ impl Webhooks {
         self.routes(channel).is_some()
     }
 
+    /// Whether an endpoint of `channel`'s app wants events of `kind`: the
+    /// owner reads a publication as a client event only if one does (every
+    /// publication passes here).
+    pub fn wants(&self, channel: &ChannelName, kind: EventType) -> bool {
+        self.routes(channel)
+            .is_some_and(|(routes, _)| routes.iter().any(|r| r.event_types.contains(&kind)))
+    }
+
     /// Queues `change` on `channel` for every endpoint that wants it; never
     /// waits. Member events only exist for presence channels.
     pub fn notify(&self, channel: &ChannelName, change: Change) {
@@ -178,5 +186,38 @@ impl Webhooks {
                 tracing::debug!(url = %route.url, "webhook queue full: event dropped");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_event_types_an_endpoint_asked_for_are_wanted() {
+        let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+        let app = WebhookApp {
+            key: "k".into(),
+            secret: "s".into(),
+            namespaces: vec!["pusher.1".into()],
+            endpoints: vec![Endpoint {
+                url: "http://127.0.0.1:9/hooks".into(),
+                event_types: vec![EventType::ChannelOccupied],
+            }],
+        };
+        let config = WebhookConfig {
+            apps: vec![app],
+            settings: WebhookSettings::default(),
+        };
+        let hooks = Webhooks::start(config, &tracker, &stop);
+        let app_channel = ChannelName::new("pusher.1:news").unwrap();
+        let other = ChannelName::new("chat:news").unwrap();
+        assert!(hooks.wants(&app_channel, EventType::ChannelOccupied));
+        assert!(!hooks.wants(&app_channel, EventType::ClientEvent));
+        assert!(!hooks.wants(&other, EventType::ChannelOccupied));
+        assert!(hooks.watches(&app_channel) && !hooks.watches(&other));
+        stop.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 }
