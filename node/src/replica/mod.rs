@@ -5,12 +5,18 @@
 //! the [`RegisterStore`] before any answer that depends on it leaves.
 //!
 //! - `service`: the `switchboard.replica.v1.Replica` gRPC service over it.
+//! - `wire`: its messages to and from protobuf.
+//! - `election`: standing for a new term of a channel over the network
+//!   (prepare and accept rounds at the voters, this broker's own register
+//!   among them).
 //!
 //! A broker without a data directory keeps no registers: it refuses every
 //! vote (a voter that forgot a promise after a restart could vote twice
 //! for one term), and so can be neither a voter nor a data replica.
 
+pub mod election;
 pub mod service;
+pub mod wire;
 
 use std::{
     collections::HashMap,
@@ -22,7 +28,8 @@ use std::{
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_cluster::replication::{
-    AppendReply, PrepareReply, Register, ReplicaConfig, ReplicaLog, Term,
+    AppendReply, Candidacy, Ineligible, Plan, PrepareReply, Register, ReplicaConfig, ReplicaLog,
+    Term,
 };
 use switchboard_core::{BrokerName, ChannelName, Namespaces};
 
@@ -63,6 +70,10 @@ pub enum ReplicaError {
     Store(#[from] std::io::Error),
     #[error(transparent)]
     Channel(#[from] switchboard_core::BrokerError),
+    #[error("may not stand: {0}")]
+    Ineligible(#[from] Ineligible),
+    #[error("no failover order to stand on")]
+    NoBrokers,
 }
 
 /// An append from the leader of `term`.
@@ -252,6 +263,54 @@ impl Replicas {
             let until = c.register.grant_lease(now, leader, term);
             (until.map(|u| u.saturating_duration_since(now)), false)
         })
+    }
+
+    /// A candidacy of this broker for the next term of `channel`, on top of
+    /// the newest configuration its register knows (before the first term,
+    /// the one `plan`'s failover order names).
+    pub fn candidacy(&self, channel: &ChannelName, plan: Plan) -> Result<Candidacy, ReplicaError> {
+        let initial = plan.initial_config().ok_or(ReplicaError::NoBrokers)?;
+        self.with(channel, |c, me| {
+            let base = c.register.config().cloned().unwrap_or(initial);
+            let term = base.term.max(c.register.promised()).next();
+            (Candidacy::new(me.clone(), base, &c.log, term, plan), false)
+        })?
+        .map_err(ReplicaError::from)
+    }
+
+    /// The candidacy for `config` was won: this broker's log leads its
+    /// term, and its register takes the configuration. False if the
+    /// register promised a later term meanwhile: then it only learns the
+    /// configuration, to stand on next time, and does not lead.
+    pub fn won(&self, channel: &ChannelName, config: &ReplicaConfig) -> Result<bool, ReplicaError> {
+        self.with(channel, |c, _| {
+            if c.register.on_commit(config) {
+                c.log.lead(config.term);
+                (true, true)
+            } else {
+                c.register.learn(config);
+                (false, true)
+            }
+        })
+    }
+
+    /// A configuration newer than the one known, reported by a voter.
+    pub fn learn(&self, channel: &ChannelName, config: &ReplicaConfig) -> Result<(), ReplicaError> {
+        self.with(channel, |c, _| {
+            c.register.learn(config);
+            ((), true)
+        })
+    }
+
+    /// `channel`'s register: its promise, to whom, and the configuration it
+    /// accepted last.
+    pub fn register(
+        &self,
+        channel: &ChannelName,
+    ) -> Option<(Term, Option<BrokerName>, Option<ReplicaConfig>)> {
+        let channels = self.channels.lock();
+        let r = &channels.get(channel)?.register;
+        Some((r.promised(), r.promised_to().cloned(), r.config().cloned()))
     }
 
     /// What this broker holds of `channel` as a replica: its term, log end

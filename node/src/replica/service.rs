@@ -2,13 +2,12 @@
 //! sans-IO core's answers out. Every request names the broker it acts as;
 //! over mutual TLS that must be the caller ([`crate::authorization`]).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use switchboard_cluster::{
-    replication::{AppendReply, PrepareReply, Refusal, ReplicaConfig, Term},
+    replication::{AppendReply, Term},
     tls::TlsPeer,
 };
-use switchboard_core::{BrokerName, ChannelName};
 use switchboard_proto::replica::v1::{
     self as pb, replica_server, replicate_reply::Kind as ReplyKind,
 };
@@ -17,7 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Append, Entry, Epoch, ReplicaError, Replicas};
+use super::{
+    Append, Entry, Epoch, ReplicaError, Replicas,
+    wire::{broker, channel, config_from_pb, prepare_to_pb},
+};
 use crate::authorization::{PeerAuth, Rpc, authorize, check};
 
 /// Replies queued on one leader's stream before it waits for the reader.
@@ -58,81 +60,8 @@ fn status(e: ReplicaError) -> Status {
             Status::unavailable(e.to_string())
         }
         ReplicaError::Channel(e) => switchboard_cluster::wire::status(e),
-    }
-}
-
-fn channel(name: &str) -> Result<ChannelName, Status> {
-    switchboard_cluster::wire::channel(name)
-}
-
-fn broker(name: &str, what: &str) -> Result<BrokerName, Status> {
-    if name.is_empty() {
-        return Err(Status::invalid_argument(format!("{what} names no broker")));
-    }
-    Ok(BrokerName::from(name))
-}
-
-/// A configuration from the wire.
-pub fn config_from_pb(c: Option<&pb::ReplicaConfig>) -> Result<ReplicaConfig, Status> {
-    let c = c.ok_or_else(|| Status::invalid_argument("no configuration"))?;
-    let followers = c
-        .followers
-        .iter()
-        .map(|f| broker(f, "a follower"))
-        .collect::<Result<Vec<_>, _>>()?;
-    if followers.len() > 2 {
-        return Err(Status::invalid_argument("at most two followers"));
-    }
-    Ok(ReplicaConfig {
-        term: Term(c.term),
-        leader: broker(&c.leader, "the leader")?,
-        followers,
-        witness: (!c.witness.is_empty()).then(|| BrokerName::from(c.witness.as_str())),
-    })
-}
-
-/// A configuration for the wire.
-pub fn config_to_pb(c: &ReplicaConfig) -> pb::ReplicaConfig {
-    pb::ReplicaConfig {
-        term: c.term.0,
-        leader: c.leader.to_string(),
-        followers: c.followers.iter().map(|f| f.to_string()).collect(),
-        witness: c
-            .witness
-            .as_ref()
-            .map(|w| w.to_string())
-            .unwrap_or_default(),
-    }
-}
-
-fn prepare_to_pb(reply: PrepareReply) -> pb::PrepareReply {
-    match reply {
-        PrepareReply::Promised { log_end, config } => pb::PrepareReply {
-            promised: true,
-            log_end,
-            config: config.as_ref().map(config_to_pb),
-            ..Default::default()
-        },
-        PrepareReply::Refused {
-            promised,
-            config,
-            reason,
-        } => {
-            let (refusal, left) = match reason {
-                Refusal::Older => (pb::Refusal::Older, Duration::ZERO),
-                Refusal::LeaseHeld { until } => (
-                    pb::Refusal::LeaseHeld,
-                    until.saturating_duration_since(std::time::Instant::now()),
-                ),
-            };
-            pb::PrepareReply {
-                promised: false,
-                log_end: None,
-                config: config.as_ref().map(config_to_pb),
-                promised_term: promised.0,
-                refusal: refusal as i32,
-                lease_left_ms: left.as_millis() as u64,
-            }
+        ReplicaError::Ineligible(_) | ReplicaError::NoBrokers => {
+            Status::failed_precondition(e.to_string())
         }
     }
 }
