@@ -4,107 +4,16 @@
 //! after the leader's server is gone its follower takes the next term, but
 //! only once the lease it granted has run out.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod voters;
 
-use switchboard_cluster::replication::{Plan, ReplicaConfig, Term};
-use switchboard_core::{BrokerName, ChannelName, Namespaces};
-use switchboard_node::{
-    BrokerConfig, LocalBroker,
-    replica::{
-        Replicas,
-        election::{Elected, stand},
-    },
-    server::{Services, incoming, serve},
-};
+use std::time::{Duration, Instant};
+
+use switchboard_cluster::replication::{ReplicaConfig, Term};
+use switchboard_core::BrokerName;
+use switchboard_node::replica::election::{Elected, stand};
 use switchboard_proto::replica::v1::{self as pb, replica_client::ReplicaClient};
-use tokio::net::TcpListener;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::Channel;
-
-const NAMES: [&str; 3] = ["b1", "b2", "b3"];
-
-struct Voter {
-    replicas: Arc<Replicas>,
-    addr: SocketAddr,
-    stop: CancellationToken,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn voter(name: &str, tag: &str) -> Voter {
-    let dir = std::env::temp_dir().join(format!("sb-elect-{tag}-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let ns = Namespaces::permissive();
-    let replicas = Arc::new(Replicas::open_in(name.into(), ns.clone(), Some(&dir)).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let services = Services {
-        broker: LocalBroker::new(BrokerConfig::default(), ns),
-        handoff: None,
-        replicas: Some(replicas.clone()),
-    };
-    let serving = serve(
-        incoming(listener),
-        services,
-        TaskTracker::new(),
-        stop.clone(),
-    );
-    tokio::spawn(serving);
-    Voter {
-        replicas,
-        addr,
-        stop,
-        _dir: TempDir(dir),
-    }
-}
-
-async fn cluster(tag: &str) -> HashMap<BrokerName, Voter> {
-    let mut voters = HashMap::new();
-    for name in NAMES {
-        voters.insert(BrokerName::from(name), voter(name, tag).await);
-    }
-    voters
-}
-
-/// How `me` reaches the others (not itself: its own register is local).
-fn dialer(
-    voters: &HashMap<BrokerName, Voter>,
-) -> impl Fn(&BrokerName) -> Option<ReplicaClient<Channel>> + Sync + use<> {
-    let addrs: HashMap<BrokerName, SocketAddr> =
-        voters.iter().map(|(n, v)| (n.clone(), v.addr)).collect();
-    move |name: &BrokerName| {
-        let addr = addrs.get(name)?;
-        let channel = switchboard_cluster::dialer::endpoint(&addr.to_string())
-            .ok()?
-            .connect_lazy();
-        Some(ReplicaClient::new(channel))
-    }
-}
-
-fn plan(order: &[&str], down: &[&str]) -> Plan {
-    Plan {
-        failover: order.iter().map(|&b| b.into()).collect(),
-        down: down.iter().map(|&b| b.into()).collect(),
-        replicas: 2,
-    }
-}
-
-fn news() -> ChannelName {
-    ChannelName::new("news").unwrap()
-}
+use voters::{NAMES, cluster, dialer, news, plan};
 
 fn leads(e: Elected) -> ReplicaConfig {
     match e {

@@ -6,6 +6,9 @@
 //!
 //! - `service`: the `switchboard.replica.v1.Replica` gRPC service over it.
 //! - `wire`: its messages to and from protobuf.
+//! - `leading`: the leader's side of a channel: leading a won
+//!   configuration, appending, and what members' answers mean (no IO).
+//! - `peer_stream`: the leader's one `Replicate` stream per member.
 //! - `election`: standing for a new term of a channel over the network
 //!   (prepare and accept rounds at the voters, this broker's own register
 //!   among them).
@@ -15,6 +18,8 @@
 //! for one term), and so can be neither a voter nor a data replica.
 
 pub mod election;
+pub mod leading;
+pub mod peer_stream;
 pub mod service;
 pub mod wire;
 
@@ -59,6 +64,8 @@ struct ReplicaChannel {
     register: Register,
     log: ReplicaLog<Entry>,
     epoch: Option<Epoch>,
+    /// While this broker leads the channel.
+    leading: Option<leading::Leading>,
 }
 
 /// Why a replication request was refused.
@@ -74,6 +81,8 @@ pub enum ReplicaError {
     Ineligible(#[from] Ineligible),
     #[error("no failover order to stand on")]
     NoBrokers,
+    #[error("this broker does not lead the channel")]
+    NotLeader,
 }
 
 /// An append from the leader of `term`.
@@ -126,6 +135,7 @@ impl Replicas {
                         register,
                         log,
                         epoch: None,
+                        leading: None,
                     };
                     channels.insert(channel.clone(), restored);
                 }
@@ -167,6 +177,7 @@ impl Replicas {
                 register: Register::new(self.lease),
                 log: ReplicaLog::new(),
                 epoch: None,
+                leading: None,
             });
         let (out, changed) = f(c, &self.me);
         if changed {

@@ -60,7 +60,7 @@ fn status(e: ReplicaError) -> Status {
             Status::unavailable(e.to_string())
         }
         ReplicaError::Channel(e) => switchboard_cluster::wire::status(e),
-        ReplicaError::Ineligible(_) | ReplicaError::NoBrokers => {
+        ReplicaError::Ineligible(_) | ReplicaError::NoBrokers | ReplicaError::NotLeader => {
             Status::failed_precondition(e.to_string())
         }
     }
