@@ -161,7 +161,12 @@ impl BrokerProcess {
             webhooks,
         } = settings;
         let (name, drain_timeout) = (config.name.clone(), config.drain_timeout);
-        let replicas = Replicas::open(name.as_str().into(), namespaces.clone(), &config)?;
+        let data_dir = config.data_dir.clone();
+        let replicas = Replicas::open(
+            name.as_str().into(),
+            namespaces.clone(),
+            data_dir.as_deref(),
+        )?;
         let broker = LocalBroker::on_host(config, namespaces, host);
         // Two phases: `drain` starts the drain; `shutdown` ends the process.
         let shutdown = CancellationToken::new();

@@ -10,11 +10,16 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use switchboard_cluster::replication::{ReplicaConfig, Term};
-use switchboard_core::BrokerName;
-use switchboard_node::replica::{
-    Entry, Epoch, Replicas,
-    election::{Elected, stand},
-    peer_stream::PeerStreams,
+use switchboard_core::{
+    Broker, BrokerName, GatewayId, Namespaces, Position, PublishRequest, SubscribeRequest,
+};
+use switchboard_node::{
+    BrokerConfig, LocalBroker,
+    replica::{
+        Entry, Epoch, Replicas,
+        election::{Elected, stand},
+        peer_stream::PeerStreams,
+    },
 };
 use tokio::time::timeout;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -179,12 +184,67 @@ async fn an_old_leaders_appends_are_refused_and_it_steps_down() {
     // b1, still up, appends in term 1: b2 refuses, so it never commits,
     // and b1 stops leading.
     let (_, mut committed) = publish(&b1, &streams, 4..=4).remove(0);
-    let outcome = timeout(WAIT, committed.wait_for(|c| *c >= 4))
+    let refused = timeout(WAIT, committed.wait_for(|c| *c >= 4))
+        .await
+        .unwrap()
+        .is_err();
+    assert!(refused, "an old leader's publication was committed");
+    assert_eq!(b1.leads(&news()), None);
+
+    // b2 serves the channel from its log: same epoch, same offsets, and
+    // the keys of what it holds.
+    let takeover = b2.takeover(&news(), 10).unwrap();
+    assert_eq!(takeover.snapshot.epoch, "e1");
+    assert_eq!(takeover.snapshot.offset, 3);
+    let held: Vec<u64> = takeover.snapshot.history.iter().map(|e| e.offset).collect();
+    assert_eq!(held, [1, 2, 3]);
+    let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+    assert!(broker.take_over(takeover).unwrap());
+    broker
+        .attach(GatewayId::from("g1"), Arc::new(Discard))
         .await
         .unwrap();
-    assert!(
-        outcome.is_err(),
-        "an old leader's publication was committed"
+    let since = Position {
+        offset: 1,
+        epoch: "e1".into(),
+    };
+    let reply = broker
+        .subscribe(SubscribeRequest {
+            gateway: GatewayId::from("g1"),
+            channel: news(),
+            client: None,
+            since: Some(since),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.recovered,
+        Some(true),
+        "a client inside the window recovers"
     );
-    assert_eq!(b1.leads(&news()), None);
+    let recovered: Vec<u64> = reply.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(recovered, [2, 3]);
+    // A retry of the second publication is answered with its position.
+    let retry = broker
+        .publish(PublishRequest {
+            channel: news(),
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            from: "u".into(),
+            idempotency_key: Some("k2".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        retry,
+        Position {
+            offset: 2,
+            epoch: "e1".into()
+        }
+    );
+}
+
+struct Discard;
+
+impl switchboard_core::DeliverySink for Discard {
+    fn deliver(&self, _: switchboard_core::Delivery) {}
 }

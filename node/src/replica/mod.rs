@@ -9,6 +9,8 @@
 //! - `leading`: the leader's side of a channel: leading a won
 //!   configuration, appending, and what members' answers mean (no IO).
 //! - `peer_stream`: the leader's one `Replicate` stream per member.
+//! - `takeover`: the channel as a follower's log holds it, for the term
+//!   it won.
 //! - `election`: standing for a new term of a channel over the network
 //!   (prepare and accept rounds at the voters, this broker's own register
 //!   among them).
@@ -21,6 +23,7 @@ pub mod election;
 pub mod leading;
 pub mod peer_stream;
 pub mod service;
+pub mod takeover;
 pub mod wire;
 
 use std::{
@@ -107,14 +110,14 @@ pub struct Replicas {
 }
 
 impl Replicas {
-    /// `me`'s replicas, with registers kept in the broker's data
-    /// directory (none: no votes).
+    /// `me`'s replicas, shared, with registers kept in `data_dir` (none:
+    /// no votes).
     pub fn open(
         me: BrokerName,
         namespaces: Namespaces,
-        config: &crate::BrokerConfig,
+        data_dir: Option<&Path>,
     ) -> std::io::Result<Arc<Self>> {
-        Self::open_in(me, namespaces, config.data_dir.as_deref()).map(Arc::new)
+        Self::open_in(me, namespaces, data_dir).map(Arc::new)
     }
 
     /// [`Self::open`] with registers kept in `data_dir`.
