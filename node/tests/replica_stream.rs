@@ -181,14 +181,19 @@ async fn an_old_leaders_appends_are_refused_and_it_steps_down() {
         "the new leader holds every commit"
     );
 
-    // b1, still up, appends in term 1: b2 refuses, so it never commits,
-    // and b1 stops leading.
-    let (_, mut committed) = publish(&b1, &streams, 4..=4).remove(0);
-    let refused = timeout(WAIT, committed.wait_for(|c| *c >= 4))
-        .await
-        .unwrap()
-        .is_err();
-    assert!(refused, "an old leader's publication was committed");
+    // b1, still up, appends in term 1: never committed. Either b1 already
+    // learnt of the later term (the witness may answer its configuration
+    // after promising b2, and b1 then stops leading) and refuses the
+    // append, or b2 refuses it and b1 stops leading then.
+    if let Ok(appended) = b1.append_led(&news(), entry(4)) {
+        streams.send(appended.outgoing);
+        let mut committed = appended.committed;
+        let refused = timeout(WAIT, committed.wait_for(|c| *c >= 4))
+            .await
+            .unwrap()
+            .is_err();
+        assert!(refused, "an old leader's publication was committed");
+    }
     assert_eq!(b1.leads(&news()), None);
 
     // b2 serves the channel from its log: same epoch, same offsets, and
@@ -247,4 +252,81 @@ struct Discard;
 
 impl switchboard_core::DeliverySink for Discard {
     fn deliver(&self, _: switchboard_core::Delivery) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_stands_once_the_leaders_connections_drop_and_its_lease_ran_out() {
+    let voters = cluster("vigil").await;
+    let dial = shared_dialer(addrs(&voters));
+    let b1 = voters[&b("b1")].replicas.clone();
+    let b2 = voters[&b("b2")].replicas.clone();
+    let config = elect(&b1, &dial, &NAMES, &[]).await;
+    // The leader runs on a runtime of its own: shutting that down drops
+    // its tasks and closes its sockets at once, as a killed process's.
+    let leader = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let renewed = std::time::Instant::now();
+    let led = leader.spawn({
+        let (b1, dial) = (b1.clone(), dial.clone());
+        async move {
+            let streams = PeerStreams::new(
+                b1.clone(),
+                dial,
+                TaskTracker::new(),
+                CancellationToken::new(),
+            );
+            let epoch = Epoch {
+                id: "e1".into(),
+                created_micros: 1,
+            };
+            streams.send(b1.lead(&news(), &config, epoch).unwrap());
+            for (offset, mut committed) in publish(&b1, &streams, 1..=2) {
+                timeout(WAIT, committed.wait_for(|c| *c >= offset))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            streams.send(b1.renewals());
+            // Kept alive (with its streams) until the runtime goes.
+            std::future::pending::<()>().await;
+        }
+    });
+    // b2 grants the lease after `renewed`, so it runs at least this long.
+    timeout(WAIT, async {
+        while b2.lease_until(&news()).is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("b2 granted the lease");
+    assert!(
+        b2.due(std::time::Instant::now()).is_empty(),
+        "the leader is alive"
+    );
+
+    leader.shutdown_background();
+    drop(led);
+    let due = timeout(WAIT, async {
+        loop {
+            if b2.due(std::time::Instant::now()).contains(&news()) {
+                return renewed.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the follower never found the leader lost");
+    // Not before the lease it granted ran out, and well before silence
+    // alone would have said so.
+    assert!(
+        due >= Duration::from_millis(700),
+        "due after {due:?}, inside the lease"
+    );
+    assert!(
+        due < switchboard_node::replica::SILENCE,
+        "due after {due:?}: by silence, not the dropped connection"
+    );
 }

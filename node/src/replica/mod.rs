@@ -37,7 +37,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_cluster::replication::{
     AppendReply, Candidacy, Ineligible, Plan, PrepareReply, Register, ReplicaConfig, ReplicaLog,
-    Term,
+    Term, Vigil,
 };
 use switchboard_core::{BrokerName, ChannelName, Namespaces};
 
@@ -107,7 +107,14 @@ pub struct Replicas {
     started: Instant,
     channels: Mutex<HashMap<ChannelName, ReplicaChannel>>,
     store: Option<Mutex<RegisterStore>>,
+    /// The leaders this broker follows, and when to stand for their
+    /// channels.
+    vigil: Mutex<Vigil>,
 }
+
+/// How long a leader may be silent (no append, no renewal) before its
+/// followers stand for its channels: two missed renewals.
+pub const SILENCE: Duration = Duration::from_millis(1500);
 
 impl Replicas {
     /// `me`'s replicas, shared, with registers kept in `data_dir` (none:
@@ -152,6 +159,7 @@ impl Replicas {
             started,
             channels: Mutex::new(channels),
             store: store.map(Mutex::new),
+            vigil: Mutex::new(Vigil::new()),
         })
     }
 
@@ -250,6 +258,9 @@ impl Replicas {
     ) -> Result<AppendReply, ReplicaError> {
         let keep = self.namespaces.options(channel)?.history_size as u64;
         self.with(channel, |c, _| {
+            if let Some(leader) = c.register.config().map(|cfg| cfg.leader.clone()) {
+                self.vigil.lock().heard(&leader, Instant::now());
+            }
             let reply = c.log.on_append(
                 &c.register,
                 append.term,
@@ -275,6 +286,11 @@ impl Replicas {
         let now = Instant::now();
         self.with(channel, |c, _| {
             let until = c.register.grant_lease(now, leader, term);
+            let mut vigil = self.vigil.lock();
+            vigil.heard(leader, now);
+            if let Some(until) = until {
+                vigil.granted(leader, until, now);
+            }
             (until.map(|u| u.saturating_duration_since(now)), false)
         })
     }
@@ -338,6 +354,44 @@ impl Replicas {
             c.log.committed(),
             c.epoch.clone(),
         ))
+    }
+
+    /// `leader`'s stream opened, or ended.
+    pub fn stream_from(&self, leader: &BrokerName, open: bool) {
+        let mut vigil = self.vigil.lock();
+        match open {
+            true => vigil.opened(leader, Instant::now()),
+            false => vigil.ended(leader, Instant::now()),
+        }
+    }
+
+    /// The channels this broker follows whose leader is lost (its stream
+    /// ended, or it fell silent) and no longer held by a lease granted
+    /// here: the ones to stand for now, if this log is complete.
+    pub fn due(&self, now: Instant) -> Vec<ChannelName> {
+        let lost = self.vigil.lock().due(now, SILENCE);
+        if lost.is_empty() {
+            return Vec::new();
+        }
+        let channels = self.channels.lock();
+        channels
+            .iter()
+            .filter(|(_, c)| c.leading.is_none())
+            .filter_map(|(name, c)| {
+                let config = c.register.config()?;
+                let follows = config.followers.contains(&self.me);
+                let complete = c.log.is_complete_for(config.term);
+                (follows && complete && lost.contains(&config.leader)).then(|| name.clone())
+            })
+            .collect()
+    }
+
+    /// Until when this broker's register for `channel` holds a lease for
+    /// another broker, if it does.
+    pub fn lease_until(&self, channel: &ChannelName) -> Option<Instant> {
+        let channels = self.channels.lock();
+        let lease = channels.get(channel)?.register.lease()?;
+        lease.holder.as_ref().map(|_| lease.until)
     }
 
     /// When registers read back from disk start voting again.

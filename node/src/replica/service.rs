@@ -178,6 +178,7 @@ impl replica_server::Replica for ReplicaService {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let (replicas, auth, shutdown) = (self.replicas.clone(), self.auth, self.shutdown.clone());
         self.tasks.spawn(async move {
+            let mut leader = None;
             loop {
                 let next = tokio::select! {
                     biased;
@@ -186,8 +187,19 @@ impl replica_server::Replica for ReplicaService {
                 };
                 let req = match next {
                     Ok(Some(req)) => req,
-                    Ok(None) | Err(_) => return,
+                    Ok(None) | Err(_) => {
+                        // A reset stream is a lost leader, without gossip.
+                        if let Some(leader) = &leader {
+                            replicas.stream_from(leader, false);
+                        }
+                        return;
+                    }
                 };
+                if leader.is_none() {
+                    let name = switchboard_core::BrokerName::from(req.leader.as_str());
+                    replicas.stream_from(&name, true);
+                    leader = Some(name);
+                }
                 // Every message names its leader: it must be the caller.
                 let reply =
                     match authorize(auth, caller.as_ref(), Rpc::Replicate, Some(&req.leader)) {
