@@ -130,6 +130,7 @@ impl Stream {
             idempotency_key: String::new(),
             committed,
             published_micros: 1,
+            log_start: 1,
         };
         self.send(replicate_request::Kind::Append(append))
             .await

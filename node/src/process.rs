@@ -110,6 +110,26 @@ fn serve_grpc<I, IO, IE>(
     });
 }
 
+/// This broker's replicas (votes in `data_dir`) and its replication
+/// factor; 2 or more needs a data directory.
+fn open_replicas(
+    config: &BrokerConfig,
+    namespaces: &Namespaces,
+) -> std::io::Result<(Arc<Replicas>, usize)> {
+    let factor = config.replication_factor;
+    if !(1..=3).contains(&factor) {
+        let e = format!("broker.replication_factor is {factor}: it must be 1, 2 or 3");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
+    }
+    if factor >= 2 && config.data_dir.is_none() {
+        let e = "broker.replication_factor 2 or more needs a data directory (--data-dir): a replica's votes must survive a restart";
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
+    }
+    let me = config.name.as_str().into();
+    let replicas = Replicas::open(me, namespaces.clone(), config.data_dir.as_deref())?;
+    Ok((replicas, factor))
+}
+
 /// The hand-over's claims and the sweeper, until `shutdown`.
 fn spawn_upkeep(
     tracker: &TaskTracker,
@@ -161,12 +181,7 @@ impl BrokerProcess {
             webhooks,
         } = settings;
         let (name, drain_timeout) = (config.name.clone(), config.drain_timeout);
-        let data_dir = config.data_dir.clone();
-        let replicas = Replicas::open(
-            name.as_str().into(),
-            namespaces.clone(),
-            data_dir.as_deref(),
-        )?;
+        let (replicas, factor) = open_replicas(&config, &namespaces)?;
         let broker = LocalBroker::on_host(config, namespaces, host);
         // Two phases: `drain` starts the drain; `shutdown` ends the process.
         let shutdown = CancellationToken::new();
@@ -200,9 +215,15 @@ impl BrokerProcess {
             &name,
             view,
             shutdown.clone(),
-            dialer,
+            dialer.clone(),
         );
         spawn_upkeep(&tracker, &broker, &handoff, &shutdown);
+        if factor >= 2 {
+            let placement = handoff.placement_changes();
+            let replicating = (replicas.clone(), placement, (dialer, factor));
+            crate::succession::start(&tracker, &broker, replicating, &shutdown);
+            tracker.spawn(handoff.clone().refill(shutdown.clone()));
+        }
         let grpc = (broker.clone(), handoff.clone(), replicas, shutdown.clone());
         serve_grpc(&tracker, listeners.grpc, grpc);
         Ok(Self {

@@ -31,7 +31,14 @@ pub(super) struct Leading {
     committed: watch::Sender<u64>,
     /// When the last lease renewal left (leases count from it).
     renewal_sent: Option<Instant>,
+    /// Committed entries kept in the log (the history window, and at
+    /// least [`MIN_KEPT`] so that delivery never finds one gone).
+    keep: u64,
 }
+
+/// Committed entries a leader keeps at least, whatever the history size:
+/// delivery reads committed entries from the log after the commit.
+const MIN_KEPT: u64 = 4096;
 
 /// A publication appended by the leader: its offset, and the committed
 /// offset to wait on (closed if leadership is lost first).
@@ -91,6 +98,7 @@ impl ReplicaChannel {
                     idempotency_key: e.idempotency_key.clone().unwrap_or_default(),
                     committed,
                     published_micros: e.published_micros,
+                    log_start: self.log.first(),
                 };
                 Some(Outgoing {
                     to: to.clone(),
@@ -106,6 +114,8 @@ impl ReplicaChannel {
         {
             self.log.mark_committed(range.end - 1);
             l.committed.send_replace(range.end - 1);
+            let end = self.log.end();
+            self.log.forget_before(end.saturating_sub(l.keep) + 1);
         }
     }
 
@@ -125,22 +135,35 @@ impl Replicas {
         config: &ReplicaConfig,
         epoch: Epoch,
     ) -> Result<Vec<Outgoing>, ReplicaError> {
+        let keep = self.namespaces.options(channel)?.history_size as u64;
         self.with(channel, |c, me| {
             let leadership =
                 Leadership::new(config.clone(), c.log.end(), c.log.committed(), self.lease);
-            let (committed, _) = watch::channel(leadership.committed());
+            // A new term of a channel led here (a refill) keeps the waits of
+            // publishes already appended: they commit in the new term.
+            let committed = match c.leading.take() {
+                Some(previous) => previous.committed,
+                None => watch::channel(leadership.committed()).0,
+            };
             c.epoch = Some(epoch.clone());
             c.leading = Some(Leading {
                 leadership,
                 epoch,
                 committed,
                 renewal_sent: None,
+                keep: keep.max(MIN_KEPT),
             });
-            let out = config
+            let mut out: Vec<Outgoing> = config
                 .members()
                 .filter(|m| *m != me)
                 .filter_map(|m| c.adopt_for(me, channel, m))
                 .collect();
+            // Followers catch up on what they lack (all of it, for one new
+            // to the set).
+            for f in &config.followers {
+                let range = c.leading.as_mut().map_or(0..0, |l| l.leadership.unacked(f));
+                out.extend(c.appends(me, channel, f, range));
+            }
             (out, false)
         })
     }
@@ -272,6 +295,48 @@ impl Replicas {
             }
         }
         out
+    }
+
+    /// The channels this broker leads.
+    pub fn led(&self) -> Vec<ChannelName> {
+        let channels = self.channels.lock();
+        channels
+            .iter()
+            .filter(|(_, c)| c.leading.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The other members of the configuration this broker leads
+    /// `channel` in.
+    pub fn members_of(&self, channel: &ChannelName) -> Option<Vec<BrokerName>> {
+        let channels = self.channels.lock();
+        let config = channels
+            .get(channel)?
+            .leading
+            .as_ref()?
+            .leadership
+            .config()
+            .clone();
+        Some(
+            config
+                .members()
+                .filter(|m| **m != self.me)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The offset the next publication of a channel led here gets.
+    pub fn next_offset(&self, channel: &ChannelName) -> Option<u64> {
+        let channels = self.channels.lock();
+        let l = channels.get(channel)?.leading.as_ref()?;
+        Some(l.leadership.end() + 1)
+    }
+
+    /// The publication at `offset` of `channel`'s log, if held.
+    pub fn entry(&self, channel: &ChannelName, offset: u64) -> Option<Entry> {
+        self.channels.lock().get(channel)?.log.get(offset).cloned()
     }
 
     /// Whether this broker leads `channel` (and in which term).

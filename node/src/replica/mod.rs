@@ -95,6 +95,8 @@ pub struct Append {
     pub offset: u64,
     pub entry: Entry,
     pub committed: u64,
+    /// The first offset the leader's log holds.
+    pub log_start: u64,
 }
 
 /// This broker's registers and replica logs, by channel.
@@ -260,6 +262,11 @@ impl Replicas {
         self.with(channel, |c, _| {
             if let Some(leader) = c.register.config().map(|cfg| cfg.leader.clone()) {
                 self.vigil.lock().heard(&leader, Instant::now());
+            }
+            // Behind the leader's window: start where its log does (only
+            // for the term this log follows).
+            if append.term == c.log.term() && append.term == c.register.promised() {
+                c.log.skip_to(append.log_start);
             }
             let reply = c.log.on_append(
                 &c.register,

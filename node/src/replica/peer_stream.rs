@@ -32,6 +32,10 @@ pub struct PeerStreams {
     /// Each stream with the number it was opened as.
     streams: Mutex<HashMap<BrokerName, (u64, mpsc::Sender<pb::ReplicateRequest>)>>,
     opened: std::sync::atomic::AtomicU64,
+    /// Members whose stream ended and that have not answered since: a
+    /// killed broker's connections reset at once, long before gossip
+    /// declares it down.
+    down: Mutex<std::collections::HashSet<BrokerName>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -48,6 +52,7 @@ impl PeerStreams {
             dial,
             streams: Mutex::new(HashMap::new()),
             opened: Default::default(),
+            down: Default::default(),
             tasks,
             shutdown,
         })
@@ -116,17 +121,28 @@ impl PeerStreams {
                 reply = replies.message() => reply,
             };
             match reply {
-                Ok(Some(reply)) => match self.replicas.on_reply(&member, reply) {
-                    Ok(out) => self.send(out),
-                    Err(e) => tracing::debug!(member = %member, error = %e, "reply not applied"),
-                },
+                Ok(Some(reply)) => {
+                    self.down.lock().remove(&member);
+                    match self.replicas.on_reply(&member, reply) {
+                        Ok(out) => self.send(out),
+                        Err(e) => {
+                            tracing::debug!(member = %member, error = %e, "reply not applied")
+                        }
+                    }
+                }
                 Ok(None) | Err(_) => return self.ended(&member, n),
             }
         }
     }
 
+    /// Whether `member`'s stream ended and it has not answered since.
+    pub fn is_down(&self, member: &BrokerName) -> bool {
+        self.down.lock().contains(member)
+    }
+
     fn ended(&self, member: &BrokerName, n: u64) {
-        tracing::info!(member = %member, "replication stream ended");
+        tracing::debug!(member = %member, "replication stream ended");
+        self.down.lock().insert(member.clone());
         let mut streams = self.streams.lock();
         if streams.get(member).is_some_and(|(m, _)| *m == n) {
             streams.remove(member);

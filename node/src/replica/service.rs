@@ -100,6 +100,7 @@ fn replicate_one(
                     published_micros: a.published_micros,
                 },
                 committed: a.committed,
+                log_start: a.log_start,
             };
             let kind = match replicas.append(&ch, append).map_err(status)? {
                 AppendReply::Stored { end } => ReplyKind::Stored(end),

@@ -19,6 +19,14 @@ pub struct Takeover {
 }
 
 impl Replicas {
+    /// Whether this broker holds `channel`'s epoch as a replica.
+    pub fn holds_epoch(&self, channel: &ChannelName) -> bool {
+        self.channels
+            .lock()
+            .get(channel)
+            .is_some_and(|c| c.epoch.is_some())
+    }
+
     /// `channel`'s state from this broker's log, if it holds the channel's
     /// epoch; entry ages are counted from `now_micros` (wall clock).
     pub fn takeover(&self, channel: &ChannelName, now_micros: u64) -> Option<Takeover> {
