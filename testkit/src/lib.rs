@@ -21,6 +21,13 @@
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
+//! - [`checker`]: the per-channel continuity checker of fault scenarios,
+//!   sans-IO: acknowledgements and deliveries in, counts of what broke out.
+//! - [`scenario`]: fault scenarios under steady publishing: a cluster of
+//!   real processes, publishers and subscribers, one fault, the checker's
+//!   report and the failover times.
+//! - [`fault`]: the faults a scenario injects (kill, freeze, partition in
+//!   a network namespace, rolling restart, join and drain).
 //! - [`load`]: steady publishing across a change, and the check that every
 //!   acknowledged publication arrived once, in order, in its epoch.
 //! - [`api`]: server API clients: JSON over HTTP, and gRPC.
@@ -37,6 +44,7 @@ pub mod api;
 pub mod broker_client;
 pub mod browser;
 pub mod certificates;
+pub mod checker;
 pub mod client;
 pub mod cluster;
 pub mod compose;
