@@ -26,8 +26,14 @@
 //! - [`scenario`]: fault scenarios under steady publishing: a cluster of
 //!   real processes, publishers and subscribers, one fault, the checker's
 //!   report and the failover times.
-//! - [`fault`]: the faults a scenario injects (kill, freeze, partition in
-//!   a network namespace, rolling restart, join and drain).
+//! - [`fault`]: the faults a scenario injects (kill, freeze, partition,
+//!   rolling restart, join and drain) and when channels moved.
+//! - [`fleet`]: a scenario's brokers, restartable at fixed addresses, and
+//!   gateways.
+//! - [`partition`]: a network namespace a broker runs in, cut off and
+//!   healed with iptables.
+//! - [`traffic`]: a scenario's publishers (server API, idempotent retries)
+//!   and subscribers, recorded as checker events.
 //! - [`load`]: steady publishing across a change, and the check that every
 //!   acknowledged publication arrived once, in order, in its epoch.
 //! - [`api`]: server API clients: JSON over HTTP, and gRPC.
@@ -49,15 +55,20 @@ pub mod client;
 pub mod cluster;
 pub mod compose;
 pub mod edge_ca;
+pub mod fault;
+pub mod fleet;
 pub mod gossip_key;
 pub mod http;
 pub mod load;
+pub mod partition;
 pub mod process;
 pub mod prometheus;
 pub mod pusher;
 pub mod python;
+pub mod scenario;
 pub mod server;
 pub mod settings;
+pub mod traffic;
 pub mod webhook;
 
 pub use server::TestServer;

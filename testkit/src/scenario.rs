@@ -1,0 +1,251 @@
+//! Fault scenarios under steady publishing (issue 13): brokers and two
+//! gateways as real processes ([`Fleet`]), one publisher per channel on
+//! the server API with acknowledged ids and idempotent retries, two
+//! subscribers that stay connected (one per gateway) and two that go away
+//! before the fault and come back after it with `since` (each on the
+//! other gateway), one [`Fault`], a quiet period, then the
+//! [`Checker`]'s report, the failover times and the publish errors.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use tokio::{sync::watch, time::Instant};
+
+use crate::{
+    checker::{Checker, Report},
+    fault::{Fault, Moment},
+    fleet::Fleet,
+    partition::Partition,
+    traffic::{Published, Subscriber, Timeline, Until, publish},
+};
+
+/// One scenario's shape.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Names its channels (`NAME:0`, `NAME:1`, …) and its idempotency keys.
+    pub name: String,
+    pub brokers: usize,
+    pub channels: usize,
+    /// Publications per second on each channel.
+    pub rate: f64,
+    /// Publishing before the away clients leave and the fault starts.
+    pub warmup: Duration,
+    /// Publishing after the fault is over, before the away clients come
+    /// back, and again after, before publishing stops.
+    pub quiet: Duration,
+    pub fault: Fault,
+}
+
+impl Scenario {
+    /// 3 brokers, 12 channels at 4 publications/s each (48/s), 1.5 s of
+    /// warm-up and 2 s quiet periods.
+    pub fn new(name: &str, fault: Fault) -> Self {
+        Self {
+            name: name.to_owned(),
+            brokers: 3,
+            channels: 12,
+            rate: 4.0,
+            warmup: Duration::from_millis(1500),
+            quiet: Duration::from_secs(2),
+            fault,
+        }
+    }
+}
+
+/// What a scenario measured.
+#[derive(Debug)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub report: Report,
+    pub moments: Vec<Moment>,
+    /// Per moved channel and moment: the time from the moment to the first
+    /// acknowledged publish sent after it; `None`: none was.
+    pub failover: Vec<Option<Duration>>,
+    /// Failed publish attempts by `STATUS code`, `timeout` or `transport`.
+    pub publish_errors: BTreeMap<String, usize>,
+    /// Publications given up at their deadline.
+    pub abandoned: usize,
+}
+
+impl Outcome {
+    fn resumed(&self) -> Vec<Duration> {
+        let mut v: Vec<Duration> = self.failover.iter().flatten().copied().collect();
+        v.sort();
+        v
+    }
+
+    pub fn failover_max(&self) -> Option<Duration> {
+        self.resumed().last().copied()
+    }
+
+    pub fn failover_median(&self) -> Option<Duration> {
+        let v = self.resumed();
+        v.get(v.len() / 2).copied()
+    }
+
+    /// Moved channels that never had a publish acknowledged after the moment.
+    pub fn never_resumed(&self) -> usize {
+        self.failover.iter().filter(|f| f.is_none()).count()
+    }
+
+    /// A row of the baseline table in docs/replication.md.
+    pub fn row(&self) -> String {
+        let t = &self.report.total;
+        let secs =
+            |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64()));
+        let errors = if self.publish_errors.is_empty() {
+            "0".to_owned()
+        } else {
+            let e: Vec<String> = self
+                .publish_errors
+                .iter()
+                .map(|(k, n)| format!("{n}× {k}"))
+                .collect();
+            e.join(", ")
+        };
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} s | {} |",
+            self.scenario.fault.label(),
+            t.acknowledged,
+            t.missing,
+            t.lost_announced,
+            t.duplicates,
+            t.reorders,
+            t.silent_gaps,
+            t.resets_to_ended_epoch,
+            t.rewinds,
+            t.resubscribed,
+            t.recovered_false,
+            t.recovered_true,
+            secs(self.failover_median()),
+            secs(self.failover_max()),
+            errors,
+        )
+    }
+}
+
+/// The header of [`Outcome::row`]'s table.
+pub const TABLE_HEADER: &str = "| Fault | Acked | Missing | Lost (announced) | Duplicates | Reorders | Silent gaps | Resets to ended epoch | Rewinds | `resubscribed` | `recovered: false` | `recovered: true` | Failover median/max | Publish errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+/// Runs `scenario` against the `switchboard` binary `bin`.
+pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
+    let partition = scenario
+        .fault
+        .needs_partition()
+        .then(Partition::create)
+        .transpose()?;
+    let mut fleet = Fleet::start(bin, scenario.brokers, partition).await?;
+    let channels: Vec<String> = (0..scenario.channels)
+        .map(|i| format!("{}:{i}", scenario.name))
+        .collect();
+    let urls = fleet.ws_urls();
+    let (until, until_rx) = watch::channel(Until::Running);
+    let (leave, leave_rx) = watch::channel(Until::Running);
+    let mut staying = Vec::new();
+    let mut away = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let s = Subscriber::subscribe_all(url, &format!("stay{}", i + 1), &channels).await?;
+        staying.push(tokio::spawn(s.listen(until_rx.clone())));
+        let s = Subscriber::subscribe_all(url, &format!("away{}", i + 1), &channels).await?;
+        away.push(tokio::spawn(s.listen(leave_rx.clone())));
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let period = Duration::from_secs_f64(1.0 / scenario.rate);
+    let publishers: Vec<_> = channels
+        .iter()
+        .map(|ch| {
+            let task = publish(
+                fleet.gateway_addrs(),
+                ch.clone(),
+                scenario.name.clone(),
+                period,
+                stop_rx.clone(),
+            );
+            tokio::spawn(task)
+        })
+        .collect();
+
+    // The phases are paced by the scenario's clock: publishing goes on
+    // throughout, and these are its durations, not waits for a condition.
+    tokio::time::sleep(scenario.warmup).await;
+    leave.send_replace(Until::Leave);
+    let mut gone = Vec::new();
+    for a in away {
+        let s = a.await?;
+        gone.push(s);
+    }
+    let moments = scenario.fault.inject(&mut fleet, &channels).await?;
+    tokio::time::sleep(scenario.quiet).await;
+    let mut back = Vec::new();
+    for (i, s) in gone.into_iter().enumerate() {
+        let s = s.come_back(&urls[(i + 1) % urls.len()]).await?;
+        back.push(tokio::spawn(s.listen(until_rx.clone())));
+    }
+    tokio::time::sleep(scenario.quiet).await;
+
+    stop.send_replace(true);
+    let mut published = Vec::new();
+    for p in publishers {
+        published.push(p.await?);
+    }
+    let last = channels
+        .iter()
+        .zip(&published)
+        .filter_map(|(ch, p)| Some((ch.clone(), p.last_id?)))
+        .collect();
+    until.send_replace(Until::Caught(last));
+    let mut subscribers = Vec::new();
+    for s in staying.into_iter().chain(back) {
+        subscribers.push(s.await?);
+    }
+    Ok(judge(scenario, &channels, moments, published, subscribers))
+}
+
+fn judge(
+    scenario: &Scenario,
+    channels: &[String],
+    moments: Vec<Moment>,
+    published: Vec<Published>,
+    subscribers: Vec<Subscriber>,
+) -> Outcome {
+    let mut timeline: Timeline = Vec::new();
+    let mut publish_errors = BTreeMap::new();
+    let mut abandoned = 0;
+    for p in &published {
+        timeline.extend(p.timeline.iter().cloned());
+        for (k, n) in &p.errors {
+            *publish_errors.entry(k.clone()).or_default() += n;
+        }
+        abandoned += p.abandoned;
+    }
+    for s in subscribers {
+        timeline.extend(s.timeline);
+    }
+    timeline.sort_by_key(|(at, _)| *at);
+    let mut checker = Checker::new();
+    for (_, event) in timeline {
+        checker.feed(event);
+    }
+    let acks: BTreeMap<&String, &Vec<(Instant, Instant)>> = channels
+        .iter()
+        .zip(published.iter().map(|p| &p.acks))
+        .collect();
+    let failover = moments
+        .iter()
+        .flat_map(|m| {
+            m.channels.iter().map(|ch| {
+                acks.get(ch)?
+                    .iter()
+                    .find(|(sent, _)| *sent >= m.at)
+                    .map(|(_, acked)| *acked - m.at)
+            })
+        })
+        .collect();
+    Outcome {
+        scenario: scenario.clone(),
+        report: checker.report(),
+        moments,
+        failover,
+        publish_errors,
+        abandoned,
+    }
+}
