@@ -35,6 +35,17 @@ async fn scenario(name: &str, fault: Fault) -> Outcome {
             .map(|m| (&m.what, m.channels.len()))
             .collect::<Vec<_>>()
     );
+    assert!(o.closed.is_empty(), "subscribers cut off: {:?}", o.closed);
+    if std::env::var_os("SCENARIO_TRACE").is_some() {
+        for (ch, c) in &o.report.channels {
+            if !c.seamless() {
+                println!("{ch}: {c:?}\n{}", o.trace(ch));
+            }
+        }
+        for (name, log) in &o.logs {
+            println!("==== {name}\n{log}");
+        }
+    }
     assert!(
         o.moments.iter().any(|m| !m.channels.is_empty()),
         "the fault moved no channel"

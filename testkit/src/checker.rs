@@ -86,6 +86,19 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The channel the event is about.
+    pub fn channel(&self) -> &str {
+        match self {
+            Event::Acknowledged { channel, .. }
+            | Event::Subscribed { channel, .. }
+            | Event::Delivered { channel, .. }
+            | Event::Resubscribed { channel, .. }
+            | Event::Error { channel, .. } => channel,
+        }
+    }
+}
+
 /// What the checker counted, for one channel or in total.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {

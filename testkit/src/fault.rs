@@ -121,6 +121,7 @@ impl Fault {
                     moments.push(moment(format!("restart {name}"), &[name.clone()]));
                     fleet.start_broker(&name).await?;
                     fleet.wait_up(&name, &ups).await?;
+                    taken_back(fleet, &name, owned_by(&[name.clone()]).len()).await?;
                 }
             }
             Fault::JoinAndDrain => moments = join_and_drain(fleet, channels).await?,
@@ -164,24 +165,7 @@ async fn join_and_drain(fleet: &mut Fleet, channels: &[String]) -> anyhow::Resul
     }];
     fleet.start_broker("b4").await?;
     fleet.wait_up("b4", &[0, 0]).await?;
-    let addr = fleet.spec("b4")?.http_addr();
-    let deadline = Instant::now() + WAIT * 2;
-    loop {
-        let metrics = http::get(addr, "/metrics").await?.1;
-        let taken = counter(
-            &metrics,
-            "switchboard_broker_handoffs_total{direction=\"in\"}",
-        );
-        if taken as usize >= moving.len() {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "b4 took {taken} of {} channels",
-            moving.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    taken_back(fleet, "b4", moving.len()).await?;
     moments.push(Moment {
         at: Instant::now(),
         what: "SIGTERM b1".into(),
@@ -194,4 +178,27 @@ async fn join_and_drain(fleet: &mut Fleet, channels: &[String]) -> anyhow::Resul
     let status = fleet.take("b1")?.terminate().await?;
     anyhow::ensure!(status.success(), "b1 exited with {status}");
     Ok(moments)
+}
+
+/// Waits until broker `name` has taken `n` channels from their previous
+/// owners (its handoff counter says so), as an operator waits for a
+/// broker to be back in service before stopping the next.
+async fn taken_back(fleet: &Fleet, name: &str, n: usize) -> anyhow::Result<()> {
+    let addr = fleet.spec(name)?.http_addr();
+    let deadline = Instant::now() + WAIT * 2;
+    loop {
+        let metrics = http::get(addr, "/metrics").await?.1;
+        let taken = counter(
+            &metrics,
+            "switchboard_broker_handoffs_total{direction=\"in\"}",
+        );
+        if taken as usize >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{name} took {taken} of {n} channels"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -64,6 +64,12 @@ pub struct Outcome {
     pub publish_errors: BTreeMap<String, usize>,
     /// Publications given up at their deadline.
     pub abandoned: usize,
+    /// Subscribers whose connection failed, and why.
+    pub closed: Vec<(String, String)>,
+    /// Everything the checker was fed, in order.
+    pub timeline: Timeline,
+    /// The logs of the processes still running at the end, by name.
+    pub logs: Vec<(String, String)>,
 }
 
 impl Outcome {
@@ -85,6 +91,20 @@ impl Outcome {
     /// Moved channels that never had a publish acknowledged after the moment.
     pub fn never_resumed(&self) -> usize {
         self.failover.iter().filter(|f| f.is_none()).count()
+    }
+
+    /// The timeline of one channel, one event a line, for a failure message.
+    pub fn trace(&self, channel: &str) -> String {
+        let start = self.timeline.first().map(|(at, _)| *at);
+        self.timeline
+            .iter()
+            .filter(|(_, e)| e.channel() == channel)
+            .map(|(at, e)| {
+                let t = start.map_or(0.0, |s| (*at - s).as_secs_f64());
+                format!("{t:8.3} {e:?}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// A row of the baseline table in docs/replication.md.
@@ -197,7 +217,19 @@ pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
     for s in staying.into_iter().chain(back) {
         subscribers.push(s.await?);
     }
-    Ok(judge(scenario, &channels, moments, published, subscribers))
+    let mut outcome = judge(scenario, &channels, moments, published, subscribers);
+    outcome.logs = fleet
+        .brokers
+        .iter()
+        .map(|(name, p)| (name.clone(), p.log()))
+        .chain(
+            ["g1", "g2"]
+                .into_iter()
+                .zip(&fleet.gateways)
+                .map(|(n, g)| (n.to_owned(), g.log())),
+        )
+        .collect();
+    Ok(outcome)
 }
 
 fn judge(
@@ -217,13 +249,17 @@ fn judge(
         }
         abandoned += p.abandoned;
     }
+    let mut closed = Vec::new();
     for s in subscribers {
         timeline.extend(s.timeline);
+        if let Some(why) = s.closed {
+            closed.push((s.name, why));
+        }
     }
     timeline.sort_by_key(|(at, _)| *at);
     let mut checker = Checker::new();
-    for (_, event) in timeline {
-        checker.feed(event);
+    for (_, event) in &timeline {
+        checker.feed(event.clone());
     }
     let acks: BTreeMap<&String, &Vec<(Instant, Instant)>> = channels
         .iter()
@@ -247,5 +283,8 @@ fn judge(
         failover,
         publish_errors,
         abandoned,
+        closed,
+        timeline,
+        logs: Vec::new(),
     }
 }

@@ -156,6 +156,8 @@ pub struct Subscriber {
     pub timeline: Timeline,
     /// The highest id received per channel.
     seen: HashMap<String, u64>,
+    /// Why it stopped listening early, if the connection failed.
+    pub closed: Option<String>,
 }
 
 impl Subscriber {
@@ -182,6 +184,7 @@ impl Subscriber {
             client: Client::connect(url).await?,
             timeline: Vec::new(),
             seen: HashMap::new(),
+            closed: None,
         })
     }
 
@@ -224,7 +227,10 @@ impl Subscriber {
                     }
                     // A quiet spell: the wait inside `next` ran out.
                     Err(e) if e.to_string().contains("within the wait") => {}
-                    Err(_) => return self,
+                    Err(e) => {
+                        self.closed = Some(format!("{e:#}"));
+                        return self;
+                    }
                 },
                 _ = until.changed() => {}
                 _ = tokio::time::sleep_until(wake) => {}
