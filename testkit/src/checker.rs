@@ -384,10 +384,11 @@ impl Stream {
 
     fn reset(&mut self, now: usize, to: Position) {
         let from = self.current.take();
-        if let Some(from) = &from {
-            if from.epoch == to.epoch && to.offset < from.offset {
-                self.counts.rewinds += 1;
-            }
+        if let Some(from) = &from
+            && from.epoch == to.epoch
+            && to.offset < from.offset
+        {
+            self.counts.rewinds += 1;
         }
         let ended = self.resets.iter().any(|r| {
             r.from

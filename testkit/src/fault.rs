@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use switchboard_cluster::ring::Ring;
 use tokio::time::Instant;
 
 use crate::{WAIT, cluster::counter, fleet::Fleet, http};
@@ -68,70 +69,45 @@ impl Fault {
         fleet: &mut Fleet,
         channels: &[String],
     ) -> anyhow::Result<Vec<Moment>> {
+        let owners = Owners {
+            ring: fleet.ring(),
+            channels,
+        };
         let first = channels.first().context("no channels")?;
-        let ring = fleet.ring();
-        let owner = ring.owner(first).context("empty ring")?.to_owned();
-        let owned_by = |names: &[String]| -> Vec<String> {
-            channels
-                .iter()
-                .filter(|c| ring.owner(c).is_some_and(|o| names.iter().any(|n| n == o)))
-                .cloned()
-                .collect()
-        };
-        let moment = |what: String, names: &[String]| Moment {
-            at: Instant::now(),
-            what,
-            channels: owned_by(names),
-        };
+        let owner = owners.ring.owner(first).context("empty ring")?.to_owned();
         let mut moments = Vec::new();
         match self {
             Fault::Kill => {
-                moments.push(moment(format!("kill -9 {owner}"), &[owner.clone()]));
+                moments.push(owners.moment("kill -9", &[&owner]));
                 fleet.take(&owner)?.kill().await?;
             }
             Fault::KillRestart { down } => {
                 let ups = fleet.ups(&owner);
-                moments.push(moment(format!("kill -9 {owner}"), &[owner.clone()]));
+                moments.push(owners.moment("kill -9", &[&owner]));
                 fleet.take(&owner)?.kill().await?;
                 tokio::time::sleep(*down).await;
-                moments.push(moment(format!("restart {owner}"), &[owner.clone()]));
+                moments.push(owners.moment("restart", &[&owner]));
                 fleet.start_broker(&owner).await?;
                 fleet.wait_up(&owner, &ups).await?;
             }
             Fault::Freeze { frozen } => {
-                moments.push(moment(format!("SIGSTOP {owner}"), &[owner.clone()]));
+                moments.push(owners.moment("SIGSTOP", &[&owner]));
                 fleet.broker(&owner)?.freeze()?;
                 tokio::time::sleep(*frozen).await;
                 fleet.broker(&owner)?.thaw()?;
             }
             Fault::Partition { cut } => {
                 let victim = fleet.running().last().context("no broker")?.clone();
-                let partition = fleet.partition.as_mut().context("no namespace")?;
-                moments.push(moment(format!("cut {victim} off"), &[victim.clone()]));
-                partition.cut()?;
+                moments.push(owners.moment("cut off", &[&victim]));
+                fleet.partition.as_mut().context("no namespace")?.cut()?;
                 tokio::time::sleep(*cut).await;
                 fleet.partition.as_mut().context("no namespace")?.heal()?;
             }
-            Fault::RollingRestart => {
-                for name in fleet.running() {
-                    let ups = fleet.ups(&name);
-                    moments.push(moment(format!("SIGTERM {name}"), &[name.clone()]));
-                    let status = fleet.take(&name)?.terminate().await?;
-                    anyhow::ensure!(status.success(), "{name} exited with {status}");
-                    moments.push(moment(format!("restart {name}"), &[name.clone()]));
-                    fleet.start_broker(&name).await?;
-                    fleet.wait_up(&name, &ups).await?;
-                    taken_back(fleet, &name, owned_by(&[name.clone()]).len()).await?;
-                }
-            }
+            Fault::RollingRestart => moments = rolling_restart(fleet, &owners).await?,
             Fault::JoinAndDrain => moments = join_and_drain(fleet, channels).await?,
             Fault::KillReplicas { replicas } => {
-                let set: Vec<String> = ring
-                    .failover(first)
-                    .take(*replicas)
-                    .map(str::to_owned)
-                    .collect();
-                moments.push(moment(format!("kill -9 {}", set.join(" and ")), &set));
+                let set: Vec<&str> = owners.ring.failover(first).take(*replicas).collect();
+                moments.push(owners.moment("kill -9", &set));
                 let mut victims = Vec::new();
                 for name in &set {
                     victims.push(fleet.take(name)?);
@@ -145,13 +121,55 @@ impl Fault {
     }
 }
 
+/// Who owned which channel when the fault began.
+struct Owners<'a> {
+    ring: Ring,
+    channels: &'a [String],
+}
+
+impl Owners<'_> {
+    fn owned_by(&self, names: &[&str]) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|c| self.ring.owner(c).is_some_and(|o| names.contains(&o)))
+            .cloned()
+            .collect()
+    }
+
+    /// Now, `what` happens to `names`: their channels move.
+    fn moment(&self, what: &str, names: &[&str]) -> Moment {
+        Moment {
+            at: Instant::now(),
+            what: format!("{what} {}", names.join(" and ")),
+            channels: self.owned_by(names),
+        }
+    }
+}
+
+/// Every broker in turn: SIGTERM, exit, started again, and its channels
+/// taken back before the next.
+async fn rolling_restart(fleet: &mut Fleet, owners: &Owners<'_>) -> anyhow::Result<Vec<Moment>> {
+    let mut moments = Vec::new();
+    for name in fleet.running() {
+        let ups = fleet.ups(&name);
+        moments.push(owners.moment("SIGTERM", &[&name]));
+        let status = fleet.take(&name)?.terminate().await?;
+        anyhow::ensure!(status.success(), "{name} exited with {status}");
+        moments.push(owners.moment("restart", &[&name]));
+        fleet.start_broker(&name).await?;
+        fleet.wait_up(&name, &ups).await?;
+        taken_back(fleet, &name, owners.owned_by(&[&name]).len()).await?;
+    }
+    Ok(moments)
+}
+
 /// `b4` joins and takes its channels (its handoff counter says so), then
 /// `b1` drains on SIGTERM.
 async fn join_and_drain(fleet: &mut Fleet, channels: &[String]) -> anyhow::Result<Vec<Moment>> {
     let before = fleet.ring();
     let mut names = fleet.running();
     names.push("b4".into());
-    let after = switchboard_cluster::ring::Ring::new(names);
+    let after = Ring::new(names);
     let moving: Vec<String> = channels
         .iter()
         .filter(|c| before.owner(c) != after.owner(c))

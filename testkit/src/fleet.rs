@@ -236,6 +236,17 @@ impl Fleet {
             .with_context(|| format!("{name} is not running"))
     }
 
+    /// Every running process's log, by name.
+    pub fn logs(&self) -> Vec<(String, String)> {
+        let brokers = self.brokers.iter().map(|(n, p)| (n.clone(), p.log()));
+        let gateways = self
+            .gateways
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (format!("g{}", i + 1), g.log()));
+        brokers.chain(gateways).collect()
+    }
+
     /// The gateways' client URLs.
     pub fn ws_urls(&self) -> Vec<String> {
         self.gateways.iter().map(Process::ws_url).collect()

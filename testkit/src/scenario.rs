@@ -163,10 +163,8 @@ pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
     let mut staying = Vec::new();
     let mut away = Vec::new();
     for (i, url) in urls.iter().enumerate() {
-        let s = Subscriber::subscribe_all(url, &format!("stay{}", i + 1), &channels).await?;
-        staying.push(tokio::spawn(s.listen(until_rx.clone())));
-        let s = Subscriber::subscribe_all(url, &format!("away{}", i + 1), &channels).await?;
-        away.push(tokio::spawn(s.listen(leave_rx.clone())));
+        staying.push(listening(url, &format!("stay{}", i + 1), &channels, &until_rx).await?);
+        away.push(listening(url, &format!("away{}", i + 1), &channels, &leave_rx).await?);
     }
     let (stop, stop_rx) = watch::channel(false);
     let period = Duration::from_secs_f64(1.0 / scenario.rate);
@@ -190,8 +188,7 @@ pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
     leave.send_replace(Until::Leave);
     let mut gone = Vec::new();
     for a in away {
-        let s = a.await?;
-        gone.push(s);
+        gone.push(a.await?);
     }
     let moments = scenario.fault.inject(&mut fleet, &channels).await?;
     tokio::time::sleep(scenario.quiet).await;
@@ -218,18 +215,19 @@ pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
         subscribers.push(s.await?);
     }
     let mut outcome = judge(scenario, &channels, moments, published, subscribers);
-    outcome.logs = fleet
-        .brokers
-        .iter()
-        .map(|(name, p)| (name.clone(), p.log()))
-        .chain(
-            ["g1", "g2"]
-                .into_iter()
-                .zip(&fleet.gateways)
-                .map(|(n, g)| (n.to_owned(), g.log())),
-        )
-        .collect();
+    outcome.logs = fleet.logs();
     Ok(outcome)
+}
+
+/// A subscriber to every channel, listening until `until` says stop.
+async fn listening(
+    url: &str,
+    name: &str,
+    channels: &[String],
+    until: &watch::Receiver<Until>,
+) -> anyhow::Result<tokio::task::JoinHandle<Subscriber>> {
+    let s = Subscriber::subscribe_all(url, name, channels).await?;
+    Ok(tokio::spawn(s.listen(until.clone())))
 }
 
 fn judge(
