@@ -79,12 +79,12 @@ impl Fault {
         match self {
             Fault::Kill => {
                 moments.push(owners.moment("kill -9", &[&owner]));
-                fleet.take(&owner)?.kill().await?;
+                fleet.kill(&owner).await?;
             }
             Fault::KillRestart { down } => {
                 let ups = fleet.ups(&owner);
                 moments.push(owners.moment("kill -9", &[&owner]));
-                fleet.take(&owner)?.kill().await?;
+                fleet.kill(&owner).await?;
                 tokio::time::sleep(*down).await;
                 moments.push(owners.moment("restart", &[&owner]));
                 fleet.start_broker(&owner).await?;
@@ -108,12 +108,8 @@ impl Fault {
             Fault::KillReplicas { replicas } => {
                 let set: Vec<&str> = owners.ring.failover(first).take(*replicas).collect();
                 moments.push(owners.moment("kill -9", &set));
-                let mut victims = Vec::new();
                 for name in &set {
-                    victims.push(fleet.take(name)?);
-                }
-                for v in &mut victims {
-                    v.kill().await?;
+                    fleet.kill(name).await?;
                 }
             }
         }
@@ -153,8 +149,7 @@ async fn rolling_restart(fleet: &mut Fleet, owners: &Owners<'_>) -> anyhow::Resu
     for name in fleet.running() {
         let ups = fleet.ups(&name);
         moments.push(owners.moment("SIGTERM", &[&name]));
-        let status = fleet.take(&name)?.terminate().await?;
-        anyhow::ensure!(status.success(), "{name} exited with {status}");
+        fleet.stop(&name).await?;
         moments.push(owners.moment("restart", &[&name]));
         fleet.start_broker(&name).await?;
         fleet.wait_up(&name, &ups).await?;
@@ -193,8 +188,7 @@ async fn join_and_drain(fleet: &mut Fleet, channels: &[String]) -> anyhow::Resul
             .cloned()
             .collect(),
     });
-    let status = fleet.take("b1")?.terminate().await?;
-    anyhow::ensure!(status.success(), "b1 exited with {status}");
+    fleet.stop("b1").await?;
     Ok(moments)
 }
 

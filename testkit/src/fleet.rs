@@ -56,6 +56,8 @@ pub struct Fleet {
     /// The brokers running now, by name.
     pub brokers: BTreeMap<String, Process>,
     pub gateways: Vec<Process>,
+    /// The logs of brokers that were stopped or killed, in that order.
+    pub retired: Vec<(String, String)>,
     /// Kept last: the namespace goes once its broker is gone.
     pub partition: Option<Partition>,
 }
@@ -78,6 +80,7 @@ impl Fleet {
             specs: BTreeMap::new(),
             brokers: BTreeMap::new(),
             gateways: Vec::new(),
+            retired: Vec::new(),
             partition,
         };
         for i in 1..=brokers {
@@ -229,14 +232,33 @@ impl Fleet {
             .with_context(|| format!("{name} is not running"))
     }
 
-    /// Takes broker `name` out of the running set (to kill or stop it).
-    pub fn take(&mut self, name: &str) -> anyhow::Result<Process> {
+    /// Kills broker `name` (SIGKILL), keeping its log.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let mut p = self.take(name)?;
+        p.kill().await?;
+        self.retired.push((format!("{name} (killed)"), p.log()));
+        Ok(())
+    }
+
+    /// Stops broker `name` (SIGTERM: it drains), keeping its log; fails
+    /// unless it exits with status 0.
+    pub async fn stop(&mut self, name: &str) -> anyhow::Result<()> {
+        let mut p = self.take(name)?;
+        let status = p.terminate().await?;
+        let _ = p.exited(WAIT).await;
+        self.retired.push((format!("{name} (stopped)"), p.log()));
+        anyhow::ensure!(status.success(), "{name} exited with {status}");
+        Ok(())
+    }
+
+    fn take(&mut self, name: &str) -> anyhow::Result<Process> {
         self.brokers
             .remove(name)
             .with_context(|| format!("{name} is not running"))
     }
 
-    /// Every running process's log, by name.
+    /// Every process's log, by name: the retired brokers', then the
+    /// running ones'.
     pub fn logs(&self) -> Vec<(String, String)> {
         let brokers = self.brokers.iter().map(|(n, p)| (n.clone(), p.log()));
         let gateways = self
@@ -244,7 +266,8 @@ impl Fleet {
             .iter()
             .enumerate()
             .map(|(i, g)| (format!("g{}", i + 1), g.log()));
-        brokers.chain(gateways).collect()
+        let retired = self.retired.iter().cloned();
+        retired.chain(brokers).chain(gateways).collect()
     }
 
     /// The gateways' client URLs.
