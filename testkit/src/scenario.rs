@@ -112,18 +112,17 @@ impl Outcome {
         let t = &self.report.total;
         let secs =
             |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64()));
-        let errors = if self.publish_errors.is_empty() {
-            "0".to_owned()
-        } else {
-            let e: Vec<String> = self
-                .publish_errors
-                .iter()
-                .map(|(k, n)| format!("{n}× {k}"))
-                .collect();
+        let counted = |m: &BTreeMap<String, usize>| {
+            if m.is_empty() {
+                return "0".to_owned();
+            }
+            let e: Vec<String> = m.iter().map(|(k, n)| format!("{n}× {k}")).collect();
             e.join(", ")
         };
+        let errors = counted(&self.publish_errors);
+        let refused = counted(&t.errors.iter().map(|(c, n)| (c.to_string(), *n)).collect());
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} s | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} s | {} | {} |",
             self.scenario.fault.label(),
             t.acknowledged,
             t.missing,
@@ -139,12 +138,13 @@ impl Outcome {
             secs(self.failover_median()),
             secs(self.failover_max()),
             errors,
+            refused,
         )
     }
 }
 
 /// The header of [`Outcome::row`]'s table.
-pub const TABLE_HEADER: &str = "| Fault | Acked | Missing | Lost (announced) | Duplicates | Reorders | Silent gaps | Resets to ended epoch | Rewinds | `resubscribed` | `recovered: false` | `recovered: true` | Failover median/max | Publish errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| Fault | Acked | Missing | Lost (announced) | Duplicates | Reorders | Silent gaps | Resets to ended epoch | Rewinds | `resubscribed` | `recovered: false` | `recovered: true` | Failover median/max | Publish errors | Resubscribe errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// Runs `scenario` against the `switchboard` binary `bin`.
 pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
