@@ -90,8 +90,9 @@ fn no_silent_loss(o: &Outcome) {
 /// offset jump or epoch change unannounced, no ended epoch back. Not
 /// [`nothing_silent`] yet: a client that comes back with `since` during
 /// the failover may get publications twice (a reset to the epoch it is in,
-/// at a lower offset: `rewinds`, `duplicates`; issue 13, seen in 1 of 3
-/// runs of `both_replicas_killed`).
+/// at a lower offset: `rewinds`, `duplicates`, as issue 13 reports; seen
+/// in runs of `kill_of_an_owner` and `both_replicas_killed`), and a retry
+/// may be published twice (idempotency keys are not handed over).
 fn todays_failover(o: &Outcome) {
     no_silent_loss(o);
     let t = &o.report.total;
@@ -112,17 +113,29 @@ fn todays_freeze(o: &Outcome) {
     no_silent_loss(o);
 }
 
-/// Today, for a rolling restart: everything issue 13 asks but `missing`.
-/// In 2 of 3 runs one gateway silently stopped delivering the channels of
-/// a restarted broker (60 to 283 acknowledged publications missing at its
-/// subscribers, with no `resubscribed`): a bug of the handoff that the
-/// scenario found, for issue 13's hand-over to fix.
-fn todays_rolling_restart(o: &Outcome) {
+/// Today, after a second change of ownership close behind the first (a
+/// rolling restart; both replicas of a channel killed): everything
+/// [`todays_failover`] asks but `missing`. A gateway may silently stop
+/// delivering a channel whose subscription it did not move again after
+/// the second change (it still believes it is subscribed; no
+/// `resubscribed`): seen in 3 of 6 runs of `rolling_restart` (60 to 283
+/// acknowledged publications missing) and 1 of 6 of `both_replicas_killed`
+/// (39). A bug the scenarios found, for issue 13's hand-over to fix.
+fn todays_double_move(o: &Outcome) {
     let t = &o.report.total;
-    let mut without_missing = t.clone();
-    without_missing.missing = 0;
-    assert!(without_missing.seamless(), "{:#?}", o.report);
+    let held = (t.reorders, t.silent_gaps, t.resets_to_ended_epoch);
+    assert_eq!(held, (0, 0, 0), "{:#?}", o.report);
     assert_eq!(o.never_resumed(), 0, "{:?}", o.failover);
+}
+
+/// [`todays_double_move`], and a drain announces nothing: no
+/// `resubscribed`, no `recovered: false`, no duplicate or rewind.
+fn todays_rolling_restart(o: &Outcome) {
+    todays_double_move(o);
+    let t = &o.report.total;
+    let announced = (t.resubscribed, t.recovered_false, t.lost_announced);
+    assert_eq!(announced, (0, 0, 0), "{:#?}", o.report);
+    assert_eq!((t.duplicates, t.rewinds), (0, 0), "{:#?}", o.report);
 }
 
 fn promise(o: &Outcome, today: fn(&Outcome)) {
@@ -198,6 +211,6 @@ async fn both_replicas_killed() {
     if REPLICATION {
         nothing_silent(&o)
     } else {
-        todays_failover(&o)
+        todays_double_move(&o)
     }
 }
