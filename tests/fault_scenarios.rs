@@ -113,29 +113,39 @@ fn todays_freeze(o: &Outcome) {
     no_silent_loss(o);
 }
 
-/// Today, after a second change of ownership close behind the first (a
-/// rolling restart; both replicas of a channel killed): everything
+/// Today, when both replicas of a channel are killed: everything
 /// [`todays_failover`] asks but `missing`. A gateway may silently stop
-/// delivering a channel whose subscription it did not move again after
-/// the second change (it still believes it is subscribed; no
-/// `resubscribed`): seen in 3 of 6 runs of `rolling_restart` (60 to 283
-/// acknowledged publications missing) and 1 of 6 of `both_replicas_killed`
-/// (39). A bug the scenarios found, for issue 13's hand-over to fix.
-fn todays_double_move(o: &Outcome) {
+/// delivering a channel whose owner and successor both die within one
+/// gossip round: it re-places only the channels of one ring change (5 of
+/// 7 in the run that showed it), still believes it is subscribed to the
+/// others, and sends no `resubscribed` (1 of 6 runs, 39 acknowledged
+/// publications missing). A bug the scenario found.
+fn todays_double_failover(o: &Outcome) {
     let t = &o.report.total;
     let held = (t.reorders, t.silent_gaps, t.resets_to_ended_epoch);
     assert_eq!(held, (0, 0, 0), "{:#?}", o.report);
     assert_eq!(o.never_resumed(), 0, "{:?}", o.failover);
 }
 
-/// [`todays_double_move`], and a drain announces nothing: no
-/// `resubscribed`, no `recovered: false`, no duplicate or rewind.
-fn todays_rolling_restart(o: &Outcome) {
-    todays_double_move(o);
+/// Today, for a hand-over (a broker joins, drains, restarts): everything
+/// issue 13 asks but `missing`. A gateway may silently stop delivering a
+/// moved channel: it placed its subscription at the new owner before the
+/// new owner pulled the channel from the old one, and the pulled state
+/// does not carry that subscription (no `resubscribed`; `since` still
+/// recovers the history). Seen in 3 of 6 runs of `rolling_restart` (60 to
+/// 283 acknowledged publications missing) and 1 of 6 of
+/// `broker_joins_and_another_drains` (56). A bug the scenarios found.
+fn todays_handoff(o: &Outcome) {
     let t = &o.report.total;
-    let announced = (t.resubscribed, t.recovered_false, t.lost_announced);
-    assert_eq!(announced, (0, 0, 0), "{:#?}", o.report);
-    assert_eq!((t.duplicates, t.rewinds), (0, 0), "{:#?}", o.report);
+    let mut without_missing = t.clone();
+    without_missing.missing = 0;
+    assert!(without_missing.seamless(), "{:#?}", o.report);
+    assert_eq!(
+        o.abandoned, 0,
+        "publications given up: {:?}",
+        o.publish_errors
+    );
+    assert_eq!(o.never_resumed(), 0, "{:?}", o.failover);
 }
 
 fn promise(o: &Outcome, today: fn(&Outcome)) {
@@ -193,13 +203,13 @@ async fn partitioned_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart() {
     let o = scenario("rolling", Fault::RollingRestart).await;
-    promise(&o, todays_rolling_restart);
+    promise(&o, todays_handoff);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_joins_and_another_drains() {
     let o = scenario("joindrain", Fault::JoinAndDrain).await;
-    promise(&o, issue_13_promise);
+    promise(&o, todays_handoff);
 }
 
 /// The one fault replication cannot cover: the first two brokers of a
@@ -211,6 +221,6 @@ async fn both_replicas_killed() {
     if REPLICATION {
         nothing_silent(&o)
     } else {
-        todays_double_move(&o)
+        todays_double_failover(&o)
     }
 }
