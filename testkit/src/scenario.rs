@@ -286,3 +286,47 @@ fn judge(
         logs: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(moments: Vec<Moment>, published: Vec<Published>) -> Outcome {
+        let scenario = Scenario::new("t", Fault::Kill);
+        let channels = vec!["t:0".to_owned(), "t:1".to_owned()];
+        judge(&scenario, &channels, moments, published, Vec::new())
+    }
+
+    #[test]
+    fn failover_is_the_first_acknowledged_publish_sent_after_the_moment() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let moment = Moment {
+            at: ms(1000),
+            what: "kill -9 b2".into(),
+            channels: vec!["t:0".into(), "t:1".into()],
+        };
+        let moved = Published {
+            // Sent before the moment and answered after it: not counted.
+            acks: vec![(ms(900), ms(1100)), (ms(3000), ms(3500))],
+            errors: BTreeMap::from([("503 unavailable".to_owned(), 3)]),
+            ..Published::default()
+        };
+        let stuck = Published {
+            acks: vec![(ms(500), ms(600))],
+            abandoned: 1,
+            ..Published::default()
+        };
+        let o = outcome(vec![moment], vec![moved, stuck]);
+        assert_eq!(o.failover, vec![Some(Duration::from_millis(2500)), None]);
+        assert_eq!(o.failover_max(), Some(Duration::from_millis(2500)));
+        assert_eq!(o.never_resumed(), 1);
+        assert_eq!(o.publish_errors["503 unavailable"], 3);
+        assert_eq!(o.abandoned, 1);
+        assert!(
+            o.row().starts_with("| kill -9 of an owner | 0 |"),
+            "{}",
+            o.row()
+        );
+    }
+}
