@@ -48,9 +48,15 @@ impl BrokerSpec {
     }
 }
 
+/// Extra command-line arguments for broker `name`, the same at every
+/// start (a data directory named after it, a config with a replication
+/// factor).
+pub type BrokerArgs = fn(&str) -> Vec<String>;
+
 /// Brokers and gateways of one scenario; every process is killed on drop.
 pub struct Fleet {
     bin: PathBuf,
+    broker_args: Option<BrokerArgs>,
     host: IpAddr,
     specs: BTreeMap<String, BrokerSpec>,
     /// The brokers running now, by name.
@@ -63,12 +69,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts brokers `b1..=bN` and gateways `g1`, `g2`; with `partition`,
-    /// the last broker runs in its network namespace. Returns once both
-    /// gateways know every broker.
+    /// Starts brokers `b1..=bN` (each with `broker_args`, if given) and
+    /// gateways `g1`, `g2`; with `partition`, the last broker runs in its
+    /// network namespace. Returns once both gateways know every broker.
     pub async fn start(
         bin: &Path,
         brokers: usize,
+        broker_args: Option<BrokerArgs>,
         partition: Option<Partition>,
     ) -> anyhow::Result<Self> {
         let host = partition
@@ -76,6 +83,7 @@ impl Fleet {
             .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), Partition::host_ip);
         let mut fleet = Self {
             bin: bin.to_owned(),
+            broker_args,
             host,
             specs: BTreeMap::new(),
             brokers: BTreeMap::new(),
@@ -160,6 +168,9 @@ impl Fleet {
             args.extend([flag.to_owned(), SocketAddr::new(spec.ip, port).to_string()]);
         }
         args.extend(self.seeds(name));
+        if let Some(extra) = self.broker_args {
+            args.extend(extra(name));
+        }
         args.extend(ClusterCa::shared().broker_args(name));
         let process = match &spec.netns {
             Some(ns) => {

@@ -13,7 +13,7 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     checker::{Checker, Report},
     fault::{Fault, Moment},
-    fleet::Fleet,
+    fleet::{BrokerArgs, Fleet},
     partition::Partition,
     traffic::{Published, Subscriber, Timeline, Until, publish},
 };
@@ -33,6 +33,8 @@ pub struct Scenario {
     /// back, and again after, before publishing stops.
     pub quiet: Duration,
     pub fault: Fault,
+    /// Extra arguments for each broker, by name (see [`BrokerArgs`]).
+    pub broker_args: Option<BrokerArgs>,
 }
 
 impl Scenario {
@@ -47,6 +49,7 @@ impl Scenario {
             warmup: Duration::from_millis(1500),
             quiet: Duration::from_secs(2),
             fault,
+            broker_args: None,
         }
     }
 }
@@ -153,7 +156,7 @@ pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
         .needs_partition()
         .then(Partition::create)
         .transpose()?;
-    let mut fleet = Fleet::start(bin, scenario.brokers, partition).await?;
+    let mut fleet = Fleet::start(bin, scenario.brokers, scenario.broker_args, partition).await?;
     let channels: Vec<String> = (0..scenario.channels)
         .map(|i| format!("{}:{i}", scenario.name))
         .collect();
