@@ -93,7 +93,7 @@ fn no_silent_loss(o: &Outcome) {
 /// [`nothing_silent`] yet: a client that comes back with `since` during
 /// the failover may get publications twice (a reset to the epoch it is in,
 /// at a lower offset: `rewinds`, `duplicates`, as issue 13 reports; seen
-/// in 2 of 8 runs of `kill_of_an_owner` and of `both_replicas_killed`),
+/// in 4 of 10 runs of `kill_of_an_owner` and of `both_replicas_killed`),
 /// and a retry may be published twice (idempotency keys are not handed
 /// over).
 fn todays_failover(o: &Outcome) {
@@ -121,7 +121,7 @@ fn todays_freeze(o: &Outcome) {
 /// delivering a channel whose owner and successor both die within one
 /// gossip round: it re-places only the channels of one ring change (5 of
 /// 7 in the run that showed it), still believes it is subscribed to the
-/// others, and sends no `resubscribed` (1 of 8 runs, 39 acknowledged
+/// others, and sends no `resubscribed` (1 of 10 runs, 39 acknowledged
 /// publications missing). A bug the scenario found.
 fn todays_double_failover(o: &Outcome) {
     let t = &o.report.total;
@@ -135,9 +135,9 @@ fn todays_double_failover(o: &Outcome) {
 /// moved channel: it placed its subscription at the new owner before the
 /// new owner pulled the channel from the old one, and the pulled state
 /// does not carry that subscription, as the logs suggest (no
-/// `resubscribed`; `since` still recovers the history). Seen in 4 of 7
+/// `resubscribed`; `since` still recovers the history). Seen in 6 of 9
 /// runs of `rolling_restart` (60 to 242 acknowledged publications missing)
-/// and 1 of 8 of `broker_joins_and_another_drains` (56). A bug the
+/// and 1 of 10 of `broker_joins_and_another_drains` (56). A bug the
 /// scenarios found (docs/replication.md, baseline).
 fn todays_handoff(o: &Outcome) {
     let t = &o.report.total;
