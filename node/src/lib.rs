@@ -13,6 +13,8 @@
 //!   released as channels, history, presence and keys come and go (sans-IO).
 //! - [`handoff`]: [`handoff::Handoff`], which moves channel state between
 //!   brokers as the ring changes.
+//! - [`replica`]: [`replica::Replicas`], this broker as a voter and data
+//!   replica of channels led elsewhere, and its gRPC service.
 //! - [`register_store`]: the durable part of this broker's replication
 //!   registers (docs/replication.md), synced before a vote leaves.
 //! - [`webhook`]: Pusher apps' webhooks, sent by each channel's owner.
@@ -34,6 +36,7 @@ pub mod local_broker;
 pub mod memory_budget;
 pub mod process;
 pub mod register_store;
+pub mod replica;
 pub mod server;
 pub mod webhook;
 

@@ -24,6 +24,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     BrokerConfig, LocalBroker,
     handoff::Handoff,
+    replica::Replicas,
     webhook::{WebhookConfig, Webhooks},
 };
 use switchboard_cluster::{
@@ -85,17 +86,41 @@ pub struct Stopped {
 fn serve_grpc<I, IO, IE>(
     tracker: &TaskTracker,
     incoming: I,
-    (broker, handoff, shutdown): (LocalBroker, Arc<Handoff>, CancellationToken),
+    (broker, handoff, replicas, shutdown): (
+        LocalBroker,
+        Arc<Handoff>,
+        Arc<Replicas>,
+        CancellationToken,
+    ),
 ) where
     I: Stream<Item = Result<IO, IE>> + Send + 'static,
     IO: crate::server::Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
-    let serve = crate::server::serve(incoming, broker, Some(handoff), tracker.clone(), shutdown);
+    let services = crate::server::Services {
+        broker,
+        handoff: Some(handoff),
+        replicas: Some(replicas),
+    };
+    let serve = crate::server::serve(incoming, services, tracker.clone(), shutdown);
     tracker.spawn(async move {
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "gRPC server failed");
         }
+    });
+}
+
+/// The hand-over's claims and the sweeper, until `shutdown`.
+fn spawn_upkeep(
+    tracker: &TaskTracker,
+    broker: &LocalBroker,
+    handoff: &Arc<Handoff>,
+    shutdown: &CancellationToken,
+) {
+    tracker.spawn(handoff.clone().run(shutdown.clone()));
+    tracker.spawn({
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        async move { broker.maintain(shutdown).await }
     });
 }
 
@@ -136,6 +161,12 @@ impl BrokerProcess {
             webhooks,
         } = settings;
         let (name, drain_timeout) = (config.name.clone(), config.drain_timeout);
+        let data_dir = config.data_dir.clone();
+        let replicas = Replicas::open(
+            name.as_str().into(),
+            namespaces.clone(),
+            data_dir.as_deref(),
+        )?;
         let broker = LocalBroker::on_host(config, namespaces, host);
         // Two phases: `drain` starts the drain; `shutdown` ends the process.
         let shutdown = CancellationToken::new();
@@ -171,12 +202,8 @@ impl BrokerProcess {
             shutdown.clone(),
             dialer,
         );
-        tracker.spawn(handoff.clone().run(shutdown.clone()));
-        tracker.spawn({
-            let (broker, shutdown) = (broker.clone(), shutdown.clone());
-            async move { broker.maintain(shutdown).await }
-        });
-        let grpc = (broker.clone(), handoff.clone(), shutdown.clone());
+        spawn_upkeep(&tracker, &broker, &handoff, &shutdown);
+        let grpc = (broker.clone(), handoff.clone(), replicas, shutdown.clone());
         serve_grpc(&tracker, listeners.grpc, grpc);
         Ok(Self {
             broker,
