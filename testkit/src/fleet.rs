@@ -4,6 +4,9 @@
 //! stable address would), and two gateways. Every process gossips with
 //! every broker as a seed, so that any one of them may be down.
 //!
+//! Every broker keeps its data directory (`--data-dir`: its replication
+//! votes) across restarts, under one directory per fleet, removed on drop.
+//!
 //! One broker may run inside a [`Partition`]'s network namespace; the
 //! others then bind the host end of its link instead of loopback, so that
 //! it can reach them and they it.
@@ -57,6 +60,7 @@ pub type BrokerArgs = fn(&str) -> Vec<String>;
 pub struct Fleet {
     bin: PathBuf,
     broker_args: Option<BrokerArgs>,
+    data: PathBuf,
     host: IpAddr,
     specs: BTreeMap<String, BrokerSpec>,
     /// The brokers running now, by name.
@@ -84,6 +88,11 @@ impl Fleet {
         let mut fleet = Self {
             bin: bin.to_owned(),
             broker_args,
+            data: std::env::temp_dir().join(format!(
+                "switchboard-fleet-{}-{}",
+                std::process::id(),
+                free_port()?
+            )),
             host,
             specs: BTreeMap::new(),
             brokers: BTreeMap::new(),
@@ -119,12 +128,13 @@ impl Fleet {
             Some((ip, ns)) => (ip, Some(ns)),
             None => (self.host, None),
         };
+        // Checked on the host: a namespace's ports are its own, all free.
         let spec = BrokerSpec {
             name: name.to_owned(),
             ip,
-            grpc: free_port()?,
-            http: free_port()?,
-            gossip: free_port()?,
+            grpc: stable_port(self.host)?,
+            http: stable_port(self.host)?,
+            gossip: stable_port(self.host)?,
             netns,
         };
         self.specs.insert(name.to_owned(), spec);
@@ -168,6 +178,12 @@ impl Fleet {
             args.extend([flag.to_owned(), SocketAddr::new(spec.ip, port).to_string()]);
         }
         args.extend(self.seeds(name));
+        let data = self.data.join(name);
+        std::fs::create_dir_all(&data)?;
+        args.extend([
+            "--data-dir".to_owned(),
+            data.to_str().context("data path")?.to_owned(),
+        ]);
         if let Some(extra) = self.broker_args {
             args.extend(extra(name));
         }
@@ -289,5 +305,35 @@ impl Fleet {
     /// The gateways' addresses (server API on the client port).
     pub fn gateway_addrs(&self) -> Vec<SocketAddr> {
         self.gateways.iter().map(|g| g.addr).collect()
+    }
+}
+
+/// A port free on `ip` for TCP and UDP now, below the kernel's ephemeral
+/// range (32768 and up), so that no socket bound to port 0 in the meantime
+/// takes it before a broker restarts on it.
+fn stable_port(ip: IpAddr) -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos();
+    let mut seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 32);
+    for _ in 0..1000 {
+        seed = seed
+            .wrapping_add(DRAWS.fetch_add(1, Ordering::Relaxed))
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20000 + ((seed >> 33) % 12000) as u16;
+        let addr = SocketAddr::new(ip, port);
+        if std::net::TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port on {ip} below the ephemeral range")
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
