@@ -96,6 +96,9 @@ impl LocalBroker {
         s.lifecycle = fence();
         s.account();
         drop(s);
+        if let Some(r) = self.replicated() {
+            r.replicas.step_down(channel);
+        }
         self.notify_changed();
         metrics::counter!("switchboard_broker_handoffs_total", "direction" => "out").increment(1);
         Ok(Release::State(snapshot))

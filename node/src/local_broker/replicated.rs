@@ -104,11 +104,30 @@ impl LocalBroker {
         })??;
         let (appended, position) = match appended {
             Ok(pending) => pending,
-            Err(original) => return Ok((original, false)),
+            Err(original) => {
+                // A retry is answered only once the first is committed too:
+                // an answer is an acknowledgement.
+                let committed = r.replicas.committed(&req.channel).ok_or(not_led())?;
+                self.await_commit(r, &req.channel, committed, original.offset)
+                    .await?;
+                return Ok((original, false));
+            }
         };
         r.streams.send(appended.outgoing);
-        let mut committed = appended.committed;
-        let offset = appended.offset;
+        self.await_commit(r, &req.channel, appended.committed, appended.offset)
+            .await?;
+        Ok((position, true))
+    }
+
+    /// Waits until `offset` is committed (stored on every replica), then
+    /// delivers what is committed and not yet delivered.
+    async fn await_commit(
+        &self,
+        r: &Replicated,
+        channel: &ChannelName,
+        mut committed: tokio::sync::watch::Receiver<u64>,
+        offset: u64,
+    ) -> Result<(), BrokerError> {
         match tokio::time::timeout(COMMIT_WAIT, committed.wait_for(|c| *c >= offset)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Err(not_led()),
@@ -118,8 +137,9 @@ impl LocalBroker {
                 ));
             }
         }
-        self.deliver_committed(r, &req.channel, *committed.borrow());
-        Ok((position, true))
+        let upto = *committed.borrow();
+        self.deliver_committed(r, channel, upto);
+        Ok(())
     }
 
     /// Stores and delivers every offset of `channel` up to `upto` not yet

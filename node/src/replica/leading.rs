@@ -327,6 +327,27 @@ impl Replicas {
         )
     }
 
+    /// Stops leading `channel` (it was handed to another broker): its
+    /// waiting publishes fail, and nothing more is appended here.
+    pub fn step_down(&self, channel: &ChannelName) {
+        if let Some(c) = self.channels.lock().get_mut(channel) {
+            c.step_down(channel, "handed over");
+        }
+    }
+
+    /// The committed offset of a channel led here, to wait on.
+    pub fn committed(&self, channel: &ChannelName) -> Option<watch::Receiver<u64>> {
+        let channels = self.channels.lock();
+        Some(
+            channels
+                .get(channel)?
+                .leading
+                .as_ref()?
+                .committed
+                .subscribe(),
+        )
+    }
+
     /// The offset the next publication of a channel led here gets.
     pub fn next_offset(&self, channel: &ChannelName) -> Option<u64> {
         let channels = self.channels.lock();
