@@ -1,6 +1,7 @@
 //! The connection task: owns one client's WebSocket and drives its
 //! [`Session`]. It reads requests, writes replies and queued deliveries
-//! (several per socket write), pings, and ends the connection with a
+//! (several per socket write, and several per frame when the client chose
+//! batched frames: [`Framing`]), pings, and ends the connection with a
 //! `disconnect` frame and a close code when a limit or the server says so.
 
 use std::{
@@ -32,6 +33,7 @@ use crate::{
     error::Disconnect,
     gateway::Gateway,
     hub::{ConnHandle, Outgoing},
+    outbox::{Framing, Outbox},
     session::{Session, Step},
     telemetry,
 };
@@ -51,6 +53,7 @@ fn far_future() -> Instant {
 pub async fn serve<B, S>(
     gateway: Arc<Gateway<B>>,
     mut ws: WebSocketStream<S>,
+    framing: Framing,
     token: Option<Result<Identity, AuthError>>,
     shutdown: CancellationToken,
 ) where
@@ -89,7 +92,7 @@ pub async fn serve<B, S>(
     // for as long as they run instead of being part of every idle
     // connection.
     let step = Box::pin(session.start(token)).await;
-    let mut ended = write_step(&mut ws, step, limits.write_timeout).await;
+    let mut ended = write_step(&mut ws, step, framing, limits.write_timeout).await;
     let mut expires_at = None;
 
     while ended.is_none() {
@@ -110,10 +113,10 @@ pub async fn serve<B, S>(
             _ = &mut auth_timer, if session.awaiting_auth() => Some(Some(Disconnect::AuthTimeout)),
             msg = ws.next() => {
                 last_seen = Instant::now();
-                on_message(&mut ws, &mut session, &mut rx, msg, limits.write_timeout).await
+                on_message(&mut ws, &mut session, &mut rx, msg, framing, limits.write_timeout).await
             }
             Some(first) = rx.recv() => {
-                write_deliveries(&mut ws, &mut session, first, &mut rx, limits.write_timeout).await
+                write_deliveries(&mut ws, &mut session, first, &mut rx, framing, limits.write_timeout).await
             }
             _ = ping.tick() => on_ping_tick(&mut ws, last_seen, &limits).await,
         };
@@ -134,6 +137,7 @@ async fn on_message<B, S>(
     session: &mut Session<B>,
     rx: &mut mpsc::Receiver<Arc<Outgoing>>,
     msg: Option<Result<Message, WsError>>,
+    framing: Framing,
     timeout: Duration,
 ) -> Ended
 where
@@ -142,13 +146,16 @@ where
 {
     match msg {
         Some(Ok(Message::Text(text))) => {
-            let step = Box::pin(session.handle_text(&text)).await;
-            let ended = write_step(ws, step, timeout).await;
+            let Ok(requests) = framing.requests(&text) else {
+                return Some(Some(Disconnect::TooManyRequests));
+            };
+            let step = answer(session, requests).await;
+            let ended = write_step(ws, step, framing, timeout).await;
             // What the request caused (a join, the publication
             // itself) goes out right behind its reply.
             match rx.try_recv() {
                 Ok(first) if ended.is_none() => {
-                    write_deliveries(ws, session, first, rx, timeout).await
+                    write_deliveries(ws, session, first, rx, framing, timeout).await
                 }
                 _ => ended,
             }
@@ -165,6 +172,29 @@ where
         Some(Ok(_)) => None, // ping, pong, raw frames: liveness only
         Some(Err(e)) => Some(read_error(&e)),
     }
+}
+
+/// Handles the requests of one client frame in order, each as if sent
+/// alone, and gathers their replies for one write; a request that ends
+/// the connection ends the frame too.
+async fn answer<B: Broker>(session: &mut Session<B>, requests: Vec<&str>) -> Step {
+    let mut all = Step {
+        frames: Vec::new(),
+        close: None,
+    };
+    for request in requests {
+        let step = Box::pin(session.handle_text(request)).await;
+        if all.frames.is_empty() {
+            all.frames = step.frames;
+        } else {
+            all.frames.extend(step.frames);
+        }
+        if step.close.is_some() {
+            all.close = step.close;
+            break;
+        }
+    }
+    all
 }
 
 /// A silent client past `idle_timeout` is gone; otherwise it is pinged, so
@@ -222,16 +252,23 @@ fn read_error(e: &WsError) -> Option<Disconnect> {
     }
 }
 
-async fn write_step<S>(ws: &mut WebSocketStream<S>, step: Step, timeout: Duration) -> Ended
+async fn write_step<S>(
+    ws: &mut WebSocketStream<S>,
+    step: Step,
+    framing: Framing,
+    timeout: Duration,
+) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if !step.frames.is_empty() {
         let n = step.frames.len() as u64;
         let write = async {
+            let mut outbox = Outbox::new(framing);
             for frame in step.frames {
-                ws.feed(Message::Text(frame)).await?;
+                outbox.push(ws, frame).await?;
             }
+            outbox.finish(ws).await?;
             ws.flush().await
         };
         match tokio::time::timeout(timeout, write).await {
@@ -250,6 +287,7 @@ async fn write_deliveries<B, S>(
     session: &mut Session<B>,
     first: Arc<Outgoing>,
     rx: &mut mpsc::Receiver<Arc<Outgoing>>,
+    framing: Framing,
     timeout: Duration,
 ) -> Ended
 where
@@ -259,14 +297,14 @@ where
     let mut next = Some(first);
     while let Some(out) = next.take() {
         if out.kind == DeliveryKind::Control {
-            let ended = Box::pin(apply_control(ws, session, &out, timeout)).await;
+            let ended = Box::pin(apply_control(ws, session, &out, framing, timeout)).await;
             if ended.is_some() {
                 return ended;
             }
             next = rx.try_recv().ok();
             continue;
         }
-        let (ended, control) = write_batch(ws, session, out, rx, timeout).await;
+        let (ended, control) = write_batch(ws, session, out, rx, framing, timeout).await;
         if ended.is_some() {
             return ended;
         }
@@ -280,6 +318,7 @@ async fn apply_control<B, S>(
     ws: &mut WebSocketStream<S>,
     session: &mut Session<B>,
     out: &Outgoing,
+    framing: Framing,
     timeout: Duration,
 ) -> Ended
 where
@@ -298,7 +337,7 @@ where
                     frames: vec![notice],
                     close: None,
                 };
-                write_step(ws, step, timeout).await
+                write_step(ws, step, framing, timeout).await
             }
             None => None,
         },
@@ -320,6 +359,7 @@ async fn write_batch<B, S>(
     session: &mut Session<B>,
     first: Arc<Outgoing>,
     rx: &mut mpsc::Receiver<Arc<Outgoing>>,
+    framing: Framing,
     timeout: Duration,
 ) -> (Ended, Option<Arc<Outgoing>>)
 where
@@ -330,6 +370,7 @@ where
     // One clock reading for the batch: its frames go out in the same write.
     let now = now_micros();
     let write = async {
+        let mut outbox = Outbox::new(framing);
         let mut sent = 0u64;
         let mut next = Some(first);
         while let Some(out) = next.take() {
@@ -338,7 +379,7 @@ where
                 break;
             }
             if session.accept(&out) {
-                ws.feed(Message::Text(out.text.clone())).await?;
+                outbox.push(ws, out.text.clone()).await?;
                 sent += 1;
                 record_latency(&out, now);
             }
@@ -346,6 +387,7 @@ where
                 next = rx.try_recv().ok();
             }
         }
+        outbox.finish(ws).await?;
         ws.flush().await?;
         Ok::<u64, WsError>(sent)
     };
