@@ -60,7 +60,8 @@ pub async fn serve<B, S>(
     B: Broker,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let limits = gateway.settings.gateway.limits.clone();
+    // Borrowed, not cloned: a copy would sit in every connection's task.
+    let limits = &gateway.settings.gateway.limits;
     let conn = gateway.next_conn_id();
     let (tx, mut rx) = mpsc::channel::<Arc<Outgoing>>(limits.outbound_queue.max(1));
     // One token per connection, cancelled by the server's shutdown or by
@@ -79,8 +80,11 @@ pub async fn serve<B, S>(
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let auth_deadline = Instant::now() + limits.auth_timeout;
-    let mut auth_timer = pin!(sleep_until(auth_deadline));
-    let mut expiry = pin!(sleep_until(far_future()));
+    // One timer for the connection's deadline: the auth timeout while it
+    // waits for `auth`, then its token's expiry (never both: one timer
+    // less in every connection's task).
+    let mut deadline = pin!(sleep_until(auth_deadline));
+    let mut watched = (true, None);
 
     // Created once: a fresh one per wake-up would register and deregister
     // a waiter (two lock round trips) every time.
@@ -91,16 +95,21 @@ pub async fn serve<B, S>(
     // cluster, gRPC calls with large futures), so their futures are boxed
     // for as long as they run instead of being part of every idle
     // connection.
+    // The arms of the loop below are boxed for the same reason: held
+    // inline, the largest of them (a write, with its timeout) would be
+    // part of every idle connection; boxed, it costs one allocation per
+    // wake-up that has something to do.
     let step = Box::pin(session.start(token)).await;
-    let mut ended = write_step(&mut ws, step, framing, limits.write_timeout).await;
-    let mut expires_at = None;
+    let mut ended = Box::pin(write_step(&mut ws, step, framing, limits.write_timeout)).await;
 
     while ended.is_none() {
-        if session.expires_at() != expires_at {
-            expires_at = session.expires_at();
-            expiry
-                .as_mut()
-                .reset(expires_at.map_or_else(far_future, instant_of));
+        let watching = (session.awaiting_auth(), session.expires_at());
+        if watching != watched {
+            watched = watching;
+            deadline.as_mut().reset(match watching {
+                (true, _) => auth_deadline,
+                (false, expires_at) => expires_at.map_or_else(far_future, instant_of),
+            });
         }
         ended = tokio::select! {
             biased;
@@ -109,16 +118,19 @@ pub async fn serve<B, S>(
             } else {
                 Disconnect::SlowConsumer
             })),
-            _ = &mut expiry => Some(Some(Disconnect::TokenExpired)),
-            _ = &mut auth_timer, if session.awaiting_auth() => Some(Some(Disconnect::AuthTimeout)),
+            _ = &mut deadline => Some(Some(if watched.0 {
+                Disconnect::AuthTimeout
+            } else {
+                Disconnect::TokenExpired
+            })),
             msg = ws.next() => {
                 last_seen = Instant::now();
-                on_message(&mut ws, &mut session, &mut rx, msg, framing, limits.write_timeout).await
+                Box::pin(on_message(&mut ws, &mut session, &mut rx, msg, framing, limits.write_timeout)).await
             }
             Some(first) = rx.recv() => {
-                write_deliveries(&mut ws, &mut session, first, &mut rx, framing, limits.write_timeout).await
+                Box::pin(write_deliveries(&mut ws, &mut session, first, &mut rx, framing, limits.write_timeout)).await
             }
-            _ = ping.tick() => on_ping_tick(&mut ws, last_seen, &limits).await,
+            _ = ping.tick() => Box::pin(on_ping_tick(&mut ws, last_seen, limits)).await,
         };
     }
 
