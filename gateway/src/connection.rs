@@ -90,15 +90,10 @@ pub async fn serve<B, S>(
     // a waiter (two lock round trips) every time.
     let mut stopped = pin!(stop.cancelled());
 
-    // The connection task lives as long as the connection, and its size
-    // is that of its largest state: requests go to the broker (in a
-    // cluster, gRPC calls with large futures), so their futures are boxed
-    // for as long as they run instead of being part of every idle
-    // connection.
-    // The arms of the loop below are boxed for the same reason: held
-    // inline, the largest of them (a write, with its timeout) would be
-    // part of every idle connection; boxed, it costs one allocation per
-    // wake-up that has something to do.
+    // The task lives as long as the connection and is the size of its
+    // largest state: requests (in a cluster, gRPC calls) and the loop's
+    // arms (a write with its timeout) are boxed while they run rather
+    // than held in every idle connection, one allocation per busy wake-up.
     let step = Box::pin(session.start(token)).await;
     let mut ended = Box::pin(write_step(&mut ws, step, framing, limits.write_timeout)).await;
 
@@ -118,11 +113,7 @@ pub async fn serve<B, S>(
             } else {
                 Disconnect::SlowConsumer
             })),
-            _ = &mut deadline => Some(Some(if watched.0 {
-                Disconnect::AuthTimeout
-            } else {
-                Disconnect::TokenExpired
-            })),
+            _ = &mut deadline => Some(Some(deadline_passed(watched.0))),
             msg = ws.next() => {
                 last_seen = Instant::now();
                 Box::pin(on_message(&mut ws, &mut session, &mut rx, msg, framing, limits.write_timeout)).await
@@ -138,6 +129,16 @@ pub async fn serve<B, S>(
         Box::pin(close(&mut ws, reason, limits.write_timeout)).await;
     }
     Box::pin(session.close()).await;
+}
+
+/// Why the connection's one deadline ended it: still waiting for `auth`,
+/// or the token expired.
+fn deadline_passed(awaiting_auth: bool) -> Disconnect {
+    if awaiting_auth {
+        Disconnect::AuthTimeout
+    } else {
+        Disconnect::TokenExpired
+    }
 }
 
 /// Handles what the client sent: a request (answered, with what it caused
