@@ -422,6 +422,7 @@ fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
 
     use tracing_subscriber::{fmt, fmt::writer::BoxMakeWriter, prelude::*};
     let filter = log_filter::directives(filter);
+    let log_level = log_filter::log_max_level(&filter);
     let (writer, terminal) = if to_stderr {
         (
             BoxMakeWriter::new(std::io::stderr),
@@ -450,4 +451,6 @@ fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
             .with(log_filter::cap())
             .init();
     }
+    // After `init`, which set it from the whole subscriber's hint.
+    log::set_max_level(log_level);
 }

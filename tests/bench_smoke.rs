@@ -11,34 +11,48 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 #[tokio::test]
 async fn bench_delivers_every_publication_to_every_subscriber_in_order() {
+    smoke(false).await;
+}
+
+/// The same over `switchboard.batch`: frames split back into messages.
+#[tokio::test]
+async fn bench_with_batched_frames_delivers_the_same() {
+    smoke(true).await;
+}
+
+async fn smoke(batch: bool) {
     let server = Process::start(Path::new(BIN), &["dev", "--listen", "127.0.0.1:0"])
         .await
         .expect("switchboard dev starts");
     let url = server.ws_url();
+    let mut args = vec![
+        "bench",
+        "--url",
+        &url,
+        "--connections",
+        "30",
+        "--sources",
+        "3",
+        "--channels",
+        "6",
+        "--subscribers",
+        "5",
+        "--rate",
+        "120",
+        "--payload",
+        "64",
+        "--duration",
+        "3s",
+        "--settle",
+        "200ms",
+        "--drain",
+        "20s",
+    ];
+    if batch {
+        args.push("--batch");
+    }
     let out = tokio::process::Command::new(BIN)
-        .args([
-            "bench",
-            "--url",
-            &url,
-            "--connections",
-            "30",
-            "--sources",
-            "3",
-            "--channels",
-            "6",
-            "--subscribers",
-            "5",
-            "--rate",
-            "120",
-            "--payload",
-            "64",
-            "--duration",
-            "3s",
-            "--settle",
-            "200ms",
-            "--drain",
-            "20s",
-        ])
+        .args(&args)
         .output()
         .await
         .unwrap();
@@ -86,5 +100,20 @@ async fn bench_delivers_every_publication_to_every_subscriber_in_order() {
     assert!(
         stderr.contains("publish"),
         "progress lines on stderr:\n{stderr}"
+    );
+    assert_eq!(summary["plan"]["batch"], batch);
+    // The yardstick was measured, and the server's cost read against it.
+    let cost = &summary["cost"];
+    assert!(
+        cost["loopback_write"]["cpu_us"].as_f64().unwrap() > 0.0,
+        "{cost}"
+    );
+    assert!(
+        cost["server_cpu_us_per_delivery"].as_f64().unwrap() > 0.0,
+        "{cost}"
+    );
+    assert!(
+        cost["server_writes_per_delivery"].as_f64().unwrap() > 0.0,
+        "{cost}"
     );
 }

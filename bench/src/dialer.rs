@@ -16,7 +16,12 @@ use switchboard_gateway::auth::TokenIssuer;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::{
     WebSocketStream, client_async_with_config,
-    tungstenite::{self, protocol::WebSocketConfig},
+    tungstenite::{
+        self,
+        client::IntoClientRequest,
+        http::{HeaderValue, header::SEC_WEBSOCKET_PROTOCOL},
+        protocol::WebSocketConfig,
+    },
 };
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -69,6 +74,8 @@ pub struct Dialer {
     url: String,
     sources: Vec<Ipv4Addr>,
     issuer: Option<TokenIssuer>,
+    /// Offer `switchboard.batch`.
+    batch: bool,
 }
 
 impl Dialer {
@@ -77,12 +84,14 @@ impl Dialer {
         url: String,
         sources: Vec<Ipv4Addr>,
         secret: Option<&str>,
+        batch: bool,
     ) -> Self {
         Self {
             server,
             url,
             sources,
             issuer: secret.map(TokenIssuer::hmac),
+            batch,
         }
     }
 
@@ -123,7 +132,14 @@ impl Dialer {
             }
             None => self.url.clone(),
         };
-        let (ws, _) = client_async_with_config(url, stream, Some(config()))
+        let mut request = url.into_client_request().map_err(DialError::Handshake)?;
+        if self.batch {
+            request.headers_mut().insert(
+                SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static("switchboard.batch"),
+            );
+        }
+        let (ws, _) = client_async_with_config(request, stream, Some(config()))
             .await
             .map_err(DialError::Handshake)?;
         Ok(ws)

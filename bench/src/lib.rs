@@ -16,6 +16,10 @@
 //! instead of 2-4. [`run`] returns the summary for the caller (the
 //! `switchboard` binary) to print.
 //!
+//! Before a run with channels, the tool times small writes on a loopback
+//! socket of its own ([`baseline`]): the summary gives the server's CPU
+//! per delivery in those writes, a figure that holds across machines.
+//!
 //! # Layout
 //!
 //! - [`plan`]: the command line, and who subscribes and publishes where.
@@ -31,10 +35,12 @@
 //!   read back (both through `switchboard_core::frame`).
 //! - [`tally`]: the shared counters.
 //! - [`latency`]: sharded HDR histograms.
+//! - [`baseline`]: the CPU cost of one small loopback `write()`, the yardstick.
 //! - [`process`]: the server's (and the tool's) memory and CPU from `/proc`.
 //! - [`report`]: the progress line, and the JSON summary made from the
 //!   phases' readings and the final counts.
 
+pub mod baseline;
 pub mod dialer;
 pub mod latency;
 pub mod load;
@@ -60,8 +66,13 @@ pub use self::{
 pub async fn run(plan: Plan) -> Result<Summary, PlanError> {
     let layout = plan.layout()?;
     let servers = watched_servers(&plan, &layout);
+    let write = if plan.channels > 0 {
+        loopback_write().await
+    } else {
+        None
+    };
     let run = Arc::new(Run::new(plan, &layout));
-    let mut monitor = Monitor::new(run.clone(), servers);
+    let mut monitor = Monitor::new(run.clone(), servers, write);
     let readings = phases::drive(&run, layout.publishers, &mut monitor).await;
     Ok(Summary::new(
         &run.plan,
@@ -69,7 +80,33 @@ pub async fn run(plan: Plan) -> Result<Summary, PlanError> {
         &layout.sources,
         monitor.servers(),
         &readings,
+        write,
     ))
+}
+
+/// Times small loopback writes on a thread of their own, before any load.
+async fn loopback_write() -> Option<baseline::LoopbackWrite> {
+    let measured = tokio::task::spawn_blocking(|| baseline::measure(baseline::WRITES)).await;
+    match measured {
+        Ok(Ok(w)) => {
+            eprintln!(
+                "loopback write of {} bytes: {:.2} µs CPU, {:.2} µs wall ({} writes)",
+                baseline::WRITE_BYTES,
+                w.cpu_us,
+                w.wall_us,
+                w.writes
+            );
+            Some(w)
+        }
+        Ok(Err(e)) => {
+            eprintln!("note: loopback write not measured: {e}");
+            None
+        }
+        Err(e) => {
+            eprintln!("note: loopback write not measured: {e}");
+            None
+        }
+    }
 }
 
 /// The server processes to measure: those given, else the one listening

@@ -56,6 +56,7 @@ impl Run {
                 plan.url.clone(),
                 layout.sources.clone(),
                 plan.secret.as_deref(),
+                plan.batch,
             ),
             tally: Tally::new(plan.channels),
             phase,

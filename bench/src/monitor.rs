@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 
 use super::{
+    baseline::LoopbackWrite,
     load::Run,
     process::{Process, Usage, rss},
     report::{Progress, cpu_percent},
@@ -24,10 +25,12 @@ pub struct Monitor {
     last_delivered: u64,
     last_tool: Option<Usage>,
     last_servers: Vec<Option<Usage>>,
+    /// CPU µs of one loopback write, when measured.
+    write_us: Option<f64>,
 }
 
 impl Monitor {
-    pub fn new(run: Arc<Run>, servers: Vec<Process>) -> Self {
+    pub fn new(run: Arc<Run>, servers: Vec<Process>, write: Option<LoopbackWrite>) -> Self {
         let last_servers = servers.iter().map(|p| p.usage()).collect();
         Self {
             run,
@@ -37,6 +40,7 @@ impl Monitor {
             last_delivered: 0,
             last_tool: Process::me().usage(),
             last_servers,
+            write_us: write.map(|w| w.cpu_us).filter(|&us| us > 0.0),
         }
     }
 
@@ -86,6 +90,10 @@ impl Monitor {
             .zip(&self.last_servers)
             .map(|(now, then)| cpu_percent(*then, *now, wall).1)
             .sum();
+        let delivered_per_second = (delivered - self.last_delivered) as f64 / wall;
+        let per_delivery = (delivered_per_second > 0.0)
+            .then(|| server_cpu / 100.0 / delivered_per_second * 1e6)
+            .map(|us| (us, self.write_us));
         let progress = Progress {
             phase,
             elapsed: self.started.elapsed().as_secs_f64(),
@@ -94,12 +102,13 @@ impl Monitor {
             subscribed: Tally::count(&t.subscribed),
             published: t.published_total(),
             delivered,
-            delivered_per_second: (delivered - self.last_delivered) as f64 / wall,
+            delivered_per_second,
             expected: t.expected(),
             p99_us: t.latency.percentiles().p99,
             tool_cpu_percent: cpu_percent(self.last_tool, tool, wall).1,
             server_cpu_percent: server_cpu,
             server_rss_bytes: servers.iter().map(|u| rss(*u)).sum(),
+            server_us_per_delivery: per_delivery,
         };
         eprintln!("{progress}");
         self.last_delivered = delivered;

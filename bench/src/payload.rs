@@ -66,6 +66,14 @@ pub fn publication<'a>(frame: &ServerFrame<'a>) -> Option<(&'a str, u64, u64)> {
     Some((frame.channel?, stamp.s?, stamp.t?))
 }
 
+/// The messages of one server frame: the frame, or under
+/// `switchboard.batch` each of its lines.
+pub fn messages(text: &str, batch: bool) -> impl Iterator<Item = &str> {
+    let whole = (!batch).then_some(text);
+    let lines = batch.then(|| text.split('\n')).into_iter().flatten();
+    whole.into_iter().chain(lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

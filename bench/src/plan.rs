@@ -76,6 +76,10 @@ pub struct Plan {
     #[arg(long, env = "SWITCHBOARD_HMAC_SECRET", hide_env_values = true)]
     #[serde(skip)]
     pub secret: Option<String>,
+    /// Offer the `switchboard.batch` subprotocol on every connection: the
+    /// server may then send several messages per frame.
+    #[arg(long)]
+    pub batch: bool,
     /// Server processes whose memory and CPU to report (repeat for a
     /// gateway and its broker) [default: the process listening on the
     /// URL's port].
@@ -255,6 +259,7 @@ mod tests {
             connect_concurrency: 10,
             channel_prefix: "bench:".into(),
             secret: None,
+            batch: false,
             server_pids: Vec::new(),
         }
     }

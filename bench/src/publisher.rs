@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::{
     dialer::Ws,
     load::{Phase, Run},
-    payload::{ServerFrame, publish_frame},
+    payload::{ServerFrame, messages, publish_frame},
     tally::Tally,
 };
 
@@ -152,8 +152,10 @@ async fn publish(run: &Run, ws: &mut Ws, schedule: Schedule) -> Option<()> {
 fn read_frame(run: &Run, msg: Option<Result<Message, tungstenite::Error>>) -> bool {
     match msg {
         Some(Ok(Message::Text(text))) => {
-            if ServerFrame::parse(&text).is_none_or(|f| f.kind == Kind::Error) {
-                Tally::add(&run.tally.errors, 1);
+            for message in messages(&text, run.plan.batch) {
+                if ServerFrame::parse(message).is_none_or(|f| f.kind == Kind::Error) {
+                    Tally::add(&run.tally.errors, 1);
+                }
             }
             true
         }

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use super::{
+    baseline::LoopbackWrite,
     latency::Percentiles,
     plan::Plan,
     process::{Process, Usage, rss},
@@ -62,6 +63,45 @@ pub struct Summary {
     /// End-to-end latency of deliveries, microseconds.
     pub latency_us: Percentiles,
     pub tool: Tool,
+    /// CPU per delivery against one loopback write (null for idle runs).
+    pub cost: Option<Cost>,
+}
+
+/// What a delivery costs, in CPU time and in loopback writes.
+#[derive(Debug, Serialize, Default)]
+pub struct Cost {
+    /// The yardstick, measured by the tool before the run.
+    pub loopback_write: LoopbackWrite,
+    /// Every watched server's CPU over the window, per delivery.
+    pub server_cpu_us_per_delivery: f64,
+    /// That in loopback writes (issue 15's target: at most 1.5).
+    pub server_writes_per_delivery: f64,
+    /// The tool's own CPU per delivery: the subscribers' side (with the
+    /// publishers', which is small next to it under fan-out).
+    pub tool_cpu_us_per_delivery: f64,
+    pub tool_writes_per_delivery: f64,
+}
+
+impl Cost {
+    fn new(write: LoopbackWrite, servers: &[Server], tool: &Tool, delivered: u64) -> Self {
+        let per = |cpu: f64| cpu / delivered.max(1) as f64 * 1e6;
+        let in_writes = |us: f64| {
+            if write.cpu_us > 0.0 {
+                round(us / write.cpu_us, 3)
+            } else {
+                0.0
+            }
+        };
+        let server = per(servers.iter().map(|s| s.cpu_seconds).sum());
+        let tool = per(tool.cpu_seconds);
+        Self {
+            loopback_write: write,
+            server_cpu_us_per_delivery: round(server, 3),
+            server_writes_per_delivery: in_writes(server),
+            tool_cpu_us_per_delivery: round(tool, 3),
+            tool_writes_per_delivery: in_writes(tool),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -159,15 +199,20 @@ impl Summary {
         sources: &[Ipv4Addr],
         servers: &[Process],
         readings: &Readings,
+        write: Option<LoopbackWrite>,
     ) -> Self {
         let subscribed = Tally::count(&tally.subscribed);
+        let servers: Vec<Server> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Server::new(*p, i, plan.channels > 0, subscribed, readings))
+            .collect();
+        let tool = Tool::new(&readings.window);
+        let delivered = Tally::get(&tally.delivered);
         Self {
             connections: Connections::new(plan, tally, sources, readings),
-            servers: servers
-                .iter()
-                .enumerate()
-                .map(|(i, p)| Server::new(*p, i, plan.channels > 0, subscribed, readings))
-                .collect(),
+            cost: write.map(|w| Cost::new(w, &servers, &tool, delivered)),
+            servers,
             subscriptions: Subscriptions {
                 requested: plan.subscriptions(),
                 established: subscribed,
@@ -177,7 +222,7 @@ impl Summary {
             publish: Publish::new(plan, tally, &readings.traffic),
             delivery: Delivery::new(tally, &readings.traffic),
             latency_us: tally.latency.percentiles(),
-            tool: Tool::new(&readings.window),
+            tool,
             plan: plan.clone(),
         }
     }
@@ -327,6 +372,9 @@ pub struct Progress<'a> {
     pub tool_cpu_percent: f64,
     pub server_cpu_percent: f64,
     pub server_rss_bytes: u64,
+    /// Server CPU µs per delivery over the last second, and one loopback
+    /// write's, when there were deliveries.
+    pub server_us_per_delivery: Option<(f64, Option<f64>)>,
 }
 
 impl std::fmt::Display for Progress<'_> {
@@ -347,6 +395,15 @@ impl std::fmt::Display for Progress<'_> {
             self.tool_cpu_percent,
             self.server_cpu_percent,
             self.server_rss_bytes as f64 / (1024.0 * 1024.0),
-        )
+        )?;
+        match self.server_us_per_delivery {
+            Some((us, Some(write))) => write!(
+                f,
+                " | server {us:.1} µs/delivery = {:.2} writes of {write:.2} µs",
+                us / write
+            ),
+            Some((us, None)) => write!(f, " | server {us:.1} µs/delivery"),
+            None => Ok(()),
+        }
     }
 }

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{
     load::{Phase, Run},
-    payload::{ServerFrame, publication, subscribe_frame},
+    payload::{ServerFrame, messages, publication, subscribe_frame},
     tally::Tally,
 };
 
@@ -61,8 +61,10 @@ pub async fn task(run: Arc<Run>, conn: usize) {
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(at) = subs.read(&run, &text) {
-                        request.at(Some(at));
+                    for message in messages(&text, run.plan.batch) {
+                        if let Some(at) = subs.read(&run, message) {
+                            request.at(Some(at));
+                        }
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {

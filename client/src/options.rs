@@ -19,6 +19,8 @@ pub(crate) struct Options {
     pub backoff: BackoffConfig,
     pub jitter: fn() -> f64,
     pub tls: TlsOptions,
+    /// Offer `switchboard.batch`: several messages per frame.
+    pub batch: bool,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             backoff: BackoffConfig::default(),
             jitter: rand::random::<f64>,
             tls: TlsOptions::default(),
+            batch: true,
         }
     }
 }

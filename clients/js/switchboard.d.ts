@@ -99,6 +99,11 @@ export interface ClientOptions {
   refreshMargin?: number;
   /** Most requests waiting for a connection (default 1000). */
   maxQueued?: number;
+  /**
+   * Offer the `switchboard.batch` subprotocol (default true): the server then
+   * packs the messages that are ready into one frame, one per line.
+   */
+  batchFrames?: boolean;
   backoff?: BackoffOptions;
   /** A WebSocket constructor; defaults to `globalThis.WebSocket`. */
   WebSocket?: unknown;

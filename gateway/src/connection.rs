@@ -1,6 +1,7 @@
 //! The connection task: owns one client's WebSocket and drives its
 //! [`Session`]. It reads requests, writes replies and queued deliveries
-//! (several per socket write), pings, and ends the connection with a
+//! (several per socket write, and several per frame when the client chose
+//! batched frames: [`Framing`]), pings, and ends the connection with a
 //! `disconnect` frame and a close code when a limit or the server says so.
 
 use std::{
@@ -32,6 +33,7 @@ use crate::{
     error::Disconnect,
     gateway::Gateway,
     hub::{ConnHandle, Outgoing},
+    outbox::{Framing, Outbox},
     session::{Session, Step},
     telemetry,
 };
@@ -51,13 +53,15 @@ fn far_future() -> Instant {
 pub async fn serve<B, S>(
     gateway: Arc<Gateway<B>>,
     mut ws: WebSocketStream<S>,
+    framing: Framing,
     token: Option<Result<Identity, AuthError>>,
     shutdown: CancellationToken,
 ) where
     B: Broker,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let limits = gateway.settings.gateway.limits.clone();
+    // Borrowed, not cloned: a copy would sit in every connection's task.
+    let limits = &gateway.settings.gateway.limits;
     let conn = gateway.next_conn_id();
     let (tx, mut rx) = mpsc::channel::<Arc<Outgoing>>(limits.outbound_queue.max(1));
     // One token per connection, cancelled by the server's shutdown or by
@@ -76,28 +80,31 @@ pub async fn serve<B, S>(
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let auth_deadline = Instant::now() + limits.auth_timeout;
-    let mut auth_timer = pin!(sleep_until(auth_deadline));
-    let mut expiry = pin!(sleep_until(far_future()));
+    // One timer for the connection's deadline: the auth timeout while it
+    // waits for `auth`, then its token's expiry (never both: one timer
+    // less in every connection's task).
+    let mut deadline = pin!(sleep_until(auth_deadline));
+    let mut watched = (true, None);
 
     // Created once: a fresh one per wake-up would register and deregister
     // a waiter (two lock round trips) every time.
     let mut stopped = pin!(stop.cancelled());
 
-    // The connection task lives as long as the connection, and its size
-    // is that of its largest state: requests go to the broker (in a
-    // cluster, gRPC calls with large futures), so their futures are boxed
-    // for as long as they run instead of being part of every idle
-    // connection.
+    // The task lives as long as the connection and is the size of its
+    // largest state: requests (in a cluster, gRPC calls) and the loop's
+    // arms (a write with its timeout) are boxed while they run rather
+    // than held in every idle connection, one allocation per busy wake-up.
     let step = Box::pin(session.start(token)).await;
-    let mut ended = write_step(&mut ws, step, limits.write_timeout).await;
-    let mut expires_at = None;
+    let mut ended = Box::pin(write_step(&mut ws, step, framing, limits.write_timeout)).await;
 
     while ended.is_none() {
-        if session.expires_at() != expires_at {
-            expires_at = session.expires_at();
-            expiry
-                .as_mut()
-                .reset(expires_at.map_or_else(far_future, instant_of));
+        let watching = (session.awaiting_auth(), session.expires_at());
+        if watching != watched {
+            watched = watching;
+            deadline.as_mut().reset(match watching {
+                (true, _) => auth_deadline,
+                (false, expires_at) => expires_at.map_or_else(far_future, instant_of),
+            });
         }
         ended = tokio::select! {
             biased;
@@ -106,16 +113,15 @@ pub async fn serve<B, S>(
             } else {
                 Disconnect::SlowConsumer
             })),
-            _ = &mut expiry => Some(Some(Disconnect::TokenExpired)),
-            _ = &mut auth_timer, if session.awaiting_auth() => Some(Some(Disconnect::AuthTimeout)),
+            _ = &mut deadline => Some(Some(deadline_passed(watched.0))),
             msg = ws.next() => {
                 last_seen = Instant::now();
-                on_message(&mut ws, &mut session, &mut rx, msg, limits.write_timeout).await
+                Box::pin(on_message(&mut ws, &mut session, &mut rx, msg, framing, limits.write_timeout)).await
             }
             Some(first) = rx.recv() => {
-                write_deliveries(&mut ws, &mut session, first, &mut rx, limits.write_timeout).await
+                Box::pin(write_deliveries(&mut ws, &mut session, first, &mut rx, framing, limits.write_timeout)).await
             }
-            _ = ping.tick() => on_ping_tick(&mut ws, last_seen, &limits).await,
+            _ = ping.tick() => Box::pin(on_ping_tick(&mut ws, last_seen, limits)).await,
         };
     }
 
@@ -123,6 +129,16 @@ pub async fn serve<B, S>(
         Box::pin(close(&mut ws, reason, limits.write_timeout)).await;
     }
     Box::pin(session.close()).await;
+}
+
+/// Why the connection's one deadline ended it: still waiting for `auth`,
+/// or the token expired.
+fn deadline_passed(awaiting_auth: bool) -> Disconnect {
+    if awaiting_auth {
+        Disconnect::AuthTimeout
+    } else {
+        Disconnect::TokenExpired
+    }
 }
 
 /// Handles what the client sent: a request (answered, with what it caused
@@ -134,6 +150,7 @@ async fn on_message<B, S>(
     session: &mut Session<B>,
     rx: &mut mpsc::Receiver<Arc<Outgoing>>,
     msg: Option<Result<Message, WsError>>,
+    framing: Framing,
     timeout: Duration,
 ) -> Ended
 where
@@ -142,13 +159,16 @@ where
 {
     match msg {
         Some(Ok(Message::Text(text))) => {
-            let step = Box::pin(session.handle_text(&text)).await;
-            let ended = write_step(ws, step, timeout).await;
+            let Ok(requests) = framing.requests(&text) else {
+                return Some(Some(Disconnect::TooManyRequests));
+            };
+            let step = answer(session, requests).await;
+            let ended = write_step(ws, step, framing, timeout).await;
             // What the request caused (a join, the publication
             // itself) goes out right behind its reply.
             match rx.try_recv() {
                 Ok(first) if ended.is_none() => {
-                    write_deliveries(ws, session, first, rx, timeout).await
+                    write_deliveries(ws, session, first, rx, framing, timeout).await
                 }
                 _ => ended,
             }
@@ -165,6 +185,29 @@ where
         Some(Ok(_)) => None, // ping, pong, raw frames: liveness only
         Some(Err(e)) => Some(read_error(&e)),
     }
+}
+
+/// Handles the requests of one client frame in order, each as if sent
+/// alone, and gathers their replies for one write; a request that ends
+/// the connection ends the frame too.
+async fn answer<B: Broker>(session: &mut Session<B>, requests: Vec<&str>) -> Step {
+    let mut all = Step {
+        frames: Vec::new(),
+        close: None,
+    };
+    for request in requests {
+        let step = Box::pin(session.handle_text(request)).await;
+        if all.frames.is_empty() {
+            all.frames = step.frames;
+        } else {
+            all.frames.extend(step.frames);
+        }
+        if step.close.is_some() {
+            all.close = step.close;
+            break;
+        }
+    }
+    all
 }
 
 /// A silent client past `idle_timeout` is gone; otherwise it is pinged, so
@@ -222,16 +265,23 @@ fn read_error(e: &WsError) -> Option<Disconnect> {
     }
 }
 
-async fn write_step<S>(ws: &mut WebSocketStream<S>, step: Step, timeout: Duration) -> Ended
+async fn write_step<S>(
+    ws: &mut WebSocketStream<S>,
+    step: Step,
+    framing: Framing,
+    timeout: Duration,
+) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if !step.frames.is_empty() {
         let n = step.frames.len() as u64;
         let write = async {
+            let mut outbox = Outbox::new(framing);
             for frame in step.frames {
-                ws.feed(Message::Text(frame)).await?;
+                outbox.push(ws, frame).await?;
             }
+            outbox.finish(ws).await?;
             ws.flush().await
         };
         match tokio::time::timeout(timeout, write).await {
@@ -250,6 +300,7 @@ async fn write_deliveries<B, S>(
     session: &mut Session<B>,
     first: Arc<Outgoing>,
     rx: &mut mpsc::Receiver<Arc<Outgoing>>,
+    framing: Framing,
     timeout: Duration,
 ) -> Ended
 where
@@ -259,14 +310,14 @@ where
     let mut next = Some(first);
     while let Some(out) = next.take() {
         if out.kind == DeliveryKind::Control {
-            let ended = Box::pin(apply_control(ws, session, &out, timeout)).await;
+            let ended = Box::pin(apply_control(ws, session, &out, framing, timeout)).await;
             if ended.is_some() {
                 return ended;
             }
             next = rx.try_recv().ok();
             continue;
         }
-        let (ended, control) = write_batch(ws, session, out, rx, timeout).await;
+        let (ended, control) = write_batch(ws, session, out, rx, framing, timeout).await;
         if ended.is_some() {
             return ended;
         }
@@ -280,6 +331,7 @@ async fn apply_control<B, S>(
     ws: &mut WebSocketStream<S>,
     session: &mut Session<B>,
     out: &Outgoing,
+    framing: Framing,
     timeout: Duration,
 ) -> Ended
 where
@@ -298,7 +350,7 @@ where
                     frames: vec![notice],
                     close: None,
                 };
-                write_step(ws, step, timeout).await
+                write_step(ws, step, framing, timeout).await
             }
             None => None,
         },
@@ -320,6 +372,7 @@ async fn write_batch<B, S>(
     session: &mut Session<B>,
     first: Arc<Outgoing>,
     rx: &mut mpsc::Receiver<Arc<Outgoing>>,
+    framing: Framing,
     timeout: Duration,
 ) -> (Ended, Option<Arc<Outgoing>>)
 where
@@ -330,6 +383,7 @@ where
     // One clock reading for the batch: its frames go out in the same write.
     let now = now_micros();
     let write = async {
+        let mut outbox = Outbox::new(framing);
         let mut sent = 0u64;
         let mut next = Some(first);
         while let Some(out) = next.take() {
@@ -338,7 +392,7 @@ where
                 break;
             }
             if session.accept(&out) {
-                ws.feed(Message::Text(out.text.clone())).await?;
+                outbox.push(ws, out.text.clone()).await?;
                 sent += 1;
                 record_latency(&out, now);
             }
@@ -346,6 +400,7 @@ where
                 next = rx.try_recv().ok();
             }
         }
+        outbox.finish(ws).await?;
         ws.flush().await?;
         Ok::<u64, WsError>(sent)
     };

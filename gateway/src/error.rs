@@ -150,6 +150,8 @@ pub enum Disconnect {
     InvalidUtf8,
     /// A message exceeded `limits.max_message_bytes`.
     MessageTooBig,
+    /// A batched frame held more requests than `outbox::MAX_BATCH_REQUESTS`.
+    TooManyRequests,
     /// Authentication failed: bad, expired, or missing token.
     Unauthorized,
     /// No `auth` message arrived within `limits.auth_timeout`.
@@ -196,6 +198,7 @@ impl Disconnect {
             Disconnect::BinaryFrame => close::BINARY_FRAME,
             Disconnect::InvalidUtf8 => close::INVALID_UTF8,
             Disconnect::MessageTooBig => close::MESSAGE_TOO_BIG,
+            Disconnect::TooManyRequests => close::TOO_MANY_REQUESTS,
             Disconnect::Unauthorized => close::UNAUTHORIZED,
             Disconnect::AuthTimeout => close::AUTH_TIMEOUT,
             Disconnect::TokenExpired => close::TOKEN_EXPIRED,
@@ -222,6 +225,7 @@ impl Disconnect {
             Disconnect::BinaryFrame => "binary frames are not supported",
             Disconnect::InvalidUtf8 => "invalid UTF-8",
             Disconnect::MessageTooBig => "message too big",
+            Disconnect::TooManyRequests => "too many requests in one frame",
             Disconnect::Unauthorized => "unauthorized",
             Disconnect::AuthTimeout => "auth timeout",
             Disconnect::TokenExpired => "token expired",
@@ -255,6 +259,7 @@ impl Disconnect {
             Disconnect::BinaryFrame => "binary_frame",
             Disconnect::InvalidUtf8 => "invalid_utf8",
             Disconnect::MessageTooBig => "message_too_big",
+            Disconnect::TooManyRequests => "too_many_requests",
             Disconnect::Unauthorized => "unauthorized",
             Disconnect::AuthTimeout => "auth_timeout",
             Disconnect::TokenExpired => "token_expired",

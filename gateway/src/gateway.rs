@@ -111,8 +111,10 @@ impl<B: Broker> Gateway<B> {
         // Small buffers: the read buffer is allocated per connection up
         // front (tungstenite's default is 128 KiB), and tungstenite
         // zero-fills it before every read attempt, which is each time the
-        // connection wakes up, deliveries included. 1 KiB holds a typical
-        // client frame; a longer one grows the buffer to its size. The
+        // connection wakes up, deliveries included. 256 bytes hold a
+        // typical request (a frame's header tells its length, and the
+        // buffer grows to fit a longer one); each idle connection holds
+        // it, so every byte here counts 20,000 times over. The
         // write buffer only needs to gather one batch of frames before a
         // flush. Its cap stays unlimited: what is written is already
         // bounded by the outbound queue and the write batch, and a cap
@@ -127,7 +129,7 @@ impl<B: Broker> Gateway<B> {
 }
 
 /// Bytes of each connection's WebSocket read buffer (see `ws_config`).
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 256;
 
 /// Counts a connection for as long as it lives.
 pub(crate) struct ConnectionSlot<B: Broker>(Arc<Gateway<B>>);

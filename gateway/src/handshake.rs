@@ -10,6 +10,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 /// The subprotocol clients offer next to `auth.<token>`.
 pub const PROTOCOL: &str = "switchboard";
 
+/// The opt-in subprotocol whose text frames carry several messages, one
+/// per line (docs/protocol.md, "Batched frames"). Selected over
+/// [`PROTOCOL`] when a client offers both: offering it is the opt-in.
+pub const BATCH_PROTOCOL: &str = "switchboard.batch";
+
 /// Prefix of the subprotocol that carries a token.
 const TOKEN_PROTOCOL_PREFIX: &str = "auth.";
 
@@ -87,8 +92,10 @@ pub fn check(method: &http::Method, uri: &Uri, headers: &HeaderMap) -> Result<Ac
         .flat_map(|v| v.split(','))
         .map(str::trim)
     {
-        if offered == PROTOCOL {
-            protocol = Some(PROTOCOL);
+        if offered == BATCH_PROTOCOL {
+            protocol = Some(BATCH_PROTOCOL);
+        } else if offered == PROTOCOL {
+            protocol = protocol.or(Some(PROTOCOL));
         } else if let Some(t) = offered.strip_prefix(TOKEN_PROTOCOL_PREFIX) {
             token = Some(t.to_owned());
         }
@@ -97,7 +104,7 @@ pub fn check(method: &http::Method, uri: &Uri, headers: &HeaderMap) -> Result<Ac
         // The token protocol can never be selected (that would echo the
         // token), so without ours the browser would fail the handshake.
         return Err(Refused::bad(
-            "offer the `switchboard` subprotocol next to `auth.<token>`",
+            "offer the `switchboard` (or `switchboard.batch`) subprotocol next to `auth.<token>`",
         ));
     }
     if let Ok(Query(q)) = Query::<TokenQuery>::try_from_uri(uri)
@@ -149,6 +156,21 @@ mod tests {
             (a.protocol, a.token.as_deref()),
             (Some("switchboard"), Some("x.y.z"))
         );
+    }
+
+    #[test]
+    fn batch_is_selected_when_offered_in_any_order() {
+        let get = http::Method::GET;
+        let uri: Uri = "/ws".parse().unwrap();
+        for offer in [
+            "switchboard.batch",
+            "switchboard.batch, switchboard",
+            "switchboard, switchboard.batch",
+            "auth.x.y.z, switchboard.batch",
+        ] {
+            let a = check(&get, &uri, &headers(&[("sec-websocket-protocol", offer)])).unwrap();
+            assert_eq!(a.protocol, Some(BATCH_PROTOCOL), "{offer}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`demo`]: the demo chat at `/`, the embedded JavaScript client, and guest tokens.
 //! - [`handshake`]: the WebSocket upgrade, subprotocol selection and token discovery.
 //! - [`connection`]: one connection's IO loop: reads, batched writes, pings, close codes.
+//! - [`outbox`]: frames by subprotocol: one message each, or batched (`switchboard.batch`), and a client frame's requests.
 //! - [`session`]: one connection's protocol state and how each request is carried out.
 //! - [`auth`]: JWT verification into an identity (token policy: lifetime, `aud`, `iss`, `crit`); token issuing.
 //! - [`key_set`]: verification keys by algorithm and `kid`, from config or a JWKS document, and the choice of one for a token.
@@ -51,6 +52,7 @@ pub mod hub;
 pub mod idle_watch;
 pub mod jwks;
 pub mod key_set;
+pub mod outbox;
 pub mod pusher;
 pub mod rate_limit;
 pub mod refusal;

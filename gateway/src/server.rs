@@ -40,6 +40,7 @@ use crate::{
     handshake,
     hub::Hub,
     idle_watch::{IdleWatch, Verdict},
+    outbox::Framing,
     refusal::{self, Limit},
     socket_budget::{Permitted, SocketBudget},
     telemetry,
@@ -394,6 +395,10 @@ async fn upgrade<B: Broker>(State(gw): State<Arc<Gateway<B>>>, mut req: Request)
     // over the socket, where browsers can read it.
     let token = accepted.token.as_deref().map(|t| gw.auth.verify(t));
     let config = gw.ws_config();
+    let framing = Framing::of(
+        accepted.protocol,
+        gw.settings.gateway.limits.max_message_bytes,
+    );
     let shutdown = gw.shutdown().clone();
     let gateway = gw.clone();
     gw.tracker().spawn(async move {
@@ -407,7 +412,7 @@ async fn upgrade<B: Broker>(State(gw): State<Arc<Gateway<B>>>, mut req: Request)
                     Some(config),
                 )
                 .await;
-                connection::serve(gateway, ws, token, shutdown).await;
+                connection::serve(gateway, ws, framing, token, shutdown).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

@@ -132,6 +132,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether to offer the `switchboard.batch` subprotocol (default on):
+    /// the server then packs every message that is ready into one frame,
+    /// and this client sends its queued requests in one frame, which
+    /// costs both ends less per message. Off, it speaks one message per
+    /// frame; so does a server that does not know batching, either way.
+    pub fn batch_frames(mut self, on: bool) -> Self {
+        self.options.batch = on;
+        self
+    }
+
     /// The jitter source, in `[0, 1)` (default: random). Tests pin it.
     pub fn jitter(mut self, jitter: fn() -> f64) -> Self {
         self.options.jitter = jitter;

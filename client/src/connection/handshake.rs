@@ -11,7 +11,11 @@ use switchboard_core::frame::RequestFrame;
 use rustls::ClientConfig;
 use tokio_tungstenite::{
     Connector, connect_async_tls_with_config,
-    tungstenite::{self, Message},
+    tungstenite::{
+        self, Message,
+        client::IntoClientRequest,
+        http::{HeaderValue, header::SEC_WEBSOCKET_PROTOCOL},
+    },
 };
 
 use super::{Driver, Next, Ws, command::Command, sleep_until_opt};
@@ -25,6 +29,11 @@ use crate::{
 
 /// The id of each connection's `auth` request; other requests count from 1.
 const AUTH_ID: u64 = 0;
+
+/// The batching subprotocol, offered before the plain one: a server that
+/// does not know it selects `switchboard`.
+const BATCH_PROTOCOL: &str = "switchboard.batch";
+const OFFER_BATCH: &str = "switchboard.batch, switchboard";
 
 /// Why opening a connection failed.
 enum Failure {
@@ -42,6 +51,10 @@ pub(super) struct Opened {
     pub(super) token: Option<String>,
     /// `(client_id, user_id)` from `authenticated`; `None` when anonymous.
     pub(super) identity: Option<(String, String)>,
+    /// The server chose `switchboard.batch`.
+    pub(super) batch: bool,
+    /// Messages that came in the same frame as `authenticated`, after it.
+    pub(super) early: Vec<String>,
 }
 
 impl Driver {
@@ -53,6 +66,7 @@ impl Driver {
             self.token_source.clone(),
             self.opts.connect_timeout,
             self.tls.clone(),
+            self.opts.batch,
         );
         let mut open = pin!(tokio::time::timeout(self.opts.connect_timeout, open));
         loop {
@@ -99,6 +113,7 @@ async fn open(
     source: TokenSource,
     timeout: Duration,
     tls: Arc<ClientConfig>,
+    offer_batch: bool,
 ) -> Result<Opened, Failure> {
     let token = match source {
         TokenSource::Anonymous => None,
@@ -111,32 +126,63 @@ async fn open(
     };
     // The connector applies to `wss://` only; `ws://` stays plain.
     let connector = Some(Connector::Rustls(tls));
-    let connected = connect_async_tls_with_config(url.as_str(), None, false, connector).await;
-    let (mut ws, _) = connected.map_err(|e| match e {
+    let failed = |e| match e {
         tungstenite::Error::Url(why) => Failure::Fatal(format!("cannot connect to {url}: {why}")),
         other => Failure::Closed {
             advice: Advice::retry(close_code::ABNORMAL, &other.to_string()),
             refused: None,
         },
-    })?;
-    let identity = match &token {
-        None => None,
-        Some(token) => Some(authenticate(&mut ws, token, timeout).await?),
+    };
+    let mut request = url.as_str().into_client_request().map_err(failed)?;
+    if offer_batch {
+        request.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(OFFER_BATCH),
+        );
+    }
+    let connected = connect_async_tls_with_config(request, None, false, connector).await;
+    let (mut ws, response) = connected.map_err(failed)?;
+    let batch = response
+        .headers()
+        .get(SEC_WEBSOCKET_PROTOCOL)
+        .is_some_and(|p| p == BATCH_PROTOCOL);
+    let (identity, early) = match &token {
+        None => (None, Vec::new()),
+        Some(token) => {
+            let (identity, early) = authenticate(&mut ws, token, timeout, batch).await?;
+            (Some(identity), early)
+        }
     };
     Ok(Opened {
         ws,
         token,
         identity,
+        batch,
+        early,
     })
 }
 
-/// Sends `auth` and reads to its answer: `authenticated`, or a refusal
-/// followed by the server's `disconnect` and close.
+/// The messages of one text frame: the frame, or its non-blank lines
+/// when batched.
+pub(super) fn messages(text: &str, batch: bool) -> impl Iterator<Item = &str> {
+    let whole = (!batch).then_some(text);
+    let lines = batch
+        .then(|| text.split('\n'))
+        .into_iter()
+        .flatten()
+        .filter(|l| !l.trim().is_empty());
+    whole.into_iter().chain(lines)
+}
+
+/// Sends `auth` and reads to its answer: `authenticated` (with what
+/// followed it in its frame), or a refusal followed by the server's
+/// `disconnect` and close.
 async fn authenticate(
     ws: &mut Ws,
     token: &str,
     timeout: Duration,
-) -> Result<(String, String), Failure> {
+    batch: bool,
+) -> Result<((String, String), Vec<String>), Failure> {
     let auth: RequestFrame<'_, ()> = RequestFrame::Auth { token };
     let auth = auth.encode_with_id(AUTH_ID);
     let lost = |why: &str| Failure::Closed {
@@ -152,24 +198,30 @@ async fn authenticate(
     loop {
         let (code, reason) = match ws.next().await {
             Some(Ok(Message::Text(text))) => {
-                match frame::parse(&text) {
-                    Ok(ServerFrame::Authenticated {
-                        id: Some(AUTH_ID),
-                        user_id,
-                        client_id,
-                    }) => return Ok((client_id, user_id)),
-                    Ok(ServerFrame::Error {
-                        id: Some(AUTH_ID),
-                        error,
-                        code,
-                    }) => {
-                        refused = Some(ClientError::Server {
+                let mut lines = messages(&text, batch);
+                for line in lines.by_ref() {
+                    match frame::parse(line) {
+                        Ok(ServerFrame::Authenticated {
+                            id: Some(AUTH_ID),
+                            user_id,
+                            client_id,
+                        }) => {
+                            let early = lines.map(str::to_owned).collect();
+                            return Ok(((client_id, user_id), early));
+                        }
+                        Ok(ServerFrame::Error {
+                            id: Some(AUTH_ID),
+                            error,
                             code,
-                            message: error,
-                        })
+                        }) => {
+                            refused = Some(ClientError::Server {
+                                code,
+                                message: error,
+                            })
+                        }
+                        Ok(ServerFrame::Disconnect(d)) => disconnect = Some(d),
+                        _ => {}
                     }
-                    Ok(ServerFrame::Disconnect(d)) => disconnect = Some(d),
-                    _ => {}
                 }
                 continue;
             }

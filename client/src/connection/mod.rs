@@ -85,6 +85,8 @@ pub(crate) struct Driver {
     disconnect: Option<DisconnectFrame>,
     pinging: bool,
     refresh_at: Option<Instant>,
+    /// The connection speaks `switchboard.batch`.
+    batch: bool,
 }
 
 impl Driver {
@@ -118,6 +120,7 @@ impl Driver {
             disconnect: None,
             pinging: false,
             refresh_at: None,
+            batch: false,
         }
     }
 

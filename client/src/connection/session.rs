@@ -10,7 +10,11 @@ use switchboard_core::frame::RequestFrame;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::{Driver, Next, Ws, handshake::Opened, sleep_until_opt};
+use super::{
+    Driver, Next, Ws,
+    handshake::{Opened, messages},
+    sleep_until_opt,
+};
 use crate::{
     advice::{Advice, advise, close_code},
     error::ClientError,
@@ -24,6 +28,13 @@ const CARE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long `disconnect()` waits to say goodbye to the server.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Most requests in one batched frame (the server refuses more).
+const MAX_BATCH_REQUESTS: usize = 100;
+
+/// Longest batched frame this client writes: the server's default
+/// `limits.max_message_bytes`. A longer request goes alone.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// What tells a live connection from a silent one, and a stable one
 /// (which resets the reconnect backoff) from one that keeps failing.
@@ -58,9 +69,15 @@ impl Driver {
             mut ws,
             token,
             identity,
+            batch,
+            early,
         } = opened;
         let generation = self.generation;
+        self.batch = batch;
         self.begin(token, identity);
+        for message in early {
+            self.on_frame(&message, generation);
+        }
         let mut liveness = Liveness::new(self.opts.ping_interval);
         let mut refresh = None;
 
@@ -92,7 +109,10 @@ impl Driver {
                         let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(None)).await;
                         return Next::Exit;
                     }
-                    Some(cmd) => self.command_online(cmd, generation),
+                    Some(cmd) => {
+                        self.command_online(cmd, generation);
+                        self.take_ready_commands(generation);
+                    }
                 },
                 _ = sleep_until_opt(deadline) => self.expire(),
                 _ = liveness.tick.tick() => self.on_liveness_tick(&mut liveness),
@@ -155,7 +175,11 @@ impl Driver {
         generation: u64,
     ) -> Option<Next> {
         match msg {
-            Some(Ok(Message::Text(text))) => self.on_frame(&text, generation),
+            Some(Ok(Message::Text(text))) => {
+                for message in messages(&text, self.batch) {
+                    self.on_frame(message, generation);
+                }
+            }
             Some(Ok(Message::Close(frame))) => {
                 let (code, reason) = frame
                     .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -193,15 +217,31 @@ impl Driver {
         self.drop_gone_subscriptions();
     }
 
+    /// Serves the commands already waiting, so that requests made
+    /// together are written together (in one frame when batched), up to
+    /// one batch; stops at a command that ends the connection.
+    fn take_ready_commands(&mut self, generation: u64) {
+        for _ in 1..MAX_BATCH_REQUESTS {
+            if self.stopping.is_some() || self.abandon.is_some() {
+                return;
+            }
+            match self.commands.try_recv() {
+                Ok(cmd) => self.command_online(cmd, generation),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Writes the outbox; false if the socket did not take it in time.
     async fn flush(&mut self, ws: &mut Ws) -> bool {
         if self.outbox.is_empty() {
             return true;
         }
         let frames = std::mem::take(&mut self.outbox);
+        let batch = self.batch;
         let write = async {
-            for (_, frame) in &frames {
-                ws.feed(Message::text(frame.to_string())).await?;
+            for text in texts(&frames, batch) {
+                ws.feed(Message::text(text)).await?;
             }
             ws.flush().await
         };
@@ -220,5 +260,58 @@ impl Driver {
             }
         }
         ok
+    }
+}
+
+/// The outbox as frame texts: one per request, or batched, as few as the
+/// batch bounds allow (compact JSON has no line breaks to split wrong).
+fn texts(frames: &[(Option<u64>, Value)], batch: bool) -> Vec<String> {
+    if !batch {
+        return frames.iter().map(|(_, f)| f.to_string()).collect();
+    }
+    let mut texts: Vec<String> = Vec::new();
+    let mut in_last = 0;
+    for (_, frame) in frames {
+        let text = frame.to_string();
+        match texts.last_mut() {
+            Some(last)
+                if in_last < MAX_BATCH_REQUESTS
+                    && last.len() + 1 + text.len() <= MAX_BATCH_BYTES =>
+            {
+                last.push('\n');
+                last.push_str(&text);
+                in_last += 1;
+            }
+            _ => {
+                texts.push(text);
+                in_last = 1;
+            }
+        }
+    }
+    texts
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn batched_texts_respect_both_bounds() {
+        let small: Vec<_> = (0..250).map(|i| (None, json!({ "n": i }))).collect();
+        let texts = texts(&small, true);
+        let counts: Vec<usize> = texts.iter().map(|t| t.split('\n').count()).collect();
+        assert_eq!(counts, [100, 100, 50]);
+        assert_eq!(texts[2].split('\n').next(), Some("{\"n\":200}"));
+
+        let big = "x".repeat(40 * 1024);
+        let large = vec![(None, json!(big)), (None, json!(big)), (None, json!(1))];
+        let counts: Vec<usize> = super::texts(&large, true)
+            .iter()
+            .map(|t| t.split('\n').count())
+            .collect();
+        assert_eq!(counts, [1, 2]);
+        assert_eq!(super::texts(&small, false).len(), 250);
     }
 }

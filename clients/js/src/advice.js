@@ -20,7 +20,7 @@ export const ClientCloseCode = Object.freeze({
 });
 
 /** Server close codes after which reconnecting unchanged cannot help. */
-const FINAL = new Set([1003, 1007, 1009, 4001, 4002]);
+const FINAL = new Set([1003, 1007, 1008, 1009, 4001, 4002]);
 
 /**
  * @typedef {object} Advice

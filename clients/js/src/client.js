@@ -12,6 +12,9 @@ import { refreshDelay, tokenExpiry } from "./token.js";
 /** @typedef {import("../switchboard.js").ClientOptions} ClientOptions */
 /** @typedef {import("../switchboard.js").ClientEvents} ClientEvents */
 
+/** The subprotocol whose frames carry several messages, one per line. */
+const BATCH_PROTOCOL = "switchboard.batch";
+
 export const State = Object.freeze({
   /** Not connected and not trying: before `connect()`, after `disconnect()` or a final refusal. */
   DISCONNECTED: "disconnected",
@@ -104,6 +107,7 @@ export class Client extends Emitter {
       stableAfter: options.stableAfter ?? 10000,
       refreshMargin: options.refreshMargin ?? 30000,
       maxQueued: options.maxQueued ?? 1000,
+      batchFrames: options.batchFrames ?? true,
     };
   }
 
@@ -299,7 +303,10 @@ export class Client extends Emitter {
     /** @type {WebSocket} */
     let ws;
     try {
-      ws = new this.#WebSocket(this.#url);
+      // A server that does not know `switchboard.batch` selects `switchboard`.
+      ws = this.#opts.batchFrames
+        ? new this.#WebSocket(this.#url, [BATCH_PROTOCOL, "switchboard"])
+        : new this.#WebSocket(this.#url);
     } catch (e) {
       // A malformed URL will not get better by waiting.
       this.emit("error", { error: new SwitchboardError(`cannot open ${this.#url}: ${e}`, ClientErrorCode.CLIENT_CLOSED) });
@@ -332,7 +339,16 @@ export class Client extends Emitter {
       });
       this.#write(ws, { type: "auth", id, token });
     };
-    ws.onmessage = (ev) => this.#onFrame(ws, ev.data);
+    ws.onmessage = (ev) => {
+      if (ws.protocol !== BATCH_PROTOCOL) {
+        this.#onFrame(ws, ev.data);
+        return;
+      }
+      // One message per line (docs/protocol.md, "Batched frames").
+      for (const line of String(ev.data).split("\n")) {
+        if (line.trim() !== "") this.#onFrame(ws, line);
+      }
+    };
     ws.onclose = (ev) => {
       if (ws !== this.#ws) return;
       this.#lost(advise(this.#advice, ev.code, ev.reason));

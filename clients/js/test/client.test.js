@@ -149,6 +149,54 @@ describe("requests", () => {
   });
 });
 
+describe("batched frames", () => {
+  /**
+   * Offers its protocols like the client's WebSocket, and keeps each socket
+   * so that the test can read the subprotocol the server chose.
+   * @param {WebSocket[]} opened
+   */
+  function recording(opened) {
+    return class extends WebSocket {
+      /** @param {string} url @param {string[]} [protocols] */
+      constructor(url, protocols) {
+        super(url, protocols);
+        opened.push(this);
+      }
+    };
+  }
+
+  for (const batchFrames of [true, false]) {
+    test(`a burst of publications arrives whole and in order (batchFrames: ${batchFrames})`, async () => {
+      /** @type {WebSocket[]} */
+      const opened = [];
+      const c = client({ batchFrames, WebSocket: recording(opened) });
+      c.connect();
+      const channel = `burst:js${batchFrames}`;
+      const sub = c.subscribe(channel);
+      /** @type {unknown[]} */
+      const got = [];
+      sub.on("message", (m) => got.push(m.data));
+      await sub.ready(5000);
+      assert.equal(opened[0].protocol, batchFrames ? "switchboard.batch" : "");
+
+      // 50 publications in one frame: the subscriber's deliveries are
+      // ready together, and a batch connection gets them in few frames.
+      const publisher = new WebSocket(server.wsUrl, ["switchboard.batch"]);
+      await new Promise((resolve, reject) => {
+        publisher.onopen = resolve;
+        publisher.onerror = reject;
+      });
+      const frame = Array.from({ length: 50 }, (_, i) =>
+        JSON.stringify({ type: "publish", channel, data: { n: i + 1 } }),
+      ).join("\n");
+      publisher.send(frame);
+      await waitFor(() => got.length === 50, "fifty messages");
+      assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => ({ n: i + 1 })));
+      publisher.close();
+    });
+  }
+});
+
 describe("tokens", () => {
   test("getToken is called to connect and again before the token expires", async () => {
     let calls = 0;

@@ -48,6 +48,8 @@ pub mod close {
     pub const BINARY_FRAME: u16 = 1003;
     /// A text frame was not valid UTF-8.
     pub const INVALID_UTF8: u16 = 1007;
+    /// A batched frame held more requests than the protocol allows.
+    pub const TOO_MANY_REQUESTS: u16 = 1008;
     /// A message exceeded `limits.max_message_bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Token refused or missing.
@@ -68,9 +70,10 @@ pub mod close {
     pub const REQUESTED: u16 = 4000;
 
     /// Codes after which connecting again unchanged cannot help.
-    pub const FINAL: [u16; 5] = [
+    pub const FINAL: [u16; 6] = [
         BINARY_FRAME,
         INVALID_UTF8,
+        TOO_MANY_REQUESTS,
         MESSAGE_TOO_BIG,
         UNAUTHORIZED,
         AUTH_TIMEOUT,
