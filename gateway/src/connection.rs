@@ -108,14 +108,11 @@ pub async fn serve<B, S>(
             })),
             _ = &mut expiry => Some(Some(Disconnect::TokenExpired)),
             _ = &mut auth_timer, if session.awaiting_auth() => Some(Some(Disconnect::AuthTimeout)),
-            // At the in-flight limit the client's requests wait in the socket.
             msg = ws.next(), if session.reading() => {
                 last_seen = Instant::now();
                 on_message(&mut ws, &mut session, &mut rx, msg, limits.write_timeout).await
             }
-            // Answers of requests running at owners, in the order they end
-            // (session::pipeline); ahead of deliveries, which a running
-            // request's channel holds until its answer is out.
+            // Answers as requests end, in any order (session::pipeline).
             step = session.completed(), if session.in_flight() => {
                 write_step(&mut ws, step, limits.write_timeout).await
             }
