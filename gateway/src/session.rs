@@ -20,7 +20,6 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use switchboard_core::{
@@ -42,10 +41,7 @@ use crate::{
     telemetry,
 };
 
-use self::{
-    inflight::Lanes,
-    pipeline::{Call, channel_of},
-};
+use self::pipeline::{Flight, channel_of};
 
 /// A reply to request `id`, encoded for this connection.
 fn respond<R: Serialize>(id: Option<&RawValue>, data: R) -> Utf8Bytes {
@@ -111,12 +107,9 @@ pub struct Session<B: Broker> {
     subs: HashMap<ChannelName, Subscription, foldhash::fast::RandomState>,
     bucket: TokenBucket,
     channel_quota: ChannelQuota,
-    /// Requests read and not answered, by channel, and deliveries waiting
-    /// behind them; waiting requests are kept as the text they came in.
-    lanes: Lanes<String, Arc<Outgoing>>,
-    /// The calls running, one per busy lane; made on first use, so that a
-    /// connection that never asks holds no set.
-    running: Option<FuturesUnordered<Call>>,
+    /// Requests in flight; made on the first request, so that a
+    /// connection that never asks holds none of it.
+    flight: Option<Box<Flight>>,
     /// Subscribes running: counted against `max_channels_per_connection`.
     joining: usize,
 }
@@ -135,7 +128,6 @@ impl<B: Broker> Session<B> {
             limits.channel_quota_interval,
             Instant::now(),
         );
-        let lanes = Lanes::new(limits.max_requests_in_flight, limits.outbound_queue);
         Self {
             gateway,
             conn,
@@ -145,8 +137,7 @@ impl<B: Broker> Session<B> {
             subs: HashMap::default(),
             bucket,
             channel_quota,
-            lanes,
-            running: None,
+            flight: None,
             joining: 0,
         }
     }

@@ -19,8 +19,18 @@ use switchboard_core::{
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{Session, Step, Subscription};
+use super::{Session, Step, Subscription, inflight::Lanes};
 use crate::{error::RequestError, hub::Outgoing, telemetry};
+
+/// A connection's requests in flight.
+pub(super) struct Flight {
+    /// Requests read and not answered, by channel, and the deliveries
+    /// waiting behind them; waiting requests are kept as the text they
+    /// came in.
+    lanes: Lanes<String, Arc<Outgoing>>,
+    /// The calls running, one per busy lane.
+    running: FuturesUnordered<Call>,
+}
 
 /// One request's work at the broker, owning all it needs.
 pub(crate) type Call = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -100,20 +110,31 @@ impl<B: Broker> Session<B> {
     /// not answered are bounded by `limits.max_requests_in_flight`, and
     /// beyond it the client's frames wait in the socket (backpressure).
     pub fn reading(&self) -> bool {
-        self.lanes.has_room()
+        self.flight.as_ref().is_none_or(|f| f.lanes.has_room())
     }
 
     /// Whether calls are running, to be polled with [`Self::completed`].
     pub fn in_flight(&self) -> bool {
-        self.lanes.open() > 0
+        self.flight.as_ref().is_some_and(|f| f.lanes.open() > 0)
+    }
+
+    fn flight(&mut self) -> &mut Flight {
+        let limits = &self.gateway.settings.gateway.limits;
+        let (limit, hold) = (limits.max_requests_in_flight, limits.outbound_queue);
+        self.flight.get_or_insert_with(|| {
+            Box::new(Flight {
+                lanes: Lanes::new(limit, hold),
+                running: FuturesUnordered::new(),
+            })
+        })
     }
 
     /// The next call to complete, as frames to write. Cancel-safe: a call
     /// is only taken from the set when it is done, and the rest is
     /// synchronous.
     pub async fn completed(&mut self) -> Step {
-        let next = match self.running.as_mut() {
-            Some(running) => running.next().await,
+        let next = match self.flight.as_mut() {
+            Some(flight) => flight.running.next().await,
             None => None,
         };
         match next {
@@ -136,7 +157,7 @@ impl<B: Broker> Session<B> {
         request: Request<'_>,
     ) -> Step {
         let mut step = Step::default();
-        if self.lanes.admit(channel, || text.to_owned()) {
+        if self.flight().lanes.admit(channel, || text.to_owned()) {
             let channel = channel.clone();
             if self.launch(id, request, &mut step) {
                 self.next_of(&channel, &mut step);
@@ -161,9 +182,7 @@ impl<B: Broker> Session<B> {
                 true
             }
             Poll::Pending => {
-                self.running
-                    .get_or_insert_with(FuturesUnordered::new)
-                    .push(call);
+                self.flight().running.push(call);
                 false
             }
         }
@@ -216,7 +235,7 @@ impl<B: Broker> Session<B> {
     /// requests until one is still running (or none is left).
     fn next_of(&mut self, channel: &ChannelName, step: &mut Step) {
         loop {
-            let finished = self.lanes.finish(channel);
+            let finished = self.flight().lanes.finish(channel);
             for out in finished.held {
                 if self.admit_delivery(&out) {
                     step.frames.push(out.text.clone());
@@ -242,10 +261,13 @@ impl<B: Broker> Session<B> {
     /// running waits for that request's answer (and may then be covered
     /// by it). Too many waiting make the connection a slow consumer.
     pub(super) fn hold_or_pass(&mut self, out: &Arc<Outgoing>) -> bool {
-        if self.lanes.open() == 0 || !self.lanes.is_busy(&out.channel) {
+        let Some(flight) = self.flight.as_mut() else {
+            return true;
+        };
+        if flight.lanes.open() == 0 || !flight.lanes.is_busy(&out.channel) {
             return true;
         }
-        if self.lanes.hold(&out.channel, out.clone()).is_err()
+        if flight.lanes.hold(&out.channel, out.clone()).is_err()
             && !self.handle.overflow.is_cancelled()
         {
             telemetry::queue_drop();
@@ -264,12 +286,12 @@ impl<B: Broker> Session<B> {
     /// Lets the running calls end (a subscribe that succeeds is recorded,
     /// so that closing leaves it) and drops the requests still waiting.
     pub(super) async fn finish_calls(&mut self) {
-        self.lanes.abandon();
-        let Some(mut running) = self.running.take() else {
+        let Some(mut flight) = self.flight.take() else {
             return;
         };
+        flight.lanes.abandon();
         let mut ignored = Step::default();
-        while let Some(done) = running.next().await {
+        while let Some(done) = flight.running.next().await {
             self.apply(done, &mut ignored);
         }
     }
