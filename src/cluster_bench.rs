@@ -4,7 +4,9 @@
 //! process of this binary pinned to `--server-cpus` while the tool runs
 //! on `--client-cpus` (taskset). It prints both summaries and the ratio
 //! of the cluster's server CPU per delivery to dev's, the price of the
-//! hop between gateway and broker.
+//! hop between gateway and broker. With `--sweep`, each server also runs
+//! the plan at each of the given rates, and the knee is reported: the
+//! highest rate whose p99 stays under 10 ms with nothing lost.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -22,6 +24,9 @@ use tokio::{
     process::{Child, Command},
     time::Instant,
 };
+
+/// A rate is under the knee while its p99 stays below this.
+const KNEE_P99_US: u64 = 10_000;
 
 /// How long a started server has to answer `/readyz`.
 const READY_WAIT: Duration = Duration::from_secs(30);
@@ -43,6 +48,10 @@ pub(crate) struct ClusterArgs {
     /// The config the servers run with [default: the embedded dev config].
     #[arg(long)]
     pub(crate) server_config: Option<PathBuf>,
+    /// Publication rates to run each server at after the `--rate` run
+    /// (comma-separated, ascending), to find the knee.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) sweep: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -54,6 +63,49 @@ struct Comparison {
     dev_cpu_per_delivery_us: f64,
     cluster_cpu_per_delivery_us: f64,
     cluster_to_dev: f64,
+    /// With `--sweep`: each rate's figures, and the knee of each server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sweep: Option<Sweep>,
+}
+
+#[derive(Serialize)]
+struct Sweep {
+    dev: Vec<Step>,
+    cluster: Vec<Step>,
+    /// The highest rate with p99 under 10 ms and nothing lost, if any.
+    dev_knee: Option<f64>,
+    cluster_knee: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Step {
+    rate: f64,
+    deliveries_per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+    lost: u64,
+    cpu_per_delivery_us: f64,
+}
+
+impl Step {
+    fn of(summary: &Summary) -> Self {
+        Self {
+            rate: summary.plan.rate,
+            deliveries_per_second: summary.delivery.per_second,
+            p50_us: summary.latency_us.p50,
+            p99_us: summary.latency_us.p99,
+            lost: summary.delivery.lost,
+            cpu_per_delivery_us: cpu_per_delivery_us(summary),
+        }
+    }
+}
+
+fn knee(steps: &[Step]) -> Option<f64> {
+    steps
+        .iter()
+        .filter(|s| s.p99_us < KNEE_P99_US && s.lost == 0)
+        .map(|s| s.rate)
+        .reduce(f64::max)
 }
 
 /// Runs the comparison and returns its JSON document.
@@ -72,9 +124,9 @@ pub(crate) async fn run(plan: Plan, args: &ClusterArgs) -> anyhow::Result<String
         &["dev", "--listen", &port],
         &config,
     )?;
-    let dev_summary = measure(&plan, &port, &[&dev]).await;
+    let dev_runs = measure(&plan, &args.sweep, &port, &[&dev]).await;
     drop(dev);
-    let dev_summary = dev_summary?;
+    let (dev_summary, dev_steps) = dev_runs?;
 
     let (grpc, http, gossip) = (free_port()?, free_port()?, free_port()?);
     let broker_args = [
@@ -106,9 +158,9 @@ pub(crate) async fn run(plan: Plan, args: &ClusterArgs) -> anyhow::Result<String
         "--insecure",
     ];
     let gateway = Server::start(&exe, &args.server_cpus, &gateway_args, &config)?;
-    let cluster_summary = measure(&plan, &port, &[&gateway, &broker]).await;
+    let cluster_runs = measure(&plan, &args.sweep, &port, &[&gateway, &broker]).await;
     drop((gateway, broker));
-    let cluster_summary = cluster_summary?;
+    let (cluster_summary, cluster_steps) = cluster_runs?;
 
     let dev_us = cpu_per_delivery_us(&dev_summary);
     let cluster_us = cpu_per_delivery_us(&cluster_summary);
@@ -116,22 +168,52 @@ pub(crate) async fn run(plan: Plan, args: &ClusterArgs) -> anyhow::Result<String
     eprintln!(
         "server CPU per delivery: dev {dev_us:.2} µs, gateway + broker {cluster_us:.2} µs, ratio {cluster_to_dev:.3}"
     );
+    let sweep = (!args.sweep.is_empty()).then(|| Sweep {
+        dev_knee: knee(&dev_steps),
+        cluster_knee: knee(&cluster_steps),
+        dev: dev_steps,
+        cluster: cluster_steps,
+    });
+    if let Some(sweep) = &sweep {
+        eprintln!(
+            "knee (p99 < 10 ms, nothing lost): dev {:?}/s, gateway + broker {:?}/s publications",
+            sweep.dev_knee, sweep.cluster_knee
+        );
+    }
     Ok(serde_json::to_string_pretty(&Comparison {
         dev: dev_summary,
         cluster: cluster_summary,
         dev_cpu_per_delivery_us: dev_us,
         cluster_cpu_per_delivery_us: cluster_us,
         cluster_to_dev,
+        sweep,
     })?)
 }
 
-/// Runs `plan` against the server at `port` once it is ready.
-async fn measure(plan: &Plan, port: &str, servers: &[&Server]) -> anyhow::Result<Summary> {
+/// Runs `plan` against the server at `port` once it is ready, then again
+/// at each rate of `sweep`.
+async fn measure(
+    plan: &Plan,
+    sweep: &[f64],
+    port: &str,
+    servers: &[&Server],
+) -> anyhow::Result<(Summary, Vec<Step>)> {
     ready(port).await?;
     let mut plan = plan.clone();
     plan.url = format!("ws://{port}/ws");
     plan.server_pids = servers.iter().map(|s| s.pid).collect();
-    Ok(switchboard_bench::run(plan).await?)
+    let summary = switchboard_bench::run(plan.clone()).await?;
+    let mut steps = Vec::new();
+    for &rate in sweep {
+        eprintln!("sweep: {rate} publications/s");
+        let at_rate = switchboard_bench::run(Plan {
+            rate,
+            ..plan.clone()
+        })
+        .await?;
+        steps.push(Step::of(&at_rate));
+    }
+    Ok((summary, steps))
 }
 
 fn cpu_per_delivery_us(summary: &Summary) -> f64 {

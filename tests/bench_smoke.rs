@@ -90,7 +90,8 @@ async fn bench_delivers_every_publication_to_every_subscriber_in_order() {
 }
 
 /// `--cluster`: the bench starts `switchboard dev`, then a gateway and a
-/// broker, runs the plan against each and compares their CPU per delivery.
+/// broker, runs the plan (and the sweep) against each and compares their
+/// CPU per delivery.
 #[tokio::test]
 async fn bench_cluster_runs_dev_then_a_gateway_and_broker_and_compares_them() {
     let out = tokio::process::Command::new(BIN)
@@ -101,6 +102,8 @@ async fn bench_cluster_runs_dev_then_a_gateway_and_broker_and_compares_them() {
             "0",
             "--client-cpus",
             "0",
+            "--sweep",
+            "60",
             "--connections",
             "10",
             "--channels",
@@ -141,6 +144,19 @@ async fn bench_cluster_runs_dev_then_a_gateway_and_broker_and_compares_them() {
             summary["servers"].as_array().unwrap().len(),
             servers,
             "{run}"
+        );
+    }
+    // The sweep's one rate, run after the plan's own, on each server.
+    for run in ["dev", "cluster"] {
+        let steps = report["sweep"][run].as_array().unwrap();
+        assert_eq!(steps.len(), 1, "{report:#}");
+        assert_eq!(
+            (steps[0]["rate"].as_f64(), steps[0]["lost"].as_u64()),
+            (Some(60.0), Some(0))
+        );
+        assert!(
+            report["sweep"].get(format!("{run}_knee")).is_some(),
+            "{report:#}"
         );
     }
     let ratio = report["cluster_to_dev"].as_f64().unwrap();
