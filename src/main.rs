@@ -423,6 +423,7 @@ fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
 
     use tracing_subscriber::{fmt, fmt::writer::BoxMakeWriter, prelude::*};
     let filter = log_filter::directives(filter);
+    let cap = log_filter::cap(log_filter::most_verbose(&filter));
     let (writer, terminal) = if to_stderr {
         (
             BoxMakeWriter::new(std::io::stderr),
@@ -440,7 +441,7 @@ fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
             .with_writer(writer)
             .json()
             .finish()
-            .with(log_filter::cap())
+            .with(cap)
             .init();
     } else {
         fmt()
@@ -448,7 +449,7 @@ fn init_tracing(filter: &str, json: bool, to_stderr: bool) {
             .with_writer(writer)
             .with_ansi(terminal)
             .finish()
-            .with(log_filter::cap())
+            .with(cap)
             .init();
     }
 }
