@@ -81,6 +81,10 @@ enum Command {
         /// HTTP address for /metrics, /healthz and /readyz.
         #[arg(long, env = "SWITCHBOARD_HTTP", default_value = "127.0.0.1:9000")]
         http: SocketAddr,
+        /// Where the broker keeps its replication votes (over `[broker]
+        /// data_dir`); without one it votes for nobody.
+        #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
         #[command(flatten)]
         gossip: GossipArgs,
         #[command(flatten)]
@@ -239,6 +243,15 @@ fn client_role_config(edge_tls: EdgeTlsArgs, path: Option<&Path>) -> anyhow::Res
     Ok(config)
 }
 
+/// A broker's config: the file, with `--data-dir` over it.
+fn node_config(path: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut config = Config::load(path)?;
+    if data_dir.is_some() {
+        config.broker.data_dir = data_dir;
+    }
+    Ok(config)
+}
+
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     prepare(&cli);
@@ -259,11 +272,12 @@ fn run() -> anyhow::Result<()> {
             grpc,
             advertise,
             http,
+            data_dir,
             gossip,
             security,
             config,
         } => {
-            let config = Config::load(config.as_deref())?;
+            let config = node_config(config.as_deref(), data_dir)?;
             block_on(on_signal(|signal| {
                 let node = cluster::Node {
                     name,

@@ -122,6 +122,15 @@ impl Placement {
         self.active.owner(channel)
     }
 
+    /// The active brokers in the order they would own `channel` (the owner
+    /// first): whom its replica set is drawn from.
+    pub fn failover(&self, channel: &str) -> Vec<switchboard_core::BrokerName> {
+        self.active
+            .failover(channel)
+            .map(switchboard_core::BrokerName::from)
+            .collect()
+    }
+
     /// Whether this broker is on the ring of active brokers (it is not
     /// while it drains).
     pub fn in_ring(&self) -> bool {

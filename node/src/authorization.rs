@@ -9,7 +9,9 @@
 //!   covers (its name, or for a gateway certificate N also `N-<anything>`:
 //!   the replicas sharing it);
 //! - broker-to-broker RPCs (`Release`, `Claim`) only from brokers, naming
-//!   the caller as the broker that takes (`to`) or gives (`from`).
+//!   the caller as the broker that takes (`to`) or gives (`from`);
+//! - replication RPCs (`Prepare`, `Commit`, `Replicate`) only from brokers,
+//!   naming the caller as the candidate or the leader.
 //!
 //! A cluster started `--insecure` has no identities: every call is let
 //! through, as before mutual TLS.
@@ -70,10 +72,13 @@ pub enum Rpc {
     Nodes,
     Release,
     Claim,
+    Prepare,
+    Commit,
+    Replicate,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 14] = [
+    pub const ALL: [Rpc; 17] = [
         Rpc::Attach,
         Rpc::Detach,
         Rpc::Subscribe,
@@ -88,12 +93,15 @@ impl Rpc {
         Rpc::Nodes,
         Rpc::Release,
         Rpc::Claim,
+        Rpc::Prepare,
+        Rpc::Commit,
+        Rpc::Replicate,
     ];
 
     /// The role allowed to call it.
     pub fn caller_role(self) -> Role {
         match self {
-            Rpc::Release | Rpc::Claim => Role::Broker,
+            Rpc::Release | Rpc::Claim | Rpc::Prepare | Rpc::Commit | Rpc::Replicate => Role::Broker,
             _ => Role::Gateway,
         }
     }
@@ -115,6 +123,9 @@ impl Rpc {
             Rpc::Nodes => "nodes",
             Rpc::Release => "release",
             Rpc::Claim => "claim",
+            Rpc::Prepare => "prepare",
+            Rpc::Commit => "commit",
+            Rpc::Replicate => "replicate",
         }
     }
 }
@@ -186,6 +197,32 @@ pub fn authorize(
     }
 }
 
+/// Lets `request` through if its caller may call `rpc` acting as
+/// `acting_as` ([`authorize`]); refuses it with `PERMISSION_DENIED`
+/// (`UNAUTHENTICATED` without an identity) otherwise, counted and logged.
+/// Names are not secrets; nothing else of the request is logged.
+pub fn check<T>(
+    auth: PeerAuth,
+    request: &tonic::Request<T>,
+    rpc: Rpc,
+    acting_as: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let caller = request.extensions().get::<TlsPeer>().map(|p| &p.identity);
+    authorize(auth, caller, rpc, acting_as).map_err(|denied| {
+        tracing::warn!(rpc = %rpc, caller = ?caller, reason = denied.reason(), "broker RPC refused");
+        metrics::counter!(
+            "switchboard_broker_rpc_denied_total",
+            "rpc" => rpc.label(),
+            "reason" => denied.reason()
+        )
+        .increment(1);
+        match denied {
+            Denied::Unauthenticated { .. } => tonic::Status::unauthenticated(denied.to_string()),
+            _ => tonic::Status::permission_denied(denied.to_string()),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +276,8 @@ mod tests {
         }
         assert_eq!(Rpc::Release.caller_role(), Role::Broker);
         assert_eq!(Rpc::Claim.caller_role(), Role::Broker);
+        assert_eq!(Rpc::Prepare.caller_role(), Role::Broker);
+        assert_eq!(Rpc::Replicate.caller_role(), Role::Broker);
         assert_eq!(Rpc::Attach.caller_role(), Role::Gateway);
         // A shared gateway certificate covers its replicas, not others.
         let shared = id("sb-gateway", Role::Gateway);

@@ -13,11 +13,11 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     LocalBroker,
-    authorization::{PeerAuth, Rpc, authorize},
+    authorization::{PeerAuth, Rpc, check},
     delivery_stream::DeliveryStream,
     handoff::Handoff,
 };
-use switchboard_cluster::{tls::TlsPeer, wire};
+use switchboard_cluster::wire;
 use switchboard_core::{Broker, ChannelName, Delivery, DeliverySink, GatewayId};
 
 /// Deliveries queued per attached gateway before its stream is cut.
@@ -54,31 +54,14 @@ impl BrokerService {
     }
 
     /// Lets `request` through if its caller may call `rpc` acting as
-    /// `acting_as` ([`authorize`]); refuses it with `PERMISSION_DENIED`
-    /// (`UNAUTHENTICATED` without an identity) otherwise, counted and
-    /// logged. Names are not secrets; nothing else of the request is logged.
+    /// `acting_as` ([`check`]).
     fn check<T>(
         &self,
         request: &Request<T>,
         rpc: Rpc,
         acting_as: Option<&str>,
     ) -> Result<(), Status> {
-        let caller = request.extensions().get::<TlsPeer>().map(|p| &p.identity);
-        authorize(self.auth, caller, rpc, acting_as).map_err(|denied| {
-            tracing::warn!(rpc = %rpc, caller = ?caller, reason = denied.reason(), "broker RPC refused");
-            metrics::counter!(
-                "switchboard_broker_rpc_denied_total",
-                "rpc" => rpc.label(),
-                "reason" => denied.reason()
-            )
-            .increment(1);
-            match denied {
-                crate::authorization::Denied::Unauthenticated { .. } => {
-                    Status::unauthenticated(denied.to_string())
-                }
-                _ => Status::permission_denied(denied.to_string()),
-            }
-        })
+        check(self.auth, request, rpc, acting_as)
     }
 
     /// Refuses a channel this broker does not own; takes over one it owns

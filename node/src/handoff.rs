@@ -39,6 +39,9 @@ const CLAIM_BATCH: usize = 500;
 /// change (a claim that failed is retried).
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// How often a leader looks for replica sets that lost a member.
+const REFILL_CHECK: Duration = Duration::from_millis(100);
+
 /// Pulls in flight are serialised per channel over this many locks.
 const STRIPES: usize = 64;
 
@@ -135,17 +138,21 @@ impl Handoff {
             });
         }
         if self.broker.holding(channel) == Holding::State {
-            return Ok(());
+            return self.led(channel, &placement).await;
         }
         // One pull per channel at a time; whoever waited finds it done.
-        let _pull = self.stripe(channel).lock().await;
+        let pull = self.stripe(channel).lock().await;
         let source = match self.broker.holding(channel) {
-            Holding::State => return Ok(()),
+            Holding::State => {
+                drop(pull);
+                return self.led(channel, &placement).await;
+            }
             // Held here, but a broker that came back may have a newer copy.
             Holding::Unverified(other) => {
                 self.pull(&placement, channel, placement.addr(&other)).await;
                 self.broker.verified(channel);
-                return Ok(());
+                drop(pull);
+                return self.led(channel, &placement).await;
             }
             // Handed away earlier and now back: the fence names who has it.
             Holding::Fenced(to) => placement
@@ -154,8 +161,38 @@ impl Handoff {
             Holding::Nothing => placement.source(channel.as_str()),
         };
         if !self.pull(&placement, channel, source).await {
-            // Nobody alive held it: it starts here, in a new epoch.
+            // Nobody alive held it: a replica held here takes over in the
+            // same epoch (in `led`); otherwise it starts in a new epoch.
             self.broker.unfence(channel);
+            let replica = self
+                .broker
+                .replicated()
+                .is_some_and(|r| r.replicas.holds_epoch(channel));
+            if !replica {
+                self.broker.touch(channel)?;
+            }
+        }
+        drop(pull);
+        self.led(channel, &placement).await
+    }
+
+    /// With replication: leads `channel` (standing for its next term first
+    /// if needed), or serves it unreplicated if this broker may not stand;
+    /// a channel with no state here then starts in a new epoch.
+    async fn led(&self, channel: &ChannelName, placement: &Placement) -> Result<(), BrokerError> {
+        let Some(r) = self.broker.replicated() else {
+            return Ok(());
+        };
+        let refill = || !crate::succession::lost_members(r, placement, channel).is_empty();
+        if r.replicas.leads(channel).is_some() && !refill() {
+            return Ok(());
+        }
+        // One election per channel at a time.
+        let _electing = self.stripe(channel).lock().await;
+        let succession = crate::succession::lead(&self.broker, r, placement, channel).await?;
+        if succession == crate::succession::Succession::Ineligible
+            && self.broker.epoch_of(channel).is_none()
+        {
             self.broker.touch(channel)?;
         }
         Ok(())
@@ -253,6 +290,33 @@ impl Handoff {
                         tracing::warn!(owner = %owner, error = %e, "claim failed; retrying");
                         break;
                     }
+                }
+            }
+        }
+    }
+
+    /// With replication: every [`REFILL_CHECK`], refills the replica set of
+    /// each channel led here that lost a member (not live, or its stream
+    /// ended), so that publishes waiting for it commit with its successor.
+    pub async fn refill(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(REFILL_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(r) = self.broker.replicated() else {
+                return;
+            };
+            let placement = self.placement();
+            for channel in r.replicas.led() {
+                if crate::succession::lost_members(r, &placement, &channel).is_empty() {
+                    continue;
+                }
+                if let Err(e) = self.led(&channel, &placement).await {
+                    tracing::debug!(channel = %channel, error = %e, "refill failed; retrying");
                 }
             }
         }

@@ -13,6 +13,10 @@
 //!   released as channels, history, presence and keys come and go (sans-IO).
 //! - [`handoff`]: [`handoff::Handoff`], which moves channel state between
 //!   brokers as the ring changes.
+//! - [`replica`]: [`replica::Replicas`], this broker as a voter and data
+//!   replica of channels led elsewhere, and its gRPC service.
+//! - [`succession`]: a replicated channel's owner standing for its next
+//!   term and leading it (or taking it over from its replica).
 //! - [`register_store`]: the durable part of this broker's replication
 //!   registers (docs/replication.md), synced before a vote leaves.
 //! - [`webhook`]: Pusher apps' webhooks, sent by each channel's owner.
@@ -37,7 +41,9 @@ pub mod local_broker;
 pub mod memory_budget;
 pub mod process;
 pub mod register_store;
+pub mod replica;
 pub mod server;
+pub mod succession;
 pub mod webhook;
 
 pub use local_broker::{BrokerConfig, LocalBroker};

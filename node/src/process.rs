@@ -24,6 +24,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     BrokerConfig, LocalBroker,
     handoff::Handoff,
+    replica::Replicas,
     webhook::{WebhookConfig, Webhooks},
 };
 use switchboard_cluster::{
@@ -85,17 +86,61 @@ pub struct Stopped {
 fn serve_grpc<I, IO, IE>(
     tracker: &TaskTracker,
     incoming: I,
-    (broker, handoff, shutdown): (LocalBroker, Arc<Handoff>, CancellationToken),
+    (broker, handoff, replicas, shutdown): (
+        LocalBroker,
+        Arc<Handoff>,
+        Arc<Replicas>,
+        CancellationToken,
+    ),
 ) where
     I: Stream<Item = Result<IO, IE>> + Send + 'static,
     IO: crate::server::Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
-    let serve = crate::server::serve(incoming, broker, Some(handoff), tracker.clone(), shutdown);
+    let services = crate::server::Services {
+        broker,
+        handoff: Some(handoff),
+        replicas: Some(replicas),
+    };
+    let serve = crate::server::serve(incoming, services, tracker.clone(), shutdown);
     tracker.spawn(async move {
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "gRPC server failed");
         }
+    });
+}
+
+/// This broker's replicas (votes in `data_dir`) and its replication
+/// factor; 2 or more needs a data directory.
+fn open_replicas(
+    config: &BrokerConfig,
+    namespaces: &Namespaces,
+) -> std::io::Result<(Arc<Replicas>, usize)> {
+    let factor = config.replication_factor;
+    if !(1..=3).contains(&factor) {
+        let e = format!("broker.replication_factor is {factor}: it must be 1, 2 or 3");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
+    }
+    if factor >= 2 && config.data_dir.is_none() {
+        let e = "broker.replication_factor 2 or more needs a data directory (--data-dir): a replica's votes must survive a restart";
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
+    }
+    let me = config.name.as_str().into();
+    let replicas = Replicas::open(me, namespaces.clone(), config.data_dir.as_deref())?;
+    Ok((replicas, factor))
+}
+
+/// The hand-over's claims and the sweeper, until `shutdown`.
+fn spawn_upkeep(
+    tracker: &TaskTracker,
+    broker: &LocalBroker,
+    handoff: &Arc<Handoff>,
+    shutdown: &CancellationToken,
+) {
+    tracker.spawn(handoff.clone().run(shutdown.clone()));
+    tracker.spawn({
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        async move { broker.maintain(shutdown).await }
     });
 }
 
@@ -136,6 +181,7 @@ impl BrokerProcess {
             webhooks,
         } = settings;
         let (name, drain_timeout) = (config.name.clone(), config.drain_timeout);
+        let (replicas, factor) = open_replicas(&config, &namespaces)?;
         let broker = LocalBroker::on_host(config, namespaces, host);
         // Two phases: `drain` starts the drain; `shutdown` ends the process.
         let shutdown = CancellationToken::new();
@@ -169,14 +215,16 @@ impl BrokerProcess {
             &name,
             view,
             shutdown.clone(),
-            dialer,
+            dialer.clone(),
         );
-        tracker.spawn(handoff.clone().run(shutdown.clone()));
-        tracker.spawn({
-            let (broker, shutdown) = (broker.clone(), shutdown.clone());
-            async move { broker.maintain(shutdown).await }
-        });
-        let grpc = (broker.clone(), handoff.clone(), shutdown.clone());
+        spawn_upkeep(&tracker, &broker, &handoff, &shutdown);
+        if factor >= 2 {
+            let placement = handoff.placement_changes();
+            let replicating = (replicas.clone(), placement, (dialer, factor));
+            crate::succession::start(&tracker, &broker, replicating, &shutdown);
+            tracker.spawn(handoff.clone().refill(shutdown.clone()));
+        }
+        let grpc = (broker.clone(), handoff.clone(), replicas, shutdown.clone());
         serve_grpc(&tracker, listeners.grpc, grpc);
         Ok(Self {
             broker,

@@ -12,20 +12,31 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::{
-    LocalBroker, authorization::ConnectionAuth, broker_service::BrokerService, handoff::Handoff,
+    LocalBroker,
+    authorization::ConnectionAuth,
+    broker_service::BrokerService,
+    handoff::Handoff,
+    replica::{Replicas, service::ReplicaService},
 };
 
-/// Serves `broker` on `listener` until `shutdown`; in a cluster, only the
-/// channels `handoff` says it owns. Each gateway stream's watcher runs in
-/// `tasks`.
+/// What a broker's gRPC server serves.
+pub struct Services {
+    pub broker: LocalBroker,
+    /// In a cluster: only the channels this says the broker owns.
+    pub handoff: Option<Arc<Handoff>>,
+    /// In a cluster: this broker as a replica and voter of channels.
+    pub replicas: Option<Arc<Replicas>>,
+}
+
+/// Serves `services` on `listener` until `shutdown`. Each gateway stream's
+/// watcher runs in `tasks`.
 pub async fn run(
     listener: TcpListener,
-    broker: LocalBroker,
-    handoff: Option<Arc<Handoff>>,
+    services: Services,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    serve(incoming(listener), broker, handoff, tasks, shutdown).await
+    serve(incoming(listener), services, tasks, shutdown).await
 }
 
 /// Connections accepted on `listener`, as the broker's server takes them.
@@ -55,8 +66,7 @@ impl<T> Connection for T where
 /// kind decides whether calls need a proven identity.
 pub async fn serve<I, IO, IE>(
     incoming: I,
-    broker: LocalBroker,
-    handoff: Option<Arc<Handoff>>,
+    services: Services,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error>
@@ -65,21 +75,23 @@ where
     IO: Connection,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let auth = <IO::ConnectInfo as ConnectionAuth>::AUTH;
+    let Services {
+        broker,
+        handoff,
+        replicas,
+    } = services;
+    let replicas = replicas
+        .map(|r| ReplicaService::new(r, auth, tasks.clone(), shutdown.clone()).into_server());
     tonic::transport::Server::builder()
         // A gateway that died without closing its stream is noticed within
         // a few seconds; its presence entries go with it.
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(Duration::from_secs(2)))
         .add_service(
-            BrokerService::new(
-                broker,
-                handoff,
-                <IO::ConnectInfo as ConnectionAuth>::AUTH,
-                tasks,
-                shutdown.clone(),
-            )
-            .into_server(),
+            BrokerService::new(broker, handoff, auth, tasks, shutdown.clone()).into_server(),
         )
+        .add_optional_service(replicas)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await
 }

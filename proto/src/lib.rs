@@ -9,6 +9,9 @@
 //! - [`api::v1`]: application backends → gateways: the server API (publish,
 //!   send to a user, disconnect, presence, history, channels, info), the
 //!   gRPC twin of the HTTP JSON API under `/api/` (docs/api.md).
+//! - [`replica::v1`]: broker ↔ broker: a channel's replication (prepare and
+//!   accept rounds of a new term; the leader's appends and lease renewals),
+//!   docs/replication.md.
 
 pub mod broker {
     pub mod v1 {
@@ -19,5 +22,11 @@ pub mod broker {
 pub mod api {
     pub mod v1 {
         tonic::include_proto!("switchboard.api.v1");
+    }
+}
+
+pub mod replica {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.replica.v1");
     }
 }

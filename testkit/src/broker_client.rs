@@ -10,7 +10,9 @@ use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use switchboard_cluster::tls::identity::cert_info;
-use switchboard_proto::broker::v1::broker_client::BrokerClient;
+use switchboard_proto::{
+    broker::v1::broker_client::BrokerClient, replica::v1::replica_client::ReplicaClient,
+};
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -35,6 +37,30 @@ pub fn broker_client(
     cluster_ca: &Path,
     presenting: Presenting<'_>,
 ) -> anyhow::Result<BrokerClient<Channel>> {
+    Ok(BrokerClient::new(channel(
+        addr, broker, cluster_ca, presenting,
+    )?))
+}
+
+/// A lazily connected client of the replication service of the broker
+/// named `broker` at `addr`, trusting `cluster_ca`.
+pub fn replica_client(
+    addr: SocketAddr,
+    broker: &str,
+    cluster_ca: &Path,
+    presenting: Presenting<'_>,
+) -> anyhow::Result<ReplicaClient<Channel>> {
+    Ok(ReplicaClient::new(channel(
+        addr, broker, cluster_ca, presenting,
+    )?))
+}
+
+fn channel(
+    addr: SocketAddr,
+    broker: &str,
+    cluster_ca: &Path,
+    presenting: Presenting<'_>,
+) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
     let channel = match presenting {
         Presenting::NoTls => endpoint.connect_lazy(),
@@ -51,7 +77,7 @@ pub fn broker_client(
             }))
         }
     };
-    Ok(BrokerClient::new(channel))
+    Ok(channel)
 }
 
 /// The serial (hex) of the certificate the broker named `broker` at

@@ -43,6 +43,16 @@ pub fn scenario_config_with(
 /// Starts broker `name`, joining the cluster through `seed` (a gossip
 /// address) if given.
 pub async fn broker(bin: &Path, name: &str, seed: Option<&str>) -> anyhow::Result<Process> {
+    broker_with(bin, name, seed, &[]).await
+}
+
+/// [`broker`] with `extra` arguments (e.g. `--data-dir`).
+pub async fn broker_with(
+    bin: &Path,
+    name: &str,
+    seed: Option<&str>,
+    extra: &[&str],
+) -> anyhow::Result<Process> {
     let mut args = vec![
         "node",
         "--name",
@@ -57,6 +67,7 @@ pub async fn broker(bin: &Path, name: &str, seed: Option<&str>) -> anyhow::Resul
     if let Some(seed) = seed {
         args.extend(["--seed", seed]);
     }
+    args.extend(extra);
     let tls = ClusterCa::shared().broker_args(name);
     args.extend(tls.iter().map(String::as_str));
     Process::start_announcing(bin, &args, "grpc://").await

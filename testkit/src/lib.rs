@@ -21,6 +21,19 @@
 //! - [`client`]: a WebSocket client that speaks the client protocol, with
 //!   every wait bounded.
 //! - [`http`]: a bare HTTP GET for probing health and metrics endpoints.
+//! - [`checker`]: the per-channel continuity checker of fault scenarios,
+//!   sans-IO: acknowledgements and deliveries in, counts of what broke out.
+//! - [`scenario`]: fault scenarios under steady publishing: a cluster of
+//!   real processes, publishers and subscribers, one fault, the checker's
+//!   report and the failover times.
+//! - [`fault`]: the faults a scenario injects (kill, freeze, partition,
+//!   rolling restart, join and drain) and when channels moved.
+//! - [`fleet`]: a scenario's brokers, restartable at fixed addresses, and
+//!   gateways.
+//! - [`partition`]: a network namespace a broker runs in, cut off and
+//!   healed with iptables.
+//! - [`traffic`]: a scenario's publishers (server API, idempotent retries)
+//!   and subscribers, recorded as checker events.
 //! - [`load`]: steady publishing across a change, and the check that every
 //!   acknowledged publication arrived once, in order, in its epoch.
 //! - [`api`]: server API clients: JSON over HTTP, and gRPC.
@@ -37,19 +50,25 @@ pub mod api;
 pub mod broker_client;
 pub mod browser;
 pub mod certificates;
+pub mod checker;
 pub mod client;
 pub mod cluster;
 pub mod compose;
 pub mod edge_ca;
+pub mod fault;
+pub mod fleet;
 pub mod gossip_key;
 pub mod http;
 pub mod load;
+pub mod partition;
 pub mod process;
 pub mod prometheus;
 pub mod pusher;
 pub mod python;
+pub mod scenario;
 pub mod server;
 pub mod settings;
+pub mod traffic;
 pub mod webhook;
 
 pub use server::TestServer;

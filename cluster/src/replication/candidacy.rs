@@ -31,6 +31,34 @@ pub struct Plan {
     pub replicas: usize,
 }
 
+impl Plan {
+    /// The configuration a channel is taken to have before its first term
+    /// (term 0): the failover order's first broker leads, the next R - 1
+    /// follow and, with R = 2, the one after witnesses. The first
+    /// candidacy (for term 1) stands on it, so term 1 is decided by a
+    /// majority of the voters the ring names, like every later term.
+    /// Brokers whose rings differ when a channel is created may name
+    /// different voters (docs/replication.md, "The first term").
+    pub fn initial_config(&self) -> Option<ReplicaConfig> {
+        let replicas = self.replicas.clamp(1, 3);
+        let mut seen = BTreeSet::new();
+        let mut order = self.failover.iter().filter(|b| seen.insert((*b).clone()));
+        let leader = order.next()?.clone();
+        let followers: Vec<BrokerName> = order.by_ref().take(replicas - 1).cloned().collect();
+        let witness = if replicas == 2 {
+            order.next().cloned()
+        } else {
+            None
+        };
+        Some(ReplicaConfig {
+            term: Term::ZERO,
+            leader,
+            followers,
+            witness,
+        })
+    }
+}
+
 /// Why a broker may not stand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Ineligible {
@@ -291,6 +319,27 @@ mod tests {
             followers: vec![b("b2")],
             witness: Some(b("b3")),
         }
+    }
+
+    #[test]
+    fn the_first_term_stands_on_the_failover_orders_configuration() {
+        let two = plan(2, &[]).initial_config().unwrap();
+        assert_eq!(two.term, Term::ZERO);
+        assert_eq!(
+            (two.leader.as_str(), two.followers.clone()),
+            ("b1", vec![b("b2")])
+        );
+        assert_eq!(two.witness, Some(b("b3")));
+        let three = plan(3, &[]).initial_config().unwrap();
+        assert_eq!((three.followers.len(), three.witness), (2, None));
+        let one = plan(1, &[]).initial_config().unwrap();
+        assert_eq!((one.followers.len(), one.witness), (0, None));
+        let empty = Plan {
+            failover: vec![],
+            down: Default::default(),
+            replicas: 2,
+        };
+        assert_eq!(empty.initial_config(), None);
     }
 
     fn plan(replicas: usize, down: &[&str]) -> Plan {

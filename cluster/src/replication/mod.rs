@@ -13,15 +13,20 @@
 //!   owed, commits, leases for reads.
 //! - [`candidacy`]: one [`Candidacy`] for a new term: prepare, choose the
 //!   next configuration, have it accepted.
+//! - [`vigil`]: a follower's [`Vigil`] over the leaders it follows: when
+//!   to stand for their channels (a reset stream or silence, once the
+//!   leases it granted ran out).
 
 pub mod candidacy;
 pub mod leadership;
 pub mod register;
 pub mod replica_log;
 pub mod term;
+pub mod vigil;
 
 pub use candidacy::{Candidacy, Ineligible, Outcome, Plan};
 pub use leadership::Leadership;
 pub use register::{Lease, PrepareReply, Refusal, Register};
 pub use replica_log::{AppendReply, ReplicaLog};
 pub use term::{MAX_VOTERS, ReplicaConfig, Term};
+pub use vigil::Vigil;

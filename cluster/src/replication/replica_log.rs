@@ -83,6 +83,23 @@ impl<P: Clone> ReplicaLog<P> {
         self.committed
     }
 
+    /// The first offset held (the log's end + 1 when it holds none).
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Starts an empty-beyond-committed log at `first`: everything before
+    /// it is committed and out of the leader's window, so there is nothing
+    /// to fetch. Only forward, and only over what this log does not hold.
+    pub fn skip_to(&mut self, first: u64) {
+        if first <= self.end() + 1 {
+            return;
+        }
+        self.entries.clear();
+        self.first = first;
+        self.committed = self.committed.max(first - 1);
+    }
+
     pub fn get(&self, offset: u64) -> Option<&P> {
         let i = offset.checked_sub(self.first)?;
         self.entries.get(usize::try_from(i).ok()?)
@@ -202,6 +219,27 @@ mod tests {
         let mut log = ReplicaLog::new();
         log.adopt(Term(term), 0);
         log
+    }
+
+    #[test]
+    fn a_log_behind_the_leaders_window_starts_at_it() {
+        let reg = register(1);
+        let mut log = ReplicaLog::new();
+        log.adopt(Term(1), 50);
+        assert_eq!(
+            log.on_append(&reg, Term(1), 41, "x", 40),
+            AppendReply::Gap { next: 1 }
+        );
+        log.skip_to(41);
+        assert_eq!((log.first(), log.end(), log.committed()), (41, 40, 40));
+        assert_eq!(
+            log.on_append(&reg, Term(1), 41, "x", 40),
+            AppendReply::Stored { end: 41 }
+        );
+        // Never backwards, never over what is held.
+        log.skip_to(10);
+        assert_eq!(log.first(), 41);
+        assert_eq!(log.get(41), Some(&"x"));
     }
 
     #[test]

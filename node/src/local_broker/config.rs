@@ -1,6 +1,6 @@
 //! [`BrokerConfig`]: a broker's own settings.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,15 @@ pub struct BrokerConfig {
     /// channels over and see its gateways go before it stops anyway.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Where this broker keeps what must survive a restart: its
+    /// replication votes (docs/replication.md). Without one it votes for
+    /// nobody, so it can be neither a voter nor a data replica.
+    pub data_dir: Option<PathBuf>,
+    /// Brokers that store each channel (1 to 3): with 2 or more, a
+    /// publication is acknowledged once every one of them stored it, and
+    /// a follower takes over in the same epoch (docs/replication.md). 2 or
+    /// more needs `data_dir`.
+    pub replication_factor: usize,
 }
 
 impl Default for BrokerConfig {
@@ -42,6 +51,8 @@ impl Default for BrokerConfig {
             idempotency_max_keys: 100_000,
             memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
             drain_timeout: Duration::from_secs(10),
+            data_dir: None,
+            replication_factor: 1,
         }
     }
 }

@@ -163,6 +163,32 @@ impl LocalBroker {
         Ok(adopted)
     }
 
+    /// Takes a channel over from this broker's replica of it (a term it
+    /// won): its state in the same epoch, and the idempotency keys of the
+    /// publications held, answered with their first positions.
+    pub fn take_over(
+        &self,
+        takeover: crate::replica::takeover::Takeover,
+    ) -> Result<bool, BrokerError> {
+        let epoch = takeover.snapshot.epoch.clone();
+        let channel = takeover.snapshot.channel.clone();
+        let adopted = self.adopt(takeover.snapshot)?;
+        if adopted {
+            let now = Instant::now();
+            let mut idempotency = self.inner.idempotency.lock();
+            let (cache, charge) = &mut *idempotency;
+            for (key, offset) in takeover.keys {
+                let position = switchboard_core::Position {
+                    offset,
+                    epoch: epoch.clone(),
+                };
+                cache.insert((channel.clone(), key), position, now);
+            }
+            charge.set(cache.bytes());
+        }
+        Ok(adopted)
+    }
+
     /// Creates the channel's state here if there is none.
     pub fn touch(&self, channel: &ChannelName) -> Result<(), BrokerError> {
         self.with_channel(channel, |_| ())

@@ -13,12 +13,15 @@
 //! - `handover`: releasing and adopting channels between brokers.
 //! - `occupancy`: what the app's webhooks hear of a channel's subscribers
 //!   and client events.
+//! - `replicated`: publishing to a channel led here as a replicated
+//!   channel: acknowledged and delivered once every replica stored it.
 
 mod channel_state;
 pub mod config;
 mod handover;
 mod occupancy;
 mod registry;
+pub mod replicated;
 
 use std::sync::{
     Arc,
@@ -82,6 +85,8 @@ struct Inner {
     changes: tokio::sync::Notify,
     /// Pusher apps' webhooks, if any ([`Self::set_webhooks`]).
     webhooks: std::sync::OnceLock<crate::webhook::Webhooks>,
+    /// With a replication factor of 2 or more ([`Self::set_replicated`]).
+    replicated: std::sync::OnceLock<replicated::Replicated>,
 }
 
 impl LocalBroker {
@@ -114,6 +119,7 @@ impl LocalBroker {
                 draining: AtomicBool::new(false),
                 changes: tokio::sync::Notify::new(),
                 webhooks: std::sync::OnceLock::new(),
+                replicated: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -279,6 +285,16 @@ impl LocalBroker {
         self.notify_changed();
     }
 
+    fn count_publish(&self, fresh: bool) {
+        if fresh {
+            self.inner.publications.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("switchboard_broker_publications_total").increment(1);
+        } else {
+            tracing::debug!("idempotent retry answered with the original position");
+            metrics::counter!("switchboard_broker_idempotent_retries_total").increment(1);
+        }
+    }
+
     fn refuse_fenced(&self, channel: &ChannelName) -> Result<(), BrokerError> {
         match self.with_existing(channel, |s| s.fence_error()).flatten() {
             Some(e) => Err(e),
@@ -391,6 +407,13 @@ impl Broker for LocalBroker {
         {
             return Err(BrokerError::InvalidIdempotencyKey);
         }
+        if let Some(r) = self.inner.replicated.get()
+            && r.replicas.leads(&req.channel).is_some()
+        {
+            let (position, fresh) = self.publish_replicated(r, req).await?;
+            self.count_publish(fresh);
+            return Ok(position);
+        }
         let published_at_micros = self.inner.host.wall_micros();
         let timestamp_ms = published_at_micros / 1000;
         let published = self.with_channel(&req.channel, |s| {
@@ -431,13 +454,7 @@ impl Broker for LocalBroker {
             (position, true)
         })?;
         let (position, fresh) = published;
-        if fresh {
-            self.inner.publications.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("switchboard_broker_publications_total").increment(1);
-        } else {
-            tracing::debug!(channel = %req.channel, "idempotent retry answered with the original position");
-            metrics::counter!("switchboard_broker_idempotent_retries_total").increment(1);
-        }
+        self.count_publish(fresh);
         Ok(position)
     }
 

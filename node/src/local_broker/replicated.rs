@@ -1,0 +1,148 @@
+//! Publishing to a channel this broker leads as a replicated channel
+//! (docs/replication.md): the publication is appended to the replica log
+//! under the channel's lock, sent to the followers, and acknowledged,
+//! stored in history and delivered only once every follower stored it.
+//! Whoever sees a commit first delivers every committed offset not yet
+//! delivered, in order, so concurrent publishes never reorder.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+
+use super::LocalBroker;
+use crate::replica::{Entry, Replicas, peer_stream::PeerStreams};
+use switchboard_core::{
+    BrokerError, ChannelName, DeliveryKind, Position, PublishRequest, frame::push as frame,
+};
+
+/// How long a publish waits for its replicas before it is refused (the
+/// gateway retries with the same idempotency key, or the client does).
+/// Shorter than a gateway's call (3 s), so that the gateway hears why.
+pub const COMMIT_WAIT: Duration = Duration::from_millis(2500);
+
+/// This broker's replication, as its channels' owner uses it.
+#[derive(Clone)]
+pub struct Replicated {
+    pub replicas: Arc<Replicas>,
+    pub streams: Arc<PeerStreams>,
+    /// How its elections reach other brokers.
+    pub dial: crate::replica::peer_stream::SharedDial,
+    /// Brokers that store each channel (`broker.replication_factor`).
+    pub factor: usize,
+}
+
+impl LocalBroker {
+    /// Replicates the channels this broker leads from now on.
+    pub fn set_replicated(&self, replicated: Replicated) {
+        let _ = self.inner.replicated.set(replicated);
+    }
+
+    pub fn replicated(&self) -> Option<&Replicated> {
+        self.inner.replicated.get()
+    }
+
+    /// The host's wall clock, µs since the Unix epoch.
+    pub fn wall_micros(&self) -> u64 {
+        self.inner.host.wall_micros()
+    }
+
+    /// `channel`'s epoch and when it began, if it is held here.
+    pub fn epoch_of(&self, channel: &ChannelName) -> Option<(String, u64)> {
+        let s = self.inner.registry.lock_existing(channel)?;
+        Some((s.epoch.clone(), s.created_micros))
+    }
+
+    /// [`switchboard_core::Broker::publish`] for a channel led here.
+    pub(super) async fn publish_replicated(
+        &self,
+        r: &Replicated,
+        req: PublishRequest,
+    ) -> Result<(Position, bool), BrokerError> {
+        let published_micros = self.inner.host.wall_micros();
+        let appended = self.with_channel(&req.channel, |s| {
+            let key = req
+                .idempotency_key
+                .as_ref()
+                .map(|k| (req.channel.clone(), k.clone()));
+            if let Some(key) = &key
+                && let Some(original) = self.inner.idempotency.lock().0.get(key, Instant::now())
+            {
+                return Ok(Err(original.clone()));
+            }
+            let offset = r.replicas.next_offset(&s.name).ok_or(not_led())?;
+            let bytes = frame::publication(
+                &s.name,
+                &req.from,
+                &req.data,
+                offset,
+                &s.epoch,
+                published_micros / 1000,
+            );
+            let entry = Entry {
+                frame: bytes,
+                idempotency_key: req.idempotency_key.clone(),
+                published_micros,
+            };
+            let appended = r
+                .replicas
+                .append_led(&s.name, entry)
+                .map_err(|_| not_led())?;
+            let position = Position {
+                offset: appended.offset,
+                epoch: s.epoch.clone(),
+            };
+            // Remembered now: a retry while this one waits for its
+            // replicas must not be appended again.
+            if let Some(key) = key {
+                let mut idempotency = self.inner.idempotency.lock();
+                let (cache, charge) = &mut *idempotency;
+                cache.insert(key, position.clone(), Instant::now());
+                charge.set(cache.bytes());
+            }
+            self.published(s, &req.data);
+            Ok(Ok((appended, position)))
+        })??;
+        let (appended, position) = match appended {
+            Ok(pending) => pending,
+            Err(original) => return Ok((original, false)),
+        };
+        r.streams.send(appended.outgoing);
+        let mut committed = appended.committed;
+        let offset = appended.offset;
+        match tokio::time::timeout(COMMIT_WAIT, committed.wait_for(|c| *c >= offset)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(not_led()),
+            Err(_) => {
+                return Err(BrokerError::Unavailable(
+                    "not stored on every replica in time".into(),
+                ));
+            }
+        }
+        self.deliver_committed(r, &req.channel, *committed.borrow());
+        Ok((position, true))
+    }
+
+    /// Stores and delivers every offset of `channel` up to `upto` not yet
+    /// delivered, in order, under the channel's lock.
+    fn deliver_committed(&self, r: &Replicated, channel: &ChannelName, upto: u64) {
+        self.with_existing(channel, |s| {
+            while s.offset < upto {
+                let offset = s.offset + 1;
+                let Some(entry) = r.replicas.entry(channel, offset) else {
+                    break;
+                };
+                s.offset = offset;
+                s.store(offset, Instant::now(), entry.frame.clone());
+                s.deliver(
+                    DeliveryKind::Publication { offset },
+                    entry.frame,
+                    entry.published_micros,
+                );
+            }
+        });
+    }
+}
+
+fn not_led() -> BrokerError {
+    BrokerError::NotOwner { owner: None }
+}

@@ -1,0 +1,351 @@
+//! The leader's side of a channel, in [`Replicas`]: leading a won
+//! configuration, appending publications, and what each member's answers
+//! mean ([`Leadership`] decides; this keeps it beside the channel's
+//! register and log, under the same lock). Nothing here does IO: every
+//! call returns the [`Outgoing`] messages for the caller to send.
+
+use std::time::Instant;
+
+use switchboard_cluster::replication::{Leadership, ReplicaConfig};
+use switchboard_core::{BrokerName, ChannelName};
+use switchboard_proto::replica::v1::{
+    self as pb, replicate_reply::Kind as Reply, replicate_request::Kind as Request,
+};
+use tokio::sync::watch;
+
+use super::{Entry, Epoch, ReplicaChannel, ReplicaError, Replicas, wire::config_to_pb};
+
+/// A message for one member's stream.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub to: BrokerName,
+    pub request: pb::ReplicateRequest,
+}
+
+/// What a leader keeps for a channel it leads.
+pub(super) struct Leading {
+    leadership: Leadership,
+    epoch: Epoch,
+    /// The committed offset; publishes wait on it. Dropped when this
+    /// broker stops leading, which fails them.
+    committed: watch::Sender<u64>,
+    /// When the last lease renewal left (leases count from it).
+    renewal_sent: Option<Instant>,
+    /// Committed entries kept in the log (the history window, and at
+    /// least [`MIN_KEPT`] so that delivery never finds one gone).
+    keep: u64,
+}
+
+/// Committed entries a leader keeps at least, whatever the history size:
+/// delivery reads committed entries from the log after the commit.
+const MIN_KEPT: u64 = 4096;
+
+/// A publication appended by the leader: its offset, and the committed
+/// offset to wait on (closed if leadership is lost first).
+pub struct Appended {
+    pub offset: u64,
+    pub committed: watch::Receiver<u64>,
+    pub outgoing: Vec<Outgoing>,
+}
+
+fn request(leader: &BrokerName, channel: &ChannelName, kind: Request) -> pb::ReplicateRequest {
+    pb::ReplicateRequest {
+        leader: leader.to_string(),
+        channel: channel.to_string(),
+        kind: Some(kind),
+    }
+}
+
+impl ReplicaChannel {
+    fn adopt_for(
+        &self,
+        me: &BrokerName,
+        channel: &ChannelName,
+        to: &BrokerName,
+    ) -> Option<Outgoing> {
+        let l = self.leading.as_ref()?;
+        let adopt = pb::Adopt {
+            config: Some(config_to_pb(l.leadership.config())),
+            leader_end: l.leadership.end(),
+            epoch: l.epoch.id.clone(),
+            created_micros: l.epoch.created_micros,
+        };
+        Some(Outgoing {
+            to: to.clone(),
+            request: request(me, channel, Request::Adopt(adopt)),
+        })
+    }
+
+    /// Appends of `range` to `to`, from this leader's log.
+    fn appends(
+        &self,
+        me: &BrokerName,
+        channel: &ChannelName,
+        to: &BrokerName,
+        range: std::ops::Range<u64>,
+    ) -> Vec<Outgoing> {
+        let Some(l) = self.leading.as_ref() else {
+            return Vec::new();
+        };
+        let (term, committed) = (l.leadership.term().0, l.leadership.committed());
+        range
+            .filter_map(|offset| {
+                let e = self.log.get(offset)?;
+                let append = pb::Append {
+                    term,
+                    offset,
+                    frame: e.frame.clone(),
+                    idempotency_key: e.idempotency_key.clone().unwrap_or_default(),
+                    committed,
+                    published_micros: e.published_micros,
+                    log_start: self.log.first(),
+                };
+                Some(Outgoing {
+                    to: to.clone(),
+                    request: request(me, channel, Request::Append(append)),
+                })
+            })
+            .collect()
+    }
+
+    fn commit(&mut self, range: std::ops::Range<u64>) {
+        if let Some(l) = &self.leading
+            && !range.is_empty()
+        {
+            self.log.mark_committed(range.end - 1);
+            l.committed.send_replace(range.end - 1);
+            let end = self.log.end();
+            self.log.forget_before(end.saturating_sub(l.keep) + 1);
+        }
+    }
+
+    fn step_down(&mut self, channel: &ChannelName, why: &str) {
+        if let Some(l) = self.leading.take() {
+            tracing::warn!(channel = %channel, term = %l.leadership.term(), reason = why, "no longer leading");
+        }
+    }
+}
+
+impl Replicas {
+    /// Leads `config` (just won) in `epoch`: the configuration goes to every
+    /// member, with this log's end.
+    pub fn lead(
+        &self,
+        channel: &ChannelName,
+        config: &ReplicaConfig,
+        epoch: Epoch,
+    ) -> Result<Vec<Outgoing>, ReplicaError> {
+        let keep = self.namespaces.options(channel)?.history_size as u64;
+        self.with(channel, |c, me| {
+            let leadership =
+                Leadership::new(config.clone(), c.log.end(), c.log.committed(), self.lease);
+            // A new term of a channel led here (a refill) keeps the waits of
+            // publishes already appended: they commit in the new term.
+            let committed = match c.leading.take() {
+                Some(previous) => previous.committed,
+                None => watch::channel(leadership.committed()).0,
+            };
+            c.epoch = Some(epoch.clone());
+            c.leading = Some(Leading {
+                leadership,
+                epoch,
+                committed,
+                renewal_sent: None,
+                keep: keep.max(MIN_KEPT),
+            });
+            let mut out: Vec<Outgoing> = config
+                .members()
+                .filter(|m| *m != me)
+                .filter_map(|m| c.adopt_for(me, channel, m))
+                .collect();
+            // Followers catch up on what they lack (all of it, for one new
+            // to the set).
+            for f in &config.followers {
+                let range = c.leading.as_mut().map_or(0..0, |l| l.leadership.unacked(f));
+                out.extend(c.appends(me, channel, f, range));
+            }
+            (out, false)
+        })
+    }
+
+    /// Appends `entry` as the next publication of a channel this broker
+    /// leads.
+    pub fn append_led(
+        &self,
+        channel: &ChannelName,
+        entry: Entry,
+    ) -> Result<Appended, ReplicaError> {
+        self.with(channel, |c, me| {
+            let Some(l) = c.leading.as_mut() else {
+                return (Err(ReplicaError::NotLeader), false);
+            };
+            let (offset, committed) = l.leadership.append();
+            let followers = l.leadership.config().followers.clone();
+            c.log.push(entry);
+            let mut outgoing = Vec::new();
+            for f in &followers {
+                let range = c.leading.as_mut().map_or(0..0, |l| l.leadership.to_send(f));
+                outgoing.extend(c.appends(me, channel, f, range));
+            }
+            c.commit(committed);
+            let committed = c.leading.as_ref().map(|l| l.committed.subscribe());
+            (
+                committed
+                    .map(|committed| Appended {
+                        offset,
+                        committed,
+                        outgoing,
+                    })
+                    .ok_or(ReplicaError::NotLeader),
+                false,
+            )
+        })?
+    }
+
+    /// A member's answer on its stream: what to send it next.
+    pub fn on_reply(
+        &self,
+        from: &BrokerName,
+        reply: pb::ReplicateReply,
+    ) -> Result<Vec<Outgoing>, ReplicaError> {
+        let channel = super::wire::channel(&reply.channel).map_err(|_| ReplicaError::NotLeader)?;
+        self.with(&channel, |c, me| {
+            let Some(l) = c.leading.as_mut() else {
+                return (Vec::new(), false);
+            };
+            if reply.term != l.leadership.term().0 {
+                return (Vec::new(), false);
+            }
+            let out = match reply.kind {
+                Some(Reply::Stored(end)) => {
+                    let range = l.leadership.on_ack(from, end);
+                    c.commit(range);
+                    Vec::new()
+                }
+                Some(Reply::Gap(next)) => {
+                    let range = l.leadership.on_gap(from, next);
+                    c.appends(me, &channel, from, range)
+                }
+                Some(Reply::NotAdopted(_)) => {
+                    let range = l.leadership.unacked(from);
+                    c.adopt_for(me, &channel, from)
+                        .into_iter()
+                        .chain(c.appends(me, &channel, from, range))
+                        .collect()
+                }
+                Some(Reply::LeaseMs(ms)) if ms > 0 => {
+                    if let Some(sent) = l.renewal_sent {
+                        l.leadership.on_lease_granted(from, sent);
+                    }
+                    Vec::new()
+                }
+                Some(Reply::Stale(_) | Reply::Adopted(false)) => {
+                    c.step_down(&channel, "a member promised a later term");
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            };
+            (out, false)
+        })
+    }
+
+    /// `peer`'s stream was (re)opened: the configuration again, and every
+    /// append it has not acknowledged, for each channel led here that it is
+    /// a member of.
+    pub fn resync(&self, peer: &BrokerName) -> Vec<Outgoing> {
+        let mut channels = self.channels.lock();
+        let mut out = Vec::new();
+        for (channel, c) in channels.iter_mut() {
+            let Some(l) = c.leading.as_mut() else {
+                continue;
+            };
+            if !l.leadership.config().members().any(|m| m == peer) {
+                continue;
+            }
+            let range = l.leadership.unacked(peer);
+            out.extend(c.adopt_for(&self.me, channel, peer));
+            out.extend(c.appends(&self.me, channel, peer, range));
+        }
+        out
+    }
+
+    /// Lease renewals for every channel led here, to its other voters.
+    pub fn renewals(&self) -> Vec<Outgoing> {
+        let now = Instant::now();
+        let mut channels = self.channels.lock();
+        let mut out = Vec::new();
+        for (channel, c) in channels.iter_mut() {
+            let Some(l) = c.leading.as_mut() else {
+                continue;
+            };
+            l.renewal_sent = Some(now);
+            let term = l.leadership.term().0;
+            for v in l
+                .leadership
+                .config()
+                .voters()
+                .into_iter()
+                .filter(|v| *v != self.me)
+            {
+                let beat = Request::Heartbeat(pb::Heartbeat { term });
+                out.push(Outgoing {
+                    to: v,
+                    request: request(&self.me, channel, beat),
+                });
+            }
+        }
+        out
+    }
+
+    /// The channels this broker leads.
+    pub fn led(&self) -> Vec<ChannelName> {
+        let channels = self.channels.lock();
+        channels
+            .iter()
+            .filter(|(_, c)| c.leading.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The other members of the configuration this broker leads
+    /// `channel` in.
+    pub fn members_of(&self, channel: &ChannelName) -> Option<Vec<BrokerName>> {
+        let channels = self.channels.lock();
+        let config = channels
+            .get(channel)?
+            .leading
+            .as_ref()?
+            .leadership
+            .config()
+            .clone();
+        Some(
+            config
+                .members()
+                .filter(|m| **m != self.me)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The offset the next publication of a channel led here gets.
+    pub fn next_offset(&self, channel: &ChannelName) -> Option<u64> {
+        let channels = self.channels.lock();
+        let l = channels.get(channel)?.leading.as_ref()?;
+        Some(l.leadership.end() + 1)
+    }
+
+    /// The publication at `offset` of `channel`'s log, if held.
+    pub fn entry(&self, channel: &ChannelName, offset: u64) -> Option<Entry> {
+        self.channels.lock().get(channel)?.log.get(offset).cloned()
+    }
+
+    /// Whether this broker leads `channel` (and in which term).
+    pub fn leads(&self, channel: &ChannelName) -> Option<switchboard_cluster::replication::Term> {
+        let channels = self.channels.lock();
+        channels
+            .get(channel)?
+            .leading
+            .as_ref()
+            .map(|l| l.leadership.term())
+    }
+}

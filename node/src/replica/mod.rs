@@ -1,0 +1,408 @@
+//! [`Replicas`]: this broker as a voter and data replica of channels led
+//! elsewhere (docs/replication.md). It drives the sans-IO core
+//! ([`switchboard_cluster::replication`]): one [`Register`] and one
+//! [`ReplicaLog`] per channel, with the register's durable part written to
+//! the [`RegisterStore`] before any answer that depends on it leaves.
+//!
+//! - `service`: the `switchboard.replica.v1.Replica` gRPC service over it.
+//! - `wire`: its messages to and from protobuf.
+//! - `leading`: the leader's side of a channel: leading a won
+//!   configuration, appending, and what members' answers mean (no IO).
+//! - `peer_stream`: the leader's one `Replicate` stream per member.
+//! - `takeover`: the channel as a follower's log holds it, for the term
+//!   it won.
+//! - `election`: standing for a new term of a channel over the network
+//!   (prepare and accept rounds at the voters, this broker's own register
+//!   among them).
+//!
+//! A broker without a data directory keeps no registers: it refuses every
+//! vote (a voter that forgot a promise after a restart could vote twice
+//! for one term), and so can be neither a voter nor a data replica.
+
+pub mod election;
+pub mod leading;
+pub mod peer_stream;
+pub mod service;
+pub mod takeover;
+pub mod wire;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_cluster::replication::{
+    AppendReply, Candidacy, Ineligible, Plan, PrepareReply, Register, ReplicaConfig, ReplicaLog,
+    Term, Vigil,
+};
+use switchboard_core::{BrokerName, ChannelName, Namespaces};
+
+use crate::register_store::RegisterStore;
+
+/// The lease a voter grants a leader with each renewal (docs/replication.md).
+pub const LEASE: Duration = Duration::from_millis(800);
+
+/// One publication as a data replica stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub frame: Bytes,
+    pub idempotency_key: Option<String>,
+    pub published_micros: u64,
+}
+
+/// The channel's epoch as the leader sent it: a follower that takes over
+/// goes on in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Epoch {
+    pub id: String,
+    pub created_micros: u64,
+}
+
+/// One channel at this replica.
+struct ReplicaChannel {
+    register: Register,
+    log: ReplicaLog<Entry>,
+    epoch: Option<Epoch>,
+    /// While this broker leads the channel.
+    leading: Option<leading::Leading>,
+}
+
+/// Why a replication request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("this broker has no data directory: it keeps no votes")]
+    NoDataDir,
+    #[error("cannot record the vote: {0}")]
+    Store(#[from] std::io::Error),
+    #[error(transparent)]
+    Channel(#[from] switchboard_core::BrokerError),
+    #[error("may not stand: {0}")]
+    Ineligible(#[from] Ineligible),
+    #[error("no failover order to stand on")]
+    NoBrokers,
+    #[error("this broker does not lead the channel")]
+    NotLeader,
+}
+
+/// An append from the leader of `term`.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub term: Term,
+    pub offset: u64,
+    pub entry: Entry,
+    pub committed: u64,
+    /// The first offset the leader's log holds.
+    pub log_start: u64,
+}
+
+/// This broker's registers and replica logs, by channel.
+pub struct Replicas {
+    me: BrokerName,
+    namespaces: Namespaces,
+    lease: Duration,
+    /// When this process started: registers read back from the store
+    /// refuse every candidate until one lease after it.
+    started: Instant,
+    channels: Mutex<HashMap<ChannelName, ReplicaChannel>>,
+    store: Option<Mutex<RegisterStore>>,
+    /// The leaders this broker follows, and when to stand for their
+    /// channels.
+    vigil: Mutex<Vigil>,
+}
+
+/// How long a leader may be silent (no append, no renewal) before its
+/// followers stand for its channels: two missed renewals.
+pub const SILENCE: Duration = Duration::from_millis(1500);
+
+impl Replicas {
+    /// `me`'s replicas, shared, with registers kept in `data_dir` (none:
+    /// no votes).
+    pub fn open(
+        me: BrokerName,
+        namespaces: Namespaces,
+        data_dir: Option<&Path>,
+    ) -> std::io::Result<Arc<Self>> {
+        Self::open_in(me, namespaces, data_dir).map(Arc::new)
+    }
+
+    /// [`Self::open`] with registers kept in `data_dir`.
+    pub fn open_in(
+        me: BrokerName,
+        namespaces: Namespaces,
+        data_dir: Option<&Path>,
+    ) -> std::io::Result<Self> {
+        let started = Instant::now();
+        let store = data_dir.map(RegisterStore::open).transpose()?;
+        let mut channels = HashMap::new();
+        if let Some(store) = &store {
+            for channel in store.channels() {
+                if let Some(register) = store.restore(channel, LEASE, started) {
+                    // The log was in memory: lost with the process.
+                    let log = ReplicaLog::lost();
+                    let restored = ReplicaChannel {
+                        register,
+                        log,
+                        epoch: None,
+                        leading: None,
+                    };
+                    channels.insert(channel.clone(), restored);
+                }
+            }
+            tracing::info!(dir = %store.dir().display(), registers = channels.len(), "replication registers restored");
+        }
+        Ok(Self {
+            me,
+            namespaces,
+            lease: LEASE,
+            started,
+            channels: Mutex::new(channels),
+            store: store.map(Mutex::new),
+            vigil: Mutex::new(Vigil::new()),
+        })
+    }
+
+    pub fn me(&self) -> &BrokerName {
+        &self.me
+    }
+
+    /// Whether this broker may vote (it has a data directory).
+    pub fn votes(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Runs `f` on `channel`'s replica state (created empty if new), then
+    /// saves its register if `f` says it changed.
+    fn with<T>(
+        &self,
+        channel: &ChannelName,
+        f: impl FnOnce(&mut ReplicaChannel, &BrokerName) -> (T, bool),
+    ) -> Result<T, ReplicaError> {
+        let store = self.store.as_ref().ok_or(ReplicaError::NoDataDir)?;
+        self.namespaces.options(channel)?;
+        let mut channels = self.channels.lock();
+        let c = channels
+            .entry(channel.clone())
+            .or_insert_with(|| ReplicaChannel {
+                register: Register::new(self.lease),
+                log: ReplicaLog::new(),
+                epoch: None,
+                leading: None,
+            });
+        let (out, changed) = f(c, &self.me);
+        if changed {
+            // Before the answer leaves: a vote must survive a crash.
+            store.lock().save(channel, &c.register)?;
+        }
+        Ok(out)
+    }
+
+    /// `Prepare{term}` from `candidate`.
+    pub fn prepare(
+        &self,
+        channel: &ChannelName,
+        candidate: &BrokerName,
+        term: Term,
+    ) -> Result<PrepareReply, ReplicaError> {
+        let now = Instant::now();
+        self.with(channel, |c, me| {
+            let log_end = c
+                .register
+                .config()
+                .is_some_and(|cfg| cfg.is_data_replica(me))
+                .then(|| c.log.end());
+            let before = (c.register.promised(), c.register.promised_to().cloned());
+            let reply = c.register.on_prepare(now, candidate, term, log_end);
+            let changed = before != (c.register.promised(), c.register.promised_to().cloned());
+            (reply, changed)
+        })
+    }
+
+    /// `Commit{config}`: whether it was accepted, and the promise after it.
+    pub fn commit(
+        &self,
+        channel: &ChannelName,
+        config: &ReplicaConfig,
+    ) -> Result<(bool, Term), ReplicaError> {
+        self.with(channel, |c, _| {
+            let accepted = c.register.on_commit(config);
+            ((accepted, c.register.promised()), accepted)
+        })
+    }
+
+    /// `Adopt{config, leader_end}`: the leader's configuration, applied to
+    /// the register; a follower's log then follows the term.
+    pub fn adopt(
+        &self,
+        channel: &ChannelName,
+        config: &ReplicaConfig,
+        leader_end: u64,
+        epoch: Epoch,
+    ) -> Result<bool, ReplicaError> {
+        self.with(channel, |c, me| {
+            let accepted = c.register.on_commit(config);
+            if accepted && config.followers.contains(me) {
+                c.log.adopt(config.term, leader_end);
+                c.epoch = Some(epoch);
+            }
+            (accepted, accepted)
+        })
+    }
+
+    /// `Append` from the leader of its term.
+    pub fn append(
+        &self,
+        channel: &ChannelName,
+        append: Append,
+    ) -> Result<AppendReply, ReplicaError> {
+        let keep = self.namespaces.options(channel)?.history_size as u64;
+        self.with(channel, |c, _| {
+            if let Some(leader) = c.register.config().map(|cfg| cfg.leader.clone()) {
+                self.vigil.lock().heard(&leader, Instant::now());
+            }
+            // Behind the leader's window: start where its log does (only
+            // for the term this log follows).
+            if append.term == c.log.term() && append.term == c.register.promised() {
+                c.log.skip_to(append.log_start);
+            }
+            let reply = c.log.on_append(
+                &c.register,
+                append.term,
+                append.offset,
+                append.entry,
+                append.committed,
+            );
+            // Only the history window is kept (and what is not committed
+            // yet, which the log never drops).
+            let end = c.log.end();
+            c.log.forget_before(end.saturating_sub(keep) + 1);
+            (reply, false)
+        })
+    }
+
+    /// A lease renewal from `leader` for `term`: how long it runs from now.
+    pub fn renew(
+        &self,
+        channel: &ChannelName,
+        leader: &BrokerName,
+        term: Term,
+    ) -> Result<Option<Duration>, ReplicaError> {
+        let now = Instant::now();
+        self.with(channel, |c, _| {
+            let until = c.register.grant_lease(now, leader, term);
+            let mut vigil = self.vigil.lock();
+            vigil.heard(leader, now);
+            if let Some(until) = until {
+                vigil.granted(leader, until, now);
+            }
+            (until.map(|u| u.saturating_duration_since(now)), false)
+        })
+    }
+
+    /// A candidacy of this broker for the next term of `channel`, on top of
+    /// the newest configuration its register knows (before the first term,
+    /// the one `plan`'s failover order names).
+    pub fn candidacy(&self, channel: &ChannelName, plan: Plan) -> Result<Candidacy, ReplicaError> {
+        let initial = plan.initial_config().ok_or(ReplicaError::NoBrokers)?;
+        self.with(channel, |c, me| {
+            let base = c.register.config().cloned().unwrap_or(initial);
+            let term = base.term.max(c.register.promised()).next();
+            (Candidacy::new(me.clone(), base, &c.log, term, plan), false)
+        })?
+        .map_err(ReplicaError::from)
+    }
+
+    /// The candidacy for `config` was won: this broker's log leads its
+    /// term, and its register takes the configuration. False if the
+    /// register promised a later term meanwhile: then it only learns the
+    /// configuration, to stand on next time, and does not lead.
+    pub fn won(&self, channel: &ChannelName, config: &ReplicaConfig) -> Result<bool, ReplicaError> {
+        self.with(channel, |c, _| {
+            if c.register.on_commit(config) {
+                c.log.lead(config.term);
+                (true, true)
+            } else {
+                c.register.learn(config);
+                (false, true)
+            }
+        })
+    }
+
+    /// A configuration newer than the one known, reported by a voter.
+    pub fn learn(&self, channel: &ChannelName, config: &ReplicaConfig) -> Result<(), ReplicaError> {
+        self.with(channel, |c, _| {
+            c.register.learn(config);
+            ((), true)
+        })
+    }
+
+    /// `channel`'s register: its promise, to whom, and the configuration it
+    /// accepted last.
+    pub fn register(
+        &self,
+        channel: &ChannelName,
+    ) -> Option<(Term, Option<BrokerName>, Option<ReplicaConfig>)> {
+        let channels = self.channels.lock();
+        let r = &channels.get(channel)?.register;
+        Some((r.promised(), r.promised_to().cloned(), r.config().cloned()))
+    }
+
+    /// What this broker holds of `channel` as a replica: its term, log end
+    /// and committed offset, and the epoch (for tests and metrics).
+    pub fn state(&self, channel: &ChannelName) -> Option<(Term, u64, u64, Option<Epoch>)> {
+        let channels = self.channels.lock();
+        let c = channels.get(channel)?;
+        Some((
+            c.log.term(),
+            c.log.end(),
+            c.log.committed(),
+            c.epoch.clone(),
+        ))
+    }
+
+    /// `leader`'s stream opened, or ended.
+    pub fn stream_from(&self, leader: &BrokerName, open: bool) {
+        let mut vigil = self.vigil.lock();
+        match open {
+            true => vigil.opened(leader, Instant::now()),
+            false => vigil.ended(leader, Instant::now()),
+        }
+    }
+
+    /// The channels this broker follows whose leader is lost (its stream
+    /// ended, or it fell silent) and no longer held by a lease granted
+    /// here: the ones to stand for now, if this log is complete.
+    pub fn due(&self, now: Instant) -> Vec<ChannelName> {
+        let lost = self.vigil.lock().due(now, SILENCE);
+        if lost.is_empty() {
+            return Vec::new();
+        }
+        let channels = self.channels.lock();
+        channels
+            .iter()
+            .filter(|(_, c)| c.leading.is_none())
+            .filter_map(|(name, c)| {
+                let config = c.register.config()?;
+                let follows = config.followers.contains(&self.me);
+                let complete = c.log.is_complete_for(config.term);
+                (follows && complete && lost.contains(&config.leader)).then(|| name.clone())
+            })
+            .collect()
+    }
+
+    /// Until when this broker's register for `channel` holds a lease for
+    /// another broker, if it does.
+    pub fn lease_until(&self, channel: &ChannelName) -> Option<Instant> {
+        let channels = self.channels.lock();
+        let lease = channels.get(channel)?.register.lease()?;
+        lease.holder.as_ref().map(|_| lease.until)
+    }
+
+    /// When registers read back from disk start voting again.
+    pub fn votes_from(&self) -> Instant {
+        self.started + self.lease
+    }
+}

@@ -1,0 +1,151 @@
+//! [`PeerStreams`]: the leader's one `Replicate` stream per member broker,
+//! opened on first use. Messages to a member leave in order on its stream
+//! (appends pipelined, never one round trip each); its answers are fed to
+//! [`Replicas::on_reply`] and what that says to send goes out at once. A
+//! stream that ends (the member restarted, or its connection was reset) is
+//! opened again by the next message, starting with [`Replicas::resync`]:
+//! the configuration and every append the member has not acknowledged.
+
+use std::{collections::HashMap, sync::Arc};
+
+use parking_lot::Mutex;
+use switchboard_core::BrokerName;
+use switchboard_proto::replica::v1::{self as pb, replica_client::ReplicaClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::Channel;
+
+use super::{Replicas, leading::Outgoing};
+
+/// Messages queued for one member before its stream is dropped (and
+/// resynchronised when opened again).
+const QUEUE: usize = 8192;
+
+/// How a leader reaches a member's replication service.
+pub type SharedDial = Arc<dyn Fn(&BrokerName) -> Option<ReplicaClient<Channel>> + Send + Sync>;
+
+/// The leader's streams, by member.
+pub struct PeerStreams {
+    replicas: Arc<Replicas>,
+    dial: SharedDial,
+    /// Each stream with the number it was opened as.
+    streams: Mutex<HashMap<BrokerName, (u64, mpsc::Sender<pb::ReplicateRequest>)>>,
+    opened: std::sync::atomic::AtomicU64,
+    /// Members whose stream ended and that have not answered since: a
+    /// killed broker's connections reset at once, long before gossip
+    /// declares it down.
+    down: Mutex<std::collections::HashSet<BrokerName>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl PeerStreams {
+    pub fn new(
+        replicas: Arc<Replicas>,
+        dial: SharedDial,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            replicas,
+            dial,
+            streams: Mutex::new(HashMap::new()),
+            opened: Default::default(),
+            down: Default::default(),
+            tasks,
+            shutdown,
+        })
+    }
+
+    /// Sends each message on its member's stream, opening it if needed.
+    pub fn send(self: &Arc<Self>, outgoing: Vec<Outgoing>) {
+        for Outgoing { to, request } in outgoing {
+            let tx = self.stream(&to);
+            let Some(tx) = tx else { continue };
+            if tx.try_send(request).is_err() {
+                // Full or gone: drop it; the next message opens it afresh
+                // and resends what was not acknowledged.
+                tracing::warn!(member = %to, "replication stream full or closed; reopening");
+                self.streams.lock().remove(&to);
+            }
+        }
+    }
+
+    fn stream(self: &Arc<Self>, to: &BrokerName) -> Option<mpsc::Sender<pb::ReplicateRequest>> {
+        if let Some((_, tx)) = self
+            .streams
+            .lock()
+            .get(to)
+            .filter(|(_, tx)| !tx.is_closed())
+        {
+            return Some(tx.clone());
+        }
+        let client = (self.dial)(to)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        // What the member has not acknowledged goes first.
+        for Outgoing { request, .. } in self.replicas.resync(to) {
+            let _ = tx.try_send(request);
+        }
+        let n = self
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.streams.lock().insert(to.clone(), (n, tx.clone()));
+        let this = self.clone();
+        let member = to.clone();
+        self.tasks
+            .spawn(async move { this.run((member, n), client, rx).await });
+        Some(tx)
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        (member, n): (BrokerName, u64),
+        mut client: ReplicaClient<Channel>,
+        rx: mpsc::Receiver<pb::ReplicateRequest>,
+    ) {
+        let opened = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            opened = client.replicate(ReceiverStream::new(rx)) => opened,
+        };
+        let mut replies = match opened {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                tracing::debug!(member = %member, error = %e, "replication stream refused");
+                return self.ended(&member, n);
+            }
+        };
+        loop {
+            let reply = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                reply = replies.message() => reply,
+            };
+            match reply {
+                Ok(Some(reply)) => {
+                    self.down.lock().remove(&member);
+                    match self.replicas.on_reply(&member, reply) {
+                        Ok(out) => self.send(out),
+                        Err(e) => {
+                            tracing::debug!(member = %member, error = %e, "reply not applied")
+                        }
+                    }
+                }
+                Ok(None) | Err(_) => return self.ended(&member, n),
+            }
+        }
+    }
+
+    /// Whether `member`'s stream ended and it has not answered since.
+    pub fn is_down(&self, member: &BrokerName) -> bool {
+        self.down.lock().contains(member)
+    }
+
+    fn ended(&self, member: &BrokerName, n: u64) {
+        tracing::debug!(member = %member, "replication stream ended");
+        self.down.lock().insert(member.clone());
+        let mut streams = self.streams.lock();
+        if streams.get(member).is_some_and(|(m, _)| *m == n) {
+            streams.remove(member);
+        }
+    }
+}

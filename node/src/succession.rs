@@ -1,0 +1,164 @@
+//! Who leads a replicated channel at its owner (docs/replication.md): the
+//! ring's owner stands for the channel's next term before it serves it —
+//! term 1 for a channel starting here, the next one for a channel whose
+//! replica this broker holds (a takeover, in the same epoch at the same
+//! offsets) — and then leads it, so that every publication is stored on
+//! the replica set before it is acknowledged.
+
+use std::time::{Duration, Instant};
+
+use switchboard_cluster::{
+    ownership::Placement,
+    replication::{Ineligible, Plan},
+};
+use switchboard_core::{BrokerError, ChannelName};
+
+use crate::{
+    LocalBroker,
+    local_broker::replicated::Replicated,
+    replica::{
+        Epoch, ReplicaError,
+        election::{Elected, stand},
+    },
+};
+
+/// How long one election may take before the request that needed it is
+/// sent back to try again.
+const ELECTION: Duration = Duration::from_secs(3);
+
+/// What standing for a channel came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Succession {
+    /// This broker leads it now (or already did).
+    Leads,
+    /// It may not stand (it holds no complete replica): the channel is
+    /// served as it is held here, unreplicated.
+    Ineligible,
+}
+
+/// Leads `channel` if this broker can: stands for its next term, takes
+/// its state over from the replica log if none is held here, and leads.
+pub async fn lead(
+    broker: &LocalBroker,
+    r: &Replicated,
+    placement: &Placement,
+    channel: &ChannelName,
+) -> Result<Succession, BrokerError> {
+    let lost = lost_members(r, placement, channel);
+    if r.replicas.leads(channel).is_some() && lost.is_empty() {
+        return Ok(Succession::Leads);
+    }
+    // Leading with a member gone: a new term refills the replica set.
+    let plan = Plan {
+        failover: placement.failover(channel.as_str()),
+        down: lost.into_iter().collect(),
+        replicas: r.factor,
+    };
+    let candidacy = match r.replicas.candidacy(channel, plan) {
+        Ok(c) => c,
+        Err(ReplicaError::Ineligible(why)) => return Ok(ineligible(channel, &why)),
+        Err(e) => return Err(BrokerError::Unavailable(e.to_string())),
+    };
+    let dial = &*r.dial;
+    let deadline = Instant::now() + ELECTION;
+    let elected = stand(&r.replicas, dial, channel, candidacy, deadline)
+        .await
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+    let config = match elected {
+        Elected::Leads { config, .. } => config,
+        other => {
+            tracing::info!(channel = %channel, outcome = ?other, "not elected; the request may come back");
+            return Err(BrokerError::NotOwner { owner: None });
+        }
+    };
+    if broker.epoch_of(channel).is_none() {
+        match r.replicas.takeover(channel, broker.wall_micros()) {
+            Some(takeover) => {
+                let (epoch, offset) = (takeover.snapshot.epoch.clone(), takeover.snapshot.offset);
+                broker.take_over(takeover)?;
+                tracing::info!(channel = %channel, term = %config.term, epoch = %epoch, offset, "took the channel over from its replica");
+                metrics::counter!("switchboard_replication_takeovers_total").increment(1);
+            }
+            None => broker.touch(channel)?,
+        }
+    }
+    let (id, created_micros) = broker
+        .epoch_of(channel)
+        .ok_or_else(|| BrokerError::Unavailable("the channel went away".into()))?;
+    let epoch = Epoch { id, created_micros };
+    let outgoing = r
+        .replicas
+        .lead(channel, &config, epoch)
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+    r.streams.send(outgoing);
+    Ok(Succession::Leads)
+}
+
+/// Members of the configuration this broker leads `channel` in that are
+/// no longer live.
+pub fn lost_members(
+    r: &Replicated,
+    placement: &Placement,
+    channel: &ChannelName,
+) -> Vec<switchboard_core::BrokerName> {
+    r.replicas
+        .members_of(channel)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| !placement.is_live(m.as_str()) || r.streams.is_down(m))
+        .collect()
+}
+
+fn ineligible(channel: &ChannelName, why: &Ineligible) -> Succession {
+    tracing::debug!(channel = %channel, reason = %why, "serving the channel unreplicated");
+    metrics::counter!("switchboard_replication_unreplicated_total").increment(1);
+    Succession::Ineligible
+}
+
+/// How often a leader renews the leases its voters grant: well inside
+/// their length, so that one lost renewal costs nothing.
+const RENEW_EVERY: Duration = Duration::from_millis(250);
+
+/// Switches replication on for `broker` (a replication factor of 2 or
+/// more): leaders' streams to their members, and lease renewals, until
+/// `shutdown`. Other brokers are reached at the addresses `placement`
+/// gives, through `dialer`.
+pub fn start(
+    tracker: &tokio_util::task::TaskTracker,
+    broker: &LocalBroker,
+    (replicas, placement, (dialer, factor)): (
+        std::sync::Arc<crate::replica::Replicas>,
+        tokio::sync::watch::Receiver<std::sync::Arc<Placement>>,
+        (switchboard_cluster::dialer::SharedDialer, usize),
+    ),
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    let dial: crate::replica::peer_stream::SharedDial = std::sync::Arc::new(move |name| {
+        let addr = placement.borrow().addr(name.as_str())?;
+        let channel = dialer.dial(&addr).ok()?;
+        Some(switchboard_proto::replica::v1::replica_client::ReplicaClient::new(channel))
+    });
+    let streams = crate::replica::peer_stream::PeerStreams::new(
+        replicas.clone(),
+        dial.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    );
+    broker.set_replicated(Replicated {
+        replicas: replicas.clone(),
+        streams: streams.clone(),
+        dial,
+        factor,
+    });
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(RENEW_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => streams.send(replicas.renewals()),
+            }
+        }
+    });
+}

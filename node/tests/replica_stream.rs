@@ -1,0 +1,332 @@
+//! A leader's appends over its `Replicate` streams to real replication
+//! services (docs/replication.md): pipelined, committed only once every
+//! follower stored them (the witness stores none), held while a follower
+//! is away and resent when it is back, and refused once a later term was
+//! chosen, which ends the old leader's leadership.
+
+mod voters;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use switchboard_cluster::replication::{ReplicaConfig, Term};
+use switchboard_core::{
+    Broker, BrokerName, GatewayId, Namespaces, Position, PublishRequest, SubscribeRequest,
+};
+use switchboard_node::{
+    BrokerConfig, LocalBroker,
+    replica::{
+        Entry, Epoch, Replicas,
+        election::{Elected, stand},
+        peer_stream::PeerStreams,
+    },
+};
+use tokio::time::timeout;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use voters::{NAMES, addrs, cluster, news, plan, serve_on, shared_dialer};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn entry(i: u64) -> Entry {
+    Entry {
+        frame: Bytes::from(format!("{{\"n\":{i}}}")),
+        idempotency_key: Some(format!("k{i}")),
+        published_micros: i,
+    }
+}
+
+fn b(name: &str) -> BrokerName {
+    name.into()
+}
+
+async fn elect(
+    replicas: &Replicas,
+    dial: &voters::Dial,
+    order: &[&str],
+    down: &[&str],
+) -> ReplicaConfig {
+    let candidacy = replicas.candidacy(&news(), plan(order, down)).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    match stand(replicas, &**dial, &news(), candidacy, deadline)
+        .await
+        .unwrap()
+    {
+        Elected::Leads { config, .. } => config,
+        other => panic!("expected to lead, got {other:?}"),
+    }
+}
+
+/// Appends `n` at the leader and sends them; returns each offset's wait.
+fn publish(
+    leader: &Replicas,
+    streams: &Arc<PeerStreams>,
+    n: std::ops::RangeInclusive<u64>,
+) -> Vec<(u64, tokio::sync::watch::Receiver<u64>)> {
+    n.map(|i| {
+        let appended = leader.append_led(&news(), entry(i)).unwrap();
+        assert_eq!(appended.offset, i);
+        streams.send(appended.outgoing);
+        (appended.offset, appended.committed)
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_commit_once_every_follower_stored_them_and_wait_for_one_that_is_away() {
+    let voters = cluster("stream").await;
+    let addrs = addrs(&voters);
+    let dial = shared_dialer(addrs.clone());
+    let b1 = voters[&b("b1")].replicas.clone();
+    let config = elect(&b1, &dial, &NAMES, &[]).await;
+    let streams = PeerStreams::new(
+        b1.clone(),
+        dial.clone(),
+        TaskTracker::new(),
+        CancellationToken::new(),
+    );
+    let epoch = Epoch {
+        id: "e1".into(),
+        created_micros: 1,
+    };
+    streams.send(b1.lead(&news(), &config, epoch.clone()).unwrap());
+
+    for (offset, mut committed) in publish(&b1, &streams, 1..=200) {
+        timeout(WAIT, committed.wait_for(|c| *c >= offset))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let (term, end, _, held_epoch) = voters[&b("b2")].replicas.state(&news()).unwrap();
+    assert_eq!((term, end, held_epoch), (Term(1), 200, Some(epoch)));
+    // The witness votes but stores nothing.
+    let witness = voters[&b("b3")].replicas.state(&news()).unwrap();
+    assert_eq!(witness.1, 0);
+
+    // The follower's server stops: nothing commits without it.
+    voters[&b("b2")].stop.cancel();
+    let mut waiting = publish(&b1, &streams, 201..=201);
+    let (offset, mut committed) = waiting.remove(0);
+    let early = timeout(
+        Duration::from_millis(500),
+        committed.wait_for(|c| *c >= offset),
+    )
+    .await
+    .is_ok();
+    assert!(!early, "committed while the follower could not store it");
+
+    // It comes back on another port with what it held: the stream opens
+    // again, what it missed is resent, and the publication commits.
+    let (addr, _stop) = serve_on(voters[&b("b2")].replicas.clone()).await;
+    addrs.lock().insert(b("b2"), addr);
+    let resent = timeout(WAIT, async {
+        loop {
+            streams.send(b1.renewals());
+            if tokio::time::timeout(
+                Duration::from_millis(100),
+                committed.wait_for(|c| *c >= offset),
+            )
+            .await
+            .is_ok()
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        resent.is_ok(),
+        "never committed after the follower came back"
+    );
+    assert_eq!(voters[&b("b2")].replicas.state(&news()).unwrap().1, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_leaders_appends_are_refused_and_it_steps_down() {
+    let voters = cluster("stale").await;
+    let dial = shared_dialer(addrs(&voters));
+    let b1 = voters[&b("b1")].replicas.clone();
+    let b2 = voters[&b("b2")].replicas.clone();
+    let config = elect(&b1, &dial, &NAMES, &[]).await;
+    let streams = PeerStreams::new(
+        b1.clone(),
+        dial.clone(),
+        TaskTracker::new(),
+        CancellationToken::new(),
+    );
+    streams.send(
+        b1.lead(
+            &news(),
+            &config,
+            Epoch {
+                id: "e1".into(),
+                created_micros: 1,
+            },
+        )
+        .unwrap(),
+    );
+    for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
+        timeout(WAIT, committed.wait_for(|c| *c >= offset))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    // b2, which holds every committed publication, wins term 2 believing
+    // b1 gone (b1 never renewed a lease, so nothing holds b2 off).
+    let second = elect(&b2, &dial, &["b2", "b3", "b1"], &["b1"]).await;
+    assert_eq!(second.term, Term(2));
+    assert_eq!(
+        b2.state(&news()).unwrap().1,
+        3,
+        "the new leader holds every commit"
+    );
+
+    // b1, still up, appends in term 1: never committed. Either b1 already
+    // learnt of the later term (the witness may answer its configuration
+    // after promising b2, and b1 then stops leading) and refuses the
+    // append, or b2 refuses it and b1 stops leading then.
+    if let Ok(appended) = b1.append_led(&news(), entry(4)) {
+        streams.send(appended.outgoing);
+        let mut committed = appended.committed;
+        let refused = timeout(WAIT, committed.wait_for(|c| *c >= 4))
+            .await
+            .unwrap()
+            .is_err();
+        assert!(refused, "an old leader's publication was committed");
+    }
+    assert_eq!(b1.leads(&news()), None);
+
+    // b2 serves the channel from its log: same epoch, same offsets, and
+    // the keys of what it holds.
+    let takeover = b2.takeover(&news(), 10).unwrap();
+    assert_eq!(takeover.snapshot.epoch, "e1");
+    assert_eq!(takeover.snapshot.offset, 3);
+    let held: Vec<u64> = takeover.snapshot.history.iter().map(|e| e.offset).collect();
+    assert_eq!(held, [1, 2, 3]);
+    let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+    assert!(broker.take_over(takeover).unwrap());
+    broker
+        .attach(GatewayId::from("g1"), Arc::new(Discard))
+        .await
+        .unwrap();
+    let since = Position {
+        offset: 1,
+        epoch: "e1".into(),
+    };
+    let reply = broker
+        .subscribe(SubscribeRequest {
+            gateway: GatewayId::from("g1"),
+            channel: news(),
+            client: None,
+            since: Some(since),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.recovered,
+        Some(true),
+        "a client inside the window recovers"
+    );
+    let recovered: Vec<u64> = reply.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(recovered, [2, 3]);
+    // A retry of the second publication is answered with its position.
+    let retry = broker
+        .publish(PublishRequest {
+            channel: news(),
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            from: "u".into(),
+            idempotency_key: Some("k2".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        retry,
+        Position {
+            offset: 2,
+            epoch: "e1".into()
+        }
+    );
+}
+
+struct Discard;
+
+impl switchboard_core::DeliverySink for Discard {
+    fn deliver(&self, _: switchboard_core::Delivery) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_stands_once_the_leaders_connections_drop_and_its_lease_ran_out() {
+    let voters = cluster("vigil").await;
+    let dial = shared_dialer(addrs(&voters));
+    let b1 = voters[&b("b1")].replicas.clone();
+    let b2 = voters[&b("b2")].replicas.clone();
+    let config = elect(&b1, &dial, &NAMES, &[]).await;
+    // The leader runs on a runtime of its own: shutting that down drops
+    // its tasks and closes its sockets at once, as a killed process's.
+    let leader = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let renewed = std::time::Instant::now();
+    let led = leader.spawn({
+        let (b1, dial) = (b1.clone(), dial.clone());
+        async move {
+            let streams = PeerStreams::new(
+                b1.clone(),
+                dial,
+                TaskTracker::new(),
+                CancellationToken::new(),
+            );
+            let epoch = Epoch {
+                id: "e1".into(),
+                created_micros: 1,
+            };
+            streams.send(b1.lead(&news(), &config, epoch).unwrap());
+            for (offset, mut committed) in publish(&b1, &streams, 1..=2) {
+                timeout(WAIT, committed.wait_for(|c| *c >= offset))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            streams.send(b1.renewals());
+            // Kept alive (with its streams) until the runtime goes.
+            std::future::pending::<()>().await;
+        }
+    });
+    // b2 grants the lease after `renewed`, so it runs at least this long.
+    timeout(WAIT, async {
+        while b2.lease_until(&news()).is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("b2 granted the lease");
+    assert!(
+        b2.due(std::time::Instant::now()).is_empty(),
+        "the leader is alive"
+    );
+
+    leader.shutdown_background();
+    drop(led);
+    let due = timeout(WAIT, async {
+        loop {
+            if b2.due(std::time::Instant::now()).contains(&news()) {
+                return renewed.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the follower never found the leader lost");
+    // Not before the lease it granted ran out, and well before silence
+    // alone would have said so.
+    assert!(
+        due >= Duration::from_millis(700),
+        "due after {due:?}, inside the lease"
+    );
+    assert!(
+        due < switchboard_node::replica::SILENCE,
+        "due after {due:?}: by silence, not the dropped connection"
+    );
+}
