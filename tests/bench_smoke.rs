@@ -117,3 +117,78 @@ async fn smoke(batch: bool) {
         "{cost}"
     );
 }
+
+/// `--cluster`: the bench starts `switchboard dev`, then a gateway and a
+/// broker, runs the plan (and the sweep) against each and compares their
+/// CPU per delivery.
+#[tokio::test]
+async fn bench_cluster_runs_dev_then_a_gateway_and_broker_and_compares_them() {
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--cluster",
+            "--server-cpus",
+            "0",
+            "--client-cpus",
+            "0",
+            "--sweep",
+            "60",
+            "--connections",
+            "10",
+            "--channels",
+            "2",
+            "--subscribers",
+            "5",
+            "--rate",
+            "40",
+            "--duration",
+            "1s",
+            "--settle",
+            "200ms",
+            "--drain",
+            "20s",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench --cluster failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    for (run, servers) in [("dev", 1), ("cluster", 2)] {
+        let summary = &report[run];
+        let d = &summary["delivery"];
+        // 40/s for 1 s, each to 5 subscribers.
+        assert_eq!(summary["publish"]["published"], 40, "{run}: {summary:#}");
+        assert_eq!(d["delivered"].as_u64(), Some(200), "{run}: {summary:#}");
+        assert_eq!(
+            (d["lost"].as_u64(), d["order_violations"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert_eq!(
+            summary["servers"].as_array().unwrap().len(),
+            servers,
+            "{run}"
+        );
+    }
+    // The sweep's one rate, run after the plan's own, on each server.
+    for run in ["dev", "cluster"] {
+        let steps = report["sweep"][run].as_array().unwrap();
+        assert_eq!(steps.len(), 1, "{report:#}");
+        assert_eq!(
+            (steps[0]["rate"].as_f64(), steps[0]["lost"].as_u64()),
+            (Some(60.0), Some(0))
+        );
+        assert!(
+            report["sweep"].get(format!("{run}_knee")).is_some(),
+            "{report:#}"
+        );
+    }
+    let ratio = report["cluster_to_dev"].as_f64().unwrap();
+    assert!(ratio.is_finite() && ratio > 0.0, "{report:#}");
+    assert!(stderr.contains("ratio"), "the ratio on stderr:\n{stderr}");
+}

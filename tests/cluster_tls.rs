@@ -57,9 +57,12 @@ async fn call_every_rpc(c: &mut Broker, me: &str) -> Vec<(&'static str, Result<(
     vec![
         (
             "attach",
-            c.attach(pb::AttachRequest { gateway: gw() })
-                .await
-                .map(drop),
+            c.attach(pb::AttachRequest {
+                gateway: gw(),
+                batches: false,
+            })
+            .await
+            .map(drop),
         ),
         (
             "detach",

@@ -127,6 +127,7 @@ impl RemoteBroker {
     ) -> Result<Streaming<pb::Delivery>, BrokerError> {
         let req = pb::AttachRequest {
             gateway: gateway.as_str().to_owned(),
+            batches: true,
         };
         let resp = call(self.client.clone().attach(req)).await?;
         Ok(resp)
@@ -161,7 +162,7 @@ impl Broker for RemoteBroker {
                     _ = stop.cancelled() => return,
                     item = stream.next() => match item {
                         Some(Ok(d)) => {
-                            if let Ok(d) = wire::delivery_from_pb(d) {
+                            for d in wire::deliveries_from_pb(d).flatten() {
                                 sink.deliver(d);
                             }
                         }

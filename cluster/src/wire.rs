@@ -256,7 +256,18 @@ pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
         control: d.kind == DeliveryKind::Control,
         frame: d.frame.clone(),
         published_at_micros: d.published_at_micros,
+        batch: Vec::new(),
     }
+}
+
+/// The deliveries one stream message carries, in order: itself, or its
+/// batch (`node::delivery_stream`).
+pub fn deliveries_from_pb(
+    mut d: pb::Delivery,
+) -> impl Iterator<Item = Result<Delivery, BrokerError>> {
+    let batch = std::mem::take(&mut d.batch);
+    let single = batch.is_empty().then_some(d);
+    single.into_iter().chain(batch).map(delivery_from_pb)
 }
 
 pub fn delivery_from_pb(d: pb::Delivery) -> Result<Delivery, BrokerError> {

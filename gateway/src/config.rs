@@ -215,6 +215,10 @@ pub struct Limits {
     /// Frames queued for one connection; a client that falls further behind
     /// is disconnected as a slow consumer (4005).
     pub outbound_queue: usize,
+    /// Requests one connection has read and not yet answered (running, or
+    /// waiting behind an earlier request on the same channel); at the
+    /// limit the connection stops reading until one is answered.
+    pub max_requests_in_flight: usize,
     /// Time from TCP accept to a complete WebSocket handshake.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
@@ -261,6 +265,7 @@ impl Default for Limits {
             rate_burst: 100,
             close_on_rate_limit: false,
             outbound_queue: 1024,
+            max_requests_in_flight: 64,
             handshake_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(25),

@@ -98,14 +98,7 @@ pub async fn serve<B, S>(
     let mut ended = Box::pin(write_step(&mut ws, step, framing, limits.write_timeout)).await;
 
     while ended.is_none() {
-        let watching = (session.awaiting_auth(), session.expires_at());
-        if watching != watched {
-            watched = watching;
-            deadline.as_mut().reset(match watching {
-                (true, _) => auth_deadline,
-                (false, expires_at) => expires_at.map_or_else(far_future, instant_of),
-            });
-        }
+        rearm(deadline.as_mut(), &mut watched, &session, auth_deadline);
         ended = tokio::select! {
             biased;
             _ = &mut stopped => Some(Some(if shutdown.is_cancelled() {
@@ -114,9 +107,13 @@ pub async fn serve<B, S>(
                 Disconnect::SlowConsumer
             })),
             _ = &mut deadline => Some(Some(deadline_passed(watched.0))),
-            msg = ws.next() => {
+            msg = ws.next(), if session.reading() => {
                 last_seen = Instant::now();
                 Box::pin(on_message(&mut ws, &mut session, &mut rx, msg, framing, limits.write_timeout)).await
+            }
+            // Answers as requests end, in any order (session::pipeline).
+            step = session.completed(), if session.in_flight() => {
+                Box::pin(write_step(&mut ws, step, framing, limits.write_timeout)).await
             }
             Some(first) = rx.recv() => {
                 Box::pin(write_deliveries(&mut ws, &mut session, first, &mut rx, framing, limits.write_timeout)).await
@@ -129,6 +126,24 @@ pub async fn serve<B, S>(
         Box::pin(close(&mut ws, reason, limits.write_timeout)).await;
     }
     Box::pin(session.close()).await;
+}
+
+/// Points the connection's one deadline at what it now waits for: the auth
+/// timeout while `auth` is awaited, then the token's expiry.
+fn rearm<B: Broker>(
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    watched: &mut (bool, Option<SystemTime>),
+    session: &Session<B>,
+    auth_deadline: Instant,
+) {
+    let watching = (session.awaiting_auth(), session.expires_at());
+    if watching != *watched {
+        *watched = watching;
+        deadline.reset(match watching {
+            (true, _) => auth_deadline,
+            (false, expires_at) => expires_at.map_or_else(far_future, instant_of),
+        });
+    }
 }
 
 /// Why the connection's one deadline ended it: still waiting for `auth`,

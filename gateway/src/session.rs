@@ -2,8 +2,16 @@
 //! budget, and how each request is carried out against the broker. The
 //! connection task ([`crate::connection`]) owns the socket and drives this.
 //!
+//! - `inflight`: the order of a connection's requests (sans-IO): one
+//!   lane per channel, so that channels proceed independently.
+//! - `pipeline`: requests in flight, started from their lanes and
+//!   completed in any order.
+//! - `membership`: subscribe, unsubscribe and publish.
 //! - `reads`: presence, presence stats and history requests.
 
+mod inflight;
+mod membership;
+mod pipeline;
 mod reads;
 
 use std::{
@@ -15,11 +23,10 @@ use std::{
 use serde::Serialize;
 use serde_json::value::RawValue;
 use switchboard_core::{
-    Broker, ChannelName, ClientInfo, DeliveryKind, NamespaceOptions, Position, PublishRequest,
-    SubscribeRequest,
+    Broker, ChannelName, ClientInfo, DeliveryKind, NamespaceOptions,
     frame::{
         Request, parse, push,
-        reply::{self, Empty, Publications, PublishData, SubscribeData},
+        reply::{self, Empty},
     },
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -33,6 +40,8 @@ use crate::{
     rate_limit::TokenBucket,
     telemetry,
 };
+
+use self::pipeline::{Flight, channel_of};
 
 /// A reply to request `id`, encoded for this connection.
 fn respond<R: Serialize>(id: Option<&RawValue>, data: R) -> Utf8Bytes {
@@ -98,6 +107,11 @@ pub struct Session<B: Broker> {
     subs: HashMap<ChannelName, Subscription, foldhash::fast::RandomState>,
     bucket: TokenBucket,
     channel_quota: ChannelQuota,
+    /// Requests in flight; made on the first request, so that a
+    /// connection that never asks holds none of it.
+    flight: Option<Box<Flight>>,
+    /// Subscribes running: counted against `max_channels_per_connection`.
+    joining: usize,
 }
 
 impl<B: Broker> Session<B> {
@@ -123,6 +137,8 @@ impl<B: Broker> Session<B> {
             subs: HashMap::default(),
             bucket,
             channel_quota,
+            flight: None,
+            joining: 0,
         }
     }
 
@@ -184,9 +200,11 @@ impl<B: Broker> Session<B> {
                 }
             }
         }
-        match self.request(id, incoming.request).await {
-            Ok(Some(frame)) => Step::frame(frame),
-            Ok(None) => Step::default(),
+        if let Some(channel) = channel_of(&incoming.request).cloned() {
+            return self.dispatch(text, id, &channel, incoming.request);
+        }
+        match self.request(id, incoming.request) {
+            Ok(frame) => Step::frame(frame),
             Err(e) => Step::error(id, &e),
         }
     }
@@ -218,9 +236,14 @@ impl<B: Broker> Session<B> {
                     user_id: user,
                     info,
                 };
-                if let Err(e) = self.join(None, channel, None, Some(client)).await {
-                    tracing::warn!(client = %self.client_id, error = %e, "personal channel unavailable");
-                    step.frames.push(e.frame(None));
+                // Before any request is read: nothing runs beside it.
+                let mut joined = Step::default();
+                let call = self.join(None, channel, None, Some(client));
+                self.join_now(call, &mut joined).await;
+                if !self.subs.keys().any(ChannelName::is_personal) {
+                    let error = joined.frames.first().map(Utf8Bytes::as_str);
+                    tracing::warn!(client = %self.client_id, error = ?error, "personal channel unavailable");
+                    step.frames.append(&mut joined.frames);
                 }
             }
         }
@@ -262,41 +285,22 @@ impl<B: Broker> Session<B> {
         }
     }
 
-    /// Carries out one request of an authenticated connection. A flat
-    /// match: each request's rules live in its own method below.
-    async fn request(
+    /// Answers a request that names no channel, at once.
+    fn request(
         &mut self,
         id: Option<&RawValue>,
         request: Request<'_>,
-    ) -> Result<Option<Utf8Bytes>, RequestError> {
+    ) -> Result<Utf8Bytes, RequestError> {
         match request {
-            Request::Ping => Ok(Some(Utf8Bytes::from(reply::pong(id)))),
+            Request::Ping => Ok(Utf8Bytes::from(reply::pong(id))),
             Request::Auth { .. } => Err(RequestError::AlreadyAuthenticated),
             Request::Refresh { token } => self.refresh(id, &token),
-            Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
-            Request::Unsubscribe { channel } => self.unsubscribe(id, channel).await,
-            Request::Publish { channel, data } => self.publish(id, channel, data).await,
-            Request::Presence {
-                channel,
-                cursor,
-                limit,
-            } => self.presence(id, channel, cursor, limit).await,
-            Request::PresenceStats { channel } => self.presence_stats(id, channel).await,
-            Request::History {
-                channel,
-                since,
-                limit,
-                reverse,
-            } => self.history(id, channel, since, limit, reverse).await,
+            _ => unreachable!("requests on a channel are dispatched to its lane"),
         }
     }
 
     /// A new token for the same user; it moves the connection's expiry.
-    fn refresh(
-        &mut self,
-        id: Option<&RawValue>,
-        token: &str,
-    ) -> Result<Option<Utf8Bytes>, RequestError> {
+    fn refresh(&mut self, id: Option<&RawValue>, token: &str) -> Result<Utf8Bytes, RequestError> {
         let identity = self
             .gateway
             .auth
@@ -306,159 +310,17 @@ impl<B: Broker> Session<B> {
             return Err(AuthError::OtherUser.into());
         }
         self.auth = AuthState::Authenticated(identity);
-        Ok(Some(respond(id, Empty {})))
-    }
-
-    async fn subscribe(
-        &mut self,
-        id: Option<&RawValue>,
-        channel: ChannelName,
-        since: Option<Position>,
-    ) -> Result<Option<Utf8Bytes>, RequestError> {
-        if channel.is_personal() {
-            return Err(RequestError::PermissionDenied);
-        }
-        if self.subs.contains_key(&channel) {
-            return Err(RequestError::AlreadySubscribed);
-        }
-        let max = self
-            .gateway
-            .settings
-            .gateway
-            .limits
-            .max_channels_per_connection;
-        if self.subs.keys().filter(|c| !c.is_personal()).count() >= max {
-            return Err(RequestError::TooManyChannels(max));
-        }
-        let options = self.access(&channel, false)?;
-        self.channel_quota.admit(&channel, Instant::now())?;
-        let client = options.presence.then(|| ClientInfo {
-            client_id: self.client_id.clone(),
-            user_id: self.identity().user_id.clone(),
-            info: self.identity().info.clone(),
-        });
-        Ok(Some(self.join(id, channel, since, client).await?))
-    }
-
-    async fn unsubscribe(
-        &mut self,
-        id: Option<&RawValue>,
-        channel: ChannelName,
-    ) -> Result<Option<Utf8Bytes>, RequestError> {
-        if channel.is_personal() {
-            return Err(RequestError::PermissionDenied);
-        }
-        if !self.subs.contains_key(&channel) {
-            return Err(RequestError::NotSubscribed);
-        }
-        self.leave(&channel).await;
-        Ok(Some(respond(id, Empty {})))
-    }
-
-    /// Publishes as this connection's user; only a request with an id
-    /// gets a reply.
-    async fn publish(
-        &mut self,
-        id: Option<&RawValue>,
-        channel: ChannelName,
-        data: &RawValue,
-    ) -> Result<Option<Utf8Bytes>, RequestError> {
-        let options = self.access(&channel, true)?;
-        if options.publish_requires_subscription && !self.subs.contains_key(&channel) {
-            return Err(RequestError::NotSubscribed);
-        }
-        self.channel_quota.admit(&channel, Instant::now())?;
-        let position = self
-            .gateway
-            .broker
-            .publish(PublishRequest {
-                channel,
-                from: self.identity().user_id.clone(),
-                data: data.to_owned(),
-                idempotency_key: None,
-            })
-            .await?;
-        Ok(id.map(|id| {
-            respond(
-                Some(id),
-                PublishData {
-                    offset: position.offset,
-                    epoch: &position.epoch,
-                },
-            )
-        }))
-    }
-
-    /// Subscribes this connection and returns the subscribe reply frame.
-    async fn join(
-        &mut self,
-        id: Option<&RawValue>,
-        channel: ChannelName,
-        since: Option<Position>,
-        client: Option<ClientInfo>,
-    ) -> Result<Utf8Bytes, RequestError> {
-        let in_presence = client.is_some();
-        let req = SubscribeRequest {
-            gateway: self.gateway.hub.gateway().clone(),
-            channel: channel.clone(),
-            since,
-            client,
-        };
-        let mut reply = self
-            .gateway
-            .hub
-            .subscribe(&self.gateway.broker, self.conn, self.handle.clone(), req)
-            .await?;
-        let max = self.gateway.settings.gateway.limits.max_history_reply;
-        if reply.publications.len() > max {
-            // Keep the newest, which meet the live stream without a gap, and
-            // say that the answer is not complete.
-            reply.publications.drain(..reply.publications.len() - max);
-            reply.recovered = Some(false);
-        }
-        self.subs.insert(
-            channel.clone(),
-            Subscription {
-                last_offset: reply.position.offset,
-                in_presence,
-            },
-        );
-        telemetry::subscriptions(1.0);
-        Ok(respond(
-            id,
-            SubscribeData {
-                channel: channel.as_str(),
-                offset: reply.position.offset,
-                epoch: &reply.position.epoch,
-                recoverable: reply.recoverable,
-                recovered: reply.recovered,
-                publications: reply.recovered.map(|_| Publications(&reply.publications)),
-                join_leave: reply.join_leave,
-            },
-        ))
-    }
-
-    async fn leave(&mut self, channel: &ChannelName) {
-        let Some(sub) = self.subs.remove(channel) else {
-            return;
-        };
-        telemetry::subscriptions(-1.0);
-        let gateway = &self.gateway;
-        if sub.in_presence
-            && let Err(e) = gateway.broker.leave(channel, &self.client_id).await
-        {
-            tracing::warn!(channel = %channel, error = %e, "presence leave failed");
-        }
-        gateway
-            .hub
-            .unsubscribe(&gateway.broker, self.conn, channel)
-            .await;
+        Ok(respond(id, Empty {}))
     }
 
     /// Whether a queued delivery should be written: it must be for a
     /// channel this connection is subscribed to and, for publications,
     /// newer than what the connection already has.
-    pub fn accept(&mut self, out: &Outgoing) -> bool {
+    pub fn accept(&mut self, out: &Arc<Outgoing>) -> bool {
+        self.hold_or_pass(out) && self.admit_delivery(out)
+    }
+
+    fn admit_delivery(&mut self, out: &Outgoing) -> bool {
         let Some(sub) = self.subs.get_mut(&out.channel) else {
             return false;
         };
@@ -482,18 +344,21 @@ impl<B: Broker> Session<B> {
     /// the `unsubscribed` notice for the client, if it was subscribed.
     /// Personal channels are never ended this way: they carry the commands.
     pub async fn server_unsubscribe(&mut self, channel: &ChannelName) -> Option<Utf8Bytes> {
-        if channel.is_personal() || !self.subs.contains_key(channel) {
+        if channel.is_personal() {
             return None;
         }
-        self.leave(channel).await;
+        self.leave(channel)?.await;
         Some(Utf8Bytes::from(push::unsubscribed(channel)))
     }
 
     /// Ends every subscription; called once when the connection closes.
     pub async fn close(&mut self) {
+        self.finish_calls().await;
         let channels: Vec<ChannelName> = self.subs.keys().cloned().collect();
         for channel in channels {
-            self.leave(&channel).await;
+            if let Some(leave) = self.leave(&channel) {
+                leave.await;
+            }
         }
     }
 }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use switchboard_proto::broker::v1::{self as pb, broker_server};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status};
 
 use crate::{
     LocalBroker,
     authorization::{PeerAuth, Rpc, check},
+    delivery_stream::DeliveryStream,
     handoff::Handoff,
 };
 use switchboard_cluster::wire;
@@ -22,8 +22,6 @@ use switchboard_core::{Broker, ChannelName, Delivery, DeliverySink, GatewayId};
 
 /// Deliveries queued per attached gateway before its stream is cut.
 pub const STREAM_CAPACITY: usize = 65_536;
-
-type Item = Result<pb::Delivery, Status>;
 
 pub struct BrokerService {
     broker: LocalBroker,
@@ -85,14 +83,14 @@ impl BrokerService {
 /// Pushes deliveries into one gateway's stream.
 struct StreamSink {
     gateway: GatewayId,
-    tx: Mutex<Option<mpsc::Sender<Item>>>,
+    tx: Mutex<Option<mpsc::Sender<pb::Delivery>>>,
 }
 
 impl DeliverySink for StreamSink {
     fn deliver(&self, delivery: Delivery) {
         let mut tx = self.tx.lock();
         let Some(sender) = tx.as_ref() else { return };
-        match sender.try_send(Ok(wire::delivery_to_pb(&delivery))) {
+        match sender.try_send(wire::delivery_to_pb(&delivery)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // Ending the stream is the signal: the gateway re-attaches
@@ -123,14 +121,15 @@ fn gateway_of(name: &str) -> Result<GatewayId, Status> {
 
 #[tonic::async_trait]
 impl broker_server::Broker for BrokerService {
-    type AttachStream = ReceiverStream<Item>;
+    type AttachStream = DeliveryStream;
 
     async fn attach(
         &self,
         request: Request<pb::AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         self.check(&request, Rpc::Attach, Some(&request.get_ref().gateway))?;
-        let gateway = gateway_of(&request.into_inner().gateway)?;
+        let request = request.into_inner();
+        let gateway = gateway_of(&request.gateway)?;
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let closed = tx.clone();
         let sink: Arc<dyn DeliverySink> = Arc::new(StreamSink {
@@ -156,7 +155,7 @@ impl broker_server::Broker for BrokerService {
             tracing::info!(gateway = %gateway, "gateway stream ended");
             broker.detach_sink(&gateway, &sink);
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(DeliveryStream::new(rx, request.batches)))
     }
 
     async fn detach(

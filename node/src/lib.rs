@@ -21,6 +21,8 @@
 //!   registers (docs/replication.md), synced before a vote leaves.
 //! - [`webhook`]: Pusher apps' webhooks, sent by each channel's owner.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
+//! - [`delivery_stream`]: an attached gateway's stream, what is ready sent
+//!   as one batch.
 //! - [`authorization`]: who may call which broker RPC, by the identity a
 //!   caller proved over mutual TLS (sans-IO).
 //! - [`server`]: the broker's gRPC server, on a TCP listener or any stream
@@ -31,6 +33,7 @@
 
 pub mod authorization;
 pub mod broker_service;
+pub mod delivery_stream;
 pub mod handoff;
 pub mod history;
 pub mod idempotency;

@@ -112,10 +112,14 @@ impl Router {
                         biased;
                                     _ = stop.cancelled() => return,
                                     item = stream.next() => match item {
-                                        Some(Ok(d)) => match wire::delivery_from_pb(d) {
-                                            Ok(d) => self.on_delivery(d),
-                                            Err(e) => tracing::warn!(broker = %name, error = %e, "bad delivery"),
-                                        },
+                                        Some(Ok(d)) => {
+                                            for d in wire::deliveries_from_pb(d) {
+                                                match d {
+                                                    Ok(d) => self.on_delivery(d),
+                                                    Err(e) => tracing::warn!(broker = %name, error = %e, "bad delivery"),
+                                                }
+                                            }
+                                        }
                                         Some(Err(e)) => {
                                             tracing::warn!(broker = %name, error = %e, "stream failed");
                                             break;
