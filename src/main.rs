@@ -2,6 +2,7 @@
 
 mod ca;
 mod cluster;
+mod cluster_bench;
 mod config;
 mod dev_secrets;
 mod edge_tls;
@@ -158,6 +159,8 @@ enum Command {
     Bench {
         #[command(flatten)]
         plan: switchboard_bench::Plan,
+        #[command(flatten)]
+        cluster: cluster_bench::ClusterArgs,
     },
 }
 
@@ -322,11 +325,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Health { url, timeout } => health::run(url, timeout),
-        Command::Bench { plan } => {
-            let summary = block_on(async { Ok(switchboard_bench::run(plan).await?) })?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            Ok(())
-        }
+        Command::Bench { plan, cluster } => bench(plan, &cluster),
     }
 }
 
@@ -367,6 +366,22 @@ async fn dev(
     };
     let settings = config.gateway_settings();
     switchboard_gateway::dev::run(listeners, settings, config.broker, shutdown).await?;
+    Ok(())
+}
+
+/// `switchboard bench`: one run against a server, or with `--cluster` the
+/// comparison of dev with a gateway and its broker; JSON on stdout.
+fn bench(
+    plan: switchboard_bench::Plan,
+    cluster: &cluster_bench::ClusterArgs,
+) -> anyhow::Result<()> {
+    let report = if cluster.cluster {
+        block_on(cluster_bench::run(plan, cluster))?
+    } else {
+        let summary = block_on(async { Ok(switchboard_bench::run(plan).await?) })?;
+        serde_json::to_string_pretty(&summary)?
+    };
+    println!("{report}");
     Ok(())
 }
 
