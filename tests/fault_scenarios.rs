@@ -8,9 +8,7 @@
 //! `todays_*` functions name what they leave out, and why (bugs the
 //! scenarios found, in docs/replication.md's baseline). [`issue_13_promise`]
 //! is issue 13's full promise; every scenario switches to it when
-//! [`REPLICATION`] is set, once replication lands; `kill_of_a_replicated_owner`
-//! already asserts it with `broker.replication_factor = 2`, where
-//! replication is built. Each scenario prints its row of the baseline
+//! [`REPLICATION`] is set, once replication lands. Each scenario prints its row of the baseline
 //! table in docs/replication.md:
 //! `cargo test --test fault_scenarios -- --nocapture --test-threads=1`.
 
@@ -31,13 +29,7 @@ async fn scenario(name: &str, fault: Fault) -> Outcome {
     scenario_of(Scenario::new(name, fault)).await
 }
 
-/// One scenario at a time: each runs five processes and measures
-/// failover times, which two cores shared by eight scenarios would make a
-/// measure of the machine's load.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn scenario_of(s: Scenario) -> Outcome {
-    let _alone = ONE_AT_A_TIME.lock().await;
     let o = run(Path::new(BIN), &s).await.unwrap();
     println!("{TABLE_HEADER}\n{}", o.row());
     println!(
@@ -246,35 +238,4 @@ async fn both_replicas_killed() {
     } else {
         todays_double_failover(&o)
     }
-}
-
-/// Brokers with `broker.replication_factor = 2` (each has its own data
-/// directory from the fleet): the config file they share.
-fn replicated(_broker: &str) -> Vec<String> {
-    let path = std::env::temp_dir().join(format!("sb-replicated-{}.toml", std::process::id()));
-    if !path.exists() {
-        let config = include_str!("../config/dev.toml").replacen(
-            "[broker]\n",
-            "[broker]\nreplication_factor = 2\n",
-            1,
-        );
-        assert!(
-            config.contains("replication_factor = 2"),
-            "config/dev.toml has no [broker]"
-        );
-        let partial = path.with_extension(format!("{}.part", std::process::id()));
-        std::fs::write(&partial, config).unwrap();
-        std::fs::rename(&partial, &path).unwrap();
-    }
-    vec!["--config".into(), path.to_str().unwrap().into()]
-}
-
-/// Where replication is built (docs/replication.md, status): `kill -9` of
-/// an owner with R = 2 keeps issue 13's whole promise.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_of_a_replicated_owner() {
-    let mut s = Scenario::new("rkill", Fault::Kill);
-    s.broker_args = Some(replicated);
-    let o = scenario_of(s).await;
-    issue_13_promise(&o);
 }
