@@ -122,6 +122,11 @@ impl Fleet {
         Ok(fleet)
     }
 
+    /// The extra arguments of every broker started from now on.
+    pub fn set_broker_args(&mut self, args: Option<BrokerArgs>) {
+        self.broker_args = args;
+    }
+
     /// Reserves addresses for a new broker `name` (not started).
     pub fn plan(&mut self, name: &str, inside: Option<(IpAddr, String)>) -> anyhow::Result<()> {
         let (ip, netns) = match inside {
@@ -314,6 +319,8 @@ impl Fleet {
 fn stable_port(ip: IpAddr) -> anyhow::Result<u16> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static DRAWS: AtomicU64 = AtomicU64::new(0);
+    static DRAWN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .subsec_nanos();
@@ -325,7 +332,13 @@ fn stable_port(ip: IpAddr) -> anyhow::Result<u16> {
             .wrapping_add(1442695040888963407);
         let port = 20000 + ((seed >> 33) % 12000) as u16;
         let addr = SocketAddr::new(ip, port);
-        if std::net::TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok() {
+        // Free now is not enough: fleets of scenarios running side by side
+        // plan their ports before starting their processes, so each port
+        // is drawn once per test process.
+        if std::net::TcpListener::bind(addr).is_ok()
+            && std::net::UdpSocket::bind(addr).is_ok()
+            && DRAWN.lock().unwrap_or_else(|e| e.into_inner()).insert(port)
+        {
             return Ok(port);
         }
     }

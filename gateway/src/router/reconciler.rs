@@ -52,7 +52,9 @@ impl Router {
             .subs
             .iter()
             // Subscriptions still settling their first reply are left alone.
-            .filter(|s| !s.is_first() && !s.is_settling())
+            // (One that holds deliveries otherwise waits for this: it met
+            // a gap; passes do not overlap, so no placement is in flight.)
+            .filter(|s| !s.is_first())
             .filter_map(|s| {
                 let new = ring.owner(s.key().as_str())?;
                 (new != s.owner.as_str() || !s.placed)
@@ -149,6 +151,11 @@ impl Router {
                 return Err(e);
             }
         };
+        // Settled before the presence entries are placed: a failure among
+        // those must not leave the subscription holding live deliveries
+        // (a held subscription is never placed again, and its clients would
+        // silently hear nothing more). The placement is retried instead.
+        self.settle(channel, since.is_some(), reply);
         for client in clients {
             let req = SubscribeRequest {
                 gateway: gateway.clone(),
@@ -156,9 +163,16 @@ impl Router {
                 since: None,
                 client: Some(client),
             };
-            remote.subscribe(req).await?;
+            match remote.subscribe(req).await {
+                Ok(_) => {}
+                // The new copy's presence filled up meanwhile: the client
+                // stays subscribed, out of the channel's presence.
+                Err(BrokerError::PresenceFull(max)) => {
+                    tracing::warn!(channel = %channel, max, "presence full; a client placed again without its presence entry");
+                }
+                Err(e) => return Err(e),
+            }
         }
-        self.settle(channel, since.is_some(), reply);
         Ok(())
     }
 

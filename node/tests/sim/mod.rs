@@ -35,8 +35,8 @@ use switchboard_cluster::{
     tls::{PeerIdentity, TlsContext, TlsDialer, TlsFiles, TlsIncoming, authority},
 };
 use switchboard_core::{
-    Broker, BrokerError, ChannelName, Delivery, DeliveryKind, DeliverySink, GatewayId, Namespaces,
-    PublishRequest, SubscribeRequest, host::Host,
+    Broker, BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
+    Namespaces, PublishRequest, SubscribeRequest, host::Host,
 };
 use switchboard_gateway::Router;
 use switchboard_node::{
@@ -555,7 +555,14 @@ pub(crate) fn subscriber(sim: &mut Sim<'_>, shared: &Arc<Shared>, traffic: &Arc<
                     gateway: GatewayId::from("g1"),
                     channel: channel.clone(),
                     since: None,
-                    client: None,
+                    // In the channel's presence, as a WebSocket client of a
+                    // presence namespace is: a moved subscription is then
+                    // placed again with its presence entries too.
+                    client: Some(ClientInfo {
+                        client_id: format!("c-{channel}"),
+                        user_id: "u1".to_owned(),
+                        info: None,
+                    }),
                 };
                 match router.subscribe(req).await {
                     Ok(reply) => break reply,
