@@ -50,7 +50,7 @@ impl Broker for Router {
         let channel = req.channel.clone();
         let client = req.client.clone();
         let reply = self
-            .at_owner(&channel, |owner, remote| {
+            .at_owner(&channel, true, |owner, remote| {
                 let req = req.clone();
                 async move {
                     {
@@ -114,14 +114,18 @@ impl Broker for Router {
         if let Some(mut sub) = self.inner.subs.get_mut(channel) {
             sub.clients.remove(client_id);
         }
-        self.at_owner(channel, |_, remote| async move {
+        self.at_owner(channel, true, |_, remote| async move {
             remote.leave(channel, client_id).await
         })
         .await
     }
 
     async fn publish(&self, req: PublishRequest) -> Result<Position, BrokerError> {
-        self.at_owner(&req.channel, |_, remote| {
+        // Only a publication with a key is safe to send again: the owner
+        // (or, with replication, the broker taking it over) answers a
+        // repeated key with its first position.
+        let idempotent = req.idempotency_key.is_some();
+        self.at_owner(&req.channel, idempotent, |_, remote| {
             let req = req.clone();
             async move { remote.publish(req).await }
         })
@@ -130,7 +134,7 @@ impl Broker for Router {
 
     async fn presence(&self, req: PresenceRequest) -> Result<PresencePage, BrokerError> {
         let channel = req.channel.clone();
-        self.at_owner(&channel, |_, remote| {
+        self.at_owner(&channel, true, |_, remote| {
             let req = req.clone();
             async move { remote.presence(req).await }
         })
@@ -138,14 +142,14 @@ impl Broker for Router {
     }
 
     async fn presence_stats(&self, channel: &ChannelName) -> Result<PresenceStats, BrokerError> {
-        self.at_owner(channel, |_, remote| async move {
+        self.at_owner(channel, true, |_, remote| async move {
             remote.presence_stats(channel).await
         })
         .await
     }
 
     async fn history(&self, req: HistoryRequest) -> Result<HistoryReply, BrokerError> {
-        self.at_owner(&req.channel, |_, remote| {
+        self.at_owner(&req.channel, true, |_, remote| {
             let req = req.clone();
             async move { remote.history(req).await }
         })
@@ -153,7 +157,8 @@ impl Broker for Router {
     }
 
     async fn control(&self, channel: &ChannelName, command: Control) -> Result<(), BrokerError> {
-        self.at_owner(channel, |_, remote| {
+        // Commands (unsubscribe or disconnect a user) are not sent twice.
+        self.at_owner(channel, false, |_, remote| {
             let command = command.clone();
             async move { remote.control(channel, command).await }
         })

@@ -13,7 +13,7 @@ use switchboard_cluster::{remote_broker::RemoteBroker, wire};
 use switchboard_core::BrokerName;
 
 /// How long a call waits for the owner's stream to be attached.
-const ATTACH_WAIT: Duration = Duration::from_secs(2);
+pub(super) const ATTACH_WAIT: Duration = Duration::from_secs(2);
 
 /// Reconnect backoff bounds for a lost stream.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);

@@ -68,6 +68,10 @@ struct Inner {
     jitter: parking_lot::Mutex<rand::rngs::StdRng>,
     /// Wakes the reconciler: the ring changed or a stream came back.
     reconcile: tokio::sync::Notify,
+    /// Bumped with every new ring: a call waiting for an owner that is
+    /// not reachable asks the new ring again (the owner died and the ring
+    /// moved on) instead of failing.
+    rings: watch::Sender<u64>,
     /// Ends the follower, the links and the reconciler.
     shutdown: CancellationToken,
     /// The gateway role's tasks: the follower, the links, their delivery
@@ -120,6 +124,7 @@ impl Router {
                 subs: DashMap::with_hasher(host.hasher("subscriptions")),
                 jitter: parking_lot::Mutex::new(host.rng("jitter")),
                 reconcile: tokio::sync::Notify::new(),
+                rings: watch::Sender::new(0),
                 shutdown,
                 tasks,
             }),
@@ -249,33 +254,62 @@ impl Router {
             version.store(ring.version(), std::sync::atomic::Ordering::Relaxed);
         }
         *self.inner.ring.write() = ring;
+        self.inner.rings.send_modify(|n| *n += 1);
         self.inner.reconcile.notify_one();
         Ok(())
     }
 
-    /// The owner of `channel` and a client for it, once its stream is up.
+    /// The owner of `channel` and a client for it, once its stream is up
+    /// (within [`link::ATTACH_WAIT`]). While it is not, a new ring is
+    /// asked again: an owner that died is not reachable until gossip
+    /// takes it out of the ring, and then the next one is the owner.
     async fn owner(
         &self,
         channel: &ChannelName,
     ) -> Result<(BrokerName, RemoteBroker), BrokerError> {
-        let owner = self
-            .inner
-            .ring
-            .read()
-            .owner(channel.as_str())
-            .map(BrokerName::from)
-            .ok_or_else(|| BrokerError::Unavailable("no brokers".into()))?;
-        match self.wait_attached(&owner).await {
-            Some(remote) => Ok((owner, remote)),
-            None => Err(BrokerError::Unavailable(format!(
-                "broker {owner} is not reachable"
-            ))),
+        let deadline = tokio::time::Instant::now() + link::ATTACH_WAIT;
+        let mut rings = self.inner.rings.subscribe();
+        loop {
+            rings.mark_unchanged();
+            let owner = self
+                .inner
+                .ring
+                .read()
+                .owner(channel.as_str())
+                .map(BrokerName::from)
+                .ok_or_else(|| BrokerError::Unavailable("no brokers".into()))?;
+            let unreachable =
+                || BrokerError::Unavailable(format!("broker {owner} is not reachable"));
+            let (remote, mut attached) = {
+                let links = self.inner.links.read();
+                let link = links.get(&owner).ok_or_else(unreachable)?;
+                (link.remote.clone(), link.attached.clone())
+            };
+            tokio::select! {
+                up = attached.wait_for(|up| *up) => {
+                    return match up {
+                        Ok(_) => Ok((owner, remote)),
+                        Err(_) => Err(unreachable()),
+                    };
+                }
+                changed = rings.changed() => if changed.is_err() { return Err(unreachable()) },
+                () = tokio::time::sleep_until(deadline) => return Err(unreachable()),
+            }
         }
     }
 
     /// Runs `call` at the owner of `channel`, asking again while brokers
-    /// disagree on who that is (within [`OWNER_WAIT`]).
-    async fn at_owner<T, F, Fut>(&self, channel: &ChannelName, call: F) -> Result<T, BrokerError>
+    /// disagree on who that is (within [`OWNER_WAIT`]). An `idempotent`
+    /// call (one that applied twice does what applied once does: a read,
+    /// a subscribe, a publish with an idempotency key) is also asked again
+    /// when the owner could not be reached, which is how a call in flight
+    /// when an owner dies reaches the broker that takes its channel over.
+    async fn at_owner<T, F, Fut>(
+        &self,
+        channel: &ChannelName,
+        idempotent: bool,
+        call: F,
+    ) -> Result<T, BrokerError>
     where
         F: Fn(BrokerName, RemoteBroker) -> Fut,
         Fut: std::future::Future<Output = Result<T, BrokerError>>,
@@ -283,18 +317,24 @@ impl Router {
         let deadline = tokio::time::Instant::now() + OWNER_WAIT;
         let mut backoff = Duration::from_millis(20);
         loop {
-            let (owner, remote) = self.owner(channel).await?;
-            match call(owner, remote).await {
-                Err(BrokerError::NotOwner { owner: hint })
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::debug!(channel = %channel, owner = ?hint, "not the owner yet; asking again");
-                    let jitter = self.jitter();
-                    tokio::time::sleep(backoff.mul_f64(0.5 + jitter / 2.0)).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(250));
-                }
-                other => return other,
+            let outcome = match self.owner(channel).await {
+                Ok((owner, remote)) => call(owner, remote).await,
+                Err(e) => Err(e),
+            };
+            let again = match &outcome {
+                Err(BrokerError::NotOwner { .. }) => true,
+                Err(BrokerError::Unavailable(_)) => idempotent,
+                _ => false,
+            };
+            if !again || tokio::time::Instant::now() >= deadline {
+                return outcome;
             }
+            if let Err(e) = &outcome {
+                tracing::debug!(channel = %channel, error = %e, "owner not there yet; asking again");
+            }
+            let jitter = self.jitter();
+            tokio::time::sleep(backoff.mul_f64(0.5 + jitter / 2.0)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(250));
         }
     }
 
@@ -312,10 +352,6 @@ impl Router {
         // the channel's order) is short.
         match sub.on_live(d) {
             Live::Deliver(d) => sink.deliver(d),
-            Live::Gap { expected, delivery } => {
-                tracing::debug!(channel = %delivery.channel, expected, kind = ?delivery.kind, "delivery past the next offset");
-                sink.deliver(delivery);
-            }
             Live::Duplicate | Live::Held => {}
             Live::Resubscribe => {
                 drop(sub);

@@ -39,14 +39,12 @@ pub(super) enum Live {
     /// delivered (a reordered or repeated copy, e.g. from the previous
     /// owner while a subscription moves). Dropped.
     Duplicate,
-    /// A publication past the next expected offset. Passed on as before
-    /// (the owner's stream is ordered and cut, never thinned, when it
-    /// overflows); reported so that the caller can log it.
-    Gap { expected: u64, delivery: Delivery },
     /// Held until the pending (re)subscription settles.
     Held,
-    /// The owner replaced the channel's state: subscribe again from where
-    /// clients are, so that they hear of the new epoch.
+    /// Subscribe again from where clients are: the owner replaced the
+    /// channel's state (so that they hear of the new epoch), or a
+    /// publication came past the next expected offset (a gap, held until
+    /// the resubscription fills it in).
     Resubscribe,
 }
 
@@ -110,16 +108,22 @@ impl Subscription {
         if offset <= last.offset {
             return Live::Duplicate;
         }
-        let expected = last.offset + 1;
-        last.offset = offset;
-        if offset == expected {
-            Live::Deliver(d)
-        } else {
-            Live::Gap {
-                expected,
-                delivery: d,
-            }
+        if offset == last.offset + 1 {
+            last.offset = offset;
+            return Live::Deliver(d);
         }
+        // Past the next offset: this gateway missed publications. The
+        // owner's stream is ordered and cut, never thinned, so the stream
+        // did not skip them: the new owner of a moved channel delivered
+        // them before this gateway's own placement there (a client's
+        // subscribe through this gateway registered it first). Passing
+        // this one on would skip them silently; instead it waits while
+        // the subscription is placed again from `last`, whose reply fills
+        // the gap from the owner's history (or announces a reset).
+        tracing::debug!(channel = %d.channel, expected = last.offset + 1, offset, "delivery past the next offset; resubscribing");
+        self.unplace();
+        self.pending = Some(vec![d]);
+        Live::Resubscribe
     }
 
     /// Ends the first subscription here at the reply's `position`: live
@@ -317,18 +321,41 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_reported_and_passed_on() {
+    fn a_gap_waits_for_a_resubscription_that_fills_it_in() {
         let mut sub = started(pos(3, "e"));
-        match sub.on_live(publication(6)) {
-            Live::Gap { expected, delivery } => {
-                assert_eq!(expected, 4);
-                assert_eq!(delivery.kind, DeliveryKind::Publication { offset: 6 });
-            }
-            other => panic!("expected a gap, got {other:?}"),
-        }
-        assert_eq!(sub.last, Some(pos(6, "e")));
-        // What the gap skipped is now behind: a late copy is a duplicate.
-        assert!(matches!(sub.on_live(publication(5)), Live::Duplicate));
+        sub.placed = true;
+        assert!(matches!(sub.on_live(publication(6)), Live::Resubscribe));
+        assert!(!sub.placed && sub.is_settling());
+        assert_eq!(sub.last, Some(pos(3, "e")));
+        assert!(matches!(sub.on_live(publication(7)), Live::Held));
+        // The reconciler subscribes again from 3; the owner has 4..=7.
+        sub.hold();
+        let out = sub.settle_reply(
+            &channel(),
+            true,
+            reply(pos(7, "e"), Some(true), &[4, 5, 6, 7]),
+        );
+        assert_eq!(
+            kinds(&out),
+            [4, 5, 6, 7].map(|offset| DeliveryKind::Publication { offset })
+        );
+        assert_eq!(sub.last, Some(pos(7, "e")));
+    }
+
+    #[test]
+    fn a_gap_beyond_the_owners_history_is_announced() {
+        let mut sub = started(pos(3, "e"));
+        assert!(matches!(sub.on_live(publication(9)), Live::Resubscribe));
+        sub.hold();
+        let out = sub.settle_reply(&channel(), true, reply(pos(9, "e"), Some(false), &[8, 9]));
+        assert_eq!(
+            kinds(&out),
+            [
+                DeliveryKind::Reset { offset: 7 },
+                DeliveryKind::Publication { offset: 8 },
+                DeliveryKind::Publication { offset: 9 },
+            ]
+        );
     }
 
     #[test]
