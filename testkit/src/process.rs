@@ -67,7 +67,12 @@ impl Process {
         let mut command = Command::new(bin);
         command
             .args(args)
-            .env("SWITCHBOARD_LOG", "info")
+            // `SWITCHBOARD_TEST_LOG` (a filter) looks closer when a test
+            // needs diagnosing.
+            .env(
+                "SWITCHBOARD_LOG",
+                std::env::var("SWITCHBOARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             // Nodes and gateways refuse to gossip without a key: every
             // process a test starts shares this test run's, unless `env`
             // gives another (or unsets it).

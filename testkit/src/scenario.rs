@@ -197,7 +197,17 @@ pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
     tokio::time::sleep(scenario.quiet).await;
     let mut back = Vec::new();
     for (i, s) in gone.into_iter().enumerate() {
-        let s = s.come_back(&urls[(i + 1) % urls.len()]).await?;
+        let s = match s.come_back(&urls[(i + 1) % urls.len()]).await {
+            Ok(s) => s,
+            // The processes' logs are what tells why (printed with the
+            // failure, so that a run in CI can be diagnosed afterwards).
+            Err(e) => {
+                for (name, log) in fleet.logs() {
+                    eprintln!("==== {name}\n{log}");
+                }
+                return Err(e);
+            }
+        };
         back.push(tokio::spawn(s.listen(until_rx.clone())));
     }
     tokio::time::sleep(scenario.quiet).await;
