@@ -241,8 +241,10 @@ async fn both_replicas_killed() {
 /// Brokers with `broker.replication_factor = 2` (each has its own data
 /// directory from the fleet): the config file they share.
 fn replicated(_broker: &str) -> Vec<String> {
-    let path = std::env::temp_dir().join(format!("sb-replicated-{}.toml", std::process::id()));
-    if !path.exists() {
+    // Written once: scenarios start their brokers side by side.
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let path = PATH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("sb-replicated-{}.toml", std::process::id()));
         let config = include_str!("../config/dev.toml").replacen(
             "[broker]\n",
             "[broker]\nreplication_factor = 2\n",
@@ -252,11 +254,10 @@ fn replicated(_broker: &str) -> Vec<String> {
             config.contains("replication_factor = 2"),
             "config/dev.toml has no [broker]"
         );
-        let partial = path.with_extension(format!("{}.part", std::process::id()));
-        std::fs::write(&partial, config).unwrap();
-        std::fs::rename(&partial, &path).unwrap();
-    }
-    vec!["--config".into(), path.to_str().unwrap().into()]
+        std::fs::write(&path, config).unwrap();
+        path.to_str().unwrap().to_owned()
+    });
+    vec!["--config".into(), path.clone()]
 }
 
 /// Where replication is built (docs/replication.md, status): `kill -9` of

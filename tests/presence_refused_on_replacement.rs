@@ -15,21 +15,17 @@ use switchboard_testkit::{WAIT, api::Http, client::Client, fleet::Fleet};
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const CHANNEL: &str = "crowd:1";
 
-/// The dev config with every namespace's presence capped at `max`,
-/// written once per test process.
+/// The dev config with every namespace's presence capped at `max`, in a
+/// file of its own (the test's only broker reads it at each start).
 fn config(max: usize) -> String {
     let path = std::env::temp_dir().join(format!("sb-presence-{max}-{}.toml", std::process::id()));
-    if !path.exists() {
-        let config = include_str!("../config/dev.toml").replacen(
-            "[namespaces.\"*\"]\n",
-            &format!("[namespaces.\"*\"]\npresence_max_clients = {max}\n"),
-            1,
-        );
-        assert!(config.contains("presence_max_clients = "));
-        let partial = path.with_extension("part");
-        std::fs::write(&partial, config).unwrap();
-        std::fs::rename(&partial, &path).unwrap();
-    }
+    let config = include_str!("../config/dev.toml").replacen(
+        "[namespaces.\"*\"]\n",
+        &format!("[namespaces.\"*\"]\npresence_max_clients = {max}\n"),
+        1,
+    );
+    assert!(config.contains("presence_max_clients = "));
+    std::fs::write(&path, config).unwrap();
     path.to_str().unwrap().to_owned()
 }
 

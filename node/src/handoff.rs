@@ -185,7 +185,11 @@ impl Handoff {
         };
         let refill = || !crate::succession::lost_members(r, placement, channel).is_empty();
         if r.replicas.leads(channel).is_some() && !refill() {
-            return Ok(());
+            // Leases lapsed: refused, and the gateway asks again shortly.
+            return match r.replicas.may_serve(channel, std::time::Instant::now()) {
+                true => Ok(()),
+                false => Err(BrokerError::NotOwner { owner: None }),
+            };
         }
         // One election per channel at a time.
         let _electing = self.stripe(channel).lock().await;

@@ -56,6 +56,24 @@ async fn elect(
     }
 }
 
+/// `leader` elected over every voter and leading epoch `e1`, with its
+/// streams to the others.
+async fn lead_all(leader: &Arc<Replicas>, dial: &voters::Dial) -> (Arc<PeerStreams>, Epoch) {
+    let config = elect(leader, dial, &NAMES, &[]).await;
+    let streams = PeerStreams::new(
+        leader.clone(),
+        dial.clone(),
+        TaskTracker::new(),
+        CancellationToken::new(),
+    );
+    let epoch = Epoch {
+        id: "e1".into(),
+        created_micros: 1,
+    };
+    streams.send(leader.lead(&news(), &config, epoch.clone()).unwrap());
+    (streams, epoch)
+}
+
 /// Appends `n` at the leader and sends them; returns each offset's wait.
 fn publish(
     leader: &Replicas,
@@ -77,18 +95,7 @@ async fn appends_commit_once_every_follower_stored_them_and_wait_for_one_that_is
     let addrs = addrs(&voters);
     let dial = shared_dialer(addrs.clone());
     let b1 = voters[&b("b1")].replicas.clone();
-    let config = elect(&b1, &dial, &NAMES, &[]).await;
-    let streams = PeerStreams::new(
-        b1.clone(),
-        dial.clone(),
-        TaskTracker::new(),
-        CancellationToken::new(),
-    );
-    let epoch = Epoch {
-        id: "e1".into(),
-        created_micros: 1,
-    };
-    streams.send(b1.lead(&news(), &config, epoch.clone()).unwrap());
+    let (streams, epoch) = lead_all(&b1, &dial).await;
 
     for (offset, mut committed) in publish(&b1, &streams, 1..=200) {
         timeout(WAIT, committed.wait_for(|c| *c >= offset))
@@ -329,4 +336,54 @@ async fn a_follower_stands_once_the_leaders_connections_drop_and_its_lease_ran_o
         due < switchboard_node::replica::SILENCE,
         "due after {due:?}: by silence, not the dropped connection"
     );
+}
+
+/// Sends lease renewals every 100 ms for `d`.
+async fn renew_for(leader: &Replicas, streams: &Arc<PeerStreams>, d: Duration) {
+    let end = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < end {
+        streams.send(leader.renewals());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A leader serves a channel only while a majority of its voters hold a
+/// lease for it: cut off from both for longer than a lease, it may have
+/// been replaced (a frozen or partitioned owner), so it refuses until its
+/// renewals are answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_longer_than_a_lease_serves_again_only_once_renewed() {
+    let voters = cluster("lease").await;
+    let addrs = addrs(&voters);
+    let dial = shared_dialer(addrs.clone());
+    let b1 = voters[&b("b1")].replicas.clone();
+    let (streams, _) = lead_all(&b1, &dial).await;
+    assert!(b1.may_serve(&news(), std::time::Instant::now()));
+    // Past the first lease, on renewals answered.
+    renew_for(&b1, &streams, Duration::from_millis(1500)).await;
+    assert!(b1.may_serve(&news(), std::time::Instant::now()));
+
+    for v in ["b2", "b3"] {
+        voters[&b(v)].stop.cancel();
+    }
+    renew_for(&b1, &streams, Duration::from_millis(1500)).await;
+    assert!(!b1.may_serve(&news(), std::time::Instant::now()));
+    assert!(
+        b1.leads(&news()).is_some(),
+        "still leads: nobody said otherwise"
+    );
+
+    let mut servers = Vec::new();
+    for v in ["b2", "b3"] {
+        let (addr, stop) = serve_on(voters[&b(v)].replicas.clone()).await;
+        addrs.lock().insert(b(v), addr);
+        servers.push(stop);
+    }
+    let renewed = timeout(WAIT, async {
+        while !b1.may_serve(&news(), std::time::Instant::now()) {
+            renew_for(&b1, &streams, Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(renewed.is_ok(), "never served again once renewed");
 }

@@ -41,12 +41,15 @@ impl Partition {
     /// Creates the namespace and its link, named after this process so
     /// that test runs side by side do not meet.
     pub fn create() -> anyhow::Result<Self> {
+        // One per scenario, and scenarios run side by side in one process.
+        static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
         let p = Self {
-            name: format!("sbpart{pid}"),
-            host_dev: format!("sbp{pid}h"),
-            ns_dev: format!("sbp{pid}n"),
-            subnet: (pid % 250) as u8 + 1,
+            name: format!("sbpart{pid}x{n}"),
+            host_dev: format!("sbp{pid}h{n}"),
+            ns_dev: format!("sbp{pid}n{n}"),
+            subnet: ((pid + n * 97) % 250) as u8 + 1,
             cut: false,
         };
         // Left over by a run that was killed.

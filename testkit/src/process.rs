@@ -67,12 +67,7 @@ impl Process {
         let mut command = Command::new(bin);
         command
             .args(args)
-            // `SWITCHBOARD_TEST_LOG` (a filter) looks closer when a test
-            // needs diagnosing.
-            .env(
-                "SWITCHBOARD_LOG",
-                std::env::var("SWITCHBOARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("SWITCHBOARD_LOG", log_filter())
             // Nodes and gateways refuse to gossip without a key: every
             // process a test starts shares this test run's, unless `env`
             // gives another (or unsets it).
@@ -231,6 +226,12 @@ fn listening_addr(line: &str, scheme: &str) -> Option<SocketAddr> {
 
 /// A loopback port that was free a moment ago, for a process that must
 /// come back on the same address after a restart.
+/// The processes' log filter: `info`, or `SWITCHBOARD_TEST_LOG` to look
+/// closer when a test needs diagnosing.
+fn log_filter() -> String {
+    std::env::var("SWITCHBOARD_TEST_LOG").unwrap_or_else(|_| "info".into())
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -197,17 +197,7 @@ pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
     tokio::time::sleep(scenario.quiet).await;
     let mut back = Vec::new();
     for (i, s) in gone.into_iter().enumerate() {
-        let s = match s.come_back(&urls[(i + 1) % urls.len()]).await {
-            Ok(s) => s,
-            // The processes' logs are what tells why (printed with the
-            // failure, so that a run in CI can be diagnosed afterwards).
-            Err(e) => {
-                for (name, log) in fleet.logs() {
-                    eprintln!("==== {name}\n{log}");
-                }
-                return Err(e);
-            }
-        };
+        let s = coming_back(&fleet, s, &urls[(i + 1) % urls.len()]).await?;
         back.push(tokio::spawn(s.listen(until_rx.clone())));
     }
     tokio::time::sleep(scenario.quiet).await;
@@ -230,6 +220,19 @@ pub async fn run(bin: &Path, scenario: &Scenario) -> anyhow::Result<Outcome> {
     let mut outcome = judge(scenario, &channels, moments, published, subscribers);
     outcome.logs = fleet.logs();
     Ok(outcome)
+}
+
+/// `s` back on `url` ([`Subscriber::come_back`]); if it cannot, the
+/// processes' logs are what tells why: printed with the failure, so that
+/// a run in CI can be diagnosed afterwards.
+async fn coming_back(fleet: &Fleet, s: Subscriber, url: &str) -> anyhow::Result<Subscriber> {
+    let back = s.come_back(url).await;
+    if back.is_err() {
+        for (name, log) in fleet.logs() {
+            eprintln!("==== {name}\n{log}");
+        }
+    }
+    back
 }
 
 /// A subscriber to every channel, listening until `until` says stop.

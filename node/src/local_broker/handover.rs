@@ -144,8 +144,19 @@ impl LocalBroker {
                 *s = ChannelState::from_snapshot(snap, options, Instant::now(), &self.inner.budget);
                 true
             }
-            Some(snap) if snap.created_micros > s.created_micros && snap.epoch != s.epoch => {
-                tracing::warn!(channel = %channel, stale = %s.epoch, newer = %snap.epoch, "a newer copy of the channel replaces the one here");
+            // A newer epoch, or the same epoch further on: a replica took
+            // the channel over while this copy was frozen or cut off, and
+            // went on at the same offsets.
+            Some(snap)
+                if (snap.created_micros > s.created_micros && snap.epoch != s.epoch)
+                    || (snap.epoch == s.epoch && snap.offset > s.offset) =>
+            {
+                tracing::warn!(channel = %channel, stale = %s.epoch, newer = %snap.epoch, offset = snap.offset, "a newer copy of the channel replaces the one here");
+                // What this broker led of it is over: its log ends where
+                // the copy it replaces did.
+                if let Some(r) = self.replicated() {
+                    r.replicas.step_down(&channel);
+                }
                 let stale = std::mem::replace(
                     &mut *s,
                     ChannelState::from_snapshot(snap, options, Instant::now(), &self.inner.budget),

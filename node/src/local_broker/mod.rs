@@ -679,6 +679,36 @@ mod tests {
         assert_eq!(lost.publications.len(), 5);
     }
 
+    /// A copy frozen or cut off while a replica went on in the same epoch
+    /// gives way to the copy further on, never the other way round.
+    #[tokio::test]
+    async fn a_copy_of_the_same_epoch_further_on_replaces_the_one_here() {
+        let first = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let frozen = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let went_on = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        for i in 1..=3 {
+            publish(&first, "a:b", i).await;
+        }
+        let Release::State(at3) = first.release(&ch("a:b"), "b2").unwrap() else {
+            panic!("state expected");
+        };
+        assert!(frozen.adopt(at3.clone()).unwrap());
+        assert!(went_on.adopt(at3.clone()).unwrap());
+        for i in 4..=5 {
+            publish(&went_on, "a:b", i).await;
+        }
+        let Release::State(at5) = went_on.release(&ch("a:b"), "b3").unwrap() else {
+            panic!("state expected");
+        };
+        assert_eq!((at5.epoch.as_str(), at5.offset), (at3.epoch.as_str(), 5));
+        assert!(frozen.adopt(at5).unwrap());
+        let next = publish(&frozen, "a:b", 6).await;
+        assert_eq!((next.offset, next.epoch.as_str()), (6, at3.epoch.as_str()));
+        // The copy behind does not replace the one further on.
+        assert!(!frozen.adopt(at3).unwrap());
+        assert_eq!(publish(&frozen, "a:b", 7).await.offset, 7);
+    }
+
     #[tokio::test]
     async fn release_hands_over_history_and_fences_the_channel() {
         let old = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
