@@ -32,7 +32,7 @@ use crate::{
     config::Limits,
     error::Disconnect,
     gateway::Gateway,
-    hub::{ConnHandle, Outgoing},
+    hub::Outgoing,
     outbox::{Framing, Outbox},
     session::{Session, Step},
     telemetry,
@@ -63,17 +63,14 @@ pub async fn serve<B, S>(
     // Borrowed, not cloned: a copy would sit in every connection's task.
     let limits = &gateway.settings.gateway.limits;
     let conn = gateway.next_conn_id();
-    let (tx, mut rx) = mpsc::channel::<Arc<Outgoing>>(limits.outbound_queue.max(1));
     // One token per connection, cancelled by the server's shutdown or by
     // the hub when the queue overflows. Waiting on the server's own token
     // would make every connection take that token's one lock each time
     // it wakes up; a child token's lock is this connection's alone.
     let stop = shutdown.child_token();
-    let handle = ConnHandle {
-        tx,
-        overflow: stop.clone(),
-    };
-    let mut session = Session::new(gateway.clone(), conn, client_id(conn), handle);
+    let mut session = Session::new(gateway.clone(), conn, client_id(conn), stop.clone());
+    // The outbound queue, made by the session at the first subscription.
+    let mut rx: Option<mpsc::Receiver<Arc<Outgoing>>> = None;
 
     let mut last_seen = Instant::now();
     let mut ping =
@@ -98,6 +95,9 @@ pub async fn serve<B, S>(
     let mut ended = Box::pin(write_step(&mut ws, step, framing, limits.write_timeout)).await;
 
     while ended.is_none() {
+        if rx.is_none() {
+            rx = session.take_queue();
+        }
         rearm(deadline.as_mut(), &mut watched, &session, auth_deadline);
         ended = tokio::select! {
             biased;
@@ -115,8 +115,8 @@ pub async fn serve<B, S>(
             step = session.completed(), if session.in_flight() => {
                 Box::pin(write_step(&mut ws, step, framing, limits.write_timeout)).await
             }
-            Some(first) = rx.recv() => {
-                Box::pin(write_deliveries(&mut ws, &mut session, first, &mut rx, framing, limits.write_timeout)).await
+            Some((first, rx)) = next_queued(&mut rx) => {
+                Box::pin(write_deliveries(&mut ws, &mut session, first, rx, framing, limits.write_timeout)).await
             }
             _ = ping.tick() => Box::pin(on_ping_tick(&mut ws, last_seen, limits)).await,
         };
@@ -126,6 +126,16 @@ pub async fn serve<B, S>(
         Box::pin(close(&mut ws, reason, limits.write_timeout)).await;
     }
     Box::pin(session.close()).await;
+}
+
+/// The next queued delivery, with the queue; never, while there is none.
+async fn next_queued(
+    rx: &mut Option<mpsc::Receiver<Arc<Outgoing>>>,
+) -> Option<(Arc<Outgoing>, &mut mpsc::Receiver<Arc<Outgoing>>)> {
+    match rx {
+        Some(rx) => Some((rx.recv().await?, rx)),
+        None => std::future::pending().await,
+    }
 }
 
 /// Points the connection's one deadline at what it now waits for: the auth
@@ -163,7 +173,7 @@ fn deadline_passed(awaiting_auth: bool) -> Disconnect {
 async fn on_message<B, S>(
     ws: &mut WebSocketStream<S>,
     session: &mut Session<B>,
-    rx: &mut mpsc::Receiver<Arc<Outgoing>>,
+    rx: &mut Option<mpsc::Receiver<Arc<Outgoing>>>,
     msg: Option<Result<Message, WsError>>,
     framing: Framing,
     timeout: Duration,
@@ -179,10 +189,14 @@ where
             };
             let step = answer(session, requests).await;
             let ended = write_step(ws, step, framing, timeout).await;
+            if rx.is_none() {
+                *rx = session.take_queue();
+            }
             // What the request caused (a join, the publication
             // itself) goes out right behind its reply.
-            match rx.try_recv() {
-                Ok(first) if ended.is_none() => {
+            match rx.as_mut().map(mpsc::Receiver::try_recv) {
+                Some(Ok(first)) if ended.is_none() => {
+                    let rx = rx.as_mut().expect("a delivery came from it");
                     write_deliveries(ws, session, first, rx, framing, timeout).await
                 }
                 _ => ended,

@@ -29,7 +29,9 @@ use switchboard_core::{
         reply::{self, Empty},
     },
 };
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{AuthError, Identity},
@@ -98,7 +100,14 @@ pub struct Session<B: Broker> {
     gateway: Arc<Gateway<B>>,
     conn: ConnId,
     client_id: String,
-    handle: ConnHandle,
+    /// The outbound queue's sending side, made at the first subscription:
+    /// an idle connection holds no queue (it was most of an idle
+    /// connection's memory, docs/benchmarks.md).
+    queue: Option<mpsc::Sender<Arc<Outgoing>>>,
+    /// The receiving side of a queue just made, for the connection to take.
+    made: Option<mpsc::Receiver<Arc<Outgoing>>>,
+    /// The connection's stop token, cancelled when its queue overflows.
+    overflow: CancellationToken,
     pub auth: AuthState,
     /// Looked up for every delivery written to this connection: hashed
     /// with foldhash rather than SipHash, which cost more than the lookup.
@@ -119,7 +128,7 @@ impl<B: Broker> Session<B> {
         gateway: Arc<Gateway<B>>,
         conn: ConnId,
         client_id: String,
-        handle: ConnHandle,
+        overflow: CancellationToken,
     ) -> Self {
         let limits = &gateway.settings.gateway.limits;
         let bucket = TokenBucket::new(limits.rate_per_second, limits.rate_burst, Instant::now());
@@ -132,7 +141,9 @@ impl<B: Broker> Session<B> {
             gateway,
             conn,
             client_id,
-            handle,
+            queue: None,
+            made: None,
+            overflow,
             auth: AuthState::Pending,
             subs: HashMap::default(),
             bucket,
@@ -140,6 +151,26 @@ impl<B: Broker> Session<B> {
             flight: None,
             joining: 0,
         }
+    }
+
+    /// How the hub reaches this connection; makes its queue the first time.
+    fn handle(&mut self) -> ConnHandle {
+        let made = &mut self.made;
+        let capacity = self.gateway.settings.gateway.limits.outbound_queue.max(1);
+        let tx = self.queue.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(capacity);
+            *made = Some(rx);
+            tx
+        });
+        ConnHandle {
+            tx: tx.clone(),
+            overflow: self.overflow.clone(),
+        }
+    }
+
+    /// The receiving side of the queue, once, when it has just been made.
+    pub fn take_queue(&mut self) -> Option<mpsc::Receiver<Arc<Outgoing>>> {
+        self.made.take()
     }
 
     /// When the current token expires, if it does.

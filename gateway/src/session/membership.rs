@@ -125,7 +125,7 @@ impl<B: Broker> Session<B> {
             client,
         };
         let gateway = self.gateway.clone();
-        let (conn, handle) = (self.conn, self.handle.clone());
+        let (conn, handle) = (self.conn, self.handle());
         let id = id.map(ToOwned::to_owned);
         self.joining += 1;
         Box::pin(async move {

@@ -267,11 +267,9 @@ impl<B: Broker> Session<B> {
         if flight.lanes.open() == 0 || !flight.lanes.is_busy(&out.channel) {
             return true;
         }
-        if flight.lanes.hold(&out.channel, out.clone()).is_err()
-            && !self.handle.overflow.is_cancelled()
-        {
+        if flight.lanes.hold(&out.channel, out.clone()).is_err() && !self.overflow.is_cancelled() {
             telemetry::queue_drop();
-            self.handle.overflow.cancel();
+            self.overflow.cancel();
         }
         false
     }
