@@ -31,9 +31,6 @@ pub(super) struct Leading {
     committed: watch::Sender<u64>,
     /// When the last lease renewal left (leases count from it).
     renewal_sent: Option<Instant>,
-    /// When this term's leadership began: for one lease period it serves
-    /// on the promises of its election, before any lease came back.
-    since: Instant,
     /// Committed entries kept in the log (the history window, and at
     /// least [`MIN_KEPT`] so that delivery never finds one gone).
     keep: u64,
@@ -154,7 +151,6 @@ impl Replicas {
                 epoch,
                 committed,
                 renewal_sent: None,
-                since: Instant::now(),
                 keep: keep.max(MIN_KEPT),
             });
             let mut out: Vec<Outgoing> = config
@@ -362,22 +358,6 @@ impl Replicas {
     /// The publication at `offset` of `channel`'s log, if held.
     pub fn entry(&self, channel: &ChannelName, offset: u64) -> Option<Entry> {
         self.channels.lock().get(channel)?.log.get(offset).cloned()
-    }
-
-    /// Whether this broker, leading `channel`, may serve it now: a majority
-    /// of the voters hold a lease for it (or it was elected less than a
-    /// lease ago). A leader frozen or cut off for longer may have been
-    /// replaced meanwhile; until its renewals come back (or tell it of a
-    /// later term, which ends its leadership), it must not serve its copy.
-    pub fn may_serve(&self, channel: &ChannelName, now: Instant) -> bool {
-        let channels = self.channels.lock();
-        channels
-            .get(channel)
-            .and_then(|c| c.leading.as_ref())
-            .is_some_and(|l| {
-                now.saturating_duration_since(l.since) < self.lease
-                    || l.leadership.may_serve_reads(now)
-            })
     }
 
     /// Whether this broker leads `channel` (and in which term).
