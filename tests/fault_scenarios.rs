@@ -269,3 +269,20 @@ async fn kill_of_a_replicated_owner() {
     let o = scenario_of(s).await;
     issue_13_promise(&o);
 }
+
+/// With R = 2, an owner killed and started again before gossip noticed:
+/// it comes back with its votes but no log, and its follower hands it the
+/// replica, so the channel goes on in the same epoch (served unreplicated
+/// from then on, docs/replication.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_restart_of_a_replicated_owner() {
+    let mut s = Scenario::new(
+        "rrestart",
+        Fault::KillRestart {
+            down: Duration::from_secs(1),
+        },
+    );
+    s.broker_args = Some(replicated);
+    let o = scenario_of(s).await;
+    issue_13_promise(&o);
+}

@@ -16,7 +16,7 @@ use switchboard_core::{
 use switchboard_node::{
     BrokerConfig, LocalBroker,
     replica::{
-        Entry, Epoch, Replicas,
+        Entry, Epoch, ReplicaError, Replicas,
         election::{Elected, stand},
         peer_stream::PeerStreams,
     },
@@ -335,5 +335,42 @@ async fn a_follower_stands_once_the_leaders_connections_drop_and_its_lease_ran_o
     assert!(
         due < switchboard_node::replica::SILENCE,
         "due after {due:?}: by silence, not the dropped connection"
+    );
+}
+
+/// A follower hands its replica to the leader of its term when that
+/// leader lost its own copy (it restarted before anyone took its place),
+/// and stops counting as complete: the leader goes on unreplicated, so
+/// this log falls behind and must never stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_hands_its_replica_to_a_leader_that_lost_its_copy() {
+    let voters = cluster("handback").await;
+    let dial = shared_dialer(addrs(&voters));
+    let b1 = voters[&b("b1")].replicas.clone();
+    let (streams, epoch) = lead_all(&b1, &dial).await;
+    for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
+        timeout(WAIT, committed.wait_for(|c| *c >= offset))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let b2 = voters[&b("b2")].replicas.clone();
+    // Only to the leader of the term it follows.
+    assert!(b2.hand_to_leader(&news(), &b("b3"), 10).is_none());
+    let handed = b2.hand_to_leader(&news(), &b("b1"), 10).expect("handed");
+    let s = &handed.snapshot;
+    assert_eq!(
+        (s.epoch.as_str(), s.offset, s.history.len()),
+        (epoch.id.as_str(), 3, 3)
+    );
+    assert!(!b2.holds_epoch(&news()));
+    let standing = b2.candidacy(&news(), plan(&["b2", "b3", "b1"], &["b1"]));
+    assert!(
+        matches!(standing, Err(ReplicaError::Ineligible(_))),
+        "{standing:?}"
+    );
+    assert!(
+        b2.hand_to_leader(&news(), &b("b1"), 10).is_none(),
+        "handed once"
     );
 }

@@ -63,14 +63,16 @@ impl LocalBroker {
             s
         });
         if created {
-            return Ok(Release::NotHeld);
+            drop(s);
+            return Ok(self.replica_for(channel, to));
         }
         if let Lifecycle::Fenced { to: existing, .. } = &s.lifecycle {
             if &**existing != to {
                 return Ok(Release::MovedTo(existing.to_string()));
             }
             s.lifecycle = fence();
-            return Ok(Release::NotHeld);
+            drop(s);
+            return Ok(self.replica_for(channel, to));
         }
         s.history.trim(now);
         let snapshot = Snapshot {
@@ -102,6 +104,27 @@ impl LocalBroker {
         self.notify_changed();
         metrics::counter!("switchboard_broker_handoffs_total", "direction" => "out").increment(1);
         Ok(Release::State(snapshot))
+    }
+
+    /// A channel not held here, asked for by `to`: this broker's replica
+    /// of it if `to` leads the term it follows and lost its own copy (it
+    /// restarted within the failure-detection time, so nobody took its
+    /// place; docs/replication.md, "Where R = 2 stands").
+    fn replica_for(&self, channel: &ChannelName, to: &str) -> Release {
+        let handed = self.replicated().and_then(|r| {
+            r.replicas.hand_to_leader(
+                channel,
+                &switchboard_core::BrokerName::from(to),
+                self.wall_micros(),
+            )
+        });
+        match handed {
+            Some(t) => {
+                tracing::info!(channel = %channel, to, offset = t.snapshot.offset, "replica handed to its leader, which lost its copy");
+                Release::State(t.snapshot)
+            }
+            None => Release::NotHeld,
+        }
     }
 
     /// Marks held channels that `verify_with` names a broker for: that

@@ -5,10 +5,13 @@
 
 use std::time::Duration;
 
-use switchboard_cluster::ownership::{Snapshot, SnapshotEntry};
-use switchboard_core::ChannelName;
+use switchboard_cluster::{
+    ownership::{Snapshot, SnapshotEntry},
+    replication::ReplicaLog,
+};
+use switchboard_core::{BrokerName, ChannelName};
 
-use super::Replicas;
+use super::{ReplicaChannel, Replicas};
 
 /// A channel's state as a replica holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,37 +34,73 @@ impl Replicas {
     /// epoch; entry ages are counted from `now_micros` (wall clock).
     pub fn takeover(&self, channel: &ChannelName, now_micros: u64) -> Option<Takeover> {
         let channels = self.channels.lock();
-        let c = channels.get(channel)?;
-        let epoch = c.epoch.clone()?;
-        let end = c.log.end();
-        let first = (1..=end)
-            .rev()
-            .take_while(|&o| c.log.get(o).is_some())
-            .last()
-            .unwrap_or(end + 1);
-        let mut history = Vec::new();
-        let mut keys = Vec::new();
-        for offset in first..=end {
-            let Some(e) = c.log.get(offset) else { continue };
-            let age = now_micros.saturating_sub(e.published_micros);
-            history.push(SnapshotEntry {
-                offset,
-                age: Duration::from_micros(age),
-                frame: e.frame.clone(),
-            });
-            if let Some(k) = &e.idempotency_key {
-                keys.push((k.clone(), offset));
-            }
-        }
-        Some(Takeover {
-            snapshot: Snapshot {
-                channel: channel.clone(),
-                epoch: epoch.id,
-                created_micros: epoch.created_micros,
-                offset: end,
-                history,
-            },
-            keys,
-        })
+        snapshot_of(channel, channels.get(channel)?, now_micros)
     }
+
+    /// `channel`'s state as this broker's replica holds it, for `leader`:
+    /// the leader of the term this replica follows, which lost its own
+    /// copy (it restarted before anyone took its place, so the ring still
+    /// names it the owner). The channel goes on there in the same epoch
+    /// at the same offsets. This replica stops counting as complete then:
+    /// the leader serves the channel unreplicated from here (it lost its
+    /// log, so it may not lead a replicated term), this log falls behind,
+    /// and it must never stand with it.
+    pub fn hand_to_leader(
+        &self,
+        channel: &ChannelName,
+        leader: &BrokerName,
+        now_micros: u64,
+    ) -> Option<Takeover> {
+        let mut channels = self.channels.lock();
+        let c = channels.get_mut(channel)?;
+        let config = c.register.config()?;
+        let follows = config.leader == *leader
+            && config.followers.contains(&self.me)
+            && c.register.promised() == config.term
+            && c.log.is_complete_for(config.term)
+            && c.leading.is_none();
+        if !follows {
+            tracing::debug!(channel = %channel, to = %leader, config = ?config, promised = ?c.register.promised(), complete = c.log.is_complete_for(config.term), "replica not handed: not a complete follower of that leader");
+            return None;
+        }
+        let handed = snapshot_of(channel, c, now_micros)?;
+        c.log = ReplicaLog::lost();
+        c.epoch = None;
+        Some(handed)
+    }
+}
+
+/// The channel as `c`'s log holds it, if it holds the channel's epoch.
+fn snapshot_of(channel: &ChannelName, c: &ReplicaChannel, now_micros: u64) -> Option<Takeover> {
+    let epoch = c.epoch.clone()?;
+    let end = c.log.end();
+    let first = (1..=end)
+        .rev()
+        .take_while(|&o| c.log.get(o).is_some())
+        .last()
+        .unwrap_or(end + 1);
+    let mut history = Vec::new();
+    let mut keys = Vec::new();
+    for offset in first..=end {
+        let Some(e) = c.log.get(offset) else { continue };
+        let age = now_micros.saturating_sub(e.published_micros);
+        history.push(SnapshotEntry {
+            offset,
+            age: Duration::from_micros(age),
+            frame: e.frame.clone(),
+        });
+        if let Some(k) = &e.idempotency_key {
+            keys.push((k.clone(), offset));
+        }
+    }
+    Some(Takeover {
+        snapshot: Snapshot {
+            channel: channel.clone(),
+            epoch: epoch.id,
+            created_micros: epoch.created_micros,
+            offset: end,
+            history,
+        },
+        keys,
+    })
 }
