@@ -115,7 +115,7 @@ impl Router {
                                         Some(Ok(d)) => {
                                             for d in wire::deliveries_from_pb(d) {
                                                 match d {
-                                                    Ok(d) => self.on_delivery(d),
+                                                    Ok(d) => self.on_delivery(Some(&name), d),
                                                     Err(e) => tracing::warn!(broker = %name, error = %e, "bad delivery"),
                                                 }
                                             }

@@ -342,12 +342,19 @@ impl Router {
         self.inner.sink.get()
     }
 
-    /// Takes one delivery from a broker's stream.
-    fn on_delivery(&self, d: Delivery) {
+    /// Takes one delivery from `from`'s stream (`None`: one that was held
+    /// and is handed back, already taken).
+    fn on_delivery(&self, from: Option<&BrokerName>, d: Delivery) {
         let Some(sink) = self.sink() else { return };
         let Some(mut sub) = self.inner.subs.get_mut(&d.channel) else {
             return;
         };
+        if let Some(from) = from
+            && !sub.accepts(from)
+        {
+            tracing::debug!(channel = %d.channel, broker = %from, owner = %sub.owner, "delivery from a broker the subscription is not placed at; dropped");
+            return;
+        }
         // The hub's deliver never blocks, so holding this entry (which keeps
         // the channel's order) is short.
         match sub.on_live(d) {

@@ -95,15 +95,21 @@ impl Router {
             .attached_now(new)
             .ok_or_else(|| BrokerError::Unavailable(format!("broker {new} is not attached")))?;
         let started = self.inner.subs.get(channel).map(|s| s.unplaced);
-        self.resubscribe(channel, &remote).await?;
-        if let Some(mut sub) = self.inner.subs.get_mut(channel) {
-            sub.owner = new.clone();
-            // The owner may have replaced the channel's state (or the
-            // stream dropped) while this subscribe was in flight: then it
-            // subscribed to what is gone, and must go again.
-            sub.placed = Some(sub.unplaced) == started;
-        }
-        if old != new {
+        let placed = self.resubscribe(channel, &remote, new).await;
+        let moved = self
+            .inner
+            .subs
+            .get_mut(channel)
+            .map(|mut sub| {
+                // The owner may have replaced the channel's state (or the
+                // stream dropped) while this subscribe was in flight: then
+                // it subscribed to what is gone, and must go again.
+                sub.placed = placed.is_ok() && Some(sub.unplaced) == started;
+                sub.owner == *new
+            })
+            .unwrap_or(true);
+        placed?;
+        if old != new && moved {
             let old_remote = self.inner.links.read().get(old).map(|l| l.remote.clone());
             if let Some(old_remote) = old_remote {
                 let gateway = self.inner.gateway.get().expect("attached").clone();
@@ -119,6 +125,7 @@ impl Router {
         &self,
         channel: &ChannelName,
         remote: &RemoteBroker,
+        at: &BrokerName,
     ) -> Result<(), BrokerError> {
         let gateway = self.inner.gateway.get().expect("attached").clone();
         let (since, clients) = {
@@ -126,6 +133,7 @@ impl Router {
                 return Ok(());
             };
             sub.hold();
+            sub.placing = Some(at.clone());
             (
                 sub.last.clone(),
                 sub.clients.values().cloned().collect::<Vec<_>>(),
@@ -142,10 +150,11 @@ impl Router {
             Err(e) => {
                 if let Some(mut sub) = self.inner.subs.get_mut(channel) {
                     // Release what waited; the next re-attach tries again.
+                    sub.placing = None;
                     let pending = sub.release();
                     drop(sub);
                     for d in pending {
-                        self.on_delivery(d);
+                        self.on_delivery(None, d);
                     }
                 }
                 return Err(e);
@@ -155,7 +164,7 @@ impl Router {
         // those must not leave the subscription holding live deliveries
         // (a held subscription is never placed again, and its clients would
         // silently hear nothing more). The placement is retried instead.
-        self.settle(channel, since.is_some(), reply);
+        self.settle(channel, at, since.is_some(), reply);
         for client in clients {
             let req = SubscribeRequest {
                 gateway: gateway.clone(),
@@ -177,11 +186,21 @@ impl Router {
     }
 
     /// Hands local clients what a resubscription's reply means for them.
-    fn settle(&self, channel: &ChannelName, had_position: bool, reply: SubscribeReply) {
+    /// The subscription is at `at` from now on: its deliveries are the
+    /// ones taken (under the entry, so that none falls between).
+    fn settle(
+        &self,
+        channel: &ChannelName,
+        at: &BrokerName,
+        had_position: bool,
+        reply: SubscribeReply,
+    ) {
         let Some(sink) = self.sink() else { return };
         let Some(mut sub) = self.inner.subs.get_mut(channel) else {
             return;
         };
+        sub.owner = at.clone();
+        sub.placing = None;
         // Delivered under the entry, so that live deliveries queue behind.
         for d in sub.settle_reply(channel, had_position, reply) {
             sink.deliver(d);

@@ -14,6 +14,8 @@ use switchboard_core::{
 pub(super) struct Subscription {
     /// The broker the subscription was last placed at.
     pub(super) owner: BrokerName,
+    /// The broker a placement in flight is subscribing at.
+    pub(super) placing: Option<BrokerName>,
     /// Whether `owner` is known to hold this gateway's subscription (and its
     /// presence entries). Cleared when its stream was lost; the reconciler
     /// places the subscription again.
@@ -52,12 +54,24 @@ impl Subscription {
     pub(super) fn new(owner: BrokerName) -> Self {
         Self {
             owner,
+            placing: None,
             placed: false,
             unplaced: 0,
             last: None,
             clients: HashMap::new(),
             pending: None,
         }
+    }
+
+    /// Whether live deliveries from `broker` are this subscription's: from
+    /// where it is placed, or is being placed. Any other broker's stream
+    /// may carry the channel too (an owner it moved away from that does
+    /// not know yet, or a new owner that a client's subscribe through this
+    /// gateway reached before this gateway's own placement did), and what
+    /// it sends is not in this subscription's order: dropped, and what was
+    /// in it arrives with the placement there, from the owner's history.
+    pub(super) fn accepts(&self, broker: &BrokerName) -> bool {
+        *broker == self.owner || self.placing.as_ref() == Some(broker)
     }
 
     /// Whether a (re)subscription is in flight.
@@ -299,6 +313,16 @@ mod tests {
         assert_eq!(delivered(sub.on_live(publication(5))), Some(5));
         assert!(matches!(sub.on_live(event()), Live::Deliver(_)));
         assert_eq!(sub.last, Some(pos(5, "e")));
+    }
+
+    #[test]
+    fn deliveries_are_taken_only_from_where_the_subscription_is_or_is_being_placed() {
+        let mut sub = started(pos(3, "e"));
+        assert!(sub.accepts(&"b1".into()));
+        assert!(!sub.accepts(&"b2".into()));
+        sub.placing = Some("b2".into());
+        assert!(sub.accepts(&"b1".into()) && sub.accepts(&"b2".into()));
+        assert!(!sub.accepts(&"b3".into()));
     }
 
     #[test]
