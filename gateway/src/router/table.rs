@@ -126,14 +126,15 @@ impl Subscription {
             last.offset = offset;
             return Live::Deliver(d);
         }
-        // Past the next offset: this gateway missed publications. The
-        // owner's stream is ordered and cut, never thinned, so the stream
-        // did not skip them: the new owner of a moved channel delivered
-        // them before this gateway's own placement there (a client's
-        // subscribe through this gateway registered it first). Passing
-        // this one on would skip them silently; instead it waits while
-        // the subscription is placed again from `last`, whose reply fills
-        // the gap from the owner's history (or announces a reset).
+        // Past the next offset: this gateway missed publications. Only the
+        // broker the subscription is placed at is heard ([`Self::accepts`])
+        // and its stream is ordered and cut, never thinned, so that broker
+        // lost or replaced this gateway's subscription without the
+        // reconciler having placed it again yet (a restart, a newer copy).
+        // Passing this one on would skip what was missed silently; instead
+        // it waits while the subscription is placed again from `last`,
+        // whose reply fills the gap from the owner's history (or announces
+        // a reset).
         tracing::debug!(channel = %d.channel, expected = last.offset + 1, offset, "delivery past the next offset; resubscribing");
         self.unplace();
         self.pending = Some(vec![d]);
