@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use switchboard_cluster::ring::Ring;
 use switchboard_testkit::{
     WAIT,
+    api::Http,
     client::Client,
     cluster::{broker, counter, gateway, scenario_config, seed_of, subscribe_once_routed},
     http,
@@ -223,7 +224,35 @@ fn check_continuity(
     }
 }
 
-/// Runs publisher and subscriber around `change`, then checks them.
+/// Channels that only get keyed publishes through the server API.
+fn keyed_channels() -> Vec<String> {
+    (0..CHANNELS).map(|i| format!("keyed:{i}")).collect()
+}
+
+/// Publishes once to every keyed channel through `gateway`'s server API,
+/// with the key `tag`; returns each answer (offset, epoch).
+async fn publish_keyed(gateway: &Process, tag: &str) -> HashMap<String, Value> {
+    let api = Http::new(gateway.addr, Some("switchboard-dev-api-key"));
+    let mut answers = HashMap::new();
+    for ch in keyed_channels() {
+        let body = json!({"channel": ch, "data": {"tag": tag}, "idempotency_key": tag});
+        let deadline = Instant::now() + WAIT;
+        let answer = loop {
+            let reply = api.call("publish", body.clone()).await.unwrap();
+            if reply.status == 200 {
+                break reply.body;
+            }
+            assert!(Instant::now() < deadline, "{ch}: {reply:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        answers.insert(ch, answer);
+    }
+    answers
+}
+
+/// Runs publisher and subscriber around `change`, then checks them; a keyed
+/// publish made before the change and retried through the other gateway
+/// after it is answered with its first position, not published again.
 async fn across<F, Fut>(gateways: &[Process], change: F)
 where
     F: FnOnce() -> Fut,
@@ -242,7 +271,18 @@ where
     // One client leaves before the change and comes back after it.
     let left = positions(&mut away).await;
     away.close().await.unwrap();
+    static CHANGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let tag = format!(
+        "before-change-{}",
+        CHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let first = publish_keyed(&gateways[0], &tag).await;
     change().await;
+    assert_eq!(
+        publish_keyed(&gateways[1], &tag).await,
+        first,
+        "a retry after the hand-over was published again"
+    );
     // Traffic goes on a while under the new ownership.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -289,6 +329,16 @@ async fn brokers_join_and_drain_without_losing_or_reordering() {
         .iter()
         .filter(|c| after.owner(c) != before.owner(c))
         .count();
+    let keyed_moving = keyed_channels()
+        .iter()
+        .filter(|c| after.owner(c) != before.owner(c))
+        .count();
+    assert!(
+        keyed_moving > 0
+            && keyed_channels()
+                .iter()
+                .any(|c| after.owner(c) == Some("b1"))
+    );
     assert!(
         moving > 0
             && channels().iter().all(|c| {

@@ -48,7 +48,16 @@ pub struct Snapshot {
     pub offset: u64,
     /// Oldest first.
     pub history: Vec<SnapshotEntry>,
+    /// `(idempotency key, offset)` of this epoch's keyed publications still
+    /// in the window (at most [`MAX_HANDED_KEYS`], the newest): the new
+    /// owner answers a retry with the first position instead of publishing
+    /// it again.
+    pub keys: Vec<(String, u64)>,
 }
+
+/// Most idempotency keys one channel's [`Snapshot`] carries: with keys of
+/// up to 256 bytes, about 2.6 MB, well within a hand-over message.
+pub const MAX_HANDED_KEYS: usize = 10_000;
 
 /// A previous holder's answer to "release this channel to me".
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use switchboard_proto::broker::v1 as pb;
 use tonic::{Code, Status};
 
-use crate::ownership::{Release, Snapshot, SnapshotEntry};
+use crate::ownership::{MAX_HANDED_KEYS, Release, Snapshot, SnapshotEntry};
 use switchboard_core::{
     BrokerError, BrokerName, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     Delivery, DeliveryKind, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position,
@@ -125,6 +125,14 @@ pub fn snapshot_to_pb(s: &Snapshot) -> pb::ChannelSnapshot {
                 frame: e.frame.clone(),
             })
             .collect(),
+        keys: s
+            .keys
+            .iter()
+            .map(|(key, offset)| pb::HandedKey {
+                key: key.clone(),
+                offset: *offset,
+            })
+            .collect(),
     }
 }
 
@@ -142,6 +150,12 @@ pub fn snapshot_from_pb(s: pb::ChannelSnapshot) -> Result<Snapshot, BrokerError>
                 age: Duration::from_millis(e.age_millis),
                 frame: e.frame,
             })
+            .collect(),
+        keys: s
+            .keys
+            .into_iter()
+            .take(MAX_HANDED_KEYS)
+            .map(|k| (k.key, k.offset))
             .collect(),
     })
 }
@@ -507,6 +521,30 @@ mod tests {
             };
             assert_eq!(delivery_from_pb(delivery_to_pb(&d)).unwrap().kind, kind);
         }
+    }
+
+    #[test]
+    fn a_snapshot_survives_the_round_trip_with_its_keys_capped() {
+        let mut s = Snapshot {
+            channel: ChannelName::new("orders:42").unwrap(),
+            epoch: "e1".into(),
+            created_micros: 5,
+            offset: 2,
+            history: vec![SnapshotEntry {
+                offset: 2,
+                age: Duration::from_millis(30),
+                frame: bytes::Bytes::from_static(b"{}"),
+            }],
+            keys: vec![("order-42-shipped".into(), 2)],
+        };
+        assert_eq!(snapshot_from_pb(snapshot_to_pb(&s)).unwrap(), s);
+        s.keys = (0..MAX_HANDED_KEYS as u64 + 5)
+            .map(|o| (o.to_string(), o))
+            .collect();
+        assert_eq!(
+            snapshot_from_pb(snapshot_to_pb(&s)).unwrap().keys.len(),
+            MAX_HANDED_KEYS
+        );
     }
 
     #[test]

@@ -24,27 +24,32 @@ pub fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN
 }
 
-/// Remembers `key → value` for `window`, at most `capacity` entries.
+/// Remembers `(group, key) → value` for `window`, at most `capacity`
+/// entries in all. Grouped (by channel) so that one group's entries can be
+/// handed over without a walk over every group's.
 #[derive(Debug)]
-pub struct IdempotencyCache<K, V> {
+pub struct IdempotencyCache<G, K, V> {
     window: Duration,
     capacity: usize,
-    entries: HashMap<K, V>,
-    /// Keys with their expiry, oldest first; always the same keys as `entries`.
-    order: VecDeque<(Instant, K)>,
+    groups: HashMap<G, HashMap<K, (Instant, V)>>,
+    len: usize,
+    /// Entries with their expiry, oldest first; always the same entries as
+    /// `groups`.
+    order: VecDeque<(Instant, (G, K))>,
     /// Entries dropped before their window ended because the cache was full.
     evicted_early: u64,
     /// The estimated size of one entry, for the memory budget.
-    weigh: fn(&K) -> usize,
+    weigh: fn(&(G, K)) -> usize,
     bytes: usize,
 }
 
-impl<K: Eq + Hash + Clone, V> IdempotencyCache<K, V> {
+impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, V: Clone> IdempotencyCache<G, K, V> {
     pub fn new(window: Duration, capacity: usize) -> Self {
         Self {
             window,
             capacity,
-            entries: HashMap::new(),
+            groups: HashMap::new(),
+            len: 0,
             order: VecDeque::new(),
             evicted_early: 0,
             weigh: |_| 0,
@@ -53,7 +58,7 @@ impl<K: Eq + Hash + Clone, V> IdempotencyCache<K, V> {
     }
 
     /// The same cache, keeping a running total of `weigh` over its keys.
-    pub fn with_weigher(mut self, weigh: fn(&K) -> usize) -> Self {
+    pub fn with_weigher(mut self, weigh: fn(&(G, K)) -> usize) -> Self {
         self.weigh = weigh;
         self
     }
@@ -64,37 +69,61 @@ impl<K: Eq + Hash + Clone, V> IdempotencyCache<K, V> {
     }
 
     /// The value remembered for `key`, if its window has not passed.
-    pub fn get(&mut self, key: &K, now: Instant) -> Option<&V> {
+    pub fn get(&mut self, key: &(G, K), now: Instant) -> Option<&V> {
         self.expire(now);
-        self.entries.get(key)
+        self.groups.get(&key.0)?.get(&key.1).map(|(_, v)| v)
     }
 
     /// Remembers `key → value` from `now`. A key already present keeps its
     /// first value: callers look up before they insert.
-    pub fn insert(&mut self, key: K, value: V, now: Instant) {
+    pub fn insert(&mut self, key: (G, K), value: V, now: Instant) {
         self.expire(now);
-        if self.capacity == 0 || self.window.is_zero() || self.entries.contains_key(&key) {
+        let present = self
+            .groups
+            .get(&key.0)
+            .is_some_and(|g| g.contains_key(&key.1));
+        if self.capacity == 0 || self.window.is_zero() || present {
             return;
         }
-        while self.entries.len() >= self.capacity {
+        while self.len >= self.capacity {
             let Some((_, oldest)) = self.order.pop_front() else {
                 break;
             };
-            self.entries.remove(&oldest);
-            self.bytes -= (self.weigh)(&oldest);
+            self.remove(&oldest);
             self.evicted_early += 1;
         }
         self.bytes += (self.weigh)(&key);
-        self.order.push_back((now + self.window, key.clone()));
-        self.entries.insert(key, value);
+        self.len += 1;
+        self.groups
+            .entry(key.0.clone())
+            .or_default()
+            .insert(key.1.clone(), (now, value));
+        self.order.push_back((now + self.window, key));
+    }
+
+    /// The newest `max` entries of `group` still in their window, oldest
+    /// first: what a channel's new owner needs to answer retries.
+    pub fn newest_of(&mut self, group: &G, max: usize, now: Instant) -> Vec<(K, V)> {
+        self.expire(now);
+        let Some(entries) = self.groups.get(group) else {
+            return Vec::new();
+        };
+        let mut newest: Vec<_> = entries.iter().collect();
+        newest.sort_by_key(|(_, (at, _))| std::cmp::Reverse(*at));
+        newest.truncate(max);
+        newest
+            .into_iter()
+            .rev()
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// How many entries were dropped early because the cache was full: a
@@ -110,9 +139,21 @@ impl<K: Eq + Hash + Clone, V> IdempotencyCache<K, V> {
                 break;
             }
             if let Some((_, key)) = self.order.pop_front() {
-                self.entries.remove(&key);
-                self.bytes -= (self.weigh)(&key);
+                self.remove(&key);
             }
+        }
+    }
+
+    fn remove(&mut self, key: &(G, K)) {
+        let Some(group) = self.groups.get_mut(&key.0) else {
+            return;
+        };
+        if group.remove(&key.1).is_some() {
+            self.len -= 1;
+            self.bytes -= (self.weigh)(key);
+        }
+        if group.is_empty() {
+            self.groups.remove(&key.0);
         }
     }
 }
@@ -127,9 +168,9 @@ mod tests {
     fn remembers_within_the_window_only() {
         let t0 = Instant::now();
         let mut c = IdempotencyCache::new(5 * MIN, 10);
-        c.insert("k", 1, t0);
-        assert_eq!(c.get(&"k", t0 + 4 * MIN), Some(&1));
-        assert_eq!(c.get(&"k", t0 + 5 * MIN), None);
+        c.insert(("g", "k"), 1, t0);
+        assert_eq!(c.get(&("g", "k"), t0 + 4 * MIN), Some(&1));
+        assert_eq!(c.get(&("g", "k"), t0 + 5 * MIN), None);
         assert!(c.is_empty());
     }
 
@@ -137,9 +178,9 @@ mod tests {
     fn first_value_wins() {
         let t0 = Instant::now();
         let mut c = IdempotencyCache::new(MIN, 10);
-        c.insert("k", 1, t0);
-        c.insert("k", 2, t0);
-        assert_eq!(c.get(&"k", t0), Some(&1));
+        c.insert(("g", "k"), 1, t0);
+        c.insert(("g", "k"), 2, t0);
+        assert_eq!(c.get(&("g", "k"), t0), Some(&1));
         assert_eq!(c.len(), 1);
     }
 
@@ -148,22 +189,22 @@ mod tests {
         let t0 = Instant::now();
         let mut c = IdempotencyCache::new(MIN, 3);
         for i in 0..5u32 {
-            c.insert(i, i, t0 + Duration::from_millis(i.into()));
+            c.insert((0, i), i, t0 + Duration::from_millis(i.into()));
         }
         assert_eq!(c.len(), 3);
         assert_eq!(c.evicted_early(), 2);
-        assert_eq!(c.get(&0, t0), None);
-        assert_eq!(c.get(&1, t0), None);
-        assert_eq!(c.get(&4, t0 + Duration::from_millis(4)), Some(&4));
+        assert_eq!(c.get(&(0, 0), t0), None);
+        assert_eq!(c.get(&(0, 1), t0), None);
+        assert_eq!(c.get(&(0, 4), t0 + Duration::from_millis(4)), Some(&4));
     }
 
     #[test]
     fn expired_entries_make_room_without_counting_as_evictions() {
         let t0 = Instant::now();
         let mut c = IdempotencyCache::new(MIN, 2);
-        c.insert("a", 1, t0);
-        c.insert("b", 2, t0);
-        c.insert("c", 3, t0 + 2 * MIN);
+        c.insert(("g", "a"), 1, t0);
+        c.insert(("g", "b"), 2, t0);
+        c.insert(("h", "c"), 3, t0 + 2 * MIN);
         assert_eq!(c.len(), 1);
         assert_eq!(c.evicted_early(), 0);
     }
@@ -172,24 +213,44 @@ mod tests {
     fn zero_window_or_capacity_disables() {
         let t0 = Instant::now();
         let mut c = IdempotencyCache::new(Duration::ZERO, 10);
-        c.insert("k", 1, t0);
-        assert_eq!(c.get(&"k", t0), None);
+        c.insert(("g", "k"), 1, t0);
+        assert_eq!(c.get(&("g", "k"), t0), None);
         let mut c = IdempotencyCache::new(MIN, 0);
-        c.insert("k", 1, t0);
-        assert_eq!(c.get(&"k", t0), None);
+        c.insert(("g", "k"), 1, t0);
+        assert_eq!(c.get(&("g", "k"), t0), None);
     }
 
     #[test]
     fn bytes_follow_inserts_expiry_and_eviction() {
         let t0 = Instant::now();
-        let mut c = IdempotencyCache::new(MIN, 2).with_weigher(|k: &&str| k.len());
-        c.insert("aa", 1, t0);
-        c.insert("bbb", 2, t0);
+        let mut c = IdempotencyCache::new(MIN, 2).with_weigher(|(_, k): &(&str, &str)| k.len());
+        c.insert(("g", "aa"), 1, t0);
+        c.insert(("h", "bbb"), 2, t0);
         assert_eq!(c.bytes(), 5);
-        c.insert("c", 3, t0);
+        c.insert(("g", "c"), 3, t0);
         assert_eq!(c.bytes(), 4, "aa evicted early");
-        c.get(&"c", t0 + MIN);
+        c.get(&("g", "c"), t0 + MIN);
         assert_eq!(c.bytes(), 0, "all expired");
+    }
+
+    #[test]
+    fn a_group_s_newest_entries_oldest_first() {
+        let t0 = Instant::now();
+        let mut c = IdempotencyCache::new(MIN, 10);
+        for i in 0..4u64 {
+            c.insert(("a", i), i, t0 + Duration::from_millis(i));
+            c.insert(("b", i), 10 + i, t0 + Duration::from_millis(i));
+        }
+        let now = t0 + Duration::from_millis(4);
+        assert_eq!(c.newest_of(&"a", 2, now), vec![(2, 2), (3, 3)]);
+        assert_eq!(c.newest_of(&"b", 9, now).len(), 4);
+        assert!(c.newest_of(&"c", 9, now).is_empty());
+        assert!(
+            c.newest_of(&"a", 9, t0 + MIN + Duration::from_millis(3))
+                .is_empty(),
+            "expired"
+        );
+        assert!(c.is_empty());
     }
 
     #[test]

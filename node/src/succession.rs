@@ -73,9 +73,9 @@ pub async fn lead(
     };
     if broker.epoch_of(channel).is_none() {
         match r.replicas.takeover(channel, broker.wall_micros()) {
-            Some(takeover) => {
-                let (epoch, offset) = (takeover.snapshot.epoch.clone(), takeover.snapshot.offset);
-                broker.take_over(takeover)?;
+            Some(snapshot) => {
+                let (epoch, offset) = (snapshot.epoch.clone(), snapshot.offset);
+                broker.adopt(snapshot)?;
                 tracing::info!(channel = %channel, term = %config.term, epoch = %epoch, offset, "took the channel over from its replica");
                 metrics::counter!("switchboard_replication_takeovers_total").increment(1);
             }

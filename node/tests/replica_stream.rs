@@ -206,12 +206,12 @@ async fn an_old_leaders_appends_are_refused_and_it_steps_down() {
     // b2 serves the channel from its log: same epoch, same offsets, and
     // the keys of what it holds.
     let takeover = b2.takeover(&news(), 10).unwrap();
-    assert_eq!(takeover.snapshot.epoch, "e1");
-    assert_eq!(takeover.snapshot.offset, 3);
-    let held: Vec<u64> = takeover.snapshot.history.iter().map(|e| e.offset).collect();
+    assert_eq!(takeover.epoch, "e1");
+    assert_eq!(takeover.offset, 3);
+    let held: Vec<u64> = takeover.history.iter().map(|e| e.offset).collect();
     assert_eq!(held, [1, 2, 3]);
     let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
-    assert!(broker.take_over(takeover).unwrap());
+    assert!(broker.adopt(takeover).unwrap());
     broker
         .attach(GatewayId::from("g1"), Arc::new(Discard))
         .await
@@ -358,11 +358,13 @@ async fn a_follower_hands_its_replica_to_a_leader_that_lost_its_copy() {
     // Only to the leader of the term it follows.
     assert!(b2.hand_to_leader(&news(), &b("b3"), 10).is_none());
     let handed = b2.hand_to_leader(&news(), &b("b1"), 10).expect("handed");
-    let s = &handed.snapshot;
+    let s = &handed;
     assert_eq!(
         (s.epoch.as_str(), s.offset, s.history.len()),
         (epoch.id.as_str(), 3, 3)
     );
+    let keys: Vec<(String, u64)> = (1..=3).map(|i| (format!("k{i}"), i)).collect();
+    assert_eq!(s.keys, keys, "the keys go with it");
     assert!(!b2.holds_epoch(&news()));
     let standing = b2.candidacy(&news(), plan(&["b2", "b3", "b1"], &["b1"]));
     assert!(

@@ -11,7 +11,7 @@ use super::{
     channel_state::{ChannelState, Lifecycle},
 };
 use crate::history::History;
-use switchboard_cluster::ownership::{Release, Snapshot, SnapshotEntry};
+use switchboard_cluster::ownership::{MAX_HANDED_KEYS, Release, Snapshot, SnapshotEntry};
 use switchboard_core::{BrokerError, ChannelName, Control, DeliveryKind, presence::Presence};
 
 /// What this broker holds of a channel.
@@ -89,6 +89,7 @@ impl LocalBroker {
                     frame: frame.clone(),
                 })
                 .collect(),
+            keys: self.keys_of(channel, &s.epoch, now),
         };
         // Gateways move their subscriptions and presence themselves;
         // nobody left or joined, so no events.
@@ -120,8 +121,8 @@ impl LocalBroker {
         });
         match handed {
             Some(t) => {
-                tracing::info!(channel = %channel, to, offset = t.snapshot.offset, "replica handed to its leader, which lost its copy");
-                Release::State(t.snapshot)
+                tracing::info!(channel = %channel, to, offset = t.offset, "replica handed to its leader, which lost its copy");
+                Release::State(t)
             }
             None => Release::NotHeld,
         }
@@ -153,9 +154,11 @@ impl LocalBroker {
     /// copies exist after a partition: the newer wins); otherwise the state
     /// here wins. Gateways subscribed to a replaced copy are told to
     /// subscribe again, so their clients learn of the new epoch.
-    pub fn adopt(&self, snapshot: Snapshot) -> Result<bool, BrokerError> {
+    pub fn adopt(&self, mut snapshot: Snapshot) -> Result<bool, BrokerError> {
         let options = self.inner.namespaces.options(&snapshot.channel)?;
         let channel = snapshot.channel.clone();
+        let keys = std::mem::take(&mut snapshot.keys);
+        let epoch = snapshot.epoch.clone();
         let mut snapshot = Some(snapshot);
         let (mut s, created) = self.inner.registry.lock_or_insert(&channel, || {
             let snap = snapshot.take().expect("taken once");
@@ -194,36 +197,50 @@ impl LocalBroker {
             _ => false,
         };
         if adopted {
+            // Under the channel's lock, before any publish here can look.
+            self.remember_keys(&channel, &epoch, keys);
+            drop(s);
             metrics::counter!("switchboard_broker_handoffs_total", "direction" => "in")
                 .increment(1);
         }
         Ok(adopted)
     }
 
-    /// Takes a channel over from this broker's replica of it (a term it
-    /// won): its state in the same epoch, and the idempotency keys of the
-    /// publications held, answered with their first positions.
-    pub fn take_over(
-        &self,
-        takeover: crate::replica::takeover::Takeover,
-    ) -> Result<bool, BrokerError> {
-        let epoch = takeover.snapshot.epoch.clone();
-        let channel = takeover.snapshot.channel.clone();
-        let adopted = self.adopt(takeover.snapshot)?;
-        if adopted {
-            let now = Instant::now();
-            let mut idempotency = self.inner.idempotency.lock();
-            let (cache, charge) = &mut *idempotency;
-            for (key, offset) in takeover.keys {
-                let position = switchboard_core::Position {
-                    offset,
-                    epoch: epoch.clone(),
-                };
-                cache.insert((channel.clone(), key), position, now);
-            }
-            charge.set(cache.bytes());
+    /// `channel`'s idempotency keys in `epoch`, the newest
+    /// [`MAX_HANDED_KEYS`], with their offsets: for its next owner.
+    fn keys_of(&self, channel: &ChannelName, epoch: &str, now: Instant) -> Vec<(String, u64)> {
+        let mut idempotency = self.inner.idempotency.lock();
+        idempotency
+            .0
+            .newest_of(channel, MAX_HANDED_KEYS, now)
+            .into_iter()
+            .filter(|(_, position)| position.epoch == epoch)
+            .map(|(key, position)| (key, position.offset))
+            .collect()
+    }
+
+    /// Remembers keys handed over with `channel` (in `epoch`): a retry
+    /// here is answered with the first position. Each is remembered for a
+    /// whole window from now, so a key may outlive its window by the time
+    /// it spent at the previous owner.
+    fn remember_keys(&self, channel: &ChannelName, epoch: &str, keys: Vec<(String, u64)>) {
+        if keys.is_empty() {
+            return;
         }
-        Ok(adopted)
+        let now = Instant::now();
+        let mut idempotency = self.inner.idempotency.lock();
+        let (cache, charge) = &mut *idempotency;
+        for (key, offset) in keys {
+            if !crate::idempotency::valid_key(&key) {
+                continue;
+            }
+            let position = switchboard_core::Position {
+                offset,
+                epoch: epoch.to_owned(),
+            };
+            cache.insert((channel.clone(), key), position, now);
+        }
+        charge.set(cache.bytes());
     }
 
     /// Creates the channel's state here if there is none.

@@ -55,7 +55,7 @@ use switchboard_core::{
 };
 
 /// Publishes remembered by channel and key.
-type Idempotency = IdempotencyCache<(ChannelName, String), Position>;
+type Idempotency = IdempotencyCache<ChannelName, String, Position>;
 
 /// The in-process channel owner. Cheap to clone.
 #[derive(Clone)]
@@ -779,6 +779,7 @@ mod tests {
             created_micros: 0,
             offset: 9,
             history: Vec::new(),
+            keys: Vec::new(),
         };
         assert!(!b.adopt(older).unwrap());
         assert_eq!(publish(&b, "a:x", 2).await.epoch, mine.epoch);
@@ -802,6 +803,7 @@ mod tests {
             created_micros: Host::system().wall_micros() + 1_000_000,
             offset: 40,
             history: Vec::new(),
+            keys: Vec::new(),
         };
         assert!(b.adopt(newer).unwrap());
         let told = rec.0.lock().unwrap().pop().unwrap();
@@ -908,6 +910,45 @@ mod tests {
         assert_eq!(
             b.publish(req("")).await,
             Err(BrokerError::InvalidIdempotencyKey)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_carries_the_keys_so_a_retry_is_answered_not_repeated() {
+        let old = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let req = |key: &str| PublishRequest {
+            channel: ch("a:b"),
+            from: String::new(),
+            data: data("1"),
+            idempotency_key: Some(key.into()),
+        };
+        let first = old.publish(req("k1")).await.unwrap();
+        let Release::State(snapshot) = old.release(&ch("a:b"), "new").unwrap() else {
+            panic!("the state is handed over")
+        };
+        assert_eq!(snapshot.keys, vec![("k1".to_owned(), first.offset)]);
+
+        let new = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        assert!(new.adopt(snapshot).unwrap());
+        let g = GatewayId::from("g");
+        let rec = Arc::new(Recorder::default());
+        new.attach(g.clone(), rec.clone()).await.unwrap();
+        new.subscribe(SubscribeRequest {
+            gateway: g,
+            channel: ch("a:b"),
+            since: None,
+            client: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(new.publish(req("k1")).await.unwrap(), first);
+        assert!(
+            rec.0.lock().unwrap().is_empty(),
+            "the retry is not delivered"
+        );
+        assert_eq!(
+            new.publish(req("k2")).await.unwrap().offset,
+            first.offset + 1
         );
     }
 

@@ -6,20 +6,12 @@
 use std::time::Duration;
 
 use switchboard_cluster::{
-    ownership::{Snapshot, SnapshotEntry},
+    ownership::{MAX_HANDED_KEYS, Snapshot, SnapshotEntry},
     replication::ReplicaLog,
 };
 use switchboard_core::{BrokerName, ChannelName};
 
 use super::{ReplicaChannel, Replicas};
-
-/// A channel's state as a replica holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Takeover {
-    pub snapshot: Snapshot,
-    /// `(key, offset)` of every held publication that had a key.
-    pub keys: Vec<(String, u64)>,
-}
 
 impl Replicas {
     /// Whether this broker holds `channel`'s epoch as a replica.
@@ -32,7 +24,7 @@ impl Replicas {
 
     /// `channel`'s state from this broker's log, if it holds the channel's
     /// epoch; entry ages are counted from `now_micros` (wall clock).
-    pub fn takeover(&self, channel: &ChannelName, now_micros: u64) -> Option<Takeover> {
+    pub fn takeover(&self, channel: &ChannelName, now_micros: u64) -> Option<Snapshot> {
         let channels = self.channels.lock();
         snapshot_of(channel, channels.get(channel)?, now_micros)
     }
@@ -50,7 +42,7 @@ impl Replicas {
         channel: &ChannelName,
         leader: &BrokerName,
         now_micros: u64,
-    ) -> Option<Takeover> {
+    ) -> Option<Snapshot> {
         let mut channels = self.channels.lock();
         let c = channels.get_mut(channel)?;
         let config = c.register.config()?;
@@ -71,7 +63,7 @@ impl Replicas {
 }
 
 /// The channel as `c`'s log holds it, if it holds the channel's epoch.
-fn snapshot_of(channel: &ChannelName, c: &ReplicaChannel, now_micros: u64) -> Option<Takeover> {
+fn snapshot_of(channel: &ChannelName, c: &ReplicaChannel, now_micros: u64) -> Option<Snapshot> {
     let epoch = c.epoch.clone()?;
     let end = c.log.end();
     let first = (1..=end)
@@ -93,14 +85,15 @@ fn snapshot_of(channel: &ChannelName, c: &ReplicaChannel, now_micros: u64) -> Op
             keys.push((k.clone(), offset));
         }
     }
-    Some(Takeover {
-        snapshot: Snapshot {
-            channel: channel.clone(),
-            epoch: epoch.id,
-            created_micros: epoch.created_micros,
-            offset: end,
-            history,
-        },
+    // The log's keys are this epoch's; beyond the cap, the newest go.
+    let skip = keys.len().saturating_sub(MAX_HANDED_KEYS);
+    keys.drain(..skip);
+    Some(Snapshot {
+        channel: channel.clone(),
+        epoch: epoch.id,
+        created_micros: epoch.created_micros,
+        offset: end,
+        history,
         keys,
     })
 }
