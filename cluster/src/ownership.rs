@@ -22,6 +22,7 @@ use bytes::Bytes;
 
 use crate::{
     membership::{ClusterView, NodeState, Role},
+    replication::Term,
     ring::Ring,
 };
 use switchboard_core::{ChannelName, ids::BrokerAddr};
@@ -48,11 +49,55 @@ pub struct Snapshot {
     pub offset: u64,
     /// Oldest first.
     pub history: Vec<SnapshotEntry>,
+    /// The replication term the copy was led or followed in; zero for a
+    /// copy served unreplicated. Of two copies, the one of the higher term
+    /// wins whatever their epochs: it was chosen by a majority of the
+    /// channel's voters after the other (docs/replication.md, "Which copy
+    /// wins").
+    pub term: Term,
     /// `(idempotency key, offset)` of this epoch's keyed publications still
     /// in the window (at most [`MAX_HANDED_KEYS`], the newest): the new
     /// owner answers a retry with the first position instead of publishing
     /// it again.
     pub keys: Vec<(String, u64)>,
+}
+
+impl Snapshot {
+    pub fn rank(&self) -> CopyRank<'_> {
+        CopyRank {
+            term: self.term,
+            epoch: &self.epoch,
+            created_micros: self.created_micros,
+            offset: self.offset,
+        }
+    }
+}
+
+/// What decides which of two copies of a channel a broker keeps (after a
+/// partition, a freeze, a restart): the replication term, then the epoch,
+/// then the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyRank<'a> {
+    /// The term the copy is led in here; zero if unreplicated.
+    pub term: Term,
+    pub epoch: &'a str,
+    pub created_micros: u64,
+    pub offset: u64,
+}
+
+impl CopyRank<'_> {
+    /// Whether this copy replaces `held`. A later term wins whatever the
+    /// epochs: a majority of the channel's voters chose it after the
+    /// other's, so it holds everything acknowledged there, and a copy served
+    /// unreplicated (term zero) never replaces one that is replicated.
+    /// Within a term, a newer epoch wins, or the same epoch further on.
+    pub fn supersedes(&self, held: &CopyRank<'_>) -> bool {
+        if self.term != held.term {
+            return self.term > held.term;
+        }
+        (self.created_micros > held.created_micros && self.epoch != held.epoch)
+            || (self.epoch == held.epoch && self.offset > held.offset)
+    }
 }
 
 /// Most idempotency keys one channel's [`Snapshot`] carries: with keys of
@@ -246,6 +291,31 @@ mod tests {
     use super::*;
     use crate::membership::NodeId;
     use switchboard_core::BrokerName;
+
+    fn copy(term: u64, epoch: &str, created_micros: u64, offset: u64) -> CopyRank<'_> {
+        CopyRank {
+            term: Term(term),
+            epoch,
+            created_micros,
+            offset,
+        }
+    }
+
+    #[test]
+    fn a_later_term_wins_then_a_newer_epoch_then_further_on() {
+        // Unreplicated (R = 1): a newer epoch, or the same one further on.
+        assert!(copy(0, "new", 2, 0).supersedes(&copy(0, "old", 1, 9)));
+        assert!(!copy(0, "old", 1, 9).supersedes(&copy(0, "new", 2, 0)));
+        assert!(copy(0, "e", 1, 10).supersedes(&copy(0, "e", 1, 9)));
+        assert!(!copy(0, "e", 1, 9).supersedes(&copy(0, "e", 1, 9)));
+        // A fresh epoch served unreplicated (a broker that lost its log)
+        // never replaces the copy a replica set leads, however new.
+        assert!(!copy(0, "fresh", 9, 0).supersedes(&copy(2, "e", 1, 37)));
+        // A later term wins, even over a longer copy of an older term
+        // (what a frozen leader acknowledged alone was never committed).
+        assert!(copy(3, "e", 1, 30).supersedes(&copy(2, "e", 1, 40)));
+        assert!(!copy(1, "e", 1, 40).supersedes(&copy(2, "e", 1, 30)));
+    }
 
     fn broker(name: &str, state: NodeState) -> NodeId {
         NodeId {

@@ -116,6 +116,7 @@ pub fn snapshot_to_pb(s: &Snapshot) -> pb::ChannelSnapshot {
         epoch: s.epoch.clone(),
         created_micros: s.created_micros,
         offset: s.offset,
+        term: s.term.0,
         history: s
             .history
             .iter()
@@ -142,6 +143,7 @@ pub fn snapshot_from_pb(s: pb::ChannelSnapshot) -> Result<Snapshot, BrokerError>
         epoch: s.epoch,
         created_micros: s.created_micros,
         offset: s.offset,
+        term: crate::replication::Term(s.term),
         history: s
             .history
             .into_iter()
@@ -536,6 +538,7 @@ mod tests {
                 frame: bytes::Bytes::from_static(b"{}"),
             }],
             keys: vec![("order-42-shipped".into(), 2)],
+            term: crate::replication::Term(3),
         };
         assert_eq!(snapshot_from_pb(snapshot_to_pb(&s)).unwrap(), s);
         s.keys = (0..MAX_HANDED_KEYS as u64 + 5)

@@ -86,11 +86,12 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, V: Clone> IdempotencyCache<G, K
             return;
         }
         while self.len >= self.capacity {
-            let Some((_, oldest)) = self.order.pop_front() else {
+            let Some((expires, oldest)) = self.order.pop_front() else {
                 break;
             };
-            self.remove(&oldest);
-            self.evicted_early += 1;
+            if self.remove(&oldest, Some(expires)) {
+                self.evicted_early += 1;
+            }
         }
         self.bytes += (self.weigh)(&key);
         self.len += 1;
@@ -138,23 +139,37 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, V: Clone> IdempotencyCache<G, K
             if *expires > now {
                 break;
             }
-            if let Some((_, key)) = self.order.pop_front() {
-                self.remove(&key);
+            if let Some((expires, key)) = self.order.pop_front() {
+                self.remove(&key, Some(expires));
             }
         }
     }
 
-    fn remove(&mut self, key: &(G, K)) {
+    /// Forgets `key` now; its place in the expiry order is skipped when
+    /// reached, so the same key remembered again keeps a whole window.
+    pub fn forget(&mut self, key: &(G, K)) {
+        self.remove(key, None);
+    }
+
+    /// Removes `key` if held (and, given `expires`, only the entry that
+    /// expires then); whether it was.
+    fn remove(&mut self, key: &(G, K), expires: Option<Instant>) -> bool {
         let Some(group) = self.groups.get_mut(&key.0) else {
-            return;
+            return false;
         };
-        if group.remove(&key.1).is_some() {
+        let window = self.window;
+        let held = group
+            .get(&key.1)
+            .is_some_and(|(at, _)| expires.is_none_or(|e| *at + window == e));
+        if held {
+            group.remove(&key.1);
             self.len -= 1;
             self.bytes -= (self.weigh)(key);
         }
         if group.is_empty() {
             self.groups.remove(&key.0);
         }
+        held
     }
 }
 
@@ -251,6 +266,25 @@ mod tests {
             "expired"
         );
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_key_forgotten_and_remembered_again_keeps_a_whole_window() {
+        let t0 = Instant::now();
+        let mut c = IdempotencyCache::new(MIN, 10);
+        c.insert(("g", "k"), 1, t0);
+        c.forget(&("g", "k"));
+        assert_eq!(c.get(&("g", "k"), t0), None);
+        c.insert(("g", "k"), 2, t0 + MIN / 2);
+        assert_eq!(
+            c.get(&("g", "k"), t0 + MIN),
+            Some(&2),
+            "the first window ended"
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get(&("g", "k"), t0 + MIN + MIN / 2), None);
+        assert!(c.is_empty());
+        assert_eq!(c.evicted_early(), 0);
     }
 
     #[test]

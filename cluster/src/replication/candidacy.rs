@@ -131,7 +131,15 @@ impl Candidacy {
         if !base.is_data_replica(&me) {
             return Err(Ineligible::NotADataReplica(base.term));
         }
-        if !log.is_complete_for(base.term) {
+        // The leader a configuration names, if it never came to lead it
+        // (its election ended, by a deadline or a later promise, after a
+        // majority accepted it), holds the reference log all the same: only
+        // its own candidacy could name it, on a log complete for the term
+        // before, and nothing was appended in a term nobody led. Without
+        // this, no broker could ever stand on that configuration again.
+        let never_led =
+            base.leader == me && log.term() < base.term && log.is_complete_for(log.term());
+        if !log.is_complete_for(base.term) && !never_led {
             return Err(Ineligible::Incomplete(base.term));
         }
         if term <= base.term {
@@ -401,6 +409,28 @@ mod tests {
             Candidacy::new(b("b2"), base(), &log, Term(4), p),
             Err(Ineligible::TermNotNewer { .. })
         ));
+    }
+
+    /// b1's candidacy for term 4 was accepted by a majority, but b1 never
+    /// came to lead it (its election ran out first): its log, still of
+    /// term 3, is the reference, and it may stand on term 4. Nobody else
+    /// may: no follower ever adopted term 4.
+    #[test]
+    fn the_leader_a_configuration_names_stands_on_it_though_it_never_led_it() {
+        let p = plan(2, &[]);
+        let mut led_term_3 = ReplicaLog::<u8>::new();
+        led_term_3.lead(Term(3));
+        led_term_3.push(1);
+        assert!(Candidacy::new(b("b1"), base(), &led_term_3, Term(5), p.clone()).is_ok());
+        assert_eq!(
+            Candidacy::new(b("b2"), base(), &complete_log(3), Term(5), p.clone()).unwrap_err(),
+            Ineligible::Incomplete(Term(4))
+        );
+        assert_eq!(
+            Candidacy::new(b("b1"), base(), &ReplicaLog::<u8>::lost(), Term(5), p).unwrap_err(),
+            Ineligible::Incomplete(Term(4)),
+            "not on a log it lost"
+        );
     }
 
     #[test]

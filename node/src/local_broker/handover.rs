@@ -11,7 +11,10 @@ use super::{
     channel_state::{ChannelState, Lifecycle},
 };
 use crate::history::History;
-use switchboard_cluster::ownership::{MAX_HANDED_KEYS, Release, Snapshot, SnapshotEntry};
+use switchboard_cluster::{
+    ownership::{CopyRank, MAX_HANDED_KEYS, Release, Snapshot, SnapshotEntry},
+    replication::Term,
+};
 use switchboard_core::{BrokerError, ChannelName, Control, DeliveryKind, presence::Presence};
 
 /// What this broker holds of a channel.
@@ -90,6 +93,7 @@ impl LocalBroker {
                 })
                 .collect(),
             keys: self.keys_of(channel, &s.epoch, now),
+            term: self.term_of(channel),
         };
         // Gateways move their subscriptions and presence themselves;
         // nobody left or joined, so no events.
@@ -170,12 +174,16 @@ impl LocalBroker {
                 *s = ChannelState::from_snapshot(snap, options, Instant::now(), &self.inner.budget);
                 true
             }
-            // A newer epoch, or the same epoch further on: a replica took
-            // the channel over while this copy was frozen or cut off, and
-            // went on at the same offsets.
+            // A copy of a later term, a newer epoch, or the same epoch
+            // further on: a replica took the channel over while this copy
+            // was frozen or cut off, and went on at the same offsets.
             Some(snap)
-                if (snap.created_micros > s.created_micros && snap.epoch != s.epoch)
-                    || (snap.epoch == s.epoch && snap.offset > s.offset) =>
+                if snap.rank().supersedes(&CopyRank {
+                    term: self.term_of(&channel),
+                    epoch: &s.epoch,
+                    created_micros: s.created_micros,
+                    offset: s.offset,
+                }) =>
             {
                 tracing::warn!(channel = %channel, stale = %s.epoch, newer = %snap.epoch, offset = snap.offset, "a newer copy of the channel replaces the one here");
                 // What this broker led of it is over: its log ends where
@@ -204,6 +212,13 @@ impl LocalBroker {
                 .increment(1);
         }
         Ok(adopted)
+    }
+
+    /// The term this broker leads `channel` in; zero if it does not.
+    fn term_of(&self, channel: &ChannelName) -> Term {
+        self.replicated()
+            .and_then(|r| r.replicas.leads(channel))
+            .unwrap_or_default()
     }
 
     /// `channel`'s idempotency keys in `epoch`, the newest

@@ -423,10 +423,19 @@ impl Broker for LocalBroker {
                 .idempotency_key
                 .as_ref()
                 .map(|k| (req.channel.clone(), k.clone()));
-            if let Some(key) = &key
-                && let Some(original) = self.inner.idempotency.lock().0.get(key, Instant::now())
-            {
-                return (original.clone(), false);
+            if let Some(key) = &key {
+                let mut idempotency = self.inner.idempotency.lock();
+                match idempotency.0.get(key, Instant::now()) {
+                    Some(original) if original.epoch == s.epoch && original.offset <= s.offset => {
+                        return (original.clone(), false);
+                    }
+                    // Appended while this broker led the channel replicated
+                    // and never committed (it serves the channel
+                    // unreplicated now, from what was committed): answering
+                    // it would acknowledge what nobody stores.
+                    Some(_) => idempotency.0.forget(key),
+                    None => {}
+                }
             }
             s.offset += 1;
             let frame = frame::publication(
@@ -780,6 +789,7 @@ mod tests {
             offset: 9,
             history: Vec::new(),
             keys: Vec::new(),
+            term: Default::default(),
         };
         assert!(!b.adopt(older).unwrap());
         assert_eq!(publish(&b, "a:x", 2).await.epoch, mine.epoch);
@@ -804,6 +814,7 @@ mod tests {
             offset: 40,
             history: Vec::new(),
             keys: Vec::new(),
+            term: Default::default(),
         };
         assert!(b.adopt(newer).unwrap());
         let told = rec.0.lock().unwrap().pop().unwrap();

@@ -64,12 +64,18 @@ impl LocalBroker {
                 .idempotency_key
                 .as_ref()
                 .map(|k| (req.channel.clone(), k.clone()));
-            if let Some(key) = &key
-                && let Some(original) = self.inner.idempotency.lock().0.get(key, Instant::now())
-            {
-                return Ok(Err(original.clone()));
-            }
             let offset = r.replicas.next_offset(&s.name).ok_or(not_led())?;
+            if let Some(key) = &key {
+                let mut idempotency = self.inner.idempotency.lock();
+                if let Some(original) = idempotency.0.get(key, Instant::now()) {
+                    if in_log(r, s, original, &key.1, offset) {
+                        return Ok(Err(original.clone()));
+                    }
+                    // Appended in an earlier term and dropped since (it
+                    // was never committed): it is published anew.
+                    idempotency.0.forget(key);
+                }
+            }
             let bytes = frame::publication(
                 &s.name,
                 &req.from,
@@ -161,6 +167,26 @@ impl LocalBroker {
             }
         });
     }
+}
+
+/// Whether the publication `original` remembers for `key` is the one
+/// `s`'s log holds at its offset (`next` is the log's next offset): an
+/// entry appended by an earlier leadership and never committed may have
+/// been dropped, and another publication stored at its offset since.
+/// Offsets before the log's window were committed, and are taken as read.
+fn in_log(
+    r: &Replicated,
+    s: &super::channel_state::ChannelState,
+    original: &Position,
+    key: &str,
+    next: u64,
+) -> bool {
+    if original.epoch != s.epoch || original.offset >= next {
+        return false;
+    }
+    r.replicas
+        .entry(&s.name, original.offset)
+        .is_none_or(|e| e.idempotency_key.as_deref() == Some(key))
 }
 
 fn not_led() -> BrokerError {

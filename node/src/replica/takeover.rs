@@ -95,5 +95,6 @@ fn snapshot_of(channel: &ChannelName, c: &ReplicaChannel, now_micros: u64) -> Op
         offset: end,
         history,
         keys,
+        term: c.register.config().map(|c| c.term).unwrap_or_default(),
     })
 }
