@@ -148,18 +148,21 @@ impl Router {
         let reply = match remote.subscribe(req).await {
             Ok(reply) => reply,
             Err(e) => {
-                if let Some(mut sub) = self.inner.subs.get_mut(channel) {
-                    // Release what waited; the next re-attach tries again.
-                    sub.placing = None;
-                    let pending = sub.release();
-                    drop(sub);
-                    for d in pending {
-                        self.on_delivery(None, d);
-                    }
-                }
+                self.abandon_placement(channel);
                 return Err(e);
             }
         };
+        let put_off =
+            self.inner.subs.get_mut(channel).is_some_and(|mut sub| {
+                sub.puts_off(since.as_ref(), &reply, std::time::Instant::now())
+            });
+        if put_off {
+            tracing::debug!(channel = %channel, broker = %at, offset = reply.position.offset, "the owner's copy is behind what clients were given; asking again");
+            self.abandon_placement(channel);
+            return Err(BrokerError::Unavailable(
+                "the owner's copy is behind what clients were given".into(),
+            ));
+        }
         // Settled before the presence entries are placed: a failure among
         // those must not leave the subscription holding live deliveries
         // (a held subscription is never placed again, and its clients would
@@ -183,6 +186,19 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// A placement that did not settle: what waited is released, and the
+    /// reconciler tries again.
+    fn abandon_placement(&self, channel: &ChannelName) {
+        if let Some(mut sub) = self.inner.subs.get_mut(channel) {
+            sub.placing = None;
+            let pending = sub.release();
+            drop(sub);
+            for d in pending {
+                self.on_delivery(None, d);
+            }
+        }
     }
 
     /// Hands local clients what a resubscription's reply means for them.

@@ -3,12 +3,21 @@
 //! it what arrives (live deliveries, subscribe replies) and does what it
 //! answers; every decision about what local clients receive is made here.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use switchboard_core::{
     BrokerName, ChannelName, ClientInfo, Control, Delivery, DeliveryKind, Position, Publication,
     SubscribeReply, frame::push as frame,
 };
+
+/// How long a resubscription keeps asking an owner whose copy of the
+/// clients' epoch is behind what they were given before it takes that
+/// copy's reset: long enough for a thawed or healed owner to take the newer
+/// copy (docs/operations.md, "Failures").
+pub(super) const BEHIND_WAIT: Duration = Duration::from_secs(3);
 
 /// This gateway's subscription to one channel.
 pub(super) struct Subscription {
@@ -30,6 +39,9 @@ pub(super) struct Subscription {
     /// While (re)subscribing, live deliveries wait here so that recovered
     /// and live publications reach clients in offset order.
     pending: Option<Vec<Delivery>>,
+    /// Since when the owner's replies have been behind (see
+    /// [`Self::puts_off`]).
+    behind_since: Option<Instant>,
 }
 
 /// What to do with one live delivery.
@@ -60,7 +72,37 @@ impl Subscription {
             last: None,
             clients: HashMap::new(),
             pending: None,
+            behind_since: None,
         }
+    }
+
+    /// Whether a resubscription's `reply` is put off, to be asked for
+    /// again: the owner's copy of the epoch clients are in is behind what
+    /// they were given from `since` (a stale copy: an owner that thawed or
+    /// healed and has not taken the newer copy yet). Taken as it is after
+    /// [`BEHIND_WAIT`]: then the owner lost those publications, and its
+    /// reset is the truth.
+    pub(super) fn puts_off(
+        &mut self,
+        since: Option<&Position>,
+        reply: &SubscribeReply,
+        now: Instant,
+    ) -> bool {
+        let behind = since.is_some_and(|since| {
+            reply.recovered != Some(true)
+                && reply.position.epoch == since.epoch
+                && reply.position.offset < since.offset
+        });
+        if !behind {
+            self.behind_since = None;
+            return false;
+        }
+        let first = *self.behind_since.get_or_insert(now);
+        if now.duration_since(first) >= BEHIND_WAIT {
+            self.behind_since = None;
+            return false;
+        }
+        true
     }
 
     /// Whether live deliveries from `broker` are this subscription's: from
@@ -505,6 +547,26 @@ mod tests {
         assert_eq!(&out[0].frame, &frame::resubscribed(&channel(), 4, "e"));
         assert_eq!(sub.last, Some(pos(4, "e")));
         assert_eq!(delivered(sub.on_live(publication(5))), Some(5));
+    }
+
+    #[test]
+    fn a_copy_behind_what_clients_were_given_is_asked_again_before_its_reset_is_taken() {
+        let mut sub = started(pos(6, "e"));
+        let t0 = Instant::now();
+        let stale = reply(pos(4, "e"), Some(false), &[]);
+        let since = pos(6, "e");
+        assert!(sub.puts_off(Some(&since), &stale, t0));
+        assert!(sub.puts_off(Some(&since), &stale, t0 + BEHIND_WAIT / 2));
+        // The newer copy arrived: its reply is taken.
+        let caught_up = reply(pos(9, "e"), Some(true), &[]);
+        assert!(!sub.puts_off(Some(&since), &caught_up, t0 + BEHIND_WAIT / 2));
+        // A copy still behind after the wait: its reset is taken.
+        let later = t0 + BEHIND_WAIT;
+        assert!(sub.puts_off(Some(&since), &stale, later));
+        assert!(!sub.puts_off(Some(&since), &stale, later + BEHIND_WAIT));
+        // Another epoch, or a first subscription, is never put off.
+        assert!(!sub.puts_off(Some(&since), &reply(pos(0, "f"), Some(false), &[]), t0));
+        assert!(!sub.puts_off(None, &stale, t0));
     }
 
     #[test]
