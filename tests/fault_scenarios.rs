@@ -266,6 +266,40 @@ async fn kill_of_a_replicated_owner() {
     issue_13_promise(&o);
 }
 
+/// With R = 2, an owner frozen (SIGSTOP) past the failure-detection time,
+/// then thawed: its follower takes over in a later term, and the thawed
+/// owner's copy gives way to the copy of that term (docs/replication.md,
+/// "Which copy wins"); a gateway that meets the stale copy meanwhile asks
+/// again instead of rewinding its clients. Issue 13's whole promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_replicated_owner() {
+    let mut s = Scenario::new(
+        "rfreeze",
+        Fault::Freeze {
+            frozen: Duration::from_secs(8),
+        },
+    );
+    s.broker_args = Some(replicated);
+    let o = scenario_of(s).await;
+    issue_13_promise(&o);
+}
+
+/// With R = 2, a broker cut off for 10 s and healed: as
+/// [`frozen_replicated_owner`], and the cut-off broker's own copies (or a
+/// fresh epoch it served unreplicated) never replace the replicated ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_replicated_broker() {
+    let mut s = Scenario::new(
+        "rpartition",
+        Fault::Partition {
+            cut: Duration::from_secs(10),
+        },
+    );
+    s.broker_args = Some(replicated);
+    let o = scenario_of(s).await;
+    issue_13_promise(&o);
+}
+
 /// With R = 2, an owner killed and started again before gossip noticed:
 /// it comes back with its votes but no log, and its follower hands it the
 /// replica, so the channel goes on in the same epoch (served unreplicated

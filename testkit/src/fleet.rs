@@ -213,7 +213,7 @@ impl Fleet {
 
     async fn start_gateway(&self, name: &str, config: &str) -> anyhow::Result<Process> {
         let listen = SocketAddr::new(self.host, 0).to_string();
-        let gossip = SocketAddr::new(self.host, free_port()?).to_string();
+        let gossip = SocketAddr::new(self.host, stable_port(self.host)?).to_string();
         let mut args: Vec<String> = [
             "gateway", "--name", name, "--listen", &listen, "--gossip", &gossip, "--config", config,
         ]
