@@ -8,9 +8,10 @@
 //! `todays_*` functions name what they leave out, and why (bugs the
 //! scenarios found, in docs/replication.md's baseline). [`issue_13_promise`]
 //! is issue 13's full promise; every scenario switches to it when
-//! [`REPLICATION`] is set, once replication lands; `kill_of_a_replicated_owner`
-//! already asserts it with `broker.replication_factor = 2`, where
-//! replication is built. Each scenario prints its row of the baseline
+//! [`REPLICATION`] is set, once replication lands. The hand-overs (rolling
+//! restart, join and drain) already keep it with R = 1, and four scenarios
+//! run with `broker.replication_factor = 2` and assert it: a killed, a
+//! killed and restarted, a frozen and a partitioned owner. Each scenario prints its row of the baseline
 //! table in docs/replication.md:
 //! `cargo test --test fault_scenarios -- --nocapture --test-threads=1`.
 
@@ -256,13 +257,18 @@ fn replicated(_broker: &str) -> Vec<String> {
     vec!["--config".into(), path.clone()]
 }
 
+/// A scenario whose brokers all run with [`replicated`].
+async fn replicated_scenario(name: &str, fault: Fault) -> Outcome {
+    let mut s = Scenario::new(name, fault);
+    s.broker_args = Some(replicated);
+    scenario_of(s).await
+}
+
 /// Where replication is built (docs/replication.md, status): `kill -9` of
 /// an owner with R = 2 keeps issue 13's whole promise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_of_a_replicated_owner() {
-    let mut s = Scenario::new("rkill", Fault::Kill);
-    s.broker_args = Some(replicated);
-    let o = scenario_of(s).await;
+    let o = replicated_scenario("rkill", Fault::Kill).await;
     issue_13_promise(&o);
 }
 
@@ -273,14 +279,13 @@ async fn kill_of_a_replicated_owner() {
 /// again instead of rewinding its clients. Issue 13's whole promise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_replicated_owner() {
-    let mut s = Scenario::new(
+    let o = replicated_scenario(
         "rfreeze",
         Fault::Freeze {
             frozen: Duration::from_secs(8),
         },
-    );
-    s.broker_args = Some(replicated);
-    let o = scenario_of(s).await;
+    )
+    .await;
     issue_13_promise(&o);
 }
 
@@ -289,14 +294,13 @@ async fn frozen_replicated_owner() {
 /// fresh epoch it served unreplicated) never replace the replicated ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_replicated_broker() {
-    let mut s = Scenario::new(
+    let o = replicated_scenario(
         "rpartition",
         Fault::Partition {
             cut: Duration::from_secs(10),
         },
-    );
-    s.broker_args = Some(replicated);
-    let o = scenario_of(s).await;
+    )
+    .await;
     issue_13_promise(&o);
 }
 
@@ -309,13 +313,12 @@ async fn partitioned_replicated_broker() {
 /// published again: 8 duplicates in 1 of 6 runs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_restart_of_a_replicated_owner() {
-    let mut s = Scenario::new(
+    let o = replicated_scenario(
         "rrestart",
         Fault::KillRestart {
             down: Duration::from_secs(1),
         },
-    );
-    s.broker_args = Some(replicated);
-    let o = scenario_of(s).await;
+    )
+    .await;
     issue_13_promise(&o);
 }
