@@ -48,6 +48,9 @@ pub async fn lead(
     if r.replicas.leads(channel).is_some() && lost.is_empty() {
         return Ok(Succession::Leads);
     }
+    if let Some(why) = behind_the_state(broker, r, channel) {
+        return Ok(ineligible(channel, &why));
+    }
     // Leading with a member gone: a new term refills the replica set.
     let plan = Plan {
         failover: placement.failover(channel.as_str()),
@@ -107,6 +110,23 @@ pub fn lost_members(
         .into_iter()
         .filter(|m| !placement.is_live(m.as_str()) || r.streams.is_down(m))
         .collect()
+}
+
+/// Why this broker's replica log may not lead the channel it holds: it
+/// lacks publications the held state has (the state came from another
+/// broker, in a hand-over, and this log stopped earlier), or it is of
+/// another epoch. Leading it would number new publications from the log's
+/// end, at offsets subscribers already had: they would be acknowledged and
+/// never delivered. Served as held, unreplicated, instead.
+fn behind_the_state(
+    broker: &LocalBroker,
+    r: &Replicated,
+    channel: &ChannelName,
+) -> Option<Ineligible> {
+    let (epoch, offset) = broker.held_at(channel)?;
+    let (term, end, _, log_epoch) = r.replicas.state(channel)?;
+    let other_epoch = log_epoch.is_some_and(|e| e.id != epoch);
+    (other_epoch || offset > end).then_some(Ineligible::Incomplete(term))
 }
 
 fn ineligible(channel: &ChannelName, why: &Ineligible) -> Succession {

@@ -52,6 +52,12 @@ impl LocalBroker {
         Some((s.epoch.clone(), s.created_micros))
     }
 
+    /// The epoch and offset of `channel` as held here, if it is.
+    pub fn held_at(&self, channel: &ChannelName) -> Option<(String, u64)> {
+        let s = self.inner.registry.lock_existing(channel)?;
+        Some((s.epoch.clone(), s.offset))
+    }
+
     /// [`switchboard_core::Broker::publish`] for a channel led here.
     pub(super) async fn publish_replicated(
         &self,
