@@ -124,9 +124,12 @@ fn behind_the_state(
     channel: &ChannelName,
 ) -> Option<Ineligible> {
     let (epoch, offset) = broker.held_at(channel)?;
-    let (term, end, _, log_epoch) = r.replicas.state(channel)?;
+    let (_, end, _, log_epoch) = r.replicas.state(channel)?;
     let other_epoch = log_epoch.is_some_and(|e| e.id != epoch);
-    (other_epoch || offset > end).then_some(Ineligible::Incomplete(term))
+    (other_epoch || offset > end).then_some(Ineligible::BehindHeldState {
+        held: offset,
+        log_end: end,
+    })
 }
 
 fn ineligible(channel: &ChannelName, why: &Ineligible) -> Succession {

@@ -68,6 +68,11 @@ pub enum Ineligible {
     Incomplete(Term),
     #[error("term {proposed} is not after {current}")]
     TermNotNewer { proposed: Term, current: Term },
+    /// The channel held here (from a hand-over) is further on than this
+    /// broker's replica log, or of another epoch: leading would number new
+    /// publications at offsets subscribers already had.
+    #[error("the replica log (ending at {log_end}) is behind the channel held here (at {held})")]
+    BehindHeldState { held: u64, log_end: u64 },
 }
 
 /// Where a candidacy stands after a reply.

@@ -16,7 +16,7 @@ use switchboard_core::{
 /// How long a resubscription keeps asking an owner whose copy of the
 /// clients' epoch is behind what they were given before it takes that
 /// copy's reset: long enough for a thawed or healed owner to take the newer
-/// copy (docs/operations.md, "Failures").
+/// copy (docs/operations.md, "Failure behaviour").
 pub(super) const BEHIND_WAIT: Duration = Duration::from_secs(3);
 
 /// This gateway's subscription to one channel.

@@ -884,34 +884,45 @@ mod tests {
         assert!(frames[1].starts_with(r#"{"type":"leave""#), "{frames:?}");
     }
 
-    #[tokio::test]
-    async fn idempotent_retry_returns_the_original_and_delivers_once() {
-        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+    /// A publish to `a:b` with idempotency key `key`.
+    fn keyed(key: &str) -> PublishRequest {
+        PublishRequest {
+            channel: ch("a:b"),
+            from: String::new(),
+            data: data("1"),
+            idempotency_key: Some(key.into()),
+        }
+    }
+
+    /// Gateway `g` attached to `b` and subscribed to `channel`: what it
+    /// receives.
+    async fn watching(b: &LocalBroker, channel: &str) -> Arc<Recorder> {
         let g = GatewayId::from("g");
         let rec = Arc::new(Recorder::default());
         b.attach(g.clone(), rec.clone()).await.unwrap();
         b.subscribe(SubscribeRequest {
             gateway: g,
-            channel: ch("a:b"),
+            channel: ch(channel),
             since: None,
             client: None,
         })
         .await
         .unwrap();
-        let req = |key: &str| PublishRequest {
-            channel: ch("a:b"),
-            from: String::new(),
-            data: data("1"),
-            idempotency_key: Some(key.into()),
-        };
-        let first = b.publish(req("k1")).await.unwrap();
-        assert_eq!(b.publish(req("k1")).await.unwrap(), first);
-        let other = b.publish(req("k2")).await.unwrap();
+        rec
+    }
+
+    #[tokio::test]
+    async fn idempotent_retry_returns_the_original_and_delivers_once() {
+        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let rec = watching(&b, "a:b").await;
+        let first = b.publish(keyed("k1")).await.unwrap();
+        assert_eq!(b.publish(keyed("k1")).await.unwrap(), first);
+        let other = b.publish(keyed("k2")).await.unwrap();
         assert_eq!(other.offset, first.offset + 1);
         let again = b
             .publish(PublishRequest {
                 channel: ch("a:c"),
-                ..req("k1")
+                ..keyed("k1")
             })
             .await
             .unwrap();
@@ -919,7 +930,7 @@ mod tests {
         assert_eq!(rec.0.lock().unwrap().len(), 2);
         assert_eq!(b.nodes().await.unwrap()[0].num_publications, 3);
         assert_eq!(
-            b.publish(req("")).await,
+            b.publish(keyed("")).await,
             Err(BrokerError::InvalidIdempotencyKey)
         );
     }
@@ -927,13 +938,7 @@ mod tests {
     #[tokio::test]
     async fn a_hand_over_carries_the_keys_so_a_retry_is_answered_not_repeated() {
         let old = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
-        let req = |key: &str| PublishRequest {
-            channel: ch("a:b"),
-            from: String::new(),
-            data: data("1"),
-            idempotency_key: Some(key.into()),
-        };
-        let first = old.publish(req("k1")).await.unwrap();
+        let first = old.publish(keyed("k1")).await.unwrap();
         let Release::State(snapshot) = old.release(&ch("a:b"), "new").unwrap() else {
             panic!("the state is handed over")
         };
@@ -941,24 +946,14 @@ mod tests {
 
         let new = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
         assert!(new.adopt(snapshot).unwrap());
-        let g = GatewayId::from("g");
-        let rec = Arc::new(Recorder::default());
-        new.attach(g.clone(), rec.clone()).await.unwrap();
-        new.subscribe(SubscribeRequest {
-            gateway: g,
-            channel: ch("a:b"),
-            since: None,
-            client: None,
-        })
-        .await
-        .unwrap();
-        assert_eq!(new.publish(req("k1")).await.unwrap(), first);
+        let rec = watching(&new, "a:b").await;
+        assert_eq!(new.publish(keyed("k1")).await.unwrap(), first);
         assert!(
             rec.0.lock().unwrap().is_empty(),
             "the retry is not delivered"
         );
         assert_eq!(
-            new.publish(req("k2")).await.unwrap().offset,
+            new.publish(keyed("k2")).await.unwrap().offset,
             first.offset + 1
         );
     }
