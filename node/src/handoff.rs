@@ -131,6 +131,9 @@ impl Handoff {
         let placement = self.placement();
         let agrees = ring.is_none_or(|ring| ring == placement.ring_version());
         if !agrees || !placement.owns(channel.as_str()) {
+            if self.successor(channel, &placement).await? {
+                return Ok(());
+            }
             return Err(BrokerError::NotOwner {
                 owner: placement
                     .owner(channel.as_str())
@@ -142,6 +145,14 @@ impl Handoff {
         }
         // One pull per channel at a time; whoever waited finds it done.
         let pull = self.stripe(channel).lock().await;
+        // The wait may have been long (an election, another pull): the ring
+        // may have moved meanwhile, and this broker handed the channel on
+        // (it is draining, say). Pulling it back on the view from before
+        // the wait took it from its owner to a broker about to exit, and
+        // the channel started anew there (rolling restarts, R = 2).
+        if self.placement().ring_version() != placement.ring_version() {
+            return Err(BrokerError::NotOwner { owner: None });
+        }
         let source = match self.broker.holding(channel) {
             Holding::State => {
                 drop(pull);
@@ -174,6 +185,63 @@ impl Handoff {
         }
         drop(pull);
         self.led(channel, &placement).await
+    }
+
+    /// Fast failover (docs/replication.md): whether this broker serves
+    /// `channel` though the ring names another owner. It does when it
+    /// follows the channel and has lost the leader the ring names (its
+    /// stream was reset, or it fell silent, and every lease granted to it
+    /// here ran out): it stands for the next term without waiting for
+    /// gossip to take that leader out of the ring, and a gateway that lost
+    /// its own stream to the owner asks here. And it does while it leads
+    /// the channel in a configuration that counted the ring's owner out.
+    /// The election is what makes either safe: a leader that is alive after
+    /// all either keeps a lease at a majority of voters, and this broker
+    /// cannot win, or has lost its leadership.
+    async fn successor(
+        &self,
+        channel: &ChannelName,
+        placement: &Placement,
+    ) -> Result<bool, BrokerError> {
+        let Some(r) = self.broker.replicated() else {
+            return Ok(false);
+        };
+        let Some(owner) = placement.owner(channel.as_str()) else {
+            return Ok(false);
+        };
+        let owner = switchboard_core::BrokerName::from(owner);
+        if r.replicas.leads(channel).is_some() {
+            let counted_out = r
+                .replicas
+                .members_of(channel)
+                .is_some_and(|members| !members.contains(&owner));
+            if !counted_out || self.broker.holding(channel) != Holding::State {
+                return Ok(false);
+            }
+        } else {
+            let lost = r.replicas.lost_leader(channel, std::time::Instant::now());
+            if lost.as_ref() != Some(&owner) {
+                return Ok(false);
+            }
+            // One election per channel at a time, as in `led`.
+            let _electing = self.stripe(channel).lock().await;
+            match self.broker.holding(channel) {
+                // No pull: the broker it would come from is the one lost.
+                // (A hand-over from here while not leading marked the
+                // replica log superseded, so a fence over a copy newer
+                // than the log never gets this far: `lost_leader` wants a
+                // complete log.)
+                Holding::Fenced(_) | Holding::Nothing => self.broker.unfence(channel),
+                Holding::State | Holding::Unverified(_) => return Ok(false),
+            }
+            tracing::info!(channel = %channel, leader = %owner, "leader lost: standing for the channel before gossip does");
+            // Never a new epoch here: a broker that may not stand leaves
+            // the channel to its ring owner.
+            let succession = crate::succession::lead(&self.broker, r, placement, channel).await?;
+            return Ok(succession == crate::succession::Succession::Leads);
+        }
+        self.led(channel, placement).await?;
+        Ok(r.replicas.leads(channel).is_some())
     }
 
     /// With replication: leads `channel` (standing for its next term first

@@ -44,7 +44,10 @@ pub async fn lead(
     placement: &Placement,
     channel: &ChannelName,
 ) -> Result<Succession, BrokerError> {
-    let lost = lost_members(r, placement, channel);
+    let mut lost = lost_members(r, placement, channel);
+    // A leader this broker follows and has lost is counted out of the new
+    // configuration whatever gossip says of it yet.
+    lost.extend(r.replicas.lost_leader(channel, Instant::now()));
     if r.replicas.leads(channel).is_some() && lost.is_empty() {
         return Ok(Succession::Leads);
     }

@@ -2,7 +2,13 @@
 //! kept open (re-attached with backoff after each loss, which sends every
 //! subscription placed there to the reconciler again).
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -23,6 +29,9 @@ pub(super) struct Link {
     pub(super) addr: String,
     pub(super) remote: RemoteBroker,
     pub(super) attached: watch::Receiver<bool>,
+    /// Its stream was open and broke, and is not open again: calls for its
+    /// channels go to the next broker of their failover order meanwhile.
+    pub(super) lost: Arc<AtomicBool>,
     /// Ends this link's stream task when the broker leaves the ring.
     pub(super) stop: CancellationToken,
     /// Held until the stream task starts (at attach, or when the broker
@@ -36,10 +45,27 @@ impl Router {
             self.inner.tasks.spawn(self.clone().run_link(
                 name.clone(),
                 link.remote.clone(),
-                tx,
+                (tx, link.lost.clone()),
                 link.stop.clone(),
             ));
         }
+    }
+
+    /// Brokers whose stream is lost now.
+    pub(super) fn lost_links(&self) -> Vec<BrokerName> {
+        let links = self.inner.links.read();
+        links
+            .iter()
+            .filter(|(_, l)| l.lost.load(Ordering::Relaxed))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Calls waiting for an owner and the reconciler look again: where
+    /// channels are routed changed (a stream was lost or came back).
+    fn rerouted(&self) {
+        self.inner.rings.send_modify(|n| *n += 1);
+        self.inner.reconcile.notify_one();
     }
 
     /// The client of `broker` if its stream is up now.
@@ -79,7 +105,7 @@ impl Router {
         self,
         name: BrokerName,
         remote: RemoteBroker,
-        attached: watch::Sender<bool>,
+        (attached, lost): (watch::Sender<bool>, Arc<AtomicBool>),
         stop: CancellationToken,
     ) {
         let gateway = self
@@ -99,6 +125,9 @@ impl Router {
                 Ok(mut stream) => {
                     backoff = BACKOFF_MIN;
                     attached.send_replace(true);
+                    if lost.swap(false, Ordering::Relaxed) {
+                        self.rerouted();
+                    }
                     // After a loss, the broker may have forgotten us (or be
                     // a restarted process): place again what it holds.
                     for mut sub in self.inner.subs.iter_mut() {
@@ -132,6 +161,8 @@ impl Router {
                                 }
                     }
                     attached.send_replace(false);
+                    lost.store(true, Ordering::Relaxed);
+                    self.rerouted();
                 }
                 Err(e) => tracing::debug!(broker = %name, error = %e, "cannot open stream"),
             }
@@ -144,5 +175,50 @@ impl Router {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// Where a channel's calls go (fast failover, docs/replication.md): the
+/// first broker of its failover order (the ring's owner first) whose
+/// stream is not lost. A killed broker resets its connections at once, so
+/// a gateway knows of its death before gossip does; with replication the
+/// next broker of the order is the one that takes its channels over, and
+/// it serves them as soon as it has (a broker that does not lead the
+/// channel refuses with `NotOwner`, and the call is asked again). With
+/// every stream lost, the owner.
+pub(super) fn route<'a>(
+    mut failover: impl Iterator<Item = &'a str>,
+    lost: &[BrokerName],
+) -> Option<&'a str> {
+    let owner = failover.next()?;
+    let is_lost = |b: &str| lost.iter().any(|l| l.as_str() == b);
+    if !is_lost(owner) {
+        return Some(owner);
+    }
+    failover.find(|b| !is_lost(b)).or(Some(owner))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_goes_to_the_first_broker_of_its_order_whose_stream_is_not_lost() {
+        let order = ["b1", "b2", "b3"];
+        let lost = |names: &[&str]| {
+            names
+                .iter()
+                .map(|&n| BrokerName::from(n))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(route(order.into_iter(), &[]), Some("b1"));
+        assert_eq!(route(order.into_iter(), &lost(&["b2"])), Some("b1"));
+        assert_eq!(route(order.into_iter(), &lost(&["b1"])), Some("b2"));
+        assert_eq!(route(order.into_iter(), &lost(&["b1", "b2"])), Some("b3"));
+        assert_eq!(
+            route(order.into_iter(), &lost(&["b1", "b2", "b3"])),
+            Some("b1")
+        );
+        assert_eq!(route(std::iter::empty(), &[]), None);
     }
 }

@@ -240,6 +240,7 @@ impl Router {
                         None => remote,
                     },
                     attached: rx,
+                    lost: Default::default(),
                     stop,
                     starter: Some(tx),
                 };
@@ -271,11 +272,8 @@ impl Router {
         let mut rings = self.inner.rings.subscribe();
         loop {
             rings.mark_unchanged();
-            let owner = self
-                .inner
-                .ring
-                .read()
-                .owner(channel.as_str())
+            let lost = self.lost_links();
+            let owner = link::route(self.inner.ring.read().failover(channel.as_str()), &lost)
                 .map(BrokerName::from)
                 .ok_or_else(|| BrokerError::Unavailable("no brokers".into()))?;
             let unreachable =

@@ -1,6 +1,8 @@
-//! The reconciler: keeps every subscription at its channel's owner on the
-//! ring, moved make-before-break when the owner changes and placed again
-//! when the owner's stream was lost or it replaced the channel's state.
+//! The reconciler: keeps every subscription where its channel is routed
+//! (its owner on the ring, or while the stream to the owner is lost, the
+//! next broker of its failover order: `link::route`), moved
+//! make-before-break when that changes and placed again when the broker's
+//! stream was lost or it replaced the channel's state.
 
 use std::{
     sync::atomic::{AtomicUsize, Ordering},
@@ -47,6 +49,7 @@ impl Router {
     /// One pass of [`Self::reconciler`]; whether everything is in place.
     async fn reconcile(&self) -> bool {
         let ring = self.inner.ring.read().clone();
+        let lost = self.lost_links();
         let work: Vec<(ChannelName, BrokerName, BrokerName)> = self
             .inner
             .subs
@@ -56,7 +59,7 @@ impl Router {
             // a gap; passes do not overlap, so no placement is in flight.)
             .filter(|s| !s.is_first())
             .filter_map(|s| {
-                let new = ring.owner(s.key().as_str())?;
+                let new = super::link::route(ring.failover(s.key().as_str()), &lost)?;
                 (new != s.owner.as_str() || !s.placed)
                     .then(|| (s.key().clone(), s.owner.clone(), BrokerName::from(new)))
             })

@@ -77,6 +77,19 @@ impl LocalBroker {
             drop(s);
             return Ok(self.replica_for(channel, to));
         }
+        // Stepped down first, under the channel's lock: no commit is
+        // recorded after this, so a publication committed but not yet
+        // delivered (its publisher is about to be acknowledged) is stored
+        // now and goes with the snapshot. Without this, one acknowledged
+        // at the offset after the snapshot's was lost, and the next
+        // owner gave that offset to another publication.
+        let term = self.term_of(channel);
+        if let Some(r) = self.replicated() {
+            match r.replicas.step_down(channel) {
+                Some(committed) => super::replicated::catch_up(r, &mut s, committed),
+                None => r.replicas.supersede(channel),
+            }
+        }
         s.history.trim(now);
         let snapshot = Snapshot {
             channel: channel.clone(),
@@ -93,7 +106,7 @@ impl LocalBroker {
                 })
                 .collect(),
             keys: self.keys_of(channel, &s.epoch, now),
-            term: self.term_of(channel),
+            term,
         };
         // Gateways move their subscriptions and presence themselves;
         // nobody left or joined, so no events.
@@ -103,9 +116,6 @@ impl LocalBroker {
         s.lifecycle = fence();
         s.account();
         drop(s);
-        if let Some(r) = self.replicated() {
-            r.replicas.step_down(channel);
-        }
         self.notify_changed();
         metrics::counter!("switchboard_broker_handoffs_total", "direction" => "out").increment(1);
         Ok(Release::State(snapshot))

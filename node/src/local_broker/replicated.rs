@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use super::LocalBroker;
+use super::{LocalBroker, channel_state::ChannelState};
 use crate::replica::{Entry, Replicas, peer_stream::PeerStreams};
 use switchboard_core::{
     BrokerError, ChannelName, DeliveryKind, Position, PublishRequest, frame::push as frame,
@@ -157,21 +157,25 @@ impl LocalBroker {
     /// Stores and delivers every offset of `channel` up to `upto` not yet
     /// delivered, in order, under the channel's lock.
     fn deliver_committed(&self, r: &Replicated, channel: &ChannelName, upto: u64) {
-        self.with_existing(channel, |s| {
-            while s.offset < upto {
-                let offset = s.offset + 1;
-                let Some(entry) = r.replicas.entry(channel, offset) else {
-                    break;
-                };
-                s.offset = offset;
-                s.store(offset, Instant::now(), entry.frame.clone());
-                s.deliver(
-                    DeliveryKind::Publication { offset },
-                    entry.frame,
-                    entry.published_micros,
-                );
-            }
-        });
+        self.with_existing(channel, |s| catch_up(r, s, upto));
+    }
+}
+
+/// Stores and delivers every offset of the channel `s` (locked) up to
+/// `upto` not yet delivered, in order.
+pub(super) fn catch_up(r: &Replicated, s: &mut ChannelState, upto: u64) {
+    while s.offset < upto {
+        let offset = s.offset + 1;
+        let Some(entry) = r.replicas.entry(&s.name, offset) else {
+            break;
+        };
+        s.offset = offset;
+        s.store(offset, Instant::now(), entry.frame.clone());
+        s.deliver(
+            DeliveryKind::Publication { offset },
+            entry.frame,
+            entry.published_micros,
+        );
     }
 }
 

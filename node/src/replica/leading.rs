@@ -328,11 +328,16 @@ impl Replicas {
     }
 
     /// Stops leading `channel` (it was handed to another broker): its
-    /// waiting publishes fail, and nothing more is appended here.
-    pub fn step_down(&self, channel: &ChannelName) {
-        if let Some(c) = self.channels.lock().get_mut(channel) {
-            c.step_down(channel, "handed over");
-        }
+    /// waiting publishes that are not committed fail, and nothing more is
+    /// appended or committed here. Returns the offset committed by then,
+    /// if it led the channel: every publication acknowledged here is at or
+    /// below it.
+    pub fn step_down(&self, channel: &ChannelName) -> Option<u64> {
+        let mut channels = self.channels.lock();
+        let c = channels.get_mut(channel)?;
+        let led = c.leading.is_some().then(|| c.log.committed());
+        c.step_down(channel, "handed over");
+        led
     }
 
     /// The committed offset of a channel led here, to wait on.

@@ -383,14 +383,44 @@ impl Replicas {
         let channels = self.channels.lock();
         channels
             .iter()
-            .filter(|(_, c)| c.leading.is_none())
             .filter_map(|(name, c)| {
-                let config = c.register.config()?;
-                let follows = config.followers.contains(&self.me);
-                let complete = c.log.is_complete_for(config.term);
-                (follows && complete && lost.contains(&config.leader)).then(|| name.clone())
+                let leader = self.followed_leader(c)?;
+                lost.contains(leader).then(|| name.clone())
             })
             .collect()
+    }
+
+    /// The leader of `channel`, if this broker follows it with a complete
+    /// log and the leader is lost, with no lease granted here still
+    /// holding it: this broker may stand for the channel now, counting
+    /// that leader out, without waiting for gossip to (docs/replication.md,
+    /// fast failover).
+    pub fn lost_leader(&self, channel: &ChannelName, now: Instant) -> Option<BrokerName> {
+        let leader = {
+            let channels = self.channels.lock();
+            self.followed_leader(channels.get(channel)?)?.clone()
+        };
+        let lost = self.vigil.lock().due(now, SILENCE);
+        lost.contains(&leader).then_some(leader)
+    }
+
+    /// Whom this broker follows in `c`, if its log is complete for the term.
+    fn followed_leader<'c>(&self, c: &'c ReplicaChannel) -> Option<&'c BrokerName> {
+        let config = c.register.config()?;
+        let follows = c.leading.is_none() && config.followers.contains(&self.me);
+        (follows && c.log.is_complete_for(config.term)).then_some(&config.leader)
+    }
+
+    /// `channel`'s state was handed over from here while this broker did
+    /// not lead it (it served the channel unreplicated): its replica log,
+    /// if any, is behind what went, and may not be stood on until a leader
+    /// brings it into a later term.
+    pub fn supersede(&self, channel: &ChannelName) {
+        if let Some(c) = self.channels.lock().get_mut(channel)
+            && c.leading.is_none()
+        {
+            c.log = ReplicaLog::lost();
+        }
     }
 
     /// Until when this broker's register for `channel` holds a lease for
