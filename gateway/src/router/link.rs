@@ -51,8 +51,14 @@ impl Router {
         }
     }
 
-    /// Brokers whose stream is lost now.
+    /// Brokers whose stream is lost now. Only a router that follows
+    /// gossip routes around them: its brokers replicate and check the ring
+    /// before they serve. A static router's brokers serve whatever they
+    /// are asked for, so the next one would start the channel anew.
     pub(super) fn lost_links(&self) -> Vec<BrokerName> {
+        if self.inner.ring_version.is_none() {
+            return Vec::new();
+        }
         let links = self.inner.links.read();
         links
             .iter()
