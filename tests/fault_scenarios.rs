@@ -11,7 +11,9 @@
 //! [`REPLICATION`] is set, once replication lands. The hand-overs (rolling
 //! restart, join and drain) already keep it with R = 1, and four scenarios
 //! run with `broker.replication_factor = 2` and assert it: a killed, a
-//! killed and restarted, a frozen and a partitioned owner. Each scenario prints its row of the baseline
+//! killed and restarted, a frozen and a partitioned owner; a fifth kills
+//! both replicas of a channel with R = 2 and asserts the announced epoch
+//! change. Each scenario prints its row of the baseline
 //! table in docs/replication.md:
 //! `cargo test --test fault_scenarios -- --nocapture --test-threads=1`.
 
@@ -321,4 +323,19 @@ async fn kill_and_restart_of_a_replicated_owner() {
     )
     .await;
     issue_13_promise(&o);
+}
+
+/// With R = 2, the two replicas of a channel killed together (the first
+/// two brokers of its failover order): the one loss replication cannot
+/// cover. No majority of the channel's voters is left, so nobody can win
+/// a term; the survivor serves what it holds unreplicated: from its own
+/// complete replica where it was one (same epoch, same offsets), else in a
+/// new epoch, announced, as with R = 1, and asserted as the R = 1 scenario
+/// is (a client that comes back with `since` during the move may get a
+/// publication twice, as [`todays_failover`] says). Publishing resumes:
+/// before, every request timed out on an election (code 100 for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_replicas_of_a_replicated_channel_killed() {
+    let o = replicated_scenario("rreplicas", Fault::KillReplicas { replicas: 2 }).await;
+    todays_double_failover(&o);
 }

@@ -54,6 +54,19 @@ pub async fn lead(
     if let Some(why) = behind_the_state(broker, r, channel) {
         return Ok(ineligible(channel, &why));
     }
+    if let Some(why) = no_majority_left(r, placement, channel) {
+        // Leading it: what is committed is served from here on,
+        // unreplicated; what waits for a commit is refused, and retried.
+        broker.stop_leading(r, channel);
+        if broker.epoch_of(channel).is_none()
+            && let Some(snapshot) = r.replicas.unclean_takeover(channel, broker.wall_micros())
+        {
+            let (epoch, offset) = (snapshot.epoch.clone(), snapshot.offset);
+            broker.adopt(snapshot)?;
+            tracing::warn!(channel = %channel, epoch = %epoch, offset, "no majority of voters left: serving this broker's complete replica, unreplicated");
+        }
+        return Ok(ineligible(channel, &why));
+    }
     // Leading with a member gone: a new term refills the replica set.
     let plan = Plan {
         failover: placement.failover(channel.as_str()),
@@ -133,6 +146,32 @@ fn behind_the_state(
         held: offset,
         log_end: end,
     })
+}
+
+/// Whether a majority of the voters of the newest configuration this
+/// broker knows for `channel` is down (gossip counts them out) with its
+/// leader lost here too (its stream ended or it fell silent, and every
+/// lease granted to it here ran out), or this broker the leader: both
+/// replicas of R = 2 killed, say, or a leader's follower and witness.
+/// No candidate can win (an election would time out on every request:
+/// code 100 for good). The channel is served here unreplicated: from
+/// this broker's replica if it holds a complete one (same epoch, same
+/// offsets), else in a new epoch, announced, as with R = 1. A broker cut
+/// off from the others by a partition does the same while they may go
+/// on: the price written in docs/replication.md.
+fn no_majority_left(
+    r: &Replicated,
+    placement: &Placement,
+    channel: &ChannelName,
+) -> Option<Ineligible> {
+    let config = r.replicas.register(channel)?.2?;
+    let me = r.replicas.me();
+    if &config.leader != me && !r.replicas.leader_lost(&config.leader) {
+        return None;
+    }
+    config
+        .majority_lost(me, |v| placement.is_live(v.as_str()))
+        .then_some(Ineligible::NoMajorityLeft(config.term))
 }
 
 fn ineligible(channel: &ChannelName, why: &Ineligible) -> Succession {

@@ -73,6 +73,10 @@ pub enum Ineligible {
     /// publications at offsets subscribers already had.
     #[error("the replica log (ending at {log_end}) is behind the channel held here (at {held})")]
     BehindHeldState { held: u64, log_end: u64 },
+    /// A majority of the voters of the newest configuration known here is
+    /// down, its leader with them: no candidate can win.
+    #[error("no majority of the voters of term {0} is left")]
+    NoMajorityLeft(Term),
 }
 
 /// Where a candidacy stands after a reply.

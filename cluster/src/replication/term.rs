@@ -57,6 +57,13 @@ impl ReplicaConfig {
         self.voters().len() / 2 + 1
     }
 
+    /// Whether the voters `live` says are up (with `me`, which is) fall
+    /// short of a majority: no candidate can win a later term.
+    pub fn majority_lost(&self, me: &BrokerName, live: impl Fn(&BrokerName) -> bool) -> bool {
+        let up = self.voters().iter().filter(|v| *v == me || live(v)).count();
+        up < self.majority()
+    }
+
     pub fn is_voter(&self, broker: &BrokerName) -> bool {
         self.voters().contains(broker)
     }
@@ -109,6 +116,16 @@ mod tests {
         assert!(c.is_data_replica(&"b2".into()));
         assert!(!c.is_data_replica(&"b3".into()));
         assert!(c.is_voter(&"b3".into()));
+    }
+
+    #[test]
+    fn a_majority_is_lost_with_two_of_three_voters() {
+        let c = config(&["b2"], Some("b3"));
+        let up = |names: &'static [&'static str]| move |b: &BrokerName| names.contains(&b.as_str());
+        assert!(!c.majority_lost(&"b3".into(), up(&["b1"])));
+        assert!(c.majority_lost(&"b3".into(), up(&[])));
+        assert!(c.majority_lost(&"b4".into(), up(&["b3"])));
+        assert!(!c.majority_lost(&"b2".into(), up(&["b3"])));
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl LocalBroker {
         // owner gave that offset to another publication.
         let term = self.term_of(channel);
         if let Some(r) = self.replicated() {
-            match r.replicas.step_down(channel) {
+            match r.replicas.step_down(channel, "handed over") {
                 Some(committed) => super::replicated::catch_up(r, &mut s, committed),
                 None => r.replicas.supersede(channel),
             }
@@ -199,7 +199,7 @@ impl LocalBroker {
                 // What this broker led of it is over: its log ends where
                 // the copy it replaces did.
                 if let Some(r) = self.replicated() {
-                    r.replicas.step_down(&channel);
+                    r.replicas.step_down(&channel, "a newer copy replaced it");
                 }
                 let stale = std::mem::replace(
                     &mut *s,

@@ -154,6 +154,17 @@ impl LocalBroker {
         Ok(())
     }
 
+    /// Stops leading `channel` (no majority of its voters is left): what
+    /// was committed is stored and delivered, and the channel is served
+    /// unreplicated from there; publishes waiting for a commit fail.
+    pub fn stop_leading(&self, r: &Replicated, channel: &ChannelName) {
+        self.with_existing(channel, |s| {
+            if let Some(committed) = r.replicas.step_down(channel, "no majority of voters left") {
+                catch_up(r, s, committed);
+            }
+        });
+    }
+
     /// Stores and delivers every offset of `channel` up to `upto` not yet
     /// delivered, in order, under the channel's lock.
     fn deliver_committed(&self, r: &Replicated, channel: &ChannelName, upto: u64) {

@@ -327,16 +327,17 @@ impl Replicas {
         )
     }
 
-    /// Stops leading `channel` (it was handed to another broker): its
+    /// Stops leading `channel` (handed to another broker, or no majority
+    /// of its voters left): its
     /// waiting publishes that are not committed fail, and nothing more is
     /// appended or committed here. Returns the offset committed by then,
     /// if it led the channel: every publication acknowledged here is at or
     /// below it.
-    pub fn step_down(&self, channel: &ChannelName) -> Option<u64> {
+    pub fn step_down(&self, channel: &ChannelName, why: &str) -> Option<u64> {
         let mut channels = self.channels.lock();
         let c = channels.get_mut(channel)?;
         let led = c.leading.is_some().then(|| c.log.committed());
-        c.step_down(channel, "handed over");
+        c.step_down(channel, why);
         led
     }
 

@@ -404,6 +404,15 @@ impl Replicas {
         lost.contains(&leader).then_some(leader)
     }
 
+    /// Whether `leader` is lost to this broker: its stream ended or it fell
+    /// silent, and no lease granted to it here still runs.
+    pub fn leader_lost(&self, leader: &BrokerName) -> bool {
+        self.vigil
+            .lock()
+            .due(Instant::now(), SILENCE)
+            .contains(leader)
+    }
+
     /// Whom this broker follows in `c`, if its log is complete for the term.
     fn followed_leader<'c>(&self, c: &'c ReplicaChannel) -> Option<&'c BrokerName> {
         let config = c.register.config()?;

@@ -29,6 +29,17 @@ impl Replicas {
         snapshot_of(channel, channels.get(channel)?, now_micros)
     }
 
+    /// [`Self::takeover`] without a term won: only from a log complete for
+    /// the term this broker follows, and the channel is served
+    /// unreplicated from it (no majority of voters is left to choose a
+    /// term).
+    pub fn unclean_takeover(&self, channel: &ChannelName, now_micros: u64) -> Option<Snapshot> {
+        let channels = self.channels.lock();
+        let c = channels.get(channel)?;
+        self.followed_leader(c)?;
+        snapshot_of(channel, c, now_micros)
+    }
+
     /// `channel`'s state as this broker's replica holds it, for `leader`:
     /// the leader of the term this replica follows, which lost its own
     /// copy (it restarted before anyone took its place, so the ring still
