@@ -42,13 +42,7 @@ pub(super) struct Subscription {
     /// Since when the owner's replies have been behind (see
     /// [`Self::puts_off`]).
     behind_since: Option<Instant>,
-    /// Epochs local clients were reset away from, newest last (at most
-    /// [`ENDED_KEPT`]): ended, never to come back.
-    ended: Vec<String>,
 }
-
-/// How many ended epochs a subscription remembers.
-const ENDED_KEPT: usize = 4;
 
 /// What to do with one live delivery.
 #[derive(Debug)]
@@ -79,17 +73,15 @@ impl Subscription {
             clients: HashMap::new(),
             pending: None,
             behind_since: None,
-            ended: Vec::new(),
         }
     }
 
     /// Whether a resubscription's `reply` is put off, to be asked for
     /// again: the owner's copy of the epoch clients are in is behind what
-    /// they were given from `since`, or is of an epoch they were reset
-    /// away from (a stale copy: an owner that thawed or healed and has not
-    /// taken the newer copy yet; taken, it reset clients to an ended
-    /// epoch). Taken as it is after [`BEHIND_WAIT`]: then the owner lost
-    /// those publications, and its reset is the truth.
+    /// they were given from `since` (a stale copy: an owner that thawed or
+    /// healed and has not taken the newer copy yet). Taken as it is after
+    /// [`BEHIND_WAIT`]: then the owner lost those publications, and its
+    /// reset is the truth.
     pub(super) fn puts_off(
         &mut self,
         since: Option<&Position>,
@@ -101,8 +93,6 @@ impl Subscription {
                 && reply.position.epoch == since.epoch
                 && reply.position.offset < since.offset
         });
-        let ended = since.is_some() && self.ended.contains(&reply.position.epoch);
-        let behind = behind || ended;
         if !behind {
             self.behind_since = None;
             return false;
@@ -227,16 +217,6 @@ impl Subscription {
             frame: frame::resubscribed(channel, restart, &reply.position.epoch),
             published_at_micros: 0,
         };
-        if let Some(left) = self.last.as_ref().map(|l| &l.epoch)
-            && *left != reply.position.epoch
-        {
-            self.ended
-                .retain(|e| e != left && *e != reply.position.epoch);
-            self.ended.push(left.clone());
-            if self.ended.len() > ENDED_KEPT {
-                self.ended.remove(0);
-            }
-        }
         let position = Position {
             offset: restart,
             epoch: reply.position.epoch,
@@ -587,26 +567,6 @@ mod tests {
         // Another epoch, or a first subscription, is never put off.
         assert!(!sub.puts_off(Some(&since), &reply(pos(0, "f"), Some(false), &[]), t0));
         assert!(!sub.puts_off(None, &stale, t0));
-    }
-
-    #[test]
-    fn a_reply_in_an_epoch_clients_were_reset_away_from_is_put_off() {
-        let channel = channel();
-        let mut sub = Subscription::new("b1".into());
-        sub.start(pos(5, "e"));
-        sub.hold();
-        // The owner's copy was lost: clients are reset into epoch "f".
-        let fresh = reply(pos(0, "f"), Some(false), &[]);
-        sub.settle_reply(&channel, true, fresh);
-        let since = pos(0, "f");
-        let t0 = Instant::now();
-        // A broker that thawed answers with the ended epoch "e": asked again.
-        let stale = reply(pos(5, "e"), Some(false), &[]);
-        assert!(sub.puts_off(Some(&since), &stale, t0));
-        assert!(!sub.puts_off(Some(&since), &reply(pos(0, "f"), Some(true), &[]), t0));
-        // Still ended after the wait: taken as the truth, as before.
-        assert!(sub.puts_off(Some(&since), &stale, t0));
-        assert!(!sub.puts_off(Some(&since), &stale, t0 + BEHIND_WAIT));
     }
 
     #[test]
