@@ -219,7 +219,7 @@ impl Handoff {
                 return Ok(false);
             }
         } else {
-            let lost = r.replicas.lost_leader(channel, std::time::Instant::now());
+            let lost = r.replicas.lost_leader(channel);
             if lost.as_ref() != Some(&owner) {
                 return Ok(false);
             }

@@ -47,7 +47,7 @@ pub async fn lead(
     let mut lost = lost_members(r, placement, channel);
     // A leader this broker follows and has lost is counted out of the new
     // configuration whatever gossip says of it yet.
-    lost.extend(r.replicas.lost_leader(channel, Instant::now()));
+    lost.extend(r.replicas.lost_leader(channel));
     if r.replicas.leads(channel).is_some() && lost.is_empty() {
         return Ok(Succession::Leads);
     }

@@ -328,9 +328,8 @@ impl Replicas {
     }
 
     /// Stops leading `channel` (handed to another broker, or no majority
-    /// of its voters left): its
-    /// waiting publishes that are not committed fail, and nothing more is
-    /// appended or committed here. Returns the offset committed by then,
+    /// of its voters left): its waiting publishes that are not committed
+    /// fail, and nothing more is appended or committed here. Returns the offset committed by then,
     /// if it led the channel: every publication acknowledged here is at or
     /// below it.
     pub fn step_down(&self, channel: &ChannelName, why: &str) -> Option<u64> {

@@ -372,40 +372,21 @@ impl Replicas {
         }
     }
 
-    /// The channels this broker follows whose leader is lost (its stream
-    /// ended, or it fell silent) and no longer held by a lease granted
-    /// here: the ones to stand for now, if this log is complete.
-    pub fn due(&self, now: Instant) -> Vec<ChannelName> {
-        let lost = self.vigil.lock().due(now, SILENCE);
-        if lost.is_empty() {
-            return Vec::new();
-        }
-        let channels = self.channels.lock();
-        channels
-            .iter()
-            .filter_map(|(name, c)| {
-                let leader = self.followed_leader(c)?;
-                lost.contains(leader).then(|| name.clone())
-            })
-            .collect()
-    }
-
     /// The leader of `channel`, if this broker follows it with a complete
     /// log and the leader is lost, with no lease granted here still
     /// holding it: this broker may stand for the channel now, counting
     /// that leader out, without waiting for gossip to (docs/replication.md,
     /// fast failover).
-    pub fn lost_leader(&self, channel: &ChannelName, now: Instant) -> Option<BrokerName> {
+    pub fn lost_leader(&self, channel: &ChannelName) -> Option<BrokerName> {
         let leader = {
             let channels = self.channels.lock();
             self.followed_leader(channels.get(channel)?)?.clone()
         };
-        let lost = self.vigil.lock().due(now, SILENCE);
-        lost.contains(&leader).then_some(leader)
+        self.leader_lost(&leader).then_some(leader)
     }
 
     /// Whether `leader` is lost to this broker: its stream ended or it fell
-    /// silent, and no lease granted to it here still runs.
+    /// silent, and no lease granted to it here still runs (the vigil).
     pub fn leader_lost(&self, leader: &BrokerName) -> bool {
         self.vigil
             .lock()
