@@ -2,8 +2,10 @@
 //! core in `switchboard_cluster::replication` the way brokers will: 3 to 5
 //! brokers, one channel, R = 1 to 3, a network that delays, reorders, drops
 //! and duplicates messages, crashes and restarts (registers are durable, logs
-//! and leadership are not), frozen brokers whose leases run out, and
-//! candidates standing concurrently on whatever they believe is down.
+//! and leadership are not), frozen brokers whose leases run out,
+//! candidates standing concurrently on whatever they believe is down, and
+//! planned moves: a leader that steps down at its committed offset and
+//! hands its log to another broker, which stands on the leader's term.
 //!
 //! After every event it checks the invariants listed at the end of
 //! docs/replication.md; a violation names the seed and the last events.
@@ -84,6 +86,13 @@ enum Msg {
         term: Term,
         sent_at: Instant,
         granted: bool,
+    },
+    /// A leader that stepped down at its committed offset hands its log
+    /// (every offset from `first` up to that one) and configuration over.
+    Handed {
+        config: ReplicaConfig,
+        first: u64,
+        entries: Vec<u64>,
     },
 }
 
@@ -174,6 +183,8 @@ struct Stats {
     terms_won: u64,
     reads: u64,
     crashes: u64,
+    /// Terms won by a broker standing on a log handed to it.
+    handed_wins: u64,
 }
 
 /// The god's-eye view the invariants are checked against.
@@ -473,6 +484,11 @@ impl Model {
                     self.restart(i);
                 }
             }
+            623..625 => {
+                if let Some(i) = self.pick(leads) {
+                    self.hand_over(i);
+                }
+            }
             620..623 => {
                 if let Some(i) = self.pick(Self::active) {
                     let pause = Duration::from_millis(self.rng.random_range(300..3000));
@@ -617,6 +633,19 @@ impl Model {
                     },
                 );
             }
+            Msg::Handed {
+                config,
+                first,
+                entries,
+            } => {
+                // As a broker does when it adopts a channel handed to it:
+                // never over a log of a later term, nor while leading.
+                let b = &mut self.brokers[to];
+                if b.leadership.is_none() && config.term >= b.log.term() {
+                    b.register.learn(&config);
+                    b.log = ReplicaLog::handed(config.term, first, entries);
+                }
+            }
             Msg::HeartbeatReply {
                 term,
                 sent_at,
@@ -707,6 +736,9 @@ impl Model {
     fn lead(&mut self, at: usize, config: ReplicaConfig) -> Checked {
         let b = &mut self.brokers[at];
         b.candidacy = None;
+        if b.log.is_handed_for(b.log.term()) {
+            self.stats.handed_wins += 1;
+        }
         b.log.lead(config.term);
         if !b.register.on_commit(&config) {
             b.register.learn(&config);
@@ -867,6 +899,40 @@ impl Model {
         }
     }
 
+    /// A planned move: the leader steps down and hands what may have been
+    /// committed, with its configuration, to another broker
+    /// (a data replica of its term or not), which may then stand on it.
+    fn hand_over(&mut self, at: usize) {
+        let Some(to) = self.pick(|m, i| i != at && m.active(i)) else {
+            return;
+        };
+        let b = &mut self.brokers[at];
+        let Some(l) = b.leadership.take() else {
+            return;
+        };
+        let config = l.config().clone();
+        let upto = b.log.handover_end();
+        let first = b.log.first();
+        let entries = (first..=upto)
+            .map(|o| *b.log.get(o).expect("a leader holds its log"))
+            .collect();
+        self.note(|| {
+            format!(
+                "b{at} steps down from {} at {upto}, hands over to b{to}",
+                config.term
+            )
+        });
+        self.send(
+            at,
+            to,
+            Msg::Handed {
+                config,
+                first,
+                entries,
+            },
+        );
+    }
+
     fn read(&mut self, at: usize) -> Checked {
         let now = self.now;
         let Some(l) = self.brokers[at].leadership.as_ref() else {
@@ -1009,6 +1075,7 @@ fn invariants_hold_over_many_seeds() {
                 total.terms_won += s.terms_won;
                 total.reads += s.reads;
                 total.crashes += s.crashes;
+                total.handed_wins += s.handed_wins;
             }
             Err(v) => panic!("{v}"),
         }
@@ -1018,6 +1085,7 @@ fn invariants_hold_over_many_seeds() {
     assert!(total.commits > 100 * seeds, "{total:?}");
     assert!(total.terms_won > 2 * seeds, "{total:?}");
     assert!(total.reads > 40 * seeds, "{total:?}");
+    assert!(total.handed_wins > seeds / 10, "{total:?}");
 }
 
 #[test]

@@ -158,9 +158,16 @@ impl Handoff {
                 drop(pull);
                 return self.led(channel, &placement).await;
             }
-            // Held here, but a broker that came back may have a newer copy.
+            // Held here, but a broker that came back may have a newer copy;
+            // not if this broker leads it with a majority's leases.
             Holding::Unverified(other) => {
-                self.pull(&placement, channel, placement.addr(&other)).await;
+                let leads = self
+                    .broker
+                    .replicated()
+                    .is_some_and(|r| r.replicas.leads_with_majority(channel));
+                if !leads {
+                    self.pull(&placement, channel, placement.addr(&other)).await;
+                }
                 self.broker.verified(channel);
                 drop(pull);
                 return self.led(channel, &placement).await;
@@ -251,7 +258,10 @@ impl Handoff {
         let Some(r) = self.broker.replicated() else {
             return Ok(());
         };
-        let refill = || !crate::succession::lost_members(r, placement, channel).is_empty();
+        let refill = || {
+            !crate::succession::lost_members(r, placement, channel).is_empty()
+                || crate::succession::short_handed(r, placement, channel)
+        };
         if r.replicas.leads(channel).is_some() && !refill() {
             return Ok(());
         }
@@ -365,7 +375,8 @@ impl Handoff {
 
     /// With replication: every [`REFILL_CHECK`], refills the replica set of
     /// each channel led here that lost a member (not live, or its stream
-    /// ended), so that publishes waiting for it commit with its successor.
+    /// ended), so that publishes waiting for it commit with its successor,
+    /// or that lacks one a broker live again could be (a witness).
     pub async fn refill(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(REFILL_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -380,7 +391,8 @@ impl Handoff {
             };
             let placement = self.placement();
             for channel in r.replicas.led() {
-                if crate::succession::lost_members(r, &placement, &channel).is_empty() {
+                let lost = !crate::succession::lost_members(r, &placement, &channel).is_empty();
+                if !lost && !crate::succession::short_handed(r, &placement, &channel) {
                     continue;
                 }
                 if let Err(e) = self.led(&channel, &placement).await {

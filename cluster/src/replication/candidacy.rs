@@ -129,7 +129,10 @@ pub struct Candidacy {
 impl Candidacy {
     /// `me` stands for `term` on top of `base`, the newest configuration it
     /// knows; `log` is its log of the channel. Only a data replica of `base`
-    /// whose log holds everything that may be committed may stand.
+    /// whose log holds everything that may be committed may stand, or a
+    /// broker `base`'s leader handed its log to as it stepped down
+    /// ([`ReplicaLog::handed`]): nothing was committed in `base`'s term
+    /// after that log's end, so it holds all that may have been.
     pub fn new<P: Clone>(
         me: BrokerName,
         base: ReplicaConfig,
@@ -137,7 +140,7 @@ impl Candidacy {
         term: Term,
         plan: Plan,
     ) -> Result<Self, Ineligible> {
-        if !base.is_data_replica(&me) {
+        if !base.is_data_replica(&me) && !log.is_handed_for(base.term) {
             return Err(Ineligible::NotADataReplica(base.term));
         }
         // The leader a configuration names, if it never came to lead it
@@ -418,6 +421,50 @@ mod tests {
             Candidacy::new(b("b2"), base(), &log, Term(4), p),
             Err(Ineligible::TermNotNewer { .. })
         ));
+    }
+
+    /// b1, leader of term 4, stepped down at its committed offset and
+    /// handed its log to b4 (b4 joined, and the ring now gives it the
+    /// channel): b4 is none of term 4's data replicas but stands on it,
+    /// and names itself leader with the old leader among its followers. A
+    /// handed log of an older term, or one that followed since, does not.
+    #[test]
+    fn a_broker_handed_the_leaders_log_stands_on_its_term() {
+        let handed = ReplicaLog::handed(Term(4), 1, [1u8, 2, 3]);
+        let failover = ["b4", "b1", "b2", "b3"].map(b).to_vec();
+        let p = Plan {
+            failover,
+            down: Default::default(),
+            replicas: 2,
+        };
+        let mut c = Candidacy::new(b("b4"), base(), &handed, Term(5), p.clone()).unwrap();
+        assert_eq!(c.voters(), base().voters());
+        assert_eq!(
+            c.on_prepare_reply(&b("b1"), &promise(Some(base()))),
+            Outcome::Pending
+        );
+        let Outcome::Propose(config) = c.on_prepare_reply(&b("b3"), &promise(Some(base()))) else {
+            panic!("a majority of term 4's voters promised");
+        };
+        assert_eq!(
+            (
+                config.leader.as_str(),
+                config.followers.clone(),
+                config.witness.clone()
+            ),
+            ("b4", vec![b("b1")], Some(b("b2")))
+        );
+        let old = ReplicaLog::handed(Term(3), 1, [1u8]);
+        assert_eq!(
+            Candidacy::new(b("b4"), base(), &old, Term(5), p.clone()).unwrap_err(),
+            Ineligible::NotADataReplica(Term(4))
+        );
+        let mut followed = handed;
+        followed.adopt(Term(5), 3);
+        assert_eq!(
+            Candidacy::new(b("b4"), base(), &followed, Term(5), p).unwrap_err(),
+            Ineligible::NotADataReplica(Term(4))
+        );
     }
 
     /// b1's candidacy for term 4 was accepted by a majority, but b1 never

@@ -41,6 +41,10 @@ pub struct ReplicaLog<P> {
     floor: u64,
     /// Lost in a restart: it may not stand until it adopts a term again.
     lost: bool,
+    /// Handed over by the leader of `term` as it stepped down at its
+    /// committed offset (a planned move): it may stand on that term
+    /// though it is none of its data replicas ([`Self::is_handed_for`]).
+    handed: bool,
 }
 
 impl<P: Clone> Default for ReplicaLog<P> {
@@ -59,6 +63,26 @@ impl<P: Clone> ReplicaLog<P> {
             committed: 0,
             floor: 0,
             lost: false,
+            handed: false,
+        }
+    }
+
+    /// The log the leader of `term` handed over with the channel as it
+    /// stepped down (a planned move: drain, or a broker that joined or came
+    /// back): `entries` from offset `first`, everything up to `committed`
+    /// (their end) committed, and nothing committed in `term` after them,
+    /// since its leader stepped down at that offset.
+    pub fn handed(term: Term, first: u64, entries: impl IntoIterator<Item = P>) -> Self {
+        let entries: VecDeque<P> = entries.into_iter().collect();
+        let end = first - 1 + entries.len() as u64;
+        Self {
+            term,
+            first,
+            entries,
+            committed: end,
+            floor: end,
+            lost: false,
+            handed: true,
         }
     }
 
@@ -81,6 +105,15 @@ impl<P: Clone> ReplicaLog<P> {
 
     pub fn committed(&self) -> u64 {
         self.committed
+    }
+
+    /// What a leader stepping down hands over ([`Self::handed`]): every
+    /// offset that may have been committed. That is more than the commits
+    /// it saw: a new leader learns of its predecessors' last commits only
+    /// as it commits on top of them, so its whole log at the start of its
+    /// term (the floor) counts.
+    pub fn handover_end(&self) -> u64 {
+        self.committed.max(self.floor).min(self.end())
     }
 
     /// The first offset held (the log's end + 1 when it holds none).
@@ -113,6 +146,13 @@ impl<P: Clone> ReplicaLog<P> {
         !self.lost && self.term == term && self.end() >= self.floor
     }
 
+    /// Whether this log was handed over by `term`'s leader, which stepped
+    /// down at its end ([`Self::handed`]), and holds it still: its holder
+    /// may stand on `term` as if it were one of its data replicas.
+    pub fn is_handed_for(&self, term: Term) -> bool {
+        self.handed && self.is_complete_for(term)
+    }
+
     /// Follows `term`'s leader, whose log ended at `leader_end` when it sent
     /// the configuration (not when it won: a replica that lost its log and
     /// adopts the term again later must reach what was committed since).
@@ -127,6 +167,7 @@ impl<P: Clone> ReplicaLog<P> {
         self.term = term;
         self.floor = leader_end;
         self.lost = false;
+        self.handed = false;
     }
 
     /// Leads `term`: this log is the reference, nothing is dropped.
@@ -134,6 +175,7 @@ impl<P: Clone> ReplicaLog<P> {
         self.term = term;
         self.floor = self.end();
         self.lost = false;
+        self.handed = false;
     }
 
     /// The leader's own append.
@@ -219,6 +261,25 @@ mod tests {
         let mut log = ReplicaLog::new();
         log.adopt(Term(term), 0);
         log
+    }
+
+    #[test]
+    fn a_handed_log_is_complete_for_its_term_until_it_follows_another() {
+        let log = ReplicaLog::handed(Term(2), 5, ["e", "f", "g"]);
+        assert_eq!((log.first(), log.end(), log.committed()), (5, 7, 7));
+        assert_eq!(log.get(6), Some(&"f"));
+        assert!(log.is_handed_for(Term(2)) && log.is_complete_for(Term(2)));
+        assert!(!log.is_handed_for(Term(1)) && !log.is_handed_for(Term(3)));
+        let mut led = log.clone();
+        led.lead(Term(3));
+        assert!(!led.is_handed_for(Term(3)) && led.is_complete_for(Term(3)));
+        let mut followed = log;
+        followed.adopt(Term(4), 9);
+        assert!(!followed.is_handed_for(Term(4)));
+        // Nothing held: the log starts after what was committed.
+        let empty: ReplicaLog<&str> = ReplicaLog::handed(Term(2), 8, []);
+        assert_eq!((empty.end(), empty.committed()), (7, 7));
+        assert!(empty.is_handed_for(Term(2)));
     }
 
     #[test]

@@ -154,6 +154,12 @@ impl LocalBroker {
         Ok(())
     }
 
+    /// `channel` is led here in `term`: its copy descends from that term
+    /// from now on, led or not.
+    pub fn led_in(&self, channel: &ChannelName, term: switchboard_cluster::replication::Term) {
+        self.with_existing(channel, |s| s.copy_term = s.copy_term.max(term));
+    }
+
     /// Stops leading `channel` (no majority of its voters is left): what
     /// was committed is stored and delivered, and the channel is served
     /// unreplicated from there; publishes waiting for a commit fail.
