@@ -101,12 +101,10 @@ pub async fn lead(
         .epoch_of(channel)
         .ok_or_else(|| BrokerError::Unavailable("the channel went away".into()))?;
     let epoch = Epoch { id, created_micros };
-    let outgoing = r
-        .replicas
-        .lead(channel, &config, epoch)
-        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-    r.streams.send(outgoing);
-    broker.led_in(channel, config.term);
+    if let Err(e) = broker.lead_won(r, channel, &config, epoch) {
+        tracing::info!(channel = %channel, term = %config.term, "won, but the channel was handed over meanwhile");
+        return Err(e);
+    }
     Ok(Succession::Leads)
 }
 
