@@ -267,8 +267,16 @@ impl Handoff {
         }
         // One election per channel at a time.
         let _electing = self.stripe(channel).lock().await;
-        let succession = crate::succession::lead(&self.broker, r, placement, channel).await?;
-        if succession == crate::succession::Succession::Ineligible
+        let mut succession = crate::succession::lead(&self.broker, r, placement, channel).await?;
+        if let crate::succession::Succession::Stale(leader) = &succession {
+            // Once: a newer copy there replaces this one; if there is none
+            // (it handed its own away), this one is the newest after all.
+            tracing::info!(channel = %channel, leader = %leader, "the copy here is of an earlier term: asking its leader for its copy");
+            self.pull(placement, channel, placement.addr(leader.as_str()))
+                .await;
+            succession = crate::succession::lead(&self.broker, r, placement, channel).await?;
+        }
+        if succession != crate::succession::Succession::Leads
             && self.broker.epoch_of(channel).is_none()
         {
             self.broker.touch(channel)?;

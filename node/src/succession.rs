@@ -34,6 +34,10 @@ pub enum Succession {
     /// It may not stand (it holds no complete replica): the channel is
     /// served as it is held here, unreplicated.
     Ineligible,
+    /// It may not stand, and the copy held here is of an earlier term than
+    /// the one this broker (a live one) leads: ask it for its copy before
+    /// serving this one.
+    Stale(switchboard_core::BrokerName),
 }
 
 /// Leads `channel` if this broker can: stands for its next term, takes
@@ -78,7 +82,12 @@ pub async fn lead(
     };
     let candidacy = match r.replicas.candidacy(channel, plan) {
         Ok(c) => c,
-        Err(ReplicaError::Ineligible(why)) => return Ok(ineligible(channel, &why)),
+        Err(ReplicaError::Ineligible(why)) => {
+            if let Some(leader) = stale_copy(broker, r, placement, channel) {
+                return Ok(Succession::Stale(leader));
+            }
+            return Ok(ineligible(channel, &why));
+        }
         Err(e) => return Err(BrokerError::Unavailable(e.to_string())),
     };
     let dial = &*r.dial;
@@ -145,6 +154,24 @@ pub fn lost_members(
         .into_iter()
         .filter(|m| !placement.is_live(m.as_str()) || r.streams.is_down(m))
         .collect()
+}
+
+/// The live broker that leads a later term of `channel` than the one the
+/// copy held here comes from, if any: this broker was frozen or cut off
+/// while that one took the channel over, and its copy is stale. Served
+/// unreplicated, it acknowledged a publication at an offset the new leader
+/// had long given away (a thawed owner, in the SIGSTOP scenario with
+/// R = 2). Its copy is to be checked against that leader's first.
+fn stale_copy(
+    broker: &LocalBroker,
+    r: &Replicated,
+    placement: &Placement,
+    channel: &ChannelName,
+) -> Option<switchboard_core::BrokerName> {
+    let config = r.replicas.register(channel)?.2?;
+    let held = broker.copy_term(channel)?;
+    let elsewhere = &config.leader != r.replicas.me() && placement.is_live(config.leader.as_str());
+    (elsewhere && held < config.term).then_some(config.leader)
 }
 
 /// Whether the configuration this broker leads `channel` in has fewer

@@ -82,11 +82,11 @@ impl LocalBroker {
         // delivered (its publisher is about to be acknowledged) is stored
         // now and goes with the snapshot. Without this, one acknowledged
         // at the offset after the snapshot's was lost, and the next
-        // owner gave that offset to another publication.
-        // A leader hands its term's configuration with the copy: the copy
-        // holds all that may have been committed in it (the whole log it
-        // started the term with, and every commit since), so the next
-        // owner may stand on that term with it (a planned move).
+        // owner gave that offset to another publication. A leader also
+        // sends its term's configuration: the copy then holds all that may
+        // have been committed in that term (the whole log it started the
+        // term with, and every commit since), so the next owner may stand
+        // on it with the copy as its log (a planned move).
         let term = self.rank_term(channel, &s);
         let mut handed = None;
         if let Some(r) = self.replicated() {
@@ -178,6 +178,12 @@ impl LocalBroker {
                 s.lifecycle = Lifecycle::Unverified(other.into());
             }
         });
+    }
+
+    /// The term the copy of `channel` held here comes from, if one is held.
+    pub fn copy_term(&self, channel: &ChannelName) -> Option<Term> {
+        let s = self.inner.registry.lock_existing(channel)?;
+        (!s.is_fenced()).then(|| self.rank_term(channel, &s))
     }
 
     /// The copy here is the one to serve (it was checked, or replaced).
