@@ -17,12 +17,15 @@ COPY . .
 # Debug info out (symbols stay, so backtraces still name functions), for a
 # small image; deploy/local-images.sh does the same.
 RUN cargo build --release --locked -p switchboard \
-    && mkdir -p /out \
+    && mkdir -p /out/data \
     && objcopy --strip-debug target/release/switchboard /out/switchboard
 
 # ---- runtime ----
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=build /out/switchboard /usr/local/bin/switchboard
+# A broker's data directory (SWITCHBOARD_DATA_DIR), the user's own: a named
+# volume mounted here starts with this owner.
+COPY --from=build --chown=65532:65532 /out/data /var/lib/switchboard
 # distroless' "nonroot" user.
 USER 65532:65532
 # Gateway clients (WebSocket, server API, /metrics), broker gRPC, broker

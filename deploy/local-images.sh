@@ -153,6 +153,8 @@ echo "== switchboard-base:local"
 context="$work/switchboard-context"
 rm -rf "$context" && mkdir -p "$context"
 cp deploy/image/Dockerfile.local "$context/Dockerfile"
+# The (empty) data directory the image gives the nonroot user.
+mkdir -p "$context/data"
 # As ./Dockerfile does: debug info out (symbols stay, so backtraces still
 # name functions), for a small image.
 objcopy --strip-debug "$binary" "$context/switchboard"

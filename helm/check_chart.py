@@ -87,6 +87,10 @@ VALUE_SETS: dict[str, list[str]] = {
     "memory limits set per role": [
         "broker.resources.limits.memory=2Gi,gateway.resources.limits.memory=512M",
     ],
+    "unreplicated, no persistence": ["broker.replicationFactor=1,broker.persistence.enabled=false"],
+    "three copies on a given StorageClass": [
+        "broker.replicationFactor=3,broker.persistence.size=1Gi,broker.persistence.storageClassName=fast",
+    ],
     "no memory limit": ["broker.resources.limits=null,gateway.resources.limits=null"],
     "image and placement": [
         "image.repository=registry.example.com/switchboard,image.tag=1.2.3",
@@ -126,6 +130,11 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "cert-manager without an issuer": (
         "clusterSecurity.certificates=certManager",
         "/clusterSecurity/certManager/issuerRef/name",
+    ),
+    "four copies of each channel": ("broker.replicationFactor=4", "/broker/replicationFactor"),
+    "replicated without persistence": (
+        "broker.persistence.enabled=false",
+        "/broker/replicationFactor",
     ),
     "a PDB bound that is neither a count nor a percentage": (
         "broker.pdb.maxUnavailable=half",
@@ -331,6 +340,32 @@ def check_workload(w: dict[str, Any], values: dict[str, Any], http_port: int, se
 
 
 
+def check_replication(br: dict[str, Any], values: dict[str, Any]) -> None:
+    """Brokers store each channel replicationFactor times, and keep their
+    replication votes on a claim of their own that outlives the pod."""
+    broker = values["broker"]
+    (container,) = br["spec"]["template"]["spec"]["containers"]
+    env = env_of(container)
+    factor = env.get("SWITCHBOARD_REPLICATION_FACTOR")
+    check(factor == str(broker["replicationFactor"]), f"brokers: replication factor {factor!r}")
+    claims = br["spec"].get("volumeClaimTemplates") or []
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    if broker["persistence"]["enabled"]:
+        (claim,) = claims
+        check(claim["metadata"]["name"] == "data", "brokers: the claim is not named data")
+        size = claim["spec"]["resources"]["requests"]["storage"]
+        check(size == broker["persistence"]["size"], f"brokers: claim of {size}")
+        check(
+            env.get("SWITCHBOARD_DATA_DIR") == mounts.get("data") == "/var/lib/switchboard",
+            f"brokers: data dir {env.get('SWITCHBOARD_DATA_DIR')!r} on {mounts.get('data')!r}",
+        )
+        fs_group = br["spec"]["template"]["spec"]["securityContext"].get("fsGroup")
+        check(fs_group == 65532, f"brokers: the claim is not writable by the user (fsGroup {fs_group})")
+    else:
+        check(not claims and "data" not in mounts, "brokers: a claim although persistence is off")
+        check("SWITCHBOARD_DATA_DIR" not in env, "brokers: a data dir although persistence is off")
+
+
 def secret_data(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret", name)["data"].items()}
 
@@ -519,6 +554,7 @@ def check_render(chart: helm.Chart, label: str, sets: list[str]) -> tuple[int, d
         else:
             check(name not in pdbs, f"a {role} PDB although disabled")
 
+    check_replication(br, values)
     check_credentials(docs, values, gw, br)
     check_network_policy(docs, values)
     check_edge_tls(docs, values, gw, client)

@@ -85,6 +85,11 @@ enum Command {
         /// data_dir`); without one it votes for nobody.
         #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Brokers that store each channel, 1 to 3 (over `[broker]
+        /// replication_factor`); 2 or more needs a data directory.
+        #[arg(long, env = "SWITCHBOARD_REPLICATION_FACTOR",
+              value_parser = clap::value_parser!(u8).range(1..=3))]
+        replication_factor: Option<u8>,
         #[command(flatten)]
         gossip: GossipArgs,
         #[command(flatten)]
@@ -243,11 +248,19 @@ fn client_role_config(edge_tls: EdgeTlsArgs, path: Option<&Path>) -> anyhow::Res
     Ok(config)
 }
 
-/// A broker's config: the file, with `--data-dir` over it.
-fn node_config(path: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+/// A broker's config: the file, with `--data-dir` and
+/// `--replication-factor` over it.
+fn node_config(
+    path: Option<&Path>,
+    data_dir: Option<PathBuf>,
+    replication_factor: Option<u8>,
+) -> anyhow::Result<Config> {
     let mut config = Config::load(path)?;
     if data_dir.is_some() {
         config.broker.data_dir = data_dir;
+    }
+    if let Some(factor) = replication_factor {
+        config.broker.replication_factor = usize::from(factor);
     }
     Ok(config)
 }
@@ -273,11 +286,12 @@ fn run() -> anyhow::Result<()> {
             advertise,
             http,
             data_dir,
+            replication_factor,
             gossip,
             security,
             config,
         } => {
-            let config = node_config(config.as_deref(), data_dir)?;
+            let config = node_config(config.as_deref(), data_dir, replication_factor)?;
             block_on(on_signal(|signal| {
                 let node = cluster::Node {
                     name,

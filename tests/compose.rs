@@ -12,8 +12,11 @@
 //!    subscribe and publish across gateways;
 //! 3. the README's compose example runs as written;
 //! 4. `docker kill` of the broker owning the most channels: publishing
-//!    resumes on every channel, subscribers get what is published;
-//!    `docker start` brings it back into the ring;
+//!    resumes on every channel, and, since the cluster stores every
+//!    channel on two brokers, in the same epoch: subscribers get every
+//!    acknowledged publication at the offset it was acknowledged at, with
+//!    no `resubscribed` (docs/replication.md); `docker start` brings it
+//!    back into the ring;
 //! 5. `docker network disconnect` of another channel owner: the others
 //!    declare it down and its channels move; `docker network connect`: it
 //!    rejoins, serves its channels again, and Prometheus sees it publish;
@@ -143,35 +146,57 @@ async fn gateways_see(gateways: &[SocketAddr], brokers: &[&str], within: Duratio
 }
 
 /// Publishes `data` on `channel`, retrying refusals (an owner that is gone,
-/// a ring still moving) until one is accepted.
-async fn publish(c: &mut Client, channel: &str, data: &str, within: Duration) {
+/// a ring still moving) until one is accepted; returns the acknowledgement
+/// (`offset`, `epoch`).
+async fn publish(c: &mut Client, channel: &str, data: &str, within: Duration) -> Value {
     eventually(&format!("publish on {channel}"), within, async || {
         let r = c
             .request(json!({"type": "publish", "channel": channel, "data": data}))
             .await?;
-        Ok((r["type"] == "response").then_some(()))
+        Ok((r["type"] == "response").then(|| r["data"].clone()))
     })
-    .await;
+    .await
+}
+
+/// The next message or `resubscribed` frame on `channel` (waiting for
+/// `data`, which the failure names).
+async fn next_on(c: &mut Client, channel: &str, data: impl std::fmt::Display) -> Value {
+    c.wait_for(|f| {
+        f["channel"] == channel && (f["type"] == "message" || f["type"] == "resubscribed")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{data} on {channel}: {e:#}"))
+}
+
+/// Waits for `data` on `channel` and asserts that it arrived as it was
+/// acknowledged (`ack`: its offset, its epoch), with no `resubscribed`
+/// before it: the channel went on in its epoch.
+async fn delivered_as_acked(c: &mut Client, channel: &str, data: &str, ack: &Value) {
+    loop {
+        let f = next_on(c, channel, data).await;
+        assert_eq!(f["type"], "message", "an epoch change on {channel}: {f}");
+        if f["data"] == data {
+            assert_eq!(
+                (&f["offset"], &f["epoch"]),
+                (&ack["offset"], &ack["epoch"]),
+                "{data} on {channel} arrived elsewhere than acknowledged"
+            );
+            return;
+        }
+    }
 }
 
 /// Waits for `data` on `channel`, passing `resubscribed` frames (the
-/// channel moved to another broker); true if it moved.
-async fn delivered(c: &mut Client, channel: &str, data: impl Into<Value>) -> bool {
+/// channel moved to another broker in a new epoch).
+async fn delivered(c: &mut Client, channel: &str, data: impl Into<Value>) {
     let data: Value = data.into();
-    let mut moved = false;
     loop {
-        let f = c
-            .wait_for(|f| {
-                f["channel"] == channel && (f["type"] == "message" || f["type"] == "resubscribed")
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{data} on {channel}: {e:#}"));
+        let f = next_on(c, channel, &data).await;
         if f["type"] == "resubscribed" {
             // The owner was lost or cut off: the channel went on afresh.
             assert_eq!(f["recovered"], false, "{f}");
-            moved = true;
         } else if f["data"] == data {
-            return moved;
+            return;
         }
     }
 }
@@ -256,16 +281,16 @@ async fn compose_cluster_survives_a_killed_and_a_partitioned_broker() {
     // 2. Clients on each gateway and through the entry point.
     let channels: Vec<String> = (0..12).map(|i| format!("live:{i}")).collect();
     let mut clients = Clients::connect(&cluster).await;
-    clients_talk_across_gateways(&mut clients, &channels).await;
+    let epochs = clients_talk_across_gateways(&mut clients, &channels).await;
 
     // 3. The README's example, as written, against this cluster.
     readme_example_works(&cluster, &mut clients, &commands).await;
 
     // 4. kill -9 the broker that owns the most channels, and back.
     let owners = publications_counted(&cluster.prom, &channels).await;
-    let killed = kill_the_busiest_broker(&cluster, &mut clients, &channels, &owners).await;
+    let killed = kill_the_busiest_broker(&cluster, &mut clients, &epochs, &owners).await;
     let rejoin = restart_broker(&cluster, &mut clients, &channels, &killed).await;
-    let (failover, moved) = (killed.failover, killed.moved);
+    let failover = killed.failover;
 
     // 5. Cut another channel owner off the network, then heal.
     let (declared_down, rejoined) =
@@ -277,7 +302,7 @@ async fn compose_cluster_survives_a_killed_and_a_partitioned_broker() {
     let down_took = cluster.compose.down().await.expect("compose down -v");
     println!(
         "compose test: images {images_took:.1?}, up until all brokers routed {up_took:.1?}, \
-         publishing resumed on all {} channels {failover:.1?} after docker kill ({moved} moved), \
+         publishing resumed on all {} channels {failover:.1?} after docker kill, in their epochs, \
          restarted broker routed again after {rejoin:.1?}, partitioned broker declared down after \
          {declared_down:.1?} and routed again {rejoined:.1?} after reconnecting, down -v {down_took:.1?}, \
          total {:.1?}",
@@ -475,18 +500,20 @@ impl Clients {
         [&mut self.sub_g1, &mut self.sub_entry]
     }
 
-    /// Both subscribers get `data` on `channel`; true if it moved for the
-    /// subscriber on g1.
-    async fn both_get(&mut self, channel: &str, data: &str) -> bool {
-        let moved = delivered(&mut self.sub_g1, channel, data).await;
+    /// Both subscribers get `data` on `channel`.
+    async fn both_get(&mut self, channel: &str, data: &str) {
+        delivered(&mut self.sub_g1, channel, data).await;
         delivered(&mut self.sub_entry, channel, data).await;
-        moved
     }
 }
 
 /// Both subscribers subscribe to every channel and `chat:lobby`, and get
-/// what is published on g2 and through the entry point.
-async fn clients_talk_across_gateways(clients: &mut Clients, channels: &[String]) {
+/// what is published on g2 and through the entry point. Returns each
+/// channel's epoch.
+async fn clients_talk_across_gateways(
+    clients: &mut Clients,
+    channels: &[String],
+) -> BTreeMap<String, Value> {
     for ch in channels.iter().map(String::as_str).chain(["chat:lobby"]) {
         for sub in clients.subscribers() {
             eventually(&format!("subscribe {ch}"), WAIT * 3, async || {
@@ -498,14 +525,17 @@ async fn clients_talk_across_gateways(clients: &mut Clients, channels: &[String]
             .await;
         }
     }
+    let mut epochs = BTreeMap::new();
     for ch in channels {
         publish(&mut clients.pub_g2, ch, "from g2", WAIT).await;
-        publish(&mut clients.pub_entry, ch, "through the entry point", WAIT).await;
+        let ack = publish(&mut clients.pub_entry, ch, "through the entry point", WAIT).await;
         for sub in clients.subscribers() {
             delivered(sub, ch, "from g2").await;
             delivered(sub, ch, "through the entry point").await;
         }
+        epochs.insert(ch.clone(), ack["epoch"].clone());
     }
+    epochs
 }
 
 /// Runs the README's example commands (but `up` and `down`, which the
@@ -607,16 +637,16 @@ struct Killed {
     container: String,
     /// How long after the kill publishing resumed on every channel.
     failover: Duration,
-    /// How many channels moved (to the subscriber on g1).
-    moved: usize,
 }
 
 /// `docker kill` of the broker that owns the most channels: publishing
-/// resumes on every channel and subscribers get what is published.
+/// resumes on every channel, in the channel's epoch, and both subscribers
+/// get each publication at the offset it was acknowledged at, with no
+/// `resubscribed` (the cluster runs `replication_factor` 2).
 async fn kill_the_busiest_broker(
     cluster: &Cluster,
     clients: &mut Clients,
-    channels: &[String],
+    epochs: &BTreeMap<String, Value>,
     owners: &BTreeMap<String, f64>,
 ) -> Killed {
     let victim = owners
@@ -624,25 +654,33 @@ async fn kill_the_busiest_broker(
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(b, _)| b.clone())
         .unwrap();
+    assert!(
+        owners[&victim] > 0.0,
+        "{victim} owns no channel: {owners:?}"
+    );
     let victim_id = cluster.compose.container(&victim).await.unwrap();
     docker(&["kill", &victim_id], WAIT).await.unwrap();
     let killed_at = Instant::now();
-    for ch in channels {
-        publish(&mut clients.pub_g2, ch, "after the kill", WAIT * 3).await;
+    let mut acks = BTreeMap::new();
+    for ch in epochs.keys() {
+        acks.insert(
+            ch,
+            publish(&mut clients.pub_g2, ch, "after the kill", WAIT * 3).await,
+        );
     }
     let failover = killed_at.elapsed();
-    let mut moved = 0;
-    for ch in channels {
-        moved += usize::from(clients.both_get(ch, "after the kill").await);
+    for (ch, ack) in acks {
+        assert_eq!(ack["epoch"], epochs[ch], "{ch} went on in a new epoch");
+        for sub in clients.subscribers() {
+            delivered_as_acked(sub, ch, "after the kill", &ack).await;
+        }
     }
-    assert!(moved > 0, "{victim} owned none of the channels: {owners:?}");
     let survivors: Vec<&str> = BROKERS.into_iter().filter(|b| *b != victim).collect();
     gateways_see(&cluster.gateways(), &survivors, WAIT).await;
     Killed {
         name: victim,
         container: victim_id,
         failover,
-        moved,
     }
 }
 

@@ -4,7 +4,12 @@
 //! the channels: the next broker of each channel's failover order, which
 //! stored every acknowledged publication, takes over in the same epoch at
 //! the same offsets; subscribers see no `resubscribed` and no gap, and a
-//! client that was away recovers with `recovered: true`.
+//! client that was away recovers with `recovered: true`. Then the killed
+//! broker comes back and takes its channels back (a planned move: each
+//! leader steps down and hands it its log, and it leads them replicated,
+//! docs/replication.md step 4), and is killed again: its channels go on
+//! in the same epoch once more, which they could not if it had served them
+//! unreplicated.
 
 use std::{
     collections::HashMap,
@@ -13,26 +18,38 @@ use std::{
 };
 
 use serde_json::json;
+use switchboard_cluster::ring::Ring;
 use switchboard_testkit::{
     WAIT,
     client::Client,
     cluster::{
-        broker_with, gateway, scenario_config, scenario_config_with, seed_of, subscribe_once_routed,
+        broker_with, counter, gateway, scenario_config, scenario_config_with, seed_of,
+        subscribe_once_routed,
     },
+    http,
     process::Process,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-async fn replicated_broker(name: &str, seed: Option<&str>, config: &str) -> Process {
+/// A fresh data directory for broker `name`.
+fn data_dir(name: &str) -> String {
     let dir = std::env::temp_dir().join(format!("sb-repl-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let dir = dir.to_str().unwrap().to_owned();
+    dir.to_str().unwrap().to_owned()
+}
+
+async fn replicated_broker(name: &str, seed: Option<&str>, config: &str) -> Process {
+    replicated_broker_in(name, seed, config, &data_dir(name)).await
+}
+
+/// Broker `name` with its data directory `dir` (kept across a restart).
+async fn replicated_broker_in(name: &str, seed: Option<&str>, config: &str, dir: &str) -> Process {
     broker_with(
         Path::new(BIN),
         name,
         seed,
-        &["--data-dir", &dir, "--config", config],
+        &["--data-dir", dir, "--config", config],
     )
     .await
     .unwrap()
@@ -41,9 +58,7 @@ async fn replicated_broker(name: &str, seed: Option<&str>, config: &str) -> Proc
 /// Publishes `data` on `ch` until it is acknowledged (a publish during the
 /// takeover may be refused); returns the acknowledged offset.
 async fn publish_acknowledged(c: &mut Client, ch: &str, data: &str, since: Instant) -> u64 {
-    try_publish(c, ch, data, since)
-        .await
-        .unwrap_or_else(|r| panic!("{ch} never accepted a publish again: {r}"))
+    publish_counting(c, ch, data, since).await.0
 }
 
 async fn try_publish(
@@ -51,15 +66,17 @@ async fn try_publish(
     ch: &str,
     data: &str,
     since: Instant,
-) -> Result<u64, serde_json::Value> {
+) -> Result<(u64, bool), serde_json::Value> {
+    let mut refused = false;
     loop {
         let r = c
             .request(json!({"type": "publish", "channel": ch, "data": data}))
             .await
             .unwrap();
         if r["type"] == "response" {
-            return Ok(r["data"]["offset"].as_u64().unwrap_or_default());
+            return Ok((r["data"]["offset"].as_u64().unwrap_or_default(), refused));
         }
+        refused |= r["code"] == 100;
         if since.elapsed() > WAIT * 3 {
             return Err(r);
         }
@@ -124,7 +141,7 @@ async fn a_killed_owners_channels_go_on_in_the_same_epoch() {
     let mut resumed = Vec::new();
     for ch in &channels {
         let offset = match try_publish(&mut publisher, ch, "after", killed).await {
-            Ok(offset) => offset,
+            Ok((offset, _)) => offset,
             Err(r) => {
                 for b in &brokers {
                     eprintln!("=== broker\n{}", b.log());
@@ -139,13 +156,7 @@ async fn a_killed_owners_channels_go_on_in_the_same_epoch() {
         );
     }
     for ch in &channels {
-        let f = sub
-            .wait_for(|f| {
-                f["channel"] == ch.as_str()
-                    && (f["type"] == "message" || f["type"] == "resubscribed")
-            })
-            .await
-            .unwrap();
+        let f = next_on(&mut sub, ch).await;
         assert_eq!(
             f["type"], "message",
             "{ch}: subscribers were told of a reset: {f}"
@@ -182,5 +193,110 @@ async fn a_killed_owners_channels_go_on_in_the_same_epoch() {
         "replicated failover: publishing resumed on every channel within {:?} of kill -9",
         resumed.iter().max().unwrap()
     );
+
+    // b2 comes back with its votes (once the others declared its old self
+    // down: a name is one live member's) and takes its channels back; then
+    // it is killed again.
+    declared_down(&brokers[0], "b2").await;
+    let dir = std::env::temp_dir().join(format!("sb-repl-b2-{}", std::process::id()));
+    brokers[1] = replicated_broker_in("b2", Some(&seed), &replicated, dir.to_str().unwrap()).await;
+    let ring = Ring::new(["b1", "b2", "b3"]);
+    let owned = channels
+        .iter()
+        .filter(|c| ring.owner(c) == Some("b2"))
+        .count();
+    assert!(owned > 0, "b2 owns none of the channels");
+    taken_back(&brokers[1], owned).await;
+    let mut next: HashMap<&String, u64> = channels.iter().map(|c| (c, 5)).collect();
+    for round in ["back", "again"] {
+        if round == "again" {
+            brokers[1].kill().await.unwrap();
+        }
+        let since = Instant::now();
+        for ch in &channels {
+            let (offset, refused) = publish_counting(&mut publisher, ch, round, since).await;
+            let want = next[ch];
+            // A publish without an idempotency key that was refused with
+            // code 100 may have been applied all the same (docs/protocol.md);
+            // then the one acknowledged comes after it. Never before it (an
+            // offset given twice), and never in another epoch.
+            let fits = offset == want || (refused && offset > want);
+            if !fits {
+                for b in &brokers {
+                    eprintln!("=== broker\n{}", b.log());
+                }
+            }
+            assert!(fits, "{ch}: acknowledged at {offset}, {want} due ({round})");
+            for at in want..=offset {
+                let f = next_on(&mut sub, ch).await;
+                assert_eq!(
+                    (f["type"].as_str(), f["offset"].as_u64()),
+                    (Some("message"), Some(at)),
+                    "{ch}: {f}"
+                );
+                assert_eq!(f["data"].as_str(), Some(round), "{ch}: {f}");
+                assert_eq!(f["epoch"].as_str(), Some(epochs[ch].as_str()), "{ch}");
+            }
+            next.insert(ch, offset + 1);
+        }
+        println!(
+            "{round}: every channel in its epoch at the next offset ({:?})",
+            since.elapsed()
+        );
+    }
     drop(brokers);
+}
+
+/// [`publish_acknowledged`], and whether an attempt was refused with code
+/// 100 first (it may have been applied).
+async fn publish_counting(c: &mut Client, ch: &str, data: &str, since: Instant) -> (u64, bool) {
+    try_publish(c, ch, data, since)
+        .await
+        .unwrap_or_else(|r| panic!("{ch} never accepted a publish again: {r}"))
+}
+
+/// The next message or `resubscribed` frame on `ch`.
+async fn next_on(sub: &mut Client, ch: &str) -> serde_json::Value {
+    sub.wait_for(|f| f["channel"] == ch && (f["type"] == "message" || f["type"] == "resubscribed"))
+        .await
+        .unwrap()
+}
+
+/// Waits until `by` declared broker `name` down (its gossip log says so).
+async fn declared_down(by: &Process, name: &str) {
+    let deadline = Instant::now() + WAIT * 2;
+    let member = format!("member={name}(");
+    while !by
+        .log()
+        .lines()
+        .any(|l| l.contains("member down") && l.contains(&member))
+    {
+        assert!(Instant::now() < deadline, "{name} never declared down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `broker` took `n` channels from their previous owners (its
+/// hand-over counter says so).
+async fn taken_back(broker: &Process, n: usize) {
+    let addr = broker.announced("http://").expect("http address");
+    let deadline = Instant::now() + WAIT * 2;
+    loop {
+        // Its HTTP listener may not be up yet: that counts as none taken.
+        let metrics = http::get(addr, "/metrics").await.map(|r| r.1);
+        let metrics = metrics.unwrap_or_default();
+        let taken = counter(
+            &metrics,
+            "switchboard_broker_handoffs_total{direction=\"in\"}",
+        );
+        if taken as usize >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b2 took {taken} of {n} channels back:\n{}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::{
     membership::{ClusterView, NodeState, Role},
-    replication::Term,
+    replication::{ReplicaConfig, Term},
     ring::Ring,
 };
 use switchboard_core::{ChannelName, ids::BrokerAddr};
@@ -49,17 +49,24 @@ pub struct Snapshot {
     pub offset: u64,
     /// Oldest first.
     pub history: Vec<SnapshotEntry>,
-    /// The replication term the copy was led or followed in; zero for a
-    /// copy served unreplicated. Of two copies, the one of the higher term
-    /// wins whatever their epochs: it was chosen by a majority of the
-    /// channel's voters after the other (docs/replication.md, "Which copy
-    /// wins").
+    /// The replication term the copy is led in, or else was last led or
+    /// followed in; zero for a copy started and served unreplicated. Of two
+    /// copies, the one of the higher term wins whatever their epochs: it
+    /// was chosen by a majority of the channel's voters after the other
+    /// (docs/replication.md, "Which copy wins").
     pub term: Term,
     /// `(idempotency key, offset)` of this epoch's keyed publications still
     /// in the window (at most [`MAX_HANDED_KEYS`], the newest): the new
     /// owner answers a retry with the first position instead of publishing
     /// it again.
     pub keys: Vec<(String, u64)>,
+    /// The configuration of the term the sender led, when it stepped down
+    /// to hand the channel over (a planned move): the copy holds all that
+    /// may have been committed in that term, and the receiver may stand on
+    /// it with the copy as its replica log ([`ReplicaLog::handed`]).
+    ///
+    /// [`ReplicaLog::handed`]: crate::replication::ReplicaLog::handed
+    pub handed: Option<ReplicaConfig>,
 }
 
 impl Snapshot {

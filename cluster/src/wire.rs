@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use prost::Message;
 use serde_json::value::RawValue;
-use switchboard_proto::broker::v1 as pb;
+use switchboard_proto::{broker::v1 as pb, replica::v1 as replica_pb};
 use tonic::{Code, Status};
 
-use crate::ownership::{MAX_HANDED_KEYS, Release, Snapshot, SnapshotEntry};
+use crate::{
+    ownership::{MAX_HANDED_KEYS, Release, Snapshot, SnapshotEntry},
+    replication::{ReplicaConfig, Term},
+};
 use switchboard_core::{
     BrokerError, BrokerName, ChannelName, ChannelSummary, ChannelsRequest, ClientInfo, Control,
     Delivery, DeliveryKind, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position,
@@ -117,6 +120,7 @@ pub fn snapshot_to_pb(s: &Snapshot) -> pb::ChannelSnapshot {
         created_micros: s.created_micros,
         offset: s.offset,
         term: s.term.0,
+        handed: s.handed.as_ref().map(config_to_pb),
         history: s
             .history
             .iter()
@@ -143,7 +147,13 @@ pub fn snapshot_from_pb(s: pb::ChannelSnapshot) -> Result<Snapshot, BrokerError>
         epoch: s.epoch,
         created_micros: s.created_micros,
         offset: s.offset,
-        term: crate::replication::Term(s.term),
+        term: Term(s.term),
+        handed: s
+            .handed
+            .as_ref()
+            .map(|c| config_from_pb(Some(c)))
+            .transpose()
+            .map_err(|_| BrokerError::InvalidData)?,
         history: s
             .history
             .into_iter()
@@ -160,6 +170,48 @@ pub fn snapshot_from_pb(s: pb::ChannelSnapshot) -> Result<Snapshot, BrokerError>
             .map(|k| (k.key, k.offset))
             .collect(),
     })
+}
+
+/// A broker named on the wire.
+pub fn broker(name: &str, what: &str) -> Result<BrokerName, Status> {
+    if name.is_empty() {
+        return Err(Status::invalid_argument(format!("{what} names no broker")));
+    }
+    Ok(BrokerName::from(name))
+}
+
+/// A replication configuration from the wire (the replica service, and
+/// a hand-over's [`Snapshot::handed`]).
+pub fn config_from_pb(c: Option<&replica_pb::ReplicaConfig>) -> Result<ReplicaConfig, Status> {
+    let c = c.ok_or_else(|| Status::invalid_argument("no configuration"))?;
+    let followers = c
+        .followers
+        .iter()
+        .map(|f| broker(f, "a follower"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if followers.len() > 2 {
+        return Err(Status::invalid_argument("at most two followers"));
+    }
+    Ok(ReplicaConfig {
+        term: Term(c.term),
+        leader: broker(&c.leader, "the leader")?,
+        followers,
+        witness: (!c.witness.is_empty()).then(|| BrokerName::from(c.witness.as_str())),
+    })
+}
+
+/// A configuration for the wire.
+pub fn config_to_pb(c: &ReplicaConfig) -> replica_pb::ReplicaConfig {
+    replica_pb::ReplicaConfig {
+        term: c.term.0,
+        leader: c.leader.to_string(),
+        followers: c.followers.iter().map(|f| f.to_string()).collect(),
+        witness: c
+            .witness
+            .as_ref()
+            .map(|w| w.to_string())
+            .unwrap_or_default(),
+    }
 }
 
 pub fn release_to_pb(r: &Release) -> pb::ReleaseReply {
@@ -539,7 +591,15 @@ mod tests {
             }],
             keys: vec![("order-42-shipped".into(), 2)],
             term: crate::replication::Term(3),
+            handed: None,
         };
+        assert_eq!(snapshot_from_pb(snapshot_to_pb(&s)).unwrap(), s);
+        s.handed = Some(ReplicaConfig {
+            term: Term(3),
+            leader: "b2".into(),
+            followers: vec!["b3".into()],
+            witness: Some("b1".into()),
+        });
         assert_eq!(snapshot_from_pb(snapshot_to_pb(&s)).unwrap(), s);
         s.keys = (0..MAX_HANDED_KEYS as u64 + 5)
             .map(|o| (o.to_string(), o))

@@ -158,9 +158,16 @@ impl Handoff {
                 drop(pull);
                 return self.led(channel, &placement).await;
             }
-            // Held here, but a broker that came back may have a newer copy.
+            // Held here, but a broker that came back may have a newer copy;
+            // not if this broker leads it with a majority's leases.
             Holding::Unverified(other) => {
-                self.pull(&placement, channel, placement.addr(&other)).await;
+                let leads = self
+                    .broker
+                    .replicated()
+                    .is_some_and(|r| r.replicas.leads_with_majority(channel));
+                if !leads {
+                    self.pull(&placement, channel, placement.addr(&other)).await;
+                }
                 self.broker.verified(channel);
                 drop(pull);
                 return self.led(channel, &placement).await;
@@ -251,14 +258,25 @@ impl Handoff {
         let Some(r) = self.broker.replicated() else {
             return Ok(());
         };
-        let refill = || !crate::succession::lost_members(r, placement, channel).is_empty();
+        let refill = || {
+            !crate::succession::lost_members(r, placement, channel).is_empty()
+                || crate::succession::short_handed(r, placement, channel)
+        };
         if r.replicas.leads(channel).is_some() && !refill() {
             return Ok(());
         }
         // One election per channel at a time.
         let _electing = self.stripe(channel).lock().await;
-        let succession = crate::succession::lead(&self.broker, r, placement, channel).await?;
-        if succession == crate::succession::Succession::Ineligible
+        let mut succession = crate::succession::lead(&self.broker, r, placement, channel).await?;
+        if let crate::succession::Succession::Stale(leader) = &succession {
+            // Once: a newer copy there replaces this one; if there is none
+            // (it handed its own away), this one is the newest after all.
+            tracing::info!(channel = %channel, leader = %leader, "the copy here is of an earlier term: asking its leader for its copy");
+            self.pull(placement, channel, placement.addr(leader.as_str()))
+                .await;
+            succession = crate::succession::lead(&self.broker, r, placement, channel).await?;
+        }
+        if succession != crate::succession::Succession::Leads
             && self.broker.epoch_of(channel).is_none()
         {
             self.broker.touch(channel)?;
@@ -365,7 +383,8 @@ impl Handoff {
 
     /// With replication: every [`REFILL_CHECK`], refills the replica set of
     /// each channel led here that lost a member (not live, or its stream
-    /// ended), so that publishes waiting for it commit with its successor.
+    /// ended), so that publishes waiting for it commit with its successor,
+    /// or that lacks one a broker live again could be (a witness).
     pub async fn refill(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(REFILL_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -380,7 +399,8 @@ impl Handoff {
             };
             let placement = self.placement();
             for channel in r.replicas.led() {
-                if crate::succession::lost_members(r, &placement, &channel).is_empty() {
+                let lost = !crate::succession::lost_members(r, &placement, &channel).is_empty();
+                if !lost && !crate::succession::short_handed(r, &placement, &channel) {
                     continue;
                 }
                 if let Err(e) = self.led(&channel, &placement).await {

@@ -34,6 +34,10 @@ pub enum Succession {
     /// It may not stand (it holds no complete replica): the channel is
     /// served as it is held here, unreplicated.
     Ineligible,
+    /// It may not stand, and the copy held here is of an earlier term than
+    /// the one this broker (a live one) leads: ask it for its copy before
+    /// serving this one.
+    Stale(switchboard_core::BrokerName),
 }
 
 /// Leads `channel` if this broker can: stands for its next term, takes
@@ -48,7 +52,10 @@ pub async fn lead(
     // A leader this broker follows and has lost is counted out of the new
     // configuration whatever gossip says of it yet.
     lost.extend(r.replicas.lost_leader(channel));
-    if r.replicas.leads(channel).is_some() && lost.is_empty() {
+    if r.replicas.leads(channel).is_some()
+        && lost.is_empty()
+        && !short_handed(r, placement, channel)
+    {
         return Ok(Succession::Leads);
     }
     if let Some(why) = behind_the_state(broker, r, channel) {
@@ -75,7 +82,12 @@ pub async fn lead(
     };
     let candidacy = match r.replicas.candidacy(channel, plan) {
         Ok(c) => c,
-        Err(ReplicaError::Ineligible(why)) => return Ok(ineligible(channel, &why)),
+        Err(ReplicaError::Ineligible(why)) => {
+            if let Some(leader) = stale_copy(broker, r, placement, channel) {
+                return Ok(Succession::Stale(leader));
+            }
+            return Ok(ineligible(channel, &why));
+        }
         Err(e) => return Err(BrokerError::Unavailable(e.to_string())),
     };
     let dial = &*r.dial;
@@ -87,30 +99,46 @@ pub async fn lead(
         Elected::Leads { config, .. } => config,
         other => {
             tracing::info!(channel = %channel, outcome = ?other, "not elected; the request may come back");
+            // A log handed over with the channel stands once: then the
+            // channel is served as held, unreplicated, as before step 4.
+            r.replicas.forget_handed(channel);
             return Err(BrokerError::NotOwner { owner: None });
         }
     };
-    if broker.epoch_of(channel).is_none() {
-        match r.replicas.takeover(channel, broker.wall_micros()) {
-            Some(snapshot) => {
-                let (epoch, offset) = (snapshot.epoch.clone(), snapshot.offset);
-                broker.adopt(snapshot)?;
-                tracing::info!(channel = %channel, term = %config.term, epoch = %epoch, offset, "took the channel over from its replica");
-                metrics::counter!("switchboard_replication_takeovers_total").increment(1);
-            }
-            None => broker.touch(channel)?,
-        }
-    }
+    take_over(broker, r, channel, &config)?;
     let (id, created_micros) = broker
         .epoch_of(channel)
         .ok_or_else(|| BrokerError::Unavailable("the channel went away".into()))?;
     let epoch = Epoch { id, created_micros };
-    let outgoing = r
-        .replicas
-        .lead(channel, &config, epoch)
-        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-    r.streams.send(outgoing);
+    if let Err(e) = broker.lead_won(r, channel, &config, epoch) {
+        tracing::info!(channel = %channel, term = %config.term, "won, but the channel was handed over meanwhile");
+        return Err(e);
+    }
     Ok(Succession::Leads)
+}
+
+/// After winning `config`'s term: the channel as this broker's replica log
+/// holds it, if no state is held here (same epoch, same offsets), or a new
+/// epoch if the log holds none.
+fn take_over(
+    broker: &LocalBroker,
+    r: &Replicated,
+    channel: &ChannelName,
+    config: &switchboard_cluster::replication::ReplicaConfig,
+) -> Result<(), BrokerError> {
+    if broker.epoch_of(channel).is_some() {
+        return Ok(());
+    }
+    match r.replicas.takeover(channel, broker.wall_micros()) {
+        Some(snapshot) => {
+            let (epoch, offset) = (snapshot.epoch.clone(), snapshot.offset);
+            broker.adopt(snapshot)?;
+            tracing::info!(channel = %channel, term = %config.term, epoch = %epoch, offset, "took the channel over from its replica");
+            metrics::counter!("switchboard_replication_takeovers_total").increment(1);
+            Ok(())
+        }
+        None => broker.touch(channel),
+    }
 }
 
 /// Members of the configuration this broker leads `channel` in that are
@@ -126,6 +154,44 @@ pub fn lost_members(
         .into_iter()
         .filter(|m| !placement.is_live(m.as_str()) || r.streams.is_down(m))
         .collect()
+}
+
+/// The live broker that leads a later term of `channel` than the one the
+/// copy held here comes from, if any: this broker was frozen or cut off
+/// while that one took the channel over, and its copy is stale. Served
+/// unreplicated, it acknowledged a publication at an offset the new leader
+/// had long given away (a thawed owner, in the SIGSTOP scenario with
+/// R = 2). Its copy is to be checked against that leader's first.
+fn stale_copy(
+    broker: &LocalBroker,
+    r: &Replicated,
+    placement: &Placement,
+    channel: &ChannelName,
+) -> Option<switchboard_core::BrokerName> {
+    let config = r.replicas.register(channel)?.2?;
+    let held = broker.copy_term(channel)?;
+    let elsewhere = &config.leader != r.replicas.me() && placement.is_live(config.leader.as_str());
+    (elsewhere && held < config.term).then_some(config.leader)
+}
+
+/// Whether the configuration this broker leads `channel` in has fewer
+/// members than the channel's failover order could name now: a broker was
+/// down when the term began (R = 2's witness, say) and is live again. A
+/// new term takes it in; without it, losing one more broker would leave
+/// no majority of voters, and the channel would be served unreplicated.
+pub fn short_handed(r: &Replicated, placement: &Placement, channel: &ChannelName) -> bool {
+    let Some(members) = r.replicas.members_of(channel) else {
+        return false;
+    };
+    // Besides the leader: R - 1 followers, and with R = 2 a witness.
+    let wanted = if r.factor >= 2 { 2 } else { 0 };
+    if members.len() >= wanted {
+        return false;
+    }
+    let me = r.replicas.me();
+    placement.failover(channel.as_str()).iter().any(|b| {
+        b != me && !members.contains(b) && placement.is_live(b.as_str()) && !r.streams.is_down(b)
+    })
 }
 
 /// Why this broker's replica log may not lead the channel it holds: it

@@ -10,7 +10,7 @@ use crate::{
     history::History,
     memory_budget::{CHANNEL_OVERHEAD, Charge, MemoryBudget, PRESENCE_ENTRY_OVERHEAD},
 };
-use switchboard_cluster::ownership::Snapshot;
+use switchboard_cluster::{ownership::Snapshot, replication::Term};
 use switchboard_core::{
     BrokerError, ChannelName, ClientInfo, Delivery, DeliveryKind, DeliverySink, GatewayId,
     NamespaceOptions, Position,
@@ -56,6 +56,13 @@ pub(super) struct ChannelState {
     pub(super) presence: Presence,
     pub(super) subscribers: Vec<Subscriber>,
     pub(super) lifecycle: Lifecycle,
+    /// The replication term this copy was last led or followed in (the
+    /// snapshot it was adopted from, or a term led here); zero for a
+    /// channel started and served unreplicated. While the channel is not
+    /// led here it ranks the copy against another (docs/replication.md,
+    /// "Which copy wins"): a copy served from a replica after its leader
+    /// was lost goes on from that term, not from nothing.
+    pub(super) copy_term: Term,
     /// This channel's share of the broker's memory budget, released when
     /// the state is dropped (swept, replaced, handed over).
     charge: Charge,
@@ -87,6 +94,7 @@ impl ChannelState {
             presence: Presence::default(),
             subscribers: Vec::new(),
             lifecycle: Lifecycle::Serving,
+            copy_term: Term::ZERO,
             charge: Charge::new(budget),
         };
         state.account();
@@ -136,6 +144,7 @@ impl ChannelState {
             budget,
         );
         state.offset = snapshot.offset;
+        state.copy_term = snapshot.term;
         // Handed-over history is taken whole (within the channel's own
         // caps) even over budget: refusing it would lose publications the
         // old owner already acknowledged.

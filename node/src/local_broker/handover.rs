@@ -75,18 +75,26 @@ impl LocalBroker {
             }
             s.lifecycle = fence();
             drop(s);
-            return Ok(self.replica_for(channel, to));
+            return Ok(self.asked_again(channel, to));
         }
         // Stepped down first, under the channel's lock: no commit is
         // recorded after this, so a publication committed but not yet
         // delivered (its publisher is about to be acknowledged) is stored
         // now and goes with the snapshot. Without this, one acknowledged
         // at the offset after the snapshot's was lost, and the next
-        // owner gave that offset to another publication.
-        let term = self.term_of(channel);
+        // owner gave that offset to another publication. A leader also
+        // sends its term's configuration: the copy then holds all that may
+        // have been committed in that term (the whole log it started the
+        // term with, and every commit since), so the next owner may stand
+        // on it with the copy as its log (a planned move).
+        let term = self.rank_term(channel, &s);
+        let mut handed = None;
         if let Some(r) = self.replicated() {
-            match r.replicas.step_down(channel, "handed over") {
-                Some(committed) => super::replicated::catch_up(r, &mut s, committed),
+            match r.replicas.hand_over(channel) {
+                Some((committed, config)) => {
+                    super::replicated::catch_up(r, &mut s, committed);
+                    handed = Some(config);
+                }
                 None => r.replicas.supersede(channel),
             }
         }
@@ -107,6 +115,7 @@ impl LocalBroker {
                 .collect(),
             keys: self.keys_of(channel, &s.epoch, now),
             term,
+            handed,
         };
         // Gateways move their subscriptions and presence themselves;
         // nobody left or joined, so no events.
@@ -119,6 +128,23 @@ impl LocalBroker {
         self.notify_changed();
         metrics::counter!("switchboard_broker_handoffs_total", "direction" => "out").increment(1);
         Ok(Release::State(snapshot))
+    }
+
+    /// `channel`, handed to `to` before, asked for again by `to`: because
+    /// it lost its copy (it restarted), or to check its copy against this
+    /// one (it saw this broker come back, or a claim crossed the
+    /// hand-over). Only the first needs the replica, and then its streams
+    /// to this broker are gone.
+    fn asked_again(&self, channel: &ChannelName, to: &str) -> Release {
+        let lost = self.replicated().is_some_and(|r| {
+            r.replicas
+                .leader_lost(&switchboard_core::BrokerName::from(to))
+        });
+        if lost {
+            self.replica_for(channel, to)
+        } else {
+            Release::NotHeld
+        }
     }
 
     /// A channel not held here, asked for by `to`: this broker's replica
@@ -154,6 +180,12 @@ impl LocalBroker {
         });
     }
 
+    /// The term the copy of `channel` held here comes from, if one is held.
+    pub fn copy_term(&self, channel: &ChannelName) -> Option<Term> {
+        let s = self.inner.registry.lock_existing(channel)?;
+        (!s.is_fenced()).then(|| self.rank_term(channel, &s))
+    }
+
     /// The copy here is the one to serve (it was checked, or replaced).
     pub fn verified(&self, channel: &ChannelName) {
         if let Some(mut s) = self.inner.registry.lock_existing(channel)
@@ -171,6 +203,12 @@ impl LocalBroker {
     pub fn adopt(&self, mut snapshot: Snapshot) -> Result<bool, BrokerError> {
         let options = self.inner.namespaces.options(&snapshot.channel)?;
         let channel = snapshot.channel.clone();
+        // A leader's hand-over: its log comes too, to stand on its term.
+        let handed = snapshot
+            .handed
+            .take()
+            .filter(|_| self.replicated().is_some())
+            .map(|config| (config, snapshot.clone()));
         let keys = std::mem::take(&mut snapshot.keys);
         let epoch = snapshot.epoch.clone();
         let mut snapshot = Some(snapshot);
@@ -189,7 +227,7 @@ impl LocalBroker {
             // was frozen or cut off, and went on at the same offsets.
             Some(snap)
                 if snap.rank().supersedes(&CopyRank {
-                    term: self.term_of(&channel),
+                    term: self.rank_term(&channel, &s),
                     epoch: &s.epoch,
                     created_micros: s.created_micros,
                     offset: s.offset,
@@ -217,6 +255,9 @@ impl LocalBroker {
         if adopted {
             // Under the channel's lock, before any publish here can look.
             self.remember_keys(&channel, &epoch, keys);
+            if let (Some((config, copy)), Some(r)) = (handed, self.replicated()) {
+                r.replicas.seed(&copy, &config, self.wall_micros());
+            }
             drop(s);
             metrics::counter!("switchboard_broker_handoffs_total", "direction" => "in")
                 .increment(1);
@@ -224,11 +265,12 @@ impl LocalBroker {
         Ok(adopted)
     }
 
-    /// The term this broker leads `channel` in; zero if it does not.
-    fn term_of(&self, channel: &ChannelName) -> Term {
+    /// The term that ranks the copy `s` of `channel` held here: the one it
+    /// is led in, else the one it was last led or followed in.
+    fn rank_term(&self, channel: &ChannelName, s: &ChannelState) -> Term {
         self.replicated()
             .and_then(|r| r.replicas.leads(channel))
-            .unwrap_or_default()
+            .unwrap_or(s.copy_term)
     }
 
     /// `channel`'s idempotency keys in `epoch`, the newest

@@ -790,6 +790,7 @@ mod tests {
             history: Vec::new(),
             keys: Vec::new(),
             term: Default::default(),
+            handed: None,
         };
         assert!(!b.adopt(older).unwrap());
         assert_eq!(publish(&b, "a:x", 2).await.epoch, mine.epoch);
@@ -815,6 +816,7 @@ mod tests {
             history: Vec::new(),
             keys: Vec::new(),
             term: Default::default(),
+            handed: None,
         };
         assert!(b.adopt(newer).unwrap());
         let told = rec.0.lock().unwrap().pop().unwrap();
@@ -825,6 +827,33 @@ mod tests {
         b.release(&ch("a:y"), "b2").unwrap();
         b.sweep(Instant::now() + FENCE_TTL);
         assert_eq!(b.holding(&ch("a:y")), Holding::Nothing, "fence expired");
+    }
+
+    /// A copy taken from a replica of term 2 and served unreplicated (its
+    /// leader lost) keeps ranking by term 2: a copy further on in the same
+    /// epoch and term replaces it, an unreplicated one does not, and it is
+    /// handed on with its term.
+    #[tokio::test]
+    async fn a_copy_served_from_a_replica_ranks_by_its_term() {
+        let b = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+        let copy = |offset, term| Snapshot {
+            channel: ch("a:x"),
+            epoch: "e".into(),
+            created_micros: 1,
+            offset,
+            history: Vec::new(),
+            keys: Vec::new(),
+            term: switchboard_cluster::replication::Term(term),
+            handed: None,
+        };
+        assert!(b.adopt(copy(4, 2)).unwrap());
+        assert!(!b.adopt(copy(9, 0)).unwrap(), "an unreplicated copy");
+        assert!(!b.adopt(copy(3, 2)).unwrap(), "behind");
+        assert!(b.adopt(copy(5, 2)).unwrap(), "further on, same term");
+        let Release::State(handed) = b.release(&ch("a:x"), "b2").unwrap() else {
+            panic!("the copy is held here");
+        };
+        assert_eq!((handed.offset, handed.term.0), (5, 2));
     }
 
     #[tokio::test]

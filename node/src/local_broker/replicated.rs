@@ -154,6 +154,36 @@ impl LocalBroker {
         Ok(())
     }
 
+    /// Leads `channel` in `config`'s term, just won in `epoch`, unless it
+    /// was handed over meanwhile: an election runs without the channel's
+    /// lock, and a pull may take the channel during it. Under the lock, so
+    /// a hand-over either finds the leadership and steps it down, or comes
+    /// after. The copy descends from that term from now on, led or not.
+    pub fn lead_won(
+        &self,
+        r: &Replicated,
+        channel: &ChannelName,
+        config: &switchboard_cluster::replication::ReplicaConfig,
+        epoch: crate::replica::Epoch,
+    ) -> Result<(), BrokerError> {
+        let handed_over = || BrokerError::NotOwner { owner: None };
+        let outgoing = self
+            .with_existing(channel, |s| {
+                if s.is_fenced() {
+                    return Err(handed_over());
+                }
+                let out = r
+                    .replicas
+                    .lead(channel, config, epoch)
+                    .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+                s.copy_term = s.copy_term.max(config.term);
+                Ok(out)
+            })
+            .unwrap_or_else(|| Err(handed_over()))?;
+        r.streams.send(outgoing);
+        Ok(())
+    }
+
     /// Stops leading `channel` (no majority of its voters is left): what
     /// was committed is stored and delivered, and the channel is served
     /// unreplicated from there; publishes waiting for a commit fail.

@@ -340,6 +340,29 @@ impl Replicas {
         led
     }
 
+    /// [`Self::step_down`] to hand `channel` over (a planned move), with
+    /// the configuration it led: the next owner may stand on that term
+    /// with the copy it gets as its log (`Snapshot::handed`).
+    pub fn hand_over(&self, channel: &ChannelName) -> Option<(u64, ReplicaConfig)> {
+        let mut channels = self.channels.lock();
+        let c = channels.get_mut(channel)?;
+        let config = c.leading.as_ref()?.leadership.config().clone();
+        let committed = c.log.committed();
+        c.step_down(channel, "handed over");
+        Some((committed, config))
+    }
+
+    /// Whether this broker leads `channel` with a lease from a majority of
+    /// its voters: no other copy can be newer (a later term would need some
+    /// of those voters, and they hold off every candidate meanwhile).
+    pub fn leads_with_majority(&self, channel: &ChannelName) -> bool {
+        let channels = self.channels.lock();
+        channels
+            .get(channel)
+            .and_then(|c| c.leading.as_ref())
+            .is_some_and(|l| l.leadership.may_serve_reads(Instant::now()))
+    }
+
     /// The committed offset of a channel led here, to wait on.
     pub fn committed(&self, channel: &ChannelName) -> Option<watch::Receiver<u64>> {
         let channels = self.channels.lock();

@@ -11,6 +11,8 @@
 //! - `peer_stream`: the leader's one `Replicate` stream per member.
 //! - `takeover`: the channel as a follower's log holds it, for the term
 //!   it won.
+//! - `handed`: the log that comes with a channel its leader handed over
+//!   (a planned move), to stand on the leader's term with.
 //! - `election`: standing for a new term of a channel over the network
 //!   (prepare and accept rounds at the voters, this broker's own register
 //!   among them).
@@ -20,6 +22,7 @@
 //! for one term), and so can be neither a voter nor a data replica.
 
 pub mod election;
+pub mod handed;
 pub mod leading;
 pub mod peer_stream;
 pub mod service;

@@ -22,6 +22,13 @@ use super::{Replicas, leading::Outgoing};
 /// resynchronised when opened again).
 const QUEUE: usize = 8192;
 
+/// How long a member whose stream ended counts as down without answering
+/// again: longer than gossip takes to declare a dead broker down (about
+/// 3 s), so that gossip decides after it. A broker that was killed and came
+/// back is live again by gossip, and may be chosen again (as R = 2's
+/// witness, say) though no stream to it was opened since.
+const DOWN_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How a leader reaches a member's replication service.
 pub type SharedDial = Arc<dyn Fn(&BrokerName) -> Option<ReplicaClient<Channel>> + Send + Sync>;
 
@@ -35,7 +42,7 @@ pub struct PeerStreams {
     /// Members whose stream ended and that have not answered since: a
     /// killed broker's connections reset at once, long before gossip
     /// declares it down.
-    down: Mutex<std::collections::HashSet<BrokerName>>,
+    down: Mutex<HashMap<BrokerName, std::time::Instant>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -135,14 +142,20 @@ impl PeerStreams {
         }
     }
 
-    /// Whether `member`'s stream ended and it has not answered since.
+    /// Whether `member`'s stream ended, less than [`DOWN_FOR`] ago, and it
+    /// has not answered since.
     pub fn is_down(&self, member: &BrokerName) -> bool {
-        self.down.lock().contains(member)
+        self.down
+            .lock()
+            .get(member)
+            .is_some_and(|at| at.elapsed() < DOWN_FOR)
     }
 
     fn ended(&self, member: &BrokerName, n: u64) {
         tracing::debug!(member = %member, "replication stream ended");
-        self.down.lock().insert(member.clone());
+        self.down
+            .lock()
+            .insert(member.clone(), std::time::Instant::now());
         let mut streams = self.streams.lock();
         if streams.get(member).is_some_and(|(m, _)| *m == n) {
             streams.remove(member);

@@ -3,7 +3,7 @@
 //! idempotency keys of the publications it holds, so that subscribers go
 //! on without a reset and a retried publish is answered, not repeated.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use switchboard_cluster::{
     ownership::{MAX_HANDED_KEYS, Snapshot, SnapshotEntry},
@@ -62,7 +62,16 @@ impl Replicas {
             && c.register.promised() == config.term
             && c.log.is_complete_for(config.term)
             && c.leading.is_none();
-        if !follows {
+        // A leader that still renews its lease for the channel here leads
+        // it, copy and all: it asks to check its copy against this one (it
+        // was counted out for a moment), not because it lost it. Handing
+        // the replica then would only void this log, the channel's one
+        // other copy.
+        let renewing = c
+            .register
+            .lease()
+            .is_some_and(|l| l.holder.as_ref() == Some(leader) && l.until > Instant::now());
+        if !follows || renewing {
             tracing::debug!(channel = %channel, to = %leader, config = ?config, promised = ?c.register.promised(), complete = c.log.is_complete_for(config.term), "replica not handed: not a complete follower of that leader");
             return None;
         }
@@ -107,5 +116,6 @@ fn snapshot_of(channel: &ChannelName, c: &ReplicaChannel, now_micros: u64) -> Op
         history,
         keys,
         term: c.register.config().map(|c| c.term).unwrap_or_default(),
+        handed: None,
     })
 }

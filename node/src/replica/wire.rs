@@ -3,53 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use switchboard_cluster::replication::{PrepareReply, Refusal, ReplicaConfig, Term};
-use switchboard_core::{BrokerName, ChannelName};
+use switchboard_cluster::replication::{PrepareReply, Refusal, Term};
+pub use switchboard_cluster::wire::{broker, config_from_pb, config_to_pb};
+use switchboard_core::ChannelName;
 use switchboard_proto::replica::v1 as pb;
 use tonic::Status;
 
 pub fn channel(name: &str) -> Result<ChannelName, Status> {
     switchboard_cluster::wire::channel(name)
-}
-
-pub fn broker(name: &str, what: &str) -> Result<BrokerName, Status> {
-    if name.is_empty() {
-        return Err(Status::invalid_argument(format!("{what} names no broker")));
-    }
-    Ok(BrokerName::from(name))
-}
-
-/// A configuration from the wire.
-pub fn config_from_pb(c: Option<&pb::ReplicaConfig>) -> Result<ReplicaConfig, Status> {
-    let c = c.ok_or_else(|| Status::invalid_argument("no configuration"))?;
-    let followers = c
-        .followers
-        .iter()
-        .map(|f| broker(f, "a follower"))
-        .collect::<Result<Vec<_>, _>>()?;
-    if followers.len() > 2 {
-        return Err(Status::invalid_argument("at most two followers"));
-    }
-    Ok(ReplicaConfig {
-        term: Term(c.term),
-        leader: broker(&c.leader, "the leader")?,
-        followers,
-        witness: (!c.witness.is_empty()).then(|| BrokerName::from(c.witness.as_str())),
-    })
-}
-
-/// A configuration for the wire.
-pub fn config_to_pb(c: &ReplicaConfig) -> pb::ReplicaConfig {
-    pb::ReplicaConfig {
-        term: c.term.0,
-        leader: c.leader.to_string(),
-        followers: c.followers.iter().map(|f| f.to_string()).collect(),
-        witness: c
-            .witness
-            .as_ref()
-            .map(|w| w.to_string())
-            .unwrap_or_default(),
-    }
 }
 
 pub fn prepare_to_pb(reply: PrepareReply) -> pb::PrepareReply {
