@@ -187,6 +187,9 @@ impl Handoff {
                 .replicated()
                 .is_some_and(|r| r.replicas.holds_epoch(channel));
             if !replica {
+                if let Some(r) = self.broker.replicated() {
+                    crate::succession::refuse_while_elsewhere(r, &placement, channel)?;
+                }
                 self.broker.touch(channel)?;
             }
         }

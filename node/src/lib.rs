@@ -17,6 +17,8 @@
 //!   replica of channels led elsewhere, and its gRPC service.
 //! - [`succession`]: a replicated channel's owner standing for its next
 //!   term and leading it (or taking it over from its replica).
+//! - [`deferral`]: how long a channel whose newer copy is held elsewhere
+//!   is refused (sans-IO).
 //! - [`register_store`]: the durable part of this broker's replication
 //!   registers (docs/replication.md), synced before a vote leaves.
 //! - [`webhook`]: Pusher apps' webhooks, sent by each channel's owner.
@@ -33,6 +35,7 @@
 
 pub mod authorization;
 pub mod broker_service;
+pub mod deferral;
 pub mod delivery_stream;
 pub mod handoff;
 pub mod history;

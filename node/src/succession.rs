@@ -62,6 +62,10 @@ pub async fn lead(
         return Ok(ineligible(channel, &why));
     }
     if let Some(why) = no_majority_left(r, placement, channel) {
+        // Not while this broker leads it: then the copy here is the newest.
+        if r.replicas.leads(channel).is_none() {
+            refuse_while_elsewhere(r, placement, channel)?;
+        }
         // Leading it: what is committed is served from here on,
         // unreplicated; what waits for a commit is refused, and retried.
         broker.stop_leading(r, channel);
@@ -86,6 +90,7 @@ pub async fn lead(
             if let Some(leader) = stale_copy(broker, r, placement, channel) {
                 return Ok(Succession::Stale(leader));
             }
+            refuse_while_elsewhere(r, placement, channel)?;
             return Ok(ineligible(channel, &why));
         }
         Err(e) => return Err(BrokerError::Unavailable(e.to_string())),
@@ -114,7 +119,42 @@ pub async fn lead(
         tracing::info!(channel = %channel, term = %config.term, "won, but the channel was handed over meanwhile");
         return Err(e);
     }
+    r.deferrals.lock().settle(channel);
     Ok(Succession::Leads)
+}
+
+/// Refuses `channel` (the gateway asks again) while a data replica of the
+/// newest configuration this broker knows for it, other than this broker,
+/// is live, for at most [`Deferrals::WAIT`](crate::deferral::Deferrals):
+/// this broker may not stand on that term, and serving its own copy, or
+/// none, would give away offsets acknowledged there (seen at a partition's
+/// heal, when gossip took the healthy leader out of the ring for a moment:
+/// a publication acknowledged at an offset the leader had given, then
+/// lost; a new epoch announced, then ended). For a broker that may not
+/// stand on that term, or holds nothing of the channel.
+pub fn refuse_while_elsewhere(
+    r: &Replicated,
+    placement: &Placement,
+    channel: &ChannelName,
+) -> Result<(), BrokerError> {
+    let Some(config) = r.replicas.register(channel).and_then(|(_, _, c)| c) else {
+        return Ok(());
+    };
+    let live =
+        |b: &switchboard_core::BrokerName| placement.is_live(b.as_str()) && !r.streams.is_down(b);
+    let Some(holder) = config.data_elsewhere(r.replicas.me(), live) else {
+        return Ok(());
+    };
+    if !r
+        .deferrals
+        .lock()
+        .refuse(channel, std::time::Instant::now())
+    {
+        tracing::warn!(channel = %channel, holder = %holder, term = %config.term, "a newer copy is held elsewhere, but refused for too long: served from here");
+        return Ok(());
+    }
+    tracing::info!(channel = %channel, holder = %holder, term = %config.term, "a newer copy is held elsewhere: refused for now");
+    Err(BrokerError::NotOwner { owner: None })
 }
 
 /// After winning `config`'s term: the channel as this broker's replica log
@@ -280,6 +320,7 @@ pub fn start(
         streams: streams.clone(),
         dial,
         factor,
+        deferrals: Default::default(),
     });
     let shutdown = shutdown.clone();
     tracker.spawn(async move {

@@ -82,6 +82,21 @@ impl ReplicaConfig {
     pub fn members(&self) -> impl Iterator<Item = &BrokerName> + '_ {
         self.data_replicas().chain(&self.witness)
     }
+
+    /// A data replica of this configuration other than `me` that `live`
+    /// says is up: it holds every publication acknowledged in this term,
+    /// so a broker that may not stand on the term must not serve the
+    /// channel from an older copy, nor start it anew, while it may be
+    /// reached. (Gossip flaps at a partition's heal: the cut-off broker's
+    /// stale declarations take a healthy leader out of every view for a
+    /// moment, and the ring hands its channels to the healed broker.)
+    pub fn data_elsewhere(
+        &self,
+        me: &BrokerName,
+        live: impl Fn(&BrokerName) -> bool,
+    ) -> Option<&BrokerName> {
+        self.data_replicas().find(|b| *b != me && live(b))
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +141,23 @@ mod tests {
         assert!(c.majority_lost(&"b3".into(), up(&[])));
         assert!(c.majority_lost(&"b4".into(), up(&["b3"])));
         assert!(!c.majority_lost(&"b2".into(), up(&["b3"])));
+    }
+
+    #[test]
+    fn data_elsewhere_is_a_live_data_replica_of_another_leader() {
+        let c = config(&["b2"], Some("b3"));
+        let me: BrokerName = "b3".into();
+        // The leader is down; its follower is live: the data is there.
+        assert_eq!(
+            c.data_elsewhere(&me, |b| b.as_str() == "b2"),
+            Some(&"b2".into())
+        );
+        // Only the witness (this broker) is left: no data anywhere.
+        assert_eq!(c.data_elsewhere(&me, |_| false), None);
+        // A follower's own copy is not elsewhere.
+        assert_eq!(c.data_elsewhere(&"b2".into(), |b| b.as_str() == "b2"), None);
+        // The leader asks (one that lost its log): its follower has it.
+        assert_eq!(c.data_elsewhere(&"b1".into(), |_| true), Some(&"b2".into()));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Replicated {
     pub dial: crate::replica::peer_stream::SharedDial,
     /// Brokers that store each channel (`broker.replication_factor`).
     pub factor: usize,
+    /// Channels refused while their newer copy is held elsewhere.
+    pub deferrals: Arc<parking_lot::Mutex<crate::deferral::Deferrals>>,
 }
 
 impl LocalBroker {
