@@ -291,6 +291,10 @@ async fn compose_cluster_survives_a_killed_and_a_partitioned_broker() {
     let killed = kill_the_busiest_broker(&cluster, &mut clients, &epochs, &owners).await;
     let rejoin = restart_broker(&cluster, &mut clients, &channels, &killed).await;
     let failover = killed.failover;
+    // 4b. Its channels' replica sets take it in again (docs/operations.md,
+    // `switchboard_replication_degraded_channels`): until then a second
+    // fault is two faults, not one.
+    replica_sets_refilled(&cluster).await;
 
     // 5. Cut another channel owner off the network, then heal.
     let (declared_down, rejoined) =
@@ -705,6 +709,29 @@ async fn restart_broker(
         clients.both_get(ch, "after the restart").await;
     }
     rejoin
+}
+
+/// Every broker leads its channels with the replica sets the ring allows
+/// (`switchboard_replication_degraded_channels` at 0 on each, read from
+/// its own `/metrics`, not from Prometheus's last scrape).
+async fn replica_sets_refilled(cluster: &Cluster) {
+    let compose = &cluster.compose;
+    eventually("every replica set refilled", WAIT * 8, async || {
+        for broker in BROKERS {
+            let addr: std::net::SocketAddr =
+                format!("{}:9000", compose.ip(broker).await?).parse()?;
+            let (_, metrics) = switchboard_testkit::http::get(addr, "/metrics").await?;
+            let degraded = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("switchboard_replication_degraded_channels"))
+                .and_then(|rest| rest.split_whitespace().last()?.parse::<f64>().ok());
+            if degraded != Some(0.0) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await;
 }
 
 /// `docker network disconnect` of the busiest owner but `victim`: the

@@ -401,7 +401,9 @@ impl Handoff {
                 return;
             };
             let placement = self.placement();
+            let mut degraded = 0u32;
             for channel in r.replicas.led() {
+                degraded += u32::from(crate::succession::degraded(r, &placement, &channel));
                 let lost = !crate::succession::lost_members(r, &placement, &channel).is_empty();
                 if !lost && !crate::succession::short_handed(r, &placement, &channel) {
                     continue;
@@ -410,6 +412,9 @@ impl Handoff {
                     tracing::debug!(channel = %channel, error = %e, "refill failed; retrying");
                 }
             }
+            // A second fault before this is back to zero may cost what one
+            // fault does not (docs/operations.md).
+            metrics::gauge!("switchboard_replication_degraded_channels").set(degraded);
         }
     }
 

@@ -234,6 +234,20 @@ pub fn short_handed(r: &Replicated, placement: &Placement, channel: &ChannelName
     })
 }
 
+/// Whether the configuration this broker leads `channel` in has fewer
+/// members than the ring's brokers allow (besides the leader, R - 1
+/// followers and, with R = 2, a witness), whether or not one can be taken
+/// in yet: a broker back in the ring is taken in once its stream's down
+/// mark runs out. For `switchboard_replication_degraded_channels`.
+pub fn degraded(r: &Replicated, placement: &Placement, channel: &ChannelName) -> bool {
+    let Some(members) = r.replicas.members_of(channel) else {
+        return false;
+    };
+    let wanted = if r.factor >= 2 { 2 } else { 0 };
+    let others = placement.failover(channel.as_str()).len().saturating_sub(1);
+    members.len() < wanted.min(others)
+}
+
 /// Why this broker's replica log may not lead the channel it holds: it
 /// lacks publications the held state has (the state came from another
 /// broker, in a hand-over, and this log stopped earlier), or it is of
