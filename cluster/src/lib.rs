@@ -24,9 +24,12 @@
 //! - [`wire`]: conversions to and from protobuf and gRPC status, error
 //!   kinds included.
 //! - [`remote_broker`]: [`RemoteBroker`], one broker reached over gRPC.
+//! - [`bundle`]: a queue read as bundles of what waits, one stream message
+//!   each.
 //! - [`tls`]: mutual TLS between nodes: identities in certificates, the
 //!   CA, credentials that reload, the broker's acceptor and a TLS dialer.
 
+pub mod bundle;
 pub mod dialer;
 pub mod gossip;
 pub mod keyring;
