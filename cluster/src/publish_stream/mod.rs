@@ -117,12 +117,19 @@ impl PublishStream {
             ring,
             timeout_millis: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
         };
-        // A send fails only once the stream's reader is gone, after it
-        // failed every waiter: the answer says why.
-        let _ = link.calls.send(call).await;
-        let outcome = answer
-            .await
-            .unwrap_or_else(|_| Err(Status::unavailable("publish stream ended")));
+        let mut answer = answer;
+        // A stream that ended may never take the call (nor free a place in
+        // a full queue): its end answers it meanwhile.
+        let early = tokio::select! {
+            biased;
+            outcome = &mut answer => Some(outcome),
+            _ = link.calls.send(call) => None,
+        };
+        let outcome = match early {
+            Some(outcome) => outcome,
+            None => answer.await,
+        }
+        .unwrap_or_else(|_| Err(Status::unavailable("publish stream ended")));
         if let Err(status) = &outcome
             && status.code() == Code::Unimplemented
             && link.waiters.lock().has_ended()
