@@ -3,7 +3,7 @@
 //! carry answers). Answers come in any order; when the stream ends, every
 //! call still waiting fails with why it ended, and no call joins after.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use tokio::sync::oneshot;
 use tonic::Status;
@@ -17,7 +17,9 @@ pub type Outcome = Result<Position, Status>;
 #[derive(Default)]
 pub struct Waiters {
     next: u64,
-    waiting: HashMap<u64, oneshot::Sender<Outcome>>,
+    /// Ordered, so that an ended stream fails its calls in the order they
+    /// were made, the same in every run (simulations replay by seed).
+    waiting: BTreeMap<u64, oneshot::Sender<Outcome>>,
     /// Why the stream ended, once it has.
     ended: Option<Status>,
 }
@@ -59,7 +61,7 @@ impl Waiters {
     /// The stream ended: every call waiting fails with `why`, and so does
     /// every later [`Waiters::register`].
     pub fn end(&mut self, why: Status) {
-        for (_, tx) in self.waiting.drain() {
+        for (_, tx) in std::mem::take(&mut self.waiting) {
             let _ = tx.send(Err(why.clone()));
         }
         self.ended = Some(why);
