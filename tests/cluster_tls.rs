@@ -110,6 +110,23 @@ async fn call_every_rpc(c: &mut Broker, me: &str) -> Vec<(&'static str, Result<(
             .map(drop),
         ),
         (
+            "publish_stream",
+            c.publish_stream(tokio_stream::iter([pb::PublishCalls {
+                calls: vec![pb::PublishCall {
+                    id: 1,
+                    request: Some(pb::PublishRequest {
+                        channel: ch(),
+                        from: "admin".into(),
+                        data_json: "{}".into(),
+                        idempotency_key: None,
+                    }),
+                    ..Default::default()
+                }],
+            }]))
+            .await
+            .map(drop),
+        ),
+        (
             "presence",
             c.presence(pb::PresenceRequest {
                 channel: ch(),

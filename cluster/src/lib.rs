@@ -24,15 +24,21 @@
 //! - [`wire`]: conversions to and from protobuf and gRPC status, error
 //!   kinds included.
 //! - [`remote_broker`]: [`RemoteBroker`], one broker reached over gRPC.
+//! - [`publish_stream`]: a gateway's publishes to one broker, pipelined on
+//!   one long-lived stream.
+//! - [`bundle`]: a queue read as bundles of what waits, one stream message
+//!   each.
 //! - [`tls`]: mutual TLS between nodes: identities in certificates, the
 //!   CA, credentials that reload, the broker's acceptor and a TLS dialer.
 
+pub mod bundle;
 pub mod dialer;
 pub mod gossip;
 pub mod keyring;
 pub mod membership;
 pub mod ownership;
 pub mod proof;
+pub mod publish_stream;
 pub mod remote_broker;
 pub mod replication;
 pub mod ring;

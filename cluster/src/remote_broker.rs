@@ -14,7 +14,7 @@ use switchboard_proto::broker::v1::{self as pb, broker_client::BrokerClient};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Streaming, transport::Channel};
 
-use crate::{dialer::Dialer, ownership::Release, wire};
+use crate::{dialer::Dialer, ownership::Release, publish_stream::PublishStream, wire};
 use switchboard_core::{
     Broker, BrokerAddr, BrokerError, ChannelName, ChannelSummary, ChannelsRequest, Control,
     DeliverySink, GatewayId, HistoryReply, HistoryRequest, NodeInfo, Position, PresencePage,
@@ -37,8 +37,11 @@ pub struct RemoteBroker {
     /// The caller's current ring version, sent with each call (a gateway
     /// that follows gossip); 0 or absent: not sent.
     ring: Option<Arc<AtomicU64>>,
+    /// Publishes go on one stream, shared by every clone.
+    publishes: Arc<PublishStream>,
     /// The owning role's tasks: a delivery stream forwarded by
-    /// [`Broker::attach`] runs here, until `stop`.
+    /// [`Broker::attach`], and the publish stream's reader, run here,
+    /// until `stop`.
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -62,6 +65,11 @@ impl RemoteBroker {
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(16 << 20);
         Self {
+            publishes: Arc::new(PublishStream::new(
+                client.clone(),
+                tasks.clone(),
+                stop.clone(),
+            )),
             client,
             ring: None,
             tasks,
@@ -75,19 +83,22 @@ impl RemoteBroker {
         self
     }
 
+    /// The ring version to send; 0: none.
+    fn ring_version(&self) -> u64 {
+        self.ring.as_ref().map_or(0, |r| r.load(Ordering::Relaxed))
+    }
+
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        if let Some(ring) = &self.ring {
-            let version = ring.load(Ordering::Relaxed);
-            if version != 0 {
-                req.metadata_mut().insert(
-                    RING_HEADER,
-                    version
-                        .to_string()
-                        .parse()
-                        .expect("digits are valid metadata"),
-                );
-            }
+        let version = self.ring_version();
+        if version != 0 {
+            req.metadata_mut().insert(
+                RING_HEADER,
+                version
+                    .to_string()
+                    .parse()
+                    .expect("digits are valid metadata"),
+            );
         }
         // Tells the server; `call` enforces it here too, since a request
         // to a peer that is gone may otherwise wait on the transport.
@@ -210,7 +221,26 @@ impl Broker for RemoteBroker {
         Ok(())
     }
 
+    /// On the publish stream, bounded and failing as the unary call
+    /// would: the same time limit (here, and told to the broker), the same
+    /// errors; the unary call with a broker that has no stream.
     async fn publish(&self, req: PublishRequest) -> Result<Position, BrokerError> {
+        if !self.publishes.unsupported() {
+            let call = self.publishes.publish(
+                wire::publish_to_pb(&req),
+                self.ring_version(),
+                CALL_TIMEOUT,
+            );
+            match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                Ok(Ok(position)) => return Ok(position),
+                // Turned down before any call was read: none applied.
+                Ok(Err(status)) if self.publishes.unsupported() => {
+                    tracing::debug!(error = %status, "broker has no publish stream; unary publishes");
+                }
+                Ok(Err(status)) => return Err(wire::broker_error(&status)),
+                Err(_) => return Err(BrokerError::Unavailable("call timed out".into())),
+            }
+        }
         let req = self.request(wire::publish_to_pb(&req));
         let reply = call(self.client.clone().publish(req)).await?;
         Ok(wire::position_from_pb(reply.position))

@@ -113,6 +113,46 @@ pub fn broker_error(s: &Status) -> BrokerError {
     }
 }
 
+/// A refusal as a [`pb::CallError`]: what a unary call's [`Status`] would
+/// carry, so that a call on a stream fails as it would have alone.
+pub fn call_error_to_pb(s: &Status) -> pb::CallError {
+    pb::CallError {
+        code: s.code() as i32,
+        message: s.message().to_owned(),
+        details: s.details().to_vec().into(),
+    }
+}
+
+/// The reverse of [`call_error_to_pb`].
+pub fn call_error_from_pb(e: pb::CallError) -> Status {
+    Status::with_details(Code::from_i32(e.code), e.message, e.details)
+}
+
+/// One publish's outcome, as a [`pb::PublishStream`](pb) answer.
+pub fn publish_answer_to_pb(id: u64, outcome: Result<Position, Status>) -> pb::PublishAnswer {
+    use pb::publish_answer::Outcome;
+    pb::PublishAnswer {
+        id,
+        outcome: Some(match outcome {
+            Ok(p) => Outcome::Position(position_to_pb(&p)),
+            Err(s) => Outcome::Error(call_error_to_pb(&s)),
+        }),
+    }
+}
+
+/// The reverse of [`publish_answer_to_pb`]: the answer's id and outcome,
+/// its refusal as the [`Status`] a unary call would have ended with (which
+/// [`broker_error`] reads).
+pub fn publish_answer_from_pb(a: pb::PublishAnswer) -> (u64, Result<Position, Status>) {
+    use pb::publish_answer::Outcome;
+    let outcome = match a.outcome {
+        Some(Outcome::Position(p)) => Ok(position_from_pb(Some(p))),
+        Some(Outcome::Error(e)) => Err(call_error_from_pb(e)),
+        None => Err(Status::internal("publish answer without an outcome")),
+    };
+    (a.id, outcome)
+}
+
 pub fn snapshot_to_pb(s: &Snapshot) -> pb::ChannelSnapshot {
     pb::ChannelSnapshot {
         channel: s.channel.as_str().to_owned(),
@@ -608,6 +648,37 @@ mod tests {
             snapshot_from_pb(snapshot_to_pb(&s)).unwrap().keys.len(),
             MAX_HANDED_KEYS
         );
+    }
+
+    #[test]
+    fn a_streamed_refusal_reads_back_as_the_unary_one() {
+        for e in [
+            BrokerError::NotOwner {
+                owner: Some("b2".into()),
+            },
+            BrokerError::InvalidIdempotencyKey,
+            BrokerError::Unavailable("fenced".into()),
+            BrokerError::OverCapacity,
+        ] {
+            let (id, outcome) =
+                publish_answer_from_pb(publish_answer_to_pb(7, Err(status(e.clone()))));
+            assert_eq!(id, 7);
+            assert_eq!(broker_error(&outcome.unwrap_err()), e);
+        }
+        let refused = Status::permission_denied("publish: no");
+        let (_, outcome) = publish_answer_from_pb(publish_answer_to_pb(1, Err(refused.clone())));
+        let back = outcome.unwrap_err();
+        assert_eq!(
+            (back.code(), back.message()),
+            (refused.code(), refused.message())
+        );
+        assert_eq!(broker_error(&back), broker_error(&refused));
+        let at = Position {
+            offset: 3,
+            epoch: "e".into(),
+        };
+        let (id, outcome) = publish_answer_from_pb(publish_answer_to_pb(2, Ok(at.clone())));
+        assert_eq!((id, outcome.unwrap()), (2, at));
     }
 
     #[test]

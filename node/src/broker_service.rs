@@ -16,6 +16,7 @@ use crate::{
     authorization::{PeerAuth, Rpc, check},
     delivery_stream::DeliveryStream,
     handoff::Handoff,
+    publish_stream::{self, AnswerStream, Publisher},
 };
 use switchboard_cluster::wire;
 use switchboard_core::{Broker, ChannelName, Delivery, DeliverySink, GatewayId};
@@ -28,6 +29,8 @@ pub struct BrokerService {
     /// In a cluster: which channels this broker serves, and their moves.
     /// Without it (one broker on its own) every channel is served here.
     handoff: Option<Arc<Handoff>>,
+    /// How publishes are applied, unary or streamed.
+    publisher: Arc<Publisher>,
     /// Whether callers must prove who they are (mutual TLS).
     auth: PeerAuth,
     /// The broker process's tasks, and its end: each stream's watcher runs
@@ -45,6 +48,7 @@ impl BrokerService {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            publisher: Arc::new(Publisher::new(broker.clone(), handoff.clone())),
             broker,
             handoff,
             auth,
@@ -217,12 +221,27 @@ impl broker_server::Broker for BrokerService {
     ) -> Result<Response<pb::PublishReply>, Status> {
         self.check(&request, Rpc::Publish, None)?;
         let ring = ring_of(&request);
-        let req = wire::publish_from_pb(request.into_inner())?;
-        self.admit(&req.channel, ring).await?;
-        let position = self.broker.publish(req).await.map_err(wire::status)?;
+        let position = self.publisher.publish(request.into_inner(), ring).await?;
         Ok(Response::new(pb::PublishReply {
             position: Some(wire::position_to_pb(&position)),
         }))
+    }
+
+    type PublishStreamStream = AnswerStream;
+
+    /// Authorized once, as a `Publish` (the caller's identity is its
+    /// connection's): each call on it is then what a `Publish` would be.
+    async fn publish_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::PublishCalls>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        self.check(&request, Rpc::Publish, None)?;
+        Ok(Response::new(publish_stream::serve(
+            request.into_inner(),
+            self.publisher.clone(),
+            &self.tasks,
+            self.shutdown.clone(),
+        )))
     }
 
     async fn presence(

@@ -25,6 +25,8 @@
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
 //! - [`delivery_stream`]: an attached gateway's stream, what is ready sent
 //!   as one batch.
+//! - [`publish_stream`]: a gateway's publishes on one stream, applied in
+//!   each channel's order and answered by id.
 //! - [`authorization`]: who may call which broker RPC, by the identity a
 //!   caller proved over mutual TLS (sans-IO).
 //! - [`server`]: the broker's gRPC server, on a TCP listener or any stream
@@ -43,6 +45,7 @@ pub mod idempotency;
 pub mod local_broker;
 pub mod memory_budget;
 pub mod process;
+pub mod publish_stream;
 pub mod register_store;
 pub mod replica;
 pub mod server;
