@@ -11,10 +11,9 @@ pub use status::{
 
 use std::time::Duration;
 
-use prost::Message;
 use serde_json::value::RawValue;
 use switchboard_proto::{broker::v1 as pb, replica::v1 as replica_pb};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::{
     ownership::{MAX_HANDED_KEYS, Release, Snapshot, SnapshotEntry},

@@ -3,7 +3,7 @@
 //! ended with alone).
 
 use prost::Message;
-use switchboard_core::{BrokerError, Position};
+use switchboard_core::{BrokerError, BrokerName, Position};
 use switchboard_proto::broker::v1 as pb;
 use tonic::{Code, Status};
 
@@ -141,4 +141,3 @@ pub fn publish_answer_from_pb(a: pb::PublishAnswer) -> (u64, Result<Position, St
     };
     (a.id, outcome)
 }
-
