@@ -297,6 +297,15 @@ impl Handoff {
         };
         for channel in channels {
             let _pull = self.stripe(&channel).lock().await;
+            // Asked on the asker's view of the ring: a broker that does not
+            // own the channel on its own (it is draining, or its ring moved
+            // on) leaves it where it is. A draining broker pulled back a
+            // channel it had just handed over, and exited with it: the
+            // channel started anew (join and drain, R = 1).
+            if !self.placement().owns(channel.as_str()) {
+                tracing::debug!(channel = %channel, from, "claim of a channel not owned here; left where it is");
+                continue;
+            }
             self.pull(&placement, &channel, Some(source.clone())).await;
             if self.broker.holding(&channel) == Holding::Unverified(from.to_owned()) {
                 self.broker.verified(&channel);
