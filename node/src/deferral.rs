@@ -46,12 +46,9 @@ impl Deferrals {
         self.refused.remove(channel);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.refused.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.refused.is_empty()
     }
 }
 
