@@ -42,6 +42,11 @@ pub struct Delivery {
     /// Wall-clock microseconds when the owner accepted the publication, for
     /// the publish-to-deliver latency histogram.
     pub published_at_micros: u64,
+    /// The replication term of the copy the owner served this from; 0 for
+    /// a channel served unreplicated since its epoch began. A gateway
+    /// refuses an older term than it has seen in the epoch (fencing:
+    /// docs/replication.md, "Gateways").
+    pub term: u64,
 }
 
 /// Where an owner pushes deliveries for one gateway.
@@ -76,6 +81,8 @@ pub struct SubscribeReply {
     /// Whether `join`/`leave` events are sent in this channel now; `None`
     /// where the namespace has no events at all.
     pub join_leave: Option<bool>,
+    /// The replication term of the copy that answered (as in [`Delivery`]).
+    pub term: u64,
 }
 
 /// A page of a channel's presence.

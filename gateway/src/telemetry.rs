@@ -19,6 +19,7 @@ pub const DELIVERY_LATENCY: &str = "switchboard_publish_delivery_latency_seconds
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 pub const SOCKETS: &str = "switchboard_sockets";
 pub const LIMITED: &str = "switchboard_limited_total";
+pub const STALE_DELIVERIES: &str = "switchboard_gateway_stale_term_deliveries_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -91,6 +92,10 @@ fn describe() {
     describe_counter!(
         LIMITED,
         "Sockets refused or closed and API requests refused by a limit, by limit."
+    );
+    describe_counter!(
+        STALE_DELIVERIES,
+        "Deliveries refused because they came from a copy of an older replication term than this gateway has seen in the channel's epoch."
     );
     describe_counter!(
         "switchboard_broker_idempotent_retries_total",

@@ -238,6 +238,7 @@ pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
         frame: d.frame.clone(),
         published_at_micros: d.published_at_micros,
         batch: Vec::new(),
+        term: d.term,
     }
 }
 
@@ -261,6 +262,7 @@ pub fn delivery_from_pb(d: pb::Delivery) -> Result<Delivery, BrokerError> {
         },
         frame: d.frame,
         published_at_micros: d.published_at_micros,
+        term: d.term,
     })
 }
 
@@ -306,6 +308,7 @@ pub fn subscribe_reply_to_pb(r: SubscribeReply) -> pb::SubscribeReply {
         recovered: r.recovered,
         publications: r.publications.into_iter().map(publication_to_pb).collect(),
         join_leave: r.join_leave,
+        term: r.term,
     }
 }
 
@@ -320,6 +323,7 @@ pub fn subscribe_reply_from_pb(r: pb::SubscribeReply) -> SubscribeReply {
             .map(publication_from_pb)
             .collect(),
         join_leave: r.join_leave,
+        term: r.term,
     }
 }
 
@@ -485,8 +489,10 @@ mod tests {
                 kind,
                 frame: bytes::Bytes::from_static(b"{}"),
                 published_at_micros: 1,
+                term: 4,
             };
-            assert_eq!(delivery_from_pb(delivery_to_pb(&d)).unwrap().kind, kind);
+            let back = delivery_from_pb(delivery_to_pb(&d)).unwrap();
+            assert_eq!((back.kind, back.term), (kind, 4));
         }
     }
 

@@ -86,7 +86,7 @@ impl Broker for Router {
             .get(&channel)
             .is_some_and(|s| s.is_settling() && s.is_first());
         if first {
-            self.start(&channel, reply.position.clone());
+            self.start(&channel, reply.position.clone(), reply.term);
         }
         if let Some(client) = client
             && let Some(mut sub) = self.inner.subs.get_mut(&channel)
@@ -189,14 +189,15 @@ impl Broker for Router {
 }
 
 impl Router {
-    /// Ends the first subscription to `channel` here at `position`.
-    fn start(&self, channel: &ChannelName, position: Position) {
+    /// Ends the first subscription to `channel` here at `position`,
+    /// answered by a copy of `term`.
+    fn start(&self, channel: &ChannelName, position: Position, term: u64) {
         let Some(mut sub) = self.inner.subs.get_mut(channel) else {
             return;
         };
         sub.placed = true;
         let Some(sink) = self.sink() else { return };
-        for d in sub.start(position) {
+        for d in sub.start(position, term) {
             sink.deliver(d);
         }
     }

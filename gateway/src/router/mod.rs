@@ -358,6 +358,13 @@ impl Router {
         match sub.on_live(d) {
             Live::Deliver(d) => sink.deliver(d),
             Live::Duplicate | Live::Held => {}
+            Live::Stale { resubscribe } => {
+                metrics::counter!(crate::telemetry::STALE_DELIVERIES).increment(1);
+                if resubscribe {
+                    drop(sub);
+                    self.inner.reconcile.notify_one();
+                }
+            }
             Live::Resubscribe => {
                 drop(sub);
                 self.inner.reconcile.notify_one();

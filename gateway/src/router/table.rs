@@ -34,6 +34,10 @@ pub(super) struct Subscription {
     pub(super) unplaced: u64,
     /// Last position delivered to local clients.
     pub(super) last: Option<Position>,
+    /// The newest replication term heard in `last`'s epoch (from a
+    /// subscribe reply or a delivery passed on): a copy of an older term is
+    /// a stale one, fenced (docs/replication.md, "Gateways").
+    term: u64,
     /// Clients of this gateway in the channel's presence.
     pub(super) clients: HashMap<String, ClientInfo>,
     /// While (re)subscribing, live deliveries wait here so that recovered
@@ -55,6 +59,11 @@ pub(super) enum Live {
     Duplicate,
     /// Held until the pending (re)subscription settles.
     Held,
+    /// From a copy of an older term than this gateway has heard in the
+    /// epoch: a frozen, cut-off or outdated ex-owner's. Dropped; with
+    /// `resubscribe`, the subscription is placed at that copy and must be
+    /// placed again (never a silent gap: the reply settles it).
+    Stale { resubscribe: bool },
     /// Subscribe again from where clients are: the owner replaced the
     /// channel's state (so that they hear of the new epoch), or a
     /// publication came past the next expected offset (a gap, held until
@@ -70,6 +79,7 @@ impl Subscription {
             placed: false,
             unplaced: 0,
             last: None,
+            term: 0,
             clients: HashMap::new(),
             pending: None,
             behind_since: None,
@@ -89,9 +99,9 @@ impl Subscription {
         now: Instant,
     ) -> bool {
         let behind = since.is_some_and(|since| {
-            reply.recovered != Some(true)
-                && reply.position.epoch == since.epoch
-                && reply.position.offset < since.offset
+            reply.position.epoch == since.epoch
+                && ((reply.recovered != Some(true) && reply.position.offset < since.offset)
+                    || reply.term < self.term)
         });
         if !behind {
             self.behind_since = None;
@@ -151,10 +161,20 @@ impl Subscription {
             self.unplace();
             return Live::Resubscribe;
         }
+        if d.term < self.term {
+            tracing::debug!(channel = %d.channel, term = d.term, newest = self.term, "delivery from an older term; dropped");
+            let resubscribe = self.pending.is_none();
+            if resubscribe {
+                self.unplace();
+                self.hold();
+            }
+            return Live::Stale { resubscribe };
+        }
         if let Some(pending) = self.pending.as_mut() {
             pending.push(d);
             return Live::Held;
         }
+        self.term = d.term;
         let DeliveryKind::Publication { offset } = d.kind else {
             return Live::Deliver(d);
         };
@@ -186,8 +206,8 @@ impl Subscription {
     /// Ends the first subscription here at the reply's `position`: live
     /// deliveries continue after it (the session gives the client what it
     /// asked to recover); what arrived meanwhile is returned.
-    pub(super) fn start(&mut self, position: Position) -> Vec<Delivery> {
-        self.settle(position, Vec::new(), None)
+    pub(super) fn start(&mut self, position: Position, term: u64) -> Vec<Delivery> {
+        self.settle(position, term, Vec::new(), None)
     }
 
     /// Turns a subscribe reply into what local clients must receive, in
@@ -200,10 +220,10 @@ impl Subscription {
         reply: SubscribeReply,
     ) -> Vec<Delivery> {
         let recovered = reply.recovered == Some(true);
-        let publications = deliveries(channel, &reply.publications);
+        let publications = deliveries(channel, &reply.publications, reply.term);
         if !had_position || recovered {
             let publications = if recovered { publications } else { Vec::new() };
-            return self.settle(reply.position, publications, None);
+            return self.settle(reply.position, reply.term, publications, None);
         }
         // Without recovery, clients restart from what the owner still has:
         // the reset names the position just before it.
@@ -216,20 +236,26 @@ impl Subscription {
             kind: DeliveryKind::Reset { offset: restart },
             frame: frame::resubscribed(channel, restart, &reply.position.epoch),
             published_at_micros: 0,
+            term: reply.term,
         };
         let position = Position {
             offset: restart,
             epoch: reply.position.epoch,
         };
-        self.settle(position, publications, Some(reset))
+        self.settle(position, reply.term, publications, Some(reset))
     }
 
-    /// Ends a pending (re)subscription at `position`: the reset if any,
-    /// recovered publications, then what arrived live meanwhile, duplicates
-    /// dropped.
+    /// Ends a pending (re)subscription at `position`, answered by a copy of
+    /// `term`: the reset if any, recovered publications, then what arrived
+    /// live meanwhile, duplicates and older terms dropped.
+    ///
+    /// The reply's term is the epoch's from here, even when older than one
+    /// heard before: [`Self::puts_off`] asked again while it was, and a
+    /// reply taken anyway is the owner's truth (its newer copy is lost).
     fn settle(
         &mut self,
         position: Position,
+        term: u64,
         recovered: Vec<Delivery>,
         reset: Option<Delivery>,
     ) -> Vec<Delivery> {
@@ -244,9 +270,14 @@ impl Subscription {
             (None, Some(last)) if last.epoch == position.epoch => last.offset,
             _ => position.offset,
         };
+        self.term = term;
         let mut out = Vec::with_capacity(recovered.len() + pending.len() + 1);
         out.extend(reset);
         for d in recovered.into_iter().chain(pending) {
+            if d.term < self.term {
+                continue;
+            }
+            self.term = d.term;
             match d.kind {
                 DeliveryKind::Publication { offset } if offset <= last => continue,
                 DeliveryKind::Publication { offset } => last = offset,
@@ -263,7 +294,7 @@ impl Subscription {
 }
 
 /// Publications from a reply as deliveries, in the order the owner gave.
-fn deliveries(channel: &ChannelName, publications: &[Publication]) -> Vec<Delivery> {
+fn deliveries(channel: &ChannelName, publications: &[Publication], term: u64) -> Vec<Delivery> {
     publications
         .iter()
         .map(|p| Delivery {
@@ -271,6 +302,7 @@ fn deliveries(channel: &ChannelName, publications: &[Publication]) -> Vec<Delive
             kind: DeliveryKind::Publication { offset: p.offset },
             frame: p.frame.clone(),
             published_at_micros: 0,
+            term,
         })
         .collect()
 }
@@ -298,6 +330,14 @@ mod tests {
             kind: DeliveryKind::Publication { offset },
             frame: Bytes::from(format!("{{\"offset\":{offset}}}")),
             published_at_micros: 0,
+            term: 0,
+        }
+    }
+
+    fn publication_of(term: u64, offset: u64) -> Delivery {
+        Delivery {
+            term,
+            ..publication(offset)
         }
     }
 
@@ -307,6 +347,7 @@ mod tests {
             kind: DeliveryKind::Event,
             frame: Bytes::from_static(b"{}"),
             published_at_micros: 0,
+            term: 0,
         }
     }
 
@@ -323,6 +364,19 @@ mod tests {
                 })
                 .collect(),
             join_leave: None,
+            term: 0,
+        }
+    }
+
+    fn reply_of(
+        term: u64,
+        position: Position,
+        recovered: Option<bool>,
+        offsets: &[u64],
+    ) -> SubscribeReply {
+        SubscribeReply {
+            term,
+            ..reply(position, recovered, offsets)
         }
     }
 
@@ -330,7 +384,7 @@ mod tests {
     fn started(at: Position) -> Subscription {
         let mut sub = Subscription::new("b1".into());
         sub.hold();
-        assert!(sub.start(at).is_empty());
+        assert!(sub.start(at, 0).is_empty());
         sub
     }
 
@@ -433,7 +487,7 @@ mod tests {
         assert!(matches!(sub.on_live(publication(4)), Live::Held));
         assert!(matches!(sub.on_live(publication(5)), Live::Held));
         // The reply says the subscription took effect after 4.
-        let out = sub.start(pos(4, "e"));
+        let out = sub.start(pos(4, "e"), 0);
         assert_eq!(kinds(&out), [DeliveryKind::Publication { offset: 5 }]);
         assert!(!sub.is_settling());
         assert_eq!(sub.last, Some(pos(5, "e")));
@@ -496,9 +550,10 @@ mod tests {
     /// Documents today's behaviour, which the simulation checker counts
     /// (`resurrected`, `redelivered`) rather than fails: the table keeps no
     /// record of ended epochs, so a reset back to one is applied and its
-    /// retained publications are delivered again. Refusing it needs the
-    /// owner's term (fencing), not a local rule: the gateway cannot tell a
-    /// stale copy from the newest.
+    /// retained publications are delivered again. Terms do not help here:
+    /// they order the copies of one epoch, not epochs; what prevents it is
+    /// the brokers' refusal to serve a copy while the newest term's data
+    /// lives elsewhere (docs/replication.md, "Which copy wins").
     #[test]
     fn a_reset_to_an_ended_epoch_is_applied_and_announced() {
         let mut sub = started(pos(2, "e1"));
@@ -569,6 +624,102 @@ mod tests {
         assert!(!sub.puts_off(None, &stale, t0));
     }
 
+    /// Fencing (docs/replication.md, "Gateways"): once a term has been
+    /// heard in the epoch, a delivery of an older one is a frozen or
+    /// cut-off ex-owner's and is refused, whatever its offset; a newer
+    /// term's goes on in the same order.
+    #[test]
+    fn a_delivery_of_an_older_term_is_refused_and_a_newer_term_continues() {
+        let mut sub = Subscription::new("b1".into());
+        sub.hold();
+        assert!(sub.start(pos(3, "e"), 2).is_empty());
+        assert_eq!(delivered(sub.on_live(publication_of(2, 4))), Some(4));
+        // The successor took over in term 3: same epoch, offsets go on.
+        assert_eq!(delivered(sub.on_live(publication_of(3, 5))), Some(5));
+        assert_eq!(sub.last, Some(pos(5, "e")));
+        // The old leader of term 2, thawed, serving its copy alone, where
+        // this subscription is placed: refused, and placed again.
+        sub.placed = true;
+        let stale = sub.on_live(publication_of(2, 6));
+        assert!(matches!(stale, Live::Stale { resubscribe: true }));
+        assert!(!sub.placed && sub.is_settling());
+        // While that settles, more of it is dropped, and the newer term's
+        // wait for the reply.
+        let stale = sub.on_live(publication_of(2, 7));
+        assert!(matches!(stale, Live::Stale { resubscribe: false }));
+        assert!(matches!(sub.on_live(publication_of(3, 6)), Live::Held));
+        let out = sub.settle_reply(&channel(), true, reply_of(3, pos(5, "e"), Some(true), &[]));
+        assert_eq!(kinds(&out), [DeliveryKind::Publication { offset: 6 }]);
+        assert_eq!(sub.last, Some(pos(6, "e")));
+    }
+
+    /// A newer term of the same epoch answering a resubscription is a
+    /// continuation: no reset, offsets go on from where clients are, and
+    /// what the older term's owner sent meanwhile is dropped.
+    #[test]
+    fn a_resubscription_answered_by_a_newer_term_continues_without_a_reset() {
+        let mut sub = Subscription::new("b1".into());
+        sub.hold();
+        assert!(sub.start(pos(3, "e"), 1).is_empty());
+        delivered(sub.on_live(publication_of(1, 4)));
+        sub.hold();
+        assert!(matches!(sub.on_live(publication_of(1, 5)), Live::Held));
+        assert!(matches!(sub.on_live(publication_of(2, 6)), Live::Held));
+        let out = sub.settle_reply(&channel(), true, reply_of(2, pos(5, "e"), Some(true), &[5]));
+        assert_eq!(
+            kinds(&out),
+            [5, 6].map(|offset| DeliveryKind::Publication { offset })
+        );
+        // The held 5 of term 1 was dropped; the 5 delivered is term 2's.
+        assert!(out.iter().all(|d| d.term == 2));
+        let stale = sub.on_live(publication_of(1, 7));
+        assert!(matches!(stale, Live::Stale { .. }));
+    }
+
+    /// A reply from a copy of an older term than clients heard, in their
+    /// epoch, is a stale copy: asked again (for at most [`BEHIND_WAIT`])
+    /// even when its offsets look complete; taken after the wait, and its
+    /// term is the epoch's from then on.
+    #[test]
+    fn a_reply_of_an_older_term_is_asked_again_then_taken() {
+        let mut sub = Subscription::new("b1".into());
+        sub.hold();
+        assert!(sub.start(pos(6, "e"), 3).is_empty());
+        let since = pos(6, "e");
+        let stale = reply_of(2, pos(6, "e"), Some(true), &[]);
+        let t0 = Instant::now();
+        assert!(sub.puts_off(Some(&since), &stale, t0));
+        assert!(!sub.puts_off(Some(&since), &reply_of(3, pos(6, "e"), Some(true), &[]), t0));
+        assert!(sub.puts_off(Some(&since), &stale, t0));
+        assert!(!sub.puts_off(Some(&since), &stale, t0 + BEHIND_WAIT));
+        // Another epoch's terms are not compared.
+        assert!(!sub.puts_off(
+            Some(&since),
+            &reply_of(1, pos(0, "f"), Some(false), &[]),
+            t0
+        ));
+        sub.hold();
+        assert!(sub.settle_reply(&channel(), true, stale).is_empty());
+        assert_eq!(delivered(sub.on_live(publication_of(2, 7))), Some(7));
+    }
+
+    /// A new epoch starts its terms again: the older epoch's term does not
+    /// fence it.
+    #[test]
+    fn a_new_epoch_starts_its_terms_again() {
+        let mut sub = Subscription::new("b1".into());
+        sub.hold();
+        assert!(sub.start(pos(3, "e1"), 4).is_empty());
+        sub.hold();
+        let out = sub.settle_reply(
+            &channel(),
+            true,
+            reply_of(1, pos(0, "e2"), Some(false), &[]),
+        );
+        assert_eq!(kinds(&out), [DeliveryKind::Reset { offset: 0 }]);
+        assert_eq!(delivered(sub.on_live(publication_of(1, 1))), Some(1));
+    }
+
     #[test]
     fn the_owner_replacing_the_state_asks_for_a_resubscription() {
         let mut sub = started(pos(3, "e"));
@@ -578,6 +729,7 @@ mod tests {
             kind: DeliveryKind::Control,
             frame: Control::Resubscribe.encode(),
             published_at_micros: 0,
+            term: 0,
         };
         assert!(matches!(sub.on_live(control), Live::Resubscribe));
         assert!(!sub.placed);
@@ -592,6 +744,7 @@ mod tests {
             kind: DeliveryKind::Control,
             frame: Control::Unsubscribe { channel: channel() }.encode(),
             published_at_micros: 0,
+            term: 0,
         };
         assert!(matches!(sub.on_live(control), Live::Deliver(_)));
     }

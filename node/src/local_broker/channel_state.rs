@@ -226,6 +226,7 @@ impl ChannelState {
                 kind,
                 frame: frame.clone(),
                 published_at_micros,
+                term: self.copy_term.0,
             });
         }
     }

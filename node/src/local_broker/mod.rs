@@ -374,6 +374,7 @@ impl Broker for LocalBroker {
                 recovered,
                 publications,
                 join_leave: s.join_leave(),
+                term: s.copy_term.0,
             })
         })?
     }
