@@ -128,36 +128,7 @@ pub(crate) async fn run(plan: Plan, args: &ClusterArgs) -> anyhow::Result<String
     drop(dev);
     let (dev_summary, dev_steps) = dev_runs?;
 
-    let (grpc, http, gossip) = (free_port()?, free_port()?, free_port()?);
-    let broker_args = [
-        "node",
-        "--name",
-        "b1",
-        "--grpc",
-        &grpc,
-        "--http",
-        &http,
-        "--gossip",
-        &gossip,
-        "--insecure",
-    ];
-    let broker = Server::start(&exe, &args.server_cpus, &broker_args, &config)?;
-    ready(&http).await?;
-    let (port, gossip) = (free_port()?, free_port()?);
-    let route = format!("b1={grpc}");
-    let gateway_args = [
-        "gateway",
-        "--name",
-        "g1",
-        "--listen",
-        &port,
-        "--broker",
-        &route,
-        "--gossip",
-        &gossip,
-        "--insecure",
-    ];
-    let gateway = Server::start(&exe, &args.server_cpus, &gateway_args, &config)?;
+    let (gateway, broker, port) = start_pair(&exe, &args.server_cpus, &config).await?;
     let cluster_runs = measure(&plan, &args.sweep, &port, &[&gateway, &broker]).await;
     drop((gateway, broker));
     let (cluster_summary, cluster_steps) = cluster_runs?;
@@ -188,6 +159,48 @@ pub(crate) async fn run(plan: Plan, args: &ClusterArgs) -> anyhow::Result<String
         cluster_to_dev,
         sweep,
     })?)
+}
+
+/// Starts one broker (R = 1: it is alone) and one gateway routed to it, on
+/// `cpus`; returns them with the gateway's client port.
+async fn start_pair(
+    exe: &std::path::Path,
+    cpus: &str,
+    config: &[String],
+) -> anyhow::Result<(Server, Server, String)> {
+    let (grpc, http, gossip) = (free_port()?, free_port()?, free_port()?);
+    let broker_args = [
+        "node",
+        "--replication-factor",
+        "1",
+        "--name",
+        "b1",
+        "--grpc",
+        &grpc,
+        "--http",
+        &http,
+        "--gossip",
+        &gossip,
+        "--insecure",
+    ];
+    let broker = Server::start(exe, cpus, &broker_args, config)?;
+    ready(&http).await?;
+    let (port, gossip) = (free_port()?, free_port()?);
+    let route = format!("b1={grpc}");
+    let gateway_args = [
+        "gateway",
+        "--name",
+        "g1",
+        "--listen",
+        &port,
+        "--broker",
+        &route,
+        "--gossip",
+        &gossip,
+        "--insecure",
+    ];
+    let gateway = Server::start(exe, cpus, &gateway_args, config)?;
+    Ok((gateway, broker, port))
 }
 
 /// Runs `plan` against the server at `port` once it is ready, then again

@@ -86,7 +86,8 @@ enum Command {
         #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Brokers that store each channel, 1 to 3 (over `[broker]
-        /// replication_factor`); 2 or more needs a data directory.
+        /// replication_factor`; default 2); 2 or more needs a data
+        /// directory.
         #[arg(long, env = "SWITCHBOARD_REPLICATION_FACTOR",
               value_parser = clap::value_parser!(u8).range(1..=3))]
         replication_factor: Option<u8>,

@@ -30,6 +30,8 @@ type Broker = pb::broker_client::BrokerClient<Channel>;
 async fn start_broker(ca: &ClusterCa, name: &str) -> Process {
     let args = ca.secured(&[
         "node",
+        "--replication-factor",
+        "1",
         "--name",
         name,
         "--grpc",
@@ -343,6 +345,8 @@ async fn nodes_without_credentials_or_with_someone_elses_refuse_to_start() {
         "127.0.0.1:0",
         "--gossip",
         "127.0.0.1:0",
+        "--replication-factor",
+        "1",
     ];
     let (code, stderr) = refused_start(&node).await;
     assert_eq!(code, Some(2), "{stderr}");
@@ -476,6 +480,8 @@ async fn certificates_rotated_under_load_lose_nothing_and_drop_no_connection() {
     let broker_args = |name: &str, seed: Option<&str>| {
         let mut args = vec![
             "node",
+            "--replication-factor",
+            "1",
             "--name",
             name,
             "--grpc",
@@ -647,6 +653,8 @@ async fn a_broker_whose_address_does_not_prove_its_name_stays_out_of_the_ring() 
     let b1_grpc = b1.announced("grpc://").unwrap().to_string();
     let squatter = ClusterCa::shared().secured(&[
         "node",
+        "--replication-factor",
+        "1",
         "--name",
         "b9",
         "--grpc",

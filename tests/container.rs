@@ -76,6 +76,8 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
         Path::new(BIN),
         &strs(&ClusterCa::shared().secured(&[
             "node",
+            "--replication-factor",
+            "1",
             "--name",
             "b1",
             "--grpc",
@@ -116,6 +118,8 @@ async fn gossip_binds_a_host_name_and_refuses_a_wildcard() {
     let wildcard = switchboard(
         &strs(&ClusterCa::shared().secured(&[
             "node",
+            "--replication-factor",
+            "1",
             "--name",
             "b2",
             "--gossip",
@@ -180,6 +184,8 @@ async fn drain_timeout_comes_from_the_environment() {
         Path::new(BIN),
         &strs(&ClusterCa::shared().secured(&[
             "node",
+            "--replication-factor",
+            "1",
             "--name",
             "b1",
             "--grpc",
@@ -259,6 +265,8 @@ async fn broker_restarted_on_its_old_address_is_routed_again_at_once() {
     let gossip = format!("127.0.0.1:{}", free_port().unwrap());
     let broker_args = ClusterCa::shared().secured(&[
         "node",
+        "--replication-factor",
+        "1",
         "--name",
         "b1",
         "--grpc",

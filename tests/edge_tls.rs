@@ -134,6 +134,8 @@ async fn a_cluster_gateway_serves_wss_with_the_flags() {
     let grpc = format!("127.0.0.1:{port}");
     let broker_args = ClusterCa::shared().secured(&[
         "node",
+        "--replication-factor",
+        "1",
         "--name",
         "b1",
         "--grpc",

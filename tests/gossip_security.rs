@@ -76,6 +76,8 @@ async fn routed(gateway: &Process) -> Vec<(String, u64)> {
 async fn start_node(name: &str, seed: Option<&str>, env: &[(&str, &str)]) -> Process {
     let mut args = vec![
         "node",
+        "--replication-factor",
+        "1",
         "--name",
         name,
         "--grpc",
@@ -420,6 +422,8 @@ async fn a_node_or_gateway_without_credentials_refuses_to_start() {
     let node_tls = ClusterCa::shared().broker_args("b1");
     let mut node = vec![
         "node",
+        "--replication-factor",
+        "1",
         "--name",
         "b1",
         "--grpc",

@@ -155,7 +155,13 @@ async fn chart_lints_renders_validates_and_refuses_bad_values() {
         file(&format!("{broker_name}.crt")),
         file(&format!("{broker_name}.key")),
     );
+    // As the chart's StatefulSet: R = 2 (the default), votes in a data
+    // directory.
+    let data = dir.join("broker-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let data = data.to_str().unwrap().to_owned();
     let broker_env = [
+        ("SWITCHBOARD_DATA_DIR", data.as_str()),
         ("SWITCHBOARD_TLS_CA", ca.as_str()),
         ("SWITCHBOARD_TLS_CERT", broker_crt.as_str()),
         ("SWITCHBOARD_TLS_KEY", broker_key.as_str()),

@@ -636,6 +636,8 @@ async fn pusher_cluster(config: &str) -> (Vec<Process>, Vec<Process>) {
         let tls = ClusterCa::shared().broker_args(&name);
         let mut args = vec![
             "node",
+            "--replication-factor",
+            "1",
             "--name",
             &name,
             "--grpc",

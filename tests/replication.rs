@@ -300,3 +300,42 @@ async fn taken_back(broker: &Process, n: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// R = 2 is the default (docs/operations.md), and it needs a data
+/// directory: a broker given none refuses to start, and says both ways out.
+/// `--replication-factor 1` starts it, each channel stored on it alone.
+#[tokio::test]
+async fn without_a_data_directory_the_default_replication_refuses_to_start() {
+    let args = |extra: &[&str]| {
+        let mut args = vec!["node", "--name", "b1", "--grpc", "127.0.0.1:0"];
+        args.extend(["--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0"]);
+        args.extend(extra);
+        switchboard_testkit::certificates::ClusterCa::shared().secured(&args)
+    };
+    let refused = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(BIN).args(args(&[])).output(),
+    )
+    .await
+    .expect("refuses at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    for says in [
+        "replication_factor is 2 (the default)",
+        "--data-dir",
+        "--replication-factor 1",
+    ] {
+        assert!(stderr.contains(says), "{says:?} not in {stderr}");
+    }
+    let alone = Process::start_announcing(
+        Path::new(BIN),
+        &args(&["--replication-factor", "1"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        "grpc://",
+    )
+    .await;
+    assert!(alone.is_ok(), "{:?}", alone.err());
+}

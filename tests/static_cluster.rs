@@ -81,6 +81,8 @@ async fn start_broker(bin: &Path, name: &str, port: u16) -> Process {
     let grpc = format!("127.0.0.1:{port}");
     let args = [
         "node",
+        "--replication-factor",
+        "1",
         "--name",
         name,
         "--grpc",

@@ -122,7 +122,10 @@ fn open_replicas(
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
     }
     if factor >= 2 && config.data_dir.is_none() {
-        let e = "broker.replication_factor 2 or more needs a data directory (--data-dir): a replica's votes must survive a restart";
+        let e = format!(
+            "broker.replication_factor is {factor}{}: it needs a data directory (--data-dir DIR), since a replica's votes must survive a restart; or --replication-factor 1 to store each channel on one broker only",
+            if factor == 2 { " (the default)" } else { "" }
+        );
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
     }
     let me = config.name.as_str().into();

@@ -67,6 +67,11 @@ pub async fn broker_with(
     if let Some(seed) = seed {
         args.extend(["--seed", seed]);
     }
+    // Without a data directory a broker cannot replicate (the default is
+    // 2, which needs one): such a test broker stores each channel alone.
+    if !extra.contains(&"--data-dir") {
+        args.extend(["--replication-factor", "1"]);
+    }
     args.extend(extra);
     let tls = ClusterCa::shared().broker_args(name);
     args.extend(tls.iter().map(String::as_str));

@@ -189,8 +189,11 @@ impl Fleet {
             "--data-dir".to_owned(),
             data.to_str().context("data path")?.to_owned(),
         ]);
-        if let Some(extra) = self.broker_args {
-            args.extend(extra(name));
+        // Scenarios choose replication in their broker arguments (a config
+        // file); without any, each channel is stored on its owner alone.
+        match self.broker_args {
+            Some(extra) => args.extend(extra(name)),
+            None => args.extend(["--replication-factor".to_owned(), "1".to_owned()]),
         }
         args.extend(ClusterCa::shared().broker_args(name));
         let process = match &spec.netns {

@@ -35,10 +35,11 @@ pub struct BrokerConfig {
     /// replication votes (docs/replication.md). Without one it votes for
     /// nobody, so it can be neither a voter nor a data replica.
     pub data_dir: Option<PathBuf>,
-    /// Brokers that store each channel (1 to 3): with 2 or more, a
-    /// publication is acknowledged once every one of them stored it, and
-    /// a follower takes over in the same epoch (docs/replication.md). 2 or
-    /// more needs `data_dir`.
+    /// Brokers that store each channel (1 to 3; default 2): with 2 or
+    /// more, a publication is acknowledged once every one of them stored
+    /// it, and a follower takes over in the same epoch
+    /// (docs/replication.md). 2 or more needs `data_dir`: a broker without
+    /// one refuses to start unless told 1.
     pub replication_factor: usize,
 }
 
@@ -52,7 +53,7 @@ impl Default for BrokerConfig {
             memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
             drain_timeout: Duration::from_secs(10),
             data_dir: None,
-            replication_factor: 1,
+            replication_factor: 2,
         }
     }
 }

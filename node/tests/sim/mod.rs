@@ -357,6 +357,9 @@ async fn run_broker(shared: Arc<Shared>, name: &'static str) -> turmoil::Result 
         broker: BrokerConfig {
             name: name.to_owned(),
             drain_timeout: DRAIN_TIMEOUT,
+            // The simulation's brokers keep no data directory; replication
+            // is checked by the replication model and the fault scenarios.
+            replication_factor: 1,
             ..BrokerConfig::default()
         },
         namespaces: Namespaces::permissive(),
