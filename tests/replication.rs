@@ -314,7 +314,13 @@ async fn without_a_data_directory_the_default_replication_refuses_to_start() {
     };
     let refused = tokio::time::timeout(
         WAIT,
-        tokio::process::Command::new(BIN).args(args(&[])).output(),
+        tokio::process::Command::new(BIN)
+            .args(args(&[]))
+            .env(
+                "SWITCHBOARD_GOSSIP_KEY",
+                switchboard_testkit::gossip_key::gossip_key(),
+            )
+            .output(),
     )
     .await
     .expect("refuses at once")
@@ -338,4 +344,105 @@ async fn without_a_data_directory_the_default_replication_refuses_to_start() {
     )
     .await;
     assert!(alone.is_ok(), "{:?}", alone.err());
+}
+
+/// A WebSocket publish carries no idempotency key, so before session 12 a
+/// publish in flight when its owner was killed failed with code 100 (it
+/// might have been applied). The gateway now gives it a key of its own and
+/// asks the channel's next owner again: every publish of a round sent just
+/// before `kill -9` is acknowledged, each at the round's offset (applied
+/// twice, the offset would be one further), and subscribers get each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_publishes_in_flight_at_a_kill_are_applied_once() {
+    let replicated = scenario_config_with("repl-keyless", |c| {
+        c.replacen("[broker]\n", "[broker]\nreplication_factor = 2\n", 1)
+    })
+    .unwrap();
+    let b1 = replicated_broker("k1", None, &replicated).await;
+    let seed = seed_of(&b1).unwrap();
+    let mut brokers = vec![
+        b1,
+        replicated_broker("k2", Some(&seed), &replicated).await,
+        replicated_broker("k3", Some(&seed), &replicated).await,
+    ];
+    let config = scenario_config("repl-keyless-gw").unwrap();
+    let g1 = gateway(Path::new(BIN), "g1", &seed, &config).await.unwrap();
+    let channels: Vec<String> = (0..12).map(|i| format!("keyless:{i}")).collect();
+    let ring = Ring::new(["k1", "k2", "k3"]);
+    assert!(channels.iter().any(|c| ring.owner(c) == Some("k2")));
+    let mut sub = Client::connect(&g1.ws_url()).await.unwrap();
+    let mut publisher = Client::connect(&g1.ws_url()).await.unwrap();
+    for ch in &channels {
+        subscribe_once_routed(&mut sub, ch).await.unwrap();
+        // Routed (and replicated) before the rounds: the first publish.
+        let offset = publish_acknowledged(&mut publisher, ch, "0", Instant::now()).await;
+        assert_eq!(offset, 1, "{ch}");
+    }
+    // Round 2 on every channel; then k2 is frozen and its channels alone
+    // get round 3, so those publishes are surely in k2's hands when it is
+    // killed; then rounds 3 (the others) to 6 on every channel.
+    let owned_by_k2 = |ch: &String| ring.owner(ch) == Some("k2");
+    let mut next: HashMap<&String, u64> = channels.iter().map(|c| (c, 2)).collect();
+    let mut killed = None;
+    for round in 2..=6u64 {
+        let in_round: Vec<&String> = match round {
+            3 => {
+                brokers[1].freeze().unwrap();
+                channels.iter().filter(|c| owned_by_k2(c)).collect()
+            }
+            _ => channels.iter().filter(|c| next[c] <= round).collect(),
+        };
+        // The whole round is sent before any reply is read: requests on
+        // different channels proceed independently.
+        let mut ids = Vec::new();
+        for (n, ch) in in_round.into_iter().enumerate() {
+            let id = 1_000 * round + n as u64;
+            let frame = json!({"type": "publish", "id": id, "channel": ch, "data": round});
+            publisher.send(frame).await.unwrap();
+            ids.push((id, ch));
+        }
+        if round == 3 {
+            // The gateway has read the round (it answers a ping after it).
+            publisher.request(json!({"type": "ping"})).await.unwrap();
+            brokers[1].kill().await.unwrap();
+            killed = Some(Instant::now());
+        }
+        for (id, ch) in ids {
+            let r = publisher.wait_for(|f| f["id"] == id).await.unwrap();
+            if r["type"] != "response" || r["data"]["offset"] != next[ch] {
+                for p in brokers.iter().chain([&g1]) {
+                    eprintln!("=== process\n{}", p.log());
+                }
+            }
+            assert_eq!(r["type"], "response", "{ch}, round {round}: {r}");
+            assert_eq!(r["data"]["offset"], next[ch], "{ch}, round {round}: {r}");
+            next.insert(ch, next[ch] + 1);
+        }
+    }
+    println!(
+        "keyless publishes: every one acknowledged once, the last {:?} after the kill",
+        killed.unwrap().elapsed()
+    );
+    for ch in &channels {
+        for offset in 1..next[ch] {
+            let f = sub
+                .wait_for(|f| {
+                    f["channel"] == ch.as_str()
+                        && (f["type"] == "message" || f["type"] == "resubscribed")
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    for p in brokers.iter().chain([&g1]) {
+                        eprintln!("=== process\n{}", p.log());
+                    }
+                    panic!("{ch}: offset {offset} never delivered: {e}")
+                });
+            assert_eq!(
+                (f["type"].as_str(), f["offset"].as_u64()),
+                (Some("message"), Some(offset)),
+                "{ch}: {f}"
+            );
+        }
+    }
+    drop(brokers);
 }

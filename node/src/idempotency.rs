@@ -24,6 +24,83 @@ pub fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN
 }
 
+/// Keys a gateway gives publishes that came without one, so that it may ask
+/// a channel's next owner again without publishing twice
+/// (docs/replication.md, "Gateways"), begin with this character; a client's
+/// key may not (the server API refuses it).
+pub const GATEWAY_KEY_PREFIX: char = '\u{1}';
+
+/// How long a gateway's key is remembered: its retries end within one
+/// call's deadline (seconds), so the clients' window (minutes) would only
+/// hold memory.
+pub const GATEWAY_KEY_WINDOW: Duration = Duration::from_secs(30);
+
+/// Whether `key` is a gateway's (see [`GATEWAY_KEY_PREFIX`]).
+pub fn is_gateway_key(key: &str) -> bool {
+    key.starts_with(GATEWAY_KEY_PREFIX)
+}
+
+/// A broker's keys: clients' for the configured window, gateways' for
+/// [`GATEWAY_KEY_WINDOW`], each in a cache of its own with its own cap, so
+/// that gateways' keys (one per publish without a key) never push a
+/// client's out before its window ends.
+#[derive(Debug)]
+pub struct KeyWindows<G, V> {
+    clients: IdempotencyCache<G, String, V>,
+    gateways: IdempotencyCache<G, String, V>,
+}
+
+impl<G: Eq + Hash + Clone, V: Clone> KeyWindows<G, V> {
+    /// Clients' keys for `window`; at most `capacity` of each kind.
+    pub fn new(window: Duration, capacity: usize, weigh: fn(&(G, String)) -> usize) -> Self {
+        Self {
+            clients: IdempotencyCache::new(window, capacity).with_weigher(weigh),
+            gateways: IdempotencyCache::new(GATEWAY_KEY_WINDOW, capacity).with_weigher(weigh),
+        }
+    }
+
+    fn of(&mut self, key: &str) -> &mut IdempotencyCache<G, String, V> {
+        if is_gateway_key(key) {
+            &mut self.gateways
+        } else {
+            &mut self.clients
+        }
+    }
+
+    /// [`IdempotencyCache::get`] in the key's window.
+    pub fn get(&mut self, key: &(G, String), now: Instant) -> Option<&V> {
+        self.of(&key.1).get(key, now)
+    }
+
+    /// [`IdempotencyCache::insert`] in the key's window.
+    pub fn insert(&mut self, key: (G, String), value: V, now: Instant) {
+        self.of(&key.1).insert(key, value, now);
+    }
+
+    /// [`IdempotencyCache::forget`] in the key's window.
+    pub fn forget(&mut self, key: &(G, String)) {
+        self.of(&key.1).forget(key);
+    }
+
+    /// The newest `max` keys of `group` of each kind, still in their
+    /// windows: what a channel's next owner needs (a flood of gateways'
+    /// keys does not crowd clients' out).
+    pub fn newest_of(&mut self, group: &G, max: usize, now: Instant) -> Vec<(String, V)> {
+        let mut keys = self.clients.newest_of(group, max, now);
+        keys.extend(self.gateways.newest_of(group, max, now));
+        keys
+    }
+
+    pub fn expire(&mut self, now: Instant) {
+        self.clients.expire(now);
+        self.gateways.expire(now);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.clients.bytes() + self.gateways.bytes()
+    }
+}
+
 /// Remembers `(group, key) → value` for `window`, at most `capacity`
 /// entries in all. Grouped (by channel) so that one group's entries can be
 /// handed over without a walk over every group's.
@@ -187,6 +264,34 @@ mod tests {
         assert_eq!(c.get(&("g", "k"), t0 + 4 * MIN), Some(&1));
         assert_eq!(c.get(&("g", "k"), t0 + 5 * MIN), None);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn gateway_keys_have_a_short_window_and_a_cap_of_their_own() {
+        let t0 = Instant::now();
+        let mut w = KeyWindows::new(5 * MIN, 2, |_: &(&str, String)| 1);
+        let gateway = |n: u32| ("g", format!("{GATEWAY_KEY_PREFIX}x.{n}"));
+        w.insert(("g", "client".to_owned()), 1, t0);
+        for n in 0..3 {
+            w.insert(gateway(n), 10 + n, t0);
+        }
+        // Three gateway keys in a cap of two: the oldest gateway key gave
+        // way, the client's key did not.
+        assert_eq!(w.get(&("g", "client".to_owned()), t0), Some(&1));
+        assert_eq!(w.get(&gateway(0), t0), None);
+        assert_eq!(w.get(&gateway(2), t0), Some(&12));
+        assert_eq!(w.bytes(), 3);
+        let handed: Vec<_> = w
+            .newest_of(&"g", 1, t0)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(handed, [1, 12]);
+        // The gateway's window ends long before the client's.
+        let later = t0 + GATEWAY_KEY_WINDOW;
+        assert_eq!(w.get(&gateway(2), later), None);
+        assert_eq!(w.get(&("g", "client".to_owned()), later), Some(&1));
+        assert!(is_gateway_key(&gateway(1).1) && !is_gateway_key("client"));
     }
 
     #[test]

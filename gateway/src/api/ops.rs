@@ -388,6 +388,11 @@ fn check_key(key: Option<String>) -> Result<Option<String>, ApiError> {
             "idempotency_key must be 1 to {} bytes",
             idempotency::MAX_KEY_LEN
         ))),
+        // The gateways' own keys (a publish without one gets one) begin
+        // with it: a client's may not pose as one of them.
+        Some(k) if idempotency::is_gateway_key(&k) => Err(ApiError::BadRequest(
+            "idempotency_key must not begin with U+0001".into(),
+        )),
         key => Ok(key),
     }
 }

@@ -120,12 +120,15 @@ impl Broker for Router {
         .await
     }
 
-    async fn publish(&self, req: PublishRequest) -> Result<Position, BrokerError> {
-        // Only a publication with a key is safe to send again: the owner
-        // (or, with replication, the broker taking it over) answers a
-        // repeated key with its first position.
-        let idempotent = req.idempotency_key.is_some();
-        self.at_owner(&req.channel, idempotent, |_, remote| {
+    async fn publish(&self, mut req: PublishRequest) -> Result<Position, BrokerError> {
+        // A publication with a key is safe to send again: the owner (or,
+        // with replication, the broker taking it over) answers a repeated
+        // key with its first position. One without gets a key of this
+        // gateway's, so that it may be asked again too.
+        if req.idempotency_key.is_none() {
+            req.idempotency_key = Some(self.inner.retry_keys.next());
+        }
+        self.at_owner(&req.channel, true, |_, remote| {
             let req = req.clone();
             async move { remote.publish(req).await }
         })

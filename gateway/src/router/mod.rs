@@ -16,10 +16,14 @@
 //! - `reconciler`: places subscriptions at their owners, make-before-break.
 //! - `broker`: the [`Broker`](switchboard_core::Broker) impl: each call at the
 //!   channel's owner.
+//! - `retry_key`: keys for publishes that came without one, so that a
+//!   publish whose owner is lost mid-call is asked again, never applied
+//!   twice.
 
 mod broker;
 mod link;
 mod reconciler;
+mod retry_key;
 mod table;
 
 use std::{
@@ -66,6 +70,8 @@ struct Inner {
     subs: DashMap<ChannelName, Subscription, foldhash::fast::FixedState>,
     /// Retry jitter, drawn from the host (repeatable in a simulation).
     jitter: parking_lot::Mutex<rand::rngs::StdRng>,
+    /// Keys for publishes without one (so that they may be asked again).
+    retry_keys: retry_key::RetryKeys,
     /// Wakes the reconciler: the ring changed or a stream came back.
     reconcile: tokio::sync::Notify,
     /// Bumped with every new ring: a call waiting for an owner that is
@@ -123,6 +129,7 @@ impl Router {
                 links: RwLock::new(BTreeMap::new()),
                 subs: DashMap::with_hasher(host.hasher("subscriptions")),
                 jitter: parking_lot::Mutex::new(host.rng("jitter")),
+                retry_keys: retry_key::RetryKeys::new(&mut host.rng("retry keys")),
                 reconcile: tokio::sync::Notify::new(),
                 rings: watch::Sender::new(0),
                 shutdown,

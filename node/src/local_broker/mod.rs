@@ -41,7 +41,7 @@ pub use handover::Holding;
 use registry::Registry;
 
 use crate::{
-    idempotency::{self, IdempotencyCache},
+    idempotency::{self, KeyWindows},
     memory_budget::{Charge, IDEMPOTENCY_ENTRY_OVERHEAD, MemoryBudget},
 };
 use switchboard_core::{
@@ -55,7 +55,7 @@ use switchboard_core::{
 };
 
 /// Publishes remembered by channel and key.
-type Idempotency = IdempotencyCache<ChannelName, String, Position>;
+type Idempotency = KeyWindows<ChannelName, Position>;
 
 /// The in-process channel owner. Cheap to clone.
 #[derive(Clone)]
@@ -97,11 +97,13 @@ impl LocalBroker {
     /// A broker whose clock and randomness come from `host` (a simulation
     /// passes its own).
     pub fn on_host(config: BrokerConfig, namespaces: Namespaces, host: Host) -> Self {
-        let idempotency =
-            IdempotencyCache::new(config.idempotency_window, config.idempotency_max_keys)
-                .with_weigher(|(channel, key): &(ChannelName, String)| {
-                    2 * (channel.as_str().len() + key.len()) + IDEMPOTENCY_ENTRY_OVERHEAD
-                });
+        let idempotency = KeyWindows::new(
+            config.idempotency_window,
+            config.idempotency_max_keys,
+            |(channel, key): &(ChannelName, String)| {
+                2 * (channel.as_str().len() + key.len()) + IDEMPOTENCY_ENTRY_OVERHEAD
+            },
+        );
         let budget = MemoryBudget::new(config.memory_budget_bytes);
         let charge = Charge::new(&budget);
         Self {
