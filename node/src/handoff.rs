@@ -245,6 +245,7 @@ impl Handoff {
                 Holding::State | Holding::Unverified(_) => return Ok(false),
             }
             tracing::info!(channel = %channel, leader = %owner, "leader lost: standing for the channel before gossip does");
+            r.streams.mark_down(&owner);
             // Never a new epoch here: a broker that may not stand leaves
             // the channel to its ring owner.
             let succession = crate::succession::lead(&self.broker, r, placement, channel).await?;

@@ -151,6 +151,19 @@ impl PeerStreams {
             .is_some_and(|at| at.elapsed() < DOWN_FOR)
     }
 
+    /// Marks `member` down as an ended stream does: a leader whose channel
+    /// this broker took over because it was lost here (its stream ended or
+    /// it fell silent). Without the mark, a refill in the next second could
+    /// take it back into the channel's configuration, as gossip has not
+    /// declared it down yet and this broker may have no stream of its own
+    /// to it; once gossip did, that term would have no majority of live
+    /// voters, and the leader would step down with publishes in flight.
+    pub fn mark_down(&self, member: &BrokerName) {
+        self.down
+            .lock()
+            .insert(member.clone(), std::time::Instant::now());
+    }
+
     fn ended(&self, member: &BrokerName, n: u64) {
         tracing::debug!(member = %member, "replication stream ended");
         self.down
