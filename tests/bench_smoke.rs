@@ -183,6 +183,11 @@ async fn bench_cluster_runs_dev_then_a_gateway_and_broker_and_compares_them() {
             (steps[0]["rate"].as_f64(), steps[0]["lost"].as_u64()),
             (Some(60.0), Some(0))
         );
+        // How full the server core was at that rate.
+        assert!(
+            steps[0]["cpu_percent"].as_f64().unwrap() > 0.0,
+            "{report:#}"
+        );
         assert!(
             report["sweep"].get(format!("{run}_knee")).is_some(),
             "{report:#}"
