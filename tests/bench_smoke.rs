@@ -116,6 +116,14 @@ async fn smoke(batch: bool) {
         cost["server_writes_per_delivery"].as_f64().unwrap() > 0.0,
         "{cost}"
     );
+    // The second yardstick, where the tool may use a second core.
+    if let Some(waking) = cost.get("waking_write") {
+        assert!(waking["cpu_us"].as_f64().unwrap() > 0.0, "{cost}");
+        assert!(
+            cost["server_waking_writes_per_delivery"].as_f64().unwrap() > 0.0,
+            "{cost}"
+        );
+    }
 }
 
 /// `--cluster`: the bench starts `switchboard dev`, then a gateway and a
