@@ -63,6 +63,14 @@ pub struct WakingWrite {
     pub reader_cpu: usize,
 }
 
+/// What the writer timed.
+struct Timed {
+    writer_cpu: usize,
+    per_round: u64,
+    /// The median round's CPU µs per write.
+    cpu_us: f64,
+}
+
 /// Times `writes` writes that each wake a reader on another core; `None`
 /// when this process may use only one core.
 pub fn measure(writes: u64) -> io::Result<Option<WakingWrite>> {
@@ -90,7 +98,12 @@ pub fn measure(writes: u64) -> io::Result<Option<WakingWrite>> {
     // real-time policy (`chrt -f`), keeps its core from the thread that
     // would stop it.
     drop(writers);
-    let Some((writer_cpu, per_round, cpu_us)) = timed? else {
+    let Some(Timed {
+        writer_cpu,
+        per_round,
+        cpu_us,
+    }) = timed?
+    else {
         return Ok(None);
     };
     let made = per_round * ROUNDS;
@@ -105,14 +118,13 @@ pub fn measure(writes: u64) -> io::Result<Option<WakingWrite>> {
 }
 
 /// Pins the calling thread to a core other than `reader_cpu`, then times
-/// rounds of writes with pauses against rounds of pauses alone: the core,
-/// the writes per round and the median round's CPU µs per write (`None`
-/// when no other core can be had), and the sockets, still open.
+/// rounds of writes with pauses against rounds of pauses alone (`None`
+/// when no other core can be had); hands back the sockets, still open.
 fn write_paced(
     mut writers: Vec<TcpStream>,
     reader_cpu: usize,
     writes: u64,
-) -> (io::Result<Option<(usize, u64, f64)>>, Vec<TcpStream>) {
+) -> (io::Result<Option<Timed>>, Vec<TcpStream>) {
     let timed = time_paced(&mut writers, reader_cpu, writes);
     (timed, writers)
 }
@@ -121,7 +133,7 @@ fn time_paced(
     writers: &mut [TcpStream],
     reader_cpu: usize,
     writes: u64,
-) -> io::Result<Option<(usize, u64, f64)>> {
+) -> io::Result<Option<Timed>> {
     let Some(writer_cpu) = (0..CpuSet::count())
         .filter(|&c| c != reader_cpu)
         .find(|&c| pin(c).is_ok())
@@ -146,7 +158,11 @@ fn time_paced(
         rounds.push((with_writes - pauses) / per_round as f64 * 1e6);
     }
     rounds.sort_by(f64::total_cmp);
-    Ok(Some((writer_cpu, per_round, rounds[rounds.len() / 2])))
+    Ok(Some(Timed {
+        writer_cpu,
+        per_round,
+        cpu_us: rounds[rounds.len() / 2],
+    }))
 }
 
 /// On core `cpu`, reads whatever arrives on `readers`, sleeping in
