@@ -85,6 +85,9 @@ struct Step {
     p99_us: u64,
     lost: u64,
     cpu_per_delivery_us: f64,
+    /// The watched servers' CPU over the publish and drain window, summed
+    /// (100 = one core): how full the server core was at this rate.
+    cpu_percent: f64,
 }
 
 impl Step {
@@ -96,6 +99,7 @@ impl Step {
             p99_us: summary.latency_us.p99,
             lost: summary.delivery.lost,
             cpu_per_delivery_us: cpu_per_delivery_us(summary),
+            cpu_percent: summary.servers.iter().map(|s| s.cpu_percent).sum(),
         }
     }
 }
@@ -224,7 +228,14 @@ async fn measure(
             ..plan.clone()
         })
         .await?;
-        steps.push(Step::of(&at_rate));
+        let step = Step::of(&at_rate);
+        eprintln!(
+            "sweep: {rate}/s: p99 {:.2} ms, lost {}, server CPU {:.0}%",
+            step.p99_us as f64 / 1000.0,
+            step.lost,
+            step.cpu_percent
+        );
+        steps.push(step);
     }
     Ok((summary, steps))
 }

@@ -116,6 +116,65 @@ async fn smoke(batch: bool) {
         cost["server_writes_per_delivery"].as_f64().unwrap() > 0.0,
         "{cost}"
     );
+    // The second yardstick, where the tool may use a second core.
+    if let Some(waking) = cost.get("waking_write") {
+        assert!(waking["cpu_us"].as_f64().unwrap() > 0.0, "{cost}");
+        assert!(
+            cost["server_waking_writes_per_delivery"].as_f64().unwrap() > 0.0,
+            "{cost}"
+        );
+    }
+}
+
+/// An idle run (no channels): connections only, held for the duration;
+/// the server's memory per connection read, no publication, no yardstick.
+#[tokio::test]
+async fn bench_idle_holds_connections_and_measures_memory() {
+    let server = Process::start(Path::new(BIN), &["dev", "--listen", "127.0.0.1:0"])
+        .await
+        .expect("switchboard dev starts");
+    let url = server.ws_url();
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--connections",
+            "200",
+            "--sources",
+            "2",
+            "--duration",
+            "1s",
+            "--settle",
+            "200ms",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench (idle) failed:\n{stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "summary is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let c = &summary["connections"];
+    assert_eq!(c["established"], 200, "{summary:#}");
+    assert_eq!(c["failed"], 0);
+    assert_eq!(c["closed_by_server"], 0);
+    assert_eq!(c["publishers"], 0);
+    assert_eq!(summary["subscriptions"]["requested"], 0);
+    assert_eq!(summary["publish"]["published"], 0);
+    assert_eq!(summary["delivery"]["delivered"], 0);
+    let servers = summary["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0]["pid"].as_u64(), server.pid().map(u64::from));
+    // Read before and after connecting: 200 connections take some memory.
+    let before = servers[0]["rss_before_bytes"].as_u64().unwrap();
+    let connected = servers[0]["rss_connected_bytes"].as_u64().unwrap();
+    assert!(before > 0 && connected >= before, "{summary:#}");
+    assert!(servers[0]["rss_per_connection_bytes"].as_f64().is_some());
 }
 
 /// `--cluster`: the bench starts `switchboard dev`, then a gateway and a
@@ -182,6 +241,11 @@ async fn bench_cluster_runs_dev_then_a_gateway_and_broker_and_compares_them() {
         assert_eq!(
             (steps[0]["rate"].as_f64(), steps[0]["lost"].as_u64()),
             (Some(60.0), Some(0))
+        );
+        // How full the server core was at that rate.
+        assert!(
+            steps[0]["cpu_percent"].as_f64().unwrap() > 0.0,
+            "{report:#}"
         );
         assert!(
             report["sweep"].get(format!("{run}_knee")).is_some(),

@@ -45,14 +45,7 @@ pub struct LoopbackWrite {
 /// receiving there. Nobody reads during the loop (each receive buffer
 /// holds its share), so a reader's wake-up is not part of the figure.
 pub fn measure(writes: u64) -> io::Result<LoopbackWrite> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    let mut pairs = Vec::with_capacity(PAIRS);
-    for _ in 0..PAIRS {
-        let writer = TcpStream::connect(listener.local_addr()?)?;
-        writer.set_nodelay(true)?;
-        let (reader, _) = listener.accept()?;
-        pairs.push((writer, reader));
-    }
+    let mut pairs = socket_pairs(PAIRS)?;
     let chunk = [b'x'; WRITE_BYTES];
     let per_round = (writes / ROUNDS).max(1);
     let mut rounds = Vec::new();
@@ -74,18 +67,31 @@ pub fn measure(writes: u64) -> io::Result<LoopbackWrite> {
     })
 }
 
+/// `n` connected loopback sockets: (writer, with `TCP_NODELAY`, reader).
+pub(crate) fn socket_pairs(n: usize) -> io::Result<Vec<(TcpStream, TcpStream)>> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let writer = TcpStream::connect(listener.local_addr()?)?;
+        writer.set_nodelay(true)?;
+        let (reader, _) = listener.accept()?;
+        pairs.push((writer, reader));
+    }
+    Ok(pairs)
+}
+
 /// The calling thread's CPU time so far, user and kernel, to the
 /// nanosecond (`CLOCK_THREAD_CPUTIME_ID`; `getrusage` counts in scheduler
 /// ticks, and read 0 for a short yardstick).
 #[cfg(target_os = "linux")]
-fn thread_cpu_seconds() -> f64 {
+pub(crate) fn thread_cpu_seconds() -> f64 {
     use nix::time::{ClockId, clock_gettime};
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
         .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn thread_cpu_seconds() -> f64 {
+pub(crate) fn thread_cpu_seconds() -> f64 {
     0.0
 }
 

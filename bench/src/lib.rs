@@ -18,7 +18,10 @@
 //!
 //! Before a run with channels, the tool times small writes on a loopback
 //! socket of its own ([`baseline`]): the summary gives the server's CPU
-//! per delivery in those writes, a figure that holds across machines.
+//! per delivery in those writes, a figure that holds across machines;
+//! then writes that each wake a reader asleep on another core
+//! ([`waking`]), as a server's delivery does, and gives the ratio against
+//! those too.
 //!
 //! # Layout
 //!
@@ -36,6 +39,8 @@
 //! - [`tally`]: the shared counters.
 //! - [`latency`]: sharded HDR histograms.
 //! - [`baseline`]: the CPU cost of one small loopback `write()`, the yardstick.
+//! - [`waking`]: the same write waking a reader on another core, the
+//!   second yardstick.
 //! - [`process`]: the server's (and the tool's) memory and CPU from `/proc`.
 //! - [`report`]: the progress line, and the JSON summary made from the
 //!   phases' readings and the final counts.
@@ -53,6 +58,7 @@ pub mod publisher;
 pub mod report;
 pub mod subscriber;
 pub mod tally;
+pub mod waking;
 
 use std::sync::Arc;
 
@@ -66,10 +72,10 @@ pub use self::{
 pub async fn run(plan: Plan) -> Result<Summary, PlanError> {
     let layout = plan.layout()?;
     let servers = watched_servers(&plan, &layout);
-    let write = if plan.channels > 0 {
-        loopback_write().await
+    let (write, waking) = if plan.channels > 0 {
+        (loopback_write().await, waking_write().await)
     } else {
-        None
+        (None, None)
     };
     let run = Arc::new(Run::new(plan, &layout));
     let mut monitor = Monitor::new(run.clone(), servers, write);
@@ -81,6 +87,7 @@ pub async fn run(plan: Plan) -> Result<Summary, PlanError> {
         monitor.servers(),
         &readings,
         write,
+        waking,
     ))
 }
 
@@ -104,6 +111,33 @@ async fn loopback_write() -> Option<baseline::LoopbackWrite> {
         }
         Err(e) => {
             eprintln!("note: loopback write not measured: {e}");
+            None
+        }
+    }
+}
+
+/// Times small loopback writes that each wake a reader on another core,
+/// before any load.
+async fn waking_write() -> Option<waking::WakingWrite> {
+    match tokio::task::spawn_blocking(|| waking::measure(waking::WRITES)).await {
+        Ok(Ok(Some(w))) => {
+            eprintln!(
+                "loopback write waking a reader on core {} (writer on core {}): {:.2} µs CPU \
+                 ({} writes, {:.2} wake-ups each)",
+                w.reader_cpu, w.writer_cpu, w.cpu_us, w.writes, w.wakes_per_write
+            );
+            Some(w)
+        }
+        Ok(Ok(None)) => {
+            eprintln!("note: waking write not measured: one core only");
+            None
+        }
+        Ok(Err(e)) => {
+            eprintln!("note: waking write not measured: {e}");
+            None
+        }
+        Err(e) => {
+            eprintln!("note: waking write not measured: {e}");
             None
         }
     }

@@ -12,6 +12,7 @@ use super::{
     plan::Plan,
     process::{Process, Usage, rss},
     tally::Tally,
+    waking::WakingWrite,
 };
 
 /// What the phases measured, for the summary.
@@ -80,10 +81,23 @@ pub struct Cost {
     /// publishers', which is small next to it under fan-out).
     pub tool_cpu_us_per_delivery: f64,
     pub tool_writes_per_delivery: f64,
+    /// The second yardstick: a write that wakes a reader asleep on another
+    /// core, as a server's delivery to a waiting client does (absent when
+    /// the machine gave the tool one core only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waking_write: Option<WakingWrite>,
+    /// The server's CPU per delivery in such writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_waking_writes_per_delivery: Option<f64>,
 }
 
 impl Cost {
-    fn new(write: LoopbackWrite, servers: &[Server], tool: &Tool, delivered: u64) -> Self {
+    fn new(
+        (write, waking): (LoopbackWrite, Option<WakingWrite>),
+        servers: &[Server],
+        tool: &Tool,
+        delivered: u64,
+    ) -> Self {
         let per = |cpu: f64| cpu / delivered.max(1) as f64 * 1e6;
         let in_writes = |us: f64| {
             if write.cpu_us > 0.0 {
@@ -100,6 +114,10 @@ impl Cost {
             server_writes_per_delivery: in_writes(server),
             tool_cpu_us_per_delivery: round(tool, 3),
             tool_writes_per_delivery: in_writes(tool),
+            server_waking_writes_per_delivery: waking
+                .filter(|w| w.cpu_us > 0.0)
+                .map(|w| round(server / w.cpu_us, 3)),
+            waking_write: waking,
         }
     }
 }
@@ -200,6 +218,7 @@ impl Summary {
         servers: &[Process],
         readings: &Readings,
         write: Option<LoopbackWrite>,
+        waking: Option<WakingWrite>,
     ) -> Self {
         let subscribed = Tally::count(&tally.subscribed);
         let servers: Vec<Server> = servers
@@ -211,7 +230,7 @@ impl Summary {
         let delivered = Tally::get(&tally.delivered);
         Self {
             connections: Connections::new(plan, tally, sources, readings),
-            cost: write.map(|w| Cost::new(w, &servers, &tool, delivered)),
+            cost: write.map(|w| Cost::new((w, waking), &servers, &tool, delivered)),
             servers,
             subscriptions: Subscriptions {
                 requested: plan.subscriptions(),
