@@ -273,7 +273,7 @@ mod tests {
         let gateway = |n: u32| ("g", format!("{GATEWAY_KEY_PREFIX}x.{n}"));
         w.insert(("g", "client".to_owned()), 1, t0);
         for n in 0..3 {
-            w.insert(gateway(n), 10 + n, t0);
+            w.insert(gateway(n), 10 + n, t0 + Duration::from_millis(u64::from(n)));
         }
         // Three gateway keys in a cap of two: the oldest gateway key gave
         // way, the client's key did not.
@@ -288,7 +288,7 @@ mod tests {
             .collect();
         assert_eq!(handed, [1, 12]);
         // The gateway's window ends long before the client's.
-        let later = t0 + GATEWAY_KEY_WINDOW;
+        let later = t0 + GATEWAY_KEY_WINDOW + Duration::from_millis(2);
         assert_eq!(w.get(&gateway(2), later), None);
         assert_eq!(w.get(&("g", "client".to_owned()), later), Some(&1));
         assert!(is_gateway_key(&gateway(1).1) && !is_gateway_key("client"));
