@@ -3,18 +3,20 @@
 //! 4 acknowledged publications/s each, subscribers that stay and clients
 //! that come back with `since`, one fault each.
 //!
-//! Today (no replication) each scenario asserts the part of what
-//! docs/operations.md promises that held in every measured run; the
-//! `todays_*` functions name what they leave out, and why (bugs the
-//! scenarios found, in docs/replication.md's baseline). [`issue_13_promise`]
-//! is issue 13's full promise; every scenario switches to it when
-//! [`REPLICATION`] is set, once replication lands. The hand-overs (rolling
-//! restart, join and drain) already keep it with R = 1, and four scenarios
-//! run with `broker.replication_factor = 2` and assert it: a killed, a
-//! killed and restarted, a frozen and a partitioned owner; a fifth kills
-//! both replicas of a channel with R = 2 and asserts the announced epoch
-//! change. Each scenario prints its row of the baseline
-//! table in docs/replication.md:
+//! Each fault runs twice. With `broker.replication_factor = 2` (the
+//! default since session 12) it asserts [`issue_13_promise`], issue 13's
+//! full promise: a killed, a killed and restarted, a frozen and a
+//! partitioned owner; killing both replicas of a channel (the loss
+//! replication cannot cover) asserts what the same fault does with R = 1
+//! ([`r1_double_failover`]). With
+//! `--replication-factor 1` (each channel on its owner alone, the fleet's
+//! brokers without other arguments) each asserts the part of what
+//! docs/operations.md promises for R = 1 that held in every measured run;
+//! the `r1_*` functions name what they leave out, and why (bugs the
+//! scenarios found, in docs/replication.md's baseline). The hand-overs
+//! (rolling restart, join and drain) keep issue 13's whole promise even
+//! with R = 1. Each scenario prints its row of the table in
+//! docs/replication.md:
 //! `cargo test --test fault_scenarios -- --nocapture --test-threads=1`.
 
 use std::{path::Path, time::Duration};
@@ -25,10 +27,6 @@ use switchboard_testkit::{
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// Flip once replication lands: every scenario but the loss of a whole
-/// replica set then asserts [`issue_13_promise`].
-const REPLICATION: bool = false;
 
 async fn scenario(name: &str, fault: Fault) -> Outcome {
     scenario_of(Scenario::new(name, fault)).await
@@ -76,16 +74,6 @@ fn issue_13_promise(o: &Outcome) {
     assert_eq!(o.never_resumed(), 0, "{:?}", o.failover);
 }
 
-/// What docs/operations.md promises under every fault: a loss of
-/// continuity is announced (`resubscribed`, `recovered: false`), never
-/// silent; nothing acknowledged goes missing unannounced, nothing is
-/// repeated or reordered, no ended epoch comes back. Issue 13 keeps this
-/// for the loss of a whole replica set.
-fn nothing_silent(o: &Outcome) {
-    assert!(o.report.total.nothing_silent(), "{:#?}", o.report);
-    assert_eq!(o.never_resumed(), 0, "{:?}", o.failover);
-}
-
 /// Nothing acknowledged goes missing unannounced, nothing is reordered,
 /// and publishing resumes on every moved channel.
 fn no_silent_loss(o: &Outcome) {
@@ -94,16 +82,16 @@ fn no_silent_loss(o: &Outcome) {
     assert_eq!(o.never_resumed(), 0, "{:?}", o.failover);
 }
 
-/// Today, for an owner that dies or is cut off (one move, then none, or a
+/// With R = 1, for an owner that dies or is cut off (one move, then none, or a
 /// move back 10 s later): [`no_silent_loss`], no
 /// offset jump or epoch change unannounced, no ended epoch back. Not
-/// [`nothing_silent`] yet: a client that comes back with `since` during
+/// issue 13's promise: a client that comes back with `since` during
 /// the failover may get publications twice (a reset to the epoch it is in,
 /// at a lower offset: `rewinds`, `duplicates`, as issue 13 reports; seen
 /// in 4 of 10 runs of `kill_of_an_owner` and of `both_replicas_killed`),
 /// and a retry may be published twice (idempotency keys are not handed
 /// over).
-fn todays_failover(o: &Outcome) {
+fn r1_failover(o: &Outcome) {
     no_silent_loss(o);
     let t = &o.report.total;
     assert_eq!(
@@ -114,17 +102,17 @@ fn todays_failover(o: &Outcome) {
     );
 }
 
-/// Today, for a frozen owner: nothing reordered, publishing resumes. When
+/// With R = 1, for a frozen owner: nothing reordered, publishing resumes. When
 /// it thaws, its subscribers may be sent back to its ended epoch and its
 /// history replayed, then to the current epoch and replayed again
 /// (duplicates, resets to an ended epoch, and deliveries of the current
 /// epoch while reset to the ended one: silent gaps), as issue 13 reports.
-fn todays_freeze(o: &Outcome) {
+fn r1_freeze(o: &Outcome) {
     assert_eq!(o.report.total.reorders, 0, "{:#?}", o.report);
     assert_eq!(o.never_resumed(), 0, "{:?}", o.failover);
 }
 
-/// Today, for a broker cut off and healed: as [`todays_failover`], except
+/// With R = 1, for a broker cut off and healed: as [`r1_failover`], except
 /// that an ended epoch may come back, announced. At the heal, the cut-off
 /// broker's gossip (it had declared every other member down) can have a
 /// healthy broker declared down for a moment; the ring flips, and a
@@ -133,20 +121,20 @@ fn todays_freeze(o: &Outcome) {
 /// before it pulls the newer one (seen in 1 of 3 runs: 6 resets to the
 /// ended epoch, 114 duplicates, announced). Terms (issue 13, fencing) are
 /// what refuse the stale copy.
-fn todays_partition(o: &Outcome) {
+fn r1_partition(o: &Outcome) {
     no_silent_loss(o);
     assert_eq!(o.report.total.silent_gaps, 0, "{:#?}", o.report);
 }
 
-/// Today, when a channel moves twice in quick succession (both replicas
+/// With R = 1, when a channel moves twice in quick succession (both replicas
 /// killed: to the second, then the third broker; a kill and restart: away
-/// and back): as [`todays_failover`]. (Until the fix of a gateway's
+/// and back): as [`r1_failover`]. (Until the fix of a gateway's
 /// placement, which stayed holding deliveries for good when one of its
 /// clients' presence entries failed to be placed again, a gateway could
 /// silently stop delivering such a channel: 22 to 58 acknowledged
 /// publications missing in 3 of 10 runs.)
-fn todays_double_failover(o: &Outcome) {
-    todays_failover(o);
+fn r1_double_failover(o: &Outcome) {
+    r1_failover(o);
 }
 
 /// A hand-over (a broker joins, drains, restarts) keeps issue 13's whole
@@ -160,18 +148,10 @@ fn handoff_promise(o: &Outcome) {
     issue_13_promise(o);
 }
 
-fn promise(o: &Outcome, today: fn(&Outcome)) {
-    if REPLICATION {
-        issue_13_promise(o)
-    } else {
-        today(o)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_of_an_owner() {
     let o = scenario("kill", Fault::Kill).await;
-    promise(&o, todays_failover);
+    r1_failover(&o);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +163,7 @@ async fn kill_and_restart_of_an_owner() {
         },
     )
     .await;
-    promise(&o, todays_double_failover);
+    r1_double_failover(&o);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +175,7 @@ async fn frozen_owner() {
         },
     )
     .await;
-    promise(&o, todays_freeze);
+    r1_freeze(&o);
 }
 
 /// The last broker runs in a network namespace (testkit::partition),
@@ -209,7 +189,7 @@ async fn partitioned_broker() {
         },
     )
     .await;
-    promise(&o, todays_partition);
+    r1_partition(&o);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,17 +204,14 @@ async fn broker_joins_and_another_drains() {
     handoff_promise(&o);
 }
 
-/// The one fault replication cannot cover: the first two brokers of a
-/// channel's failover order (its replica set with R = 2) killed at once.
-/// An announced epoch change, today and after issue 13.
+/// With R = 1: the first two brokers of a channel's failover order killed
+/// at once, so a channel moves twice. (With R = 2 that is the one fault
+/// replication cannot cover: `both_replicas_of_a_replicated_channel_killed`,
+/// an announced epoch change.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_replicas_killed() {
     let o = scenario("replicas", Fault::KillReplicas { replicas: 2 }).await;
-    if REPLICATION {
-        nothing_silent(&o)
-    } else {
-        todays_double_failover(&o)
-    }
+    r1_double_failover(&o);
 }
 
 /// Brokers with `broker.replication_factor = 2` (each has its own data
@@ -332,10 +309,10 @@ async fn kill_and_restart_of_a_replicated_owner() {
 /// complete replica where it was one (same epoch, same offsets), else in a
 /// new epoch, announced, as with R = 1, and asserted as the R = 1 scenario
 /// is (a client that comes back with `since` during the move may get a
-/// publication twice, as [`todays_failover`] says). Publishing resumes:
+/// publication twice, as [`r1_failover`] says). Publishing resumes:
 /// before, every request timed out on an election (code 100 for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_replicas_of_a_replicated_channel_killed() {
     let o = replicated_scenario("rreplicas", Fault::KillReplicas { replicas: 2 }).await;
-    todays_double_failover(&o);
+    r1_double_failover(&o);
 }
