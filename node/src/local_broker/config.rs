@@ -15,11 +15,13 @@ pub struct BrokerConfig {
     /// How often idle channels and expired history are swept.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// How long a publish's idempotency key is remembered; `0s` disables
-    /// deduplication.
+    /// How long a client's idempotency key is remembered; `0s` disables
+    /// deduplication of clients' keys (gateways' own keys are kept for
+    /// [`crate::idempotency::GATEWAY_KEY_WINDOW`] regardless).
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
-    /// Most idempotency keys remembered at once; beyond it the oldest are
+    /// Most clients' idempotency keys remembered at once, and apart from
+    /// them most gateways' keys; beyond it the oldest of that kind are
     /// forgotten before their window ends.
     pub idempotency_max_keys: usize,
     /// Bytes this broker's channels, history, presence and idempotency
