@@ -1,6 +1,8 @@
 //! `switchboard bench --cluster`: the bench starts the servers itself and
 //! runs the same plan twice, against `switchboard dev` and then against
-//! one gateway and one broker (plain TCP between them), each a child
+//! one gateway and one broker (plain TCP between them; with
+//! `--replication-factor 2` or 3, that many brokers, each channel stored
+//! on every one of them, to measure replication's price), each a child
 //! process of this binary pinned to `--server-cpus` while the tool runs
 //! on `--client-cpus` (taskset). It prints both summaries and the ratio
 //! of the cluster's server CPU per delivery to dev's, the price of the
@@ -52,6 +54,11 @@ pub(crate) struct ClusterArgs {
     /// (comma-separated, ascending), to find the knee.
     #[arg(long, value_delimiter = ',')]
     pub(crate) sweep: Vec<f64>,
+    /// Brokers of the cluster run, each channel stored on all of them
+    /// (`broker.replication_factor`, 1 to 3): 2 measures what replication
+    /// costs against 1 (docs/benchmarks.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub(crate) replication_factor: u8,
 }
 
 #[derive(Serialize)]
@@ -132,9 +139,11 @@ pub(crate) async fn run(plan: Plan, args: &ClusterArgs) -> anyhow::Result<String
     drop(dev);
     let (dev_summary, dev_steps) = dev_runs?;
 
-    let (gateway, broker, port) = start_pair(&exe, &args.server_cpus, &config).await?;
-    let cluster_runs = measure(&plan, &args.sweep, &port, &[&gateway, &broker]).await;
-    drop((gateway, broker));
+    let factor = args.replication_factor;
+    let (gateway, brokers, port) = start_cluster(&exe, &args.server_cpus, &config, factor).await?;
+    let servers: Vec<&Server> = std::iter::once(&gateway).chain(&brokers.servers).collect();
+    let cluster_runs = measure(&plan, &args.sweep, &port, &servers).await;
+    drop((gateway, brokers));
     let (cluster_summary, cluster_steps) = cluster_runs?;
 
     let dev_us = cpu_per_delivery_us(&dev_summary);
@@ -165,32 +174,60 @@ pub(crate) async fn run(plan: Plan, args: &ClusterArgs) -> anyhow::Result<String
     })?)
 }
 
-/// Starts one broker (R = 1: it is alone) and one gateway routed to it, on
-/// `cpus`; returns them with the gateway's client port.
-async fn start_pair(
+/// The cluster run's brokers, and the directory their data and logs are in
+/// (removed when dropped).
+struct Brokers {
+    servers: Vec<Server>,
+    dir: PathBuf,
+}
+
+impl Drop for Brokers {
+    fn drop(&mut self) {
+        self.servers.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `factor` brokers (each channel stored on all of them; one is
+/// alone, R = 1) and one gateway routed to them, on `cpus`; returns them
+/// with the gateway's client port once the brokers see each other.
+async fn start_cluster(
     exe: &std::path::Path,
     cpus: &str,
     config: &[String],
-) -> anyhow::Result<(Server, Server, String)> {
-    let (grpc, http, gossip) = (free_port()?, free_port()?, free_port()?);
-    let broker_args = [
-        "node",
-        "--replication-factor",
-        "1",
-        "--name",
-        "b1",
-        "--grpc",
-        &grpc,
-        "--http",
-        &http,
-        "--gossip",
-        &gossip,
-        "--insecure",
-    ];
-    let broker = Server::start(exe, cpus, &broker_args, config)?;
-    ready(&http).await?;
+    factor: u8,
+) -> anyhow::Result<(Server, Brokers, String)> {
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut brokers = Brokers {
+        servers: Vec::new(),
+        dir,
+    };
+    let (factor, mut routes, mut seed) = (factor.to_string(), Vec::new(), None::<String>);
+    let names: Vec<String> = (1..=factor.parse::<u8>()?)
+        .map(|i| format!("b{i}"))
+        .collect();
+    for name in &names {
+        let (grpc, http, gossip) = (free_port()?, free_port()?, free_port()?);
+        let data = brokers.dir.join(name);
+        let data = data.to_str().context("temp path")?;
+        let mut args = vec!["node", "--replication-factor", &factor, "--data-dir", data];
+        args.extend(["--name", name, "--grpc", &grpc, "--http", &http]);
+        args.extend(["--gossip", &gossip, "--insecure"]);
+        if let Some(seed) = &seed {
+            args.extend(["--seed", seed]);
+        }
+        let log = brokers.dir.join(format!("{name}.log"));
+        brokers
+            .servers
+            .push(Server::start_logging(exe, cpus, &args, config, &log)?);
+        ready(&http).await?;
+        routes.push(format!("{name}={grpc}"));
+        seed.get_or_insert(gossip);
+    }
+    see_each_other(&brokers.dir, &names).await?;
     let (port, gossip) = (free_port()?, free_port()?);
-    let route = format!("b1={grpc}");
+    let route = routes.join(",");
     let gateway_args = [
         "gateway",
         "--name",
@@ -204,7 +241,32 @@ async fn start_pair(
         "--insecure",
     ];
     let gateway = Server::start(exe, cpus, &gateway_args, config)?;
-    Ok((gateway, broker, port))
+    Ok((gateway, brokers, port))
+}
+
+/// Waits until each broker's log (`NAME.log` in `dir`) says every other
+/// one is up: their rings agree before the gateway routes by its own.
+async fn see_each_other(dir: &Path, names: &[String]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_WAIT;
+    for name in names {
+        for other in names.iter().filter(|o| *o != name) {
+            let needle = format!("member={other}(");
+            loop {
+                let log = std::fs::read_to_string(dir.join(format!("{name}.log")))?;
+                if log
+                    .lines()
+                    .any(|l| l.contains("member up") && l.contains(&needle))
+                {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!("broker {name} never saw {other} within {READY_WAIT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `plan` against the server at `port` once it is ready, then again
@@ -253,6 +315,29 @@ struct Server {
 
 impl Server {
     fn start(exe: &Path, cpus: &str, args: &[&str], config: &[String]) -> anyhow::Result<Self> {
+        Self::spawn(exe, cpus, args, config, Stdio::null())
+    }
+
+    /// [`Server::start`], its log (a server logs on stdout) written to
+    /// `log`.
+    fn start_logging(
+        exe: &Path,
+        cpus: &str,
+        args: &[&str],
+        config: &[String],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(log)?;
+        Self::spawn(exe, cpus, args, config, Stdio::from(log))
+    }
+
+    fn spawn(
+        exe: &Path,
+        cpus: &str,
+        args: &[&str],
+        config: &[String],
+        stdout: Stdio,
+    ) -> anyhow::Result<Self> {
         // taskset execs the server: the child's pid is the server's.
         let child = Command::new("taskset")
             .args(["-c", cpus])
@@ -260,7 +345,7 @@ impl Server {
             .args(args)
             .args(config)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -9,6 +9,45 @@ use switchboard_testkit::process::Process;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
+/// `switchboard bench --cluster` with `extra`, on a load small enough for
+/// CI (10 connections, 2 channels of 5 subscribers, 40 publications/s for
+/// 1 s), every process on core 0: its report and its progress lines,
+/// once it succeeded.
+async fn cluster_bench(extra: &[&str]) -> (Value, String) {
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--cluster",
+            "--server-cpus",
+            "0",
+            "--client-cpus",
+            "0",
+        ])
+        .args([
+            "--connections",
+            "10",
+            "--channels",
+            "2",
+            "--subscribers",
+            "5",
+        ])
+        .args(["--rate", "40", "--duration", "1s", "--settle", "200ms"])
+        .args(["--drain", "20s"])
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "bench --cluster failed:\n{stderr}");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (report, stderr)
+}
+
 #[tokio::test]
 async fn bench_delivers_every_publication_to_every_subscriber_in_order() {
     smoke(false).await;
@@ -182,42 +221,7 @@ async fn bench_idle_holds_connections_and_measures_memory() {
 /// CPU per delivery.
 #[tokio::test]
 async fn bench_cluster_runs_dev_then_a_gateway_and_broker_and_compares_them() {
-    let out = tokio::process::Command::new(BIN)
-        .args([
-            "bench",
-            "--cluster",
-            "--server-cpus",
-            "0",
-            "--client-cpus",
-            "0",
-            "--sweep",
-            "60",
-            "--connections",
-            "10",
-            "--channels",
-            "2",
-            "--subscribers",
-            "5",
-            "--rate",
-            "40",
-            "--duration",
-            "1s",
-            "--settle",
-            "200ms",
-            "--drain",
-            "20s",
-        ])
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench --cluster failed:\n{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "report is not JSON ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let (report, stderr) = cluster_bench(&["--sweep", "60"]).await;
     for (run, servers) in [("dev", 1), ("cluster", 2)] {
         let summary = &report[run];
         let d = &summary["delivery"];
@@ -255,4 +259,22 @@ async fn bench_cluster_runs_dev_then_a_gateway_and_broker_and_compares_them() {
     let ratio = report["cluster_to_dev"].as_f64().unwrap();
     assert!(ratio.is_finite() && ratio > 0.0, "{report:#}");
     assert!(stderr.contains("ratio"), "the ratio on stderr:\n{stderr}");
+}
+
+/// `--cluster --replication-factor 2`: the cluster run has two brokers,
+/// each channel stored on both (replication's price, docs/benchmarks.md),
+/// and nothing is lost.
+#[tokio::test]
+async fn bench_cluster_with_replication_runs_two_brokers() {
+    let (report, _) = cluster_bench(&["--replication-factor", "2"]).await;
+    let summary = &report["cluster"];
+    assert_eq!(summary["publish"]["published"], 40, "{summary:#}");
+    let d = &summary["delivery"];
+    assert_eq!(
+        (d["delivered"].as_u64(), d["lost"].as_u64()),
+        (Some(200), Some(0)),
+        "{summary:#}"
+    );
+    // The gateway and both brokers.
+    assert_eq!(summary["servers"].as_array().unwrap().len(), 3);
 }
