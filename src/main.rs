@@ -91,6 +91,12 @@ enum Command {
         #[arg(long, env = "SWITCHBOARD_REPLICATION_FACTOR",
               value_parser = clap::value_parser!(u8).range(1..=3))]
         replication_factor: Option<u8>,
+        /// With 2 or more: `serve` or `refuse` a channel that cannot be
+        /// replicated from this broker (no majority of its voters, or fewer
+        /// than R brokers, reachable), over `[broker] lost_majority`
+        /// (default refuse; docs/replication.md "A lost majority").
+        #[arg(long, env = "SWITCHBOARD_LOST_MAJORITY")]
+        lost_majority: Option<switchboard_cluster::replication::LostMajority>,
         #[command(flatten)]
         gossip: GossipArgs,
         #[command(flatten)]
@@ -249,14 +255,20 @@ fn client_role_config(edge_tls: EdgeTlsArgs, path: Option<&Path>) -> anyhow::Res
     Ok(config)
 }
 
-/// A broker's config: the file, with `--data-dir` and
-/// `--replication-factor` over it.
+/// A broker's config: the file, with `--data-dir`, `--replication-factor`
+/// and `--lost-majority` over it.
 fn node_config(
     path: Option<&Path>,
     data_dir: Option<PathBuf>,
-    replication_factor: Option<u8>,
+    (replication_factor, lost_majority): (
+        Option<u8>,
+        Option<switchboard_cluster::replication::LostMajority>,
+    ),
 ) -> anyhow::Result<Config> {
     let mut config = Config::load(path)?;
+    if let Some(lost_majority) = lost_majority {
+        config.broker.lost_majority = lost_majority;
+    }
     if data_dir.is_some() {
         config.broker.data_dir = data_dir;
     }
@@ -288,11 +300,13 @@ fn run() -> anyhow::Result<()> {
             http,
             data_dir,
             replication_factor,
+            lost_majority,
             gossip,
             security,
             config,
         } => {
-            let config = node_config(config.as_deref(), data_dir, replication_factor)?;
+            let replication = (replication_factor, lost_majority);
+            let config = node_config(config.as_deref(), data_dir, replication)?;
             block_on(on_signal(|signal| {
                 let node = cluster::Node {
                     name,

@@ -112,18 +112,20 @@ fn r1_freeze(o: &Outcome) {
     assert_eq!(o.never_resumed(), 0, "{:?}", o.failover);
 }
 
-/// With R = 1, for a broker cut off and healed: as [`r1_failover`], except
-/// that an ended epoch may come back, announced. At the heal, the cut-off
-/// broker's gossip (it had declared every other member down) can have a
-/// healthy broker declared down for a moment; the ring flips, and a
-/// channel moved away from that broker lands for some milliseconds on the
-/// healed one, which serves its stale copy of the channel's ended epoch
-/// before it pulls the newer one (seen in 1 of 3 runs: 6 resets to the
-/// ended epoch, 114 duplicates, announced). Terms (issue 13, fencing) are
-/// what refuse the stale copy.
+/// With R = 1, for a broker cut off and healed: as [`r1_failover`]. At the
+/// heal, the cut-off broker's gossip (it had declared every other member
+/// down) can have a healthy broker declared down for a moment; the ring
+/// flips, and a channel lands for some milliseconds on a broker whose view
+/// lost that broker too. Until session 15 that broker served its stale
+/// copy of the channel's ended epoch before it pulled the newer one (1 in
+/// 3 runs: 6 resets to the ended epoch, 114 duplicates, announced; and in
+/// a stop's CI run, one acknowledged publication missing), or started a
+/// channel it never held anew, and that empty epoch, the newer, replaced
+/// the channel's history at its holder (1 in 15 runs: 2 acknowledged
+/// publications missing). It now refuses both while the broker to ask is
+/// out of its view (`node/tests/unverified_copy.rs`).
 fn r1_partition(o: &Outcome) {
-    no_silent_loss(o);
-    assert_eq!(o.report.total.silent_gaps, 0, "{:#?}", o.report);
+    r1_failover(o);
 }
 
 /// With R = 1, when a channel moves twice in quick succession (both replicas
@@ -236,6 +238,15 @@ fn replicated(_broker: &str) -> Vec<String> {
     vec!["--config".into(), path.clone()]
 }
 
+/// [`replicated`], with `broker.lost_majority = "serve"` (not the
+/// default): a channel whose majority of voters is lost is served by the
+/// broker left, unreplicated (docs/replication.md "A lost majority").
+fn replicated_serving(broker: &str) -> Vec<String> {
+    let mut args = replicated(broker);
+    args.extend(["--lost-majority".to_owned(), "serve".to_owned()]);
+    args
+}
+
 /// A scenario whose brokers all run with [`replicated`].
 async fn replicated_scenario(name: &str, fault: Fault) -> Outcome {
     let mut s = Scenario::new(name, fault);
@@ -285,8 +296,9 @@ async fn partitioned_replicated_broker() {
 
 /// With R = 2, an owner killed and started again before gossip noticed:
 /// it comes back with its votes but no log, and its follower hands it the
-/// replica, so the channel goes on in the same epoch (served unreplicated
-/// from then on, docs/replication.md), with the idempotency keys its log
+/// replica with the term's configuration, so the channel goes on in the
+/// same epoch, led replicated again (docs/replication.md, "Hand-back";
+/// tests/hand_back.rs kills it a second time), with the idempotency keys its log
 /// holds: issue 13's whole promise. (Before the keys went with it, a
 /// publication committed just before the kill and retried after it was
 /// published again: 8 duplicates in 1 of 6 runs.)
@@ -302,17 +314,22 @@ async fn kill_and_restart_of_a_replicated_owner() {
     issue_13_promise(&o);
 }
 
-/// With R = 2, the two replicas of a channel killed together (the first
-/// two brokers of its failover order): the one loss replication cannot
-/// cover. No majority of the channel's voters is left, so nobody can win
-/// a term; the survivor serves what it holds unreplicated: from its own
-/// complete replica where it was one (same epoch, same offsets), else in a
-/// new epoch, announced, as with R = 1, and asserted as the R = 1 scenario
-/// is (a client that comes back with `since` during the move may get a
-/// publication twice, as [`r1_failover`] says). Publishing resumes:
-/// before, every request timed out on an election (code 100 for good).
+/// With R = 2 and `broker.lost_majority = "serve"`, the two replicas of a
+/// channel killed together (the first two brokers of its failover order):
+/// the one loss replication cannot cover. No majority of the channel's
+/// voters is left, so nobody can win a term; the survivor serves what it
+/// holds unreplicated: from its own complete replica where it was one
+/// (same epoch, same offsets), else in a new epoch, announced, as with
+/// R = 1, and asserted as the R = 1 scenario is (a client that comes back
+/// with `since` during the move may get a publication twice, as
+/// [`r1_failover`] says). Publishing resumes: before, every request timed
+/// out on an election (code 100 for good). With the default, `refuse`,
+/// the survivor refuses those channels until a replica is back
+/// (tests/lost_majority.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_replicas_of_a_replicated_channel_killed() {
-    let o = replicated_scenario("rreplicas", Fault::KillReplicas { replicas: 2 }).await;
+    let mut s = Scenario::new("rreplicas", Fault::KillReplicas { replicas: 2 });
+    s.broker_args = Some(replicated_serving);
+    let o = scenario_of(s).await;
     r1_double_failover(&o);
 }

@@ -23,8 +23,8 @@ use switchboard_testkit::{
     WAIT,
     client::Client,
     cluster::{
-        broker_with, counter, gateway, scenario_config, scenario_config_with, seed_of,
-        subscribe_once_routed,
+        broker_with, counter, declared_down, gateway, scenario_config, scenario_config_with,
+        seed_of, subscribe_once_routed,
     },
     http,
     process::Process,
@@ -197,7 +197,7 @@ async fn a_killed_owners_channels_go_on_in_the_same_epoch() {
     // b2 comes back with its votes (once the others declared its old self
     // down: a name is one live member's) and takes its channels back; then
     // it is killed again.
-    declared_down(&brokers[0], "b2").await;
+    declared_down(&brokers[0], "b2").await.unwrap();
     let dir = std::env::temp_dir().join(format!("sb-repl-b2-{}", std::process::id()));
     brokers[1] = replicated_broker_in("b2", Some(&seed), &replicated, dir.to_str().unwrap()).await;
     let ring = Ring::new(["b1", "b2", "b3"]);
@@ -260,20 +260,6 @@ async fn next_on(sub: &mut Client, ch: &str) -> serde_json::Value {
     sub.wait_for(|f| f["channel"] == ch && (f["type"] == "message" || f["type"] == "resubscribed"))
         .await
         .unwrap()
-}
-
-/// Waits until `by` declared broker `name` down (its gossip log says so).
-async fn declared_down(by: &Process, name: &str) {
-    let deadline = Instant::now() + WAIT * 2;
-    let member = format!("member={name}(");
-    while !by
-        .log()
-        .lines()
-        .any(|l| l.contains("member down") && l.contains(&member))
-    {
-        assert!(Instant::now() < deadline, "{name} never declared down");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until `broker` took `n` channels from their previous owners (its

@@ -16,7 +16,11 @@
 //! channel); after a crash the dead owner is not live, nobody holds the
 //! state, and the channel goes on in a new epoch that clients are told of.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 
@@ -67,6 +71,13 @@ pub struct Snapshot {
     ///
     /// [`ReplicaLog::handed`]: crate::replication::ReplicaLog::handed
     pub handed: Option<ReplicaConfig>,
+    /// With `handed`, from a follower handing its replica back to the
+    /// term's leader (restarted without its own): the offset it knew
+    /// committed; what lies after may not have been
+    /// ([`ReplicaLog::handed_back`]). `None`: a leader's hand-over.
+    ///
+    /// [`ReplicaLog::handed_back`]: crate::replication::ReplicaLog::handed_back
+    pub handed_committed: Option<u64>,
 }
 
 impl Snapshot {
@@ -144,6 +155,28 @@ pub struct Placement {
     addrs: BTreeMap<String, String>,
     /// The view's count of times others doubted this broker.
     doubts: u64,
+    /// Brokers live in some view since this broker started (it
+    /// included), less those that left by draining: see
+    /// [`Placement::brokers_seen`].
+    seen: Arc<Seen>,
+    /// Live brokers that are draining.
+    draining: BTreeSet<String>,
+}
+
+/// The brokers seen, and their ring, built when first asked for.
+#[derive(Debug)]
+struct Seen {
+    names: BTreeSet<String>,
+    ring: std::sync::OnceLock<Ring>,
+}
+
+impl Seen {
+    fn of(names: BTreeSet<String>) -> Arc<Self> {
+        Arc::new(Self {
+            names,
+            ring: std::sync::OnceLock::new(),
+        })
+    }
 }
 
 impl Placement {
@@ -165,7 +198,85 @@ impl Placement {
                 .map(|m| (m.name.clone(), m.grpc.clone()))
                 .collect(),
             doubts: view.doubts(),
+            seen: Seen::of(
+                live.iter()
+                    .map(|m| m.name.clone())
+                    .chain(std::iter::once(me.to_owned()))
+                    .collect(),
+            ),
+            draining: live
+                .iter()
+                .filter(|m| m.state == NodeState::Draining)
+                .map(|m| m.name.clone())
+                .collect(),
         }
+    }
+
+    /// This placement, remembering the brokers `before` (the view this one
+    /// follows) had seen, but for those that drained and left since.
+    pub fn after(mut self, before: &Placement) -> Self {
+        let left = |b: &String| before.draining.contains(b) && !self.is_live(b);
+        let seen: BTreeSet<String> = before
+            .seen
+            .names
+            .iter()
+            .filter(|b| !left(b))
+            .chain(self.seen.names.iter())
+            .cloned()
+            .collect();
+        // Most views change no one's standing: keep the ring built.
+        self.seen = if seen == before.seen.names {
+            before.seen.clone()
+        } else {
+            Seen::of(seen)
+        };
+        self
+    }
+
+    /// This placement, also counting `remembered` as seen: the brokers
+    /// seen before a restart (kept in the data directory), so that a
+    /// broker restarted while cut off from the others is not a cluster
+    /// of one.
+    pub fn remembering<'a>(mut self, remembered: impl IntoIterator<Item = &'a String>) -> Self {
+        let mut seen = self.seen.names.clone();
+        seen.extend(remembered.into_iter().cloned());
+        self.seen = Seen::of(seen);
+        self
+    }
+
+    /// The brokers seen (see [`Placement::brokers_seen`]), by name.
+    pub fn seen(&self) -> &BTreeSet<String> {
+        &self.seen.names
+    }
+
+    /// `channel`'s failover order over every broker seen, reachable or
+    /// not: whom its first term is decided by
+    /// ([`crate::replication::Plan::first`]).
+    pub fn first_order(&self, channel: &str) -> Vec<switchboard_core::BrokerName> {
+        self.seen
+            .ring
+            .get_or_init(|| Ring::new(self.seen.names.iter().cloned()))
+            .failover(channel)
+            .map(switchboard_core::BrokerName::from)
+            .collect()
+    }
+
+    /// The broker that would own `channel` were every broker seen live,
+    /// if that is neither this broker nor live here: who may hold the
+    /// channel while this broker's view has lost it (it died, or gossip has
+    /// it down for a moment).
+    pub fn missing_holder(&self, channel: &str) -> Option<switchboard_core::BrokerName> {
+        let holder = self.first_order(channel).into_iter().next()?;
+        (holder.as_str() != self.me && !self.is_live(holder.as_str())).then_some(holder)
+    }
+
+    /// How many brokers this broker has seen live since it started, less
+    /// those that drained and left: the cluster as far as it knows. One
+    /// that died or is cut off still counts. A broker alone since it
+    /// started is a cluster of one, not one cut off from the others
+    /// (docs/replication.md "A lost majority").
+    pub fn brokers_seen(&self) -> usize {
+        self.seen.names.len()
     }
 
     pub fn me(&self) -> &str {
@@ -348,6 +459,82 @@ mod tests {
         (0..n)
             .map(|i| ChannelName::new(&format!("chat:{i}")).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_placement_remembers_the_brokers_seen_but_those_that_drained_away() {
+        use NodeState::{Active, Draining};
+        let three = view(&[("b1", Active), ("b2", Active), ("b3", Active)]);
+        let alone = view(&[("b1", Active)]);
+        assert_eq!(Placement::new(&alone, "b1").brokers_seen(), 1);
+        let first = Placement::new(&three, "b1");
+        assert_eq!(first.brokers_seen(), 3);
+        // Killed or cut off: still counted.
+        let cut_off = Placement::new(&alone, "b1").after(&first);
+        assert_eq!(cut_off.brokers_seen(), 3);
+        let still = Placement::new(&alone, "b1").after(&cut_off);
+        assert_eq!(still.brokers_seen(), 3);
+        // b3 drains, then leaves: no longer counted.
+        let draining = view(&[("b1", Active), ("b2", Active), ("b3", Draining)]);
+        let draining = Placement::new(&draining, "b1").after(&first);
+        assert_eq!(draining.brokers_seen(), 3);
+        let two = view(&[("b1", Active), ("b2", Active)]);
+        assert_eq!(
+            Placement::new(&two, "b1").after(&draining).brokers_seen(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_channels_missing_holder_is_its_owner_among_the_brokers_seen_when_not_live() {
+        use NodeState::Active;
+        let three = view(&[("b1", Active), ("b2", Active), ("b3", Active)]);
+        let all = Placement::new(&three, "b3");
+        let two = Placement::new(&view(&[("b1", Active), ("b3", Active)]), "b3").after(&all);
+        for channel in channels(200) {
+            let ch = channel.as_str();
+            assert_eq!(all.missing_holder(ch), None, "all live");
+            let expected = (all.owner(ch) == Some("b2")).then(|| "b2".into());
+            assert_eq!(two.missing_holder(ch), expected, "{ch}");
+        }
+    }
+
+    #[test]
+    fn a_channels_first_voters_come_from_every_broker_seen() {
+        use NodeState::Active;
+        let three = view(&[("b1", Active), ("b2", Active), ("b3", Active)]);
+        let all = Placement::new(&three, "b2");
+        let order = all.first_order("chat:1");
+        assert_eq!(order, all.failover("chat:1"), "all live: the ring's order");
+        // The first broker of that order cut off: the live ring skips it,
+        // the order over the brokers seen does not.
+        let first = order[0].as_str();
+        let rest: Vec<(&str, NodeState)> = ["b1", "b2", "b3"]
+            .into_iter()
+            .filter(|b| *b != first)
+            .map(|b| (b, Active))
+            .collect();
+        let me = order[1].as_str();
+        let cut = Placement::new(&view(&rest), me).after(&Placement::new(&three, me));
+        assert_eq!(cut.first_order("chat:1"), order);
+        assert_eq!(cut.failover("chat:1"), order[1..].to_vec());
+    }
+
+    #[test]
+    fn a_restarted_broker_counts_the_brokers_it_remembers() {
+        use NodeState::Active;
+        let alone = view(&[("b1", Active)]);
+        let remembered: BTreeSet<String> = ["b1", "b2", "b3"].map(String::from).into();
+        let restarted = Placement::new(&alone, "b1").remembering(&remembered);
+        assert_eq!(restarted.brokers_seen(), 3);
+        assert_eq!(restarted.seen(), &remembered);
+        // And keeps counting them as views follow.
+        assert_eq!(
+            Placement::new(&alone, "b1")
+                .after(&restarted)
+                .brokers_seen(),
+            3
+        );
     }
 
     #[test]

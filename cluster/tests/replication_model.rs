@@ -5,7 +5,9 @@
 //! and leadership are not), frozen brokers whose leases run out,
 //! candidates standing concurrently on whatever they believe is down, and
 //! planned moves: a leader that steps down at its committed offset and
-//! hands its log to another broker, which stands on the leader's term.
+//! hands its log to another broker, which stands on the leader's term; and
+//! hand-backs: a follower complete for its term hands its log to the
+//! term's leader, restarted without its own, which stands on it.
 //!
 //! After every event it checks the invariants listed at the end of
 //! docs/replication.md; a violation names the seed and the last events.
@@ -43,6 +45,10 @@ struct Faults {
     /// Skip the direct check of invariant 3 (one prepare per term), so that
     /// the consequences of a double vote must be caught downstream.
     skip_vote_check: bool,
+    /// A first candidacy stands at the voters its own view of the ring
+    /// names (the order less the brokers it believes down), not at those
+    /// the order over every broker names (`Plan::first`).
+    live_first_voters: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +99,9 @@ enum Msg {
         config: ReplicaConfig,
         first: u64,
         entries: Vec<u64>,
+        /// From a follower to its restarted leader (a hand-back), not from
+        /// a leader stepping down: the offset the follower knew committed.
+        back: Option<u64>,
     },
 }
 
@@ -151,6 +160,8 @@ struct Broker {
     log: ReplicaLog<u64>,
     leadership: Option<Leadership>,
     candidacy: Option<(Candidacy, Instant)>,
+    /// The last handed log it kept was handed back by a follower.
+    handed_back: bool,
 }
 
 /// Which invariant of docs/replication.md broke, and how.
@@ -185,6 +196,12 @@ struct Stats {
     crashes: u64,
     /// Terms won by a broker standing on a log handed to it.
     handed_wins: u64,
+    /// Follower logs handed back to their restarted leader.
+    handed_back: u64,
+    /// Terms won by a leader standing on a log handed back to it.
+    handed_back_wins: u64,
+    /// First terms won (by election, in the runs that start before it).
+    first_terms: u64,
 }
 
 /// The god's-eye view the invariants are checked against.
@@ -314,6 +331,10 @@ impl Model {
         let origin = Instant::now();
         let mut failover: Vec<BrokerName> = (0..n).map(|i| format!("b{i}").into()).collect();
         failover.shuffle(&mut rng);
+        // Half the runs start before the first term: any broker may stand
+        // on the configuration term 0 names, each counting out the
+        // brokers it believes down (brokers whose rings differ).
+        let fresh = rng.random_bool(0.5);
         let config = ReplicaConfig {
             term: Term(1),
             leader: failover[0].clone(),
@@ -326,10 +347,11 @@ impl Model {
                 let mut register = Register::new(LEASE);
                 let mut log = ReplicaLog::new();
                 let mut leadership = None;
-                if config.members().any(|m| *m == name) {
+                if !fresh && config.members().any(|m| *m == name) {
                     assert!(register.on_commit(&config));
                 }
-                if config.leader == name {
+                if fresh {
+                } else if config.leader == name {
                     log.lead(Term(1));
                     leadership = Some(Leadership::new(config.clone(), 0, 0, LEASE));
                 } else if config.is_data_replica(&name) {
@@ -343,6 +365,7 @@ impl Model {
                     log,
                     leadership,
                     candidacy: None,
+                    handed_back: false,
                 }
             })
             .collect();
@@ -350,11 +373,12 @@ impl Model {
             max_promised: vec![Term::ZERO; n],
             ..Checker::default()
         };
-        let leader = index(&config.leader);
-        checker.winners.insert(Term(1), leader);
         let mut brokers: Vec<Broker> = brokers;
-        for b in &mut brokers {
-            b.register.grant_lease(origin, &config.leader, Term(1));
+        if !fresh {
+            checker.winners.insert(Term(1), index(&config.leader));
+            for b in &mut brokers {
+                b.register.grant_lease(origin, &config.leader, Term(1));
+            }
         }
         Self {
             seed,
@@ -487,6 +511,11 @@ impl Model {
             623..625 => {
                 if let Some(i) = self.pick(leads) {
                     self.hand_over(i);
+                }
+            }
+            625..700 => {
+                if let Some(i) = self.pick(Self::may_hand_back) {
+                    self.hand_back(i);
                 }
             }
             620..623 => {
@@ -637,13 +666,20 @@ impl Model {
                 config,
                 first,
                 entries,
+                back,
             } => {
                 // As a broker does when it adopts a channel handed to it:
                 // never over a log of a later term, nor while leading.
                 let b = &mut self.brokers[to];
                 if b.leadership.is_none() && config.term >= b.log.term() {
                     b.register.learn(&config);
-                    b.log = ReplicaLog::handed(config.term, first, entries);
+                    b.log = match back {
+                        Some(committed) => {
+                            ReplicaLog::handed_back(config.term, first, entries, committed)
+                        }
+                        None => ReplicaLog::handed(config.term, first, entries),
+                    };
+                    b.handed_back = back.is_some();
                 }
             }
             Msg::HeartbeatReply {
@@ -736,8 +772,18 @@ impl Model {
     fn lead(&mut self, at: usize, config: ReplicaConfig) -> Checked {
         let b = &mut self.brokers[at];
         b.candidacy = None;
+        if b.log.is_lost() {
+            // Handed back to its leader while it stood: it learns the
+            // config and does not lead (`Replicas::won`).
+            b.register.learn(&config);
+            self.note(|| format!("b{at} won {} but handed its log back", config.term));
+            return Ok(());
+        }
         if b.log.is_handed_for(b.log.term()) {
             self.stats.handed_wins += 1;
+            if b.handed_back {
+                self.stats.handed_back_wins += 1;
+            }
         }
         b.log.lead(config.term);
         if !b.register.on_commit(&config) {
@@ -749,6 +795,9 @@ impl Model {
         let leader_end = leadership.end();
         b.leadership = Some(leadership);
         self.stats.terms_won += 1;
+        if config.term == Term(1) {
+            self.stats.first_terms += 1;
+        }
         self.note(|| format!("b{at} leads {config:?} from log end {leader_end}"));
         self.checker.won(config.term, at, &self.brokers[at].log)?;
         for m in config.members().filter(|m| **m != config.leader) {
@@ -911,26 +960,82 @@ impl Model {
             return;
         };
         let config = l.config().clone();
-        let upto = b.log.handover_end();
-        let first = b.log.first();
-        let entries = (first..=upto)
-            .map(|o| *b.log.get(o).expect("a leader holds its log"))
-            .collect();
+        let (first, upto) = (b.log.first(), b.log.handover_end());
         self.note(|| {
             format!(
                 "b{at} steps down from {} at {upto}, hands over to b{to}",
                 config.term
             )
         });
-        self.send(
-            at,
-            to,
-            Msg::Handed {
-                config,
-                first,
-                entries,
-            },
-        );
+        self.send_log((at, to), config, (first, upto), None);
+    }
+
+    /// Sends `from`'s log from `first` to `upto`, with `config`, to `to`:
+    /// a hand-over, or a hand-back (`back`: what `from` knew committed).
+    fn send_log(
+        &mut self,
+        (from, to): (usize, usize),
+        config: ReplicaConfig,
+        (first, upto): (u64, u64),
+        back: Option<u64>,
+    ) {
+        let log = &self.brokers[from].log;
+        let entries = (first..=upto)
+            .map(|o| *log.get(o).expect("a log holds what it hands"))
+            .collect();
+        let msg = Msg::Handed {
+            config,
+            first,
+            entries,
+            back,
+        };
+        self.send(from, to, msg);
+    }
+
+    /// Whether `at` follows a term whose leader restarted without its log
+    /// and asks for the channel (as `Replicas::hand_to_leader` decides):
+    /// `at` is one of the term's followers, complete for it, promised no
+    /// later term but to itself, leads nothing, and holds no running lease
+    /// of the leader's.
+    fn may_hand_back(&self, at: usize) -> bool {
+        let b = &self.brokers[at];
+        let Some(config) = b.register.config() else {
+            return false;
+        };
+        let leader = index(&config.leader);
+        let own_candidacy =
+            b.register.promised() > config.term && b.register.promised_to() == Some(&b.name);
+        let renewing = b
+            .register
+            .lease()
+            .is_some_and(|l| l.holder.as_ref() == Some(&config.leader) && l.until > self.now);
+        let asks = self.active(leader)
+            && self.brokers[leader].leadership.is_none()
+            && self.brokers[leader].log.is_lost();
+        // Only the term's one follower (R = 2): with two, the other may
+        // win the next term without this log's uncommitted tail, which the
+        // handed log takes as committed (`Replicas::hand_to_leader`).
+        self.active(at)
+            && asks
+            && config.followers == [b.name.clone()]
+            && (b.register.promised() == config.term || own_candidacy)
+            && b.log.is_complete_for(config.term)
+            && b.leadership.is_none()
+            && !renewing
+    }
+
+    /// A hand-back: the follower sends its whole log with its term's
+    /// configuration to the term's leader, and voids its own (the leader
+    /// may serve the channel without it).
+    fn hand_back(&mut self, at: usize) {
+        let b = &mut self.brokers[at];
+        let config = b.register.config().expect("a follower").clone();
+        let (first, end, committed) = (b.log.first(), b.log.end(), b.log.committed());
+        let to = index(&config.leader);
+        self.stats.handed_back += 1;
+        self.note(|| format!("b{at} hands its log of {} back to b{to}", config.term));
+        self.send_log((at, to), config, (first, end), Some(committed));
+        self.brokers[at].log = ReplicaLog::lost();
     }
 
     fn read(&mut self, at: usize) -> Checked {
@@ -960,13 +1065,26 @@ impl Model {
                 down.insert(self.brokers[i].name.clone());
             }
         }
+        let first = if self.faults.live_first_voters {
+            vec![]
+        } else {
+            self.failover.clone()
+        };
         let plan = Plan {
-            failover: self.failover.clone(),
+            // The ring as this broker sees it: the order less those it
+            // believes down.
+            failover: self
+                .failover
+                .iter()
+                .filter(|b| !down.contains(*b))
+                .cloned()
+                .collect(),
+            first,
             down,
             replicas: self.replicas,
         };
         let b = &mut self.brokers[at];
-        let Some(base) = b.register.config().cloned() else {
+        let Some(base) = b.register.config().cloned().or(plan.initial_config()) else {
             return Ok(());
         };
         // Triggers (docs/replication.md): a leader refills when it believes
@@ -1076,16 +1194,45 @@ fn invariants_hold_over_many_seeds() {
                 total.reads += s.reads;
                 total.crashes += s.crashes;
                 total.handed_wins += s.handed_wins;
+                total.handed_back += s.handed_back;
+                total.handed_back_wins += s.handed_back_wins;
+                total.first_terms += s.first_terms;
             }
             Err(v) => panic!("{v}"),
         }
     }
     eprintln!("{seeds} seeds: {total:?}");
-    // Not vacuous: the runs commit, change terms and serve reads.
-    assert!(total.commits > 100 * seeds, "{total:?}");
+    // Not vacuous: the runs commit, change terms and serve reads. (Half
+    // of them start before the first term, and commit less.)
+    assert!(total.commits > 80 * seeds, "{total:?}");
+    assert!(total.first_terms > seeds / 4, "{total:?}");
     assert!(total.terms_won > 2 * seeds, "{total:?}");
     assert!(total.reads > 40 * seeds, "{total:?}");
     assert!(total.handed_wins > seeds / 10, "{total:?}");
+    assert!(total.handed_back_wins > seeds / 25, "{total:?}");
+}
+
+/// First candidacies that each stand at the voters of their own view of
+/// the ring (as brokers did until session 14) can both win the first
+/// term: the checker catches it. `Plan::first`, the order over every
+/// broker seen, is what rules it out.
+#[test]
+fn first_voters_from_each_candidates_own_ring_are_caught() {
+    let faults = Faults {
+        live_first_voters: true,
+        ..Faults::default()
+    };
+    let caught = first_violation(500, faults, "two first terms");
+    assert!(matches!(caught.invariant, 1 | 2), "{caught}");
+}
+
+/// The first violation in seeds `0..seeds` with `faults` injected: the
+/// checker must catch what they cause.
+fn first_violation(seeds: u64, faults: Faults, what: &str) -> Violation {
+    let caught = (0..seeds).find_map(|seed| run(seed, 2000, faults).err());
+    let caught = caught.unwrap_or_else(|| panic!("the checker must catch {what}"));
+    eprintln!("{caught}");
+    caught
 }
 
 #[test]
@@ -1099,11 +1246,9 @@ fn a_seed_replays_the_same_run() {
 fn a_voter_that_votes_twice_is_caught() {
     let faults = Faults {
         vote_twice: true,
-        skip_vote_check: false,
+        ..Faults::default()
     };
-    let caught = (0..500).find_map(|seed| run(seed, 2000, faults).err());
-    let caught = caught.expect("the checker must catch a double vote");
-    eprintln!("{caught}");
+    let caught = first_violation(500, faults, "a double vote");
     assert_eq!(caught.invariant, 3, "{caught}");
 }
 
@@ -1116,9 +1261,8 @@ fn what_a_double_vote_causes_is_caught() {
     let faults = Faults {
         vote_twice: true,
         skip_vote_check: true,
+        ..Faults::default()
     };
-    let caught = (0..2000).find_map(|seed| run(seed, 2000, faults).err());
-    let caught = caught.expect("the checker must catch what a double vote causes");
-    eprintln!("{caught}");
+    let caught = first_violation(2000, faults, "what a double vote causes");
     assert!(matches!(caught.invariant, 1 | 2), "{caught}");
 }

@@ -7,6 +7,11 @@
 //! lives on. It refuses (the gateway asks again) while rings settle; past
 //! [`Deferrals::WAIT`] it serves the channel as before, announced, so a
 //! channel is never refused for good.
+//!
+//! The same wait bounds the refusal of a copy held here that must be
+//! checked with a broker out of reach (after a partition's heal, with any
+//! replication factor: `Handoff`'s verification); with replication, both
+//! refusals share one `Deferrals`, so a channel waits 5 s in all.
 
 use std::{
     collections::HashMap,

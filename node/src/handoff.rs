@@ -13,14 +13,14 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{LocalBroker, local_broker::Holding};
+use crate::{LocalBroker, deferral::Deferrals, local_broker::Holding, seen_store::SeenStore};
 use switchboard_cluster::{
     RemoteBroker,
     dialer::SharedDialer,
@@ -55,23 +55,48 @@ pub struct Handoff {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Channels refused while the broker to check them with is out of
+    /// reach, without replication (see [`Handoff::deferrals`]).
+    deferrals: Mutex<Deferrals>,
+    /// When this broker last learned that the others counted it out.
+    doubted: Arc<Mutex<Option<Instant>>>,
+}
+
+/// What a pull found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pulled {
+    /// The channel's state is here: taken, or checked and kept.
+    Here,
+    /// Nobody asked holds the channel, and nothing of it is here.
+    Nowhere,
+    /// A state is here, but a broker that may hold a newer copy was not
+    /// reached.
+    Unreached,
 }
 
 impl Handoff {
     /// Follows `view` as broker `me` until `shutdown`, reaching peers
     /// through `dialer`; the task that follows the view is `tracker`'s.
+    /// With a `store`, the brokers seen before a restart count as seen,
+    /// and every change to them is written there.
     pub fn start(
         tracker: &TaskTracker,
         broker: LocalBroker,
-        me: &str,
+        (me, mut store): (&str, Option<SeenStore>),
         mut view: watch::Receiver<Arc<ClusterView>>,
         shutdown: CancellationToken,
         dialer: SharedDialer,
     ) -> Arc<Self> {
-        let first = Placement::new(&view.borrow_and_update(), me);
+        let mut first = Placement::new(&view.borrow_and_update(), me);
+        if let Some(store) = &mut store {
+            first = first.remembering(store.remembered());
+            remember(store, &first);
+        }
         let (tx, rx) = watch::channel(Arc::new(first));
         let me = me.to_owned();
         let held = broker.clone();
+        let doubted = Arc::new(Mutex::new(None));
+        let doubts = doubted.clone();
         let (tasks, stop) = (tracker.clone(), shutdown.clone());
         tracker.spawn(async move {
             loop {
@@ -80,13 +105,19 @@ impl Handoff {
                     _ = shutdown.cancelled() => return,
                     changed = view.changed() => if changed.is_err() { return },
                 }
-                let placement = Placement::new(&view.borrow_and_update(), &me);
+                let before = tx.borrow().clone();
+                let placement = Placement::new(&view.borrow_and_update(), &me).after(&before);
                 // A broker that (re)appears, or one that went on without
                 // this one while it was counted out, may have taken over
                 // channels held here: check with it before serving them.
-                let before = tx.borrow().clone();
+                if placement.doubts() > before.doubts() {
+                    *doubts.lock() = Some(Instant::now());
+                }
                 if let Some(recheck) = placement.recheck_since(&before) {
                     held.mark_unverified(|c| placement.verify_with(c.as_str(), &recheck));
+                }
+                if let Some(store) = &mut store {
+                    remember(store, &placement);
                 }
                 tx.send_replace(Arc::new(placement));
             }
@@ -99,6 +130,8 @@ impl Handoff {
             tasks,
             shutdown: stop,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            deferrals: Mutex::new(Deferrals::default()),
+            doubted,
         })
     }
 
@@ -158,17 +191,8 @@ impl Handoff {
                 drop(pull);
                 return self.led(channel, &placement).await;
             }
-            // Held here, but a broker that came back may have a newer copy;
-            // not if this broker leads it with a majority's leases.
             Holding::Unverified(other) => {
-                let leads = self
-                    .broker
-                    .replicated()
-                    .is_some_and(|r| r.replicas.leads_with_majority(channel));
-                if !leads {
-                    self.pull(&placement, channel, placement.addr(&other)).await;
-                }
-                self.broker.verified(channel);
+                self.verify(&placement, channel, &other).await?;
                 drop(pull);
                 return self.led(channel, &placement).await;
             }
@@ -178,7 +202,8 @@ impl Handoff {
                 .or_else(|| placement.source(channel.as_str())),
             Holding::Nothing => placement.source(channel.as_str()),
         };
-        if !self.pull(&placement, channel, source).await {
+        if self.pull(&placement, channel, source).await == Pulled::Nowhere {
+            self.refuse_while_doubted(&placement, channel)?;
             // Nobody alive held it: a replica held here takes over in the
             // same epoch (in `led`); otherwise it starts in a new epoch.
             self.broker.unfence(channel);
@@ -189,12 +214,96 @@ impl Handoff {
             if !replica {
                 if let Some(r) = self.broker.replicated() {
                     crate::succession::refuse_while_elsewhere(r, &placement, channel)?;
+                    let plan = crate::succession::plan_for(r, &placement, channel);
+                    crate::succession::refuse_short(r, &placement, channel, &plan)?;
                 }
                 self.broker.touch(channel)?;
             }
         }
         drop(pull);
         self.led(channel, &placement).await
+    }
+
+    /// A copy of `channel` held here that broker `other` may have a newer
+    /// copy of (it came back, or went on without this one while this one
+    /// was counted out): asks `other` for it first, unless this broker leads
+    /// the channel with a majority's leases. While `other` cannot be asked
+    /// (gossip has it down for a moment after a heal, or it is cut off), the
+    /// channel is refused, for at most [`Deferrals::WAIT`]: serving the copy
+    /// here would acknowledge publications into an epoch about to end, lost
+    /// unannounced to whoever never followed it (seen at a partition's heal
+    /// with R = 1: one acknowledged publication missing). Past the wait,
+    /// `other` is taken to be gone and the copy here is served.
+    async fn verify(
+        &self,
+        placement: &Placement,
+        channel: &ChannelName,
+        other: &str,
+    ) -> Result<(), BrokerError> {
+        let leads = self
+            .broker
+            .replicated()
+            .is_some_and(|r| r.replicas.leads_with_majority(channel));
+        let pulled = match placement.addr(other) {
+            _ if leads => Pulled::Here,
+            Some(addr) => self.pull(placement, channel, Some(addr)).await,
+            None => Pulled::Unreached,
+        };
+        if pulled == Pulled::Unreached {
+            let why = "the broker that may hold a newer copy cannot be asked";
+            self.defer(channel, other, why)?;
+        }
+        self.deferrals().lock().settle(channel);
+        self.broker.verified(channel);
+        Ok(())
+    }
+
+    /// Refuses to start `channel` anew, for at most [`Deferrals::WAIT`],
+    /// while this broker has lately learned the others counted it out and
+    /// the broker that would hold the channel, were every broker seen live,
+    /// is missing from its view. At a partition's heal, the cut-off
+    /// broker's gossip can have a healthy broker down for a moment, in
+    /// this broker's view and a gateway's alike: the channel lands here,
+    /// and a new epoch started here (the newer of two copies wins) replaced
+    /// the channel's history at its holder when it came back (seen with
+    /// R = 1: an acknowledged publication missing, unannounced).
+    fn refuse_while_doubted(
+        &self,
+        placement: &Placement,
+        channel: &ChannelName,
+    ) -> Result<(), BrokerError> {
+        let lately = self
+            .doubted
+            .lock()
+            .is_some_and(|at| at.elapsed() < Deferrals::WAIT);
+        let holder = match placement.missing_holder(channel.as_str()) {
+            Some(holder) if lately => holder,
+            _ => return Ok(()),
+        };
+        let why = "counted out lately, and the channel's holder is missing from the view";
+        self.defer(channel, holder.as_str(), why)
+    }
+
+    /// Refuses `channel` (the gateway asks again) until its wait in
+    /// [`Deferrals`] is over, then lets it through. `broker` is whom it
+    /// waits for, and `why` says what for, in the logs.
+    fn defer(&self, channel: &ChannelName, broker: &str, why: &str) -> Result<(), BrokerError> {
+        if self.deferrals().lock().refuse(channel, Instant::now()) {
+            tracing::info!(channel = %channel, broker, reason = why, "refused for now");
+            return Err(BrokerError::NotOwner { owner: None });
+        }
+        tracing::warn!(channel = %channel, broker, reason = why, "waited for too long: served from here");
+        Ok(())
+    }
+
+    /// The waits of refused channels: with replication, the one
+    /// `refuse_while_elsewhere` keeps too, so that a channel is refused for
+    /// [`Deferrals::WAIT`] in all whichever check refuses it, not a wait
+    /// per check one after the other.
+    fn deferrals(&self) -> &Mutex<Deferrals> {
+        self.broker
+            .replicated()
+            .map_or(&self.deferrals, |r| &*r.deferrals)
     }
 
     /// Fast failover (docs/replication.md): whether this broker serves
@@ -314,15 +423,15 @@ impl Handoff {
         }
     }
 
-    /// Pulls `channel` starting at `source`, following hand-overs. Returns
-    /// whether the channel's state is here now.
+    /// Pulls `channel` starting at `source`, following hand-overs.
     async fn pull(
         &self,
         placement: &Placement,
         channel: &ChannelName,
         mut source: Option<BrokerAddr>,
-    ) -> bool {
+    ) -> Pulled {
         let me = placement.me();
+        let mut reached = true;
         for _ in 0..MAX_HOPS {
             let Some(from) = source.take() else { break };
             if from.name == me {
@@ -338,27 +447,32 @@ impl Handoff {
                     return match self.broker.adopt(snapshot) {
                         Ok(adopted) => {
                             tracing::info!(channel = %channel, from = %from.name, offset, adopted, "channel handed over");
-                            true
+                            Pulled::Here
                         }
                         Err(e) => {
                             tracing::warn!(channel = %channel, error = %e, "cannot adopt channel");
-                            false
+                            Pulled::Nowhere
                         }
                     };
                 }
                 Ok(Release::NotHeld) => break,
-                Ok(Release::MovedTo(next)) => source = placement.addr(&next),
+                Ok(Release::MovedTo(next)) => {
+                    source = placement.addr(&next);
+                    reached = source.is_some();
+                }
                 Err(e) => {
                     tracing::warn!(channel = %channel, from = %from.name, error = %e, "hand-over failed; the channel starts anew");
                     metrics::counter!("switchboard_broker_handoff_failures_total").increment(1);
+                    reached = false;
                     break;
                 }
             }
         }
-        matches!(
-            self.broker.holding(channel),
-            Holding::State | Holding::Unverified(_)
-        )
+        match self.broker.holding(channel) {
+            Holding::State | Holding::Unverified(_) if reached => Pulled::Here,
+            Holding::State | Holding::Unverified(_) => Pulled::Unreached,
+            _ => Pulled::Nowhere,
+        }
     }
 
     /// Asks owners to take the channels held here that are theirs, on every
@@ -451,5 +565,14 @@ impl Handoff {
             (broker.addr.clone(), remote.clone()),
         );
         Ok(remote)
+    }
+}
+
+/// Writes down the brokers `placement` has seen. A failed write is logged
+/// and tried again at the next change: the set in memory stays right, and
+/// only a restart before a later write would forget the change.
+fn remember(store: &mut SeenStore, placement: &Placement) {
+    if let Err(e) = store.save(placement.seen()) {
+        tracing::warn!(error = %e, "brokers seen not written to the data directory");
     }
 }

@@ -82,6 +82,12 @@ impl<G: Eq + Hash + Clone, V: Clone> KeyWindows<G, V> {
         self.of(&key.1).forget(key);
     }
 
+    /// [`IdempotencyCache::forget_group`] in both windows.
+    pub fn forget_group(&mut self, group: &G) {
+        self.clients.forget_group(group);
+        self.gateways.forget_group(group);
+    }
+
     /// The newest `max` keys of `group` of each kind, still in their
     /// windows: what a channel's next owner needs (a flood of gateways'
     /// keys does not crowd clients' out).
@@ -228,6 +234,17 @@ impl<G: Eq + Hash + Clone, K: Eq + Hash + Clone, V: Clone> IdempotencyCache<G, K
         self.remove(key, None);
     }
 
+    /// Forgets every key of `group` now, as [`Self::forget`] does one.
+    pub fn forget_group(&mut self, group: &G) {
+        let Some(entries) = self.groups.remove(group) else {
+            return;
+        };
+        self.len -= entries.len();
+        for k in entries.into_keys() {
+            self.bytes -= (self.weigh)(&(group.clone(), k));
+        }
+    }
+
     /// Removes `key` if held (and, given `expires`, only the entry that
     /// expires then); whether it was.
     fn remove(&mut self, key: &(G, K), expires: Option<Instant>) -> bool {
@@ -264,6 +281,24 @@ mod tests {
         assert_eq!(c.get(&("g", "k"), t0 + 4 * MIN), Some(&1));
         assert_eq!(c.get(&("g", "k"), t0 + 5 * MIN), None);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_group_is_forgotten_whole_and_its_keys_may_come_back() {
+        let t0 = Instant::now();
+        let mut w = KeyWindows::new(5 * MIN, 10, |_: &(&str, String)| 3);
+        w.insert(("a", "k1".into()), 41, t0);
+        w.insert(("a", format!("{GATEWAY_KEY_PREFIX}x.1")), 42, t0);
+        w.insert(("b", "k1".into()), 7, t0);
+        assert_eq!(w.bytes(), 9);
+        w.forget_group(&"a");
+        assert_eq!(w.get(&("a", "k1".into()), t0), None);
+        assert_eq!(w.get(&("b", "k1".into()), t0), Some(&7));
+        assert_eq!(w.bytes(), 3);
+        // Remembered again (from the copy that replaced the channel), at
+        // its new position, for a whole window.
+        w.insert(("a", "k1".into()), 40, t0 + MIN);
+        assert_eq!(w.get(&("a", "k1".into()), t0 + 5 * MIN), Some(&40));
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //!   is refused (sans-IO).
 //! - [`register_store`]: the durable part of this broker's replication
 //!   registers (docs/replication.md), synced before a vote leaves.
+//! - [`seen_store`]: the brokers this broker has seen, kept across
+//!   restarts for the lost-majority check.
 //! - [`webhook`]: Pusher apps' webhooks, sent by each channel's owner.
 //! - [`broker_service`]: the broker's gRPC service over a [`LocalBroker`].
 //! - [`delivery_stream`]: an attached gateway's stream, what is ready sent
@@ -48,6 +50,7 @@ pub mod process;
 pub mod publish_stream;
 pub mod register_store;
 pub mod replica;
+pub mod seen_store;
 pub mod server;
 pub mod succession;
 pub mod webhook;

@@ -25,6 +25,7 @@ use crate::{
     BrokerConfig, LocalBroker,
     handoff::Handoff,
     replica::Replicas,
+    seen_store::SeenStore,
     webhook::{WebhookConfig, Webhooks},
 };
 use switchboard_cluster::{
@@ -110,12 +111,13 @@ fn serve_grpc<I, IO, IE>(
     });
 }
 
-/// This broker's replicas (votes in `data_dir`) and its replication
-/// factor; 2 or more needs a data directory.
-fn open_replicas(
+/// This broker's replicas (votes in `data_dir`), its replication factor
+/// (2 or more needs a data directory), and the brokers it has seen (kept
+/// in `data_dir` if there is one).
+fn open_data_dir(
     config: &BrokerConfig,
     namespaces: &Namespaces,
-) -> std::io::Result<(Arc<Replicas>, usize)> {
+) -> std::io::Result<(Arc<Replicas>, usize, Option<SeenStore>)> {
     let factor = config.replication_factor;
     if !(1..=3).contains(&factor) {
         let e = format!("broker.replication_factor is {factor}: it must be 1, 2 or 3");
@@ -130,7 +132,40 @@ fn open_replicas(
     }
     let me = config.name.as_str().into();
     let replicas = Replicas::open(me, namespaces.clone(), config.data_dir.as_deref())?;
-    Ok((replicas, factor))
+    let seen = config
+        .data_dir
+        .as_deref()
+        .map(SeenStore::open)
+        .transpose()?;
+    Ok((replicas, factor, seen))
+}
+
+/// With a replication factor of 2 or more: the leaders' streams, lease
+/// renewals and refills, until `shutdown`.
+fn spawn_replication(
+    tracker: &TaskTracker,
+    broker: &LocalBroker,
+    handoff: &Arc<Handoff>,
+    (replicas, factor, lost_majority, dialer): (
+        Arc<Replicas>,
+        usize,
+        switchboard_cluster::replication::LostMajority,
+        switchboard_cluster::dialer::SharedDialer,
+    ),
+    shutdown: &CancellationToken,
+) {
+    if factor < 2 {
+        return;
+    }
+    let replicating = crate::succession::Replicating {
+        replicas,
+        placement: handoff.placement_changes(),
+        dialer,
+        factor,
+        lost_majority,
+    };
+    crate::succession::start(tracker, broker, replicating, shutdown);
+    tracker.spawn(handoff.clone().refill(shutdown.clone()));
 }
 
 /// The hand-over's claims and the sweeper, until `shutdown`.
@@ -184,7 +219,8 @@ impl BrokerProcess {
             webhooks,
         } = settings;
         let (name, drain_timeout) = (config.name.clone(), config.drain_timeout);
-        let (replicas, factor) = open_replicas(&config, &namespaces)?;
+        let lost_majority = config.lost_majority;
+        let (replicas, factor, seen) = open_data_dir(&config, &namespaces)?;
         let broker = LocalBroker::on_host(config, namespaces, host);
         // Two phases: `drain` starts the drain; `shutdown` ends the process.
         let shutdown = CancellationToken::new();
@@ -215,18 +251,14 @@ impl BrokerProcess {
         let handoff = Handoff::start(
             &tracker,
             broker.clone(),
-            &name,
+            (&name, seen),
             view,
             shutdown.clone(),
             dialer.clone(),
         );
         spawn_upkeep(&tracker, &broker, &handoff, &shutdown);
-        if factor >= 2 {
-            let placement = handoff.placement_changes();
-            let replicating = (replicas.clone(), placement, (dialer, factor));
-            crate::succession::start(&tracker, &broker, replicating, &shutdown);
-            tracker.spawn(handoff.clone().refill(shutdown.clone()));
-        }
+        let replicating = (replicas.clone(), factor, lost_majority, dialer);
+        spawn_replication(&tracker, &broker, &handoff, replicating, &shutdown);
         let grpc = (broker.clone(), handoff.clone(), replicas, shutdown.clone());
         serve_grpc(&tracker, listeners.grpc, grpc);
         Ok(Self {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_cluster::{
     ownership::Placement,
-    replication::{Ineligible, Plan},
+    replication::{Ineligible, LostMajority, Plan, lost_majority::shortfall},
 };
 use switchboard_core::{BrokerError, ChannelName};
 
@@ -48,42 +48,22 @@ pub async fn lead(
     placement: &Placement,
     channel: &ChannelName,
 ) -> Result<Succession, BrokerError> {
-    let mut lost = lost_members(r, placement, channel);
-    // A leader this broker follows and has lost is counted out of the new
-    // configuration whatever gossip says of it yet.
-    lost.extend(r.replicas.lost_leader(channel));
+    let plan = plan_for(r, placement, channel);
     if r.replicas.leads(channel).is_some()
-        && lost.is_empty()
+        && plan.down.is_empty()
         && !short_handed(r, placement, channel)
     {
         return Ok(Succession::Leads);
     }
+    refuse_short(r, placement, channel, &plan)?;
     if let Some(why) = behind_the_state(broker, r, channel) {
         return Ok(ineligible(channel, &why));
     }
     if let Some(why) = no_majority_left(r, placement, channel) {
-        // Not while this broker leads it: then the copy here is the newest.
-        if r.replicas.leads(channel).is_none() {
-            refuse_while_elsewhere(r, placement, channel)?;
-        }
-        // Leading it: what is committed is served from here on,
-        // unreplicated; what waits for a commit is refused, and retried.
-        broker.stop_leading(r, channel);
-        if broker.epoch_of(channel).is_none()
-            && let Some(snapshot) = r.replicas.unclean_takeover(channel, broker.wall_micros())
-        {
-            let (epoch, offset) = (snapshot.epoch.clone(), snapshot.offset);
-            broker.adopt(snapshot)?;
-            tracing::warn!(channel = %channel, epoch = %epoch, offset, "no majority of voters left: serving this broker's complete replica, unreplicated");
-        }
+        serve_without_majority(broker, r, placement, channel)?;
         return Ok(ineligible(channel, &why));
     }
     // Leading with a member gone: a new term refills the replica set.
-    let plan = Plan {
-        failover: placement.failover(channel.as_str()),
-        down: lost.into_iter().collect(),
-        replicas: r.factor,
-    };
     let candidacy = match r.replicas.candidacy(channel, plan) {
         Ok(c) => c,
         Err(ReplicaError::Ineligible(why)) => {
@@ -121,6 +101,78 @@ pub async fn lead(
     }
     r.deferrals.lock().settle(channel);
     Ok(Succession::Leads)
+}
+
+/// `broker.lost_majority = "serve"` for a channel [`no_majority_left`]
+/// names: from here on it is served unreplicated, from this broker's
+/// complete replica if it holds one (same epoch, same offsets).
+fn serve_without_majority(
+    broker: &LocalBroker,
+    r: &Replicated,
+    placement: &Placement,
+    channel: &ChannelName,
+) -> Result<(), BrokerError> {
+    // Not while this broker leads it: then the copy here is the newest.
+    if r.replicas.leads(channel).is_none() {
+        refuse_while_elsewhere(r, placement, channel)?;
+    }
+    // Leading it: what is committed is served from here on, unreplicated;
+    // what waits for a commit is refused, and retried.
+    broker.stop_leading(r, channel);
+    if broker.epoch_of(channel).is_none()
+        && let Some(snapshot) = r.replicas.unclean_takeover(channel, broker.wall_micros())
+    {
+        let (epoch, offset) = (snapshot.epoch.clone(), snapshot.offset);
+        broker.adopt(snapshot)?;
+        tracing::warn!(channel = %channel, epoch = %epoch, offset, "no majority of voters left: serving this broker's complete replica, unreplicated");
+    }
+    Ok(())
+}
+
+/// The plan of `channel`'s next configuration: the ring's failover order,
+/// with its members this broker has lost counted out (gossip's down,
+/// ended streams, and a leader it follows and has lost, whatever gossip
+/// says of it yet).
+pub fn plan_for(r: &Replicated, placement: &Placement, channel: &ChannelName) -> Plan {
+    let mut down: std::collections::BTreeSet<_> =
+        lost_members(r, placement, channel).into_iter().collect();
+    down.extend(r.replicas.lost_leader(channel));
+    Plan {
+        failover: placement.failover(channel.as_str()),
+        first: placement.first_order(channel.as_str()),
+        down,
+        replicas: r.factor,
+    }
+}
+
+/// With `broker.lost_majority = refuse`, refuses `channel` (the gateway
+/// asks again, then answers code 100) while it cannot be replicated from
+/// here: no majority of the voters of the newest configuration known here
+/// is reachable, or fewer than R brokers are (docs/replication.md "A lost
+/// majority"). A broker cut off by a partition then acknowledges nothing
+/// that the majority's side goes on without, and starts no new epoch that
+/// the heal would end.
+/// `plan` is [`plan_for`] the channel.
+pub fn refuse_short(
+    r: &Replicated,
+    placement: &Placement,
+    channel: &ChannelName,
+    plan: &Plan,
+) -> Result<(), BrokerError> {
+    if r.lost_majority != LostMajority::Refuse {
+        return Ok(());
+    }
+    let newest = r.replicas.register(channel).and_then(|(_, _, c)| c);
+    let live = |b: &switchboard_core::BrokerName| placement.is_live(b.as_str());
+    let me = (r.replicas.me(), placement.brokers_seen());
+    let Some(why) = shortfall(newest.as_ref(), me, live, plan) else {
+        return Ok(());
+    };
+    tracing::debug!(channel = %channel, reason = %why, "refused: the channel cannot be replicated from here");
+    metrics::counter!("switchboard_replication_refused_total").increment(1);
+    Err(BrokerError::Unavailable(format!(
+        "{why} (broker.lost_majority = refuse)"
+    )))
 }
 
 /// Refuses `channel` (the gateway asks again) while a data replica of the
@@ -301,8 +353,21 @@ fn ineligible(channel: &ChannelName, why: &Ineligible) -> Succession {
 }
 
 /// How often a leader renews the leases its voters grant: well inside
-/// their length, so that one lost renewal costs nothing.
-const RENEW_EVERY: Duration = Duration::from_millis(250);
+/// their length (the leader counts 90% of it), so that two renewals in
+/// a row may be lost or late before its lease lapses.
+const RENEW_EVERY: Duration = Duration::from_millis(150);
+
+/// What [`start`] needs: this broker's replicas, its view of the ring,
+/// how it reaches other brokers, and its settings.
+pub struct Replicating {
+    pub replicas: std::sync::Arc<crate::replica::Replicas>,
+    pub placement: tokio::sync::watch::Receiver<std::sync::Arc<Placement>>,
+    pub dialer: switchboard_cluster::dialer::SharedDialer,
+    /// `broker.replication_factor`.
+    pub factor: usize,
+    /// `broker.lost_majority`.
+    pub lost_majority: LostMajority,
+}
 
 /// Switches replication on for `broker` (a replication factor of 2 or
 /// more): leaders' streams to their members, and lease renewals, until
@@ -311,13 +376,16 @@ const RENEW_EVERY: Duration = Duration::from_millis(250);
 pub fn start(
     tracker: &tokio_util::task::TaskTracker,
     broker: &LocalBroker,
-    (replicas, placement, (dialer, factor)): (
-        std::sync::Arc<crate::replica::Replicas>,
-        tokio::sync::watch::Receiver<std::sync::Arc<Placement>>,
-        (switchboard_cluster::dialer::SharedDialer, usize),
-    ),
+    replicating: Replicating,
     shutdown: &tokio_util::sync::CancellationToken,
 ) {
+    let Replicating {
+        replicas,
+        placement,
+        dialer,
+        factor,
+        lost_majority,
+    } = replicating;
     let dial: crate::replica::peer_stream::SharedDial = std::sync::Arc::new(move |name| {
         let addr = placement.borrow().addr(name.as_str())?;
         let channel = dialer.dial(&addr).ok()?;
@@ -334,6 +402,7 @@ pub fn start(
         streams: streams.clone(),
         dial,
         factor,
+        lost_majority,
         deferrals: Default::default(),
     });
     let shutdown = shutdown.clone();

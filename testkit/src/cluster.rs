@@ -53,6 +53,18 @@ pub async fn broker_with(
     seed: Option<&str>,
     extra: &[&str],
 ) -> anyhow::Result<Process> {
+    broker_at(bin, (name, "127.0.0.1:0"), seed, extra).await
+}
+
+/// [`broker_with`] gossiping on `gossip` (an address, or port 0): a broker
+/// restarted at the address the others and the gateways have as their
+/// seed is found again without one of its own.
+pub async fn broker_at(
+    bin: &Path,
+    (name, gossip): (&str, &str),
+    seed: Option<&str>,
+    extra: &[&str],
+) -> anyhow::Result<Process> {
     let mut args = vec![
         "node",
         "--name",
@@ -62,7 +74,7 @@ pub async fn broker_with(
         "--http",
         "127.0.0.1:0",
         "--gossip",
-        "127.0.0.1:0",
+        gossip,
     ];
     if let Some(seed) = seed {
         args.extend(["--seed", seed]);
@@ -134,5 +146,48 @@ pub async fn subscribe_once_routed(
             "the cluster never routed {channel}: {r}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `by` declared broker `name` down (its gossip log says so),
+/// for up to two [`crate::WAIT`]s.
+pub async fn declared_down(by: &Process, name: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + crate::WAIT * 2;
+    let member = format!("member={name}(");
+    while !by
+        .log()
+        .lines()
+        .any(|l| l.contains("member down") && l.contains(&member))
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never declared down"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Publishes `data` on `channel` until it is acknowledged (a cluster that
+/// is forming or failing over refuses for a while), for up to three
+/// [`crate::WAIT`]s; returns the reply's `data` (offset and epoch).
+pub async fn publish_acknowledged(
+    client: &mut crate::client::Client,
+    channel: &str,
+    data: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + crate::WAIT * 3;
+    loop {
+        let r = client
+            .request(serde_json::json!({"type": "publish", "channel": channel, "data": data}))
+            .await?;
+        if r["type"] == "response" {
+            return Ok(r["data"].clone());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{channel}: never acknowledged: {r}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -32,6 +32,8 @@
 //!   gateways.
 //! - [`partition`]: a network namespace a broker runs in, cut off and
 //!   healed with iptables.
+//! - [`split`]: a partial partition: two namespaces routed through the
+//!   host, cut from each other while the host reaches both.
 //! - [`traffic`]: a scenario's publishers (server API, idempotent retries)
 //!   and subscribers, recorded as checker events.
 //! - [`load`]: steady publishing across a change, and the check that every
@@ -68,6 +70,7 @@ pub mod python;
 pub mod scenario;
 pub mod server;
 pub mod settings;
+pub mod split;
 pub mod traffic;
 pub mod webhook;
 

@@ -23,7 +23,7 @@ pub struct Partition {
     cut: bool,
 }
 
-fn run(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -85,6 +85,18 @@ impl Partition {
     /// The namespace's name, for `ip netns exec`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name of the host's end of the link.
+    pub fn host_dev(&self) -> &str {
+        &self.host_dev
+    }
+
+    /// Runs `args` inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut all = vec!["ip", "netns", "exec", &self.name];
+        all.extend(args);
+        run(&all)
     }
 
     /// The host's end of the link: what the processes outside bind.

@@ -25,6 +25,13 @@ use super::{
 pub struct Plan {
     /// The channel's failover order (the ring's, [`crate::ring::Ring::failover`]).
     pub failover: Vec<BrokerName>,
+    /// The channel's failover order over every broker seen, reachable or
+    /// not (empty: `failover`'s): the first term's voters come from it, so
+    /// that brokers whose rings differ (both sides of a partition, a
+    /// broker with a peer down) prepare the first term at the same voters,
+    /// and at most one side can win it (docs/replication.md, "The first
+    /// term").
+    pub first: Vec<BrokerName>,
     /// Brokers the candidate believes down: skipped.
     pub down: BTreeSet<BrokerName>,
     /// Data replicas wanted, R (clamped to 1..=3).
@@ -33,16 +40,21 @@ pub struct Plan {
 
 impl Plan {
     /// The configuration a channel is taken to have before its first term
-    /// (term 0): the failover order's first broker leads, the next R - 1
-    /// follow and, with R = 2, the one after witnesses. The first
-    /// candidacy (for term 1) stands on it, so term 1 is decided by a
-    /// majority of the voters the ring names, like every later term.
-    /// Brokers whose rings differ when a channel is created may name
-    /// different voters (docs/replication.md, "The first term").
+    /// (term 0): the first broker of the order over every broker seen
+    /// ([`Plan::first`]) leads, the next R - 1 follow and, with R = 2, the
+    /// one after witnesses. The first candidacy (for term 1) stands on it,
+    /// so term 1 is decided by a majority of the voters the ring of every
+    /// broker seen names, like every later term, whichever of them are
+    /// reachable.
     pub fn initial_config(&self) -> Option<ReplicaConfig> {
         let replicas = self.replicas.clamp(1, 3);
+        let order = if self.first.is_empty() {
+            &self.failover
+        } else {
+            &self.first
+        };
         let mut seen = BTreeSet::new();
-        let mut order = self.failover.iter().filter(|b| seen.insert((*b).clone()));
+        let mut order = order.iter().filter(|b| seen.insert((*b).clone()));
         let leader = order.next()?.clone();
         let followers: Vec<BrokerName> = order.by_ref().take(replicas - 1).cloned().collect();
         let witness = if replicas == 2 {
@@ -132,7 +144,10 @@ impl Candidacy {
     /// whose log holds everything that may be committed may stand, or a
     /// broker `base`'s leader handed its log to as it stepped down
     /// ([`ReplicaLog::handed`]): nothing was committed in `base`'s term
-    /// after that log's end, so it holds all that may have been.
+    /// after that log's end, so it holds all that may have been. On the
+    /// first term's base (term 0) anyone may: nothing was committed before
+    /// it, and the ring's owner need not be among the first brokers of the
+    /// order over every broker seen when some of them are down.
     pub fn new<P: Clone>(
         me: BrokerName,
         base: ReplicaConfig,
@@ -140,7 +155,8 @@ impl Candidacy {
         term: Term,
         plan: Plan,
     ) -> Result<Self, Ineligible> {
-        if !base.is_data_replica(&me) && !log.is_handed_for(base.term) {
+        let first = base.term == Term::ZERO;
+        if !first && !base.is_data_replica(&me) && !log.is_handed_for(base.term) {
             return Err(Ineligible::NotADataReplica(base.term));
         }
         // The leader a configuration names, if it never came to lead it
@@ -356,6 +372,7 @@ mod tests {
         assert_eq!((one.followers.len(), one.witness), (0, None));
         let empty = Plan {
             failover: vec![],
+            first: vec![],
             down: Default::default(),
             replicas: 2,
         };
@@ -365,6 +382,7 @@ mod tests {
     fn plan(replicas: usize, down: &[&str]) -> Plan {
         Plan {
             failover: ["b1", "b2", "b3", "b4", "b5"].map(b).to_vec(),
+            first: vec![],
             down: down.iter().map(|&d| b(d)).collect(),
             replicas,
         }
@@ -434,6 +452,7 @@ mod tests {
         let failover = ["b4", "b1", "b2", "b3"].map(b).to_vec();
         let p = Plan {
             failover,
+            first: vec![],
             down: Default::default(),
             replicas: 2,
         };

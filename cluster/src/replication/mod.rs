@@ -13,12 +13,16 @@
 //!   owed, commits, leases for reads.
 //! - [`candidacy`]: one [`Candidacy`] for a new term: prepare, choose the
 //!   next configuration, have it accepted.
+//! - [`lost_majority`]: [`LostMajority`] (`broker.lost_majority`) and
+//!   [`lost_majority::shortfall`]: whether a channel can be replicated
+//!   from where a broker stands (a majority of its voters, R brokers).
 //! - [`vigil`]: a follower's [`Vigil`] over the leaders it follows: when
 //!   to stand for their channels (a reset stream or silence, once the
 //!   leases it granted ran out).
 
 pub mod candidacy;
 pub mod leadership;
+pub mod lost_majority;
 pub mod register;
 pub mod replica_log;
 pub mod term;
@@ -26,6 +30,7 @@ pub mod vigil;
 
 pub use candidacy::{Candidacy, Ineligible, Outcome, Plan};
 pub use leadership::Leadership;
+pub use lost_majority::{LostMajority, Shortfall};
 pub use register::{Lease, PrepareReply, Refusal, Register};
 pub use replica_log::{AppendReply, ReplicaLog};
 pub use term::{MAX_VOTERS, ReplicaConfig, Term};

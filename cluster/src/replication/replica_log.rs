@@ -86,6 +86,23 @@ impl<P: Clone> ReplicaLog<P> {
         }
     }
 
+    /// The log a follower of `term` handed back to the term's leader,
+    /// restarted without its own (a hand-back): like [`Self::handed`],
+    /// except that only up to `committed` (what the follower knew
+    /// committed) is known committed. The rest holds every later commit
+    /// of `term` (each needed the follower), but may hold appends that
+    /// were never committed, which a later term's leader may replace.
+    pub fn handed_back(
+        term: Term,
+        first: u64,
+        entries: impl IntoIterator<Item = P>,
+        committed: u64,
+    ) -> Self {
+        let mut log = Self::handed(term, first, entries);
+        log.committed = committed.min(log.committed);
+        log
+    }
+
     /// The log of a broker that restarted and lost what it held.
     pub fn lost() -> Self {
         Self {
@@ -96,6 +113,11 @@ impl<P: Clone> ReplicaLog<P> {
 
     pub fn term(&self) -> Term {
         self.term
+    }
+
+    /// Lost in a restart, and no term adopted since.
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     /// The last offset held (0: none).

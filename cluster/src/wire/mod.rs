@@ -34,6 +34,7 @@ pub fn snapshot_to_pb(s: &Snapshot) -> pb::ChannelSnapshot {
         offset: s.offset,
         term: s.term.0,
         handed: s.handed.as_ref().map(config_to_pb),
+        handed_committed: s.handed_committed,
         history: s
             .history
             .iter()
@@ -67,6 +68,7 @@ pub fn snapshot_from_pb(s: pb::ChannelSnapshot) -> Result<Snapshot, BrokerError>
             .map(|c| config_from_pb(Some(c)))
             .transpose()
             .map_err(|_| BrokerError::InvalidData)?,
+        handed_committed: s.handed_committed,
         history: s
             .history
             .into_iter()
@@ -511,6 +513,7 @@ mod tests {
             keys: vec![("order-42-shipped".into(), 2)],
             term: crate::replication::Term(3),
             handed: None,
+            handed_committed: None,
         };
         assert_eq!(snapshot_from_pb(snapshot_to_pb(&s)).unwrap(), s);
         s.handed = Some(ReplicaConfig {
@@ -519,6 +522,8 @@ mod tests {
             followers: vec!["b3".into()],
             witness: Some("b1".into()),
         });
+        assert_eq!(snapshot_from_pb(snapshot_to_pb(&s)).unwrap(), s);
+        s.handed_committed = Some(1);
         assert_eq!(snapshot_from_pb(snapshot_to_pb(&s)).unwrap(), s);
         s.keys = (0..MAX_HANDED_KEYS as u64 + 5)
             .map(|o| (o.to_string(), o))

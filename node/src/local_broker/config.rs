@@ -43,6 +43,14 @@ pub struct BrokerConfig {
     /// (docs/replication.md). 2 or more needs `data_dir`: a broker without
     /// one refuses to start unless told 1.
     pub replication_factor: usize,
+    /// With 2 or more: what this broker does with a channel it is asked
+    /// for when no majority of the channel's voters, or fewer than
+    /// `replication_factor` brokers, are reachable from it (its peers died,
+    /// or a partition cut it off: it cannot tell which). `refuse` (the
+    /// default) refuses it until they are back; `serve` serves it
+    /// unreplicated, and what is acknowledged on a partition's cut-off side
+    /// is lost when it heals (docs/replication.md "A lost majority").
+    pub lost_majority: switchboard_cluster::replication::LostMajority,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +64,7 @@ impl Default for BrokerConfig {
             drain_timeout: Duration::from_secs(10),
             data_dir: None,
             replication_factor: 2,
+            lost_majority: Default::default(),
         }
     }
 }

@@ -116,6 +116,7 @@ impl LocalBroker {
             keys: self.keys_of(channel, &s.epoch, now),
             term,
             handed,
+            handed_committed: None,
         };
         // Gateways move their subscriptions and presence themselves;
         // nobody left or joined, so no events.
@@ -133,18 +134,15 @@ impl LocalBroker {
     /// `channel`, handed to `to` before, asked for again by `to`: because
     /// it lost its copy (it restarted), or to check its copy against this
     /// one (it saw this broker come back, or a claim crossed the
-    /// hand-over). Only the first needs the replica, and then its streams
-    /// to this broker are gone.
+    /// hand-over). Only the first needs the replica: a leader that still
+    /// holds its copy renews its lease for the channel here, and
+    /// [`Replicas::hand_to_leader`](crate::replica::Replicas::hand_to_leader)
+    /// keeps the replica then. Per channel, not per broker: a leader back
+    /// after a restart renews leases here for the channels it already got
+    /// back, and the others must still be handed to it (they started anew
+    /// when this asked whether the leader was lost to this broker at all).
     fn asked_again(&self, channel: &ChannelName, to: &str) -> Release {
-        let lost = self.replicated().is_some_and(|r| {
-            r.replicas
-                .leader_lost(&switchboard_core::BrokerName::from(to))
-        });
-        if lost {
-            self.replica_for(channel, to)
-        } else {
-            Release::NotHeld
-        }
+        self.replica_for(channel, to)
     }
 
     /// A channel not held here, asked for by `to`: this broker's replica
@@ -253,8 +251,13 @@ impl LocalBroker {
             _ => false,
         };
         if adopted {
-            // Under the channel's lock, before any publish here can look.
-            self.remember_keys(&channel, &epoch, keys);
+            // Under the channel's lock, before any publish here can look:
+            // the copy's keys replace those remembered here, some of which
+            // may be of appends never committed, at offsets the copy gave
+            // to other publications; a retry answered with one would be
+            // acknowledged and never stored (tests/split_partition.rs,
+            // after a heal).
+            self.replace_keys(&channel, &epoch, keys);
             if let (Some((config, copy)), Some(r)) = (handed, self.replicated()) {
                 r.replicas.seed(&copy, &config, self.wall_micros());
             }
@@ -286,17 +289,16 @@ impl LocalBroker {
             .collect()
     }
 
-    /// Remembers keys handed over with `channel` (in `epoch`): a retry
-    /// here is answered with the first position. Each is remembered for a
+    /// Replaces the keys remembered for `channel` with those handed over
+    /// with it (in `epoch`): a retry here is answered with the first
+    /// position, and only by the copy held now. Each is remembered for a
     /// whole window from now, so a key may outlive its window by the time
     /// it spent at the previous owner.
-    fn remember_keys(&self, channel: &ChannelName, epoch: &str, keys: Vec<(String, u64)>) {
-        if keys.is_empty() {
-            return;
-        }
+    fn replace_keys(&self, channel: &ChannelName, epoch: &str, keys: Vec<(String, u64)>) {
         let now = Instant::now();
         let mut idempotency = self.inner.idempotency.lock();
         let (cache, charge) = &mut *idempotency;
+        cache.forget_group(channel);
         for (key, offset) in keys {
             if !crate::idempotency::valid_key(&key) {
                 continue;

@@ -794,6 +794,7 @@ mod tests {
             keys: Vec::new(),
             term: Default::default(),
             handed: None,
+            handed_committed: None,
         };
         assert!(!b.adopt(older).unwrap());
         assert_eq!(publish(&b, "a:x", 2).await.epoch, mine.epoch);
@@ -820,6 +821,7 @@ mod tests {
             keys: Vec::new(),
             term: Default::default(),
             handed: None,
+            handed_committed: None,
         };
         assert!(b.adopt(newer).unwrap());
         let told = rec.0.lock().unwrap().pop().unwrap();
@@ -848,6 +850,7 @@ mod tests {
             keys: Vec::new(),
             term: switchboard_cluster::replication::Term(term),
             handed: None,
+            handed_committed: None,
         };
         assert!(b.adopt(copy(4, 2)).unwrap());
         assert!(!b.adopt(copy(9, 0)).unwrap(), "an unreplicated copy");

@@ -29,6 +29,9 @@ pub struct Replicated {
     pub dial: crate::replica::peer_stream::SharedDial,
     /// Brokers that store each channel (`broker.replication_factor`).
     pub factor: usize,
+    /// `broker.lost_majority`: serve or refuse a channel that cannot be
+    /// replicated from here.
+    pub lost_majority: switchboard_cluster::replication::LostMajority,
     /// Channels refused while their newer copy is held elsewhere.
     pub deferrals: Arc<parking_lot::Mutex<crate::deferral::Deferrals>>,
 }

@@ -284,13 +284,16 @@ mod tests {
             .collect();
         // A call's first poll queues it on the stream: polled once each in
         // the order made, they are queued in that order, all before any
-        // answer, and the broker reads them pipelined.
-        std::future::poll_fn(|cx| {
+        // answer, and the broker reads them pipelined. Unconstrained: with
+        // tokio's cooperative budget (128 operations a poll), the later
+        // first polls would find it spent and queue nothing, to be queued
+        // later in whatever order they are woken.
+        tokio::task::unconstrained(std::future::poll_fn(|cx| {
             for call in &mut calls {
                 assert!(call.as_mut().poll(cx).is_pending());
             }
             std::task::Poll::Ready(())
-        })
+        }))
         .await;
         let positions = join_all(calls).await;
         for (i, p) in positions.iter().enumerate() {

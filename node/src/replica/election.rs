@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use switchboard_cluster::replication::{Candidacy, Outcome, PrepareReply, ReplicaConfig, Term};
 use switchboard_core::{BrokerName, ChannelName};
 use switchboard_proto::replica::v1::{self as pb, replica_client::ReplicaClient};
@@ -105,7 +105,12 @@ pub async fn stand(
     Ok(Elected::TimedOut)
 }
 
-/// Asks every voter to prepare `term`; feeds the answers in.
+/// Asks every voter to prepare `term`; feeds the answers in as they come,
+/// this broker's own first. A majority decides: a voter that cannot be
+/// reached (frozen, cut off: no reset, so its call runs to
+/// [`CALL_TIMEOUT`]) is not waited for. (Waiting for every answer cost a
+/// frozen or cut-off owner's successor a second per election, one
+/// timeout per round.)
 async fn prepare_round(
     replicas: &Replicas,
     dial: Dial<'_>,
@@ -116,24 +121,27 @@ async fn prepare_round(
 ) -> Result<Outcome, ReplicaError> {
     let me = replicas.me().clone();
     let name = me.to_string();
-    let asks = voters.iter().filter(|v| **v != me).map(|v| {
-        let name = &name;
-        async move {
-            (
-                v.clone(),
-                remote_prepare(dial, v, channel, name, term).await,
-            )
-        }
-    });
-    let mut answers = join_all(asks).await;
-    answers.push((me.clone(), Some(replicas.prepare(channel, &me, term)?)));
-    let mut outcome = Outcome::Pending;
-    for (voter, reply) in answers {
+    let own = replicas.prepare(channel, &me, term)?;
+    let mut outcome = candidacy.on_prepare_reply(&me, &own);
+    let mut asks: FuturesUnordered<_> = voters
+        .iter()
+        .filter(|v| **v != me)
+        .map(|v| {
+            let name = &name;
+            async move {
+                (
+                    v.clone(),
+                    remote_prepare(dial, v, channel, name, term).await,
+                )
+            }
+        })
+        .collect();
+    while matches!(outcome, Outcome::Pending) {
+        let Some((voter, reply)) = asks.next().await else {
+            break;
+        };
         if let Some(reply) = reply {
             outcome = candidacy.on_prepare_reply(&voter, &reply);
-            if !matches!(outcome, Outcome::Pending) {
-                break;
-            }
         }
     }
     Ok(outcome)
@@ -163,7 +171,8 @@ async fn remote_prepare(
     }
 }
 
-/// Asks every voter to accept `config`; feeds the answers in.
+/// Asks every voter to accept `config`; feeds the answers in as they come,
+/// this broker's own first, until a majority decides (as [`prepare_round`]).
 async fn commit_round(
     replicas: &Replicas,
     dial: Dial<'_>,
@@ -174,27 +183,31 @@ async fn commit_round(
 ) -> Result<Outcome, ReplicaError> {
     let me = replicas.me().clone();
     let wire = config_to_pb(config);
-    let asks = voters.iter().filter(|v| **v != me).map(|v| {
-        let wire = wire.clone();
-        async move {
-            let mut client = dial(v)?;
-            let req = pb::CommitRequest {
-                channel: channel.to_string(),
-                config: Some(wire),
-            };
-            let reply = tokio::time::timeout(CALL_TIMEOUT, client.commit(req)).await;
-            let reply = reply.ok()?.ok()?.into_inner();
-            Some((v.clone(), reply.accepted, Term(reply.promised)))
-        }
-    });
-    let mut answers: Vec<_> = join_all(asks).await.into_iter().flatten().collect();
     let (accepted, promised) = replicas.commit(channel, config)?;
-    answers.push((me, accepted, promised));
-    let mut outcome = Outcome::Pending;
-    for (voter, accepted, promised) in answers {
-        outcome = candidacy.on_commit_reply(&voter, accepted, promised);
-        if !matches!(outcome, Outcome::Pending) {
+    let mut outcome = candidacy.on_commit_reply(&me, accepted, promised);
+    let mut asks: FuturesUnordered<_> = voters
+        .iter()
+        .filter(|v| **v != me)
+        .map(|v| {
+            let wire = wire.clone();
+            async move {
+                let mut client = dial(v)?;
+                let req = pb::CommitRequest {
+                    channel: channel.to_string(),
+                    config: Some(wire),
+                };
+                let reply = tokio::time::timeout(CALL_TIMEOUT, client.commit(req)).await;
+                let reply = reply.ok()?.ok()?.into_inner();
+                Some((v.clone(), reply.accepted, Term(reply.promised)))
+            }
+        })
+        .collect();
+    while matches!(outcome, Outcome::Pending) {
+        let Some(answer) = asks.next().await else {
             break;
+        };
+        if let Some((voter, accepted, promised)) = answer {
+            outcome = candidacy.on_commit_reply(&voter, accepted, promised);
         }
     }
     Ok(outcome)

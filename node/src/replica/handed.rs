@@ -49,7 +49,10 @@ impl Replicas {
                 return (false, false);
             }
             c.register.learn(config);
-            c.log = ReplicaLog::handed(config.term, first, entries);
+            c.log = match copy.handed_committed {
+                Some(committed) => ReplicaLog::handed_back(config.term, first, entries, committed),
+                None => ReplicaLog::handed(config.term, first, entries),
+            };
             c.epoch = Some(epoch);
             (true, true)
         });
@@ -116,6 +119,7 @@ mod tests {
             keys: vec![("k".into(), offsets.last().copied().unwrap_or(0))],
             term: Term(2),
             handed: None,
+            handed_committed: None,
         }
     }
 

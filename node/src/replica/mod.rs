@@ -47,7 +47,9 @@ use switchboard_core::{BrokerName, ChannelName, Namespaces};
 use crate::register_store::RegisterStore;
 
 /// The lease a voter grants a leader with each renewal (docs/replication.md).
-pub const LEASE: Duration = Duration::from_millis(800);
+/// A killed leader's channels wait this long, at most, for a successor: the
+/// 1 s failover target leaves room for the election beside it.
+pub const LEASE: Duration = Duration::from_millis(600);
 
 /// One publication as a data replica stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,10 +322,17 @@ impl Replicas {
 
     /// The candidacy for `config` was won: this broker's log leads its
     /// term, and its register takes the configuration. False if the
-    /// register promised a later term meanwhile: then it only learns the
-    /// configuration, to stand on next time, and does not lead.
+    /// register promised a later term meanwhile, or the log was handed
+    /// away: then it only learns the configuration (to stand on next
+    /// time, with a log) and does not lead.
     pub fn won(&self, channel: &ChannelName, config: &ReplicaConfig) -> Result<bool, ReplicaError> {
         self.with(channel, |c, _| {
+            // Its log was handed back to its leader while it stood
+            // ([`Self::hand_to_leader`]): it may not lead from nothing.
+            if c.log.is_lost() {
+                c.register.learn(config);
+                return (false, true);
+            }
             if c.register.on_commit(config) {
                 c.log.lead(config.term);
                 (true, true)

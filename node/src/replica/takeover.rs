@@ -44,10 +44,15 @@ impl Replicas {
     /// the leader of the term this replica follows, which lost its own
     /// copy (it restarted before anyone took its place, so the ring still
     /// names it the owner). The channel goes on there in the same epoch
-    /// at the same offsets. This replica stops counting as complete then:
-    /// the leader serves the channel unreplicated from here (it lost its
-    /// log, so it may not lead a replicated term), this log falls behind,
-    /// and it must never stand with it.
+    /// at the same offsets. The copy goes with the term's configuration,
+    /// as a leader's planned hand-over does: it holds every offset
+    /// committed in the term (each needed this replica), and the leader
+    /// that lost its own can commit nothing more in it, so the leader
+    /// keeps it as its log and stands on the term (`Replicas::seed`),
+    /// leading the channel replicated again, with this broker among its
+    /// followers. This replica stops counting as complete: if that
+    /// election fails, the leader serves the channel unreplicated from
+    /// the copy, this log falls behind, and it must never stand with it.
     pub fn hand_to_leader(
         &self,
         channel: &ChannelName,
@@ -57,9 +62,17 @@ impl Replicas {
         let mut channels = self.channels.lock();
         let c = channels.get_mut(channel)?;
         let config = c.register.config()?;
+        // A later term promised to this broker itself is a candidacy of its
+        // own that won nothing here (with `lost_majority = refuse`, one
+        // begun as the leader died and refused once its majority was seen
+        // gone): its log is still the term's. Without this, a leader back
+        // without its log found the one complete copy withheld, and
+        // started its channel anew (tests/lost_majority.rs).
+        let own_candidacy =
+            c.register.promised() > config.term && c.register.promised_to() == Some(&self.me);
         let follows = config.leader == *leader
             && config.followers.contains(&self.me)
-            && c.register.promised() == config.term
+            && (c.register.promised() == config.term || own_candidacy)
             && c.log.is_complete_for(config.term)
             && c.leading.is_none();
         // A leader that still renews its lease for the channel here leads
@@ -75,7 +88,17 @@ impl Replicas {
             tracing::debug!(channel = %channel, to = %leader, config = ?config, promised = ?c.register.promised(), complete = c.log.is_complete_for(config.term), "replica not handed: not a complete follower of that leader");
             return None;
         }
-        let handed = snapshot_of(channel, c, now_micros)?;
+        // Only as the term's one follower (R = 2): with two, the other may
+        // win the next term without this log's uncommitted tail, which the
+        // leader would have served meanwhile; then the copy goes without
+        // the configuration, served unreplicated, as before session 14.
+        let only = matches!(config.followers.as_slice(), [f] if *f == self.me);
+        let config = config.clone();
+        let mut handed = snapshot_of(channel, c, now_micros)?;
+        if only {
+            handed.handed = Some(config);
+            handed.handed_committed = Some(c.log.committed());
+        }
         c.log = ReplicaLog::lost();
         c.epoch = None;
         Some(handed)
@@ -117,5 +140,6 @@ fn snapshot_of(channel: &ChannelName, c: &ReplicaChannel, now_micros: u64) -> Op
         keys,
         term: c.register.config().map(|c| c.term).unwrap_or_default(),
         handed: None,
+        handed_committed: None,
     })
 }

@@ -118,6 +118,7 @@ pub(crate) fn dialer(
 pub(crate) fn plan(order: &[&str], down: &[&str]) -> Plan {
     Plan {
         failover: order.iter().map(|&b| b.into()).collect(),
+        first: vec![],
         down: down.iter().map(|&b| b.into()).collect(),
         replicas: 2,
     }
