@@ -995,8 +995,9 @@ impl Model {
     /// Whether `at` follows a term whose leader restarted without its log
     /// and asks for the channel (as `Replicas::hand_to_leader` decides):
     /// `at` is one of the term's followers, complete for it, promised no
-    /// later term but to itself, leads nothing, and holds no running lease
-    /// of the leader's.
+    /// later term but to itself in a candidacy that ended (one still
+    /// running keeps the log: it may yet lead that term), leads nothing,
+    /// and holds no running lease of the leader's.
     fn may_hand_back(&self, at: usize) -> bool {
         let b = &self.brokers[at];
         let Some(config) = b.register.config() else {
@@ -1021,6 +1022,7 @@ impl Model {
             && (b.register.promised() == config.term || own_candidacy)
             && b.log.is_complete_for(config.term)
             && b.leadership.is_none()
+            && b.candidacy.is_none()
             && !renewing
     }
 
@@ -1209,7 +1211,10 @@ fn invariants_hold_over_many_seeds() {
     assert!(total.terms_won > 2 * seeds, "{total:?}");
     assert!(total.reads > 40 * seeds, "{total:?}");
     assert!(total.handed_wins > seeds / 10, "{total:?}");
-    assert!(total.handed_back_wins > seeds / 25, "{total:?}");
+    // Fewer than the other paths: a follower standing for the channel
+    // keeps its log until its candidacy ended (session 16 halved the
+    // hand-backs, 18 to 8 over the 250 seeds, 6 of them won).
+    assert!(total.handed_back_wins > seeds / 50, "{total:?}");
 }
 
 /// First candidacies that each stand at the voters of their own view of

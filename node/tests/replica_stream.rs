@@ -373,3 +373,54 @@ async fn a_follower_hands_its_replica_to_a_leader_that_lost_its_copy() {
         "handed once"
     );
 }
+
+/// A follower standing for the channel itself keeps its replica while
+/// that candidacy is being decided: its log may yet lead the term. Handed
+/// away meanwhile, the term could be won by a broker with no log, the
+/// handed copy lose its election to that term and be forgotten: every
+/// copy gone, and the channel started anew (tests/lost_majority.rs, once
+/// in CI). Once the candidacy ended having won nothing, the leader that
+/// lost its copy gets the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_keeps_its_replica_while_it_stands_for_the_channel() {
+    let voters = cluster("standing").await;
+    let addrs = addrs(&voters);
+    let dial = shared_dialer(addrs.clone());
+    let b1 = voters[&b("b1")].replicas.clone();
+    let (streams, _) = lead_all(&b1, &dial).await;
+    for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
+        timeout(WAIT, committed.wait_for(|c| *c >= offset))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // b1 restarts (its server gone, its copy lost) and b3 never answers:
+    // b2's candidacy runs until its deadline, winning nothing.
+    voters[&b("b1")].stop.cancel();
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    addrs.lock().insert(b("b3"), frozen.local_addr().unwrap());
+    let b2 = voters[&b("b2")].replicas.clone();
+    let candidacy = b2
+        .candidacy(&news(), plan(&["b2", "b3", "b1"], &["b1"]))
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    let standing = tokio::spawn({
+        let (b2, dial) = (b2.clone(), dial.clone());
+        async move { stand(&b2, &*dial, &news(), candidacy, until).await }
+    });
+    timeout(WAIT, async {
+        while !b2.is_standing(&news()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("b2 stands");
+    // Asked while it stands: withheld (asked again, it hands it below).
+    assert!(b2.hand_to_leader(&news(), &b("b1"), 10).is_none());
+    assert!(b2.holds_epoch(&news()), "the replica is kept");
+    let outcome = standing.await.unwrap().unwrap();
+    assert_eq!(outcome, Elected::TimedOut);
+    assert!(!b2.is_standing(&news()));
+    let handed = b2.hand_to_leader(&news(), &b("b1"), 10).expect("handed");
+    assert_eq!((handed.offset, handed.history.len()), (3, 3));
+}

@@ -57,6 +57,9 @@ pub async fn stand(
 ) -> Result<Elected, ReplicaError> {
     let term = candidacy.term();
     let voters = candidacy.voters().to_vec();
+    // Until the outcome is applied, this broker keeps its log (see
+    // `Replicas::hand_to_leader`).
+    let _standing = replicas.standing(channel)?;
     let mut proposal = None;
     while Instant::now() < deadline {
         let outcome = match &proposal {

@@ -26,6 +26,7 @@ pub mod handed;
 pub mod leading;
 pub mod peer_stream;
 pub mod service;
+mod standing;
 pub mod takeover;
 pub mod wire;
 
@@ -74,6 +75,9 @@ struct ReplicaChannel {
     epoch: Option<Epoch>,
     /// While this broker leads the channel.
     leading: Option<leading::Leading>,
+    /// Candidacies of this broker for the channel being decided now
+    /// ([`election::stand`]).
+    standing: u32,
 }
 
 /// Why a replication request was refused.
@@ -153,6 +157,7 @@ impl Replicas {
                         log,
                         epoch: None,
                         leading: None,
+                        standing: 0,
                     };
                     channels.insert(channel.clone(), restored);
                 }
@@ -196,6 +201,7 @@ impl Replicas {
                 log: ReplicaLog::new(),
                 epoch: None,
                 leading: None,
+                standing: 0,
             });
         let (out, changed) = f(c, &self.me);
         if changed {

@@ -63,7 +63,8 @@ impl Replicas {
         let c = channels.get_mut(channel)?;
         let config = c.register.config()?;
         // A later term promised to this broker itself is a candidacy of its
-        // own that won nothing here (with `lost_majority = refuse`, one
+        // own that ended having won nothing here (one still being decided
+        // withholds the replica, below; with `lost_majority = refuse`, one
         // begun as the leader died and refused once its majority was seen
         // gone): its log is still the term's. Without this, a leader back
         // without its log found the one complete copy withheld, and
@@ -84,6 +85,18 @@ impl Replicas {
             .register
             .lease()
             .is_some_and(|l| l.holder.as_ref() == Some(leader) && l.until > Instant::now());
+        // While this broker stands for the channel itself, its log may
+        // yet lead the term it stands for: handed away meanwhile, the term
+        // was won by a leader with no log, and the handed copy lost its
+        // own election to that term and was forgotten. Every copy of the
+        // channel was gone; the ring owner started it anew after its
+        // refusals (tests/lost_majority.rs, once in CI). The leader asks
+        // again: by then this broker leads the channel (and hands it over
+        // with its configuration) or lost, and hands the replica.
+        if c.standing > 0 {
+            tracing::debug!(channel = %channel, to = %leader, "replica not handed: this broker is standing for the channel");
+            return None;
+        }
         if !follows || renewing {
             tracing::debug!(channel = %channel, to = %leader, config = ?config, promised = ?c.register.promised(), complete = c.log.is_complete_for(config.term), "replica not handed: not a complete follower of that leader");
             return None;
