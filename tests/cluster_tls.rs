@@ -172,6 +172,7 @@ async fn call_every_rpc(c: &mut Broker, me: &str) -> Vec<(&'static str, Result<(
             c.release(pb::ReleaseRequest {
                 channel: ch(),
                 to: me.to_owned(),
+                holds_copy: false,
             })
             .await
             .map(drop),

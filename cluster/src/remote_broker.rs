@@ -106,11 +106,18 @@ impl RemoteBroker {
         req
     }
 
-    /// Asks the broker that held `channel` to hand it over to broker `to`.
-    pub async fn release(&self, channel: &ChannelName, to: &str) -> Result<Release, BrokerError> {
+    /// Asks the broker that held `channel` to hand it over to broker `to`,
+    /// which `holds_copy` of it or not.
+    pub async fn release(
+        &self,
+        channel: &ChannelName,
+        to: &str,
+        holds_copy: bool,
+    ) -> Result<Release, BrokerError> {
         let req = self.request(pb::ReleaseRequest {
             channel: channel.as_str().to_owned(),
             to: to.to_owned(),
+            holds_copy,
         });
         wire::release_from_pb(call(self.client.clone().release(req)).await?)
     }

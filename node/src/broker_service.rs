@@ -331,7 +331,7 @@ impl broker_server::Broker for BrokerService {
         }
         let released = self
             .broker
-            .release(&channel, &req.to)
+            .release_for(&channel, &req.to, req.holds_copy)
             .map_err(wire::status)?;
         Ok(Response::new(wire::release_to_pb(&released)))
     }

@@ -437,8 +437,13 @@ impl Handoff {
             if from.name == me {
                 break;
             }
+            // A copy here is asked to be checked, not replaced by a replica.
+            let holds_copy = matches!(
+                self.broker.holding(channel),
+                Holding::State | Holding::Unverified(_)
+            );
             let released = match self.peer(&from) {
-                Ok(peer) => peer.release(channel, me).await,
+                Ok(peer) => peer.release(channel, me, holds_copy).await,
                 Err(e) => Err(e),
             };
             match released {

@@ -9,12 +9,14 @@ mod voters;
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use switchboard_cluster::ownership::Release;
 use switchboard_cluster::replication::{ReplicaConfig, Term};
 use switchboard_core::{
     Broker, BrokerName, GatewayId, Namespaces, Position, PublishRequest, SubscribeRequest,
 };
 use switchboard_node::{
     BrokerConfig, LocalBroker,
+    local_broker::replicated::Replicated,
     replica::{
         Entry, Epoch, ReplicaError, Replicas,
         election::{Elected, stand},
@@ -423,4 +425,51 @@ async fn a_follower_keeps_its_replica_while_it_stands_for_the_channel() {
     assert!(!b2.is_standing(&news()));
     let handed = b2.hand_to_leader(&news(), &b("b1"), 10).expect("handed");
     assert_eq!((handed.offset, handed.history.len()), (3, 3));
+}
+
+/// A leader that asks for a channel while it holds a copy (to check it:
+/// it was counted out, or saw this broker come back) is never handed the
+/// follower's replica; only one that lost its copy is. Handed anyway, the
+/// follower voided its log under a live leader whose lease had not reached
+/// it yet, and the leader's death next lost the channel's history
+/// (tests/replication.rs: acknowledged at offset 1 where 6 was due).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_holding_a_copy_is_not_handed_the_replica() {
+    let voters = cluster("holds").await;
+    let dial = shared_dialer(addrs(&voters));
+    let b1 = voters[&b("b1")].replicas.clone();
+    let (streams, epoch) = lead_all(&b1, &dial).await;
+    for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
+        timeout(WAIT, committed.wait_for(|c| *c >= offset))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let b2 = voters[&b("b2")].replicas.clone();
+    let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+    let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+    broker.set_replicated(Replicated {
+        replicas: b2.clone(),
+        streams: PeerStreams::new(b2.clone(), dial.clone(), tracker.clone(), stop.clone()),
+        dial: dial.clone(),
+        factor: 2,
+        lost_majority: Default::default(),
+        deferrals: Default::default(),
+    });
+    // Asked twice by a leader that holds its copy: a fence, no replica.
+    for _ in 0..2 {
+        let kept = broker.release_for(&news(), "b1", true).unwrap();
+        assert_eq!(kept, Release::NotHeld);
+        assert!(b2.holds_epoch(&news()), "the replica is kept");
+    }
+    // Asked by the same leader without its copy: handed.
+    let Release::State(handed) = broker.release_for(&news(), "b1", false).unwrap() else {
+        panic!("the replica was not handed");
+    };
+    assert_eq!(
+        (handed.epoch.as_str(), handed.offset),
+        (epoch.id.as_str(), 3)
+    );
+    assert!(!b2.holds_epoch(&news()));
+    stop.cancel();
 }

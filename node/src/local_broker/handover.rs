@@ -52,8 +52,20 @@ impl LocalBroker {
     /// Hands `channel` over to broker `to`: its state if held here, and in
     /// any case a fence, so that this broker refuses the channel from now
     /// on. Under the channel's lock, so a publication is either in the
-    /// snapshot or refused, never both and never neither.
+    /// snapshot or refused, never both and never neither. For a broker that
+    /// holds no copy of it (see [`Self::release_for`]).
     pub fn release(&self, channel: &ChannelName, to: &str) -> Result<Release, BrokerError> {
+        self.release_for(channel, to, false)
+    }
+
+    /// [`Self::release`] for broker `to`, which `holds_copy` of the channel
+    /// or not: one that does is never handed this broker's replica.
+    pub fn release_for(
+        &self,
+        channel: &ChannelName,
+        to: &str,
+        holds_copy: bool,
+    ) -> Result<Release, BrokerError> {
         let options = self.inner.namespaces.options(channel)?;
         let now = Instant::now();
         let fence = || Lifecycle::Fenced {
@@ -67,7 +79,7 @@ impl LocalBroker {
         });
         if created {
             drop(s);
-            return Ok(self.replica_for(channel, to));
+            return Ok(self.replica_for(channel, to, holds_copy));
         }
         if let Lifecycle::Fenced { to: existing, .. } = &s.lifecycle {
             if &**existing != to {
@@ -75,7 +87,7 @@ impl LocalBroker {
             }
             s.lifecycle = fence();
             drop(s);
-            return Ok(self.asked_again(channel, to));
+            return Ok(self.asked_again(channel, to, holds_copy));
         }
         // Stepped down first, under the channel's lock: no commit is
         // recorded after this, so a publication committed but not yet
@@ -104,15 +116,7 @@ impl LocalBroker {
             epoch: s.epoch.clone(),
             created_micros: s.created_micros,
             offset: s.offset,
-            history: s
-                .history
-                .entries()
-                .map(|(offset, at, frame)| SnapshotEntry {
-                    offset,
-                    age: now.saturating_duration_since(at),
-                    frame: frame.clone(),
-                })
-                .collect(),
+            history: history_of(&s, now),
             keys: self.keys_of(channel, &s.epoch, now),
             term,
             handed,
@@ -141,15 +145,24 @@ impl LocalBroker {
     /// after a restart renews leases here for the channels it already got
     /// back, and the others must still be handed to it (they started anew
     /// when this asked whether the leader was lost to this broker at all).
-    fn asked_again(&self, channel: &ChannelName, to: &str) -> Release {
-        self.replica_for(channel, to)
+    fn asked_again(&self, channel: &ChannelName, to: &str, holds_copy: bool) -> Release {
+        self.replica_for(channel, to, holds_copy)
     }
 
     /// A channel not held here, asked for by `to`: this broker's replica
     /// of it if `to` leads the term it follows and lost its own copy (it
     /// restarted within the failure-detection time, so nobody took its
-    /// place; docs/replication.md, "Where R = 2 stands").
-    fn replica_for(&self, channel: &ChannelName, to: &str) -> Release {
+    /// place; docs/replication.md, "Where R = 2 stands"). Never while `to`
+    /// `holds_copy`: it asks to check its copy (it was counted out, or saw
+    /// this broker come back), and a follower of its term holds nothing
+    /// newer. Handed then, this log was voided under a live leader whose
+    /// lease had not reached it yet, and the leader's death next lost the
+    /// channel's history (tests/replication.rs, session 16).
+    fn replica_for(&self, channel: &ChannelName, to: &str, holds_copy: bool) -> Release {
+        if holds_copy {
+            tracing::debug!(channel = %channel, to, "asked by a broker that holds a copy: the replica is kept");
+            return Release::NotHeld;
+        }
         let handed = self.replicated().and_then(|r| {
             r.replicas.hand_to_leader(
                 channel,
@@ -321,4 +334,16 @@ impl LocalBroker {
     pub fn unfence(&self, channel: &ChannelName) {
         self.inner.registry.remove_if(channel, |s| s.is_fenced());
     }
+}
+
+/// `s`'s history as a snapshot carries it: each entry's age at `now`.
+fn history_of(s: &ChannelState, now: Instant) -> Vec<SnapshotEntry> {
+    s.history
+        .entries()
+        .map(|(offset, at, frame)| SnapshotEntry {
+            offset,
+            age: now.saturating_duration_since(at),
+            frame: frame.clone(),
+        })
+        .collect()
 }
