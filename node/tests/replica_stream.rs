@@ -337,6 +337,23 @@ async fn a_follower_stands_once_the_leaders_connections_drop_and_its_lease_ran_o
     );
 }
 
+/// b1 leads the channel with b2 following, and three publications are
+/// committed; returns b1's streams (kept for the test) and the epoch.
+async fn three_committed(
+    voters: &std::collections::HashMap<BrokerName, voters::Voter>,
+    dial: &voters::Dial,
+) -> (Arc<PeerStreams>, Epoch) {
+    let b1 = voters[&b("b1")].replicas.clone();
+    let (streams, epoch) = lead_all(&b1, dial).await;
+    for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
+        timeout(WAIT, committed.wait_for(|c| *c >= offset))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    (streams, epoch)
+}
+
 /// A follower hands its replica to the leader of its term when that
 /// leader lost its own copy (it restarted before anyone took its place),
 /// and stops counting as complete: the leader goes on unreplicated, so
@@ -345,14 +362,7 @@ async fn a_follower_stands_once_the_leaders_connections_drop_and_its_lease_ran_o
 async fn a_follower_hands_its_replica_to_a_leader_that_lost_its_copy() {
     let voters = cluster("handback").await;
     let dial = shared_dialer(addrs(&voters));
-    let b1 = voters[&b("b1")].replicas.clone();
-    let (streams, epoch) = lead_all(&b1, &dial).await;
-    for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
-        timeout(WAIT, committed.wait_for(|c| *c >= offset))
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let (_streams, epoch) = three_committed(&voters, &dial).await;
     let b2 = voters[&b("b2")].replicas.clone();
     // Only to the leader of the term it follows.
     assert!(b2.hand_to_leader(&news(), &b("b3"), 10).is_none());
@@ -388,14 +398,7 @@ async fn a_follower_keeps_its_replica_while_it_stands_for_the_channel() {
     let voters = cluster("standing").await;
     let addrs = addrs(&voters);
     let dial = shared_dialer(addrs.clone());
-    let b1 = voters[&b("b1")].replicas.clone();
-    let (streams, _) = lead_all(&b1, &dial).await;
-    for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
-        timeout(WAIT, committed.wait_for(|c| *c >= offset))
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let _streams = three_committed(&voters, &dial).await;
     // b1 restarts (its server gone, its copy lost) and b3 never answers:
     // b2's candidacy runs until its deadline, winning nothing.
     voters[&b("b1")].stop.cancel();
@@ -437,14 +440,7 @@ async fn a_follower_keeps_its_replica_while_it_stands_for_the_channel() {
 async fn a_leader_holding_a_copy_is_not_handed_the_replica() {
     let voters = cluster("holds").await;
     let dial = shared_dialer(addrs(&voters));
-    let b1 = voters[&b("b1")].replicas.clone();
-    let (streams, epoch) = lead_all(&b1, &dial).await;
-    for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
-        timeout(WAIT, committed.wait_for(|c| *c >= offset))
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let (_streams, epoch) = three_committed(&voters, &dial).await;
     let b2 = voters[&b("b2")].replicas.clone();
     let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
     let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
