@@ -87,7 +87,7 @@ impl LocalBroker {
             }
             s.lifecycle = fence();
             drop(s);
-            return Ok(self.asked_again(channel, to, holds_copy));
+            return Ok(self.replica_for(channel, to, holds_copy));
         }
         // Stepped down first, under the channel's lock: no commit is
         // recorded after this, so a publication committed but not yet
@@ -135,29 +135,18 @@ impl LocalBroker {
         Ok(Release::State(snapshot))
     }
 
-    /// `channel`, handed to `to` before, asked for again by `to`: because
-    /// it lost its copy (it restarted), or to check its copy against this
-    /// one (it saw this broker come back, or a claim crossed the
-    /// hand-over). Only the first needs the replica: a leader that still
-    /// holds its copy renews its lease for the channel here, and
-    /// [`Replicas::hand_to_leader`](crate::replica::Replicas::hand_to_leader)
-    /// keeps the replica then. Per channel, not per broker: a leader back
-    /// after a restart renews leases here for the channels it already got
-    /// back, and the others must still be handed to it (they started anew
-    /// when this asked whether the leader was lost to this broker at all).
-    fn asked_again(&self, channel: &ChannelName, to: &str, holds_copy: bool) -> Release {
-        self.replica_for(channel, to, holds_copy)
-    }
-
-    /// A channel not held here, asked for by `to`: this broker's replica
-    /// of it if `to` leads the term it follows and lost its own copy (it
-    /// restarted within the failure-detection time, so nobody took its
-    /// place; docs/replication.md, "Where R = 2 stands"). Never while `to`
-    /// `holds_copy`: it asks to check its copy (it was counted out, or saw
-    /// this broker come back), and a follower of its term holds nothing
-    /// newer. Handed then, this log was voided under a live leader whose
-    /// lease had not reached it yet, and the leader's death next lost the
-    /// channel's history (tests/replication.rs, session 16).
+    /// A channel not held here (never, or handed to `to` before and asked
+    /// for again), asked for by `to`: this broker's replica of it if `to`
+    /// leads the term it follows and lost its own copy (it restarted
+    /// within the failure-detection time, so nobody took its place;
+    /// docs/replication.md, "Hand-back"). Per channel, not per broker: a
+    /// leader back after a restart may have some channels back already and
+    /// still lack the others. Never while `to` `holds_copy`: it asks to
+    /// check its copy (it was counted out, saw this broker come back, or a
+    /// claim crossed the hand-over), and a follower of its term holds
+    /// nothing newer. Handed then, this log was voided under a live leader
+    /// whose lease had not reached it yet, and the leader's death next lost
+    /// the channel's history (tests/replication.rs, session 16).
     fn replica_for(&self, channel: &ChannelName, to: &str, holds_copy: bool) -> Release {
         if holds_copy {
             tracing::debug!(channel = %channel, to, "asked by a broker that holds a copy: the replica is kept");

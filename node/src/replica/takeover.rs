@@ -80,7 +80,9 @@ impl Replicas {
         // it, copy and all: it asks to check its copy against this one (it
         // was counted out for a moment), not because it lost it. Handing
         // the replica then would only void this log, the channel's one
-        // other copy.
+        // other copy. (Since session 16 the asker says so itself,
+        // `ReleaseRequest.holds_copy`; this still covers older brokers, and
+        // the lease may not have reached here yet, so it is not enough.)
         let renewing = c
             .register
             .lease()
