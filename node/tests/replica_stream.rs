@@ -16,7 +16,7 @@ use switchboard_core::{
 };
 use switchboard_node::{
     BrokerConfig, LocalBroker,
-    local_broker::replicated::Replicated,
+    local_broker::{Holding, replicated::Replicated},
     replica::{
         Entry, Epoch, ReplicaError, Replicas,
         election::{Elected, stand},
@@ -467,5 +467,46 @@ async fn a_leader_holding_a_copy_is_not_handed_the_replica() {
         (epoch.id.as_str(), 3)
     );
     assert!(!b2.holds_epoch(&news()));
+    stop.cancel();
+}
+
+/// A channel led here as replicated is never swept as idle: it is idle
+/// from its creation until its first publication is committed and
+/// stored. Swept in that window (by the sweep every second), the commit
+/// found no state to store into, and the next publication made a new
+/// state in a new epoch that no replica held (tests/hand_back.rs, about
+/// one run in six).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_led_channel_is_not_swept_while_idle() {
+    let voters = cluster("sweep").await;
+    let dial = shared_dialer(addrs(&voters));
+    let b1 = voters[&b("b1")].replicas.clone();
+    let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
+    let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+    broker.set_replicated(Replicated {
+        replicas: b1.clone(),
+        streams: PeerStreams::new(b1.clone(), dial.clone(), tracker.clone(), stop.clone()),
+        dial: dial.clone(),
+        factor: 2,
+        lost_majority: Default::default(),
+        deferrals: Default::default(),
+    });
+    broker.touch(&news()).unwrap();
+    let (id, created_micros) = broker.epoch_of(&news()).unwrap();
+    let config = elect(&b1, &dial, &NAMES, &[]).await;
+    let epoch = Epoch {
+        id: id.clone(),
+        created_micros,
+    };
+    let r = broker.replicated().unwrap();
+    broker.lead_won(r, &news(), &config, epoch).unwrap();
+    broker.sweep(tokio::time::Instant::now() + Duration::from_secs(3600));
+    assert_eq!(broker.holding(&news()), Holding::State, "swept");
+    assert_eq!(broker.epoch_of(&news()).map(|e| e.0), Some(id));
+    // Not led, the same idle channel goes.
+    let other = switchboard_core::ChannelName::new("other").unwrap();
+    broker.touch(&other).unwrap();
+    broker.sweep(tokio::time::Instant::now() + Duration::from_secs(3600));
+    assert_eq!(broker.holding(&other), Holding::Nothing);
     stop.cancel();
 }

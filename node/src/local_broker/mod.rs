@@ -174,9 +174,21 @@ impl LocalBroker {
         self.inner.changes.notify_waiters();
     }
 
-    /// Drops channels with no subscribers, no presence and no live history.
+    /// Drops channels with no subscribers, no presence and no live history,
+    /// but for those this broker leads as replicated. A led channel is idle
+    /// from its creation until its first publication is committed and
+    /// stored (an election and a round trip); swept then, the commit found
+    /// no state to store the publication in, and the next publication made
+    /// a new one, in a new epoch the replicas never heard of: acknowledged
+    /// in an epoch no copy holds, and the first publication missing from
+    /// the owner's history (tests/hand_back.rs, about one run in six). The
+    /// same happened to a led channel idle for longer than its history.
     pub fn sweep(&self, now: Instant) {
-        self.inner.registry.sweep(now);
+        let led = |channel: &ChannelName| {
+            self.replicated()
+                .is_some_and(|r| r.replicas.leads(channel).is_some())
+        };
+        self.inner.registry.sweep(now, led);
         self.notify_changed();
         metrics::gauge!("switchboard_broker_channels").set(self.inner.registry.len() as f64);
         {

@@ -90,11 +90,12 @@ impl Registry {
         });
     }
 
-    /// Drops every channel that is idle at `now`.
-    pub(super) fn sweep(&self, now: Instant) {
-        self.channels.retain(|_, state| {
+    /// Drops every channel that is idle at `now` and that `keep` does not
+    /// keep (asked of idle channels only, under their locks).
+    pub(super) fn sweep(&self, now: Instant, keep: impl Fn(&ChannelName) -> bool) {
+        self.channels.retain(|channel, state| {
             let mut s = state.lock();
-            if s.is_idle(now) {
+            if s.is_idle(now) && !keep(channel) {
                 s.lifecycle = Lifecycle::Removed;
                 false
             } else {
