@@ -49,6 +49,9 @@ struct Faults {
     /// names (the order less the brokers it believes down), not at those
     /// the order over every broker names (`Plan::first`).
     live_first_voters: bool,
+    /// A follower hands its log to an owner without first promising it
+    /// the next term (and does so ten times as often).
+    owner_without_promise: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -99,9 +102,12 @@ enum Msg {
         config: ReplicaConfig,
         first: u64,
         entries: Vec<u64>,
-        /// From a follower to its restarted leader (a hand-back), not from
-        /// a leader stepping down: the offset the follower knew committed.
+        /// From a follower to its restarted leader (a hand-back), or to
+        /// an owner once the leader is lost to it, not from a leader
+        /// stepping down: the offset the follower knew committed.
         back: Option<u64>,
+        /// From a follower to an owner other than its leader.
+        owner: bool,
     },
 }
 
@@ -162,6 +168,9 @@ struct Broker {
     candidacy: Option<(Candidacy, Instant)>,
     /// The last handed log it kept was handed back by a follower.
     handed_back: bool,
+    /// ... by a follower whose leader was lost to it, to this broker as
+    /// the channel's owner.
+    handed_as_owner: bool,
 }
 
 /// Which invariant of docs/replication.md broke, and how.
@@ -200,6 +209,10 @@ struct Stats {
     handed_back: u64,
     /// Terms won by a leader standing on a log handed back to it.
     handed_back_wins: u64,
+    /// Follower logs handed to an owner other than their leader.
+    handed_to_owner: u64,
+    /// Terms won by an owner standing on a log a follower handed it.
+    owner_wins: u64,
     /// First terms won (by election, in the runs that start before it).
     first_terms: u64,
 }
@@ -366,6 +379,7 @@ impl Model {
                     leadership,
                     candidacy: None,
                     handed_back: false,
+                    handed_as_owner: false,
                 }
             })
             .collect();
@@ -515,9 +529,18 @@ impl Model {
             }
             625..700 => {
                 if let Some(i) = self.pick(Self::may_hand_back) {
-                    self.hand_back(i);
+                    let to = index(
+                        &self.brokers[i]
+                            .register
+                            .config()
+                            .expect("a follower")
+                            .leader,
+                    );
+                    self.hand_back(i, to)?;
                 }
             }
+            700..715 => self.hand_to_owner()?,
+            715..850 if self.faults.owner_without_promise => self.hand_to_owner()?,
             620..623 => {
                 if let Some(i) = self.pick(Self::active) {
                     let pause = Duration::from_millis(self.rng.random_range(300..3000));
@@ -667,6 +690,7 @@ impl Model {
                 first,
                 entries,
                 back,
+                owner,
             } => {
                 // As a broker does when it adopts a channel handed to it:
                 // never over a log of a later term, nor while leading.
@@ -680,6 +704,7 @@ impl Model {
                         None => ReplicaLog::handed(config.term, first, entries),
                     };
                     b.handed_back = back.is_some();
+                    b.handed_as_owner = owner;
                 }
             }
             Msg::HeartbeatReply {
@@ -783,6 +808,9 @@ impl Model {
             self.stats.handed_wins += 1;
             if b.handed_back {
                 self.stats.handed_back_wins += 1;
+            }
+            if b.handed_as_owner {
+                self.stats.owner_wins += 1;
             }
         }
         b.log.lead(config.term);
@@ -983,41 +1011,87 @@ impl Model {
         let entries = (first..=upto)
             .map(|o| *log.get(o).expect("a log holds what it hands"))
             .collect();
+        let owner = back.is_some() && index(&config.leader) != to;
         let msg = Msg::Handed {
             config,
             first,
             entries,
             back,
+            owner,
         };
         self.send(from, to, msg);
     }
 
     /// Whether `at` follows a term whose leader restarted without its log
-    /// and asks for the channel (as `Replicas::hand_to_leader` decides):
-    /// `at` is one of the term's followers, complete for it, promised no
-    /// later term but to itself in a candidacy that ended (one still
-    /// running keeps the log: it may yet lead that term), leads nothing,
-    /// and holds no running lease of the leader's.
+    /// and asks for the channel (as `Replicas::hand_replica` decides).
     fn may_hand_back(&self, at: usize) -> bool {
+        let Some(leader) = self.brokers[at].register.config().map(|c| index(&c.leader)) else {
+            return false;
+        };
+        let asks = self.active(leader)
+            && self.brokers[leader].leadership.is_none()
+            && self.brokers[leader].log.is_lost();
+        asks && self.may_hand(at)
+    }
+
+    /// A follower that may hands its log to an owner (picked at random).
+    fn hand_to_owner(&mut self) -> Checked {
+        let Some(i) = self.pick(Self::may_hand_to_owner) else {
+            return Ok(());
+        };
+        let owners = self.owners_for(i);
+        let to = owners[self.rng.random_range(0..owners.len())];
+        self.hand_back(i, to)
+    }
+
+    /// Whether `at` may hand its log to an owner other than its leader
+    /// (`Replicas::hand_replica` once the leader is lost to it): one that
+    /// leads nothing asks. Broader than the broker's rule, which also
+    /// wants the leader's stream ended or silent and that owner to hold no
+    /// copy of the channel: here any broker may be the owner, and a
+    /// leader that still leads (with its lease here run out) may be
+    /// "lost".
+    fn may_hand_to_owner(&self, at: usize) -> bool {
+        // Not in a candidacy of its own (it promises the owner the term
+        // after its term's: `Replicas::hand_replica`).
+        let b = &self.brokers[at];
+        let promised_its_term = b
+            .register
+            .config()
+            .is_some_and(|c| b.register.promised() == c.term);
+        self.may_hand(at) && promised_its_term && !self.owners_for(at).is_empty()
+    }
+
+    /// Who may ask `at` for the channel as its owner: active brokers that
+    /// lead nothing, neither `at` nor its leader.
+    fn owners_for(&self, at: usize) -> Vec<usize> {
+        let leader = self.brokers[at].register.config().map(|c| index(&c.leader));
+        (0..self.brokers.len())
+            .filter(|&i| i != at && Some(i) != leader)
+            .filter(|&i| self.active(i) && self.brokers[i].leadership.is_none())
+            .collect()
+    }
+
+    /// Whether `at` may hand its log over: it is one of its term's
+    /// followers, complete for it, promised no later term but to itself
+    /// in a candidacy that ended (one still running keeps the log: it may
+    /// yet lead that term), leads nothing, and holds no running lease of
+    /// the leader's.
+    fn may_hand(&self, at: usize) -> bool {
         let b = &self.brokers[at];
         let Some(config) = b.register.config() else {
             return false;
         };
-        let leader = index(&config.leader);
         let own_candidacy =
             b.register.promised() > config.term && b.register.promised_to() == Some(&b.name);
         let renewing = b
             .register
             .lease()
             .is_some_and(|l| l.holder.as_ref() == Some(&config.leader) && l.until > self.now);
-        let asks = self.active(leader)
-            && self.brokers[leader].leadership.is_none()
-            && self.brokers[leader].log.is_lost();
         // Only the term's one follower (R = 2): with two, the other may
         // win the next term without this log's uncommitted tail, which the
-        // handed log takes as committed (`Replicas::hand_to_leader`).
+        // handed log takes as committed (`Replicas::hand_replica`).
         self.active(at)
-            && asks
             && config.followers == [b.name.clone()]
             && (b.register.promised() == config.term || own_candidacy)
             && b.log.is_complete_for(config.term)
@@ -1027,17 +1101,45 @@ impl Model {
     }
 
     /// A hand-back: the follower sends its whole log with its term's
-    /// configuration to the term's leader, and voids its own (the leader
-    /// may serve the channel without it).
-    fn hand_back(&mut self, at: usize) {
-        let b = &mut self.brokers[at];
-        let config = b.register.config().expect("a follower").clone();
+    /// configuration to `to` (the term's leader, or an owner), and voids
+    /// its own (the recipient may serve the channel without it). To an
+    /// owner, it first promises that owner the next term: the leader,
+    /// which may be alive after all (frozen, or cut off from this
+    /// follower alone), can then neither adopt this follower into its
+    /// term again nor commit anything more in it, so the log handed holds
+    /// all that term committed (without the promise, a leader that adopted
+    /// the follower again committed offsets the handed log lacks, and the
+    /// owner won the next term without them).
+    fn hand_back(&mut self, at: usize, to: usize) -> Checked {
+        let now = self.now;
+        let config = self.brokers[at]
+            .register
+            .config()
+            .expect("a follower")
+            .clone();
+        if index(&config.leader) == to {
+            self.stats.handed_back += 1;
+        } else if self.faults.owner_without_promise {
+            self.stats.handed_to_owner += 1;
+        } else {
+            let term = self.brokers[at].register.promised().next();
+            let owner = self.brokers[to].name.clone();
+            let reply = self.brokers[at]
+                .register
+                .on_prepare(now, &owner, term, None);
+            if !matches!(reply, PrepareReply::Promised { .. }) {
+                return Ok(());
+            }
+            self.checker.promise(at, term, to, true)?;
+            self.checker.promised_now(at, term)?;
+            self.stats.handed_to_owner += 1;
+        }
+        let b = &self.brokers[at];
         let (first, end, committed) = (b.log.first(), b.log.end(), b.log.committed());
-        let to = index(&config.leader);
-        self.stats.handed_back += 1;
-        self.note(|| format!("b{at} hands its log of {} back to b{to}", config.term));
+        self.note(|| format!("b{at} hands its log of {} to b{to}", config.term));
         self.send_log((at, to), config, (first, end), Some(committed));
         self.brokers[at].log = ReplicaLog::lost();
+        Ok(())
     }
 
     fn read(&mut self, at: usize) -> Checked {
@@ -1198,6 +1300,8 @@ fn invariants_hold_over_many_seeds() {
                 total.handed_wins += s.handed_wins;
                 total.handed_back += s.handed_back;
                 total.handed_back_wins += s.handed_back_wins;
+                total.handed_to_owner += s.handed_to_owner;
+                total.owner_wins += s.owner_wins;
                 total.first_terms += s.first_terms;
             }
             Err(v) => panic!("{v}"),
@@ -1215,6 +1319,8 @@ fn invariants_hold_over_many_seeds() {
     // keeps its log until its candidacy ended (session 16 halved the
     // hand-backs, 18 to 8 over the 250 seeds, 6 of them won).
     assert!(total.handed_back_wins > seeds / 50, "{total:?}");
+    // An owner other than the leader wins on a follower's log (session 17).
+    assert!(total.owner_wins > seeds / 50, "{total:?}");
 }
 
 /// First candidacies that each stand at the voters of their own view of
@@ -1238,6 +1344,20 @@ fn first_violation(seeds: u64, faults: Faults, what: &str) -> Violation {
     let caught = caught.unwrap_or_else(|| panic!("the checker must catch {what}"));
     eprintln!("{caught}");
     caught
+}
+
+/// A follower that hands its log to an owner other than its leader
+/// without first promising it the next term: the leader, alive after all,
+/// adopts the follower again and commits what the handed log lacks, and
+/// the owner wins the next term without it. The checker catches it.
+#[test]
+fn an_owner_handed_a_log_without_a_promise_is_caught() {
+    let faults = Faults {
+        owner_without_promise: true,
+        ..Faults::default()
+    };
+    let caught = first_violation(2000, faults, "a hand-over to an owner without a promise");
+    assert_eq!(caught.invariant, 2, "{caught}");
 }
 
 #[test]

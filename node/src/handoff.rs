@@ -460,8 +460,12 @@ impl Handoff {
                         }
                     };
                 }
-                Ok(Release::NotHeld) => break,
+                Ok(Release::NotHeld) => {
+                    tracing::debug!(channel = %channel, from = %from.name, "not held there");
+                    break;
+                }
                 Ok(Release::MovedTo(next)) => {
+                    tracing::debug!(channel = %channel, from = %from.name, next = %next, "held elsewhere, it says");
                     source = placement.addr(&next);
                     reached = source.is_some();
                 }

@@ -21,6 +21,7 @@ use switchboard_node::{
         Entry, Epoch, ReplicaError, Replicas,
         election::{Elected, stand},
         peer_stream::PeerStreams,
+        takeover::HandedTo,
     },
 };
 use tokio::time::timeout;
@@ -364,9 +365,14 @@ async fn a_follower_hands_its_replica_to_a_leader_that_lost_its_copy() {
     let dial = shared_dialer(addrs(&voters));
     let (_streams, epoch) = three_committed(&voters, &dial).await;
     let b2 = voters[&b("b2")].replicas.clone();
-    // Only to the leader of the term it follows.
-    assert!(b2.hand_to_leader(&news(), &b("b3"), 10).is_none());
-    let handed = b2.hand_to_leader(&news(), &b("b1"), 10).expect("handed");
+    // Only to the leader of the term it follows, while that one is not
+    // lost here.
+    assert!(b2.hand_replica(&news(), &b("b3"), 10).is_none());
+    // The witness names that leader to an owner that asks it.
+    let b3 = voters[&b("b3")].replicas.clone();
+    assert_eq!(b3.holder_for(&news(), &b("b4")), Some(b("b1")));
+    let (handed, to) = b2.hand_replica(&news(), &b("b1"), 10).expect("handed");
+    assert_eq!(to, HandedTo::Leader);
     let s = &handed;
     assert_eq!(
         (s.epoch.as_str(), s.offset, s.history.len()),
@@ -381,7 +387,7 @@ async fn a_follower_hands_its_replica_to_a_leader_that_lost_its_copy() {
         "{standing:?}"
     );
     assert!(
-        b2.hand_to_leader(&news(), &b("b1"), 10).is_none(),
+        b2.hand_replica(&news(), &b("b1"), 10).is_none(),
         "handed once"
     );
 }
@@ -421,12 +427,12 @@ async fn a_follower_keeps_its_replica_while_it_stands_for_the_channel() {
     .await
     .expect("b2 stands");
     // Asked while it stands: withheld (asked again, it hands it below).
-    assert!(b2.hand_to_leader(&news(), &b("b1"), 10).is_none());
+    assert!(b2.hand_replica(&news(), &b("b1"), 10).is_none());
     assert!(b2.holds_epoch(&news()), "the replica is kept");
     let outcome = standing.await.unwrap().unwrap();
     assert_eq!(outcome, Elected::TimedOut);
     assert!(!b2.is_standing(&news()));
-    let handed = b2.hand_to_leader(&news(), &b("b1"), 10).expect("handed");
+    let (handed, _) = b2.hand_replica(&news(), &b("b1"), 10).expect("handed");
     assert_eq!((handed.offset, handed.history.len()), (3, 3));
 }
 
@@ -468,6 +474,121 @@ async fn a_leader_holding_a_copy_is_not_handed_the_replica() {
     );
     assert!(!b2.holds_epoch(&news()));
     stop.cancel();
+}
+
+/// b1 leads the channel with b2 following (b3 the witness) on a runtime
+/// of its own, gets three publications committed and its lease granted,
+/// then dies as a killed process does (its runtime shut down, its sockets
+/// closed at once); returns once b2 and b3 find it lost.
+async fn three_committed_then_killed(
+    voters: &std::collections::HashMap<BrokerName, voters::Voter>,
+    dial: &voters::Dial,
+) -> Epoch {
+    let b1 = voters[&b("b1")].replicas.clone();
+    let config = elect(&b1, dial, &NAMES, &[]).await;
+    let leader = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let epoch = Epoch {
+        id: "e1".into(),
+        created_micros: 1,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let led = leader.spawn({
+        let (b1, dial, epoch) = (b1.clone(), dial.clone(), epoch.clone());
+        async move {
+            let streams = PeerStreams::new(
+                b1.clone(),
+                dial,
+                TaskTracker::new(),
+                CancellationToken::new(),
+            );
+            streams.send(b1.lead(&news(), &config, epoch).unwrap());
+            for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
+                timeout(WAIT, committed.wait_for(|c| *c >= offset))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            streams.send(b1.renewals());
+            let _ = tx.send(());
+            std::future::pending::<()>().await;
+        }
+    });
+    timeout(WAIT, rx).await.unwrap().unwrap();
+    let voter = |n: &str| voters[&b(n)].replicas.clone();
+    timeout(WAIT, async {
+        while voter("b2").lease_until(&news()).is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("b2 granted the lease");
+    leader.shutdown_background();
+    drop(led);
+    voters[&b("b1")].stop.cancel();
+    timeout(WAIT, async {
+        while !(voter("b2").leader_lost(&b("b1")) && voter("b3").leader_lost(&b("b1"))) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("b2 and b3 never found the leader lost");
+    epoch
+}
+
+/// Once its leader is lost here, a follower hands its replica, with the
+/// term's configuration, to the broker that asks for the channel as its
+/// owner now (one that joined, say, and holds nothing of it), which
+/// stands on that term with it and leads the channel in the same epoch;
+/// and the witness names the follower to such an owner that asked it
+/// first. Before session 17 both answered "not held", and the owner
+/// started the channel anew after refusing it for 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_hands_its_replica_to_the_owner_once_its_leader_is_lost() {
+    let voters = cluster("owner").await;
+    let addrs = addrs(&voters);
+    let dial = shared_dialer(addrs.clone());
+    let b2 = voters[&b("b2")].replicas.clone();
+    let b3 = voters[&b("b3")].replicas.clone();
+    let b4 = voters::voter("b4", "owner").await;
+    addrs.lock().insert(b("b4"), b4.addr);
+    let epoch = three_committed_then_killed(&voters, &dial).await;
+    assert_eq!(b3.holder_for(&news(), &b("b4")), Some(b("b2")));
+    assert_eq!(b3.holder_for(&news(), &b("b2")), None, "never the asker");
+    let (handed, to) = b2.hand_replica(&news(), &b("b4"), 10).expect("handed");
+    assert_eq!(to, HandedTo::Owner);
+    assert_eq!(
+        (handed.epoch.as_str(), handed.offset),
+        (epoch.id.as_str(), 3)
+    );
+    let config = handed
+        .handed
+        .clone()
+        .expect("with the term's configuration");
+    assert_eq!((config.term, config.leader.clone()), (Term(1), b("b1")));
+    assert!(!b2.holds_epoch(&news()), "the follower's log is void");
+    // Having promised b4 the next term, durably, b2 can no longer be
+    // adopted into b1's: were b1 alive after all, it could commit nothing
+    // more that the copy lacks.
+    let (promised, to, _) = b2.register(&news()).unwrap();
+    assert_eq!((promised, to), (Term(2), Some(b("b4"))));
+    assert!(
+        !b2.adopt(&news(), &config, 3, epoch.clone()).unwrap(),
+        "adopted again"
+    );
+
+    // The owner keeps the copy as its log and wins the next term on it,
+    // over b2 and b3, leading in the same epoch at the same offsets.
+    let b4r = b4.replicas.clone();
+    assert!(b4r.seed(&handed, &config, 10));
+    let won = elect(&b4r, &dial, &["b4", "b2", "b3"], &["b1"]).await;
+    assert_eq!(won.leader, b("b4"));
+    assert!(won.term > Term(1));
+    let (_, end, _, log_epoch) = b4r.state(&news()).unwrap();
+    assert_eq!((end, log_epoch.map(|e| e.id)), (3, Some(epoch.id)));
 }
 
 /// A channel led here as replicated is never swept as idle: it is idle

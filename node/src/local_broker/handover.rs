@@ -10,7 +10,7 @@ use super::{
     LocalBroker,
     channel_state::{ChannelState, Lifecycle},
 };
-use crate::history::History;
+use crate::{history::History, replica::takeover::HandedTo};
 use switchboard_cluster::{
     ownership::{CopyRank, MAX_HANDED_KEYS, Release, Snapshot, SnapshotEntry},
     replication::Term,
@@ -83,7 +83,9 @@ impl LocalBroker {
         }
         if let Lifecycle::Fenced { to: existing, .. } = &s.lifecycle {
             if &**existing != to {
-                return Ok(Release::MovedTo(existing.to_string()));
+                let existing = existing.to_string();
+                drop(s);
+                return Ok(self.past_a_lost_leaders_fence(channel, (&existing, to), holds_copy));
             }
             s.lifecycle = fence();
             drop(s);
@@ -139,32 +141,90 @@ impl LocalBroker {
     /// for again), asked for by `to`: this broker's replica of it if `to`
     /// leads the term it follows and lost its own copy (it restarted
     /// within the failure-detection time, so nobody took its place;
-    /// docs/replication.md, "Hand-back"). Per channel, not per broker: a
-    /// leader back after a restart may have some channels back already and
-    /// still lack the others. Never while `to` `holds_copy`: it asks to
-    /// check its copy (it was counted out, saw this broker come back, or a
-    /// claim crossed the hand-over), and a follower of its term holds
-    /// nothing newer. Handed then, this log was voided under a live leader
-    /// whose lease had not reached it yet, and the leader's death next lost
-    /// the channel's history (tests/replication.rs, session 16).
+    /// docs/replication.md, "Hand-back"), or if that leader is lost here
+    /// and `to` owns the channel now (`Replicas::hand_replica`). Per
+    /// channel, not per broker: a leader back after a restart may have
+    /// some channels back already and still lack the others. Never while
+    /// `to` `holds_copy`: it asks to check its copy (it was counted out,
+    /// saw this broker come back, or a claim crossed the hand-over), and a
+    /// follower of its term holds nothing newer. Handed then, this log was
+    /// voided under a live leader whose lease had not reached it yet, and
+    /// the leader's death next lost the channel's history
+    /// (tests/replication.rs, session 16). With no replica to hand, a
+    /// voter of the channel names the broker that may hold it
+    /// (`Replicas::holder_for`), so that `to` asks there next.
     fn replica_for(&self, channel: &ChannelName, to: &str, holds_copy: bool) -> Release {
         if holds_copy {
             tracing::debug!(channel = %channel, to, "asked by a broker that holds a copy: the replica is kept");
             return Release::NotHeld;
         }
-        let handed = self.replicated().and_then(|r| {
-            r.replicas.hand_to_leader(
-                channel,
-                &switchboard_core::BrokerName::from(to),
-                self.wall_micros(),
-            )
-        });
-        match handed {
-            Some(t) => {
+        let Some(r) = self.replicated() else {
+            return Release::NotHeld;
+        };
+        let asker = switchboard_core::BrokerName::from(to);
+        match r.replicas.hand_replica(channel, &asker, self.wall_micros()) {
+            Some((t, HandedTo::Leader)) => {
                 tracing::info!(channel = %channel, to, offset = t.offset, "replica handed to its leader, which lost its copy");
                 Release::State(t)
             }
-            None => Release::NotHeld,
+            Some((t, HandedTo::Owner)) => {
+                tracing::info!(channel = %channel, to, offset = t.offset, "replica handed to the channel's owner: its leader is lost here");
+                Release::State(t)
+            }
+            None => match r.replicas.holder_for(channel, &asker) {
+                Some(holder) => {
+                    tracing::debug!(channel = %channel, to, holder = %holder, "no replica to hand: naming the broker that may hold it");
+                    Release::MovedTo(holder.to_string())
+                }
+                None => Release::NotHeld,
+            },
+        }
+    }
+
+    /// A channel fenced here for broker `existing`, asked for by `to`:
+    /// "ask `existing`", unless `existing` is the leader of the term this
+    /// broker's replica of it follows and that leader is lost here. Then
+    /// the fence is only what the leader's first request for the channel
+    /// left (it asked here, its ring's previous owner, and was told "not
+    /// held"), and the replica, or the name of who holds it, goes to `to`
+    /// as to any owner that asks ([`Self::replica_for`]); the fence then
+    /// names `to`. Sent to the lost leader instead, an owner that joined
+    /// after its death found nobody to ask, and started the channel anew
+    /// (tests/hand_back.rs).
+    fn past_a_lost_leaders_fence(
+        &self,
+        channel: &ChannelName,
+        (existing, to): (&str, &str),
+        holds_copy: bool,
+    ) -> Release {
+        let moved = || Release::MovedTo(existing.to_owned());
+        let Some(r) = self.replicated() else {
+            return moved();
+        };
+        let leader = r
+            .replicas
+            .register(channel)
+            .and_then(|(_, _, c)| c)
+            .map(|c| c.leader);
+        let Some(leader) = leader.filter(|l| l.as_str() == existing) else {
+            return moved();
+        };
+        if !r.replicas.leader_lost(&leader) {
+            return moved();
+        }
+        let release = self.replica_for(channel, to, holds_copy);
+        if let Release::State(_) = &release
+            && let Some(mut s) = self.inner.registry.lock_existing(channel)
+            && s.is_fenced()
+        {
+            s.lifecycle = Lifecycle::Fenced {
+                to: to.into(),
+                since: Instant::now(),
+            };
+        }
+        match release {
+            Release::NotHeld => moved(),
+            other => other,
         }
     }
 

@@ -58,7 +58,7 @@ pub async fn stand(
     let term = candidacy.term();
     let voters = candidacy.voters().to_vec();
     // Until the outcome is applied, this broker keeps its log (see
-    // `Replicas::hand_to_leader`).
+    // `Replicas::hand_replica`).
     let _standing = replicas.standing(channel)?;
     let mut proposal = None;
     while Instant::now() < deadline {

@@ -334,7 +334,7 @@ impl Replicas {
     pub fn won(&self, channel: &ChannelName, config: &ReplicaConfig) -> Result<bool, ReplicaError> {
         self.with(channel, |c, _| {
             // Its log was handed back to its leader while it stood
-            // ([`Self::hand_to_leader`]): it may not lead from nothing.
+            // ([`Self::hand_replica`]): it may not lead from nothing.
             if c.log.is_lost() {
                 c.register.learn(config);
                 return (false, true);

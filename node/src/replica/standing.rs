@@ -1,6 +1,6 @@
 //! A candidacy of this broker being decided: while it is, the broker's
 //! log of the channel may yet lead the term it stands for, so it is not
-//! handed away ([`Replicas::hand_to_leader`]).
+//! handed away ([`Replicas::hand_replica`]).
 
 use switchboard_core::ChannelName;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_cluster::{
     ownership::{MAX_HANDED_KEYS, Snapshot, SnapshotEntry},
-    replication::ReplicaLog,
+    replication::{PrepareReply, ReplicaLog},
 };
 use switchboard_core::{BrokerName, ChannelName};
 
@@ -40,28 +40,35 @@ impl Replicas {
         snapshot_of(channel, c, now_micros)
     }
 
-    /// `channel`'s state as this broker's replica holds it, for `leader`:
-    /// the leader of the term this replica follows, which lost its own
-    /// copy (it restarted before anyone took its place, so the ring still
-    /// names it the owner). The channel goes on there in the same epoch
-    /// at the same offsets. The copy goes with the term's configuration,
-    /// as a leader's planned hand-over does: it holds every offset
-    /// committed in the term (each needed this replica), and the leader
-    /// that lost its own can commit nothing more in it, so the leader
-    /// keeps it as its log and stands on the term (`Replicas::seed`),
-    /// leading the channel replicated again, with this broker among its
-    /// followers. This replica stops counting as complete: if that
-    /// election fails, the leader serves the channel unreplicated from
-    /// the copy, this log falls behind, and it must never stand with it.
-    pub fn hand_to_leader(
+    /// `channel`'s state as this broker's replica holds it, for broker
+    /// `to`, and whom it went to ([`HandedTo`]). To the leader of the term
+    /// this replica follows, which lost its own copy (it restarted before
+    /// anyone took its place, so the ring still names it the owner); or,
+    /// once that leader is lost here (its stream ended or fell silent and
+    /// no lease granted to it here runs), to the broker that asks for the
+    /// channel as its owner now (one that joined, or whose ring counted
+    /// the leader out before anyone here stood: it may not stand without a
+    /// log, and started the channel anew after refusing it for 5 s until
+    /// session 17). The channel goes on there in the same epoch at the
+    /// same offsets. The copy goes with the term's configuration, as a
+    /// leader's planned hand-over does: it holds every offset committed in
+    /// the term (each needed this replica), and the leader, which lost its
+    /// copy or is lost, can commit nothing more in it without this log, so
+    /// the recipient keeps it as its log and stands on the term
+    /// (`Replicas::seed`), leading the channel replicated again, with this
+    /// broker among its followers. This replica stops counting as
+    /// complete: if that election fails, the recipient serves the channel
+    /// unreplicated from the copy, this log falls behind, and it must
+    /// never stand with it.
+    pub fn hand_replica(
         &self,
         channel: &ChannelName,
-        leader: &BrokerName,
+        to: &BrokerName,
         now_micros: u64,
-    ) -> Option<Snapshot> {
+    ) -> Option<(Snapshot, HandedTo)> {
         let mut channels = self.channels.lock();
         let c = channels.get_mut(channel)?;
-        let config = c.register.config()?;
+        let config = c.register.config()?.clone();
         // A later term promised to this broker itself is a candidacy of its
         // own that ended having won nothing here (one still being decided
         // withholds the replica, below; with `lost_majority = refuse`, one
@@ -71,11 +78,18 @@ impl Replicas {
         // started its channel anew (tests/lost_majority.rs).
         let own_candidacy =
             c.register.promised() > config.term && c.register.promised_to() == Some(&self.me);
-        let follows = config.leader == *leader
-            && config.followers.contains(&self.me)
+        let follows = config.followers.contains(&self.me)
             && (c.register.promised() == config.term || own_candidacy)
             && c.log.is_complete_for(config.term)
             && c.leading.is_none();
+        let handed_to = if config.leader == *to {
+            HandedTo::Leader
+        } else if self.leader_lost(&config.leader) {
+            HandedTo::Owner
+        } else {
+            tracing::debug!(channel = %channel, to = %to, leader = %config.leader, "replica not handed: asked by another broker while its leader is not lost here");
+            return None;
+        };
         // A leader that still renews its lease for the channel here leads
         // it, copy and all: it asks to check its copy against this one (it
         // was counted out for a moment), not because it lost it. Handing
@@ -86,29 +100,31 @@ impl Replicas {
         let renewing = c
             .register
             .lease()
-            .is_some_and(|l| l.holder.as_ref() == Some(leader) && l.until > Instant::now());
+            .is_some_and(|l| l.holder.as_ref() == Some(&config.leader) && l.until > Instant::now());
         // While this broker stands for the channel itself, its log may
         // yet lead the term it stands for: handed away meanwhile, the term
         // was won by a leader with no log, and the handed copy lost its
         // own election to that term and was forgotten. Every copy of the
         // channel was gone; the ring owner started it anew after its
-        // refusals (tests/lost_majority.rs, once in CI). The leader asks
+        // refusals (tests/lost_majority.rs, once in CI). The asker asks
         // again: by then this broker leads the channel (and hands it over
         // with its configuration) or lost, and hands the replica.
         if c.standing > 0 {
-            tracing::debug!(channel = %channel, to = %leader, "replica not handed: this broker is standing for the channel");
+            tracing::debug!(channel = %channel, to = %to, "replica not handed: this broker is standing for the channel");
             return None;
         }
         if !follows || renewing {
-            tracing::debug!(channel = %channel, to = %leader, config = ?config, promised = ?c.register.promised(), complete = c.log.is_complete_for(config.term), "replica not handed: not a complete follower of that leader");
+            tracing::debug!(channel = %channel, to = %to, config = ?config, promised = ?c.register.promised(), complete = c.log.is_complete_for(config.term), "replica not handed: not a complete follower of that leader");
             return None;
         }
         // Only as the term's one follower (R = 2): with two, the other may
         // win the next term without this log's uncommitted tail, which the
-        // leader would have served meanwhile; then the copy goes without
+        // recipient would have served meanwhile; then the copy goes without
         // the configuration, served unreplicated, as before session 14.
         let only = matches!(config.followers.as_slice(), [f] if *f == self.me);
-        let config = config.clone();
+        if handed_to == HandedTo::Owner && !self.promise_next_term(channel, c, to) {
+            return None;
+        }
         let mut handed = snapshot_of(channel, c, now_micros)?;
         if only {
             handed.handed = Some(config);
@@ -116,8 +132,80 @@ impl Replicas {
         }
         c.log = ReplicaLog::lost();
         c.epoch = None;
-        Some(handed)
+        Some((handed, handed_to))
     }
+
+    /// Before its replica goes to an owner other than its term's leader:
+    /// promises that owner the term after the one this broker follows
+    /// (durably, as a vote), or says it may not. The leader may be alive
+    /// after all (frozen, or cut off from this broker alone); with the
+    /// promise it can neither adopt this broker into its term again nor
+    /// commit anything more in it, so the copy handed holds all that the
+    /// term committed. Without it, the replication model found a leader
+    /// that adopted its follower again and committed what the handed copy
+    /// lacked, and the owner won the next term without it
+    /// (`an_owner_handed_a_log_without_a_promise_is_caught`). Not while a
+    /// candidacy of this broker's own holds a later promise: the owner
+    /// stands on the next term, which would meet it.
+    fn promise_next_term(
+        &self,
+        channel: &ChannelName,
+        c: &mut ReplicaChannel,
+        to: &BrokerName,
+    ) -> bool {
+        let Some(term) = c.register.config().map(|cfg| cfg.term) else {
+            return false;
+        };
+        if c.register.promised() != term {
+            return false;
+        }
+        let reply = c.register.on_prepare(Instant::now(), to, term.next(), None);
+        if !matches!(reply, PrepareReply::Promised { .. }) {
+            tracing::debug!(channel = %channel, to = %to, reply = ?reply, "replica not handed: the next term cannot be promised to its owner");
+            return false;
+        }
+        let Some(store) = self.store.as_ref() else {
+            return false;
+        };
+        if let Err(e) = store.lock().save(channel, &c.register) {
+            tracing::warn!(channel = %channel, error = %e, "replica not handed: the promise to its owner was not stored");
+            return false;
+        }
+        true
+    }
+
+    /// Another broker of the newest configuration known here for
+    /// `channel` that may hold it, for broker `to`, which asked this one
+    /// for it and got nothing: the term's leader unless it is lost here,
+    /// else a follower; never this broker nor `to`. A witness (or a
+    /// follower that keeps its replica) names it so that an owner that
+    /// holds nothing, and asked it first (its ring's previous owner),
+    /// reaches the copy rather than starting the channel anew.
+    pub fn holder_for(&self, channel: &ChannelName, to: &BrokerName) -> Option<BrokerName> {
+        let config = self
+            .channels
+            .lock()
+            .get(channel)?
+            .register
+            .config()?
+            .clone();
+        let other = |b: &&BrokerName| *b != &self.me && *b != to;
+        let leader = Some(&config.leader)
+            .filter(other)
+            .filter(|l| !self.leader_lost(l));
+        leader
+            .or_else(|| config.followers.iter().find(other))
+            .cloned()
+    }
+}
+
+/// Whom [`Replicas::hand_replica`] handed a replica to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandedTo {
+    /// The leader of the term it followed, which lost its copy.
+    Leader,
+    /// The channel's owner now: the leader is lost here.
+    Owner,
 }
 
 /// The channel as `c`'s log holds it, if it holds the channel's epoch.
