@@ -200,6 +200,15 @@ impl Handoff {
             Holding::Fenced(to) => placement
                 .addr(&to)
                 .or_else(|| placement.source(channel.as_str())),
+            // Led here, and swept while idle: the log it leads is the
+            // channel (`LocalBroker::led_state`). Asked for the channel
+            // as if it had lost its copy, its follower may hand over and
+            // void the replica.
+            Holding::Nothing if self.leads(channel) => {
+                self.broker.touch(channel)?;
+                drop(pull);
+                return self.led(channel, &placement).await;
+            }
             Holding::Nothing => placement.source(channel.as_str()),
         };
         if self.pull(&placement, channel, source).await == Pulled::Nowhere {
@@ -549,6 +558,13 @@ impl Handoff {
             // fault does not (docs/operations.md).
             metrics::gauge!("switchboard_replication_degraded_channels").set(degraded);
         }
+    }
+
+    /// Whether this broker leads `channel` as replicated.
+    fn leads(&self, channel: &ChannelName) -> bool {
+        self.broker
+            .replicated()
+            .is_some_and(|r| r.replicas.leads(channel).is_some())
     }
 
     fn stripe(&self, channel: &ChannelName) -> &tokio::sync::Mutex<()> {

@@ -128,6 +128,9 @@ impl LocalBroker {
 
     /// A channel starting here, in a new epoch.
     fn new_channel(&self, name: &ChannelName, options: NamespaceOptions) -> ChannelState {
+        if let Some(led) = self.led_state(name, &options) {
+            return led;
+        }
         let epoch = self
             .inner
             .epochs
@@ -143,6 +146,28 @@ impl LocalBroker {
             self.inner.host.wall_micros(),
             &self.inner.budget,
         )
+    }
+
+    /// A new state for `name` if this broker leads it as replicated (its
+    /// state was swept while idle): in the epoch its replica log is of, at
+    /// the offset committed there, with the history it had (none: an idle
+    /// channel's history has expired). A new epoch there would be one no
+    /// replica holds.
+    fn led_state(&self, name: &ChannelName, options: &NamespaceOptions) -> Option<ChannelState> {
+        let r = self.replicated()?;
+        let term = r.replicas.leads(name)?;
+        let (_, _, committed, epoch) = r.replicas.state(name)?;
+        let epoch = epoch?;
+        let mut s = ChannelState::new(
+            name.clone(),
+            options.clone(),
+            epoch.id,
+            epoch.created_micros,
+            &self.inner.budget,
+        );
+        s.offset = committed;
+        s.copy_term = term;
+        Some(s)
     }
 
     /// The broker's memory budget (what it charges, its limit).
@@ -175,20 +200,26 @@ impl LocalBroker {
     }
 
     /// Drops channels with no subscribers, no presence and no live history,
-    /// but for those this broker leads as replicated. A led channel is idle
-    /// from its creation until its first publication is committed and
-    /// stored (an election and a round trip); swept then, the commit found
-    /// no state to store the publication in, and the next publication made
-    /// a new one, in a new epoch the replicas never heard of: acknowledged
-    /// in an epoch no copy holds, and the first publication missing from
-    /// the owner's history (tests/hand_back.rs, about one run in six). The
-    /// same happened to a led channel idle for longer than its history.
+    /// but for those this broker leads as replicated with publications
+    /// appended and not yet stored in the state. A led channel is idle from
+    /// its creation until its first publication is committed and stored
+    /// (an election and a round trip); swept then, the commit found no
+    /// state to store the publication in, and the next publication made a
+    /// new one, in a new epoch the replicas never heard of: acknowledged in
+    /// an epoch no copy holds, and the first publication missing from the
+    /// owner's history (tests/hand_back.rs, about one run in six under
+    /// load). A led channel swept with nothing pending comes back in its
+    /// replica's epoch and offset ([`Self::led_state`]).
     pub fn sweep(&self, now: Instant) {
-        let led = |channel: &ChannelName| {
-            self.replicated()
-                .is_some_and(|r| r.replicas.leads(channel).is_some())
+        let pending = |channel: &ChannelName, stored: u64| {
+            self.replicated().is_some_and(|r| {
+                r.replicas.leads(channel).is_some()
+                    && r.replicas
+                        .state(channel)
+                        .is_some_and(|(_, end, ..)| end > stored)
+            })
         };
-        self.inner.registry.sweep(now, led);
+        self.inner.registry.sweep(now, pending);
         self.notify_changed();
         metrics::gauge!("switchboard_broker_channels").set(self.inner.registry.len() as f64);
         {

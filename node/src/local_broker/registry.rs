@@ -91,11 +91,12 @@ impl Registry {
     }
 
     /// Drops every channel that is idle at `now` and that `keep` does not
-    /// keep (asked of idle channels only, under their locks).
-    pub(super) fn sweep(&self, now: Instant, keep: impl Fn(&ChannelName) -> bool) {
+    /// keep, given its offset (asked of idle channels only, under their
+    /// locks).
+    pub(super) fn sweep(&self, now: Instant, keep: impl Fn(&ChannelName, u64) -> bool) {
         self.channels.retain(|channel, state| {
             let mut s = state.lock();
-            if s.is_idle(now) && !keep(channel) {
+            if s.is_idle(now) && !keep(channel, s.offset) {
                 s.lifecycle = Lifecycle::Removed;
                 false
             } else {
