@@ -264,6 +264,53 @@ impl switchboard_core::DeliverySink for Discard {
     fn deliver(&self, _: switchboard_core::Delivery) {}
 }
 
+fn e1() -> Epoch {
+    Epoch {
+        id: "e1".into(),
+        created_micros: 1,
+    }
+}
+
+/// `leader` leading the channel in `config`, epoch `e1`, on a runtime of
+/// its own, once publications `1..=n` are committed and a lease renewal
+/// is sent: shutting the runtime down drops its tasks and closes its
+/// sockets at once, as a killed process's.
+async fn lead_on_own_runtime(
+    leader: &Arc<Replicas>,
+    dial: &voters::Dial,
+    config: ReplicaConfig,
+    n: u64,
+) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (b1, dial) = (leader.clone(), dial.clone());
+    runtime.spawn(async move {
+        let streams = PeerStreams::new(
+            b1.clone(),
+            dial,
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        streams.send(b1.lead(&news(), &config, e1()).unwrap());
+        for (offset, mut committed) in publish(&b1, &streams, 1..=n) {
+            timeout(WAIT, committed.wait_for(|c| *c >= offset))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        streams.send(b1.renewals());
+        let _ = tx.send(());
+        // Kept alive (with its streams) until the runtime goes.
+        std::future::pending::<()>().await;
+    });
+    timeout(WAIT, rx).await.unwrap().unwrap();
+    runtime
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_stands_once_the_leaders_connections_drop_and_its_lease_ran_out() {
     let voters = cluster("vigil").await;
@@ -271,39 +318,8 @@ async fn a_follower_stands_once_the_leaders_connections_drop_and_its_lease_ran_o
     let b1 = voters[&b("b1")].replicas.clone();
     let b2 = voters[&b("b2")].replicas.clone();
     let config = elect(&b1, &dial, &NAMES, &[]).await;
-    // The leader runs on a runtime of its own: shutting that down drops
-    // its tasks and closes its sockets at once, as a killed process's.
-    let leader = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let renewed = std::time::Instant::now();
-    let led = leader.spawn({
-        let (b1, dial) = (b1.clone(), dial.clone());
-        async move {
-            let streams = PeerStreams::new(
-                b1.clone(),
-                dial,
-                TaskTracker::new(),
-                CancellationToken::new(),
-            );
-            let epoch = Epoch {
-                id: "e1".into(),
-                created_micros: 1,
-            };
-            streams.send(b1.lead(&news(), &config, epoch).unwrap());
-            for (offset, mut committed) in publish(&b1, &streams, 1..=2) {
-                timeout(WAIT, committed.wait_for(|c| *c >= offset))
-                    .await
-                    .unwrap()
-                    .unwrap();
-            }
-            streams.send(b1.renewals());
-            // Kept alive (with its streams) until the runtime goes.
-            std::future::pending::<()>().await;
-        }
-    });
+    let leader = lead_on_own_runtime(&b1, &dial, config, 2).await;
     // b2 grants the lease after `renewed`, so it runs at least this long.
     timeout(WAIT, async {
         while b2.lease_until(&news()).is_none() {
@@ -315,7 +331,6 @@ async fn a_follower_stands_once_the_leaders_connections_drop_and_its_lease_ran_o
     assert!(b2.lost_leader(&news()).is_none(), "the leader is alive");
 
     leader.shutdown_background();
-    drop(led);
     let due = timeout(WAIT, async {
         loop {
             if b2.lost_leader(&news()).is_some() {
@@ -486,38 +501,7 @@ async fn three_committed_then_killed(
 ) -> Epoch {
     let b1 = voters[&b("b1")].replicas.clone();
     let config = elect(&b1, dial, &NAMES, &[]).await;
-    let leader = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let epoch = Epoch {
-        id: "e1".into(),
-        created_micros: 1,
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let led = leader.spawn({
-        let (b1, dial, epoch) = (b1.clone(), dial.clone(), epoch.clone());
-        async move {
-            let streams = PeerStreams::new(
-                b1.clone(),
-                dial,
-                TaskTracker::new(),
-                CancellationToken::new(),
-            );
-            streams.send(b1.lead(&news(), &config, epoch).unwrap());
-            for (offset, mut committed) in publish(&b1, &streams, 1..=3) {
-                timeout(WAIT, committed.wait_for(|c| *c >= offset))
-                    .await
-                    .unwrap()
-                    .unwrap();
-            }
-            streams.send(b1.renewals());
-            let _ = tx.send(());
-            std::future::pending::<()>().await;
-        }
-    });
-    timeout(WAIT, rx).await.unwrap().unwrap();
+    let leader = lead_on_own_runtime(&b1, dial, config, 3).await;
     let voter = |n: &str| voters[&b(n)].replicas.clone();
     timeout(WAIT, async {
         while voter("b2").lease_until(&news()).is_none() {
@@ -527,7 +511,6 @@ async fn three_committed_then_killed(
     .await
     .expect("b2 granted the lease");
     leader.shutdown_background();
-    drop(led);
     voters[&b("b1")].stop.cancel();
     timeout(WAIT, async {
         while !(voter("b2").leader_lost(&b("b1")) && voter("b3").leader_lost(&b("b1"))) {
@@ -536,7 +519,7 @@ async fn three_committed_then_killed(
     })
     .await
     .expect("b2 and b3 never found the leader lost");
-    epoch
+    e1()
 }
 
 /// Once its leader is lost here, a follower hands its replica, with the
