@@ -574,23 +574,18 @@ async fn a_follower_hands_its_replica_to_the_owner_once_its_leader_is_lost() {
     assert_eq!((end, log_epoch.map(|e| e.id)), (3, Some(epoch.id)));
 }
 
-/// A channel led here as replicated is not swept as idle while its log
-/// holds publications not yet stored in its state: it is idle from its
-/// creation until its first publication is committed and stored. Swept in
-/// that window (by the sweep every second), the commit found no state to
-/// store into, and the next publication made a new state in a new epoch
-/// that no replica held (tests/hand_back.rs, about one run in six under
-/// load). Swept with nothing pending, it comes back in its log's epoch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_led_channel_is_swept_only_with_nothing_pending_and_comes_back_in_its_epoch() {
-    let voters = cluster("sweep").await;
-    let dial = shared_dialer(addrs(&voters));
+/// A `LocalBroker` over b1's replicas, leading the channel (epoch id
+/// returned) in the first term of `voters`; stop the token when done.
+async fn led_by_a_broker(
+    voters: &std::collections::HashMap<BrokerName, voters::Voter>,
+) -> (LocalBroker, String, CancellationToken) {
+    let dial = shared_dialer(addrs(voters));
     let b1 = voters[&b("b1")].replicas.clone();
     let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
     let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
     broker.set_replicated(Replicated {
         replicas: b1.clone(),
-        streams: PeerStreams::new(b1.clone(), dial.clone(), tracker.clone(), stop.clone()),
+        streams: PeerStreams::new(b1.clone(), dial.clone(), tracker, stop.clone()),
         dial: dial.clone(),
         factor: 2,
         lost_majority: Default::default(),
@@ -605,16 +600,57 @@ async fn a_led_channel_is_swept_only_with_nothing_pending_and_comes_back_in_its_
     };
     let r = broker.replicated().unwrap();
     broker.lead_won(r, &news(), &config, epoch).unwrap();
-    let later = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    (broker, id, stop)
+}
+
+fn an_hour_on() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(3600)
+}
+
+/// A channel led here as replicated is not swept as idle while its log
+/// holds publications not yet stored in its state: it is idle from its
+/// creation until its first publication is committed and stored. Swept in
+/// that window (by the sweep every second), the commit found no state to
+/// store into, and the next publication made a new state in a new epoch
+/// that no replica held (tests/hand_back.rs, about one run in six under
+/// load). Swept with nothing pending, it comes back in its log's epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_led_channel_is_swept_only_with_nothing_pending_and_comes_back_in_its_epoch() {
+    let voters = cluster("sweep").await;
+    let (broker, id, stop) = led_by_a_broker(&voters).await;
     // Nothing pending: swept, and back in the same epoch when touched.
-    broker.sweep(later());
+    broker.sweep(an_hour_on());
     assert_eq!(broker.holding(&news()), Holding::Nothing);
     broker.touch(&news()).unwrap();
     assert_eq!(broker.epoch_of(&news()).map(|e| e.0), Some(id.clone()));
     // A publication appended, not yet committed: kept.
+    let b1 = &voters[&b("b1")].replicas;
     b1.append_led(&news(), entry(1)).unwrap();
-    broker.sweep(later());
+    broker.sweep(an_hour_on());
     assert_eq!(broker.holding(&news()), Holding::State, "swept");
     assert_eq!(broker.epoch_of(&news()).map(|e| e.0), Some(id));
+    stop.cancel();
+}
+
+/// A channel led here and swept while idle is still handed over as led
+/// (its epoch, and its term's configuration for the new owner to stand
+/// on), not answered "not held": its new owner then started it in a new
+/// epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swept_led_channel_is_handed_over_with_its_term() {
+    let voters = cluster("swept-release").await;
+    let (broker, id, stop) = led_by_a_broker(&voters).await;
+    broker.sweep(an_hour_on());
+    assert_eq!(broker.holding(&news()), Holding::Nothing);
+    let Release::State(handed) = broker.release_for(&news(), "b4", false).unwrap() else {
+        panic!("not handed over");
+    };
+    assert_eq!(handed.epoch, id);
+    assert_eq!(handed.handed.map(|c| c.leader), Some(b("b1")));
+    assert!(matches!(broker.holding(&news()), Holding::Fenced(to) if to == "b4"));
+    assert!(
+        voters[&b("b1")].replicas.leads(&news()).is_none(),
+        "still leads"
+    );
     stop.cancel();
 }

@@ -9,13 +9,16 @@ use tokio::time::Instant;
 use super::{
     LocalBroker,
     channel_state::{ChannelState, Lifecycle},
+    registry::Locked,
 };
 use crate::{history::History, replica::takeover::HandedTo};
 use switchboard_cluster::{
     ownership::{CopyRank, MAX_HANDED_KEYS, Release, Snapshot, SnapshotEntry},
     replication::Term,
 };
-use switchboard_core::{BrokerError, ChannelName, Control, DeliveryKind, presence::Presence};
+use switchboard_core::{
+    BrokerError, ChannelName, Control, DeliveryKind, NamespaceOptions, presence::Presence,
+};
 
 /// What this broker holds of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +75,8 @@ impl LocalBroker {
             to: to.into(),
             since: now,
         };
-        let (mut s, created) = self.inner.registry.lock_or_insert(channel, || {
-            let mut s = self.new_channel(channel, options);
-            s.lifecycle = fence();
-            s
-        });
-        if created {
+        let (mut s, created) = self.lock_or_fence(channel, options, fence());
+        if created && s.is_fenced() {
             drop(s);
             return Ok(self.replica_for(channel, to, holds_copy));
         }
@@ -135,6 +134,27 @@ impl LocalBroker {
         self.notify_changed();
         metrics::counter!("switchboard_broker_handoffs_total", "direction" => "out").increment(1);
         Ok(Release::State(snapshot))
+    }
+
+    /// `channel`'s state here, locked, or a new one fenced with `fence`
+    /// if none is, and whether it was made now. A channel this broker
+    /// leads, swept while idle, is held all the same: its log is the
+    /// channel, handed over like any led channel's. (Answered "not held"
+    /// until session 17, it went to the new owner as nothing, and started
+    /// there in a new epoch.)
+    fn lock_or_fence(
+        &self,
+        channel: &ChannelName,
+        options: NamespaceOptions,
+        fence: Lifecycle,
+    ) -> (Locked, bool) {
+        self.inner.registry.lock_or_insert(channel, || {
+            self.led_state(channel, &options).unwrap_or_else(|| {
+                let mut s = self.new_channel(channel, options);
+                s.lifecycle = fence;
+                s
+            })
+        })
     }
 
     /// A channel not held here (never, or handed to `to` before and asked

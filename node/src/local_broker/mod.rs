@@ -15,6 +15,8 @@
 //!   and client events.
 //! - `replicated`: publishing to a channel led here as a replicated
 //!   channel: acknowledged and delivered once every replica stored it.
+//! - `sweep`: idle channels dropped (but led ones with publications
+//!   pending), and the memory gauges, every `sweep_interval`.
 
 mod channel_state;
 pub mod config;
@@ -22,6 +24,7 @@ mod handover;
 mod occupancy;
 mod registry;
 pub mod replicated;
+mod sweep;
 
 use std::sync::{
     Arc,
@@ -32,7 +35,6 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use rand::{Rng, distr::Alphanumeric, rngs::StdRng};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 pub use channel_state::FENCE_TTL;
 use channel_state::{ChannelState, Subscriber};
@@ -148,45 +150,9 @@ impl LocalBroker {
         )
     }
 
-    /// A new state for `name` if this broker leads it as replicated (its
-    /// state was swept while idle): in the epoch its replica log is of, at
-    /// the offset committed there, with the history it had (none: an idle
-    /// channel's history has expired). A new epoch there would be one no
-    /// replica holds.
-    fn led_state(&self, name: &ChannelName, options: &NamespaceOptions) -> Option<ChannelState> {
-        let r = self.replicated()?;
-        let term = r.replicas.leads(name)?;
-        let (_, _, committed, epoch) = r.replicas.state(name)?;
-        let epoch = epoch?;
-        let mut s = ChannelState::new(
-            name.clone(),
-            options.clone(),
-            epoch.id,
-            epoch.created_micros,
-            &self.inner.budget,
-        );
-        s.offset = committed;
-        s.copy_term = term;
-        Some(s)
-    }
-
     /// The broker's memory budget (what it charges, its limit).
     pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
         &self.inner.budget
-    }
-
-    /// Sweeps idle channels until `shutdown`. Without it, channels that had
-    /// history are kept until touched again.
-    pub async fn maintain(&self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.inner.config.sweep_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => self.sweep(Instant::now()),
-            }
-        }
     }
 
     /// Resolves at the next departure of a gateway or of channels (a
@@ -197,40 +163,6 @@ impl LocalBroker {
 
     fn notify_changed(&self) {
         self.inner.changes.notify_waiters();
-    }
-
-    /// Drops channels with no subscribers, no presence and no live history,
-    /// but for those this broker leads as replicated with publications
-    /// appended and not yet stored in the state. A led channel is idle from
-    /// its creation until its first publication is committed and stored
-    /// (an election and a round trip); swept then, the commit found no
-    /// state to store the publication in, and the next publication made a
-    /// new one, in a new epoch the replicas never heard of: acknowledged in
-    /// an epoch no copy holds, and the first publication missing from the
-    /// owner's history (tests/hand_back.rs, about one run in six under
-    /// load). A led channel swept with nothing pending comes back in its
-    /// replica's epoch and offset ([`Self::led_state`]).
-    pub fn sweep(&self, now: Instant) {
-        let pending = |channel: &ChannelName, stored: u64| {
-            self.replicated().is_some_and(|r| {
-                r.replicas.leads(channel).is_some()
-                    && r.replicas
-                        .state(channel)
-                        .is_some_and(|(_, end, ..)| end > stored)
-            })
-        };
-        self.inner.registry.sweep(now, pending);
-        self.notify_changed();
-        metrics::gauge!("switchboard_broker_channels").set(self.inner.registry.len() as f64);
-        {
-            let mut idempotency = self.inner.idempotency.lock();
-            let (cache, charge) = &mut *idempotency;
-            cache.expire(now);
-            charge.set(cache.bytes());
-        }
-        let budget = &self.inner.budget;
-        metrics::gauge!("switchboard_broker_memory_bytes").set(budget.used() as f64);
-        metrics::gauge!("switchboard_broker_memory_budget_bytes").set(budget.limit() as f64);
     }
 
     /// Number of gateways with an open delivery stream here.

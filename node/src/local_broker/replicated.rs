@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use super::{LocalBroker, channel_state::ChannelState};
 use crate::replica::{Entry, Replicas, peer_stream::PeerStreams};
 use switchboard_core::{
-    BrokerError, ChannelName, DeliveryKind, Position, PublishRequest, frame::push as frame,
+    BrokerError, ChannelName, DeliveryKind, NamespaceOptions, Position, PublishRequest,
+    frame::push as frame,
 };
 
 /// How long a publish waits for its replicas before it is refused (the
@@ -37,6 +38,32 @@ pub struct Replicated {
 }
 
 impl LocalBroker {
+    /// A new state for `name` if this broker leads it as replicated (its
+    /// state was swept while idle): in the epoch its replica log is of, at
+    /// the offset committed there, with the history it had (none: an idle
+    /// channel's history has expired). A new epoch there would be one no
+    /// replica holds.
+    pub(super) fn led_state(
+        &self,
+        name: &ChannelName,
+        options: &NamespaceOptions,
+    ) -> Option<ChannelState> {
+        let r = self.replicated()?;
+        let term = r.replicas.leads(name)?;
+        let (_, _, committed, epoch) = r.replicas.state(name)?;
+        let epoch = epoch?;
+        let mut s = ChannelState::new(
+            name.clone(),
+            options.clone(),
+            epoch.id,
+            epoch.created_micros,
+            &self.inner.budget,
+        );
+        s.offset = committed;
+        s.copy_term = term;
+        Some(s)
+    }
+
     /// Replicates the channels this broker leads from now on.
     pub fn set_replicated(&self, replicated: Replicated) {
         let _ = self.inner.replicated.set(replicated);
