@@ -106,7 +106,13 @@ impl PublishStream {
         timeout: Duration,
     ) -> Outcome {
         let link = self.link();
-        let (id, answer) = link.waiters.lock().register()?;
+        // The stream may have ended between `link` and here (it was just
+        // opened, and an older broker turned it down at once): that
+        // refusal marks the broker too, or this publish failed with it
+        // and the next one opened the stream again (a CI run of
+        // node/tests/publish_stream_fallback.rs, session 17).
+        let registered = link.waiters.lock().register();
+        let (id, answer) = registered.inspect_err(|why| self.turned_down(why))?;
         let _forget = Forget {
             waiters: &link.waiters,
             id,
@@ -131,12 +137,19 @@ impl PublishStream {
         }
         .unwrap_or_else(|_| Err(Status::unavailable("publish stream ended")));
         if let Err(status) = &outcome
-            && status.code() == Code::Unimplemented
             && link.waiters.lock().has_ended()
         {
-            self.unsupported.store(true, Ordering::Relaxed);
+            self.turned_down(status);
         }
         outcome
+    }
+
+    /// The stream ended with `why`: if the broker does not know the
+    /// method, publishes go as unary calls from now on.
+    fn turned_down(&self, why: &Status) {
+        if why.code() == Code::Unimplemented {
+            self.unsupported.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The stream open now, or a new one.
