@@ -150,7 +150,7 @@ impl LocalBroker {
     ) -> (Locked, bool) {
         self.inner.registry.lock_or_insert(channel, || {
             self.led_state(channel, &options).unwrap_or_else(|| {
-                let mut s = self.new_channel(channel, options);
+                let mut s = self.fresh_channel(channel, options);
                 s.lifecycle = fence;
                 s
             })

@@ -128,11 +128,17 @@ impl LocalBroker {
         }
     }
 
-    /// A channel starting here, in a new epoch.
+    /// A channel starting here: in the epoch its log is of if this broker
+    /// leads it as replicated (`led_state`), else in a new one.
     fn new_channel(&self, name: &ChannelName, options: NamespaceOptions) -> ChannelState {
-        if let Some(led) = self.led_state(name, &options) {
-            return led;
+        match self.led_state(name, &options) {
+            Some(led) => led,
+            None => self.fresh_channel(name, options),
         }
+    }
+
+    /// A channel starting here in a new epoch, whatever is led here.
+    fn fresh_channel(&self, name: &ChannelName, options: NamespaceOptions) -> ChannelState {
         let epoch = self
             .inner
             .epochs

@@ -54,11 +54,8 @@ impl LocalBroker {
     /// Whether this broker leads `channel` as replicated with publications
     /// appended beyond `stored`, the offset its state holds.
     fn pending_beyond(&self, channel: &ChannelName, stored: u64) -> bool {
-        self.replicated().is_some_and(|r| {
-            r.replicas.leads(channel).is_some()
-                && r.replicas
-                    .state(channel)
-                    .is_some_and(|(_, end, ..)| end > stored)
-        })
+        self.replicated()
+            .and_then(|r| r.replicas.next_offset(channel))
+            .is_some_and(|next| next > stored + 1)
     }
 }
