@@ -75,10 +75,11 @@ pub enum Rpc {
     Prepare,
     Commit,
     Replicate,
+    Retire,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 17] = [
+    pub const ALL: [Rpc; 18] = [
         Rpc::Attach,
         Rpc::Detach,
         Rpc::Subscribe,
@@ -96,12 +97,18 @@ impl Rpc {
         Rpc::Prepare,
         Rpc::Commit,
         Rpc::Replicate,
+        Rpc::Retire,
     ];
 
     /// The role allowed to call it.
     pub fn caller_role(self) -> Role {
         match self {
-            Rpc::Release | Rpc::Claim | Rpc::Prepare | Rpc::Commit | Rpc::Replicate => Role::Broker,
+            Rpc::Release
+            | Rpc::Claim
+            | Rpc::Prepare
+            | Rpc::Commit
+            | Rpc::Replicate
+            | Rpc::Retire => Role::Broker,
             _ => Role::Gateway,
         }
     }
@@ -126,6 +133,7 @@ impl Rpc {
             Rpc::Prepare => "prepare",
             Rpc::Commit => "commit",
             Rpc::Replicate => "replicate",
+            Rpc::Retire => "retire",
         }
     }
 }

@@ -6,9 +6,15 @@
 //! `config`) written and synced before [`RegisterStore::save`] returns, so
 //! before the vote it records leaves the broker. Registers change only on
 //! configuration changes, never per publication, so a sync per change is
-//! cheap. Opening reads every line (the last per channel wins), ignores a
-//! torn last line (a crash mid-write: that vote never left), and rewrites
-//! the file with one line per channel.
+//! cheap. A retired channel's register is forgotten with a line of its
+//! own (`channel`, `forgotten`), which also raises the store's floor: the
+//! highest term of any register forgotten, below which a register made
+//! afresh never votes ([`Register::above`]). Opening reads every line (the
+//! last per channel wins), ignores a torn last line (a crash mid-write:
+//! that vote never left), and rewrites the file with the floor and one
+//! line per channel; so does a store whose file has grown to twice its
+//! live lines (plus [`SLACK`]), which bounds it under channels that come
+//! and go.
 
 use std::{
     collections::HashMap,
@@ -24,11 +30,19 @@ use switchboard_core::{BrokerName, ChannelName};
 
 const FILE: &str = "registers.jsonl";
 
+/// Lines a store's file may hold beyond twice its live ones before it is
+/// rewritten.
+const SLACK: usize = 1024;
+
 /// The durable registers, by channel.
 pub struct RegisterStore {
     dir: PathBuf,
     file: File,
     saved: HashMap<ChannelName, Value>,
+    /// The highest term of any register forgotten.
+    floor: Term,
+    /// Lines in the file.
+    lines: usize,
 }
 
 impl RegisterStore {
@@ -37,6 +51,7 @@ impl RegisterStore {
         fs::create_dir_all(dir)?;
         let path = dir.join(FILE);
         let mut saved = HashMap::new();
+        let mut floor = Term::ZERO;
         if let Ok(f) = File::open(&path) {
             for line in BufReader::new(f).lines() {
                 let line = line?;
@@ -44,30 +59,59 @@ impl RegisterStore {
                 let Ok(record) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                if let Some(channel) = record["channel"]
+                floor = floor.max(Term(record["floor"].as_u64().unwrap_or(0)));
+                let Some(channel) = record["channel"]
                     .as_str()
                     .and_then(|c| ChannelName::new(c).ok())
-                {
+                else {
+                    continue;
+                };
+                if let Some(term) = record["forgotten"].as_u64() {
+                    floor = floor.max(Term(term));
+                    saved.remove(&channel);
+                } else {
                     saved.insert(channel, record);
                 }
             }
         }
-        let compacted = dir.join(format!("{FILE}.new"));
-        {
-            let mut out = File::create(&compacted)?;
-            for record in saved.values() {
-                writeln!(out, "{record}")?;
-            }
-            out.sync_all()?;
-        }
-        fs::rename(&compacted, &path)?;
-        File::open(dir)?.sync_all()?;
-        let file = OpenOptions::new().append(true).open(&path)?;
+        let file = rewrite(dir, &saved, floor)?;
         Ok(Self {
             dir: dir.to_owned(),
             file,
+            lines: saved.len() + 1,
             saved,
+            floor,
         })
+    }
+
+    /// The highest term of any register forgotten here.
+    pub fn floor(&self) -> Term {
+        self.floor
+    }
+
+    /// Forgets `channel`'s register, whose promise was `promised`, and
+    /// raises the floor to it; returns once that is on disk.
+    pub fn forget(&mut self, channel: &ChannelName, promised: Term) -> io::Result<()> {
+        let record = json!({ "channel": channel.as_str(), "forgotten": promised.0 });
+        self.append(&record)?;
+        self.saved.remove(channel);
+        self.floor = self.floor.max(promised);
+        self.compact_if_grown()
+    }
+
+    fn append(&mut self, record: &Value) -> io::Result<()> {
+        writeln!(self.file, "{record}")?;
+        self.file.sync_data()?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    fn compact_if_grown(&mut self) -> io::Result<()> {
+        if self.lines > 2 * self.saved.len() + SLACK {
+            self.file = rewrite(&self.dir, &self.saved, self.floor)?;
+            self.lines = self.saved.len() + 1;
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -83,10 +127,9 @@ impl RegisterStore {
             "promised_to": register.promised_to().map(BrokerName::as_str),
             "config": register.config().map(config_json),
         });
-        writeln!(self.file, "{record}")?;
-        self.file.sync_data()?;
+        self.append(&record)?;
         self.saved.insert(channel.clone(), record);
-        Ok(())
+        self.compact_if_grown()
     }
 
     /// `channel`'s register as saved, rebuilt at `now` (no vote for one
@@ -117,6 +160,26 @@ impl RegisterStore {
     pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
         self.saved.keys()
     }
+}
+
+/// Writes the floor and one line per live register to a new file, moves
+/// it over the store's, and opens it to append.
+fn rewrite(dir: &Path, saved: &HashMap<ChannelName, Value>, floor: Term) -> io::Result<File> {
+    let path = dir.join(FILE);
+    let compacted = dir.join(format!("{FILE}.new"));
+    {
+        let mut out = io::BufWriter::new(File::create(&compacted)?);
+        writeln!(out, "{}", json!({ "floor": floor.0 }))?;
+        for record in saved.values() {
+            writeln!(out, "{record}")?;
+        }
+        out.into_inner()
+            .map_err(io::IntoInnerError::into_error)?
+            .sync_all()?;
+    }
+    fs::rename(&compacted, &path)?;
+    File::open(dir)?.sync_all()?;
+    OpenOptions::new().append(true).open(&path)
 }
 
 fn config_json(c: &ReplicaConfig) -> Value {
@@ -221,8 +284,58 @@ mod tests {
         let r = store.restore(&ch("chat:a"), LEASE, Instant::now()).unwrap();
         assert_eq!(r.config().map(|c| c.term), Some(Term(3)));
         let lines = fs::read_to_string(&path).unwrap().lines().count();
-        assert_eq!(lines, 1, "one line per channel after compaction");
+        assert_eq!(
+            lines, 2,
+            "the floor and one line per channel after compaction"
+        );
         assert_eq!(store.channels().count(), 1);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_forgotten_register_stays_forgotten_and_raises_the_floor() {
+        let d = dir("forget");
+        {
+            let mut store = RegisterStore::open(&d).unwrap();
+            let mut r = Register::new(LEASE);
+            r.on_commit(&config(4));
+            store.save(&ch("chat:a"), &r).unwrap();
+            store.save(&ch("chat:b"), &r).unwrap();
+            store.forget(&ch("chat:a"), Term(4)).unwrap();
+            assert_eq!(store.floor(), Term(4));
+        }
+        let store = RegisterStore::open(&d).unwrap();
+        assert_eq!(store.floor(), Term(4));
+        assert!(
+            store
+                .restore(&ch("chat:a"), LEASE, Instant::now())
+                .is_none()
+        );
+        assert!(
+            store
+                .restore(&ch("chat:b"), LEASE, Instant::now())
+                .is_some()
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_of_channels_that_came_and_went_is_rewritten_as_it_grows() {
+        let d = dir("grown");
+        let mut store = RegisterStore::open(&d).unwrap();
+        let mut r = Register::new(LEASE);
+        r.on_commit(&config(2));
+        // Two lines each: past SLACK once.
+        for i in 0..SLACK / 2 + 8 {
+            let c = ch(&format!("chat:{i}"));
+            store.save(&c, &r).unwrap();
+            store.forget(&c, Term(2)).unwrap();
+        }
+        let lines = fs::read_to_string(d.join(FILE)).unwrap().lines().count();
+        assert!(lines <= SLACK + 1, "{lines} lines for no live register");
+        drop(store);
+        let store = RegisterStore::open(&d).unwrap();
+        assert_eq!((store.channels().count(), store.floor()), (0, Term(2)));
         let _ = fs::remove_dir_all(&d);
     }
 }

@@ -71,6 +71,24 @@ impl Register {
         }
     }
 
+    /// The register of a channel this broker knows nothing of, or retired
+    /// (docs/replication.md "Retiring an idle channel"): it promises and
+    /// accepts nothing at or below `floor`, the highest term of any
+    /// register it forgot, so that forgetting never lets it vote twice in
+    /// one term nor take an old leader's appends.
+    pub fn above(lease_period: Duration, floor: Term) -> Self {
+        Self {
+            promised: floor,
+            ..Self::new(lease_period)
+        }
+    }
+
+    /// Whether this register took part in nothing after `term`: it may be
+    /// forgotten when `term`'s leader retires the channel.
+    pub fn settled_at(&self, term: Term) -> bool {
+        self.promised <= term && self.config.as_ref().is_none_or(|c| c.term <= term)
+    }
+
     /// The durable part read back after a restart at `now`: leases granted
     /// before the crash are unknown, so no vote for one lease period.
     pub fn restarted(&self, now: Instant) -> Self {
@@ -219,6 +237,32 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_millis(800);
+
+    #[test]
+    fn a_register_above_a_floor_votes_only_for_later_terms() {
+        let now = Instant::now();
+        let mut r = Register::above(LEASE, Term(7));
+        assert!(matches!(
+            r.on_prepare(now, &b("b1"), Term(7), None),
+            PrepareReply::Refused {
+                promised: Term(7),
+                reason: Refusal::Older,
+                ..
+            }
+        ));
+        assert!(matches!(
+            r.on_prepare(now, &b("b1"), Term(8), None),
+            PrepareReply::Promised { config: None, .. }
+        ));
+        assert!(r.settled_at(Term(8)) && !r.settled_at(Term(7)));
+        let old = ReplicaConfig {
+            term: Term(6),
+            leader: b("b2"),
+            followers: vec![b("b1")],
+            witness: None,
+        };
+        assert!(!Register::above(LEASE, Term(7)).on_commit(&old));
+    }
 
     fn b(name: &str) -> BrokerName {
         name.into()

@@ -17,6 +17,8 @@
 //!   channel: acknowledged and delivered once every replica stored it.
 //! - `sweep`: idle channels dropped (but led ones with publications
 //!   pending), and the memory gauges, every `sweep_interval`.
+//! - `retirement`: after each sweep, idle replicated channels led here
+//!   retired at their voters and forgotten.
 
 mod channel_state;
 pub mod config;
@@ -24,6 +26,7 @@ mod handover;
 mod occupancy;
 mod registry;
 pub mod replicated;
+mod retirement;
 mod sweep;
 
 use std::sync::{

@@ -66,6 +66,24 @@ impl Registry {
         }
     }
 
+    /// Whether `channel` has a state here.
+    pub(super) fn contains(&self, channel: &ChannelName) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    /// Runs `f` if `channel` has no state, holding the map's lock for it so
+    /// that none is made meanwhile.
+    pub(super) fn unless_present<T>(
+        &self,
+        channel: &ChannelName,
+        f: impl FnOnce() -> T,
+    ) -> Option<T> {
+        match self.channels.entry(channel.clone()) {
+            dashmap::Entry::Vacant(_held) => Some(f()),
+            dashmap::Entry::Occupied(_) => None,
+        }
+    }
+
     /// Locks `channel`'s state if there is one.
     pub(super) fn lock_existing(&self, channel: &ChannelName) -> Option<Locked> {
         let state = self.channels.get(channel)?.clone();

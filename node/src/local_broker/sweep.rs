@@ -9,8 +9,9 @@ use super::LocalBroker;
 use switchboard_core::ChannelName;
 
 impl LocalBroker {
-    /// Sweeps idle channels until `shutdown`. Without it, channels that had
-    /// history are kept until touched again.
+    /// Sweeps idle channels until `shutdown`, and retires the replicated
+    /// ones led here (`retirement`). Without it, channels that had history
+    /// are kept until touched again.
     pub async fn maintain(&self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.inner.config.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -18,7 +19,14 @@ impl LocalBroker {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => self.sweep(Instant::now()),
+                _ = tick.tick() => {
+                    self.sweep(Instant::now());
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return,
+                        _ = self.retire_idle() => {}
+                    }
+                }
             }
         }
     }
@@ -40,6 +48,9 @@ impl LocalBroker {
             .sweep(now, |channel, stored| self.pending_beyond(channel, stored));
         self.notify_changed();
         metrics::gauge!("switchboard_broker_channels").set(self.inner.registry.len() as f64);
+        if let Some(r) = self.replicated() {
+            metrics::gauge!("switchboard_replication_channels").set(r.replicas.held() as f64);
+        }
         {
             let mut idempotency = self.inner.idempotency.lock();
             let (cache, charge) = &mut *idempotency;

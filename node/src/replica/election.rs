@@ -91,8 +91,11 @@ pub async fn stand(
                 });
             }
             Outcome::Lost { newer_term, config } => {
-                if let Some(c) = &config {
-                    replicas.learn(channel, c)?;
+                match &config {
+                    Some(c) => replicas.learn(channel, c)?,
+                    // A voter that retired the channel knows no
+                    // configuration, only its floor: stand above it next.
+                    None => replicas.outbid(channel, newer_term)?,
                 }
                 return Ok(Elected::Lost { newer_term, config });
             }

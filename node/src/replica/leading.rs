@@ -36,6 +36,21 @@ pub(super) struct Leading {
     keep: u64,
 }
 
+impl Leading {
+    pub(super) fn config(&self) -> &ReplicaConfig {
+        self.leadership.config()
+    }
+
+    pub(super) fn term(&self) -> switchboard_cluster::replication::Term {
+        self.leadership.term()
+    }
+
+    /// The leader's log end.
+    pub(super) fn end(&self) -> u64 {
+        self.leadership.end()
+    }
+}
+
 /// Committed entries a leader keeps at least, whatever the history size:
 /// delivery reads committed entries from the log after the commit.
 const MIN_KEPT: u64 = 4096;
@@ -119,7 +134,7 @@ impl ReplicaChannel {
         }
     }
 
-    fn step_down(&mut self, channel: &ChannelName, why: &str) {
+    pub(super) fn step_down(&mut self, channel: &ChannelName, why: &str) {
         if let Some(l) = self.leading.take() {
             tracing::warn!(channel = %channel, term = %l.leadership.term(), reason = why, "no longer leading");
         }

@@ -13,6 +13,8 @@
 //!   it won.
 //! - `handed`: the log that comes with a channel its leader handed over
 //!   (a planned move), to stand on the leader's term with.
+//! - `retirement`: forgetting a channel that went idle, at every voter
+//!   and last at its leader.
 //! - `election`: standing for a new term of a channel over the network
 //!   (prepare and accept rounds at the voters, this broker's own register
 //!   among them).
@@ -25,6 +27,7 @@ pub mod election;
 pub mod handed;
 pub mod leading;
 pub mod peer_stream;
+pub mod retirement;
 pub mod service;
 mod standing;
 pub mod takeover;
@@ -78,6 +81,9 @@ struct ReplicaChannel {
     /// Candidacies of this broker for the channel being decided now
     /// ([`election::stand`]).
     standing: u32,
+    /// The highest promise a voter refused this broker's candidacy with,
+    /// naming no configuration: the next candidacy stands above it.
+    outbid: Term,
 }
 
 /// Why a replication request was refused.
@@ -121,6 +127,8 @@ pub struct Replicas {
     /// The leaders this broker follows, and when to stand for their
     /// channels.
     vigil: Mutex<Vigil>,
+    /// Where the next search for channels to retire starts.
+    retire_cursor: std::sync::atomic::AtomicUsize,
 }
 
 /// How long a leader may be silent (no append, no renewal) before its
@@ -158,6 +166,7 @@ impl Replicas {
                         epoch: None,
                         leading: None,
                         standing: 0,
+                        outbid: Term::ZERO,
                     };
                     channels.insert(channel.clone(), restored);
                 }
@@ -172,6 +181,7 @@ impl Replicas {
             channels: Mutex::new(channels),
             store: store.map(Mutex::new),
             vigil: Mutex::new(Vigil::new()),
+            retire_cursor: Default::default(),
         })
     }
 
@@ -191,24 +201,59 @@ impl Replicas {
         channel: &ChannelName,
         f: impl FnOnce(&mut ReplicaChannel, &BrokerName) -> (T, bool),
     ) -> Result<T, ReplicaError> {
+        self.with_entry(channel, true, f)
+    }
+
+    /// [`Self::with`] for what changes no register (appends, renewals): a
+    /// channel not held here is answered as a fresh one would be, and not
+    /// made, so that a leader's messages for a channel this broker retired
+    /// do not bring it back (the answer sends a new configuration first).
+    fn with_held<T>(
+        &self,
+        channel: &ChannelName,
+        f: impl FnOnce(&mut ReplicaChannel, &BrokerName) -> (T, bool),
+    ) -> Result<T, ReplicaError> {
+        self.with_entry(channel, false, f)
+    }
+
+    fn with_entry<T>(
+        &self,
+        channel: &ChannelName,
+        create: bool,
+        f: impl FnOnce(&mut ReplicaChannel, &BrokerName) -> (T, bool),
+    ) -> Result<T, ReplicaError> {
         let store = self.store.as_ref().ok_or(ReplicaError::NoDataDir)?;
         self.namespaces.options(channel)?;
         let mut channels = self.channels.lock();
-        let c = channels
-            .entry(channel.clone())
-            .or_insert_with(|| ReplicaChannel {
-                register: Register::new(self.lease),
-                log: ReplicaLog::new(),
-                epoch: None,
-                leading: None,
-                standing: 0,
-            });
+        let held = create || channels.contains_key(channel);
+        let mut scratch = None;
+        let c = match channels.get_mut(channel) {
+            Some(c) => c,
+            None if !create => scratch.insert(self.fresh(store)),
+            None => {
+                let fresh = self.fresh(store);
+                channels.entry(channel.clone()).or_insert(fresh)
+            }
+        };
         let (out, changed) = f(c, &self.me);
-        if changed {
+        if changed && held {
             // Before the answer leaves: a vote must survive a crash.
             store.lock().save(channel, &c.register)?;
         }
         Ok(out)
+    }
+
+    /// The state of a channel new here: its register votes only above the
+    /// terms of every register this broker forgot.
+    fn fresh(&self, store: &Mutex<RegisterStore>) -> ReplicaChannel {
+        ReplicaChannel {
+            register: Register::above(self.lease, store.lock().floor()),
+            log: ReplicaLog::new(),
+            epoch: None,
+            leading: None,
+            standing: 0,
+            outbid: Term::ZERO,
+        }
     }
 
     /// `Prepare{term}` from `candidate`.
@@ -270,7 +315,7 @@ impl Replicas {
         append: Append,
     ) -> Result<AppendReply, ReplicaError> {
         let keep = self.namespaces.options(channel)?.history_size as u64;
-        self.with(channel, |c, _| {
+        self.with_held(channel, |c, _| {
             if let Some(leader) = c.register.config().map(|cfg| cfg.leader.clone()) {
                 self.vigil.lock().heard(&leader, Instant::now());
             }
@@ -302,7 +347,7 @@ impl Replicas {
         term: Term,
     ) -> Result<Option<Duration>, ReplicaError> {
         let now = Instant::now();
-        self.with(channel, |c, _| {
+        self.with_held(channel, |c, _| {
             let until = c.register.grant_lease(now, leader, term);
             let mut vigil = self.vigil.lock();
             vigil.heard(leader, now);
@@ -320,7 +365,7 @@ impl Replicas {
         let initial = plan.initial_config().ok_or(ReplicaError::NoBrokers)?;
         self.with(channel, |c, me| {
             let base = c.register.config().cloned().unwrap_or(initial);
-            let term = base.term.max(c.register.promised()).next();
+            let term = base.term.max(c.register.promised()).max(c.outbid).next();
             (Candidacy::new(me.clone(), base, &c.log, term, plan), false)
         })?
         .map_err(ReplicaError::from)
@@ -346,6 +391,16 @@ impl Replicas {
                 c.register.learn(config);
                 (false, true)
             }
+        })
+    }
+
+    /// A voter refused this broker's candidacy for `channel` with a
+    /// promise of `term` and no configuration: the next stands above it.
+    /// (Not a promise: it restricts no vote of this broker's.)
+    pub fn outbid(&self, channel: &ChannelName, term: Term) -> Result<(), ReplicaError> {
+        self.with(channel, |c, _| {
+            c.outbid = c.outbid.max(term);
+            ((), false)
         })
     }
 

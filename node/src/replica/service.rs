@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     Append, Entry, Epoch, ReplicaError, Replicas,
+    retirement::Retired,
     wire::{broker, channel, config_from_pb, prepare_to_pb},
 };
 use crate::authorization::{PeerAuth, Rpc, authorize, check};
@@ -162,6 +163,36 @@ impl replica_server::Replica for ReplicaService {
             accepted,
             promised: promised.0,
         }))
+    }
+
+    async fn retire(
+        &self,
+        request: Request<pb::RetireRequest>,
+    ) -> Result<Response<pb::RetireReply>, Status> {
+        check(
+            self.auth,
+            &request,
+            Rpc::Retire,
+            Some(&request.get_ref().leader),
+        )?;
+        let req = request.into_inner();
+        let ch = channel(&req.channel)?;
+        let leader = broker(&req.leader, "retire")?;
+        let reply = match self
+            .replicas
+            .retire(&ch, Term(req.term), &leader)
+            .map_err(status)?
+        {
+            Retired::Forgotten => pb::RetireReply {
+                forgotten: true,
+                promised: 0,
+            },
+            Retired::Kept { promised } => pb::RetireReply {
+                forgotten: false,
+                promised: promised.0,
+            },
+        };
+        Ok(Response::new(reply))
     }
 
     type ReplicateStream = ReplyStream;

@@ -36,9 +36,13 @@ impl Drop for TempDir {
 }
 
 pub(crate) async fn voter(name: &str, tag: &str) -> Voter {
+    voter_in(name, tag, Namespaces::permissive()).await
+}
+
+/// [`voter`] with the namespaces `ns`.
+pub(crate) async fn voter_in(name: &str, tag: &str, ns: Namespaces) -> Voter {
     let dir = std::env::temp_dir().join(format!("sb-elect-{tag}-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let ns = Namespaces::permissive();
     let replicas = Arc::new(Replicas::open_in(name.into(), ns, Some(&dir)).unwrap());
     let (addr, stop) = serve_on(replicas.clone()).await;
     Voter {

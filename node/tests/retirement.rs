@@ -1,0 +1,275 @@
+//! Retiring an idle replicated channel (docs/replication.md "Retiring an
+//! idle channel"), over real replication services: once a channel led
+//! here has no state (swept: no subscribers, nothing pending) and every
+//! publication is past its history TTL, every voter forgets its register
+//! and log of it, and then the leader does; so channels that come and go
+//! leave nothing behind. A voter that took part in a later term keeps it,
+//! and one that forgot never votes again in a term it forgot, nor takes
+//! an old leader's appends.
+
+mod voters;
+
+use std::{collections::HashMap, time::Duration};
+
+use switchboard_cluster::replication::AppendReply;
+use switchboard_cluster::replication::{PrepareReply, ReplicaConfig, Term};
+use switchboard_core::{Broker, BrokerName, Namespaces, Position, PublishRequest};
+use switchboard_node::{
+    BrokerConfig, LocalBroker,
+    local_broker::{Holding, replicated::Replicated},
+    replica::{
+        Append, Entry, Epoch,
+        election::{Elected, stand},
+        peer_stream::PeerStreams,
+        retirement::Retired,
+    },
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use voters::{NAMES, Voter, addrs, news, plan, shared_dialer, voter_in};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// How long publications stay in history here, and their idempotency
+/// keys are remembered.
+const TTL: Duration = Duration::from_millis(300);
+
+fn b(name: &str) -> BrokerName {
+    name.into()
+}
+
+fn short_history() -> Namespaces {
+    let mut ns = Namespaces::permissive();
+    for options in ns.namespaces.values_mut() {
+        options.history_ttl = TTL;
+    }
+    ns
+}
+
+async fn cluster(tag: &str) -> HashMap<BrokerName, Voter> {
+    let mut voters = HashMap::new();
+    for name in NAMES {
+        voters.insert(b(name), voter_in(name, tag, short_history()).await);
+    }
+    voters
+}
+
+/// A `LocalBroker` over b1's replicas (no channel led yet).
+fn broker_on_b1(voters: &HashMap<BrokerName, Voter>, stop: &CancellationToken) -> LocalBroker {
+    let dial = shared_dialer(addrs(voters));
+    let b1 = voters[&b("b1")].replicas.clone();
+    let config = BrokerConfig {
+        idempotency_window: TTL,
+        ..BrokerConfig::default()
+    };
+    let broker = LocalBroker::new(config, short_history());
+    broker.set_replicated(Replicated {
+        replicas: b1.clone(),
+        streams: PeerStreams::new(b1, dial.clone(), TaskTracker::new(), stop.clone()),
+        dial,
+        factor: 2,
+        lost_majority: Default::default(),
+        deferrals: Default::default(),
+    });
+    broker
+}
+
+/// b1 stands for the channel's next term over every voter and leads it
+/// from here, in the epoch of the broker's state.
+async fn lead(broker: &LocalBroker) -> ReplicaConfig {
+    let r = broker.replicated().unwrap();
+    broker.touch(&news()).unwrap();
+    let (id, created_micros) = broker.epoch_of(&news()).unwrap();
+    let candidacy = r.replicas.candidacy(&news(), plan(&NAMES, &[])).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let config = match stand(&r.replicas, &*r.dial, &news(), candidacy, deadline)
+        .await
+        .unwrap()
+    {
+        Elected::Leads { config, .. } => config,
+        other => panic!("expected to lead, got {other:?}"),
+    };
+    let epoch = Epoch { id, created_micros };
+    broker.lead_won(r, &news(), &config, epoch).unwrap();
+    config
+}
+
+async fn publish(broker: &LocalBroker, n: u64) -> Position {
+    broker
+        .publish(PublishRequest {
+            channel: news(),
+            data: serde_json::value::RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
+            from: "u".into(),
+            idempotency_key: Some(format!("k{n}")),
+        })
+        .await
+        .unwrap()
+}
+
+fn an_hour_on() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(3600)
+}
+
+/// Retires until one channel goes (its publications must first pass the
+/// history TTL and the key window, by the wall clock).
+async fn retired(broker: &LocalBroker) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while broker.retire_idle().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never retired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_channel_is_forgotten_at_every_voter_and_starts_anew_above_its_terms() {
+    let voters = cluster("retire").await;
+    let stop = CancellationToken::new();
+    let broker = broker_on_b1(&voters, &stop);
+    let first = lead(&broker).await;
+    let old = publish(&broker, 1).await;
+    assert_eq!(publish(&broker, 2).await.offset, 2);
+    // Kept while its publications are live, and while it has state.
+    assert_eq!(broker.retire_idle().await, 0);
+    tokio::time::sleep(TTL * 2).await;
+    assert_eq!(broker.retire_idle().await, 0);
+    for name in NAMES {
+        let replicas = &voters[&b(name)].replicas;
+        assert!(replicas.register(&news()).is_some(), "{name} forgot early");
+    }
+    broker.sweep(an_hour_on());
+    assert_eq!(broker.holding(&news()), Holding::Nothing);
+    retired(&broker).await;
+    for name in NAMES {
+        let replicas = &voters[&b(name)].replicas;
+        assert!(
+            replicas.register(&news()).is_none(),
+            "{name} kept its register"
+        );
+        assert!(replicas.state(&news()).is_none(), "{name} kept its log");
+        assert_eq!(replicas.held(), 0, "{name} holds replication state");
+        assert!(
+            replicas.floor() >= first.term,
+            "{name} forgot below its floor"
+        );
+    }
+    // Back: a new epoch (its history had expired), in a term above every
+    // one it had, replicated again.
+    let second = lead(&broker).await;
+    assert!(second.term > first.term, "{second:?} after {first:?}");
+    let again = publish(&broker, 3).await;
+    assert_eq!(again.offset, 1);
+    assert_ne!(again.epoch, old.epoch);
+    let follower = &voters[&second.followers[0]].replicas;
+    let (term, end, _, epoch) = follower.state(&news()).unwrap();
+    assert_eq!((term, end), (second.term, 1));
+    assert_eq!(epoch.map(|e| e.id), Some(again.epoch));
+    stop.cancel();
+}
+
+fn config(term: u64, leader: &str) -> ReplicaConfig {
+    ReplicaConfig {
+        term: Term(term),
+        leader: b(leader),
+        followers: vec![b("b2")],
+        witness: Some(b("b3")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_keeps_what_it_took_part_in_later_and_forgets_only_for_its_leader() {
+    let voters = cluster("retire-kept").await;
+    let b2 = &voters[&b("b2")].replicas;
+    let epoch = Epoch {
+        id: "e1".into(),
+        created_micros: 1,
+    };
+    assert!(b2.adopt(&news(), &config(3, "b1"), 0, epoch).unwrap());
+    // Only the leader of its term retires it.
+    assert_eq!(
+        b2.retire(&news(), Term(3), &b("b3")).unwrap(),
+        Retired::Kept { promised: Term(3) }
+    );
+    // A later promise is kept.
+    assert!(matches!(
+        b2.prepare(&news(), &b("b3"), Term(4)).unwrap(),
+        PrepareReply::Promised { .. }
+    ));
+    assert_eq!(
+        b2.retire(&news(), Term(3), &b("b1")).unwrap(),
+        Retired::Kept { promised: Term(4) }
+    );
+    assert!(b2.commit(&news(), &config(4, "b3")).unwrap().0);
+    assert_eq!(
+        b2.retire(&news(), Term(4), &b("b3")).unwrap(),
+        Retired::Forgotten
+    );
+    assert_eq!((b2.held(), b2.floor()), (0, Term(4)));
+    // Forgotten: an older leader's messages are refused, no lease is
+    // granted, neither brings the channel back, and no vote in a term it
+    // forgot.
+    let append = Append {
+        term: Term(3),
+        offset: 1,
+        entry: Entry {
+            frame: bytes::Bytes::from_static(b"{}"),
+            idempotency_key: None,
+            published_micros: 1,
+        },
+        committed: 0,
+        log_start: 1,
+    };
+    assert!(matches!(
+        b2.append(&news(), append).unwrap(),
+        AppendReply::Stale { .. }
+    ));
+    assert_eq!(b2.renew(&news(), &b("b1"), Term(3)).unwrap(), None);
+    assert_eq!(b2.renew(&news(), &b("b3"), Term(4)).unwrap(), None);
+    assert_eq!(b2.held(), 0);
+    assert!(matches!(
+        b2.prepare(&news(), &b("b1"), Term(4)).unwrap(),
+        PrepareReply::Refused { .. }
+    ));
+    assert!(!b2.commit(&news(), &config(3, "b1")).unwrap().0);
+}
+
+/// Voters' floors differ (each is the highest term it forgot, of any
+/// channel): a candidate refused with a promise and no configuration
+/// stands above that promise next, instead of one term higher each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_below_the_voters_floors_stands_above_them_next() {
+    let voters = cluster("retire-floor").await;
+    let other = switchboard_core::ChannelName::new("news:other").unwrap();
+    let epoch = Epoch {
+        id: "e0".into(),
+        created_micros: 1,
+    };
+    for name in ["b2", "b3"] {
+        let replicas = &voters[&b(name)].replicas;
+        assert!(replicas.commit(&other, &config(9, "b3")).unwrap().0);
+        let _ = replicas.adopt(&other, &config(9, "b3"), 0, epoch.clone());
+        replicas.retire(&other, Term(9), &b("b3")).unwrap();
+        assert_eq!(replicas.floor(), Term(9));
+    }
+    let b1 = &voters[&b("b1")].replicas;
+    let dial = shared_dialer(addrs(&voters));
+    let attempt = || async {
+        let candidacy = b1.candidacy(&news(), plan(&NAMES, &[])).unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        stand(b1, &*dial, &news(), candidacy, deadline)
+            .await
+            .unwrap()
+    };
+    assert!(
+        matches!(
+            attempt().await,
+            Elected::Lost {
+                newer_term: Term(9),
+                config: None
+            }
+        ),
+        "the voters' floors refuse term 1"
+    );
+    match attempt().await {
+        Elected::Leads { config, .. } => assert_eq!(config.term, Term(10)),
+        other => panic!("expected to lead above the floors, got {other:?}"),
+    }
+}
