@@ -64,6 +64,19 @@ async fn prepare(
     Ok(c.prepare(req).await?.into_inner())
 }
 
+async fn retire(
+    c: &mut ReplicaClient<Channel>,
+    leader: &str,
+    term: u64,
+) -> Result<pb::RetireReply, tonic::Status> {
+    let req = pb::RetireRequest {
+        channel: CHANNEL.into(),
+        term,
+        leader: leader.into(),
+    };
+    Ok(c.retire(req).await?.into_inner())
+}
+
 /// Prepares until the answer is not "a lease is held" (a restarted voter
 /// refuses everyone for one lease period, and so does one that granted a
 /// lease): what it answers then is its promise.
@@ -209,6 +222,9 @@ async fn promises_survive_kill_9_and_fence_an_old_leader() {
 
     // c2's appends are refused now: it can never commit again in term 4.
     assert_eq!(leader.append(4, 3, 2).await, Kind::Stale(5));
+    // Nor can it have the channel forgotten: the voter took part in term 5.
+    let kept = retire(&mut c2, "c2", 4).await.unwrap();
+    assert_eq!((kept.forgotten, kept.promised), (false, 5));
 
     // And the promise to c3 survives another kill -9.
     b1.kill().await.unwrap();
@@ -240,6 +256,12 @@ async fn only_brokers_vote_each_as_itself_and_only_with_a_data_dir() {
     let mut g1 =
         replica_client(addr, "b1", &ca.ca_cert(), Presenting::Certificate(&gateway)).unwrap();
     let denied = prepare(&mut g1, "g1", 1).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    // Nor retire a channel as another broker, or as a gateway.
+    let denied = retire(&mut c2, "c1", 1).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let denied = retire(&mut g1, "g1", 1).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
 
     // No certificate at all.

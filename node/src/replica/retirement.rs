@@ -84,27 +84,44 @@ impl Replicas {
         max: usize,
         idle: impl Fn(&ChannelName) -> bool,
     ) -> Vec<Retiring> {
+        let quiet: Vec<ChannelName> = {
+            let channels = self.channels.lock();
+            channels
+                .iter()
+                .filter(|(_, c)| {
+                    c.leading.is_some() && c.standing == 0 && c.log.committed() == c.log.end()
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        // Not under this broker's lock: the registry takes its own first,
+        // then this one (a state made from the replica log).
+        let idle: Vec<ChannelName> = quiet.into_iter().filter(|name| idle(name)).collect();
         let channels = self.channels.lock();
-        let all: Vec<Retiring> = channels
-            .iter()
-            .filter_map(|(name, c)| {
+        let all: Vec<Retiring> = idle
+            .into_iter()
+            .filter_map(|name| {
+                let c = channels.get(&name)?;
                 let l = c.leading.as_ref()?;
                 let end = c.log.end();
-                if c.standing > 0 || c.log.committed() != end || !idle(name) {
-                    return None;
-                }
-                let ttl = self.namespaces.options(name).ok()?.history_ttl;
-                let expired = (c.log.first()..=end).filter_map(|o| c.log.get(o)).all(|e| {
-                    let kept = ttl.max(key_window_of(e, key_window));
-                    e.published_micros.saturating_add(kept.as_micros() as u64) <= now_micros
-                });
-                expired.then(|| Retiring {
-                    channel: name.clone(),
+                let ttl = self.namespaces.options(&name).ok()?.history_ttl;
+                // Newest first: a live channel stops at its last publication.
+                let expired = (c.log.first()..=end)
+                    .rev()
+                    .filter_map(|o| c.log.get(o))
+                    .all(|e| {
+                        let kept = ttl.max(key_window_of(e, key_window));
+                        e.published_micros.saturating_add(kept.as_micros() as u64) <= now_micros
+                    });
+                let quiet = c.standing == 0 && c.log.committed() == end;
+                (quiet && expired).then(|| Retiring {
+                    channel: name,
                     config: l.config().clone(),
                     end,
                 })
             })
             .collect();
+        drop(channels);
         let from = self.retire_cursor.fetch_add(max, Ordering::Relaxed) % all.len().max(1);
         all.iter()
             .cycle()
