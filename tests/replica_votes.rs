@@ -73,6 +73,7 @@ async fn retire(
         channel: CHANNEL.into(),
         term,
         leader: leader.into(),
+        end: 0,
     };
     Ok(c.retire(req).await?.into_inner())
 }

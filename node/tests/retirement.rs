@@ -174,8 +174,23 @@ fn config(term: u64, leader: &str) -> ReplicaConfig {
     }
 }
 
+fn append(term: u64, offset: u64) -> Append {
+    Append {
+        term: Term(term),
+        offset,
+        entry: Entry {
+            frame: bytes::Bytes::from_static(b"{}"),
+            idempotency_key: None,
+            published_micros: 1,
+        },
+        committed: 0,
+        log_start: 1,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_voter_keeps_what_it_took_part_in_later_and_forgets_only_for_its_leader() {
+async fn a_voter_keeps_what_it_holds_beyond_or_took_part_in_later_and_forgets_only_for_its_leader()
+{
     let voters = cluster("retire-kept").await;
     let b2 = &voters[&b("b2")].replicas;
     let epoch = Epoch {
@@ -183,9 +198,20 @@ async fn a_voter_keeps_what_it_took_part_in_later_and_forgets_only_for_its_leade
         created_micros: 1,
     };
     assert!(b2.adopt(&news(), &config(3, "b1"), 0, epoch).unwrap());
+    assert!(matches!(
+        b2.append(&news(), append(3, 1)).unwrap(),
+        AppendReply::Stored { end: 1 }
+    ));
+    // A publication the leader did not count when it decided (it came in
+    // meanwhile, and may be committed) is kept: forgotten here, it would
+    // be on the leader alone.
+    assert_eq!(
+        b2.retire(&news(), Term(3), &b("b1"), 0).unwrap(),
+        Retired::Kept { promised: Term(3) }
+    );
     // Only the leader of its term retires it.
     assert_eq!(
-        b2.retire(&news(), Term(3), &b("b3")).unwrap(),
+        b2.retire(&news(), Term(3), &b("b3"), 1).unwrap(),
         Retired::Kept { promised: Term(3) }
     );
     // A later promise is kept.
@@ -194,31 +220,20 @@ async fn a_voter_keeps_what_it_took_part_in_later_and_forgets_only_for_its_leade
         PrepareReply::Promised { .. }
     ));
     assert_eq!(
-        b2.retire(&news(), Term(3), &b("b1")).unwrap(),
+        b2.retire(&news(), Term(3), &b("b1"), 1).unwrap(),
         Retired::Kept { promised: Term(4) }
     );
     assert!(b2.commit(&news(), &config(4, "b3")).unwrap().0);
     assert_eq!(
-        b2.retire(&news(), Term(4), &b("b3")).unwrap(),
+        b2.retire(&news(), Term(4), &b("b3"), 1).unwrap(),
         Retired::Forgotten
     );
     assert_eq!((b2.held(), b2.floor()), (0, Term(4)));
     // Forgotten: an older leader's messages are refused, no lease is
     // granted, neither brings the channel back, and no vote in a term it
     // forgot.
-    let append = Append {
-        term: Term(3),
-        offset: 1,
-        entry: Entry {
-            frame: bytes::Bytes::from_static(b"{}"),
-            idempotency_key: None,
-            published_micros: 1,
-        },
-        committed: 0,
-        log_start: 1,
-    };
     assert!(matches!(
-        b2.append(&news(), append).unwrap(),
+        b2.append(&news(), append(3, 2)).unwrap(),
         AppendReply::Stale { .. }
     ));
     assert_eq!(b2.renew(&news(), &b("b1"), Term(3)).unwrap(), None);
@@ -246,7 +261,7 @@ async fn a_candidate_below_the_voters_floors_stands_above_them_next() {
         let replicas = &voters[&b(name)].replicas;
         assert!(replicas.commit(&other, &config(9, "b3")).unwrap().0);
         let _ = replicas.adopt(&other, &config(9, "b3"), 0, epoch.clone());
-        replicas.retire(&other, Term(9), &b("b3")).unwrap();
+        replicas.retire(&other, Term(9), &b("b3"), 0).unwrap();
         assert_eq!(replicas.floor(), Term(9));
     }
     let b1 = &voters[&b("b1")].replicas;

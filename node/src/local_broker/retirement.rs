@@ -94,6 +94,7 @@ async fn retired_by_voters(dial: Dial<'_>, me: &str, t: &Retiring) -> bool {
                 channel: t.channel.to_string(),
                 term: t.config.term.0,
                 leader: me.to_owned(),
+                end: t.end,
             };
             let reply = tokio::time::timeout(CALL_TIMEOUT, client.retire(req)).await;
             Some(reply.ok()?.ok()?.into_inner().forgotten)

@@ -43,13 +43,17 @@ pub struct Retiring {
 }
 
 impl Replicas {
-    /// `leader` retires `channel` in `term`: forgets this broker's register
-    /// and log of it unless it took part in anything later.
+    /// `leader` retires `channel` in `term`, its log ending at `end`:
+    /// forgets this broker's register and log of it unless it took part in
+    /// anything later, or holds more than `end` (a publication that came
+    /// in meanwhile, which may be committed: forgotten here, it would be
+    /// on the leader alone).
     pub fn retire(
         &self,
         channel: &ChannelName,
         term: Term,
         leader: &BrokerName,
+        end: u64,
     ) -> Result<Retired, ReplicaError> {
         let store = self.store.as_ref().ok_or(ReplicaError::NoDataDir)?;
         let mut channels = self.channels.lock();
@@ -60,7 +64,8 @@ impl Replicas {
         let from_its_leader = r
             .config()
             .is_none_or(|cfg| cfg.term < term || cfg.leader == *leader);
-        if c.leading.is_some() || c.standing > 0 || !r.settled_at(term) || !from_its_leader {
+        let busy = c.leading.is_some() || c.standing > 0 || c.log.end() > end;
+        if busy || !r.settled_at(term) || !from_its_leader {
             return Ok(Retired::Kept {
                 promised: r.promised(),
             });

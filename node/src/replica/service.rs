@@ -180,7 +180,7 @@ impl replica_server::Replica for ReplicaService {
         let leader = broker(&req.leader, "retire")?;
         let reply = match self
             .replicas
-            .retire(&ch, Term(req.term), &leader)
+            .retire(&ch, Term(req.term), &leader, req.end)
             .map_err(status)?
         {
             Retired::Forgotten => pb::RetireReply {
