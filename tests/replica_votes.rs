@@ -68,12 +68,13 @@ async fn retire(
     c: &mut ReplicaClient<Channel>,
     leader: &str,
     term: u64,
+    end: u64,
 ) -> Result<pb::RetireReply, tonic::Status> {
     let req = pb::RetireRequest {
         channel: CHANNEL.into(),
         term,
         leader: leader.into(),
-        end: 0,
+        end,
     };
     Ok(c.retire(req).await?.into_inner())
 }
@@ -103,6 +104,7 @@ fn config(term: u64, leader: &str) -> pb::ReplicaConfig {
         leader: leader.into(),
         followers: vec!["b1".into()],
         witness: "w1".into(),
+        holders: vec![],
     }
 }
 
@@ -223,11 +225,17 @@ async fn promises_survive_kill_9_and_fence_an_old_leader() {
 
     // c2's appends are refused now: it can never commit again in term 4.
     assert_eq!(leader.append(4, 3, 2).await, Kind::Stale(5));
-    // Nor can it have the channel forgotten: the voter took part in term 5.
-    let kept = retire(&mut c2, "c2", 4).await.unwrap();
-    assert_eq!((kept.forgotten, kept.promised), (false, 5));
+    // Nor can it have the channel forgotten while the voter holds more
+    // than it counted.
+    let kept = retire(&mut c2, "c2", 4, 0).await.unwrap();
+    let answer = (kept.forgotten, kept.promised, kept.configured);
+    assert_eq!(answer, (false, 5, 4));
+    // Counting all of it, it can: a bare promise of a later term keeps
+    // nothing (no configuration was made in it), and the floor the voter
+    // leaves keeps the promise.
+    assert!(retire(&mut c2, "c2", 4, 2).await.unwrap().forgotten);
 
-    // And the promise to c3 survives another kill -9.
+    // And the promise to c3 survives another kill -9, as that floor.
     b1.kill().await.unwrap();
     let (_b1, addr) = start(Some(&dir)).await.unwrap();
     let mut c1 = client(addr, "c1");
@@ -260,9 +268,9 @@ async fn only_brokers_vote_each_as_itself_and_only_with_a_data_dir() {
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
 
     // Nor retire a channel as another broker, or as a gateway.
-    let denied = retire(&mut c2, "c1", 1).await.unwrap_err();
+    let denied = retire(&mut c2, "c1", 1, 0).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    let denied = retire(&mut g1, "g1", 1).await.unwrap_err();
+    let denied = retire(&mut g1, "g1", 1, 0).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
 
     // No certificate at all.

@@ -52,6 +52,14 @@ struct Faults {
     /// A follower hands its log to an owner without first promising it
     /// the next term (and does so ten times as often).
     owner_without_promise: bool,
+    /// A leader retiring the channel asks the other brokers to forget it
+    /// first and forgets it itself last, leading on meanwhile (session
+    /// 18's first design).
+    retire_voters_first: bool,
+    /// A follower adopting a term of another epoch keeps its log of the
+    /// ended one (session 19 found it: a voter told of the retirement
+    /// only after it had joined the next incarnation).
+    keep_ended_epochs: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -72,10 +80,12 @@ enum Msg {
         accepted: bool,
         promised: Term,
     },
-    /// The winner to every member: adopt this configuration.
+    /// The winner to every member: adopt this configuration, in its log's
+    /// epoch.
     Adopt {
         config: ReplicaConfig,
         leader_end: u64,
+        epoch: u64,
     },
     Append {
         term: Term,
@@ -96,6 +106,19 @@ enum Msg {
         sent_at: Instant,
         granted: bool,
     },
+    /// The leader retires the idle channel: forget it unless you know a
+    /// later configuration, lead or stand, or hold more than `end`.
+    Retire {
+        term: Term,
+        end: u64,
+    },
+    RetireReply {
+        term: Term,
+        end: u64,
+        /// Forgotten, or kept for a later configuration (nothing more to
+        /// tell).
+        forgotten: bool,
+    },
     /// A leader that stepped down at its committed offset hands its log
     /// (every offset from `first` up to that one) and configuration over.
     Handed {
@@ -108,6 +131,7 @@ enum Msg {
         back: Option<u64>,
         /// From a follower to an owner other than its leader.
         owner: bool,
+        epoch: Option<u64>,
     },
 }
 
@@ -171,6 +195,29 @@ struct Broker {
     /// ... by a follower whose leader was lost to it, to this broker as
     /// the channel's owner.
     handed_as_owner: bool,
+    /// The highest promise it forgot (durable).
+    floor: Term,
+    /// The epoch its log is of (the channel's incarnation: a new one after
+    /// a retirement starts at offset 1 again); none for an empty log.
+    epoch: Option<u64>,
+    /// The channel it retired as leader: the term, its log end then, and
+    /// the brokers named that have not confirmed it yet.
+    untold: Option<(Term, u64, BTreeSet<usize>)>,
+}
+
+impl Broker {
+    /// Forgets the channel, retired in `term`: its register gives way to
+    /// one that votes only above every promise it forgot and that term
+    /// (a term is never won twice, even across incarnations).
+    fn forget(&mut self, term: Term) {
+        self.floor = self.floor.max(self.register.promised()).max(term);
+        self.register = Register::above(LEASE, self.floor);
+        self.log = ReplicaLog::above(self.floor);
+        self.epoch = None;
+        self.leadership = None;
+        self.handed_back = false;
+        self.handed_as_owner = false;
+    }
 }
 
 /// Which invariant of docs/replication.md broke, and how.
@@ -215,6 +262,10 @@ struct Stats {
     owner_wins: u64,
     /// First terms won (by election, in the runs that start before it).
     first_terms: u64,
+    /// Channels retired at every voter, then at their leader.
+    retired: u64,
+    /// Terms won after a retirement (the channel's next incarnation).
+    wins_after_retiring: u64,
 }
 
 /// The god's-eye view the invariants are checked against.
@@ -334,6 +385,11 @@ struct Model {
     checker: Checker,
     faults: Faults,
     stats: Stats,
+    /// The term of the last retirement: what was committed up to it is
+    /// gone by design (its history had expired).
+    retired: Option<Term>,
+    /// The last epoch made (0: the first term's, when the run starts in it).
+    epochs: u64,
 }
 
 impl Model {
@@ -353,6 +409,7 @@ impl Model {
             leader: failover[0].clone(),
             followers: failover[1..replicas].to_vec(),
             witness: (replicas == 2).then(|| failover[2].clone()),
+            holders: vec![],
         };
         let brokers: Vec<Broker> = (0..n)
             .map(|i| {
@@ -370,6 +427,7 @@ impl Model {
                 } else if config.is_data_replica(&name) {
                     log.adopt(Term(1), 0);
                 }
+                let epoch = (!fresh && config.is_data_replica(&name)).then_some(0);
                 Broker {
                     name,
                     up: true,
@@ -380,6 +438,9 @@ impl Model {
                     candidacy: None,
                     handed_back: false,
                     handed_as_owner: false,
+                    floor: Term::ZERO,
+                    epoch,
+                    untold: None,
                 }
             })
             .collect();
@@ -409,6 +470,8 @@ impl Model {
             checker,
             faults,
             stats: Stats::default(),
+            retired: None,
+            epochs: 0,
         }
     }
 
@@ -540,6 +603,16 @@ impl Model {
                 }
             }
             700..715 => self.hand_to_owner()?,
+            850..852 => {
+                if let Some(i) = self.pick(Self::may_retire) {
+                    self.retire(i);
+                }
+            }
+            855..870 => {
+                if let Some(i) = self.pick(|m, i| m.active(i) && m.brokers[i].untold.is_some()) {
+                    self.tell(i);
+                }
+            }
             715..850 if self.faults.owner_without_promise => self.hand_to_owner()?,
             620..623 => {
                 if let Some(i) = self.pick(Self::active) {
@@ -651,10 +724,20 @@ impl Model {
                     self.on_outcome(to, outcome)?;
                 }
             }
-            Msg::Adopt { config, leader_end } => {
+            Msg::Adopt {
+                config,
+                leader_end,
+                epoch,
+            } => {
                 let b = &mut self.brokers[to];
                 if b.register.on_commit(&config) && config.followers.contains(&b.name) {
+                    // As `Replicas::adopt`: a log of another epoch is of an
+                    // incarnation that ended; its offsets mean nothing here.
+                    if b.epoch.is_some_and(|e| e != epoch) && !self.faults.keep_ended_epochs {
+                        b.log.start_over();
+                    }
                     b.log.adopt(config.term, leader_end);
+                    b.epoch = Some(epoch);
                 }
             }
             Msg::Append {
@@ -685,12 +768,75 @@ impl Model {
                     },
                 );
             }
+            Msg::Retire { term, end } => {
+                let b = &mut self.brokers[to];
+                let from_its_leader = b
+                    .register
+                    .config()
+                    .is_none_or(|c| c.term < term || c.leader == from_name);
+                // As `Replicas::retire`: a leader of an earlier term is out
+                // of date; only a log of the retiring term can hold more.
+                let leads_now = b.leadership.as_ref().is_some_and(|l| l.term() >= term);
+                let holds_more = b.log.term() >= term && b.log.end() > end;
+                let standing = b.candidacy.is_some();
+                let settled = b.register.settled_at(term);
+                let forgotten =
+                    !leads_now && !holds_more && !standing && settled && from_its_leader;
+                if !forgotten {
+                    self.note(|| {
+                        format!(
+                            "b{to} keeps the channel: leads {leads_now}, holds more \
+                             {holds_more}, standing {standing}, settled {settled}, \
+                             from its leader {from_its_leader}"
+                        )
+                    });
+                }
+                let b = &mut self.brokers[to];
+                if forgotten {
+                    b.forget(term);
+                    self.note(|| format!("b{to} forgot the channel (retired in {term})"));
+                }
+                // Kept because a later configuration was made: the channel
+                // went on, and its leader retires it. A bare later promise
+                // is not enough (a voter that forgot keeps the floor).
+                let later = (self.brokers[to].register.config()).is_some_and(|c| c.term > term);
+                let reply = Msg::RetireReply {
+                    term,
+                    end,
+                    forgotten: forgotten || later,
+                };
+                self.send(to, from, reply);
+            }
+            Msg::RetireReply {
+                term,
+                end,
+                forgotten,
+            } => {
+                let b = &mut self.brokers[to];
+                if let Some((t, e, left)) = &mut b.untold
+                    && (*t, *e) == (term, end)
+                    && forgotten
+                {
+                    left.remove(&from);
+                    if left.is_empty() {
+                        b.untold = None;
+                        let same = b.leadership.as_ref().is_some_and(|l| l.term() == term);
+                        if self.faults.retire_voters_first && same && b.log.end() == end {
+                            b.forget(term);
+                            self.checker.committed.clear();
+                            self.retired = Some(term);
+                            self.stats.retired += 1;
+                        }
+                    }
+                }
+            }
             Msg::Handed {
                 config,
                 first,
                 entries,
                 back,
                 owner,
+                epoch,
             } => {
                 // As a broker does when it adopts a channel handed to it:
                 // never over a log of a later term, nor while leading.
@@ -703,6 +849,7 @@ impl Model {
                         }
                         None => ReplicaLog::handed(config.term, first, entries),
                     };
+                    b.epoch = epoch;
                     b.handed_back = back.is_some();
                     b.handed_as_owner = owner;
                 }
@@ -781,7 +928,12 @@ impl Model {
                 self.note(|| format!("b{at} lost to term {newer_term}"));
                 let b = &mut self.brokers[at];
                 b.candidacy = None;
-                if let Some(config) = config {
+                // Not one it retired, reported by a broker not told yet.
+                let retired_here =
+                    |c: &ReplicaConfig| b.untold.as_ref().is_some_and(|u| u.0 >= c.term);
+                if let Some(config) = config
+                    && !retired_here(&config)
+                {
                     b.register.learn(&config);
                 }
                 Ok(())
@@ -814,6 +966,16 @@ impl Model {
             }
         }
         b.log.lead(config.term);
+        // As a broker does: the epoch of the log it leads, or a new one.
+        let epoch = match b.epoch {
+            Some(e) => e,
+            None => {
+                self.epochs += 1;
+                self.epochs
+            }
+        };
+        let b = &mut self.brokers[at];
+        b.epoch = Some(epoch);
         if !b.register.on_commit(&config) {
             b.register.learn(&config);
             self.note(|| format!("b{at} won {} but promised a later term", config.term));
@@ -826,12 +988,16 @@ impl Model {
         if config.term == Term(1) {
             self.stats.first_terms += 1;
         }
+        if self.retired.is_some_and(|r| config.term > r) {
+            self.stats.wins_after_retiring += 1;
+        }
         self.note(|| format!("b{at} leads {config:?} from log end {leader_end}"));
         self.checker.won(config.term, at, &self.brokers[at].log)?;
         for m in config.members().filter(|m| **m != config.leader) {
             let msg = Msg::Adopt {
                 config: config.clone(),
                 leader_end,
+                epoch,
             };
             self.send(at, index(m), msg);
         }
@@ -870,7 +1036,13 @@ impl Model {
             AppendReply::NotAdopted => {
                 let config = l.config().clone();
                 let leader_end = l.end();
-                self.send(at, from, Msg::Adopt { config, leader_end });
+                let epoch = self.brokers[at].epoch.expect("a leader's log has an epoch");
+                let msg = Msg::Adopt {
+                    config,
+                    leader_end,
+                    epoch,
+                };
+                self.send(at, from, msg);
             }
         }
         Ok(())
@@ -883,7 +1055,11 @@ impl Model {
             let payload = *b.log.get(offset).expect("the leader holds what it commits");
             b.log.mark_committed(offset);
             self.stats.commits += 1;
-            self.checker.commit(term, at, offset, payload)?;
+            // A stale leader of a retired incarnation learning late that
+            // an append of its term was stored: that history is gone.
+            if self.retired.is_none_or(|r| term > r) {
+                self.checker.commit(term, at, offset, payload)?;
+            }
         }
         Ok(())
     }
@@ -1018,6 +1194,7 @@ impl Model {
             entries,
             back,
             owner,
+            epoch: self.brokers[from].epoch,
         };
         self.send(from, to, msg);
     }
@@ -1139,6 +1316,7 @@ impl Model {
         self.note(|| format!("b{at} hands its log of {} to b{to}", config.term));
         self.send_log((at, to), config, (first, end), Some(committed));
         self.brokers[at].log = ReplicaLog::lost();
+        self.brokers[at].epoch = None;
         Ok(())
     }
 
@@ -1227,6 +1405,47 @@ impl Model {
         Ok(())
     }
 
+    /// A leader with nothing pending and no candidacy may retire the
+    /// channel (its history expired: the model has no clock for that).
+    fn may_retire(&self, at: usize) -> bool {
+        let b = &self.brokers[at];
+        self.active(at)
+            && b.candidacy.is_none()
+            && b.leadership.is_some()
+            && b.log.committed() == b.log.end()
+    }
+
+    /// The leader decides and forgets first (`Replicas::retire_led`),
+    /// then tells every other broker its configuration names.
+    fn retire(&mut self, at: usize) {
+        let b = &mut self.brokers[at];
+        let Some(l) = &b.leadership else { return };
+        let (term, end) = (l.term(), b.log.end());
+        let others = others_named(l.config(), at);
+        if self.faults.retire_voters_first && !others.is_empty() {
+            b.untold = Some((term, end, others));
+            self.tell(at);
+            return;
+        }
+        b.forget(term);
+        b.untold = (!others.is_empty()).then_some((term, end, others));
+        self.checker.committed.clear();
+        self.retired = Some(term);
+        self.stats.retired += 1;
+        self.note(|| format!("b{at} retired the channel in {term} at {end}"));
+        self.tell(at);
+    }
+
+    /// Tells the brokers that have not confirmed `at`'s retirement again.
+    fn tell(&mut self, at: usize) {
+        let Some((term, end, left)) = self.brokers[at].untold.clone() else {
+            return;
+        };
+        for v in left {
+            self.send(at, v, Msg::Retire { term, end });
+        }
+    }
+
     /// The model stays within the promise: it never takes down the last
     /// up broker that could stand on the newest chosen config (losing every
     /// copy is the announced epoch change, outside this protocol).
@@ -1237,6 +1456,9 @@ impl Model {
             .keys()
             .next_back()
             .unwrap_or(&Term::ZERO);
+        if self.retired.is_some_and(|r| r >= newest) {
+            return self.brokers[at].up;
+        }
         self.brokers[at].up
             && self.brokers.iter().enumerate().any(|(i, b)| {
                 i != at
@@ -1256,6 +1478,7 @@ impl Model {
         b.candidacy = None;
         // Durable: the register. Volatile: the log, leadership, candidacy.
         b.log = ReplicaLog::lost();
+        b.epoch = None;
         self.net.retain(|q| q.0.envelope.to != at);
         self.stats.crashes += 1;
         self.note(|| format!("b{at} crashed"));
@@ -1268,6 +1491,11 @@ impl Model {
         b.register = b.register.restarted(now);
         self.note(|| format!("b{at} restarted"));
     }
+}
+
+/// Every broker `config` names (members and holders) but `at`.
+fn others_named(config: &ReplicaConfig, at: usize) -> BTreeSet<usize> {
+    config.everyone().map(index).filter(|&v| v != at).collect()
 }
 
 fn index(name: &BrokerName) -> usize {
@@ -1303,6 +1531,8 @@ fn invariants_hold_over_many_seeds() {
                 total.handed_to_owner += s.handed_to_owner;
                 total.owner_wins += s.owner_wins;
                 total.first_terms += s.first_terms;
+                total.retired += s.retired;
+                total.wins_after_retiring += s.wins_after_retiring;
             }
             Err(v) => panic!("{v}"),
         }
@@ -1321,6 +1551,9 @@ fn invariants_hold_over_many_seeds() {
     assert!(total.handed_back_wins > seeds / 50, "{total:?}");
     // An owner other than the leader wins on a follower's log (session 17).
     assert!(total.owner_wins > seeds / 50, "{total:?}");
+    // Channels are retired, and come back (session 18).
+    assert!(total.retired > seeds / 10, "{total:?}");
+    assert!(total.wins_after_retiring > seeds / 20, "{total:?}");
 }
 
 /// First candidacies that each stand at the voters of their own view of
@@ -1358,6 +1591,33 @@ fn an_owner_handed_a_log_without_a_promise_is_caught() {
     };
     let caught = first_violation(2000, faults, "a hand-over to an owner without a promise");
     assert_eq!(caught.invariant, 2, "{caught}");
+}
+
+/// Retiring with the other brokers forgetting first and the leader last
+/// (leading on meanwhile, and keeping the channel if a publication came
+/// in) lets a broker that forgot decide a new term without the leader,
+/// which still commits in its own: the checker catches it. The leader
+/// deciding and forgetting first is what rules it out.
+#[test]
+fn a_retirement_where_the_others_forget_first_is_caught() {
+    let faults = Faults {
+        retire_voters_first: true,
+        ..Faults::default()
+    };
+    let v = first_violation(seeds().max(250), faults, "voters forgetting first");
+    assert!(matches!(v.invariant, 1 | 2), "{v}");
+}
+
+/// Rare: it takes a voter kept by the retirement (standing), then named a
+/// follower of the next incarnation before it was told again.
+#[test]
+fn a_follower_keeping_a_log_of_an_ended_epoch_is_caught() {
+    let faults = Faults {
+        keep_ended_epochs: true,
+        ..Faults::default()
+    };
+    let v = first_violation(seeds().max(4000), faults, "a log of an ended epoch");
+    assert_eq!(v.invariant, 2, "{v}");
 }
 
 #[test]

@@ -188,6 +188,7 @@ fn config_json(c: &ReplicaConfig) -> Value {
         "leader": c.leader.as_str(),
         "followers": c.followers.iter().map(BrokerName::as_str).collect::<Vec<_>>(),
         "witness": c.witness.as_ref().map(BrokerName::as_str),
+        "holders": c.holders.iter().map(BrokerName::as_str).collect::<Vec<_>>(),
     })
 }
 
@@ -201,6 +202,15 @@ fn config_from(v: &Value) -> Option<ReplicaConfig> {
             .map(|f| f.as_str().map(BrokerName::from))
             .collect::<Option<_>>()?,
         witness: v["witness"].as_str().map(BrokerName::from),
+        // Absent in registers saved before session 18.
+        holders: match v.get("holders") {
+            None => Vec::new(),
+            Some(h) => h
+                .as_array()?
+                .iter()
+                .map(|b| b.as_str().map(BrokerName::from))
+                .collect::<Option<_>>()?,
+        },
     })
 }
 
@@ -229,6 +239,7 @@ mod tests {
             leader: "b1".into(),
             followers: vec!["b2".into()],
             witness: Some("b3".into()),
+            holders: vec![],
         }
     }
 

@@ -171,6 +171,7 @@ fn config(term: u64, leader: &str) -> ReplicaConfig {
         leader: b(leader),
         followers: vec![b("b2")],
         witness: Some(b("b3")),
+        holders: vec![],
     }
 }
 
@@ -205,25 +206,29 @@ async fn a_voter_keeps_what_it_holds_beyond_or_took_part_in_later_and_forgets_on
     // A publication the leader did not count when it decided (it came in
     // meanwhile, and may be committed) is kept: forgotten here, it would
     // be on the leader alone.
+    let kept = |promised, configured| Retired::Kept {
+        promised: Term(promised),
+        configured: Term(configured),
+    };
     assert_eq!(
         b2.retire(&news(), Term(3), &b("b1"), 0).unwrap(),
-        Retired::Kept { promised: Term(3) }
+        kept(3, 3)
     );
     // Only the leader of its term retires it.
     assert_eq!(
         b2.retire(&news(), Term(3), &b("b3"), 1).unwrap(),
-        Retired::Kept { promised: Term(3) }
+        kept(3, 3)
     );
-    // A later promise is kept.
+    // A later configuration is kept: the channel went on there.
     assert!(matches!(
         b2.prepare(&news(), &b("b3"), Term(4)).unwrap(),
         PrepareReply::Promised { .. }
     ));
+    assert!(b2.commit(&news(), &config(4, "b3")).unwrap().0);
     assert_eq!(
         b2.retire(&news(), Term(3), &b("b1"), 1).unwrap(),
-        Retired::Kept { promised: Term(4) }
+        kept(4, 4)
     );
-    assert!(b2.commit(&news(), &config(4, "b3")).unwrap().0);
     assert_eq!(
         b2.retire(&news(), Term(4), &b("b3"), 1).unwrap(),
         Retired::Forgotten
@@ -244,6 +249,21 @@ async fn a_voter_keeps_what_it_holds_beyond_or_took_part_in_later_and_forgets_on
         PrepareReply::Refused { .. }
     ));
     assert!(!b2.commit(&news(), &config(3, "b1")).unwrap().0);
+
+    // A bare later promise keeps nothing: no configuration was made in it.
+    // The floor keeps the promise.
+    let bare = switchboard_core::ChannelName::new("news:bare").unwrap();
+    assert!(b2.commit(&bare, &config(5, "b1")).unwrap().0);
+    assert!(matches!(
+        b2.prepare(&bare, &b("b3"), Term(6)).unwrap(),
+        PrepareReply::Promised { .. }
+    ));
+    assert_eq!(
+        b2.retire(&bare, Term(5), &b("b1"), 0).unwrap(),
+        Retired::Forgotten
+    );
+    assert!(b2.register(&bare).is_none() && b2.state(&bare).is_none());
+    assert_eq!(b2.floor(), Term(6));
 }
 
 /// Voters' floors differ (each is the highest term it forgot, of any
@@ -287,4 +307,39 @@ async fn a_candidate_below_the_voters_floors_stands_above_them_next() {
         Elected::Leads { config, .. } => assert_eq!(config.term, Term(10)),
         other => panic!("expected to lead above the floors, got {other:?}"),
     }
+}
+
+/// A voter told too late (it kept its log of a retired incarnation, say
+/// because it was standing when asked) and then named a follower of the
+/// channel's next incarnation drops that log: its offsets are of another
+/// epoch, and kept, they would be served as the new epoch's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_adopting_another_epoch_drops_the_log_of_the_ended_one() {
+    let voters = cluster("retire-epoch").await;
+    let b2 = &voters[&b("b2")].replicas;
+    let epoch = |id: &str| Epoch {
+        id: id.into(),
+        created_micros: 1,
+    };
+    assert!(b2.adopt(&news(), &config(3, "b1"), 0, epoch("e1")).unwrap());
+    for (offset, committed) in [(1, 0), (2, 1)] {
+        let reply = b2.append(
+            &news(),
+            Append {
+                committed,
+                ..append(3, offset)
+            },
+        );
+        assert!(matches!(reply.unwrap(), AppendReply::Stored { .. }));
+    }
+    assert_eq!(b2.state(&news()).unwrap().2, 1, "offset 1 is committed");
+    // The same epoch in a later term keeps what was committed.
+    assert!(b2.adopt(&news(), &config(4, "b1"), 2, epoch("e1")).unwrap());
+    let (term, end, committed, _) = b2.state(&news()).unwrap();
+    assert_eq!((term, end, committed), (Term(4), 1, 1));
+    // Another epoch starts over.
+    assert!(b2.adopt(&news(), &config(6, "b3"), 0, epoch("e2")).unwrap());
+    let (term, end, committed, now) = b2.state(&news()).unwrap();
+    assert_eq!((term, end, committed), (Term(6), 0, 0));
+    assert_eq!(now.map(|e| e.id), Some("e2".to_owned()));
 }

@@ -67,6 +67,7 @@ impl Plan {
             leader,
             followers,
             witness,
+            holders: Vec::new(),
         })
     }
 }
@@ -165,8 +166,13 @@ impl Candidacy {
         // its own candidacy could name it, on a log complete for the term
         // before, and nothing was appended in a term nobody led. Without
         // this, no broker could ever stand on that configuration again.
-        let never_led =
-            base.leader == me && log.term() < base.term && log.is_complete_for(log.term());
+        // Not on a log made after this broker forgot terms up to `base`'s:
+        // that log is empty because the channel retired here, not because
+        // nothing was appended.
+        let never_led = base.leader == me
+            && log.term() < base.term
+            && base.term > log.made_above()
+            && log.is_complete_for(log.term());
         if !log.is_complete_for(base.term) && !never_led {
             return Err(Ineligible::Incomplete(base.term));
         }
@@ -327,12 +333,26 @@ impl Candidacy {
             .cloned();
         let followers: Vec<BrokerName> = live.by_ref().take(replicas - 1).collect();
         let witness = if replicas == 2 { live.next() } else { None };
-        ReplicaConfig {
+        let mut config = ReplicaConfig {
             term: self.term,
             leader: self.me.clone(),
             followers,
             witness,
-        }
+            holders: Vec::new(),
+        };
+        // Everyone who may hold something of the channel and is not in the
+        // new configuration: the base's members (its voters got prepares
+        // and commits), the brokers it already named, and this broker.
+        let inside: BTreeSet<BrokerName> = config.members().cloned().collect();
+        let outside: BTreeSet<BrokerName> = self
+            .base
+            .everyone()
+            .chain(std::iter::once(&self.me))
+            .filter(|b| !inside.contains(*b))
+            .cloned()
+            .collect();
+        config.holders = outside.into_iter().collect();
+        config
     }
 }
 
@@ -354,6 +374,7 @@ mod tests {
             leader: b("b1"),
             followers: vec![b("b2")],
             witness: Some(b("b3")),
+            holders: vec![],
         }
     }
 
@@ -502,10 +523,26 @@ mod tests {
             Ineligible::Incomplete(Term(4))
         );
         assert_eq!(
-            Candidacy::new(b("b1"), base(), &ReplicaLog::<u8>::lost(), Term(5), p).unwrap_err(),
+            Candidacy::new(
+                b("b1"),
+                base(),
+                &ReplicaLog::<u8>::lost(),
+                Term(5),
+                p.clone()
+            )
+            .unwrap_err(),
             Ineligible::Incomplete(Term(4)),
             "not on a log it lost"
         );
+        // Nor on a log made after it forgot the channel in term 4 or later:
+        // base is of an incarnation it retired, whose log it dropped.
+        let forgot = ReplicaLog::<u8>::above(Term(4));
+        assert_eq!(
+            Candidacy::new(b("b1"), base(), &forgot, Term(5), p.clone()).unwrap_err(),
+            Ineligible::Incomplete(Term(4)),
+        );
+        let below = ReplicaLog::<u8>::above(Term(3));
+        assert!(Candidacy::new(b("b1"), base(), &below, Term(5), p).is_ok());
     }
 
     #[test]
@@ -521,11 +558,14 @@ mod tests {
             c.on_prepare_reply(&b("b4"), &promise(None)),
             Outcome::Pending
         );
+        // b1, the lost leader, may still hold its log and register: a
+        // retirement must reach it.
         let expected = ReplicaConfig {
             term: Term(5),
             leader: b("b2"),
             followers: vec![b("b3")],
             witness: Some(b("b4")),
+            holders: vec![b("b1")],
         };
         assert_eq!(
             c.on_prepare_reply(&b("b3"), &promise(Some(base()))),

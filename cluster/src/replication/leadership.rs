@@ -221,6 +221,7 @@ mod tests {
             leader: b("b1"),
             followers: followers.iter().map(|&f| b(f)).collect(),
             witness: witness.map(b),
+            holders: vec![],
         }
     }
 

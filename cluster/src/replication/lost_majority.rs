@@ -150,6 +150,7 @@ mod tests {
             leader: "a".into(),
             followers: names(&["b"]),
             witness: Some("c".into()),
+            holders: vec![],
         }
     }
 

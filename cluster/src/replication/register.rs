@@ -83,10 +83,14 @@ impl Register {
         }
     }
 
-    /// Whether this register took part in nothing after `term`: it may be
-    /// forgotten when `term`'s leader retires the channel.
+    /// Whether this register knows no configuration after `term`: it may
+    /// be forgotten when `term`'s leader retires the channel. A later bare
+    /// promise does not keep it: the floor it leaves keeps that promise,
+    /// and a candidacy that never made a configuration carries nothing of
+    /// the channel on (kept, it would let its candidate stand on `term`'s
+    /// configuration with a log it forgot).
     pub fn settled_at(&self, term: Term) -> bool {
-        self.promised <= term && self.config.as_ref().is_none_or(|c| c.term <= term)
+        self.config.as_ref().is_none_or(|c| c.term <= term)
     }
 
     /// The durable part read back after a restart at `now`: leases granted
@@ -254,12 +258,24 @@ mod tests {
             r.on_prepare(now, &b("b1"), Term(8), None),
             PrepareReply::Promised { config: None, .. }
         ));
+        // A bare promise keeps nothing from being retired; a later
+        // configuration does.
+        assert!(r.settled_at(Term(7)));
+        let later = ReplicaConfig {
+            term: Term(8),
+            leader: b("b1"),
+            followers: vec![b("b2")],
+            witness: None,
+            holders: vec![],
+        };
+        assert!(r.on_commit(&later));
         assert!(r.settled_at(Term(8)) && !r.settled_at(Term(7)));
         let old = ReplicaConfig {
             term: Term(6),
             leader: b("b2"),
             followers: vec![b("b1")],
             witness: None,
+            holders: vec![],
         };
         assert!(!Register::above(LEASE, Term(7)).on_commit(&old));
     }
@@ -274,6 +290,7 @@ mod tests {
             leader: b(leader),
             followers: vec![b("b2")],
             witness: Some(b("b3")),
+            holders: vec![],
         }
     }
 

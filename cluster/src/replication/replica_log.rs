@@ -45,6 +45,10 @@ pub struct ReplicaLog<P> {
     /// committed offset (a planned move): it may stand on that term
     /// though it is none of its data replicas ([`Self::is_handed_for`]).
     handed: bool,
+    /// Made afresh after this broker forgot channels up to this term
+    /// ([`Self::above`]): a configuration of this term or older was made by
+    /// an incarnation of the channel this log knows nothing of.
+    made_above: Term,
 }
 
 impl<P: Clone> Default for ReplicaLog<P> {
@@ -64,7 +68,24 @@ impl<P: Clone> ReplicaLog<P> {
             floor: 0,
             lost: false,
             handed: false,
+            made_above: Term::ZERO,
         }
+    }
+
+    /// The empty log of a channel new here on a broker that forgot
+    /// channels up to `floor` (docs/replication.md "Retiring an idle
+    /// channel"): like [`Self::new`], but it holds nothing of any
+    /// configuration of `floor` or older.
+    pub fn above(floor: Term) -> Self {
+        Self {
+            made_above: floor,
+            ..Self::new()
+        }
+    }
+
+    /// The floor this log was made above ([`Self::above`]).
+    pub fn made_above(&self) -> Term {
+        self.made_above
     }
 
     /// The log the leader of `term` handed over with the channel as it
@@ -83,6 +104,7 @@ impl<P: Clone> ReplicaLog<P> {
             floor: end,
             lost: false,
             handed: true,
+            made_above: Term::ZERO,
         }
     }
 
@@ -192,6 +214,17 @@ impl<P: Clone> ReplicaLog<P> {
         self.handed = false;
     }
 
+    /// Drops everything held: the log is of an incarnation of the channel
+    /// that ended (it was retired, or its replicas were all lost, and it
+    /// starts at offset 1 again in a new epoch). What it was made above
+    /// stays.
+    pub fn start_over(&mut self) {
+        *self = Self {
+            made_above: self.made_above,
+            ..Self::new()
+        };
+    }
+
     /// Leads `term`: this log is the reference, nothing is dropped.
     pub fn lead(&mut self, term: Term) {
         self.term = term;
@@ -275,6 +308,7 @@ mod tests {
             leader: "b1".into(),
             followers: vec!["b2".into()],
             witness: Some("b3".into()),
+            holders: vec![],
         }));
         r
     }

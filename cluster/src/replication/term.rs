@@ -34,6 +34,13 @@ pub struct ReplicaConfig {
     pub leader: BrokerName,
     pub followers: Vec<BrokerName>,
     pub witness: Option<BrokerName>,
+    /// Brokers outside this configuration that may hold a register or a
+    /// log of the channel from an earlier one (voters and members of the
+    /// configurations before it, and the candidates that stood): retiring
+    /// the channel must reach them too, or one of them could stand on
+    /// what it holds once the others forgot the newer configurations
+    /// (docs/replication.md, "Retiring an idle channel").
+    pub holders: Vec<BrokerName>,
 }
 
 /// Configuration changes are decided by a majority of at most this many
@@ -77,6 +84,12 @@ impl ReplicaConfig {
         self.data_replicas().any(|b| b == broker)
     }
 
+    /// Every broker that may hold anything of the channel: the members,
+    /// then the holders.
+    pub fn everyone(&self) -> impl Iterator<Item = &BrokerName> + '_ {
+        self.members().chain(&self.holders)
+    }
+
     /// Every broker that must learn this configuration: data replicas and
     /// the witness.
     pub fn members(&self) -> impl Iterator<Item = &BrokerName> + '_ {
@@ -109,6 +122,7 @@ mod tests {
             leader: "b1".into(),
             followers: followers.iter().map(|&f| f.into()).collect(),
             witness: witness.map(Into::into),
+            holders: vec![],
         }
     }
 

@@ -107,11 +107,22 @@ pub fn config_from_pb(c: Option<&replica_pb::ReplicaConfig>) -> Result<ReplicaCo
     if followers.len() > 2 {
         return Err(Status::invalid_argument("at most two followers"));
     }
+    if c.holders.len() > MAX_HOLDERS {
+        return Err(Status::invalid_argument(format!(
+            "at most {MAX_HOLDERS} holders"
+        )));
+    }
+    let holders = c
+        .holders
+        .iter()
+        .map(|h| broker(h, "a holder"))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ReplicaConfig {
         term: Term(c.term),
         leader: broker(&c.leader, "the leader")?,
         followers,
         witness: (!c.witness.is_empty()).then(|| BrokerName::from(c.witness.as_str())),
+        holders,
     })
 }
 
@@ -126,8 +137,13 @@ pub fn config_to_pb(c: &ReplicaConfig) -> replica_pb::ReplicaConfig {
             .as_ref()
             .map(|w| w.to_string())
             .unwrap_or_default(),
+        holders: c.holders.iter().map(|h| h.to_string()).collect(),
     }
 }
+
+/// Holders a configuration may name on the wire (one per broker a
+/// channel's configurations ever named: far more than a cluster has).
+pub const MAX_HOLDERS: usize = 256;
 
 pub fn release_to_pb(r: &Release) -> pb::ReleaseReply {
     use pb::release_reply::Outcome;
@@ -521,6 +537,7 @@ mod tests {
             leader: "b2".into(),
             followers: vec!["b3".into()],
             witness: Some("b1".into()),
+            holders: vec![],
         });
         assert_eq!(snapshot_from_pb(snapshot_to_pb(&s)).unwrap(), s);
         s.handed_committed = Some(1);

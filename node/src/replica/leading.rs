@@ -224,7 +224,9 @@ impl Replicas {
         reply: pb::ReplicateReply,
     ) -> Result<Vec<Outgoing>, ReplicaError> {
         let channel = super::wire::channel(&reply.channel).map_err(|_| ReplicaError::NotLeader)?;
-        self.with(&channel, |c, me| {
+        // Only for a channel led here: a reply that was on its way when the
+        // channel was retired must not bring it back.
+        self.with_held(&channel, |c, me| {
             let Some(l) = c.leading.as_mut() else {
                 return (Vec::new(), false);
             };

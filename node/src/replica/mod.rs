@@ -129,6 +129,9 @@ pub struct Replicas {
     vigil: Mutex<Vigil>,
     /// Where the next search for channels to retire starts.
     retire_cursor: std::sync::atomic::AtomicUsize,
+    /// Channels this broker retired as their leader whose other brokers
+    /// have not all heard of it yet (`retirement`).
+    retired: Mutex<HashMap<ChannelName, retirement::Retiring>>,
 }
 
 /// How long a leader may be silent (no append, no renewal) before its
@@ -182,6 +185,7 @@ impl Replicas {
             store: store.map(Mutex::new),
             vigil: Mutex::new(Vigil::new()),
             retire_cursor: Default::default(),
+            retired: Default::default(),
         })
     }
 
@@ -231,6 +235,7 @@ impl Replicas {
             Some(c) => c,
             None if !create => scratch.insert(self.fresh(store)),
             None => {
+                tracing::debug!(channel = %channel, "replication state made");
                 let fresh = self.fresh(store);
                 channels.entry(channel.clone()).or_insert(fresh)
             }
@@ -246,9 +251,10 @@ impl Replicas {
     /// The state of a channel new here: its register votes only above the
     /// terms of every register this broker forgot.
     fn fresh(&self, store: &Mutex<RegisterStore>) -> ReplicaChannel {
+        let floor = store.lock().floor();
         ReplicaChannel {
-            register: Register::above(self.lease, store.lock().floor()),
-            log: ReplicaLog::new(),
+            register: Register::above(self.lease, floor),
+            log: ReplicaLog::above(floor),
             epoch: None,
             leading: None,
             standing: 0,
@@ -301,6 +307,12 @@ impl Replicas {
         self.with(channel, |c, me| {
             let accepted = c.register.on_commit(config);
             if accepted && config.followers.contains(me) {
+                // A log of another epoch is of an incarnation that ended
+                // (retired while this broker was away, or lost on every
+                // replica): its offsets are not the leader's.
+                if c.epoch.as_ref().is_some_and(|e| e.id != epoch.id) {
+                    c.log.start_over();
+                }
                 c.log.adopt(config.term, leader_end);
                 c.epoch = Some(epoch);
             }
@@ -406,6 +418,11 @@ impl Replicas {
 
     /// A configuration newer than the one known, reported by a voter.
     pub fn learn(&self, channel: &ChannelName, config: &ReplicaConfig) -> Result<(), ReplicaError> {
+        // One this broker retired, reported by a broker that has not heard
+        // of it yet: not to be stood on (it is told again).
+        if self.retired_here(channel, config.term) {
+            return Ok(());
+        }
         self.with(channel, |c, _| {
             c.register.learn(config);
             ((), true)

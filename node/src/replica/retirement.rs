@@ -6,13 +6,20 @@
 //! so that channels that come and go do not grow the brokers without
 //! bound.
 //!
-//! The leader asks every other voter of its term to retire the channel;
-//! a voter forgets its register only if it took part in nothing later
-//! (`Register::settled_at`), and raises its floor to the promise it
-//! forgot, so that it never votes twice in one term nor takes an old
-//! leader's appends. The leader forgets its own last, once every voter
-//! has: a leader that forgot while a voter still held the configuration
-//! would find it newer than anything it knows, and could not stand.
+//! The leader decides, and forgets first: it steps down and forgets its
+//! register and log of the channel at once (under the registry's lock for
+//! the channel, so that no state is made for it meanwhile), so the term
+//! it led can never go on with part of its brokers gone. Then it tells
+//! every other broker its configuration names (voters, and the holders:
+//! brokers that may hold something of the channel from an earlier
+//! configuration), again each sweep until each has answered. Each forgets
+//! its register and log only if it knows no later configuration
+//! (`Register::settled_at`) and holds nothing beyond the leader's end,
+//! and raises its floor to the promise it forgot, so that it never votes
+//! twice in one term nor takes an old leader's appends. (Voters first was
+//! unsafe: a leader that then kept the channel, because a request came
+//! in, went on leading its term while a voter that had forgotten could
+//! decide a new first term without it; the model found it.)
 
 use std::{sync::atomic::Ordering, time::Duration};
 
@@ -27,10 +34,16 @@ use crate::idempotency::{GATEWAY_KEY_PREFIX, GATEWAY_KEY_WINDOW};
 pub enum Retired {
     /// Not held here (any more).
     Forgotten,
-    /// This broker took part in a later term (`promised`), leads the
-    /// channel or is standing for it: it keeps it.
-    Kept { promised: Term },
+    /// This broker knows a later configuration (`configured`), leads the
+    /// channel, stands for it or holds more than the leader's end: it
+    /// keeps it. `promised` is its promise.
+    Kept { promised: Term, configured: Term },
 }
+
+/// Retirements this broker remembers until every broker named has
+/// confirmed them; beyond it the oldest is let go (its stragglers keep a
+/// register each: docs/replication.md).
+const MAX_UNTOLD: usize = 65_536;
 
 /// A channel this broker leads that may be retired, as it was when asked.
 #[derive(Debug, Clone)]
@@ -44,10 +57,10 @@ pub struct Retiring {
 
 impl Replicas {
     /// `leader` retires `channel` in `term`, its log ending at `end`:
-    /// forgets this broker's register and log of it unless it took part in
-    /// anything later, or holds more than `end` (a publication that came
-    /// in meanwhile, which may be committed: forgotten here, it would be
-    /// on the leader alone).
+    /// forgets this broker's register and log of it unless it knows a
+    /// later configuration, leads or stands for the channel, or holds more
+    /// than `end` (a publication that came in meanwhile, which may be
+    /// committed: forgotten here, it would be on the leader alone).
     pub fn retire(
         &self,
         channel: &ChannelName,
@@ -64,14 +77,25 @@ impl Replicas {
         let from_its_leader = r
             .config()
             .is_none_or(|cfg| cfg.term < term || cfg.leader == *leader);
-        let busy = c.leading.is_some() || c.standing > 0 || c.log.end() > end;
+        // A leader of an earlier term is out of date (a later one was
+        // chosen): what it may have committed is in the retiring log.
+        let leads_now = c.leading.as_ref().is_some_and(|l| l.term() >= term);
+        // Only a log of the retiring term can hold a publication the
+        // leader took after it decided; an older one holds nothing newer.
+        let holds_more = c.log.term() >= term && c.log.end() > end;
+        let busy = leads_now || c.standing > 0 || holds_more;
         if busy || !r.settled_at(term) || !from_its_leader {
             return Ok(Retired::Kept {
                 promised: r.promised(),
+                configured: r.config().map_or(Term::ZERO, |c| c.term),
             });
         }
-        store.lock().forget(channel, r.promised())?;
-        channels.remove(channel);
+        // Never below the retired term: no term is won twice, even by the
+        // channel's next incarnation.
+        store.lock().forget(channel, r.promised().max(term))?;
+        if let Some(mut c) = channels.remove(channel) {
+            c.step_down(channel, "retired by a later term's leader");
+        }
         tracing::debug!(channel = %channel, term = %term, leader = %leader, "retired");
         Ok(Retired::Forgotten)
     }
@@ -136,10 +160,12 @@ impl Replicas {
             .collect()
     }
 
-    /// Every other voter retired `retiring`: this broker steps down and
-    /// forgets the channel too, if it still leads it in that term with
-    /// nothing appended since. False if it kept it.
-    pub fn forget_led(&self, retiring: &Retiring) -> Result<bool, ReplicaError> {
+    /// Retires `retiring` here, as its leader, first: steps down and
+    /// forgets the channel if it still leads it in that term with nothing
+    /// appended since, and remembers to tell the others. False if it kept
+    /// it. The caller makes sure no state is made for the channel
+    /// meanwhile.
+    pub fn retire_led(&self, retiring: &Retiring) -> Result<bool, ReplicaError> {
         let store = self.store.as_ref().ok_or(ReplicaError::NoDataDir)?;
         let mut channels = self.channels.lock();
         let Some(c) = channels.get_mut(&retiring.channel) else {
@@ -157,7 +183,46 @@ impl Replicas {
             .forget(&retiring.channel, c.register.promised())?;
         c.step_down(&retiring.channel, "retired");
         channels.remove(&retiring.channel);
+        drop(channels);
+        let mut retired = self.retired.lock();
+        if retired.len() >= MAX_UNTOLD
+            && let Some(any) = retired.keys().next().cloned()
+        {
+            retired.remove(&any);
+        }
+        retired.insert(retiring.channel.clone(), retiring.clone());
         Ok(true)
+    }
+
+    /// Up to `max` retirements of this broker's that some broker has not
+    /// confirmed yet.
+    pub fn untold(&self, max: usize) -> Vec<Retiring> {
+        let retired = self.retired.lock();
+        // Each call starts further on: those a broker that is down keeps
+        // unconfirmed do not hold back the others.
+        let from = self.retire_cursor.fetch_add(max, Ordering::Relaxed) % retired.len().max(1);
+        let max = max.min(retired.len());
+        retired
+            .values()
+            .cycle()
+            .skip(from)
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
+    /// Every broker `channel`'s configuration named forgot it.
+    pub fn told(&self, channel: &ChannelName) {
+        self.retired.lock().remove(channel);
+    }
+
+    /// Whether this broker retired `channel` in `term` or later and some
+    /// broker has not confirmed it yet.
+    pub fn retired_here(&self, channel: &ChannelName, term: Term) -> bool {
+        self.retired
+            .lock()
+            .get(channel)
+            .is_some_and(|t| t.config.term >= term)
     }
 
     /// The highest term of any register this broker forgot.

@@ -186,10 +186,15 @@ impl replica_server::Replica for ReplicaService {
             Retired::Forgotten => pb::RetireReply {
                 forgotten: true,
                 promised: 0,
+                configured: 0,
             },
-            Retired::Kept { promised } => pb::RetireReply {
+            Retired::Kept {
+                promised,
+                configured,
+            } => pb::RetireReply {
                 forgotten: false,
                 promised: promised.0,
+                configured: configured.0,
             },
         };
         Ok(Response::new(reply))
