@@ -249,6 +249,9 @@ async fn a_voter_keeps_what_it_holds_beyond_or_took_part_in_later_and_forgets_on
         PrepareReply::Refused { .. }
     ));
     assert!(!b2.commit(&news(), &config(3, "b1")).unwrap().0);
+    // The refused commit left a blank state (nothing a fresh one would
+    // not hold): the sweep drops it.
+    assert_eq!((b2.held(), b2.drop_blank(), b2.held()), (1, 1, 0));
 
     // A bare later promise keeps nothing: no configuration was made in it.
     // The floor keeps the promise.

@@ -49,6 +49,7 @@ impl LocalBroker {
         self.notify_changed();
         metrics::gauge!("switchboard_broker_channels").set(self.inner.registry.len() as f64);
         if let Some(r) = self.replicated() {
+            r.replicas.drop_blank();
             metrics::gauge!("switchboard_replication_channels").set(r.replicas.held() as f64);
         }
         {

@@ -234,6 +234,40 @@ impl Replicas {
     pub fn held(&self) -> usize {
         self.channels.lock().len()
     }
+
+    /// Drops the channels whose state holds nothing a fresh one would not
+    /// (made by a message that changed nothing: a refused `Commit`, a late
+    /// `Adopt` for a channel this broker retired, a candidacy that got no
+    /// further), so that such messages do not grow the broker; the next
+    /// one makes it afresh, above a floor at least as high. Returns how
+    /// many went.
+    pub fn drop_blank(&self) -> usize {
+        let floor = self.floor();
+        let mut channels = self.channels.lock();
+        let before = channels.len();
+        channels.retain(|_, c| !c.is_blank(floor));
+        before - channels.len()
+    }
+}
+
+impl super::ReplicaChannel {
+    /// Nothing here but what [`Replicas::fresh`] makes: no promise above
+    /// `floor` nor to anyone, no configuration, no lease, an empty log
+    /// that follows no term, and no leadership, candidacy or outbidding.
+    fn is_blank(&self, floor: Term) -> bool {
+        let r = &self.register;
+        let register = r.config().is_none()
+            && r.promised_to().is_none()
+            && r.promised() <= floor
+            && r.lease().is_none();
+        let log = self.log.term() == Term::ZERO && self.log.end() == 0 && !self.log.is_lost();
+        register
+            && log
+            && self.epoch.is_none()
+            && self.leading.is_none()
+            && self.standing == 0
+            && self.outbid == Term::ZERO
+    }
 }
 
 /// How long `e`'s idempotency key is remembered: a gateway's for
