@@ -184,10 +184,10 @@ impl Register {
         if config.term < self.promised {
             return false;
         }
-        if config.term == self.promised
-            && let Some(to) = &self.promised_to
-            && *to != config.leader
-        {
+        // At its own term, only from the candidate it promised. A register
+        // above a floor ([`Self::above`]) promised the floor to nobody it
+        // remembers: it may have been to another candidate of that term.
+        if config.term == self.promised && self.promised_to.as_ref() != Some(&config.leader) {
             return false;
         }
         self.promised = config.term;
@@ -278,6 +278,14 @@ mod tests {
             holders: vec![],
         };
         assert!(!Register::above(LEASE, Term(7)).on_commit(&old));
+        // Nor the floor's own term: the promise it forgot may have been to
+        // another candidate (model seed 13707 of 20,000: a voter promised
+        // term 7 to one, forgot the channel, and accepted another's term 7).
+        let at_floor = ReplicaConfig {
+            term: Term(7),
+            ..old.clone()
+        };
+        assert!(!Register::above(LEASE, Term(7)).on_commit(&at_floor));
     }
 
     fn b(name: &str) -> BrokerName {
