@@ -60,6 +60,13 @@ struct Faults {
     /// ended one (session 19 found it: a voter told of the retirement
     /// only after it had joined the next incarnation).
     keep_ended_epochs: bool,
+    /// A candidate remembers the configuration it proposed as proposed to
+    /// that configuration's own voters, not its base's: the named leader
+    /// of a configuration it never led stands on it with those alone, as
+    /// before session 19 (model seed 45,648 of 60,000, and 57,463 without
+    /// retirements: a configuration accepted only by its candidate, naming
+    /// it alone, let it decide a term its base's voters decided too).
+    unled_on_own_voters: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -912,10 +919,18 @@ impl Model {
         match outcome {
             Outcome::Pending => Ok(()),
             Outcome::Propose(config) => {
-                let voters = self.brokers[at]
-                    .candidacy
-                    .as_ref()
-                    .map(|(c, _)| c.voters().to_vec());
+                let b = &mut self.brokers[at];
+                // As `election::stand`: remembered, to stand on if it never
+                // leads it.
+                if let Some((c, _)) = &b.candidacy {
+                    let voters = if self.faults.unled_on_own_voters {
+                        config.voters()
+                    } else {
+                        c.base().voters()
+                    };
+                    b.log.proposed(config.term, voters);
+                }
+                let voters = b.candidacy.as_ref().map(|(c, _)| c.voters().to_vec());
                 for v in voters.unwrap_or_default() {
                     self.send(
                         at,
@@ -1546,6 +1561,7 @@ fn invariants_hold_over_many_seeds() {
             Err(v) => panic!("{v}"),
         }
     }
+    let seeds = seeds - from.min(seeds);
     eprintln!("{seeds} seeds: {total:?}");
     // Not vacuous: the runs commit, change terms and serve reads. (Half
     // of them start before the first term, and commit less.)
@@ -1618,15 +1634,33 @@ fn a_retirement_where_the_others_forget_first_is_caught() {
 }
 
 /// Rare: it takes a voter kept by the retirement (standing), then named a
-/// follower of the next incarnation before it was told again.
+/// follower of the next incarnation before it was told again (seed 7,802
+/// since the unled-configuration fix; 2,005 before). Slow (about 2
+/// minutes): `cargo test -p switchboard-cluster --test replication_model
+/// -- --ignored ended_epoch`.
 #[test]
+#[ignore]
 fn a_follower_keeping_a_log_of_an_ended_epoch_is_caught() {
     let faults = Faults {
         keep_ended_epochs: true,
         ..Faults::default()
     };
-    let v = first_violation(seeds().max(4000), faults, "a log of an ended epoch");
+    let v = first_violation(seeds().max(8000), faults, "a log of an ended epoch");
     assert_eq!(v.invariant, 2, "{v}");
+}
+
+/// Rare: it takes a candidate that counted every other broker out, whose
+/// proposal only its own register accepted. Slow (about 10 minutes):
+/// `cargo test -p switchboard-cluster --test replication_model -- --ignored unled`.
+#[test]
+#[ignore]
+fn the_named_leader_of_an_unled_configuration_on_its_voters_alone_is_caught() {
+    let faults = Faults {
+        unled_on_own_voters: true,
+        ..Faults::default()
+    };
+    let v = first_violation(seeds().max(46_000), faults, "an unled configuration");
+    assert!(matches!(v.invariant, 1 | 2), "{v}");
 }
 
 #[test]

@@ -218,3 +218,50 @@ async fn a_voter_that_does_not_answer_is_not_waited_for() {
         "the election took {took:?}"
     );
 }
+
+/// A candidate that counted the others out proposes a configuration naming
+/// itself alone; only its own register accepts it (the others cannot be
+/// reached for the accept round). That configuration may never have been
+/// chosen, so standing on it again takes a majority of the voters it was
+/// proposed to as well: cut off from them, it wins nothing (before session
+/// 19 it won the next term alone, which the others could decide too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unled_configuration_is_stood_on_with_the_voters_it_was_proposed_to() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let voters = cluster("unled").await;
+    let reach = dialer(&voters);
+    // The prepare round reaches b2 and b3; nothing after it does.
+    let dials = AtomicUsize::new(0);
+    let prepare_only = |name: &BrokerName| {
+        (dials.fetch_add(1, Ordering::SeqCst) < 2)
+            .then(|| reach(name))
+            .flatten()
+    };
+    let b1 = &voters[&BrokerName::from("b1")].replicas;
+    let alone = plan(&NAMES, &["b2", "b3"]);
+    let candidacy = b1.candidacy(&news(), alone.clone()).unwrap();
+    let soon = Instant::now() + Duration::from_millis(1500);
+    let first = stand(b1, &prepare_only, &news(), candidacy, soon).await;
+    assert_eq!(first.unwrap(), Elected::TimedOut);
+    let (_, _, accepted) = b1.register(&news()).unwrap();
+    let accepted = accepted.expect("its own register accepted its proposal");
+    assert_eq!(accepted.voters(), vec![BrokerName::from("b1")]);
+
+    // Standing on it asks the voters it was proposed to, and needs them.
+    let candidacy = b1.candidacy(&news(), alone.clone()).unwrap();
+    let all: Vec<BrokerName> = NAMES.iter().map(|&n| n.into()).collect();
+    assert_eq!(candidacy.voters(), all.as_slice());
+    let nobody = |_: &BrokerName| None;
+    let soon = Instant::now() + Duration::from_millis(1500);
+    let cut_off = stand(b1, &nobody, &news(), candidacy, soon).await;
+    assert_eq!(cut_off.unwrap(), Elected::TimedOut);
+    // With them, it leads.
+    let candidacy = b1.candidacy(&news(), alone).unwrap();
+    let config = leads(
+        stand(b1, &reach, &news(), candidacy, deadline())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(config.leader.as_str(), "b1");
+    assert!(config.term > accepted.term);
+}

@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+use switchboard_core::BrokerName;
+
 use super::{register::Register, term::Term};
 
 /// A follower's answer to `Append{term, offset}`.
@@ -49,6 +51,10 @@ pub struct ReplicaLog<P> {
     /// ([`Self::above`]): a configuration of this term or older was made by
     /// an incarnation of the channel this log knows nothing of.
     made_above: Term,
+    /// The configuration this broker last proposed as a candidate (its
+    /// term) and the voters it proposed it to, its base's
+    /// ([`Self::proposed_to`]).
+    proposed: Option<(Term, Vec<BrokerName>)>,
 }
 
 impl<P: Clone> Default for ReplicaLog<P> {
@@ -69,6 +75,7 @@ impl<P: Clone> ReplicaLog<P> {
             lost: false,
             handed: false,
             made_above: Term::ZERO,
+            proposed: None,
         }
     }
 
@@ -105,6 +112,7 @@ impl<P: Clone> ReplicaLog<P> {
             lost: false,
             handed: true,
             made_above: Term::ZERO,
+            proposed: None,
         }
     }
 
@@ -212,6 +220,22 @@ impl<P: Clone> ReplicaLog<P> {
         self.floor = leader_end;
         self.lost = false;
         self.handed = false;
+    }
+
+    /// This broker, as a candidate, proposed its configuration of `term` to
+    /// `voters` (its base's). Volatile, like the log: a broker that
+    /// restarted stands on nothing until it follows a term again.
+    pub fn proposed(&mut self, term: Term, voters: Vec<BrokerName>) {
+        self.proposed = Some((term, voters));
+    }
+
+    /// The voters this broker proposed its configuration of `term` to, if
+    /// it did: a configuration accepted by this broker's own register may
+    /// not have been chosen, and if it never led it, it stands on it only
+    /// with a majority of those voters too (`Candidacy::new`).
+    pub fn proposed_to(&self, term: Term) -> Option<&[BrokerName]> {
+        let (t, voters) = self.proposed.as_ref()?;
+        (*t == term).then_some(voters.as_slice())
     }
 
     /// Drops everything held: the log is of an incarnation of the channel

@@ -71,6 +71,7 @@ pub async fn stand(
         match outcome {
             Outcome::Pending => {}
             Outcome::Propose(config) => {
+                replicas.proposing(channel, config.term, candidacy.base().voters())?;
                 proposal = Some(config);
                 continue;
             }

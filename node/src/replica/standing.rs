@@ -2,7 +2,8 @@
 //! log of the channel may yet lead the term it stands for, so it is not
 //! handed away ([`Replicas::hand_replica`]).
 
-use switchboard_core::ChannelName;
+use switchboard_cluster::replication::Term;
+use switchboard_core::{BrokerName, ChannelName};
 
 use super::{ReplicaError, Replicas};
 
@@ -23,6 +24,22 @@ impl Replicas {
         Ok(Standing {
             replicas: self,
             channel: channel.clone(),
+        })
+    }
+
+    /// This broker's candidacy for `channel` proposes its configuration of
+    /// `term` to `voters` (its base's): remembered before its own register
+    /// accepts it, so that if it never leads it, it stands on it only with
+    /// a majority of those voters too (`Candidacy::new`).
+    pub fn proposing(
+        &self,
+        channel: &ChannelName,
+        term: Term,
+        voters: Vec<BrokerName>,
+    ) -> Result<(), ReplicaError> {
+        self.with(channel, |c, _| {
+            c.log.proposed(term, voters);
+            ((), false)
         })
     }
 
