@@ -5,9 +5,10 @@
 //! window, are forgotten here, and then at every other broker their
 //! configuration names.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use futures_util::{StreamExt, stream::FuturesUnordered};
+use switchboard_core::BrokerName;
 use switchboard_proto::replica::v1 as pb;
 
 use super::{LocalBroker, replicated::Replicated};
@@ -39,14 +40,22 @@ impl LocalBroker {
         if retired > 0 {
             metrics::counter!("switchboard_replication_retired_total").increment(retired as u64);
         }
-        let dial = &*r.dial;
         let me = r.replicas.me().to_string();
-        let mut asks: FuturesUnordered<_> = r
-            .replicas
-            .untold(BATCH)
+        let untold = r.replicas.untold(BATCH);
+        // One client per broker for the whole batch: a dial is a new
+        // connection (mutual TLS), and a batch asks the same few brokers
+        // up to 64 times each.
+        let clients: HashMap<_, _> = untold
+            .iter()
+            .flat_map(|t| t.config.everyone())
+            .filter(|v| v.as_str() != me)
+            .map(|v| (v.clone(), (r.dial)(v)))
+            .collect();
+        let dial = |v: &BrokerName| clients.get(v).cloned().flatten();
+        let mut asks: FuturesUnordered<_> = untold
             .into_iter()
             .map(|t| {
-                let me = &me;
+                let (me, dial) = (&me, &dial);
                 async move {
                     let all = retired_by_all(dial, me, &t).await;
                     (t, all)

@@ -181,7 +181,9 @@ impl Replicas {
         store
             .lock()
             .forget(&retiring.channel, c.register.promised())?;
-        c.step_down(&retiring.channel, "retired");
+        // Not `step_down`, which warns: retiring is routine (one debug line
+        // per channel, `LocalBroker::retire_here`), and nothing waits on a
+        // channel with nothing pending.
         channels.remove(&retiring.channel);
         drop(channels);
         let mut retired = self.retired.lock();
