@@ -152,6 +152,14 @@ where
 }
 
 /// One server-side handshake with the credentials current now.
+fn abandoned(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
 async fn handshake<IO>(io: IO, context: Arc<TlsContext>) -> Option<TlsConn<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -163,6 +171,13 @@ where
     };
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
         Ok(Ok(stream)) => stream,
+        // The peer hung up before finishing: a caller that gave up (an
+        // election drops the votes it no longer needs), not a refusal.
+        Ok(Err(e)) if abandoned(&e) => {
+            tracing::debug!(error = %e, "TLS handshake abandoned by the peer");
+            refused("abandoned");
+            return None;
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "TLS handshake refused");
             refused("handshake");
