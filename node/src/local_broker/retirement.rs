@@ -17,7 +17,7 @@ use crate::replica::{election::Dial, retirement::Retiring};
 /// Channels retired, and retirements told, per sweep at most: a broker
 /// that is down holds each ask for [`CALL_TIMEOUT`], and the sweep waits
 /// for them.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 /// How long one voter may take to answer.
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -44,7 +44,7 @@ impl LocalBroker {
         let untold = r.replicas.untold(BATCH);
         // One client per broker for the whole batch: a dial is a new
         // connection (mutual TLS), and a batch asks the same few brokers
-        // up to 64 times each.
+        // up to 256 times each.
         let clients: HashMap<_, _> = untold
             .iter()
             .flat_map(|t| t.config.everyone())
