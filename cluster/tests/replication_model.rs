@@ -67,6 +67,9 @@ struct Faults {
     /// retirements: a configuration accepted only by its candidate, naming
     /// it alone, let it decide a term its base's voters decided too).
     unled_on_own_voters: bool,
+    /// A broker forgets an abandoned promise (`abandon`) without raising
+    /// its floor to it.
+    abandon_without_floor: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +276,9 @@ struct Stats {
     retired: u64,
     /// Terms won after a retirement (the channel's next incarnation).
     wins_after_retiring: u64,
+    /// Promises of candidacies that got no further, forgotten by their
+    /// voters (session 20).
+    abandoned: u64,
 }
 
 /// The god's-eye view the invariants are checked against.
@@ -613,6 +619,11 @@ impl Model {
             850..852 => {
                 if let Some(i) = self.pick(Self::may_retire) {
                     self.retire(i);
+                }
+            }
+            870..900 => {
+                if let Some(i) = self.pick(Self::may_abandon) {
+                    self.abandon(i);
                 }
             }
             855..870 => {
@@ -1464,6 +1475,35 @@ impl Model {
         }
     }
 
+    /// A broker that promised a term but holds no configuration, no lease,
+    /// no log and no leadership, and stands for nothing, may forget the
+    /// channel on its own (`Replicas::forget_abandoned`): the candidacy
+    /// that asked for the promise got no further. The model lets it do so
+    /// at any time; the broker waits a while.
+    fn may_abandon(&self, at: usize) -> bool {
+        let b = &self.brokers[at];
+        self.active(at)
+            && b.candidacy.is_none()
+            && b.leadership.is_none()
+            && b.register.config().is_none()
+            && b.register.lease().is_none_or(|l| l.until <= self.now)
+            && b.register.promised() > b.floor
+            && b.log.holds_nothing()
+    }
+
+    fn abandon(&mut self, at: usize) {
+        let b = &mut self.brokers[at];
+        let promised = b.register.promised();
+        if self.faults.abandon_without_floor {
+            b.register = Register::above(LEASE, b.floor);
+            b.log = ReplicaLog::above(b.floor);
+        } else {
+            b.forget(Term::ZERO);
+        }
+        self.stats.abandoned += 1;
+        self.note(|| format!("b{at} forgot its abandoned promise of {promised}"));
+    }
+
     /// The model stays within the promise: it never takes down the last
     /// up broker that could stand on the newest chosen config (losing every
     /// copy is the announced epoch change, outside this protocol).
@@ -1557,6 +1597,7 @@ fn invariants_hold_over_many_seeds() {
                 total.first_terms += s.first_terms;
                 total.retired += s.retired;
                 total.wins_after_retiring += s.wins_after_retiring;
+                total.abandoned += s.abandoned;
             }
             Err(v) => panic!("{v}"),
         }
@@ -1579,6 +1620,9 @@ fn invariants_hold_over_many_seeds() {
     // Channels are retired, and come back (session 18).
     assert!(total.retired > seeds / 10, "{total:?}");
     assert!(total.wins_after_retiring > seeds / 20, "{total:?}");
+    // Voters forget the promises of candidacies that got no further
+    // (session 20).
+    assert!(total.abandoned > seeds / 10, "{total:?}");
 }
 
 /// First candidacies that each stand at the voters of their own view of
@@ -1661,6 +1705,22 @@ fn the_named_leader_of_an_unled_configuration_on_its_voters_alone_is_caught() {
     };
     let v = first_violation(seeds().max(46_000), faults, "an unled configuration");
     assert!(matches!(v.invariant, 1 | 2), "{v}");
+}
+
+/// A promise forgotten without the floor that keeps it lets its voter
+/// promise the same term twice: the checker catches it.
+#[test]
+fn an_abandoned_promise_forgotten_without_its_floor_is_caught() {
+    let faults = Faults {
+        abandon_without_floor: true,
+        ..Faults::default()
+    };
+    let caught = first_violation(
+        seeds().max(250),
+        faults,
+        "abandoned promises without a floor",
+    );
+    assert_eq!(caught.invariant, 3, "{caught}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ use switchboard_node::{
     local_broker::{Holding, replicated::Replicated},
     replica::{
         Append, Entry, Epoch,
+        abandoned::ABANDONED_AFTER,
         election::{Elected, stand},
         peer_stream::PeerStreams,
         retirement::Retired,
@@ -345,4 +346,39 @@ async fn a_follower_adopting_another_epoch_drops_the_log_of_the_ended_one() {
     let (term, end, committed, now) = b2.state(&news()).unwrap();
     assert_eq!((term, end, committed), (Term(6), 0, 0));
     assert_eq!(now.map(|e| e.id), Some("e2".to_owned()));
+}
+
+/// A candidacy that got no further leaves its voters a bare promise (no
+/// configuration), which no leader retires. Each voter forgets it on its
+/// own once it has held the same promise for `ABANDONED_AFTER`, raising
+/// its floor to it: it never promises that term again, and the
+/// candidate's accept round, should it still come, is refused. A register
+/// that accepted a configuration stays, and a newer promise starts the
+/// wait again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_promise_held_unchanged_is_forgotten_with_its_floor_raised() {
+    let voters = cluster("retire-abandoned").await;
+    let b2 = &voters[&b("b2")].replicas;
+    let bare = switchboard_core::ChannelName::new("news:bare").unwrap();
+    let promised = |reply| matches!(reply, PrepareReply::Promised { .. });
+    assert!(promised(b2.prepare(&bare, &b("b1"), Term(3)).unwrap()));
+    assert!(b2.commit(&news(), &config(2, "b1")).unwrap().0);
+    let t0 = std::time::Instant::now();
+    assert_eq!(b2.forget_abandoned(t0).unwrap(), 0);
+    assert!(promised(b2.prepare(&bare, &b("b3"), Term(4)).unwrap()));
+    assert_eq!(b2.forget_abandoned(t0 + ABANDONED_AFTER).unwrap(), 0);
+    assert!(b2.register(&bare).is_some(), "the newer promise waits anew");
+    assert_eq!(b2.forget_abandoned(t0 + 2 * ABANDONED_AFTER).unwrap(), 1);
+    assert!(b2.register(&bare).is_none());
+    assert!(
+        b2.register(&news()).is_some(),
+        "a configured register stays"
+    );
+    assert_eq!(b2.floor(), Term(4));
+    assert!(matches!(
+        b2.prepare(&bare, &b("b3"), Term(4)).unwrap(),
+        PrepareReply::Refused { .. }
+    ));
+    assert!(!b2.commit(&bare, &config(4, "b3")).unwrap().0);
+    assert_eq!((b2.drop_blank(), b2.held()), (1, 1));
 }

@@ -145,6 +145,18 @@ impl<P: Clone> ReplicaLog<P> {
         self.term
     }
 
+    /// Follows no term, holds no entry and proposed nothing (it may be
+    /// lost: what a broker held before a restart is gone either way).
+    pub fn holds_nothing(&self) -> bool {
+        self.term == Term::ZERO && self.end() == 0 && self.proposed.is_none()
+    }
+
+    /// Holds nothing a fresh log would not: [`Self::holds_nothing`], and
+    /// not lost.
+    pub fn is_blank(&self) -> bool {
+        self.holds_nothing() && !self.lost
+    }
+
     /// Lost in a restart, and no term adopted since.
     pub fn is_lost(&self) -> bool {
         self.lost

@@ -50,6 +50,9 @@ impl LocalBroker {
         metrics::gauge!("switchboard_broker_channels").set(self.inner.registry.len() as f64);
         if let Some(r) = self.replicated() {
             r.replicas.drop_blank();
+            if let Err(e) = r.replicas.forget_abandoned(now.into_std()) {
+                tracing::warn!(error = %e, "cannot forget abandoned promises");
+            }
             metrics::gauge!("switchboard_replication_channels").set(r.replicas.held() as f64);
         }
         {

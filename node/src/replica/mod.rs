@@ -15,6 +15,7 @@
 //!   (a planned move), to stand on the leader's term with.
 //! - `retirement`: forgetting a channel that went idle, at every voter
 //!   and last at its leader.
+//! - `abandoned`: forgetting a promise whose candidacy got no further.
 //! - `election`: standing for a new term of a channel over the network
 //!   (prepare and accept rounds at the voters, this broker's own register
 //!   among them).
@@ -23,6 +24,7 @@
 //! vote (a voter that forgot a promise after a restart could vote twice
 //! for one term), and so can be neither a voter nor a data replica.
 
+pub mod abandoned;
 pub mod election;
 pub mod handed;
 pub mod leading;
@@ -132,6 +134,8 @@ pub struct Replicas {
     /// Channels this broker retired as their leader whose other brokers
     /// have not all heard of it yet (`retirement`).
     retired: Mutex<HashMap<ChannelName, retirement::Retiring>>,
+    /// Bare promises seen by the last sweeps (`abandoned`).
+    abandoned: Mutex<abandoned::Marks>,
 }
 
 /// How long a leader may be silent (no append, no renewal) before its
@@ -186,6 +190,7 @@ impl Replicas {
             vigil: Mutex::new(Vigil::new()),
             retire_cursor: Default::default(),
             retired: Default::default(),
+            abandoned: Default::default(),
         })
     }
 

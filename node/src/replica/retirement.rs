@@ -262,9 +262,8 @@ impl super::ReplicaChannel {
             && r.promised_to().is_none()
             && r.promised() <= floor
             && r.lease().is_none();
-        let log = self.log.term() == Term::ZERO && self.log.end() == 0 && !self.log.is_lost();
         register
-            && log
+            && self.log.is_blank()
             && self.epoch.is_none()
             && self.leading.is_none()
             && self.standing == 0
