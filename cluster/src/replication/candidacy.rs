@@ -140,6 +140,9 @@ pub struct Candidacy {
     also: Vec<BrokerName>,
     promised: BTreeMap<BrokerName, Option<u64>>,
     accepted: BTreeSet<BrokerName>,
+    /// Voters that refused the proposal, and the promise each refused it
+    /// with.
+    refused: BTreeMap<BrokerName, Term>,
     lease_blocked_until: Option<Instant>,
     phase: Phase,
 }
@@ -212,6 +215,7 @@ impl Candidacy {
             plan,
             promised: BTreeMap::new(),
             accepted: BTreeSet::new(),
+            refused: BTreeMap::new(),
             lease_blocked_until: None,
             phase: Phase::Preparing,
         })
@@ -312,14 +316,28 @@ impl Candidacy {
             return Outcome::Pending;
         }
         if !accepted {
-            return if promised >= self.term {
-                self.finish(Outcome::Lost {
-                    newer_term: promised,
-                    config: None,
-                })
-            } else {
-                Outcome::Pending
-            };
+            if promised < self.term {
+                return Outcome::Pending;
+            }
+            // One refusal does not lose it: the others may still make a
+            // majority, and then the configuration is chosen whatever this
+            // candidate does. Giving up on it left a chosen configuration
+            // that nobody led: its leader refused the channel as held
+            // elsewhere, and no leader ever retired it (new channels whose
+            // third voter's floor rose past their first term meanwhile,
+            // churn runs of session 20). Lost once no majority can accept
+            // any more.
+            self.refused.insert(from.clone(), promised);
+            let refused = &self.refused;
+            let accepted = &self.accepted;
+            if self.quorum(|v| accepted.contains(v) || !refused.contains_key(v)) {
+                return Outcome::Pending;
+            }
+            let newer_term = refused.values().copied().max().unwrap_or(promised);
+            return self.finish(Outcome::Lost {
+                newer_term,
+                config: None,
+            });
         }
         self.accepted.insert(from.clone());
         if !self.quorum(|v| self.accepted.contains(v)) {
@@ -706,18 +724,46 @@ mod tests {
             }
         ));
         // Refused at the accept round: someone prepared a later term since.
+        // One refusal leaves a majority that may still accept; a second
+        // does not.
         let mut c = candidate(2, &[]);
         c.on_prepare_reply(&b("b2"), &promise(None));
         assert!(matches!(
             c.on_prepare_reply(&b("b3"), &promise(None)),
             Outcome::Propose(_)
         ));
-        assert!(matches!(
+        assert_eq!(
             c.on_commit_reply(&b("b3"), false, Term(6)),
+            Outcome::Pending
+        );
+        assert!(matches!(
+            c.on_commit_reply(&b("b1"), false, Term(7)),
             Outcome::Lost {
-                newer_term: Term(6),
+                newer_term: Term(7),
                 ..
             }
+        ));
+    }
+
+    /// A voter promised the same term to another candidate (a contested
+    /// first term) and refuses the proposal, but the candidate and the
+    /// third voter accept it: it is chosen, and the candidate leads it.
+    #[test]
+    fn a_proposal_refused_by_one_voter_is_won_on_the_others() {
+        let mut c = candidate(2, &[]);
+        c.on_prepare_reply(&b("b2"), &promise(None));
+        assert!(matches!(
+            c.on_prepare_reply(&b("b3"), &promise(None)),
+            Outcome::Propose(_)
+        ));
+        assert_eq!(
+            c.on_commit_reply(&b("b1"), false, Term(5)),
+            Outcome::Pending
+        );
+        assert_eq!(c.on_commit_reply(&b("b2"), true, Term(5)), Outcome::Pending);
+        assert!(matches!(
+            c.on_commit_reply(&b("b3"), true, Term(5)),
+            Outcome::Won { .. }
         ));
     }
 
