@@ -186,8 +186,10 @@ impl BuildHasher for StableBuildHasher {
     }
 }
 
-/// Stable 64-bit hash of explicit bytes; the same function the ring uses.
-fn stable_hash(bytes: &[u8]) -> u64 {
+/// Stable 64-bit hash of explicit bytes; the same function the ring uses,
+/// the same on every machine and build (what is stored by it, such as the
+/// brokers' bucketed floors, depends on that).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
     let mut hasher = StableHasher::default();
     hasher.write(bytes);
     hasher.finish()

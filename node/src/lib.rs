@@ -21,6 +21,8 @@
 //!   is refused (sans-IO).
 //! - [`register_store`]: the durable part of this broker's replication
 //!   registers (docs/replication.md), synced before a vote leaves.
+//! - [`floors`]: the terms a register made afresh never votes in, by
+//!   bucket of channel names (sans-IO).
 //! - [`seen_store`]: the brokers this broker has seen, kept across
 //!   restarts for the lost-majority check.
 //! - [`webhook`]: Pusher apps' webhooks, sent by each channel's owner.
@@ -41,6 +43,7 @@ pub mod authorization;
 pub mod broker_service;
 pub mod deferral;
 pub mod delivery_stream;
+pub mod floors;
 pub mod handoff;
 pub mod history;
 pub mod idempotency;

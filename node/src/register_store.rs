@@ -7,12 +7,12 @@
 //! before the vote it records leaves the broker. Registers change only on
 //! configuration changes, never per publication, so a sync per change is
 //! cheap. A retired channel's register is forgotten with a line of its
-//! own (`channel`, `forgotten`), which also raises the store's floor: the
-//! highest term of any register forgotten, below which a register made
-//! afresh never votes ([`Register::above`]). Opening reads every line (the
-//! last per channel wins), ignores a torn last line (a crash mid-write:
-//! that vote never left), and rewrites the file with the floor and one
-//! line per channel; so does a store whose file has grown to twice its
+//! own (`channel`, `forgotten`), which also raises the channel's floor
+//! ([`Floors`]: the highest term of any register forgotten in its bucket),
+//! at or below which a register made afresh never votes
+//! ([`Register::above`]). Opening reads every line (the last per channel
+//! wins), ignores a torn last line (a crash mid-write: that vote never
+//! left), and rewrites the file with the floors and one line per channel; so does a store whose file has grown to twice its
 //! live lines (plus [`SLACK`]), which bounds it under channels that come
 //! and go.
 
@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 use switchboard_cluster::replication::{Register, ReplicaConfig, Term};
 use switchboard_core::{BrokerName, ChannelName};
 
+use crate::floors::Floors;
+
 const FILE: &str = "registers.jsonl";
 
 /// Lines a store's file may hold beyond twice its live ones before it is
@@ -39,8 +41,8 @@ pub struct RegisterStore {
     dir: PathBuf,
     file: File,
     saved: HashMap<ChannelName, Value>,
-    /// The highest term of any register forgotten.
-    floor: Term,
+    /// The highest term of any register forgotten, by bucket.
+    floors: Floors,
     /// Lines in the file.
     lines: usize,
 }
@@ -51,7 +53,7 @@ impl RegisterStore {
         fs::create_dir_all(dir)?;
         let path = dir.join(FILE);
         let mut saved = HashMap::new();
-        let mut floor = Term::ZERO;
+        let mut floors = Floors::default();
         if let Ok(f) = File::open(&path) {
             for line in BufReader::new(f).lines() {
                 let line = line?;
@@ -59,7 +61,7 @@ impl RegisterStore {
                 let Ok(record) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                floor = floor.max(Term(record["floor"].as_u64().unwrap_or(0)));
+                floors.read(&record);
                 let Some(channel) = record["channel"]
                     .as_str()
                     .and_then(|c| ChannelName::new(c).ok())
@@ -67,35 +69,36 @@ impl RegisterStore {
                     continue;
                 };
                 if let Some(term) = record["forgotten"].as_u64() {
-                    floor = floor.max(Term(term));
+                    floors.raise(&channel, Term(term));
                     saved.remove(&channel);
                 } else {
                     saved.insert(channel, record);
                 }
             }
         }
-        let file = rewrite(dir, &saved, floor)?;
+        let file = rewrite(dir, &saved, &floors)?;
         Ok(Self {
             dir: dir.to_owned(),
             file,
             lines: saved.len() + 1,
             saved,
-            floor,
+            floors,
         })
     }
 
-    /// The highest term of any register forgotten here.
-    pub fn floor(&self) -> Term {
-        self.floor
+    /// `channel`'s floor: the highest term of any register forgotten here
+    /// in its bucket.
+    pub fn floor(&self, channel: &ChannelName) -> Term {
+        self.floors.of(channel)
     }
 
     /// Forgets `channel`'s register, whose promise was `promised`, and
-    /// raises the floor to it; returns once that is on disk.
+    /// raises its floor to it; returns once that is on disk.
     pub fn forget(&mut self, channel: &ChannelName, promised: Term) -> io::Result<()> {
         let record = json!({ "channel": channel.as_str(), "forgotten": promised.0 });
         self.append(&record)?;
         self.saved.remove(channel);
-        self.floor = self.floor.max(promised);
+        self.floors.raise(channel, promised);
         self.compact_if_grown()
     }
 
@@ -108,7 +111,7 @@ impl RegisterStore {
 
     fn compact_if_grown(&mut self) -> io::Result<()> {
         if self.lines > 2 * self.saved.len() + SLACK {
-            self.file = rewrite(&self.dir, &self.saved, self.floor)?;
+            self.file = rewrite(&self.dir, &self.saved, &self.floors)?;
             self.lines = self.saved.len() + 1;
         }
         Ok(())
@@ -162,14 +165,14 @@ impl RegisterStore {
     }
 }
 
-/// Writes the floor and one line per live register to a new file, moves
+/// Writes the floors and one line per live register to a new file, moves
 /// it over the store's, and opens it to append.
-fn rewrite(dir: &Path, saved: &HashMap<ChannelName, Value>, floor: Term) -> io::Result<File> {
+fn rewrite(dir: &Path, saved: &HashMap<ChannelName, Value>, floors: &Floors) -> io::Result<File> {
     let path = dir.join(FILE);
     let compacted = dir.join(format!("{FILE}.new"));
     {
         let mut out = io::BufWriter::new(File::create(&compacted)?);
-        writeln!(out, "{}", json!({ "floor": floor.0 }))?;
+        writeln!(out, "{}", floors.to_record())?;
         for record in saved.values() {
             writeln!(out, "{record}")?;
         }
@@ -313,10 +316,11 @@ mod tests {
             store.save(&ch("chat:a"), &r).unwrap();
             store.save(&ch("chat:b"), &r).unwrap();
             store.forget(&ch("chat:a"), Term(4)).unwrap();
-            assert_eq!(store.floor(), Term(4));
+            assert_eq!(store.floor(&ch("chat:a")), Term(4));
         }
         let store = RegisterStore::open(&d).unwrap();
-        assert_eq!(store.floor(), Term(4));
+        assert_eq!(store.floor(&ch("chat:a")), Term(4));
+        assert_eq!(store.floor(&ch("chat:b")), Term::ZERO, "another bucket");
         assert!(
             store
                 .restore(&ch("chat:a"), LEASE, Instant::now())
@@ -346,7 +350,8 @@ mod tests {
         assert!(lines <= SLACK + 1, "{lines} lines for no live register");
         drop(store);
         let store = RegisterStore::open(&d).unwrap();
-        assert_eq!((store.channels().count(), store.floor()), (0, Term(2)));
+        assert_eq!(store.channels().count(), 0);
+        assert_eq!(store.floor(&ch("chat:0")), Term(2));
         let _ = fs::remove_dir_all(&d);
     }
 }

@@ -148,7 +148,7 @@ async fn an_idle_channel_is_forgotten_at_every_voter_and_starts_anew_above_its_t
         assert!(replicas.state(&news()).is_none(), "{name} kept its log");
         assert_eq!(replicas.held(), 0, "{name} holds replication state");
         assert!(
-            replicas.floor() >= first.term,
+            replicas.floor(&news()) >= first.term,
             "{name} forgot below its floor"
         );
     }
@@ -234,7 +234,7 @@ async fn a_voter_keeps_what_it_holds_beyond_or_took_part_in_later_and_forgets_on
         b2.retire(&news(), Term(4), &b("b3"), 1).unwrap(),
         Retired::Forgotten
     );
-    assert_eq!((b2.held(), b2.floor()), (0, Term(4)));
+    assert_eq!((b2.held(), b2.floor(&news())), (0, Term(4)));
     // Forgotten: an older leader's messages are refused, no lease is
     // granted, neither brings the channel back, and no vote in a term it
     // forgot.
@@ -267,26 +267,34 @@ async fn a_voter_keeps_what_it_holds_beyond_or_took_part_in_later_and_forgets_on
         Retired::Forgotten
     );
     assert!(b2.register(&bare).is_none() && b2.state(&bare).is_none());
-    assert_eq!(b2.floor(), Term(6));
+    assert_eq!(b2.floor(&bare), Term(6));
 }
 
-/// Voters' floors differ (each is the highest term it forgot, of any
-/// channel): a candidate refused with a promise and no configuration
-/// stands above that promise next, instead of one term higher each time.
+/// Voters' floors differ (each is the highest term it forgot in the
+/// channel's bucket): a candidate refused with a promise and no
+/// configuration stands above that promise next, instead of one term
+/// higher each time. Here the channel was retired at two voters and is
+/// new at the third, which stands for it; a channel of another bucket is
+/// not held back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_below_the_voters_floors_stands_above_them_next() {
     let voters = cluster("retire-floor").await;
     let other = switchboard_core::ChannelName::new("news:other").unwrap();
+    assert_ne!(
+        switchboard_node::floors::bucket(&other),
+        switchboard_node::floors::bucket(&news())
+    );
     let epoch = Epoch {
         id: "e0".into(),
         created_micros: 1,
     };
     for name in ["b2", "b3"] {
         let replicas = &voters[&b(name)].replicas;
-        assert!(replicas.commit(&other, &config(9, "b3")).unwrap().0);
-        let _ = replicas.adopt(&other, &config(9, "b3"), 0, epoch.clone());
-        replicas.retire(&other, Term(9), &b("b3"), 0).unwrap();
-        assert_eq!(replicas.floor(), Term(9));
+        assert!(replicas.commit(&news(), &config(9, "b3")).unwrap().0);
+        let _ = replicas.adopt(&news(), &config(9, "b3"), 0, epoch.clone());
+        replicas.retire(&news(), Term(9), &b("b3"), 0).unwrap();
+        assert_eq!(replicas.floor(&news()), Term(9));
+        assert_eq!(replicas.floor(&other), Term::ZERO);
     }
     let b1 = &voters[&b("b1")].replicas;
     let dial = shared_dialer(addrs(&voters));
@@ -374,7 +382,7 @@ async fn a_bare_promise_held_unchanged_is_forgotten_with_its_floor_raised() {
         b2.register(&news()).is_some(),
         "a configured register stays"
     );
-    assert_eq!(b2.floor(), Term(4));
+    assert_eq!(b2.floor(&bare), Term(4));
     assert!(matches!(
         b2.prepare(&bare, &b("b3"), Term(4)).unwrap(),
         PrepareReply::Refused { .. }

@@ -38,12 +38,12 @@ impl Replicas {
             return Ok(0);
         };
         let mut channels = self.channels.lock();
-        let floor = store.lock().floor();
+        let floors = store.lock();
         let mut marks = self.abandoned.lock();
         let before = std::mem::take(&mut *marks);
         let mut due = Vec::new();
         for (name, c) in channels.iter() {
-            let Some(promised) = c.bare_promise(floor, now) else {
+            let Some(promised) = c.bare_promise(floors.floor(name), now) else {
                 continue;
             };
             let since = match before.get(name) {
@@ -56,6 +56,7 @@ impl Replicas {
                 marks.insert(name.clone(), (promised, since));
             }
         }
+        drop(floors);
         for (name, promised) in &due {
             // On disk before the register goes: the floor keeps the promise.
             store.lock().forget(name, *promised)?;

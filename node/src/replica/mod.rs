@@ -238,10 +238,10 @@ impl Replicas {
         let mut scratch = None;
         let c = match channels.get_mut(channel) {
             Some(c) => c,
-            None if !create => scratch.insert(self.fresh(store)),
+            None if !create => scratch.insert(self.fresh(store, channel)),
             None => {
                 tracing::debug!(channel = %channel, "replication state made");
-                let fresh = self.fresh(store);
+                let fresh = self.fresh(store, channel);
                 channels.entry(channel.clone()).or_insert(fresh)
             }
         };
@@ -253,10 +253,10 @@ impl Replicas {
         Ok(out)
     }
 
-    /// The state of a channel new here: its register votes only above the
-    /// terms of every register this broker forgot.
-    fn fresh(&self, store: &Mutex<RegisterStore>) -> ReplicaChannel {
-        let floor = store.lock().floor();
+    /// The state of `channel`, new here: its register votes only above the
+    /// terms of every register this broker forgot in its bucket.
+    fn fresh(&self, store: &Mutex<RegisterStore>, channel: &ChannelName) -> ReplicaChannel {
+        let floor = store.lock().floor(channel);
         ReplicaChannel {
             register: Register::above(self.lease, floor),
             log: ReplicaLog::above(floor),

@@ -227,9 +227,12 @@ impl Replicas {
             .is_some_and(|t| t.config.term >= term)
     }
 
-    /// The highest term of any register this broker forgot.
-    pub fn floor(&self) -> Term {
-        self.store.as_ref().map_or(Term::ZERO, |s| s.lock().floor())
+    /// `channel`'s floor: the highest term of any register this broker
+    /// forgot in its bucket.
+    pub fn floor(&self, channel: &ChannelName) -> Term {
+        self.store
+            .as_ref()
+            .map_or(Term::ZERO, |s| s.lock().floor(channel))
     }
 
     /// How many channels this broker keeps replication state for.
@@ -244,10 +247,13 @@ impl Replicas {
     /// one makes it afresh, above a floor at least as high. Returns how
     /// many went.
     pub fn drop_blank(&self) -> usize {
-        let floor = self.floor();
+        let Some(store) = self.store.as_ref() else {
+            return 0;
+        };
         let mut channels = self.channels.lock();
+        let store = store.lock();
         let before = channels.len();
-        channels.retain(|_, c| !c.is_blank(floor));
+        channels.retain(|name, c| !c.is_blank(store.floor(name)));
         before - channels.len()
     }
 }
