@@ -5,7 +5,7 @@
 # registers.jsonl size until every broker holds nothing.
 # Run from the repository root after `cargo build --release`:
 #   N=20000 bash bench/churn/retire.sh
-# Figures of session 19: docs/benchmarks.md "Retiring idle channels under churn".
+# Figures of sessions 19 and 20: docs/benchmarks.md "Retiring idle channels under churn".
 set -euo pipefail
 ROOT=$PWD
 N=${N:-20000}
