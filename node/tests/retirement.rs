@@ -390,3 +390,32 @@ async fn a_bare_promise_held_unchanged_is_forgotten_with_its_floor_raised() {
     assert!(!b2.commit(&bare, &config(4, "b3")).unwrap().0);
     assert_eq!((b2.drop_blank(), b2.held()), (1, 1));
 }
+
+/// A witness that refuses the leader's configuration (its floor rose past
+/// the term meanwhile: it retired another channel of its bucket) holds no
+/// data, and the leader and its follower are still a majority: the leader
+/// leads on and commits. A follower's refusal still makes it step down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_leads_on_when_only_its_witness_refuses_the_configuration() {
+    use switchboard_proto::replica::v1::{ReplicateReply, replicate_reply::Kind};
+    let voters = cluster("witness-refuses").await;
+    let stop = CancellationToken::new();
+    let broker = broker_on_b1(&voters, &stop);
+    let config = lead(&broker).await;
+    assert_eq!(publish(&broker, 1).await.offset, 1);
+    let r = broker.replicated().unwrap();
+    let refused = |from: &BrokerName| {
+        let reply = ReplicateReply {
+            channel: news().to_string(),
+            term: config.term.0,
+            kind: Some(Kind::Adopted(false)),
+        };
+        r.replicas.on_reply(from, reply).unwrap();
+    };
+    refused(config.witness.as_ref().unwrap());
+    assert_eq!(r.replicas.leads(&news()), Some(config.term));
+    assert_eq!(publish(&broker, 2).await.offset, 2);
+    refused(&config.followers[0]);
+    assert_eq!(r.replicas.leads(&news()), None);
+    stop.cancel();
+}

@@ -256,6 +256,20 @@ impl Replicas {
                     }
                     Vec::new()
                 }
+                // A witness that refuses the configuration holds no data,
+                // so nothing waits on it, and the leader and its data
+                // replicas accepted the configuration: a majority, which any
+                // later candidate meets (and whose leases keep one from
+                // winning while they run). Stepping down for it left, under
+                // churn, channels whose witness's floor had just risen past
+                // their first term led by nobody, and so never retired
+                // (session 20). The model's leaders never stepped down for
+                // a refused `Adopt`; a follower's refusal still counts, as
+                // its `Stale` appends do there.
+                Some(Reply::Adopted(false)) if !l.leadership.config().is_data_replica(from) => {
+                    tracing::debug!(channel = %channel, witness = %from, term = reply.term, "the witness refused the configuration; leading on");
+                    Vec::new()
+                }
                 Some(Reply::Stale(_) | Reply::Adopted(false)) => {
                     c.step_down(&channel, "a member promised a later term");
                     Vec::new()
