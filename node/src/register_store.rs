@@ -12,9 +12,9 @@
 //! at or below which a register made afresh never votes
 //! ([`Register::above`]). Opening reads every line (the last per channel
 //! wins), ignores a torn last line (a crash mid-write: that vote never
-//! left), and rewrites the file with the floors and one line per channel; so does a store whose file has grown to twice its
-//! live lines (plus [`SLACK`]), which bounds it under channels that come
-//! and go.
+//! left), and rewrites the file with the floors and one line per channel;
+//! so does a store whose file has grown to twice its live lines (plus
+//! [`SLACK`]), which bounds it under channels that come and go.
 
 use std::{
     collections::HashMap,

@@ -726,12 +726,7 @@ mod tests {
         // Refused at the accept round: someone prepared a later term since.
         // One refusal leaves a majority that may still accept; a second
         // does not.
-        let mut c = candidate(2, &[]);
-        c.on_prepare_reply(&b("b2"), &promise(None));
-        assert!(matches!(
-            c.on_prepare_reply(&b("b3"), &promise(None)),
-            Outcome::Propose(_)
-        ));
+        let mut c = proposing();
         assert_eq!(
             c.on_commit_reply(&b("b3"), false, Term(6)),
             Outcome::Pending
@@ -745,17 +740,25 @@ mod tests {
         ));
     }
 
-    /// A voter promised the same term to another candidate (a contested
-    /// first term) and refuses the proposal, but the candidate and the
-    /// third voter accept it: it is chosen, and the candidate leads it.
-    #[test]
-    fn a_proposal_refused_by_one_voter_is_won_on_the_others() {
+    /// b2's candidacy past its prepare round (b2 and b3 promised): it
+    /// proposes its configuration.
+    fn proposing() -> Candidacy {
         let mut c = candidate(2, &[]);
         c.on_prepare_reply(&b("b2"), &promise(None));
         assert!(matches!(
             c.on_prepare_reply(&b("b3"), &promise(None)),
             Outcome::Propose(_)
         ));
+        c
+    }
+
+    /// A voter refuses the proposal (its floor rose past the term after
+    /// the prepare round went on without it, or it promised the term
+    /// elsewhere), but the candidate and the third voter accept it: it is
+    /// chosen, and the candidate leads it.
+    #[test]
+    fn a_proposal_refused_by_one_voter_is_won_on_the_others() {
+        let mut c = proposing();
         assert_eq!(
             c.on_commit_reply(&b("b1"), false, Term(5)),
             Outcome::Pending
