@@ -11,8 +11,11 @@ def sample(label):
         held = re.search(r"^switchboard_replication_channels (\S+)", body, re.M)
         retired = re.search(r"^switchboard_replication_retired_total (\S+)", body, re.M)
         rss = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1)) // 1024
+        # utime + stime, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
         reg = os.path.getsize(f"{work}/data/b{i+1}/registers.jsonl") // 1024 if os.path.exists(f"{work}/data/b{i+1}/registers.jsonl") else 0
-        row.append(f"b{i+1} held={held.group(1) if held else '?'} retired={retired.group(1) if retired else 0} rss={rss}MiB reg={reg}KiB")
+        row.append(f"b{i+1} held={held.group(1) if held else '?'} retired={retired.group(1) if retired else 0} rss={rss}MiB cpu={cpu:.1f}s reg={reg}KiB")
     print(f"{label:>8}  " + " | ".join(row), flush=True)
     return row
 sample("before")

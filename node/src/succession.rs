@@ -386,14 +386,19 @@ pub fn start(
         factor,
         lost_majority,
     } = replicating;
-    let dial: crate::replica::peer_stream::SharedDial = std::sync::Arc::new(move |name| {
+    // Calls (votes, accepts, retirements) share one connection per broker;
+    // each `Replicate` stream opens its own.
+    let clients = crate::replica::peer_clients::PeerClients::new(placement.clone(), dialer.clone());
+    let dial: crate::replica::peer_stream::SharedDial =
+        std::sync::Arc::new(move |name| clients.get(name));
+    let stream_dial: crate::replica::peer_stream::SharedDial = std::sync::Arc::new(move |name| {
         let addr = placement.borrow().addr(name.as_str())?;
         let channel = dialer.dial(&addr).ok()?;
         Some(switchboard_proto::replica::v1::replica_client::ReplicaClient::new(channel))
     });
     let streams = crate::replica::peer_stream::PeerStreams::new(
         replicas.clone(),
-        dial.clone(),
+        stream_dial,
         tracker.clone(),
         shutdown.clone(),
     );

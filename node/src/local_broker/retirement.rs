@@ -5,10 +5,9 @@
 //! window, are forgotten here, and then at every other broker their
 //! configuration names.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use futures_util::{StreamExt, stream::FuturesUnordered};
-use switchboard_core::BrokerName;
 use switchboard_proto::replica::v1 as pb;
 
 use super::{LocalBroker, replicated::Replicated};
@@ -42,20 +41,12 @@ impl LocalBroker {
         }
         let me = r.replicas.me().to_string();
         let untold = r.replicas.untold(BATCH);
-        // One client per broker for the whole batch: a dial is a new
-        // connection (mutual TLS), and a batch asks the same few brokers
-        // up to 256 times each.
-        let clients: HashMap<_, _> = untold
-            .iter()
-            .flat_map(|t| t.config.everyone())
-            .filter(|v| v.as_str() != me)
-            .map(|v| (v.clone(), (r.dial)(v)))
-            .collect();
-        let dial = |v: &BrokerName| clients.get(v).cloned().flatten();
+        // One client per broker, kept across batches (`PeerClients`).
+        let dial = &*r.dial;
         let mut asks: FuturesUnordered<_> = untold
             .into_iter()
             .map(|t| {
-                let (me, dial) = (&me, &dial);
+                let me = &me;
                 async move {
                     let all = retired_by_all(dial, me, &t).await;
                     (t, all)

@@ -9,6 +9,7 @@
 //! - `leading`: the leader's side of a channel: leading a won
 //!   configuration, appending, and what members' answers mean (no IO).
 //! - `peer_stream`: the leader's one `Replicate` stream per member.
+//! - `peer_clients`: one client per broker for calls (votes, retirements).
 //! - `takeover`: the channel as a follower's log holds it, for the term
 //!   it won.
 //! - `handed`: the log that comes with a channel its leader handed over
@@ -28,6 +29,7 @@ pub mod abandoned;
 pub mod election;
 pub mod handed;
 pub mod leading;
+pub mod peer_clients;
 pub mod peer_stream;
 pub mod retirement;
 pub mod service;
