@@ -84,9 +84,12 @@ pub async fn lead(
         Elected::Leads { config, .. } => config,
         other => {
             tracing::info!(channel = %channel, outcome = ?other, "not elected; the request may come back");
-            // A log handed over with the channel stands once: then the
-            // channel is served as held, unreplicated, as before step 4.
-            r.replicas.forget_handed(channel);
+            // A log handed over with the channel stands again when the
+            // request comes back (until session 21 it stood once, and the
+            // channel was then served unreplicated). Lost to a later term,
+            // this broker learnt its configuration, and stands no more on
+            // a log of an earlier one: it asks that term's leader for its
+            // copy instead (`Succession::Stale`).
             return Err(BrokerError::NotOwner { owner: None });
         }
     };

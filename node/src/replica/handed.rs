@@ -13,7 +13,6 @@ use switchboard_cluster::{
     ownership::Snapshot,
     replication::{ReplicaConfig, ReplicaLog},
 };
-use switchboard_core::ChannelName;
 
 use super::{Entry, Epoch, Replicas};
 
@@ -67,17 +66,6 @@ impl Replicas {
             }
         }
     }
-
-    /// Gives up a handed log that did not win its election: the channel
-    /// is served as held here, unreplicated, rather than standing again on
-    /// every request (another broker may have won the term meanwhile).
-    pub fn forget_handed(&self, channel: &ChannelName) {
-        if let Some(c) = self.channels.lock().get_mut(channel)
-            && c.log.is_handed_for(c.log.term())
-        {
-            c.log = ReplicaLog::lost();
-        }
-    }
 }
 
 /// The first offset of `copy`'s log: its history's first, if the history
@@ -99,6 +87,7 @@ mod tests {
 
     use bytes::Bytes;
     use switchboard_cluster::{ownership::SnapshotEntry, replication::Term};
+    use switchboard_core::ChannelName;
 
     use super::*;
 
