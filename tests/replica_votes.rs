@@ -209,7 +209,10 @@ async fn promises_survive_kill_9_and_fence_an_old_leader() {
     assert_eq!(leader.append(4, 4, 2).await, Kind::Gap(3));
 
     // A lease granted to c2 holds off a candidate for term 5 while it runs.
-    let beat = pb::Heartbeat { term: 4 };
+    let beat = pb::Heartbeat {
+        term: 4,
+        sent_micros: 0,
+    };
     let lease = leader.send(replicate_request::Kind::Heartbeat(beat)).await;
     assert!(matches!(lease.unwrap(), Kind::LeaseMs(ms) if ms > 0));
     let mut c3 = client(addr, "c3");

@@ -49,11 +49,12 @@ pub async fn lead(
     channel: &ChannelName,
 ) -> Result<Succession, BrokerError> {
     let plan = plan_for(r, placement, channel);
-    if r.replicas.leads(channel).is_some()
-        && plan.down.is_empty()
-        && !short_handed(r, placement, channel)
-    {
-        return Ok(Succession::Leads);
+    if let Some(term) = r.replicas.leads(channel) {
+        let short = short_handed(r, placement, channel);
+        if plan.down.is_empty() && !short {
+            return Ok(Succession::Leads);
+        }
+        tracing::debug!(channel = %channel, term = %term, down = ?plan.down, short, "leading, but standing again to refill");
     }
     refuse_short(r, placement, channel, &plan)?;
     if let Some(why) = behind_the_state(broker, r, channel) {

@@ -124,7 +124,10 @@ async fn the_follower_takes_over_once_the_leaders_lease_ran_out() {
     };
     send(leader_dial("b2"), pb::replicate_request::Kind::Adopt(adopt)).await;
     for to in ["b2", "b3"] {
-        let beat = pb::Heartbeat { term: 1 };
+        let beat = pb::Heartbeat {
+            term: 1,
+            sent_micros: 0,
+        };
         send(
             leader_dial(to),
             pb::replicate_request::Kind::Heartbeat(beat),

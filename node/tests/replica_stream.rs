@@ -654,3 +654,53 @@ async fn a_swept_led_channel_is_handed_over_with_its_term() {
     );
     stop.cancel();
 }
+
+/// A lease grant counts from the heartbeat it answers, not from the
+/// leader's latest: replies lag behind sends under load, and a grant for
+/// an old heartbeat counted from a new one let a leader serve reads after
+/// its voters' leases ran out (the model always echoed the send time; the
+/// brokers did not until session 21).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_lease_grant_counts_from_the_heartbeat_it_answers() {
+    use switchboard_proto::replica::v1::{
+        ReplicateReply, replicate_reply::Kind, replicate_request::Kind as Sent,
+    };
+    let voters = cluster("late-grant").await;
+    let (broker, _, stop) = led_by_a_broker(&voters).await;
+    let r = broker.replicated().unwrap();
+    let sent_micros = |out: Vec<switchboard_node::replica::leading::Outgoing>| match out
+        .into_iter()
+        .next()
+        .map(|o| o.request.kind)
+    {
+        Some(Some(Sent::Heartbeat(h))) => h.sent_micros,
+        other => panic!("not a heartbeat: {other:?}"),
+    };
+    // Nothing is sent: the only grants are the ones given here. The
+    // election's leases run out, and an old heartbeat is answered after a
+    // new one left.
+    let old = sent_micros(r.replicas.renewals());
+    tokio::time::sleep(switchboard_node::replica::LEASE).await;
+    assert!(!r.replicas.leads_with_majority(&news()), "election's lease");
+    let new = sent_micros(r.replicas.renewals());
+    assert!(old > 0 && new > old);
+    let grant = |from: &str, echoed: u64| {
+        let reply = ReplicateReply {
+            channel: news().to_string(),
+            term: 1,
+            kind: Some(Kind::LeaseMs(600)),
+            heartbeat_sent_micros: echoed,
+        };
+        r.replicas.on_reply(&b(from), reply).unwrap();
+    };
+    grant("b2", old);
+    grant("b3", old);
+    assert!(
+        !r.replicas.leads_with_majority(&news()),
+        "a grant for a heartbeat sent a lease ago counted as fresh"
+    );
+    // The answer to the new one holds it.
+    grant("b2", new);
+    assert!(r.replicas.leads_with_majority(&news()));
+    stop.cancel();
+}

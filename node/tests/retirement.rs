@@ -409,6 +409,7 @@ async fn a_leader_leads_on_when_only_its_witness_refuses_the_configuration() {
             channel: news().to_string(),
             term: config.term.0,
             kind: Some(Kind::Adopted(false)),
+            heartbeat_sent_micros: 0,
         };
         r.replicas.on_reply(from, reply).unwrap();
     };

@@ -4,7 +4,7 @@
 //! register and log, under the same lock). Nothing here does IO: every
 //! call returns the [`Outgoing`] messages for the caller to send.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use switchboard_cluster::replication::{Leadership, ReplicaConfig};
 use switchboard_core::{BrokerName, ChannelName};
@@ -61,6 +61,24 @@ pub struct Appended {
     pub offset: u64,
     pub committed: watch::Receiver<u64>,
     pub outgoing: Vec<Outgoing>,
+}
+
+/// A heartbeat's `sent_micros`: 1 + microseconds from `started` to `now`
+/// (0 means "not said", from a leader before session 21).
+fn sent_micros(started: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(started).as_micros()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// The send a lease grant answers, from the `sent_micros` its voter
+/// echoed: a grant counts from when the heartbeat it answers left, never
+/// from a later one. Replies lag behind sends under load (a stream's
+/// queue holds thousands of messages when a leader leads thousands of
+/// channels), and counting each from the latest send overstated the lease
+/// by as much as the lag: reads served after the voters' leases ran out.
+/// None for a voter before session 21 (0), or an echo from the future.
+fn granted_for(started: Instant, echoed: u64) -> Option<Instant> {
+    let sent = started.checked_add(Duration::from_micros(echoed.checked_sub(1)?))?;
+    (sent <= Instant::now()).then_some(sent)
 }
 
 fn request(leader: &BrokerName, channel: &ChannelName, kind: Request) -> pb::ReplicateRequest {
@@ -224,6 +242,7 @@ impl Replicas {
         reply: pb::ReplicateReply,
     ) -> Result<Vec<Outgoing>, ReplicaError> {
         let channel = super::wire::channel(&reply.channel).map_err(|_| ReplicaError::NotLeader)?;
+        let started = self.started;
         // Only for a channel led here: a reply that was on its way when the
         // channel was retired must not bring it back.
         self.with_held(&channel, |c, me| {
@@ -251,7 +270,9 @@ impl Replicas {
                         .collect()
                 }
                 Some(Reply::LeaseMs(ms)) if ms > 0 => {
-                    if let Some(sent) = l.renewal_sent {
+                    if let Some(sent) = granted_for(started, reply.heartbeat_sent_micros)
+                        .or(l.renewal_sent)
+                    {
                         l.leadership.on_lease_granted(from, sent);
                     }
                     Vec::new()
@@ -311,6 +332,7 @@ impl Replicas {
             };
             l.renewal_sent = Some(now);
             let term = l.leadership.term().0;
+            let sent_micros = sent_micros(self.started, now);
             for v in l
                 .leadership
                 .config()
@@ -318,7 +340,7 @@ impl Replicas {
                 .into_iter()
                 .filter(|v| *v != self.me)
             {
-                let beat = Request::Heartbeat(pb::Heartbeat { term });
+                let beat = Request::Heartbeat(pb::Heartbeat { term, sent_micros });
                 out.push(Outgoing {
                     to: v,
                     request: request(&self.me, channel, beat),

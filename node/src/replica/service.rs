@@ -74,6 +74,7 @@ fn replicate_one(
 ) -> Result<pb::ReplicateReply, Status> {
     let ch = channel(&req.channel)?;
     let leader = broker(&req.leader, "the stream")?;
+    let mut echo = 0;
     let (term, kind) = match req.kind {
         Some(pb::replicate_request::Kind::Adopt(a)) => {
             let config = config_from_pb(a.config.as_ref())?;
@@ -114,6 +115,7 @@ fn replicate_one(
         Some(pb::replicate_request::Kind::Heartbeat(h)) => {
             let lease = replicas.renew(&ch, &leader, Term(h.term)).map_err(status)?;
             let ms = lease.map_or(0, |l| l.as_millis().max(1) as u64);
+            echo = h.sent_micros;
             (Term(h.term), ReplyKind::LeaseMs(ms))
         }
         None => return Err(Status::invalid_argument("an empty replication message")),
@@ -122,6 +124,7 @@ fn replicate_one(
         channel: req.channel,
         term: term.0,
         kind: Some(kind),
+        heartbeat_sent_micros: echo,
     })
 }
 
