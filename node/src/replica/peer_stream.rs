@@ -22,6 +22,23 @@ use super::{Replicas, leading::Outgoing};
 /// resynchronised when opened again).
 const QUEUE: usize = 8192;
 
+/// Places in a member's queue that heartbeats leave free for appends and
+/// configurations. A leader sends one heartbeat per channel it leads to
+/// each member every renewal (150 ms); leading thousands of channels, with
+/// a member slow to read, they filled the queue, and a full queue resets
+/// the stream, which marks the member down for [`DOWN_FOR`]: every channel
+/// it was in then refilled or was refused (a churn run with debug logs, at
+/// about 3,000 channels led per broker: 271 publishes refused, 24
+/// channels left held; session 21).
+const HEARTBEAT_RESERVE: usize = QUEUE / 4;
+
+fn is_heartbeat(request: &pb::ReplicateRequest) -> bool {
+    matches!(
+        request.kind,
+        Some(pb::replicate_request::Kind::Heartbeat(_))
+    )
+}
+
 /// How long a member whose stream ended counts as down without answering
 /// again: longer than gossip takes to declare a dead broker down (about
 /// 3 s), so that gossip decides after it. A broker that was killed and came
@@ -66,10 +83,17 @@ impl PeerStreams {
     }
 
     /// Sends each message on its member's stream, opening it if needed.
+    /// A heartbeat is dropped, not queued, unless more than
+    /// [`HEARTBEAT_RESERVE`] places are free: it only renews a lease, which
+    /// the next renewal does again.
     pub fn send(self: &Arc<Self>, outgoing: Vec<Outgoing>) {
         for Outgoing { to, request } in outgoing {
             let tx = self.stream(&to);
             let Some(tx) = tx else { continue };
+            if is_heartbeat(&request) && tx.capacity() <= HEARTBEAT_RESERVE {
+                metrics::counter!("switchboard_replication_heartbeats_dropped_total").increment(1);
+                continue;
+            }
             if tx.try_send(request).is_err() {
                 // Full or gone: drop it; the next message opens it afresh
                 // and resends what was not acknowledged.
@@ -173,5 +197,58 @@ impl PeerStreams {
         if streams.get(member).is_some_and(|(m, _)| *m == n) {
             streams.remove(member);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_core::Namespaces;
+
+    use super::*;
+
+    fn to_b2(kind: pb::replicate_request::Kind) -> Outgoing {
+        Outgoing {
+            to: "b2".into(),
+            request: pb::ReplicateRequest {
+                leader: "b1".into(),
+                channel: "news".into(),
+                kind: Some(kind),
+            },
+        }
+    }
+
+    /// On one thread, the stream's task does not run before the asserts:
+    /// the queue holds all that was sent.
+    #[tokio::test]
+    async fn heartbeats_never_fill_a_members_queue_nor_reset_its_stream() {
+        let replicas =
+            Arc::new(Replicas::open_in("b1".into(), Namespaces::permissive(), None).unwrap());
+        let dial: SharedDial = Arc::new(|_| {
+            let channel = switchboard_cluster::dialer::endpoint("127.0.0.1:1")
+                .ok()?
+                .connect_lazy();
+            Some(ReplicaClient::new(channel))
+        });
+        let stop = CancellationToken::new();
+        let streams = PeerStreams::new(replicas, dial, TaskTracker::new(), stop.clone());
+        let beat = || {
+            to_b2(pb::replicate_request::Kind::Heartbeat(
+                pb::Heartbeat::default(),
+            ))
+        };
+        streams.send((0..QUEUE + 100).map(|_| beat()).collect());
+        let queued = |s: &PeerStreams| {
+            let streams = s.streams.lock();
+            let (_, tx) = &streams[&BrokerName::from("b2")];
+            QUEUE - tx.capacity()
+        };
+        assert_eq!(queued(&streams), QUEUE - HEARTBEAT_RESERVE);
+        // What must not be lost still has room, on the same stream.
+        let append = pb::replicate_request::Kind::Append(pb::Append::default());
+        streams.send(vec![to_b2(append)]);
+        assert_eq!(queued(&streams), QUEUE - HEARTBEAT_RESERVE + 1);
+        assert_eq!(streams.opened.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(!streams.is_down(&"b2".into()));
+        stop.cancel();
     }
 }
