@@ -74,8 +74,10 @@ fn sent_micros(started: Instant, now: Instant) -> u64 {
 /// from a later one. Replies lag behind sends under load (a stream's
 /// queue holds thousands of messages when a leader leads thousands of
 /// channels), and counting each from the latest send overstated the lease
-/// by as much as the lag: reads served after the voters' leases ran out.
-/// None for a voter before session 21 (0), or an echo from the future.
+/// by as much as the lag: a leader counted on leases its voters no longer
+/// held (`leads_with_majority`, which lets it serve its copy after a
+/// partition without checking it elsewhere). None for a voter before
+/// session 21 (0), or an echo from the future.
 fn granted_for(started: Instant, echoed: u64) -> Option<Instant> {
     let sent = started.checked_add(Duration::from_micros(echoed.checked_sub(1)?))?;
     (sent <= Instant::now()).then_some(sent)
