@@ -121,35 +121,46 @@ mod tests {
         Arc::new(Placement::new(&view, "b1"))
     }
 
-    #[tokio::test]
-    async fn one_connection_per_broker_and_address_however_many_calls() {
+    /// Clients following the ring `tx` sends, and how many dials they made.
+    fn clients() -> (
+        watch::Sender<Arc<Placement>>,
+        PeerClients,
+        impl Fn() -> usize,
+    ) {
         let (tx, rx) = watch::channel(placement("127.0.0.1:7002"));
         let dialer = Arc::new(Counting::default());
-        let clients = PeerClients::new(rx, dialer.clone());
+        let dials = {
+            let dialer = dialer.clone();
+            move || dialer.0.load(Ordering::Relaxed)
+        };
+        (tx, PeerClients::new(rx, dialer), dials)
+    }
+
+    #[tokio::test]
+    async fn one_connection_per_broker_and_address_however_many_calls() {
+        let (tx, clients, dials) = clients();
         let b2 = BrokerName::from("b2");
         for _ in 0..10 {
             assert!(clients.get(&b2).is_some());
         }
-        assert_eq!(dialer.0.load(Ordering::Relaxed), 1);
+        assert_eq!(dials(), 1);
         assert!(clients.get(&BrokerName::from("b9")).is_none());
         // Back at another address (restarted elsewhere): a new connection.
         tx.send_replace(placement("127.0.0.1:7012"));
         assert!(clients.get(&b2).is_some());
         assert!(clients.get(&b2).is_some());
-        assert_eq!(dialer.0.load(Ordering::Relaxed), 2);
+        assert_eq!(dials(), 2);
     }
 
     #[tokio::test]
     async fn a_connection_is_replaced_before_h2_would_close_it_for_its_resets() {
-        let (_tx, rx) = watch::channel(placement("127.0.0.1:7002"));
-        let dialer = Arc::new(Counting::default());
-        let clients = PeerClients::new(rx, dialer.clone());
+        let (_tx, clients, dials) = clients();
         let b2 = BrokerName::from("b2");
         for _ in 0..CALLS_PER_CONNECTION {
             clients.get(&b2);
         }
-        assert_eq!(dialer.0.load(Ordering::Relaxed), 1);
+        assert_eq!(dials(), 1);
         clients.get(&b2);
-        assert_eq!(dialer.0.load(Ordering::Relaxed), 2);
+        assert_eq!(dials(), 2);
     }
 }
