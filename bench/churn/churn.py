@@ -10,12 +10,13 @@ def sample(label):
         c.request("GET", "/metrics"); body = c.getresponse().read().decode()
         held = re.search(r"^switchboard_replication_channels (\S+)", body, re.M)
         retired = re.search(r"^switchboard_replication_retired_total (\S+)", body, re.M)
+        dropped = re.search(r"^switchboard_replication_heartbeats_dropped_total (\S+)", body, re.M)
         rss = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1)) // 1024
         # utime + stime, in clock ticks (fields 14 and 15 of /proc/PID/stat).
         stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
         cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
         reg = os.path.getsize(f"{work}/data/b{i+1}/registers.jsonl") // 1024 if os.path.exists(f"{work}/data/b{i+1}/registers.jsonl") else 0
-        row.append(f"b{i+1} held={held.group(1) if held else '?'} retired={retired.group(1) if retired else 0} rss={rss}MiB cpu={cpu:.1f}s reg={reg}KiB")
+        row.append(f"b{i+1} held={held.group(1) if held else '?'} retired={retired.group(1) if retired else 0} rss={rss}MiB cpu={cpu:.1f}s reg={reg}KiB hb_dropped={dropped.group(1) if dropped else 0}")
     print(f"{label:>8}  " + " | ".join(row), flush=True)
     return row
 sample("before")

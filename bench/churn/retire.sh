@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Channel churn against the README's cluster (3 brokers, R = 2, 1 gateway):
 # N channels published to once each through the server API, then left alone;
-# samples each broker's switchboard_replication_channels, RSS and
+# samples each broker's switchboard_replication_channels, RSS, CPU time, heartbeats dropped and
 # registers.jsonl size until every broker holds nothing.
 # Run from the repository root after `cargo build --release`:
 #   N=20000 bash bench/churn/retire.sh
