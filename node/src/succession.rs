@@ -392,14 +392,15 @@ pub fn start(
     } = replicating;
     // Calls (votes, accepts, retirements) share one connection per broker;
     // each `Replicate` stream opens its own.
-    let clients = crate::replica::peer_clients::PeerClients::new(placement.clone(), dialer.clone());
-    let dial: crate::replica::peer_stream::SharedDial =
-        std::sync::Arc::new(move |name| clients.get(name));
-    let stream_dial: crate::replica::peer_stream::SharedDial = std::sync::Arc::new(move |name| {
-        let addr = placement.borrow().addr(name.as_str())?;
-        let channel = dialer.dial(&addr).ok()?;
-        Some(switchboard_proto::replica::v1::replica_client::ReplicaClient::new(channel))
-    });
+    let clients = std::sync::Arc::new(crate::replica::peer_clients::PeerClients::new(
+        placement, dialer,
+    ));
+    let dial: crate::replica::peer_stream::SharedDial = {
+        let clients = clients.clone();
+        std::sync::Arc::new(move |name| clients.get(name))
+    };
+    let stream_dial: crate::replica::peer_stream::SharedDial =
+        std::sync::Arc::new(move |name| clients.fresh(name));
     let streams = crate::replica::peer_stream::PeerStreams::new(
         replicas.clone(),
         stream_dial,

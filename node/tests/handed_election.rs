@@ -18,12 +18,11 @@ use switchboard_cluster::{
 use switchboard_core::{BrokerError, BrokerName, Namespaces};
 use switchboard_node::{
     BrokerConfig, LocalBroker,
-    local_broker::replicated::Replicated,
-    replica::{election::Elected, election::stand, peer_stream::PeerStreams},
+    replica::{election::Elected, election::stand},
     succession::{self, Succession},
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use voters::{NAMES, addrs, cluster, news, plan, serve_on, shared_dialer, voter};
+use tokio_util::sync::CancellationToken;
+use voters::{NAMES, addrs, cluster, news, plan, replicating, serve_on, shared_dialer, voter};
 
 fn b(name: &str) -> BrokerName {
     name.into()
@@ -48,20 +47,7 @@ fn broker_over(
     stop: &CancellationToken,
 ) -> LocalBroker {
     let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
-    broker.set_replicated(Replicated {
-        replicas: replicas.clone(),
-        streams: PeerStreams::new(
-            replicas.clone(),
-            dial.clone(),
-            TaskTracker::new(),
-            stop.clone(),
-        ),
-        dial: dial.clone(),
-        factor: 2,
-        lost_majority: Default::default(),
-        deferrals: Default::default(),
-    });
-    broker
+    replicating(broker, replicas, dial, stop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use switchboard_core::{
 };
 use switchboard_node::{
     BrokerConfig, LocalBroker,
-    local_broker::{Holding, replicated::Replicated},
+    local_broker::Holding,
     replica::{
         Entry, Epoch, ReplicaError, Replicas,
         election::{Elected, stand},
@@ -463,16 +463,9 @@ async fn a_leader_holding_a_copy_is_not_handed_the_replica() {
     let dial = shared_dialer(addrs(&voters));
     let (_streams, epoch) = three_committed(&voters, &dial).await;
     let b2 = voters[&b("b2")].replicas.clone();
+    let stop = CancellationToken::new();
     let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
-    let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
-    broker.set_replicated(Replicated {
-        replicas: b2.clone(),
-        streams: PeerStreams::new(b2.clone(), dial.clone(), tracker.clone(), stop.clone()),
-        dial: dial.clone(),
-        factor: 2,
-        lost_majority: Default::default(),
-        deferrals: Default::default(),
-    });
+    let broker = voters::replicating(broker, &b2, &dial, &stop);
     // Asked twice by a leader that holds its copy: a fence, no replica.
     for _ in 0..2 {
         let kept = broker.release_for(&news(), "b1", true).unwrap();
@@ -581,16 +574,9 @@ async fn led_by_a_broker(
 ) -> (LocalBroker, String, CancellationToken) {
     let dial = shared_dialer(addrs(voters));
     let b1 = voters[&b("b1")].replicas.clone();
+    let stop = CancellationToken::new();
     let broker = LocalBroker::new(BrokerConfig::default(), Namespaces::permissive());
-    let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
-    broker.set_replicated(Replicated {
-        replicas: b1.clone(),
-        streams: PeerStreams::new(b1.clone(), dial.clone(), tracker, stop.clone()),
-        dial: dial.clone(),
-        factor: 2,
-        lost_majority: Default::default(),
-        deferrals: Default::default(),
-    });
+    let broker = voters::replicating(broker, &b1, &dial, &stop);
     broker.touch(&news()).unwrap();
     let (id, created_micros) = broker.epoch_of(&news()).unwrap();
     let config = elect(&b1, &dial, &NAMES, &[]).await;

@@ -16,16 +16,15 @@ use switchboard_cluster::replication::{PrepareReply, ReplicaConfig, Term};
 use switchboard_core::{Broker, BrokerName, Namespaces, Position, PublishRequest};
 use switchboard_node::{
     BrokerConfig, LocalBroker,
-    local_broker::{Holding, replicated::Replicated},
+    local_broker::Holding,
     replica::{
         Append, Entry, Epoch,
         abandoned::ABANDONED_AFTER,
         election::{Elected, stand},
-        peer_stream::PeerStreams,
         retirement::Retired,
     },
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 use voters::{NAMES, Voter, addrs, news, plan, shared_dialer, voter_in};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -62,16 +61,7 @@ fn broker_on_b1(voters: &HashMap<BrokerName, Voter>, stop: &CancellationToken) -
         idempotency_window: TTL,
         ..BrokerConfig::default()
     };
-    let broker = LocalBroker::new(config, short_history());
-    broker.set_replicated(Replicated {
-        replicas: b1.clone(),
-        streams: PeerStreams::new(b1, dial.clone(), TaskTracker::new(), stop.clone()),
-        dial,
-        factor: 2,
-        lost_majority: Default::default(),
-        deferrals: Default::default(),
-    });
-    broker
+    voters::replicating(LocalBroker::new(config, short_history()), &b1, &dial, stop)
 }
 
 /// b1 stands for the channel's next term over every voter and leads it

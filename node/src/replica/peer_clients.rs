@@ -17,8 +17,9 @@
 //! connection with every call on it (`ENHANCE_YOUR_CALM`). The first churn
 //! run with one connection per broker reached it in under a minute.
 //!
-//! The leader's `Replicate` streams do not use this: each opens its own
-//! connection, so that a burst of appends never queues a vote behind it.
+//! The leader's `Replicate` streams are not pooled: each gets a connection
+//! of its own ([`PeerClients::fresh`]), so that a burst of appends never
+//! queues a vote behind it.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -79,6 +80,13 @@ impl PeerClients {
         };
         clients.insert(broker.clone(), pooled);
         Some(client)
+    }
+
+    /// A client on a connection of its own to `broker`, kept by nobody
+    /// here: for a leader's `Replicate` stream to it.
+    pub fn fresh(&self, broker: &BrokerName) -> Option<ReplicaClient<Channel>> {
+        let addr = self.placement.borrow().addr(broker.as_str())?;
+        Some(ReplicaClient::new(self.dialer.dial(&addr).ok()?))
     }
 }
 

@@ -85,6 +85,33 @@ pub(crate) fn addrs(voters: &HashMap<BrokerName, Voter>) -> Addrs {
 /// A shared dialer, as leaders hold it.
 pub(crate) type Dial = switchboard_node::replica::peer_stream::SharedDial;
 
+/// `broker` replicating over `replicas` (R = 2), reaching the others
+/// through `dial`; its streams end with `stop`.
+pub(crate) fn replicating(
+    broker: LocalBroker,
+    replicas: &Arc<Replicas>,
+    dial: &Dial,
+    stop: &CancellationToken,
+) -> LocalBroker {
+    use switchboard_node::{
+        local_broker::replicated::Replicated, replica::peer_stream::PeerStreams,
+    };
+    broker.set_replicated(Replicated {
+        replicas: replicas.clone(),
+        streams: PeerStreams::new(
+            replicas.clone(),
+            dial.clone(),
+            TaskTracker::new(),
+            stop.clone(),
+        ),
+        dial: dial.clone(),
+        factor: 2,
+        lost_majority: Default::default(),
+        deferrals: Default::default(),
+    });
+    broker
+}
+
 /// A dialer that follows `addrs`.
 pub(crate) fn shared_dialer(addrs: Addrs) -> switchboard_node::replica::peer_stream::SharedDial {
     Arc::new(move |name: &BrokerName| {
