@@ -370,6 +370,15 @@ async fn three_committed(
     (streams, epoch)
 }
 
+/// Returns once `voter` holds no running lease for the channel: its leader
+/// renewed once as it won, and nothing renews it here, as if it had died
+/// (and comes back having lost its copy).
+async fn lease_ran_out(voter: &Replicas) {
+    if let Some(until) = voter.lease_until(&news()) {
+        tokio::time::sleep_until(until.into()).await;
+    }
+}
+
 /// A follower hands its replica to the leader of its term when that
 /// leader lost its own copy (it restarted before anyone took its place),
 /// and stops counting as complete: the leader goes on unreplicated, so
@@ -386,6 +395,7 @@ async fn a_follower_hands_its_replica_to_a_leader_that_lost_its_copy() {
     // The witness names that leader to an owner that asks it.
     let b3 = voters[&b("b3")].replicas.clone();
     assert_eq!(b3.holder_for(&news(), &b("b4")), Some(b("b1")));
+    lease_ran_out(&b2).await;
     let (handed, to) = b2.hand_replica(&news(), &b("b1"), 10).expect("handed");
     assert_eq!(to, HandedTo::Leader);
     let s = &handed;
@@ -472,7 +482,9 @@ async fn a_leader_holding_a_copy_is_not_handed_the_replica() {
         assert_eq!(kept, Release::NotHeld);
         assert!(b2.holds_epoch(&news()), "the replica is kept");
     }
-    // Asked by the same leader without its copy: handed.
+    // Asked by the same leader without its copy, once it stopped renewing
+    // its lease: handed.
+    lease_ran_out(&b2).await;
     let Release::State(handed) = broker.release_for(&news(), "b1", false).unwrap() else {
         panic!("the replica was not handed");
     };
@@ -662,9 +674,9 @@ async fn a_late_lease_grant_counts_from_the_heartbeat_it_answers() {
         Some(Some(Sent::Heartbeat(h))) => h.sent_micros,
         other => panic!("not a heartbeat: {other:?}"),
     };
-    // Nothing is sent: the only grants are the ones given here. The
-    // election's leases run out, and an old heartbeat is answered after a
-    // new one left.
+    // Nothing renews here: the renewal sent as the leader won is answered
+    // and runs out, then the only grants are the ones given here, and an
+    // old heartbeat is answered after a new one left.
     let old = sent_micros(r.replicas.renewals());
     tokio::time::sleep(switchboard_node::replica::LEASE).await;
     assert!(!r.replicas.leads_with_majority(&news()), "election's lease");
@@ -687,6 +699,89 @@ async fn a_late_lease_grant_counts_from_the_heartbeat_it_answers() {
     );
     // The answer to the new one holds it.
     grant("b2", new);
+    assert!(r.replicas.leads_with_majority(&news()));
+    stop.cancel();
+}
+
+/// A leader answers reads of a channel it leads only while a majority of
+/// its voters hold a lease for it (docs/replication.md, step 4; the
+/// model's invariant 5). Until session 22 the brokers never checked: a
+/// leader frozen past its lease, or cut off from its voters, answered
+/// history, recovery and subscribe reads from a copy a later term may
+/// have moved past. Here nothing renews the election's leases: once they
+/// run out, a history read and a subscribe wait a lease and are refused
+/// `Unavailable` (the gateway asks again); a grant that comes while a read
+/// waits lets it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_serves_reads_only_under_a_majority_lease() {
+    use switchboard_core::{BrokerError, HistoryRequest};
+    use switchboard_proto::replica::v1::{
+        ReplicateReply, replicate_reply::Kind, replicate_request::Kind as Sent,
+    };
+    let voters = cluster("read-lease").await;
+    let (broker, _, stop) = led_by_a_broker(&voters).await;
+    broker
+        .attach(GatewayId::from("g1"), Arc::new(Discard))
+        .await
+        .unwrap();
+    let r = broker.replicated().unwrap().clone();
+    let history = |broker: LocalBroker| async move {
+        let req = HistoryRequest {
+            channel: news(),
+            since: None,
+            limit: 10,
+            reverse: false,
+        };
+        broker.history(req).await
+    };
+    let subscribe = SubscribeRequest {
+        gateway: GatewayId::from("g1"),
+        channel: news(),
+        since: None,
+        client: None,
+    };
+    // Under the election's leases: served at once.
+    history(broker.clone()).await.unwrap();
+    broker.subscribe(subscribe.clone()).await.unwrap();
+    tokio::time::sleep(switchboard_node::replica::LEASE).await;
+    assert!(!r.replicas.leads_with_majority(&news()), "election's lease");
+    let refused = history(broker.clone()).await;
+    assert!(
+        matches!(refused, Err(BrokerError::Unavailable(_))),
+        "a history read without a majority lease: {refused:?}"
+    );
+    let refused = broker.subscribe(subscribe).await;
+    assert!(
+        matches!(refused, Err(BrokerError::Unavailable(_))),
+        "a subscribe without a majority lease: {refused:?}"
+    );
+    // A read waiting when a voter answers a renewal is let through.
+    let sent = match r
+        .replicas
+        .renewals()
+        .into_iter()
+        .next()
+        .map(|o| o.request.kind)
+    {
+        Some(Some(Sent::Heartbeat(h))) => h.sent_micros,
+        other => panic!("not a heartbeat: {other:?}"),
+    };
+    let read = tokio::spawn(history(broker.clone()));
+    timeout(WAIT, async {
+        while r.replicas.reads_waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the read never waited");
+    let reply = ReplicateReply {
+        channel: news().to_string(),
+        term: 1,
+        kind: Some(Kind::LeaseMs(600)),
+        heartbeat_sent_micros: sent,
+    };
+    r.replicas.on_reply(&b("b2"), reply).unwrap();
+    read.await.unwrap().expect("read after the grant");
     assert!(r.replicas.leads_with_majority(&news()));
     stop.cancel();
 }

@@ -317,6 +317,7 @@ impl Broker for LocalBroker {
             .get(&req.gateway)
             .map(|s| s.value().clone())
             .ok_or(BrokerError::NotAttached)?;
+        self.read_lease(&req.channel).await?;
         self.with_channel(&req.channel, |s| {
             s.presence_room(req.client.as_ref())?;
             // A gateway that re-attached (a new stream) resubscribes: its
@@ -460,6 +461,7 @@ impl Broker for LocalBroker {
             return Err(BrokerError::NotAvailable("presence"));
         }
         self.refuse_fenced(&req.channel)?;
+        self.read_lease(&req.channel).await?;
         Ok(self
             .with_existing(&req.channel, |s| {
                 s.presence.page(req.after.as_deref(), req.limit)
@@ -473,6 +475,7 @@ impl Broker for LocalBroker {
             return Err(BrokerError::NotAvailable("presence"));
         }
         self.refuse_fenced(channel)?;
+        self.read_lease(channel).await?;
         Ok(self
             .with_existing(channel, |s| s.presence.stats())
             .unwrap_or(PresenceStats {
@@ -486,6 +489,7 @@ impl Broker for LocalBroker {
         if !options.history_enabled() {
             return Err(BrokerError::NotAvailable("history"));
         }
+        self.read_lease(&req.channel).await?;
         let reply = self.with_channel(&req.channel, |s| {
             s.history.trim(Instant::now());
             let position = s.position();

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 
 use super::{LocalBroker, channel_state::ChannelState};
-use crate::replica::{Entry, Replicas, peer_stream::PeerStreams};
+use crate::replica::{Entry, Replicas, peer_stream::PeerStreams, read_lease::ReadRefused};
 use switchboard_core::{
     BrokerError, ChannelName, DeliveryKind, NamespaceOptions, Position, PublishRequest,
     frame::push as frame,
@@ -62,6 +62,21 @@ impl LocalBroker {
         s.offset = committed;
         s.copy_term = term;
         Some(s)
+    }
+
+    /// Holds a read of `channel` until this broker, if it leads the channel
+    /// replicated, does so under a majority's leases
+    /// (`Replicas::read_lease`): refused `Unavailable` (the gateway asks
+    /// again) if none comes back within a lease, `NotOwner` if it stopped
+    /// leading meanwhile.
+    pub(super) async fn read_lease(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        let Some(r) = self.replicated() else {
+            return Ok(());
+        };
+        r.replicas.read_lease(channel).await.map_err(|e| match e {
+            ReadRefused::SteppedDown => not_led(),
+            ReadRefused::NoMajorityLease => BrokerError::Unavailable(e.to_string()),
+        })
     }
 
     /// Replicates the channels this broker leads from now on.

@@ -111,6 +111,35 @@ impl ReplicaChannel {
         })
     }
 
+    /// A lease renewal of the channel led here to each of its other voters,
+    /// sent `now`.
+    fn heartbeats(
+        &mut self,
+        me: &BrokerName,
+        channel: &ChannelName,
+        started: Instant,
+        now: Instant,
+    ) -> Vec<Outgoing> {
+        let Some(l) = self.leading.as_mut() else {
+            return Vec::new();
+        };
+        l.renewal_sent = Some(now);
+        let term = l.leadership.term().0;
+        let sent_micros = sent_micros(started, now);
+        let voters = l.leadership.config().voters();
+        voters
+            .into_iter()
+            .filter(|v| v != me)
+            .map(|v| {
+                let beat = Request::Heartbeat(pb::Heartbeat { term, sent_micros });
+                Outgoing {
+                    to: v,
+                    request: request(me, channel, beat),
+                }
+            })
+            .collect()
+    }
+
     /// Appends of `range` to `to`, from this leader's log.
     fn appends(
         &self,
@@ -199,6 +228,11 @@ impl Replicas {
                 let range = c.leading.as_mut().map_or(0..0, |l| l.leadership.unacked(f));
                 out.extend(c.appends(me, channel, f, range));
             }
+            // Winning grants no lease (accepting a configuration is not a
+            // renewal): a renewal now, rather than at the next tick, gives
+            // the new leader its majority's leases, and so its reads
+            // (`read_lease`), one round trip after it won.
+            out.extend(c.heartbeats(me, channel, self.started, Instant::now()));
             (out, false)
         })
     }
@@ -245,9 +279,10 @@ impl Replicas {
     ) -> Result<Vec<Outgoing>, ReplicaError> {
         let channel = super::wire::channel(&reply.channel).map_err(|_| ReplicaError::NotLeader)?;
         let started = self.started;
+        let grant = matches!(reply.kind, Some(Reply::LeaseMs(ms)) if ms > 0);
         // Only for a channel led here: a reply that was on its way when the
         // channel was retired must not bring it back.
-        self.with_held(&channel, |c, me| {
+        let out = self.with_held(&channel, |c, me| {
             let Some(l) = c.leading.as_mut() else {
                 return (Vec::new(), false);
             };
@@ -300,7 +335,11 @@ impl Replicas {
                 _ => Vec::new(),
             };
             (out, false)
-        })
+        })?;
+        if grant {
+            self.lease_waiters.granted();
+        }
+        Ok(out)
     }
 
     /// `peer`'s stream was (re)opened: the configuration again, and every
@@ -329,25 +368,7 @@ impl Replicas {
         let mut channels = self.channels.lock();
         let mut out = Vec::new();
         for (channel, c) in channels.iter_mut() {
-            let Some(l) = c.leading.as_mut() else {
-                continue;
-            };
-            l.renewal_sent = Some(now);
-            let term = l.leadership.term().0;
-            let sent_micros = sent_micros(self.started, now);
-            for v in l
-                .leadership
-                .config()
-                .voters()
-                .into_iter()
-                .filter(|v| *v != self.me)
-            {
-                let beat = Request::Heartbeat(pb::Heartbeat { term, sent_micros });
-                out.push(Outgoing {
-                    to: v,
-                    request: request(&self.me, channel, beat),
-                });
-            }
+            out.extend(c.heartbeats(&self.me, channel, self.started, now));
         }
         out
     }

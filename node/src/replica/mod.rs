@@ -17,6 +17,7 @@
 //! - `retirement`: forgetting a channel that went idle, at every voter
 //!   and last at its leader.
 //! - `abandoned`: forgetting a promise whose candidacy got no further.
+//! - `read_lease`: reads of a led channel only under a majority's leases.
 //! - `election`: standing for a new term of a channel over the network
 //!   (prepare and accept rounds at the voters, this broker's own register
 //!   among them).
@@ -31,6 +32,7 @@ pub mod handed;
 pub mod leading;
 pub mod peer_clients;
 pub mod peer_stream;
+pub mod read_lease;
 pub mod retirement;
 pub mod service;
 mod standing;
@@ -138,6 +140,8 @@ pub struct Replicas {
     retired: Mutex<HashMap<ChannelName, retirement::Retiring>>,
     /// Bare promises seen by the last sweeps (`abandoned`).
     abandoned: Mutex<abandoned::Marks>,
+    /// Reads waiting for a majority's leases (`read_lease`).
+    lease_waiters: read_lease::LeaseWaiters,
 }
 
 /// How long a leader may be silent (no append, no renewal) before its
@@ -193,6 +197,7 @@ impl Replicas {
             retire_cursor: Default::default(),
             retired: Default::default(),
             abandoned: Default::default(),
+            lease_waiters: Default::default(),
         })
     }
 
