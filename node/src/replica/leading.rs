@@ -432,11 +432,16 @@ impl Replicas {
     /// its voters: no other copy can be newer (a later term would need some
     /// of those voters, and they hold off every candidate meanwhile).
     pub fn leads_with_majority(&self, channel: &ChannelName) -> bool {
+        self.lease_held(channel) == Some(true)
+    }
+
+    /// For a channel led here, whether a majority of its voters hold a
+    /// lease for this broker; `None` if it does not lead the channel. One
+    /// lock for both, as every read asks (`read_lease`).
+    pub(super) fn lease_held(&self, channel: &ChannelName) -> Option<bool> {
         let channels = self.channels.lock();
-        channels
-            .get(channel)
-            .and_then(|c| c.leading.as_ref())
-            .is_some_and(|l| l.leadership.may_serve_reads(Instant::now()))
+        let l = channels.get(channel)?.leading.as_ref()?;
+        Some(l.leadership.may_serve_reads(Instant::now()))
     }
 
     /// The committed offset of a channel led here, to wait on.

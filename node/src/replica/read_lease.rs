@@ -67,7 +67,7 @@ impl Replicas {
     /// business) or leads it under a majority's leases; otherwise waits up
     /// to one [`LEASE`] for the renewals in flight to bring a majority back.
     pub async fn read_lease(&self, channel: &ChannelName) -> Result<(), ReadRefused> {
-        if self.leads(channel).is_none() || self.leads_with_majority(channel) {
+        if self.lease_held(channel) != Some(false) {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + LEASE;
@@ -77,14 +77,13 @@ impl Replicas {
             tokio::pin!(granted);
             // Registered before the check, so a grant in between is seen.
             granted.as_mut().enable();
-            if self.leads(channel).is_none() {
-                return Err(ReadRefused::SteppedDown);
-            }
-            if self.leads_with_majority(channel) {
-                return Ok(());
+            match self.lease_held(channel) {
+                None => return Err(ReadRefused::SteppedDown),
+                Some(true) => return Ok(()),
+                Some(false) => {}
             }
             if tokio::time::timeout_at(deadline, granted).await.is_err() {
-                if self.leads(channel).is_none() {
+                if self.lease_held(channel).is_none() {
                     return Err(ReadRefused::SteppedDown);
                 }
                 tracing::debug!(channel = %channel, "read refused: no majority of its voters renewed the lease");
